@@ -1,0 +1,93 @@
+"""The result of a sort: which unit fired when, and with what shape.
+
+A `Sorting` is a plain container shared by inference, phy export, scoring,
+curation and the app. Spike times follow the field's convention: the sample
+of the waveform's extremum on the unit's main channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Sorting:
+    spike_times: np.ndarray  # (n_spikes,) int64 sample index, sorted ascending
+    spike_units: np.ndarray  # (n_spikes,) int32 unit id (index into `templates`)
+    amplitudes: np.ndarray  # (n_spikes,) float32 spike amplitude (code value x filter peak, µV)
+    templates: np.ndarray  # (n_units, n_taps, n_channels) float32 unit shapes in µV
+    sampling_rate: float  # Hz
+    # (n_units,) int: tap of each template's extremum on its main channel, so a
+    # spike at time t covers samples [t - template_peak_taps[u], ... + n_taps).
+    template_peak_taps: np.ndarray | None = None
+    channel_positions: np.ndarray | None = None  # (n_channels, 2) µm
+    # Optional per-spike features for the cluster views: (n_spikes, n_features) float32.
+    features: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spike_times = np.asarray(self.spike_times, dtype=np.int64)
+        self.spike_units = np.asarray(self.spike_units, dtype=np.int32)
+        self.amplitudes = np.asarray(self.amplitudes, dtype=np.float32)
+        self.templates = np.asarray(self.templates, dtype=np.float32)
+        n = len(self.spike_times)
+        if len(self.spike_units) != n or len(self.amplitudes) != n:
+            raise ValueError(
+                f"spike_times ({n}), spike_units ({len(self.spike_units)}) and "
+                f"amplitudes ({len(self.amplitudes)}) must have the same length"
+            )
+        if n and np.any(np.diff(self.spike_times) < 0):
+            order = np.argsort(self.spike_times, kind="stable")
+            self.spike_times = self.spike_times[order]
+            self.spike_units = self.spike_units[order]
+            self.amplitudes = self.amplitudes[order]
+            if self.features is not None:
+                self.features = self.features[order]
+        if self.template_peak_taps is None:
+            self.template_peak_taps = peak_taps(self.templates)
+        if self.channel_positions is None:
+            self.channel_positions = linear_positions(self.n_channels)
+
+    @property
+    def n_spikes(self) -> int:
+        return len(self.spike_times)
+
+    @property
+    def n_units(self) -> int:
+        return self.templates.shape[0]
+
+    @property
+    def n_channels(self) -> int:
+        return self.templates.shape[2]
+
+    @property
+    def unit_ids(self) -> np.ndarray:
+        return np.arange(self.n_units, dtype=np.int32)
+
+    def spike_counts(self) -> np.ndarray:
+        """(n_units,) int64 number of spikes per unit."""
+        return np.bincount(self.spike_units, minlength=self.n_units).astype(np.int64)
+
+    def main_channels(self) -> np.ndarray:
+        """(n_units,) int channel with the largest peak-to-peak per template."""
+        if self.n_units == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.ptp(self.templates, axis=1).argmax(axis=1)
+
+
+def peak_taps(templates: np.ndarray) -> np.ndarray:
+    """Tap of the absolute extremum on each template's main channel."""
+    if templates.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    main = np.ptp(templates, axis=1).argmax(axis=1)
+    on_main = templates[np.arange(templates.shape[0]), :, main]  # (n_units, n_taps)
+    return np.abs(on_main).argmax(axis=1).astype(np.int64)
+
+
+def linear_positions(n_channels: int, pitch_um: float = 20.0) -> np.ndarray:
+    """Channels on a vertical line, `pitch_um` apart: the default probe."""
+    positions = np.zeros((n_channels, 2), dtype=np.float64)
+    positions[:, 1] = np.arange(n_channels) * pitch_um
+    return positions
