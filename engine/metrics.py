@@ -1,0 +1,315 @@
+"""Unit quality metrics and correlograms, for the unit table and the curation views.
+
+Spike times are sample indices; rates are in Hz, durations in seconds,
+amplitudes and templates in µV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.sorting import Sorting
+
+if TYPE_CHECKING:
+    from engine.curation import ChangeRecord, Curation
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    refractory_ms: float = 1.5  # ISIs shorter than this violate the refractory period
+    censored_ms: float = 0.0  # ISIs the detector cannot produce (dead time after a spike)
+    presence_bin_s: float = 60.0
+    min_presence_bins: int = 20  # short recordings use this many bins instead
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.censored_ms < self.refractory_ms:
+            raise ValueError("need 0 <= censored_ms < refractory_ms")
+        if self.presence_bin_s <= 0 or self.min_presence_bins < 1:
+            raise ValueError("presence bins must be positive")
+
+
+@dataclass(frozen=True)
+class UnitMetrics:
+    n_spikes: int
+    firing_rate: float  # Hz over the whole recording
+    snr: float  # template peak on its main channel / that channel's noise σ; nan if unknown
+    isi_violation_ratio: float  # observed / Poisson-expected refractory violations; nan if no spikes
+    isi_violation_count: int  # ISIs shorter than the refractory period
+    presence_ratio: float  # fraction of time bins holding at least one spike
+    amplitude_median: float  # µV; nan without amplitudes
+
+
+def unit_metrics(
+    spike_times: np.ndarray,
+    sampling_rate: float,
+    duration_s: float,
+    amplitudes: np.ndarray | None = None,
+    template: np.ndarray | None = None,
+    noise_levels: np.ndarray | None = None,
+    settings: MetricSettings = MetricSettings(),
+) -> UnitMetrics:
+    """Metrics of one unit from its spikes' times (samples) and amplitudes.
+
+    `template`: (n_taps, n_channels) µV; `noise_levels`: (n_channels,) σ in µV.
+    """
+    if duration_s <= 0:
+        raise ValueError(f"duration_s must be positive, got {duration_s}")
+    times = np.sort(np.asarray(spike_times, dtype=np.int64))  # (n,) samples
+    n_spikes = len(times)
+    violation_count, violation_ratio = _isi_violations(times, sampling_rate, duration_s, settings)
+    amplitude_median = float(np.median(amplitudes)) if amplitudes is not None and n_spikes else np.nan
+    return UnitMetrics(
+        n_spikes=n_spikes,
+        firing_rate=n_spikes / duration_s,
+        snr=_snr(template, noise_levels),
+        isi_violation_ratio=violation_ratio,
+        isi_violation_count=violation_count,
+        presence_ratio=_presence_ratio(times, sampling_rate, duration_s, settings),
+        amplitude_median=amplitude_median,
+    )
+
+
+def compute_unit_metrics(
+    spike_times: np.ndarray,
+    spike_clusters: np.ndarray,
+    unit_ids: np.ndarray,
+    sampling_rate: float,
+    duration_s: float,
+    amplitudes: np.ndarray | None = None,
+    templates: Mapping[int, np.ndarray] | np.ndarray | None = None,
+    noise_levels: np.ndarray | None = None,
+    settings: MetricSettings = MetricSettings(),
+) -> dict[int, UnitMetrics]:
+    """Metrics of each unit in `unit_ids`.
+
+    `spike_times`, `spike_clusters`, `amplitudes`: (n_spikes,). `templates`:
+    unit -> (n_taps, n_channels), or an (n_units, n_taps, n_channels) array
+    indexed by unit id; a unit without a template gets snr = nan.
+    """
+    spike_clusters = np.asarray(spike_clusters)
+    # One sort groups every unit's spikes, instead of one full scan per unit.
+    order = np.argsort(spike_clusters, kind="stable")  # (n_spikes,) spike indices grouped by unit
+    sorted_clusters = spike_clusters[order]
+    result = {}
+    for unit in map(int, unit_ids):
+        start, stop = np.searchsorted(sorted_clusters, [unit, unit + 1])
+        spikes = order[start:stop]
+        result[unit] = unit_metrics(
+            spike_times[spikes],
+            sampling_rate,
+            duration_s,
+            amplitudes=None if amplitudes is None else amplitudes[spikes],
+            template=_template_of(templates, unit),
+            noise_levels=noise_levels,
+            settings=settings,
+        )
+    return result
+
+
+def metrics_to_phy_columns(metrics: Mapping[int, UnitMetrics]) -> dict[str, dict[int, float]]:
+    """Columns for cluster_info.tsv (`Curation.save_phy(extra_columns=...)`)."""
+    return {
+        "fr": {u: m.firing_rate for u, m in metrics.items()},
+        "amp": {u: m.amplitude_median for u, m in metrics.items()},
+        "snr": {u: m.snr for u, m in metrics.items()},
+        "isi_viol": {u: m.isi_violation_ratio for u, m in metrics.items()},
+        "presence_ratio": {u: m.presence_ratio for u, m in metrics.items()},
+    }
+
+
+class MetricsCache:
+    """Metrics of every current unit of a curation, kept current from change records.
+
+    Unit ids are never reused, so the metrics of an id never change: an update
+    computes only the units a record adds, and keeps those of deleted units
+    aside, so an undo brings them back without computing anything.
+
+        cache = MetricsCache(curation, sorting, duration_s, noise_levels)
+        curation.on_change(cache.update)
+
+    `sorting` must be the one the curation started from (same spike order).
+    """
+
+    def __init__(
+        self,
+        curation: Curation,
+        sorting: Sorting,
+        duration_s: float,
+        noise_levels: np.ndarray | None = None,
+        settings: MetricSettings = MetricSettings(),
+    ) -> None:
+        if curation.n_spikes != sorting.n_spikes:
+            raise ValueError(f"curation has {curation.n_spikes} spikes, sorting {sorting.n_spikes}")
+        self._curation = curation
+        self._sorting = sorting
+        self._duration_s = duration_s
+        self._noise_levels = noise_levels
+        self._settings = settings
+        self._computed: dict[int, UnitMetrics] = {}
+        self._current: set[int] = set(map(int, curation.unit_ids))
+        for unit in self._current:
+            self._computed[unit] = self._compute(unit)
+
+    @property
+    def metrics(self) -> dict[int, UnitMetrics]:
+        """Current unit -> metrics, ascending unit ids."""
+        return {u: self._computed[u] for u in sorted(self._current)}
+
+    def update(self, record: ChangeRecord) -> None:
+        self._current.difference_update(record.deleted)
+        for unit in record.added:
+            if unit not in self._computed:
+                self._computed[unit] = self._compute(unit)
+            self._current.add(unit)
+
+    def _compute(self, unit: int) -> UnitMetrics:
+        spikes = self._curation.spikes_of(unit)
+        sorting = self._sorting
+        return unit_metrics(
+            sorting.spike_times[spikes],
+            sorting.sampling_rate,
+            self._duration_s,
+            amplitudes=sorting.amplitudes[spikes],
+            template=_mean_template(sorting.spike_units[spikes], sorting.templates),
+            noise_levels=self._noise_levels,
+            settings=self._settings,
+        )
+
+
+def correlograms(
+    spike_times: np.ndarray,
+    spike_clusters: np.ndarray,
+    unit_ids: np.ndarray,
+    sampling_rate: float,
+    bin_ms: float = 1.0,
+    window_ms: float = 50.0,
+) -> np.ndarray:
+    """(n_units, n_units, n_bins) int64 auto- and cross-correlograms.
+
+    `ccg[i, j, b]` counts ordered pairs of distinct spikes (one of
+    unit_ids[i] at t, one of unit_ids[j] at t') whose lag t' - t falls in bin
+    b. Bins are `bin_ms` wide and centred on whole multiples of it, from
+    -window_ms/2 to +window_ms/2, so the middle bin is lag 0, n_bins is odd,
+    and `ccg[j, i]` is `ccg[i, j]` reversed.
+    """
+    spike_times = np.asarray(spike_times)
+    unit_ids = np.asarray(unit_ids, dtype=np.int64)
+    n_units = len(unit_ids)
+    half_bins = int(round(window_ms / 2 / bin_ms))
+    n_bins = 2 * half_bins + 1
+    bin_samples = bin_ms * sampling_rate / 1000.0
+    counts = np.zeros(n_units * n_units * n_bins, dtype=np.int64)  # flat (n_units, n_units, n_bins)
+
+    rows = _row_of_each_spike(np.asarray(spike_clusters), unit_ids)  # (n_spikes,) -1 = not asked for
+    chosen = np.flatnonzero(rows >= 0)
+    order = np.argsort(spike_times[chosen], kind="stable")
+    times = spike_times[chosen][order].astype(np.int64)  # (n_chosen,) samples, ascending
+    rows = rows[chosen][order]
+
+    # Pair each spike with the one `shift` places later, for shift = 1, 2, ...
+    # Times are sorted, so once a pair is outside the window every later
+    # partner of that first spike is too: the work is the number of pairs in
+    # the window, not n².
+    first = np.arange(len(times) - 1)  # first spikes whose pairs may still be in the window
+    shift = 1
+    while first.size:
+        first = first[first + shift < len(times)]
+        lags = times[first + shift] - times[first]  # (n_pairs,) samples, >= 0
+        lag_bins = np.floor((lags + bin_samples / 2) / bin_samples).astype(np.int64)  # 0..
+        inside = lag_bins <= half_bins
+        first, lag_bins = first[inside], lag_bins[inside]
+        row_a, row_b = rows[first], rows[first + shift]
+        # Each pair counts once as (a, b) at +lag and once as (b, a) at -lag.
+        forward = (row_a * n_units + row_b) * n_bins + half_bins + lag_bins
+        backward = (row_b * n_units + row_a) * n_bins + half_bins - lag_bins
+        counts += np.bincount(forward, minlength=counts.size)
+        counts += np.bincount(backward, minlength=counts.size)
+        shift += 1
+    return counts.reshape(n_units, n_units, n_bins)
+
+
+def isi_histogram(
+    spike_times: np.ndarray, sampling_rate: float, bin_ms: float = 0.5, max_ms: float = 50.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of inter-spike intervals below `max_ms`.
+
+    Returns counts (n_bins,) int64 and bin edges (n_bins + 1,) in ms; bins
+    are half-open, [edge_k, edge_k+1).
+    """
+    n_bins = int(round(max_ms / bin_ms))
+    isis = np.diff(np.sort(np.asarray(spike_times, dtype=np.int64)))  # (n - 1,) samples
+    bin_index = np.floor(isis / (bin_ms * sampling_rate / 1000.0)).astype(np.int64)
+    counts = np.bincount(bin_index[bin_index < n_bins], minlength=n_bins).astype(np.int64)
+    return counts, np.arange(n_bins + 1) * bin_ms
+
+
+def _isi_violations(
+    times: np.ndarray, sampling_rate: float, duration_s: float, settings: MetricSettings
+) -> tuple[int, float]:
+    """Count of refractory violations, and their ratio to a Poisson unit's (Hill et al. 2011).
+
+    A Poisson unit firing n spikes in T seconds has about 2 n² (t_r - t_c) / T
+    ISIs in [t_c, t_r); the ratio is the count observed over that, as in
+    SpikeInterface's isi_violations_ratio.
+    """
+    n_spikes = len(times)
+    if n_spikes == 0:
+        return 0, np.nan
+    refractory_samples = settings.refractory_ms * sampling_rate / 1000.0
+    count = int(np.count_nonzero(np.diff(times) < refractory_samples))
+    window_s = (settings.refractory_ms - settings.censored_ms) / 1000.0
+    return count, count * duration_s / (2.0 * n_spikes**2 * window_s)
+
+
+def _presence_ratio(
+    times: np.ndarray, sampling_rate: float, duration_s: float, settings: MetricSettings
+) -> float:
+    n_bins = max(settings.min_presence_bins, int(duration_s // settings.presence_bin_s))
+    bin_index = np.floor(times / sampling_rate / duration_s * n_bins).astype(np.int64)
+    occupied = np.unique(np.clip(bin_index, 0, n_bins - 1))
+    return len(occupied) / n_bins
+
+
+def _snr(template: np.ndarray | None, noise_levels: np.ndarray | None) -> float:
+    if template is None or noise_levels is None:
+        return np.nan
+    main_channel = int(np.ptp(template, axis=0).argmax())
+    peak = float(np.abs(template[:, main_channel]).max())
+    return peak / float(noise_levels[main_channel])
+
+
+def _template_of(templates: Mapping[int, np.ndarray] | np.ndarray | None, unit: int) -> np.ndarray | None:
+    if templates is None:
+        return None
+    if isinstance(templates, Mapping):
+        return templates.get(unit)
+    return templates[unit] if unit < len(templates) else None
+
+
+def _mean_template(original_units: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """(n_taps, n_channels) spike-weighted mean of the sort's templates of these spikes.
+
+    Without re-reading the recording this is the best shape for a curated
+    unit: exact for a merge (the mean of means), the parent's own shape for a
+    piece of a split, and simply the template for an untouched unit.
+    """
+    counts = np.bincount(original_units, minlength=len(templates))
+    present = np.flatnonzero(counts)
+    weights = counts[present] / counts[present].sum()
+    return np.tensordot(weights, templates[present], axes=1)
+
+
+def _row_of_each_spike(spike_clusters: np.ndarray, unit_ids: np.ndarray) -> np.ndarray:
+    """(n_spikes,) int64 position of each spike's unit in `unit_ids`, -1 if absent."""
+    if len(unit_ids) == 0:
+        return np.full(len(spike_clusters), -1, dtype=np.int64)
+    sorter = np.argsort(unit_ids)
+    sorted_ids = unit_ids[sorter]
+    positions = np.searchsorted(sorted_ids, spike_clusters)
+    found = positions < len(sorted_ids)
+    found[found] = sorted_ids[positions[found]] == spike_clusters[found]
+    return np.where(found, sorter[np.minimum(positions, len(sorted_ids) - 1)], -1).astype(np.int64)

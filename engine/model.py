@@ -1,0 +1,160 @@
+"""The CRsAE: a convolutional sparse auto-encoder whose encoder is unrolled FISTA.
+
+The recording y (channels × samples, noise-normalised) is modelled as
+y ≈ H x = Σ_k h_k * x_k with non-negative sparse codes x_k. The encoder runs
+T steps of FISTA on 0.5‖y − Hx‖² + Σ_k λ_k‖x_k‖₁ with the *same* filters the
+decoder uses (tied weights), so learning the decoder learns the encoder too.
+
+Layout: filters are stored as a conv1d weight (n_filters, n_channels, n_taps).
+Hᵀ is `conv1d` (correlation, "valid") and H is `conv_transpose1d`: exact
+adjoints of each other, which FISTA needs to converge. A code at index t
+places filter k on samples [t, t + n_taps).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CRsAE(nn.Module):
+    def __init__(
+        self,
+        filters: np.ndarray | torch.Tensor,
+        lambdas: np.ndarray | torch.Tensor | float,
+        n_iterations: int = 100,
+    ) -> None:
+        super().__init__()
+        weight = torch.as_tensor(np.asarray(filters), dtype=torch.float32)
+        if weight.ndim != 3:
+            raise ValueError(f"filters must be (n_filters, n_channels, n_taps), got shape {tuple(weight.shape)}")
+        self.filters = nn.Parameter(weight.clone())  # (n_filters, n_channels, n_taps)
+        lambdas = torch.as_tensor(np.broadcast_to(np.asarray(lambdas, dtype=np.float32), (weight.shape[0],)).copy())
+        self.register_buffer("lambdas", lambdas)  # (n_filters,) threshold in noise-σ units
+        self.n_iterations = int(n_iterations)
+        self.normalize_filters_()
+
+    @property
+    def n_filters(self) -> int:
+        return self.filters.shape[0]
+
+    @property
+    def n_channels(self) -> int:
+        return self.filters.shape[1]
+
+    @property
+    def n_taps(self) -> int:
+        return self.filters.shape[2]
+
+    def analysis(self, signal: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:
+        """Hᵀ y: (batch, n_channels, n) -> (batch, n_filters, n - n_taps + 1)."""
+        return F.conv1d(signal, self.filters if filters is None else filters)
+
+    def synthesis(self, codes: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:
+        """H x: (batch, n_filters, m) -> (batch, n_channels, m + n_taps - 1)."""
+        return F.conv_transpose1d(codes, self.filters if filters is None else filters)
+
+    @torch.no_grad()
+    def lipschitz(self, n_samples: int | None = None, n_power_iterations: int = 40) -> float:
+        """Largest eigenvalue of HᵀH by power iteration (an upper bound, with margin).
+
+        The operator norm of a convolution barely depends on the signal length once
+        it is several filters long, so a short random signal is enough.
+        """
+        length = n_samples or 8 * self.n_taps
+        generator = torch.Generator(device="cpu").manual_seed(1234)
+        codes = torch.randn(1, self.n_filters, length, generator=generator).to(self.filters.device)
+        filters = self.filters.detach()
+        eigenvalue = 1.0
+        for _ in range(n_power_iterations):
+            codes = codes / codes.norm().clamp_min(1e-12)
+            codes_next = self.analysis(self.synthesis(codes, filters), filters)
+            eigenvalue = float((codes_next * codes).sum())
+            codes = codes_next
+        # The power iteration approaches the largest eigenvalue from below: keep a
+        # margin so that the step 1/L stays safely inside FISTA's convergence bound.
+        return max(eigenvalue, 1e-6) * 1.05
+
+    def encode(
+        self,
+        signal: torch.Tensor,
+        n_iterations: int | None = None,
+        lipschitz: float | None = None,
+        tolerance: float = 0.0,
+    ) -> torch.Tensor:
+        """Unrolled FISTA: (batch, n_channels, n) -> codes (batch, n_filters, n - n_taps + 1).
+
+        With `tolerance` > 0 the loop stops early once the largest code update is
+        below `tolerance` (in code units); training uses a fixed T so gradients
+        flow through the same computation every step.
+        """
+        n_iterations = self.n_iterations if n_iterations is None else int(n_iterations)
+        step = 1.0 / (lipschitz if lipschitz is not None else self.lipschitz())
+        filters = self.filters
+        shrink = (self.lambdas * step).view(1, -1, 1)
+        correlation = self.analysis(signal, filters)  # Hᵀy, reused every step
+        codes = torch.zeros_like(correlation)
+        momentum_point = codes
+        momentum = 1.0
+        for _ in range(n_iterations):
+            gradient_step = correlation - self.analysis(self.synthesis(momentum_point, filters), filters)
+            codes_next = F.relu(momentum_point + step * gradient_step - shrink)
+            momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
+            momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
+            if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:
+                codes = codes_next
+                break
+            codes, momentum = codes_next, momentum_next
+        return codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(codes)
+
+    def forward(self, signal: torch.Tensor, n_iterations: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = self.encode(signal, n_iterations=n_iterations)
+        return self.decode(codes), codes
+
+    @torch.no_grad()
+    def normalize_filters_(self) -> None:
+        """Project every filter back onto the unit sphere (over channels and taps)."""
+        norms = self.filters.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+        self.filters.div_(norms)
+
+    def filters_numpy(self) -> np.ndarray:
+        """(n_filters, n_taps, n_channels) float32 copy, the layout templates use."""
+        return self.filters.detach().cpu().numpy().transpose(0, 2, 1).astype(np.float32).copy()
+
+
+def universal_threshold(n_channels: int, n_samples: int, noise_level: float = 1.0) -> float:
+    """σ √(2 log(C·N)): the level pure noise exceeds with vanishing probability."""
+    return float(noise_level * math.sqrt(2.0 * math.log(max(n_channels * n_samples, 2))))
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU for "auto"; otherwise exactly what was asked."""
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device auto or cpu")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' was requested but Apple MPS is not available; use --device auto or cpu")
+    if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+        raise ValueError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps")
+    return torch.device(requested)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"

@@ -1,0 +1,617 @@
+"""The phy/Kilosort folder: the field's interchange format, written and read.
+
+`export_phy` writes a folder that phy, SpikeInterface and Kilosort tools open.
+`load_phy` reads folders from us, Kilosort 2–4 and SpikeInterface's
+`export_to_phy`. The `write_*` helpers save curation back into a folder the way
+phy does, each file atomically.
+
+What is in a folder (one row per spike unless said otherwise):
+    params.py              dat_path, n_channels_dat, dtype, offset, sample_rate, hp_filtered
+    spike_times.npy        sample index of each spike, ascending
+    spike_templates.npy    template that found the spike
+    spike_clusters.npy     cluster after curation (absent: same as spike_templates)
+    amplitudes.npy         template scaling per spike (ours: µV)
+    templates.npy          (n_templates, n_samples, n_channels) shapes, all peaks at one index
+    channel_map.npy        (n_channels,) column of each sorted channel in the raw file
+    channel_positions.npy  (n_channels, 2) µm
+    cluster_group.tsv      cluster_id<TAB>group (good / mua / noise / unsorted)
+
+We add `gain_to_uv` to params.py (µV per raw unit) so that the raw data reads
+back in µV; phy and SpikeInterface ignore names they do not know.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.atomic import write_npy_atomic, write_text_atomic
+from engine.recording import BinaryRecording, Recording, RecordingError
+from engine.scoring import normalised_cross_correlation
+from engine.sorting import Sorting, linear_positions
+
+PARAMS_FILE = "params.py"
+EXPORTED_DATA_FILE = "recording.dat"
+DEFAULT_GROUP = "unsorted"
+# Half-width of the mean waveforms computed from raw data when a folder has no templates.
+MEAN_WAVEFORM_HALF_WIDTH_MS = 1.0
+INT16_FULL_SCALE = 32767
+CHUNK_VALUES = 1 << 22  # values per chunk when copying a recording: 16 MB of float32
+
+
+class PhyFolderError(ValueError):
+    """A folder that is not, or cannot become, a usable phy folder."""
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+
+def export_phy(
+    sorting: Sorting,
+    out_dir: str | os.PathLike,
+    recording: Recording | None = None,
+    hp_filtered: bool = False,
+    cluster_groups: dict[int, str] | None = None,
+) -> Path:
+    """Write `sorting` as a phy folder at `out_dir` and return its absolute path.
+
+    The raw data phy shows: a `BinaryRecording` is pointed at where it lies;
+    any other recording is written into the folder as int16 `recording.dat`;
+    without a recording, params.py names no data file. The folder is built
+    beside `out_dir` and renamed into place, so an interrupted export leaves
+    the previous folder (if any) untouched and no half-written one.
+    """
+    out_dir = Path(out_dir).resolve()
+    _check_replaceable(out_dir)
+    groups = _unit_groups(sorting, cluster_groups)
+    if recording is not None:
+        _check_recording_matches(sorting, recording)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Plain mkdir rather than mkdtemp: mkdtemp's private 0700 mode would survive
+    # the rename and lock other users out of the exported folder.
+    staging = _unused_sibling(out_dir, "partial")
+    staging.mkdir()
+    try:
+        data_params = _place_raw_data(recording, staging, out_dir, sorting.n_channels)
+        _write_params(staging, data_params, sorting.sampling_rate, hp_filtered)
+        _write_spikes(staging, sorting)
+        _write_templates(staging, sorting)
+        write_cluster_groups(staging, groups)
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    # Replacing deletes the old folder: refuse anything that is not a phy folder,
+    # so a mistyped path cannot wipe a user's unrelated files.
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise PhyFolderError(f"{out_dir} exists and is a file, not a folder")
+    looks_like_phy = (out_dir / PARAMS_FILE).exists() or (out_dir / "spike_times.npy").exists()
+    if any(out_dir.iterdir()) and not looks_like_phy:
+        raise PhyFolderError(
+            f"{out_dir} is not empty and is not a phy folder (no {PARAMS_FILE}); refusing to replace it"
+        )
+
+
+def _unit_groups(sorting: Sorting, cluster_groups: dict[int, str] | None) -> dict[int, str]:
+    groups = {int(unit): DEFAULT_GROUP for unit in sorting.unit_ids}
+    for unit, group in (cluster_groups or {}).items():
+        if int(unit) not in groups:
+            raise ValueError(
+                f"cluster_groups names unit {unit}, but the sorting has units 0..{sorting.n_units - 1}"
+            )
+        groups[int(unit)] = group
+    return groups
+
+
+def _check_recording_matches(sorting: Sorting, recording: Recording) -> None:
+    if recording.n_channels != sorting.n_channels:
+        raise ValueError(f"recording has {recording.n_channels} channels, the sorting {sorting.n_channels}")
+    if not np.isclose(recording.sampling_rate, sorting.sampling_rate, rtol=1e-6):
+        raise ValueError(
+            f"recording is sampled at {recording.sampling_rate} Hz, the sorting at {sorting.sampling_rate} Hz"
+        )
+
+
+def _place_raw_data(recording: Recording | None, staging: Path, out_dir: Path, n_channels: int) -> dict:
+    """Make the raw data reachable from the finished folder; return its params.py entries."""
+    if recording is None:
+        # An empty dat_path is how phy and SpikeInterface spell "no raw data".
+        return {"dat_path": "", "n_channels_dat": n_channels, "dtype": "int16", "offset": 0, "gain_to_uv": 1.0}
+    if isinstance(recording, BinaryRecording):
+        data_file = Path(recording.path).resolve()
+        if data_file.is_relative_to(out_dir):
+            # The file lives in the folder being replaced (a re-export of a
+            # loaded phy folder): carry it over, or deleting the old folder would delete the data.
+            dat_path = data_file.relative_to(out_dir)
+            _link_or_copy(data_file, staging / dat_path)
+        else:
+            dat_path = _reference_to(data_file, out_dir)
+        return {
+            "dat_path": dat_path.as_posix(),
+            "n_channels_dat": recording.n_channels,
+            "dtype": np.dtype(recording.dtype).name,
+            "offset": int(recording.offset),
+            "gain_to_uv": float(recording.gain_to_uv),
+        }
+    gain_to_uv = _write_int16(recording, staging / EXPORTED_DATA_FILE)
+    return {
+        "dat_path": EXPORTED_DATA_FILE,
+        "n_channels_dat": recording.n_channels,
+        "dtype": "int16",
+        "offset": 0,
+        "gain_to_uv": gain_to_uv,
+    }
+
+
+def _reference_to(data_file: Path, out_dir: Path) -> Path:
+    # Relative when data and folder share a parent (a session folder holding
+    # both), so moving the session keeps the link; absolute otherwise, so
+    # moving the phy folder alone keeps it.
+    if data_file.is_relative_to(out_dir.parent):
+        return Path(os.path.relpath(data_file, out_dir))
+    return data_file
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _write_int16(recording: Recording, path: Path) -> float:
+    """Write the recording as int16 scaled to use the full range; return µV per unit."""
+    chunk = max(1, CHUNK_VALUES // recording.n_channels)  # samples per chunk
+    # Two passes over the data, so that neither needs the whole recording in memory.
+    peak_uv = max((float(np.abs(traces).max()) for _, _, traces in recording.iter_chunks(chunk)), default=0.0)
+    gain_to_uv = peak_uv / INT16_FULL_SCALE if peak_uv > 0 else 1.0
+    with open(path, "wb") as handle:
+        for _, _, traces in recording.iter_chunks(chunk):  # (n, c) µV
+            np.round(traces / gain_to_uv).astype(np.int16).tofile(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return gain_to_uv
+
+
+def _write_params(folder: Path, data_params: dict, sampling_rate: float, hp_filtered: bool) -> None:
+    values = {**data_params, "sample_rate": float(sampling_rate), "hp_filtered": bool(hp_filtered)}
+    order = ["dat_path", "n_channels_dat", "dtype", "offset", "sample_rate", "hp_filtered", "gain_to_uv"]
+    lines = ["# Written by Sparsort. gain_to_uv: µV per raw data unit (read by Sparsort, ignored by phy)."]
+    lines += [f"{name} = {values[name]!r}" for name in order]
+    write_text_atomic(folder / PARAMS_FILE, "\n".join(lines) + "\n")
+
+
+def _write_spikes(folder: Path, sorting: Sorting) -> None:
+    write_npy_atomic(folder / "spike_times.npy", sorting.spike_times.astype(np.int64))
+    write_npy_atomic(folder / "spike_templates.npy", sorting.spike_units.astype(np.int32))
+    write_npy_atomic(folder / "spike_clusters.npy", sorting.spike_units.astype(np.int32))
+    write_npy_atomic(folder / "amplitudes.npy", sorting.amplitudes.astype(np.float64))
+
+
+def _write_templates(folder: Path, sorting: Sorting) -> None:
+    templates = centred_templates(sorting.templates, sorting.template_peak_taps)
+    n_units, n_channels = sorting.n_units, sorting.n_channels
+    write_npy_atomic(folder / "templates.npy", templates)
+    # Kilosort's dense layout, in its float64: every template on every channel.
+    write_npy_atomic(folder / "templates_ind.npy", np.tile(np.arange(n_channels, dtype=np.float64), (n_units, 1)))
+    write_npy_atomic(folder / "channel_map.npy", np.arange(n_channels, dtype=np.int32))
+    write_npy_atomic(folder / "channel_positions.npy", np.asarray(sorting.channel_positions, dtype=np.float64))
+    write_npy_atomic(folder / "similar_templates.npy", template_similarity(sorting.templates))
+    # We never whiten, so both matrices are the identity phy expects then.
+    write_npy_atomic(folder / "whitening_mat.npy", np.eye(n_channels))
+    write_npy_atomic(folder / "whitening_mat_inv.npy", np.eye(n_channels))
+
+
+def centred_templates(templates: np.ndarray, peak_taps: np.ndarray) -> np.ndarray:
+    """(n_units, 2 * half + 1, n_channels) float32 templates, each peak moved to tap `half`.
+
+    phy cuts spike waveforms centred on the spike time, and a spike time is the
+    sample of the peak, so centring the peak makes templates and waveforms line up.
+    """
+    n_units, n_taps, n_channels = templates.shape
+    peak_taps = np.asarray(peak_taps, dtype=np.int64)
+    half = int(max(peak_taps.max(), (n_taps - 1 - peak_taps).max())) if n_units else 0
+    centred = np.zeros((n_units, 2 * half + 1, n_channels), dtype=np.float32)
+    for unit in range(n_units):
+        start = half - peak_taps[unit]
+        centred[unit, start : start + n_taps] = templates[unit]
+    return centred
+
+
+def template_similarity(templates: np.ndarray, block_size: int = 64) -> np.ndarray:
+    """(n_units, n_units) float32 best normalised cross-correlation over all lags."""
+    n_units = len(templates)
+    similarity = np.zeros((n_units, n_units), dtype=np.float32)
+    if templates.shape[1] == 0:
+        return similarity
+    # In blocks of rows: all lags of all pairs at once would be n² × n_lags floats.
+    for start in range(0, n_units, block_size):
+        block = normalised_cross_correlation(templates[start : start + block_size], templates)  # (b, n, n_lags)
+        similarity[start : start + block_size] = block.max(axis=2)
+    return similarity
+
+
+def _unused_sibling(out_dir: Path, role: str) -> Path:
+    """A hidden name beside `out_dir`, e.g. `.phy.partial-<random>`."""
+    return out_dir.parent / f".{out_dir.name}.{role}-{uuid.uuid4().hex}"
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        return
+    # Old aside, new in, then old away: at every instant one complete folder
+    # exists on disk (under `aside` if we are killed between the two renames).
+    aside = _unused_sibling(out_dir, "old")
+    os.rename(out_dir, aside)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        os.rename(aside, out_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Curation written back (what phy saves)
+# ---------------------------------------------------------------------------
+
+
+def write_cluster_groups(folder: str | os.PathLike, groups: dict[int, str]) -> None:
+    """cluster_group.tsv: the label (good / mua / noise / unsorted) of each cluster."""
+    lines = ["cluster_id\tgroup"]
+    lines += [f"{int(cluster)}\t{_tsv_cell(group)}" for cluster, group in sorted(groups.items())]
+    write_text_atomic(Path(folder) / "cluster_group.tsv", "\n".join(lines) + "\n")
+
+
+def write_cluster_info(folder: str | os.PathLike, rows: list[dict]) -> None:
+    """cluster_info.tsv: one row per cluster, `cluster_id` first, then every other key seen."""
+    columns = ["cluster_id"]
+    for row in rows:
+        if "cluster_id" not in row:
+            raise ValueError(f"cluster_info row without cluster_id: {row}")
+        columns += [key for key in row if key not in columns]
+    lines = ["\t".join(columns)]
+    for row in rows:
+        lines.append("\t".join(_tsv_cell(row.get(column, "")) for column in columns))
+    write_text_atomic(Path(folder) / "cluster_info.tsv", "\n".join(lines) + "\n")
+
+
+def write_spike_clusters(folder: str | os.PathLike, spike_clusters: np.ndarray) -> None:
+    """spike_clusters.npy: the cluster of every spike, in spike_times.npy's order."""
+    folder = Path(folder)
+    spike_clusters = np.asarray(spike_clusters).reshape(-1)
+    n_spikes = len(_read_npy(folder, "spike_times.npy", mmap_mode="r"))
+    if len(spike_clusters) != n_spikes:
+        raise PhyFolderError(f"{len(spike_clusters)} spike clusters for {n_spikes} spikes in {folder}")
+    write_npy_atomic(folder / "spike_clusters.npy", spike_clusters.astype(np.int32))
+
+
+def _tsv_cell(value) -> str:
+    # A tab or newline inside a cell would shift every column after it.
+    return str(value).replace("\t", " ").replace("\n", " ")
+
+
+# ---------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------
+
+REQUIRED_FILES = ("params.py", "spike_times.npy", "spike_templates.npy")
+
+
+@dataclass
+class PhyFolder:
+    path: Path
+    params: dict  # params.py's assignments
+    spike_times: np.ndarray  # (n_spikes,) int64 sample index, ascending
+    spike_templates: np.ndarray  # (n_spikes,) int32 template that found each spike
+    spike_clusters: np.ndarray  # (n_spikes,) int32 cluster id after curation
+    amplitudes: np.ndarray | None  # (n_spikes,) float64 template scaling, None when absent
+    # (n_templates, n_samples, n_channels) float32, dense and un-whitened; None when absent.
+    templates: np.ndarray | None
+    channel_map: np.ndarray  # (n_channels,) int32 column of each sorted channel in the raw file
+    channel_positions: np.ndarray  # (n_channels, 2) µm
+    cluster_groups: dict[int, str]  # cluster id -> good / mua / noise / unsorted
+    # The whole raw file (all n_channels_dat columns; `channel_map` picks the
+    # sorted ones), or None with the reason in `missing_data_reason`.
+    recording: Recording | None
+    missing_data_reason: str | None
+
+    @property
+    def sampling_rate(self) -> float:
+        return float(self.params["sample_rate"])
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_map)
+
+    @property
+    def cluster_ids(self) -> np.ndarray:
+        return np.unique(self.spike_clusters)
+
+    def to_sorting(self, max_waveforms_per_unit: int = 200) -> Sorting:
+        """A `Sorting` whose units are the clusters, in ascending cluster id.
+
+        `extra["cluster_ids"]` maps unit index -> cluster id, `extra["unit_groups"]`
+        unit index -> group, and `extra["templates_source"]` says where the
+        templates came from: "templates.npy" (spike-count-weighted mean of the
+        templates of each cluster's spikes), "raw data" (mean of up to
+        `max_waveforms_per_unit` waveforms), or "none" (zeros, shape (n_units, 1, n_channels)).
+        """
+        cluster_ids = self.cluster_ids
+        spike_units = np.searchsorted(cluster_ids, self.spike_clusters).astype(np.int32)  # (n_spikes,)
+        templates, source = self._unit_templates(len(cluster_ids), spike_units, max_waveforms_per_unit)
+        if self.amplitudes is not None:
+            amplitudes = self.amplitudes
+        else:
+            # Without amplitudes, each spike gets its unit's peak: flat, but in the right units.
+            amplitudes = np.abs(templates).max(axis=(1, 2))[spike_units] if len(templates) else np.zeros(0)
+        unit_groups = {
+            unit: self.cluster_groups.get(int(cluster), DEFAULT_GROUP) for unit, cluster in enumerate(cluster_ids)
+        }
+        return Sorting(
+            spike_times=self.spike_times,
+            spike_units=spike_units,
+            amplitudes=amplitudes,
+            templates=templates,
+            sampling_rate=self.sampling_rate,
+            channel_positions=self.channel_positions,
+            extra={
+                "cluster_ids": cluster_ids,
+                "unit_groups": unit_groups,
+                "templates_source": source,
+                "phy_folder": str(self.path),
+            },
+        )
+
+    def _unit_templates(self, n_units: int, spike_units: np.ndarray, max_waveforms: int) -> tuple[np.ndarray, str]:
+        if self.templates is not None:
+            n_templates = len(self.templates)
+            if len(self.spike_templates) and self.spike_templates.max() >= n_templates:
+                raise PhyFolderError(
+                    f"spike_templates.npy refers to template {self.spike_templates.max()}, "
+                    f"but templates.npy has {n_templates} templates"
+                )
+            # (n_units, n_templates) how many spikes of each unit each template found.
+            counts = np.bincount(
+                spike_units.astype(np.int64) * n_templates + self.spike_templates, minlength=n_units * n_templates
+            ).reshape(n_units, n_templates)
+            weights = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            return np.einsum("ut,tsc->usc", weights, self.templates).astype(np.float32), "templates.npy"
+        if self.recording is not None:
+            return self._mean_waveforms(n_units, spike_units, max_waveforms), "raw data"
+        return np.zeros((n_units, 1, self.n_channels), dtype=np.float32), "none"
+
+    def _mean_waveforms(self, n_units: int, spike_units: np.ndarray, max_waveforms: int) -> np.ndarray:
+        half = int(round(MEAN_WAVEFORM_HALF_WIDTH_MS * 1e-3 * self.sampling_rate))
+        means = np.zeros((n_units, 2 * half + 1, self.n_channels), dtype=np.float32)
+        inside = (self.spike_times >= half) & (self.spike_times + half + 1 <= self.recording.n_samples)
+        for unit in range(n_units):
+            spikes = np.flatnonzero((spike_units == unit) & inside)
+            # Evenly spread over the recording, so drift shows up in the mean as it would in the data.
+            chosen = spikes[np.linspace(0, len(spikes) - 1, min(len(spikes), max_waveforms)).astype(np.int64)]
+            for spike_time in self.spike_times[chosen]:
+                start = spike_time - half
+                window = self.recording.get_traces(start, start + 2 * half + 1, self.channel_map)  # (taps, c) µV
+                # Raw files may carry a DC offset; the median of the window removes it.
+                means[unit] += window - np.median(window, axis=0)
+            means[unit] /= max(len(chosen), 1)
+        return means
+
+
+def load_phy(folder: str | os.PathLike) -> PhyFolder:
+    """Read a phy / Kilosort / SpikeInterface-export folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PhyFolderError(f"{folder} is not a folder")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).exists()]
+    if missing:
+        raise PhyFolderError(
+            f"{folder} is not a phy folder: {', '.join(missing)} missing "
+            f"(a phy folder needs {', '.join(REQUIRED_FILES)}, and usually spike_clusters.npy and channel_map.npy)"
+        )
+    params = read_params(folder / PARAMS_FILE)
+    if "sample_rate" not in params:
+        raise PhyFolderError(f"{folder / PARAMS_FILE} does not set sample_rate")
+
+    spike_times = _read_npy(folder, "spike_times.npy").reshape(-1).astype(np.int64)
+    spike_templates = _read_spike_vector(folder, "spike_templates.npy", len(spike_times)).astype(np.int32)
+    if (folder / "spike_clusters.npy").exists():
+        spike_clusters = _read_spike_vector(folder, "spike_clusters.npy", len(spike_times)).astype(np.int32)
+    else:
+        spike_clusters = spike_templates.copy()
+    if np.any(np.diff(spike_times) < 0):
+        raise PhyFolderError(f"spike_times.npy in {folder} is not in ascending order, as phy requires")
+    amplitudes = None
+    if (folder / "amplitudes.npy").exists():
+        amplitudes = _read_spike_vector(folder, "amplitudes.npy", len(spike_times)).astype(np.float64)
+
+    channel_map = _read_channel_map(folder, params)
+    if (folder / "channel_positions.npy").exists():
+        channel_positions = _read_npy(folder, "channel_positions.npy").astype(np.float64)
+        channel_positions = channel_positions.reshape(len(channel_map), -1)
+    else:
+        channel_positions = linear_positions(len(channel_map))
+    recording, missing_data_reason = _open_raw_data(folder, params, channel_map, channel_positions)
+    return PhyFolder(
+        path=folder.resolve(),
+        params=params,
+        spike_times=spike_times,
+        spike_templates=spike_templates,
+        spike_clusters=spike_clusters,
+        amplitudes=amplitudes,
+        templates=_read_templates(folder, len(channel_map)),
+        channel_map=channel_map,
+        channel_positions=channel_positions,
+        cluster_groups=_read_cluster_groups(folder),
+        recording=recording,
+        missing_data_reason=missing_data_reason,
+    )
+
+
+def read_params(path: Path) -> dict:
+    """params.py's top-level assignments, parsed (never executed).
+
+    Values must be literals; `np.int16`-style dtypes are read by name.
+    """
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError) as error:
+        raise PhyFolderError(f"{path} cannot be read: {error}") from error
+    params = {}
+    for statement in tree.body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+            continue
+        target = statement.targets[0]
+        if not isinstance(target, ast.Name):
+            continue
+        if isinstance(statement.value, ast.Attribute):
+            params[target.id] = statement.value.attr
+            continue
+        try:
+            params[target.id] = ast.literal_eval(statement.value)
+        except ValueError as error:
+            raise PhyFolderError(f"{path}: {target.id} is not a plain value") from error
+    return params
+
+
+def _read_npy(folder: Path, name: str, mmap_mode: str | None = None) -> np.ndarray:
+    try:
+        return np.load(folder / name, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError as error:
+        raise PhyFolderError(f"{folder} has no {name}, which a phy folder needs") from error
+    except (ValueError, OSError) as error:
+        raise PhyFolderError(f"{folder / name} is not a readable .npy file: {error}") from error
+
+
+def _read_spike_vector(folder: Path, name: str, n_spikes: int) -> np.ndarray:
+    # Kilosort and SpikeInterface save (n_spikes, 1); we save (n_spikes,).
+    values = _read_npy(folder, name).reshape(-1)
+    if len(values) != n_spikes:
+        raise PhyFolderError(f"{name} has {len(values)} entries, spike_times.npy {n_spikes}")
+    return values
+
+
+def _read_channel_map(folder: Path, params: dict) -> np.ndarray:
+    if (folder / "channel_map.npy").exists():
+        return _read_npy(folder, "channel_map.npy").reshape(-1).astype(np.int32)
+    if "n_channels_dat" in params:
+        return np.arange(int(params["n_channels_dat"]), dtype=np.int32)
+    raise PhyFolderError(f"{folder} has neither channel_map.npy nor n_channels_dat in {PARAMS_FILE}")
+
+
+def _read_templates(folder: Path, n_channels: int) -> np.ndarray | None:
+    """Dense, un-whitened templates, or None when the folder has none."""
+    if not (folder / "templates.npy").exists():
+        return None
+    templates = np.nan_to_num(_read_npy(folder, "templates.npy").astype(np.float32))
+    if templates.ndim != 3:
+        raise PhyFolderError(f"templates.npy must be (n_templates, n_samples, n_channels), got {templates.shape}")
+    # phy's sparse layout (SpikeInterface writes it): template_ind.npy lists the
+    # channel of each column, −1 for padding. Kilosort's templates_ind.npy is dense and needs nothing.
+    if (folder / "template_ind.npy").exists():
+        channel_index = _read_npy(folder, "template_ind.npy").astype(np.int64).reshape(templates.shape[0], -1)
+        dense = np.zeros((templates.shape[0], templates.shape[1], n_channels), dtype=np.float32)
+        for template, channels in enumerate(channel_index):
+            used = channels >= 0
+            dense[template][:, channels[used]] = templates[template][:, used]
+        templates = dense
+    if templates.shape[2] != n_channels:
+        raise PhyFolderError(f"templates.npy has {templates.shape[2]} channels, channel_map.npy {n_channels}")
+    if (folder / "whitening_mat_inv.npy").exists():
+        # Kilosort's templates live in whitened space; this brings them back to the data's.
+        templates = (templates @ _read_npy(folder, "whitening_mat_inv.npy").astype(np.float32)).astype(np.float32)
+    return templates
+
+
+def _read_cluster_groups(folder: Path) -> dict[int, str]:
+    # phy's own labels first, then its cluster_info export, then Kilosort's automatic labels.
+    sources = (("cluster_group.tsv", "group"), ("cluster_info.tsv", "group"), ("cluster_KSLabel.tsv", "KSLabel"))
+    for name, column in sources:
+        path = folder / name
+        if path.exists():
+            groups = _read_tsv_column(path, column)
+            if groups is not None:
+                return groups
+    return {}
+
+
+def _read_tsv_column(path: Path, column: str) -> dict[int, str] | None:
+    """cluster id -> non-empty value of `column`, or None when the file lacks that column."""
+    text = path.read_text(encoding="utf-8")
+    delimiter = "\t" if "\t" in text.partition("\n")[0] else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    id_column = "cluster_id" if "cluster_id" in (reader.fieldnames or []) else "id"
+    if column not in (reader.fieldnames or []) or id_column not in (reader.fieldnames or []):
+        return None
+    values = {}
+    for line_number, row in enumerate(reader, start=2):
+        if not (row[id_column] and row[column]):
+            continue
+        try:
+            values[int(float(row[id_column]))] = row[column].strip()
+        except ValueError as error:
+            raise PhyFolderError(f"{path} line {line_number}: cluster id {row[id_column]!r} is not a number") from error
+    return values
+
+
+def _open_raw_data(
+    folder: Path, params: dict, channel_map: np.ndarray, channel_positions: np.ndarray
+) -> tuple[Recording | None, str | None]:
+    """(BinaryRecording, None) or (None, why not)."""
+    dat_path = params.get("dat_path")
+    if isinstance(dat_path, (list, tuple)):
+        if len(dat_path) > 1:
+            return None, f"{PARAMS_FILE} lists {len(dat_path)} raw data files; only one is supported"
+        dat_path = dat_path[0] if dat_path else None
+    # SpikeInterface writes the string 'None' when it had no file to point to.
+    if dat_path is None or str(dat_path).strip() in ("", "None"):
+        return None, f"{PARAMS_FILE} names no raw data file"
+    data_file = Path(dat_path)
+    if not data_file.is_absolute():
+        data_file = folder / data_file
+    if not data_file.is_file() and (folder / data_file.name).is_file():
+        # Folders moved between machines keep a stale absolute dat_path while
+        # the data file itself travelled along inside the folder.
+        data_file = folder / data_file.name
+    if not data_file.is_file():
+        return None, f"raw data file {data_file} not found"
+    if "n_channels_dat" not in params:
+        return None, f"{PARAMS_FILE} does not set n_channels_dat, needed to read {data_file}"
+    n_channels_dat = int(params["n_channels_dat"])
+    if len(channel_map) and (channel_map.min() < 0 or channel_map.max() >= n_channels_dat):
+        return None, f"channel_map.npy names channel {channel_map.max()}, but the raw file has {n_channels_dat}"
+    # Channels the sort left out (sync, reference) keep a default place.
+    positions = linear_positions(n_channels_dat)
+    positions[channel_map] = channel_positions
+
+    try:
+        recording = BinaryRecording(
+            data_file,
+            sampling_rate=float(params["sample_rate"]),
+            n_channels=n_channels_dat,
+            dtype=str(params.get("dtype", "int16")),
+            offset=int(params.get("offset", 0)),
+            gain_to_uv=float(params.get("gain_to_uv", 1.0)),
+            channel_positions=positions,
+        )
+    except (RecordingError, OSError) as error:
+        return None, f"raw data file {data_file} cannot be opened: {error}"
+    return recording, None

@@ -1,0 +1,159 @@
+"""Band-pass filtering, common median reference and noise estimation.
+
+`PreprocessedRecording` applies them lazily, chunk by chunk: each request
+reads a margin of extra samples either side from its parent, filters, and
+crops, so any chunking gives the same samples as filtering the whole array.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from scipy.signal import butter, sosfilt, sosfiltfilt
+
+from engine.recording import Recording, RecordingError
+
+FILTER_ORDER = 3  # per pass; forward-backward filtering doubles the effective order
+# The margin is where the filter's impulse response has decayed to this
+# fraction of its peak: beyond it a chunk edge changes nothing visible in float32.
+_IMPULSE_TAIL = 1e-7
+MAD_TO_SIGMA = 0.6745  # median |x| of a unit Gaussian: MAD / 0.6745 estimates σ
+
+
+def default_freq_max(sampling_rate: float) -> float:
+    """Upper band edge: 6 kHz, or 45% of the sampling rate when that is lower."""
+    return min(6000.0, 0.45 * sampling_rate)
+
+
+@functools.lru_cache(maxsize=32)
+def bandpass_sos(sampling_rate: float, freq_min: float = 300.0, freq_max: float | None = None) -> np.ndarray:
+    """Butterworth band-pass as second-order sections, (n_sections, 6) float64."""
+    if freq_max is None:
+        freq_max = default_freq_max(sampling_rate)
+    nyquist = sampling_rate / 2
+    if not (0 < freq_min < freq_max < nyquist):
+        raise RecordingError(
+            f"band-pass {freq_min:g}-{freq_max:g} Hz is not possible at {sampling_rate:g} Hz: "
+            f"need 0 < freq_min < freq_max < {nyquist:g} Hz (half the sampling rate); "
+            f"the usual band is 300 Hz to {default_freq_max(sampling_rate):g} Hz"
+        )
+    return butter(FILTER_ORDER, [freq_min, freq_max], btype="bandpass", fs=sampling_rate, output="sos")
+
+
+@functools.lru_cache(maxsize=32)
+def filter_margin(sampling_rate: float, freq_min: float = 300.0, freq_max: float | None = None) -> int:
+    """Samples after which the band-pass impulse response has died out.
+
+    Chunks are read with this many extra samples each side; whole arrays are
+    padded by this much at their ends.
+    """
+    sos = bandpass_sos(sampling_rate, freq_min, freq_max)
+    # The slowest pole sits near freq_min and decays within a few of its
+    # periods; 20 periods is ample room to find where it ends.
+    n_probe = int(math.ceil(20 * sampling_rate / freq_min)) + 1
+    impulse = np.zeros(n_probe)
+    impulse[0] = 1.0
+    response = np.abs(sosfilt(sos, impulse))  # (n_probe,) float64
+    above_tail = np.flatnonzero(response > _IMPULSE_TAIL * response.max())
+    return int(above_tail[-1]) + 1
+
+
+def bandpass_filter(traces: np.ndarray, sampling_rate: float, freq_min: float = 300.0,
+                    freq_max: float | None = None) -> np.ndarray:
+    """Zero-phase band-pass of traces (n_samples, n_channels) along time; float32 µV out.
+
+    The ends are extended by odd reflection (by `filter_margin` samples), which
+    keeps the signal and its slope continuous and so adds no edge transient.
+    """
+    traces = np.asarray(traces)
+    if traces.ndim not in (1, 2):
+        raise RecordingError(f"traces must be (n_samples, n_channels), got shape {traces.shape}")
+    n_samples = traces.shape[0]
+    if n_samples == 0:
+        return np.zeros(traces.shape, dtype=np.float32)
+    band = (float(sampling_rate), float(freq_min),
+            float(default_freq_max(sampling_rate) if freq_max is None else freq_max))
+    sos = bandpass_sos(*band)
+    padlen = min(filter_margin(*band), n_samples - 1)
+    filtered = sosfiltfilt(sos, traces, axis=0, padtype="odd", padlen=padlen)
+    return filtered.astype(np.float32)
+
+
+def common_median_reference(traces: np.ndarray) -> np.ndarray:
+    """Subtract, at each sample, the median across channels: removes common-mode noise.
+
+    With one channel the median is the signal itself, so it is left unchanged.
+    """
+    traces = np.asarray(traces, dtype=np.float32)
+    if traces.ndim != 2:
+        raise RecordingError(f"traces must be (n_samples, n_channels), got shape {traces.shape}")
+    if traces.shape[1] == 1:
+        return traces
+    return traces - np.median(traces, axis=1, keepdims=True)
+
+
+def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_duration_s: float = 0.5,
+                          seed: int = 0) -> np.ndarray:
+    """(n_channels,) float32 noise σ in µV per channel, robust to spikes (MAD / 0.6745).
+
+    Reads `n_chunks` random, non-overlapping chunks, or the whole recording
+    when it is shorter than that.
+    """
+    if n_chunks < 1 or chunk_duration_s <= 0:
+        raise RecordingError(
+            f"need n_chunks >= 1 and chunk_duration_s > 0, got {n_chunks} and {chunk_duration_s}"
+        )
+    if recording.n_samples == 0:
+        raise RecordingError("cannot estimate noise of an empty recording (0 samples)")
+    chunk_length = max(1, int(round(chunk_duration_s * recording.sampling_rate)))
+    if n_chunks * chunk_length >= recording.n_samples:
+        traces = recording.get_traces()
+    else:
+        n_slots = recording.n_samples // chunk_length
+        slots = np.sort(np.random.default_rng(seed).choice(n_slots, size=n_chunks, replace=False))
+        traces = np.concatenate(
+            [recording.get_traces(slot * chunk_length, (slot + 1) * chunk_length) for slot in slots]
+        )  # (n_chunks * chunk_length, n_channels) float32 µV
+    deviations = np.abs(traces - np.median(traces, axis=0))
+    return (np.median(deviations, axis=0) / MAD_TO_SIGMA).astype(np.float32)
+
+
+class PreprocessedRecording(Recording):
+    """A recording seen through the band-pass and (optionally) common median reference."""
+
+    def __init__(self, recording: Recording, freq_min: float = 300.0, freq_max: float | None = None,
+                 common_reference: bool | None = None) -> None:
+        super().__init__(recording.sampling_rate, recording.n_channels, recording.n_samples,
+                         recording.channel_positions, recording.path, recording.source_dtype)
+        self.parent = recording
+        self.freq_min = float(freq_min)
+        self.freq_max = float(default_freq_max(self.sampling_rate) if freq_max is None else freq_max)
+        bandpass_sos(self.sampling_rate, self.freq_min, self.freq_max)  # fail now on a bad band
+        self.margin = filter_margin(self.sampling_rate, self.freq_min, self.freq_max)
+        self.common_reference = recording.n_channels >= 2 if common_reference is None else bool(common_reference)
+
+    @functools.cached_property
+    def noise_levels(self) -> np.ndarray:
+        """(n_channels,) float32 noise σ in µV of the preprocessed traces."""
+        return estimate_noise_levels(self)
+
+    def _read_block(self, start, stop, channel_index):
+        read_start = max(0, start - self.margin)
+        read_stop = min(self.n_samples, stop + self.margin)
+        # The median needs every channel; without it, read only those asked for.
+        parent_channels = None if self.common_reference else channel_index
+        raw = self.parent.get_traces(read_start, read_stop, parent_channels)
+        filtered = bandpass_filter(raw, self.sampling_rate, self.freq_min, self.freq_max)
+        traces = filtered[start - read_start: stop - read_start]  # (stop - start, n) float32 µV
+        if self.common_reference:
+            traces = common_median_reference(traces)
+            if channel_index is not None:
+                traces = traces[:, channel_index]
+        return np.ascontiguousarray(traces)
+
+    def __repr__(self) -> str:
+        reference = ", common median reference" if self.common_reference else ""
+        return (f"PreprocessedRecording({self.freq_min:g}-{self.freq_max:g} Hz band-pass{reference} "
+                f"of {self.parent!r})")

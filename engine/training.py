@@ -1,0 +1,327 @@
+"""Train a CRsAE on a recording, in a way a GUI can drive from another thread.
+
+The trainer owns the preprocessed, noise-normalised training pool, the model
+and the optimiser. `run()` blocks; `pause()`, `resume()` and `stop()` are
+thread-safe flags checked between optimiser steps, and a callback receives
+copies of small snapshots at a bounded rate, so a GUI thread never touches
+live tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.initialization import initial_filters
+from engine.model import CRsAE, device_description, select_device, universal_threshold
+from engine.preprocessing import PreprocessedRecording
+from engine.recording import Recording, RecordingError, check_min_duration
+
+# The pool of preprocessed data training samples windows from is capped at this
+# many values (channels × samples): 64 M float32 = 256 MB, enough for minutes of
+# a tetrode or seconds-long pieces spread over a 384-channel probe.
+MAX_POOL_VALUES = 64_000_000
+POOL_PIECE_S = 2.0
+
+
+class ConfigError(ValueError):
+    """An impossible training parameter, named with its value and allowed range."""
+
+
+@dataclass
+class TrainingConfig:
+    n_filters: int = 8  # provisioned filters: more than the neurons expected
+    n_taps: int | None = None  # filter length; None = 4 ms at the sampling rate
+    n_iterations: int = 100  # unrolled FISTA steps T
+    lambda_scale: float = 1.0  # multiplies the universal threshold
+    learning_rate: float = 0.01
+    batch_size: int = 32
+    window_ms: float = 200.0  # length of each training window
+    n_epochs: float = 3.0  # passes over the training pool
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+
+    def validate(self) -> None:
+        _check_int(self.n_filters, "n_filters", 1, 512)
+        if self.n_taps is not None:
+            _check_int(self.n_taps, "n_taps", 4, 2048)
+        _check_int(self.n_iterations, "n_iterations", 1, 10_000)
+        _check_int(self.batch_size, "batch_size", 1, 4096)
+        _check_float(self.lambda_scale, "lambda_scale", 0.0, 100.0, open_low=True)
+        _check_float(self.learning_rate, "learning_rate", 0.0, 1.0, open_low=True)
+        _check_float(self.window_ms, "window_ms", 1.0, 60_000.0)
+        _check_float(self.n_epochs, "n_epochs", 0.0, 10_000.0)
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        try:
+            select_device(self.device) if self.device != "auto" else None
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def taps_for(self, sampling_rate: float) -> int:
+        return int(self.n_taps) if self.n_taps is not None else max(int(round(4e-3 * sampling_rate)), 8)
+
+    def window_for(self, sampling_rate: float) -> int:
+        return int(round(self.window_ms * 1e-3 * sampling_rate))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingConfig":
+        known = {field.name for field in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown training parameters: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _check_int(value, name: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} = {value} is out of range: use a value between {low} and {high}")
+
+
+def _check_float(value, name: str, low: float, high: float, open_low: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    too_low = value <= low if open_low else value < low
+    if too_low or value > high:
+        bound = "greater than" if open_low else "at least"
+        raise ConfigError(f"{name} = {value} is out of range: it must be {bound} {low} and at most {high}")
+
+
+@dataclass(frozen=True)
+class TrainingSnapshot:
+    step: int
+    n_steps: int
+    loss: float
+    filters: np.ndarray  # (n_filters, n_taps, n_channels) float32 copy, unit norm
+    filter_change: float  # ‖H_t − H_{t−1}‖ over the steps since the last snapshot
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class WindowReconstruction:
+    start: int
+    traces: np.ndarray  # (n, n_channels) float32 µV, preprocessed
+    reconstruction: np.ndarray  # (n, n_channels) float32 µV, H x
+    codes: np.ndarray  # (n_filters, n) float32, code of filter k aligned to its spike time
+
+
+class TrainingStopped(Exception):
+    """Raised inside long work when the person pressed Stop."""
+
+
+class Trainer:
+    """Learns the dictionary of a recording. See module docstring for threading."""
+
+    def __init__(self, recording: Recording, config: TrainingConfig | None = None) -> None:
+        self.config = config or TrainingConfig()
+        self.config.validate()
+        self.recording = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
+        self.sampling_rate = float(self.recording.sampling_rate)
+        self.n_taps = self.config.taps_for(self.sampling_rate)
+        self.window = max(self.config.window_for(self.sampling_rate), 2 * self.n_taps)
+        check_min_duration(self.recording, self.n_taps, "one filter")
+        self.window = min(self.window, self.recording.n_samples)
+        self.device = select_device(self.config.device)
+        self.device_name = device_description(self.device)
+        self.noise_levels = np.maximum(np.asarray(self.recording.noise_levels, dtype=np.float32), 1e-6)
+
+        torch.manual_seed(self.config.seed)
+        self._rng = np.random.default_rng(self.config.seed)
+        self.pool = self._build_pool()  # (n_channels, n_pool) float32, noise-normalised
+        self.lambda_ = self.config.lambda_scale * universal_threshold(self.recording.n_channels, self.window)
+        self.initial_filters = initial_filters(
+            self.pool, self.config.n_filters, self.n_taps, seed=self.config.seed
+        )  # (n_filters, n_channels, n_taps)
+        self.model = CRsAE(self.initial_filters, self.lambda_, self.config.n_iterations).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+
+        windows_per_epoch = max(self.pool.shape[1] / self.window, 1.0)
+        self.n_steps = max(1, int(math.ceil(self.config.n_epochs * windows_per_epoch / self.config.batch_size)))
+        self.step = 0
+        self.loss_history: list[float] = []
+        self.filter_change_history: list[float] = []
+        self._model_lock = threading.Lock()
+        self._resume_event = threading.Event()
+        self._resume_event.set()
+        self._stop_event = threading.Event()
+
+    # ---- data ---------------------------------------------------------------
+    def _build_pool(self) -> np.ndarray:
+        """Preprocessed, noise-normalised data to draw training windows from."""
+        n_channels, n_samples = self.recording.n_channels, self.recording.n_samples
+        budget = MAX_POOL_VALUES // n_channels
+        if n_samples <= budget:
+            pieces = [(0, n_samples)]
+        else:
+            piece = max(int(POOL_PIECE_S * self.sampling_rate), self.window)
+            n_pieces = max(budget // piece, 1)
+            starts = np.linspace(0, n_samples - piece, n_pieces).astype(np.int64)
+            pieces = [(int(s), int(s) + piece) for s in starts]
+        chunks = [self.recording.get_traces(start, stop).T / self.noise_levels[:, None] for start, stop in pieces]
+        return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
+
+    def _sample_batch(self) -> torch.Tensor:
+        starts = self._rng.integers(0, self.pool.shape[1] - self.window + 1, size=self.config.batch_size)
+        index = starts[:, None] + np.arange(self.window)[None, :]
+        batch = self.pool[:, index].transpose(1, 0, 2)  # (batch, n_channels, window)
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+
+    # ---- control from another thread ---------------------------------------
+    def pause(self) -> None:
+        self._resume_event.clear()
+
+    def resume(self) -> None:
+        self._resume_event.set()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self._resume_event.set()
+
+    @property
+    def is_paused(self) -> bool:
+        return not self._resume_event.is_set()
+
+    @property
+    def is_stopped(self) -> bool:
+        return self._stop_event.is_set()
+
+    # ---- training -----------------------------------------------------------
+    def train_step(self) -> float:
+        batch = self._sample_batch()
+        with self._model_lock:
+            lipschitz = self.model.lipschitz()
+            codes = self.model.encode(batch, lipschitz=lipschitz)
+            reconstruction = self.model.decode(codes)
+            loss = torch.mean((batch - reconstruction) ** 2)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.model.normalize_filters_()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"training loss became {value} at step {self.step + 1}: lower the learning rate "
+                f"(now {self.config.learning_rate}) or check the recording for artefacts"
+            )
+        return value
+
+    def run(self, callback: Callable[[TrainingSnapshot], None] | None = None, snapshot_interval_s: float = 0.1) -> None:
+        """Train until `n_steps` or `stop()`; blocks while paused."""
+        started = time.perf_counter()
+        paused_for = 0.0
+        last_snapshot = -math.inf
+        previous_filters = self.model.filters.detach().clone()
+        change_since_snapshot = 0.0
+        while self.step < self.n_steps and not self.is_stopped:
+            if not self._resume_event.is_set():
+                pause_started = time.perf_counter()
+                self._resume_event.wait()
+                paused_for += time.perf_counter() - pause_started
+                continue
+            loss = self.train_step()
+            self.step += 1
+            current = self.model.filters.detach()
+            change = float((current - previous_filters).norm())
+            previous_filters = current.clone()
+            change_since_snapshot += change
+            self.loss_history.append(loss)
+            self.filter_change_history.append(change)
+            now = time.perf_counter()
+            if callback is not None and (now - last_snapshot >= snapshot_interval_s or self.step == self.n_steps):
+                elapsed = now - started - paused_for
+                eta = elapsed / self.step * (self.n_steps - self.step)
+                callback(
+                    TrainingSnapshot(self.step, self.n_steps, loss, self.filters(), change_since_snapshot, elapsed, eta)
+                )
+                change_since_snapshot = 0.0
+                last_snapshot = now
+
+    def filters(self) -> np.ndarray:
+        """(n_filters, n_taps, n_channels) float32 copy of the current dictionary."""
+        with self._model_lock:
+            return self.model.filters_numpy()
+
+    # ---- views --------------------------------------------------------------
+    def reconstruct(self, start: int, stop: int) -> WindowReconstruction:
+        """Codes and reconstruction of one window, for live views (thread-safe)."""
+        start = max(int(start), 0)
+        stop = min(int(stop), self.recording.n_samples)
+        if stop - start < self.n_taps:
+            raise RecordingError(f"window [{start}, {stop}) is shorter than one filter ({self.n_taps} samples)")
+        traces = self.recording.get_traces(start, stop)  # (n, n_channels) µV
+        signal = torch.from_numpy(np.ascontiguousarray(traces.T / self.noise_levels[:, None]))[None].to(self.device)
+        with self._model_lock, torch.no_grad():
+            codes = self.model.encode(signal)
+            reconstruction = self.model.decode(codes)[0].cpu().numpy().T * self.noise_levels[None, :]
+            peak_taps = _peak_taps(self.model.filters_numpy())
+        codes = codes[0].cpu().numpy()  # (n_filters, n - n_taps + 1)
+        aligned = np.zeros((codes.shape[0], stop - start), dtype=np.float32)
+        for k, peak in enumerate(peak_taps):
+            aligned[k, peak : peak + codes.shape[1]] = codes[k]
+        return WindowReconstruction(start, traces.astype(np.float32), reconstruction.astype(np.float32), aligned)
+
+    # ---- persistence --------------------------------------------------------
+    def save_checkpoint(self, path: str | Path) -> None:
+        from engine.atomic import write_bytes_atomic
+        import io
+
+        with self._model_lock:
+            state = {
+                "format": 1,
+                "config": self.config.to_dict(),
+                "filters": self.model.filters.detach().cpu().clone(),
+                "initial_filters": torch.from_numpy(self.initial_filters),
+                "lambdas": self.model.lambdas.detach().cpu().clone(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "n_steps": self.n_steps,
+                "loss_history": list(self.loss_history),
+                "filter_change_history": list(self.filter_change_history),
+            }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
+
+    @classmethod
+    def load_checkpoint(cls, path: str | Path, recording: Recording, device: str | None = None) -> "Trainer":
+        state = torch.load(Path(path), map_location="cpu", weights_only=False)
+        config = TrainingConfig.from_dict(state["config"])
+        if device is not None:
+            config.device = device
+        trainer = cls(recording, config)
+        filters = state["filters"]
+        if tuple(filters.shape[1:]) != (trainer.recording.n_channels, trainer.n_taps):
+            raise RecordingError(
+                f"checkpoint filters have {filters.shape[1]} channels × {filters.shape[2]} taps but the recording "
+                f"needs {trainer.recording.n_channels} × {trainer.n_taps}: open the recording it was trained on"
+            )
+        trainer.initial_filters = state["initial_filters"].numpy()
+        with torch.no_grad():
+            trainer.model = CRsAE(filters.numpy(), state["lambdas"].numpy(), config.n_iterations).to(trainer.device)
+        trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=config.learning_rate)
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.step = int(state["step"])
+        trainer.n_steps = int(state["n_steps"])
+        trainer.loss_history = list(state["loss_history"])
+        trainer.filter_change_history = list(state["filter_change_history"])
+        return trainer
+
+
+def _peak_taps(filters: np.ndarray) -> np.ndarray:
+    """Tap of each filter's extremum on its main channel. filters: (n, taps, channels)."""
+    from engine.sorting import peak_taps
+
+    return peak_taps(filters)

@@ -1,0 +1,103 @@
+"""Selecting a unit anywhere selects it everywhere; hidden views catch up when shown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import Qt
+
+from app.palette import unit_rgb
+from app.unit_table import build_unit_table
+from engine.sorting import Sorting
+
+
+@pytest.fixture
+def sorted_window(window):
+    """The window with a hand-made 3-unit sorting of the tiny recording (no training needed)."""
+    recording = window.session.recording
+    rng = np.random.default_rng(0)
+    n_taps = 40
+    taps = np.arange(n_taps)
+    templates = np.zeros((3, n_taps, recording.n_channels), dtype=np.float32)
+    for unit in range(3):
+        templates[unit, :, unit % recording.n_channels] = -80.0 * (unit + 1) * np.exp(-0.5 * ((taps - 15) / 3.0) ** 2)
+    # Spikes in the first second, where the Traces view looks, and beyond.
+    spike_times = np.sort(rng.choice(np.arange(100, recording.n_samples - 100), 90, replace=False))
+    spike_units = rng.integers(0, 3, 90)
+    sorting = Sorting(spike_times, spike_units, np.full(90, 60.0), templates, recording.sampling_rate)
+    window.session.set_sorting(sorting, build_unit_table(sorting, recording))
+    return window
+
+
+def row_of_unit(view, unit: int) -> int:
+    """The row the unit is shown on, after the proxy's sorting."""
+    return view.proxy.mapFromSource(view.model.index(view.model.row_of(unit), 0)).row()
+
+
+def click_table_row(qtbot, view, row: int, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    rect = view.table_view.visualRect(view.proxy.index(row, 1))
+    qtbot.mouseClick(view.table_view.viewport(), Qt.MouseButton.LeftButton, modifier, rect.center())
+
+
+def click_filter(qtbot, view, unit: int, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    cell = next(cell for cell in view.cells if cell.unit == unit)
+    point = view.graphics.mapFromScene(cell.plot.sceneBoundingRect().center())
+    qtbot.mouseClick(view.graphics.viewport(), Qt.MouseButton.LeftButton, modifier, point)
+
+
+def is_highlighted(filters_view, unit: int) -> bool:
+    cell = next(cell for cell in filters_view.cells if cell.unit == unit)
+    return cell.plot.getViewBox().state["background"] is not None
+
+
+def test_units_table_shows_metrics_and_sorts_by_number(sorted_window, qtbot):
+    view = sorted_window.views["units"]
+    assert view.proxy.rowCount() == 3
+    headers = [view.proxy.headerData(c, Qt.Orientation.Horizontal) for c in range(view.proxy.columnCount())]
+    assert headers[:2] == ["Unit", "Spikes"] and "SNR" in headers and "ISI violations" in headers
+    # Sorting by amplitude (descending) puts unit 2, the largest template, first.
+    view.table_view.sortByColumn(headers.index("Amplitude (µV)"), Qt.SortOrder.DescendingOrder)
+    assert view.proxy.index(0, 0).data() == "2"
+    swatch = view.proxy.index(0, 0).data(Qt.ItemDataRole.DecorationRole)
+    assert (swatch.red(), swatch.green(), swatch.blue()) == unit_rgb(2)
+
+
+def test_table_selection_reaches_every_view(sorted_window, qtbot):
+    units, filters, traces = (sorted_window.views[name] for name in ("units", "filters", "traces"))
+    click_table_row(qtbot, units, row_of_unit(units, 1))
+    qtbot.waitUntil(lambda: sorted_window.session.selected_units == (1,), timeout=2_000)
+    assert is_highlighted(filters, 1) and not is_highlighted(filters, 0)
+
+    click_table_row(qtbot, units, row_of_unit(units, 2), Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: set(sorted_window.session.selected_units) == {1, 2}, timeout=2_000)
+    assert is_highlighted(filters, 2)
+    # Markers of selected units are drawn larger, in their unit's colour.
+    qtbot.waitUntil(lambda: len(traces.spikes.data) > 0, timeout=5_000)
+    spots = traces.spikes.data
+    big = spots["size"] > 10
+    assert big.any() and np.all(np.isin(spots["data"][big], [1, 2]))
+    brush = spots["brush"][np.flatnonzero(spots["data"] == 0)[0]]
+    assert brush.color().getRgb()[:3] == unit_rgb(0)
+
+
+def test_clicking_a_filter_selects_its_unit_in_the_table(sorted_window, qtbot):
+    units, filters = sorted_window.views["units"], sorted_window.views["filters"]
+    click_filter(qtbot, filters, 2)
+    assert sorted_window.session.selected_units == (2,)
+    assert units.selected_units_in_table() == [2]
+    click_filter(qtbot, filters, 0, Qt.KeyboardModifier.ControlModifier)
+    assert set(units.selected_units_in_table()) == {0, 2}
+
+
+def test_a_hidden_view_redraws_when_shown(sorted_window, qtbot):
+    filters_dock, units_dock = sorted_window.docks["filters"], sorted_window.docks["units"]
+    sorted_window.tabifyDockWidget(units_dock, filters_dock)
+    units_dock.raise_()
+    qtbot.waitUntil(lambda: not sorted_window.views["filters"].is_shown(), timeout=2_000)
+
+    sorted_window.session.select_units([0])
+    assert not is_highlighted(sorted_window.views["filters"], 0), "a hidden view should not redraw"
+
+    filters_dock.raise_()
+    qtbot.waitUntil(lambda: sorted_window.views["filters"].is_shown(), timeout=2_000)
+    assert is_highlighted(sorted_window.views["filters"], 0)

@@ -1,0 +1,131 @@
+"""Training from the GUI: live updates, the buttons, the form, closing mid-run, worker errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import Qt
+
+from app.state import TrainingState
+from conftest import fill_training_form
+
+
+@pytest.fixture
+def shown_errors(monkeypatch):
+    """Errors the window would show in a dialog, collected instead of shown."""
+    errors = []
+    monkeypatch.setattr("app.main_window.show_error", lambda _parent, error: errors.append(error))
+    return errors
+
+
+def click(qtbot, button) -> None:
+    assert button.isEnabled(), f"{button.objectName()} is disabled"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_live_updates_reach_the_filters_and_training_views(window, qtbot, shown_errors):
+    training, filters = window.views["training"], window.views["filters"]
+    fill_training_form(window, {"n_epochs": "50"})  # long enough that we stop it ourselves
+    snapshots = []
+    window.session.training_snapshot.connect(snapshots.append)
+
+    click(qtbot, training.start_button)
+    qtbot.waitUntil(lambda: len(snapshots) >= 4, timeout=20_000)
+
+    steps, losses = training.loss_curve.getData()
+    assert len(steps) >= 3 and np.all(np.diff(steps) > 0)
+    assert np.all(np.isfinite(losses))
+    assert "Step" in training.progress.text() and "left" in training.progress.text()
+    assert training.device_label.text().startswith("Device: CPU")
+    # The Filters view draws the latest snapshot, not the initial filters.
+    assert len(filters.cells) == 3
+    _, drawn = filters.cells[0].current.getData()
+    _, initial = filters.cells[0].initial.getData()
+    assert drawn is not None and initial is not None and len(drawn) == len(initial)
+    latest = window.session.latest_snapshot.filters[0]
+    assert np.isclose(np.abs(drawn[: latest.shape[0]]).max(), 1.0)  # each filter is drawn scaled to its peak
+
+    click(qtbot, training.stop_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.IDLE, timeout=30_000)
+    assert not shown_errors
+
+
+def test_pause_resume_and_stop_buttons(window, qtbot, shown_errors):
+    training = window.views["training"]
+    fill_training_form(window, {"n_epochs": "50"})
+    click(qtbot, training.start_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.TRAINING, timeout=20_000)
+    trainer = window.session.trainer
+    qtbot.waitUntil(lambda: trainer.step >= 2, timeout=20_000)
+    assert not training.start_button.isEnabled() and not training.resume_button.isEnabled()
+
+    click(qtbot, training.pause_button)
+    assert window.session.training_state == TrainingState.PAUSED
+    assert training.resume_button.isEnabled() and not training.pause_button.isEnabled()
+    qtbot.wait(300)  # the step in flight finishes
+    paused_at = trainer.step
+    qtbot.wait(400)
+    assert trainer.step == paused_at, "training went on while paused"
+
+    click(qtbot, training.resume_button)
+    qtbot.waitUntil(lambda: trainer.step > paused_at + 1, timeout=20_000)
+
+    click(qtbot, training.stop_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.IDLE, timeout=30_000)
+    assert trainer.step < trainer.n_steps, "Stop did not end training early"
+    # Stopping still sorts with what was learned.
+    assert window.session.sorting is not None and window.session.unit_table is not None
+    assert training.start_button.isEnabled()
+    assert not shown_errors
+
+
+def test_closing_during_training_stops_the_worker(window, qtbot):
+    fill_training_form(window, {"n_epochs": "50"})
+    click(qtbot, window.views["training"].start_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.TRAINING, timeout=20_000)
+    threads = list(window.engine.threads.running())
+    assert threads, "training should run in a worker thread"
+
+    window.close()
+
+    assert not window.isVisible()
+    assert all(thread.isFinished() for thread in threads)
+    assert window.engine.threads.running() == []
+
+
+def test_impossible_hyperparameters_are_refused(window, qtbot):
+    training = window.views["training"]
+    fill_training_form(window, {"n_filters": "0"})
+    assert not training.start_button.isEnabled()
+    assert "n_filters" in training.message.text() and "between 1 and" in training.message.text()
+    assert training.fields["n_filters"].property("invalid") is True
+
+    fill_training_form(window, {"n_filters": "3", "learning_rate": "fast"})
+    assert "learning_rate must be a number" in training.message.text()
+    assert not training.start_button.isEnabled()
+    qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
+    assert window.session.training_state == TrainingState.IDLE
+
+    fill_training_form(window, {"learning_rate": "0.01"})
+    assert training.message.text() == ""
+    assert training.start_button.isEnabled()
+    assert window.session.training_config.n_filters == 3
+
+
+def test_an_error_in_the_worker_is_shown_and_the_app_keeps_running(window, qtbot, shown_errors, monkeypatch):
+    from engine.training import Trainer
+
+    def diverge(self):
+        raise FloatingPointError("training loss became nan at step 1")
+
+    monkeypatch.setattr(Trainer, "train_step", diverge)
+    click(qtbot, window.views["training"].start_button)
+    qtbot.waitUntil(lambda: len(shown_errors) > 0, timeout=20_000)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.IDLE, timeout=10_000)
+
+    error = shown_errors[0]
+    assert error.title == "Training failed"
+    assert "nan" in error.message and "learning rate" in error.advice
+    assert window.session.recording is not None
+    assert window.views["training"].start_button.isEnabled()
+    assert not window.engine.is_training

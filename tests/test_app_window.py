@@ -1,0 +1,114 @@
+"""The main window: docks, remembered layout, the Traces/Codes time axis, the launcher."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtWidgets import QDockWidget
+
+from app.main_window import MainWindow
+from app.views import VIEW_MODULES
+from app.views.traces import MAX_POINTS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_view_has_a_movable_closable_dock(window):
+    assert set(window.docks) == set(VIEW_MODULES)
+    for dock in window.docks.values():
+        features = dock.features()
+        assert features & QDockWidget.DockWidgetFeature.DockWidgetMovable
+        assert features & QDockWidget.DockWidgetFeature.DockWidgetClosable
+        assert dock.isVisible()
+    assert window.windowTitle() == "Sparsort — recording.bin"
+
+
+def test_the_layout_is_remembered_between_runs(window, qtbot, private_settings):
+    window.docks["codes"].close()
+    window.close()
+    assert list(private_settings.rglob("*.ini")), "the layout should be saved in the test's settings folder"
+
+    again = MainWindow()
+    qtbot.addWidget(again)
+    again.show()
+    assert not again.docks["codes"].isVisible()
+    assert again.docks["traces"].isVisible()
+    again.reset_layout()
+    assert again.docks["codes"].isVisible()
+
+
+def test_traces_read_only_the_visible_window_and_zoom_out_to_an_envelope(window, qtbot):
+    traces = window.views["traces"]
+    recording = window.session.recording
+    qtbot.waitUntil(lambda: traces.traces_curve.xData is not None and len(traces.traces_curve.xData) > 0, timeout=5_000)
+    x = traces.traces_curve.xData
+    # One second at 10 kHz, both channels, every sample: nothing outside the window.
+    assert x.min() >= 0 and x.max() <= 1.0 + 1 / recording.sampling_rate
+    assert len(x) == 2 * (10_001)
+
+    window.session.set_time_window(0.0, recording.duration)
+    qtbot.waitUntil(lambda: traces.traces_curve.xData.max() > 3.9, timeout=5_000)
+    assert len(traces.traces_curve.xData) <= 2 * MAX_POINTS
+    assert "min/max" in traces.window_label.text()
+    # The envelope keeps the extremes that plain decimation would miss.
+    full = recording.get_traces(0, recording.n_samples)
+    ys = traces.traces_curve.yData[: len(traces.traces_curve.xData) // 2]  # channel 0 (offset 0)
+    assert np.isclose(ys.max(), full[:, 0].max(), rtol=1e-5) and np.isclose(ys.min(), full[:, 0].min(), rtol=1e-5)
+
+
+def test_gain_scales_traces_without_rereading(window, qtbot):
+    traces = window.views["traces"]
+    qtbot.waitUntil(lambda: traces.traces_curve.yData is not None and len(traces.traces_curve.yData) > 0, timeout=5_000)
+    channel_0 = len(traces.traces_curve.yData) // 2
+    before = traces.traces_curve.yData[:channel_0].copy()
+    traces.gain_box.setValue(2.0)
+    np.testing.assert_allclose(traces.traces_curve.yData[:channel_0], 2.0 * before, rtol=1e-5)
+
+
+def test_codes_follow_the_traces_time_axis_and_back(window, qtbot):
+    traces, codes = window.views["traces"], window.views["codes"]
+    traces.plot.setXRange(1.0, 1.5, padding=0)
+    qtbot.waitUntil(lambda: np.allclose(codes.plot.viewRange()[0], [1.0, 1.5]), timeout=2_000)
+    assert np.allclose(window.session.time_window, (1.0, 1.5))
+    codes.plot.setXRange(2.0, 2.25, padding=0)
+    qtbot.waitUntil(lambda: np.allclose(traces.plot.viewRange()[0], [2.0, 2.25]), timeout=2_000)
+
+
+def test_no_argument_opens_the_demo(qtbot):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.opened, timeout=30_000):
+        window.open_demo()
+    assert window.session.recording.duration == 120.0
+    assert window.views["training"].start_button.isEnabled()
+    window.close()
+
+
+def test_subcommands_go_to_the_engine_cli_without_loading_qt():
+    probe = (
+        "import sys\n"
+        "from app.launcher import main\n"
+        "try:\n"
+        "    main(['simulate', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('qt loaded' if any(name.startswith('PyQt6') for name in sys.modules) else 'no qt')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().endswith("no qt"), result.stdout + result.stderr
+    assert "usage" in result.stdout.lower()
+
+
+def test_screenshot_mode_trains_sorts_and_saves_a_picture(qtbot, tmp_path, tiny_recording):
+    from PyQt6.QtGui import QImage
+
+    from app.launcher import main
+
+    picture = tmp_path / "window.png"
+    assert main(["--screenshot", str(picture), "--train-steps", "2", str(tiny_recording)]) == 0
+    image = QImage(str(picture))
+    assert image.width() >= 1200 and image.height() >= 800
