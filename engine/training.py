@@ -19,8 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.dictionary import PruneDecision, prune, resolve_coincidences
+from engine.inference import SpikeEvents, infer_spikes
 from engine.initialization import initial_filters
 from engine.model import CRsAE, device_description, select_device, universal_threshold
+from engine.sorting import Sorting, peak_taps
 from engine.preprocessing import PreprocessedRecording
 from engine.recording import Recording, RecordingError, check_min_duration
 
@@ -29,6 +32,11 @@ from engine.recording import Recording, RecordingError, check_min_duration
 # a tetrode or seconds-long pieces spread over a 384-channel probe.
 MAX_POOL_VALUES = 64_000_000
 POOL_PIECE_S = 2.0
+# Deciding which filters are neurons codes this much of the pool: enough
+# spikes of a 1 Hz unit to count, little enough to take a second or two.
+PRUNE_SECONDS = 20.0
+DEAD_TIME_MS = 0.5  # spikes of one unit closer than this are one spike
+COINCIDENCE_MS = 0.5  # events of two filters this close may be one spike
 
 
 class ConfigError(ValueError):
@@ -37,7 +45,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainingConfig:
-    n_filters: int = 8  # provisioned filters: more than the neurons expected
+    n_filters: int = 8  # provisioned filters, more than the neurons expected; pruned to those in use
     n_taps: int | None = None  # filter length; None = 4 ms at the sampling rate
     n_iterations: int = 100  # unrolled FISTA steps T
     lambda_scale: float = 1.0  # multiplies the universal threshold
@@ -138,14 +146,18 @@ class Trainer:
         self.device_name = device_description(self.device)
         self.noise_levels = np.maximum(np.asarray(self.recording.noise_levels, dtype=np.float32), 1e-6)
 
+        # Guards the model: the GUI's reconstruct() and sort() may run while run() steps.
+        self._model_lock = threading.RLock()
         torch.manual_seed(self.config.seed)
         self._rng = np.random.default_rng(self.config.seed)
         self.pool = self._build_pool()  # (n_channels, n_pool) float32, noise-normalised
         self.lambda_ = self.config.lambda_scale * universal_threshold(self.recording.n_channels, self.window)
-        self.initial_filters = initial_filters(
-            self.pool, self.config.n_filters, self.n_taps, seed=self.config.seed
-        )  # (n_filters, n_channels, n_taps)
-        self.model = CRsAE(self.initial_filters, self.lambda_, self.config.n_iterations).to(self.device)
+        candidates = initial_filters(self.pool, self.config.n_filters, self.n_taps, seed=self.config.seed)
+        self.model = CRsAE(candidates, self.lambda_, self.config.n_iterations).to(self.device)
+        # Train only filters that code real spikes: idle or duplicate filters
+        # were measured to pull the good ones off the true shapes.
+        self.initial_pruning = self._prune_model()
+        self.initial_filters = self.model.filters.detach().cpu().numpy().copy()  # (n_kept, n_channels, n_taps)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
 
         windows_per_epoch = max(self.pool.shape[1] / self.window, 1.0)
@@ -153,7 +165,6 @@ class Trainer:
         self.step = 0
         self.loss_history: list[float] = []
         self.filter_change_history: list[float] = []
-        self._model_lock = threading.Lock()
         self._resume_event = threading.Event()
         self._resume_event.set()
         self._stop_event = threading.Event()
@@ -253,6 +264,85 @@ class Trainer:
         """(n_filters, n_taps, n_channels) float32 copy of the current dictionary."""
         with self._model_lock:
             return self.model.filters_numpy()
+
+    # ---- pruning and sorting ------------------------------------------------
+    @property
+    def dead_time(self) -> int:
+        return max(int(round(DEAD_TIME_MS * 1e-3 * self.sampling_rate)), 1)
+
+    def _pool_events(self) -> SpikeEvents:
+        """Spikes of every filter over the first PRUNE_SECONDS of the training pool."""
+        from engine.recording import NumpyRecording
+
+        length = min(self.pool.shape[1], int(PRUNE_SECONDS * self.sampling_rate))
+        pool_recording = NumpyRecording(self.pool[:, :length].T, self.sampling_rate)
+        events = infer_spikes(
+            self.model, pool_recording, np.ones(self.recording.n_channels, np.float32), self.dead_time, self.lambda_
+        )
+        coincidence = max(int(round(COINCIDENCE_MS * 1e-3 * self.sampling_rate)), 1)
+        return resolve_coincidences(events, coincidence)
+
+    def _prune_model(self) -> PruneDecision:
+        """Merge duplicate filters and drop idle ones, in place."""
+        with self._model_lock:
+            decision = prune(self.model.filters_numpy(), self._pool_events())
+            if len(decision.keep) < self.model.n_filters:
+                kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
+                self.model = CRsAE(kept, self.lambda_, self.config.n_iterations).to(self.device)
+                self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        return decision
+
+    def sort(
+        self,
+        progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Sorting:
+        """Prune the learned dictionary, then find every spike of the recording.
+
+        Raises TrainingStopped if `should_stop()` turns true midway.
+        """
+        self.final_pruning = self._prune_model()
+        with self._model_lock:
+            model = self.model
+        events = infer_spikes(
+            model, self.recording, self.noise_levels, self.dead_time, self.lambda_,
+            progress=progress, should_stop=should_stop,
+        )
+        if should_stop is not None and should_stop():
+            raise TrainingStopped("sorting was stopped before the end of the recording")
+        coincidence = max(int(round(COINCIDENCE_MS * 1e-3 * self.sampling_rate)), 1)
+        events = resolve_coincidences(events, coincidence)
+        return self._sorting_from_events(events)
+
+    def _sorting_from_events(self, events: SpikeEvents) -> Sorting:
+        filters = self.model.filters_numpy()  # (n_units, n_taps, n_channels) unit norm, noise-σ units
+        n_units = filters.shape[0]
+        in_uv = filters * self.noise_levels[None, None, :]
+        main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_units,)
+        peaks = peak_taps(in_uv)
+        peak_value = np.abs(in_uv[np.arange(n_units), peaks, main])  # µV per unit of code
+        median_code = np.array(
+            [np.median(events.amplitudes[events.filters == k]) if np.any(events.filters == k) else 0.0 for k in range(n_units)],
+            dtype=np.float32,
+        )
+        templates = in_uv * median_code[:, None, None]  # (n_units, n_taps, n_channels) µV: a typical spike
+        return Sorting(
+            spike_times=events.times,
+            spike_units=events.filters,
+            amplitudes=events.amplitudes * peak_value[events.filters] if n_units else events.amplitudes,
+            templates=templates,
+            sampling_rate=self.sampling_rate,
+            template_peak_taps=peaks,
+            channel_positions=self.recording.channel_positions,
+            extra={
+                "filter_index": np.arange(n_units),
+                "code_amplitudes": events.amplitudes,
+                "lambda": self.lambda_,
+                "noise_levels_uv": self.noise_levels.copy(),
+                "initial_pruning": self.initial_pruning.describe(),
+                "final_pruning": self.final_pruning.describe(),
+            },
+        )
 
     # ---- views --------------------------------------------------------------
     def reconstruct(self, start: int, stop: int) -> WindowReconstruction:

@@ -1,0 +1,145 @@
+"""Sparse coding of a whole recording, chunk by chunk, and spikes from the codes.
+
+The recording is cut into chunks with overlapping margins (so no spike near a
+chunk edge is lost or coded twice), a batch of chunks is encoded at once on
+the model's device, and each chunk's codes are turned into spikes straight
+away: no dense code for the whole recording is ever held in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from scipy.ndimage import maximum_filter1d
+
+from engine.model import CRsAE
+from engine.recording import Recording
+from engine.sorting import peak_taps
+
+
+@dataclass
+class SpikeEvents:
+    times: np.ndarray  # (n,) int64 sample of the spike's extremum on its main channel
+    filters: np.ndarray  # (n,) int32 filter that explains the spike
+    amplitudes: np.ndarray  # (n,) float32 code amplitude (noise-σ units of a unit-norm filter)
+
+    @classmethod
+    def empty(cls) -> "SpikeEvents":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+
+    @classmethod
+    def concatenate(cls, parts: list["SpikeEvents"]) -> "SpikeEvents":
+        if not parts:
+            return cls.empty()
+        times = np.concatenate([p.times for p in parts])
+        order = np.argsort(times, kind="stable")
+        return cls(
+            times[order],
+            np.concatenate([p.filters for p in parts])[order],
+            np.concatenate([p.amplitudes for p in parts])[order],
+        )
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def iter_code_chunks(
+    model: CRsAE,
+    recording: Recording,
+    noise_levels: np.ndarray,
+    chunk_size: int,
+    batch_chunks: int = 8,
+    start: int = 0,
+    stop: int | None = None,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """Yield (core_start, core_stop, window_start, codes) per chunk.
+
+    codes: (n_filters, n_window - n_taps + 1) float32, code index i placing its
+    filter on samples [window_start + i, window_start + i + n_taps). Margins of
+    two filter lengths each side make the codes of the core independent of the
+    chunk boundaries (a code interacts with neighbours up to n_taps - 1 away).
+    """
+    stop = recording.n_samples if stop is None else min(stop, recording.n_samples)
+    margin = 2 * model.n_taps
+    cores = [(s, min(s + chunk_size, stop)) for s in range(start, stop, chunk_size)]
+    scale = (1.0 / np.maximum(noise_levels, 1e-6)).astype(np.float32)[:, None]
+    lipschitz = model.lipschitz()
+    device = model.filters.device
+    done = 0
+    for batch_start in range(0, len(cores), batch_chunks):
+        if should_stop is not None and should_stop():
+            return
+        batch_cores = cores[batch_start : batch_start + batch_chunks]
+        windows = [(max(a - margin, 0), min(b + margin, recording.n_samples)) for a, b in batch_cores]
+        length = max(w1 - w0 for w0, w1 in windows)
+        signal = np.zeros((len(windows), recording.n_channels, length), dtype=np.float32)
+        for row, (w0, w1) in enumerate(windows):
+            signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
+        with torch.no_grad():
+            codes = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz).cpu().numpy()
+        for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
+            yield a, b, w0, codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)]
+        done += sum(b - a for a, b in batch_cores)
+        if progress is not None:
+            progress(done / max(stop - start, 1))
+
+
+def spikes_from_codes(
+    codes: np.ndarray,
+    window_start: int,
+    core: tuple[int, int],
+    filter_peak_taps: np.ndarray,
+    dead_time: int,
+    min_amplitude: float | np.ndarray,
+) -> SpikeEvents:
+    """Local maxima of each filter's code, at least `dead_time` apart, as spikes.
+
+    A spike between two samples is coded as two neighbouring non-zeros, so a
+    spike's amplitude sums the code over ±1 sample around its maximum.
+    Only spikes whose time falls inside `core` are kept.
+    """
+    if codes.size == 0:
+        return SpikeEvents.empty()
+    local_max = maximum_filter1d(codes, size=2 * dead_time + 1, axis=1, mode="constant")
+    filters, indices = np.nonzero((codes > 0) & (codes >= local_max))
+    padded = np.pad(codes, ((0, 0), (1, 1)))
+    amplitudes = padded[filters, indices] + padded[filters, indices + 1] + padded[filters, indices + 2]
+    times = window_start + indices + filter_peak_taps[filters]
+    thresholds = np.broadcast_to(np.asarray(min_amplitude, dtype=np.float32), (codes.shape[0],))
+    keep = (times >= core[0]) & (times < core[1]) & (amplitudes >= thresholds[filters])
+    # Plateaus (two equal maxima) would give two spikes: keep the first of a run.
+    events = SpikeEvents(times[keep].astype(np.int64), filters[keep].astype(np.int32), amplitudes[keep].astype(np.float32))
+    order = np.lexsort((events.times, events.filters))
+    events = SpikeEvents(events.times[order], events.filters[order], events.amplitudes[order])
+    duplicate = np.zeros(len(events), dtype=bool)
+    duplicate[1:] = (events.filters[1:] == events.filters[:-1]) & (np.diff(events.times) <= dead_time)
+    return SpikeEvents(events.times[~duplicate], events.filters[~duplicate], events.amplitudes[~duplicate])
+
+
+def infer_spikes(
+    model: CRsAE,
+    recording: Recording,
+    noise_levels: np.ndarray,
+    dead_time: int,
+    min_amplitude: float | np.ndarray,
+    chunk_size: int | None = None,
+    batch_chunks: int = 8,
+    start: int = 0,
+    stop: int | None = None,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SpikeEvents:
+    """Spikes of every filter over [start, stop) of a (preprocessed) recording."""
+    chunk_size = chunk_size or max(int(recording.sampling_rate), 8 * model.n_taps)
+    filter_peaks = peak_taps(model.filters_numpy())
+    parts = []
+    for core_start, core_stop, window_start, codes in iter_code_chunks(
+        model, recording, noise_levels, chunk_size, batch_chunks, start, stop, progress, should_stop
+    ):
+        parts.append(spikes_from_codes(codes, window_start, (core_start, core_stop), filter_peaks, dead_time, min_amplitude))
+    return SpikeEvents.concatenate(parts)
