@@ -133,7 +133,14 @@ class TrainingStopped(Exception):
 class Trainer:
     """Learns the dictionary of a recording. See module docstring for threading."""
 
-    def __init__(self, recording: Recording, config: TrainingConfig | None = None) -> None:
+    def __init__(
+        self,
+        recording: Recording,
+        config: TrainingConfig | None = None,
+        initial_dictionary: np.ndarray | None = None,
+    ) -> None:
+        """`initial_dictionary` (n_filters, n_channels, n_taps): start from these
+        filters instead of clustering the data (used to restore checkpoints)."""
         self.config = config or TrainingConfig()
         self.config.validate()
         self.recording = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
@@ -152,13 +159,21 @@ class Trainer:
         self._rng = np.random.default_rng(self.config.seed)
         self.pool = self._build_pool()  # (n_channels, n_pool) float32, noise-normalised
         self.lambda_ = self.config.lambda_scale * universal_threshold(self.recording.n_channels, self.window)
-        candidates = initial_filters(self.pool, self.config.n_filters, self.n_taps, seed=self.config.seed)
+        if initial_dictionary is None:
+            candidates = initial_filters(self.pool, self.config.n_filters, self.n_taps, seed=self.config.seed)
+        else:
+            candidates = np.asarray(initial_dictionary, dtype=np.float32)
         self.model = CRsAE(candidates, self.lambda_, self.config.n_iterations).to(self.device)
-        # Train only filters that code real spikes: idle or duplicate filters
-        # were measured to pull the good ones off the true shapes.
-        self.initial_pruning = self._prune_model()
-        self.initial_filters = self.model.filters.detach().cpu().numpy().copy()  # (n_kept, n_channels, n_taps)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        if initial_dictionary is None:
+            # Train only filters that code real spikes: idle or duplicate filters
+            # were measured to pull the good ones off the true shapes.
+            self.initial_pruning = self._prune_model()
+        else:
+            n = len(candidates)
+            self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
+        self.final_pruning = self.initial_pruning
+        self.initial_filters = self.model.filters.detach().cpu().numpy().copy()  # (n_kept, n_channels, n_taps)
 
         windows_per_epoch = max(self.pool.shape[1] / self.window, 1.0)
         self.n_steps = max(1, int(math.ceil(self.config.n_epochs * windows_per_epoch / self.config.batch_size)))
@@ -296,28 +311,40 @@ class Trainer:
         self,
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        recording: Recording | None = None,
     ) -> Sorting:
         """Prune the learned dictionary, then find every spike of the recording.
 
-        Raises TrainingStopped if `should_stop()` turns true midway.
+        `recording`: another recording of the same probe to sort with this
+        dictionary (default: the one trained on). Raises TrainingStopped if
+        `should_stop()` turns true midway.
         """
         self.final_pruning = self._prune_model()
         with self._model_lock:
             model = self.model
+        target, noise_levels = self.recording, self.noise_levels
+        if recording is not None and recording is not self.recording and recording is not self.recording.parent:
+            target = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
+            if target.n_channels != self.recording.n_channels:
+                raise RecordingError(
+                    f"the dictionary was learned on {self.recording.n_channels} channels but this recording has "
+                    f"{target.n_channels}: sort recordings of the same probe, or train on this one"
+                )
+            noise_levels = np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
         events = infer_spikes(
-            model, self.recording, self.noise_levels, self.dead_time, self.lambda_,
+            model, target, noise_levels, self.dead_time, self.lambda_,
             progress=progress, should_stop=should_stop,
         )
         if should_stop is not None and should_stop():
             raise TrainingStopped("sorting was stopped before the end of the recording")
         coincidence = max(int(round(COINCIDENCE_MS * 1e-3 * self.sampling_rate)), 1)
         events = resolve_coincidences(events, coincidence)
-        return self._sorting_from_events(events)
+        return self._sorting_from_events(events, noise_levels, target)
 
-    def _sorting_from_events(self, events: SpikeEvents) -> Sorting:
+    def _sorting_from_events(self, events: SpikeEvents, noise_levels: np.ndarray, target: Recording) -> Sorting:
         filters = self.model.filters_numpy()  # (n_units, n_taps, n_channels) unit norm, noise-σ units
         n_units = filters.shape[0]
-        in_uv = filters * self.noise_levels[None, None, :]
+        in_uv = filters * noise_levels[None, None, :]
         main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_units,)
         peaks = peak_taps(in_uv)
         peak_value = np.abs(in_uv[np.arange(n_units), peaks, main])  # µV per unit of code
@@ -333,12 +360,12 @@ class Trainer:
             templates=templates,
             sampling_rate=self.sampling_rate,
             template_peak_taps=peaks,
-            channel_positions=self.recording.channel_positions,
+            channel_positions=target.channel_positions,
             extra={
                 "filter_index": np.arange(n_units),
                 "code_amplitudes": events.amplitudes,
                 "lambda": self.lambda_,
-                "noise_levels_uv": self.noise_levels.copy(),
+                "noise_levels_uv": noise_levels.copy(),
                 "initial_pruning": self.initial_pruning.describe(),
                 "final_pruning": self.final_pruning.describe(),
             },
@@ -391,17 +418,15 @@ class Trainer:
         config = TrainingConfig.from_dict(state["config"])
         if device is not None:
             config.device = device
-        trainer = cls(recording, config)
-        filters = state["filters"]
-        if tuple(filters.shape[1:]) != (trainer.recording.n_channels, trainer.n_taps):
+        filters = state["filters"].numpy()  # (n_filters, n_channels, n_taps)
+        if recording.n_channels != filters.shape[1]:
             raise RecordingError(
-                f"checkpoint filters have {filters.shape[1]} channels × {filters.shape[2]} taps but the recording "
-                f"needs {trainer.recording.n_channels} × {trainer.n_taps}: open the recording it was trained on"
+                f"the checkpoint's filters have {filters.shape[1]} channels but the recording has "
+                f"{recording.n_channels}: open the recording it was trained on"
             )
+        config.n_taps = filters.shape[2]
+        trainer = cls(recording, config, initial_dictionary=filters)
         trainer.initial_filters = state["initial_filters"].numpy()
-        with torch.no_grad():
-            trainer.model = CRsAE(filters.numpy(), state["lambdas"].numpy(), config.n_iterations).to(trainer.device)
-        trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=config.learning_rate)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.step = int(state["step"])
         trainer.n_steps = int(state["n_steps"])

@@ -1,0 +1,106 @@
+"""Where a sort's curation journal lives on disk, and the spike units it replays on.
+
+The journal (engine.journal, written through `Curation.open`) replays on top
+of the units the curation started from. Saving the curation into a phy folder
+replaces spike_clusters.npy, so those starting units are kept beside the
+journal, in START_UNITS_FILE: reopening replays on them, whatever the
+folder's spike_clusters.npy says by then.
+
+For a saved session (engine.session) the journal sits in the session folder,
+beside `sorting/`: saving the session again replaces `sorting/` whole, and
+the journal must outlive that. For any other phy folder it sits in the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from engine.atomic import write_bytes_atomic, write_npy_atomic
+from engine.curation import Curation
+from engine.journal import PAYLOAD_FOLDER, JournalError, journal_path
+from engine.session import SORTING_FOLDER, is_session_folder
+
+START_UNITS_FILE = "curation_start.npy"  # (n_spikes,) int64 unit of each spike when the journal began
+SET_ASIDE_PREFIX = "curation-set-aside-"
+
+
+def journal_folder_of(phy_folder: str | os.PathLike) -> Path:
+    """The folder that holds the journal of the curation of `phy_folder`."""
+    phy_folder = Path(phy_folder).resolve()
+    if phy_folder.name == SORTING_FOLDER and is_session_folder(phy_folder.parent):
+        return phy_folder.parent
+    return phy_folder
+
+
+def open_curation(
+    folder: str | os.PathLike,
+    spike_units: np.ndarray,
+    labels: Mapping[int, str] | None = None,
+    *,
+    min_new_unit_id: int = 0,
+) -> tuple[Curation, str]:
+    """Resume the curation journaled in `folder`, or start journaling one there.
+
+    `spike_units` and `labels` are the sort as loaded now; they start a new
+    journal. A journal that belongs to another sort (one exported into the
+    same folder since) is moved aside, not deleted, and the returned note
+    (otherwise "") says where it went.
+    """
+    folder = Path(folder)
+    spike_units = np.asarray(spike_units, dtype=np.int64)
+    note = ""
+    if journal_path(folder).exists():
+        start_file = folder / START_UNITS_FILE
+        start_units = np.load(start_file, allow_pickle=False) if start_file.exists() else spike_units
+        try:
+            if len(start_units) != len(spike_units):
+                raise JournalError(
+                    f"it began on {len(start_units)} spikes and this sort has {len(spike_units)}"
+                )
+            return Curation.open(folder, start_units, min_new_unit_id=min_new_unit_id), note
+        except JournalError as error:
+            aside = set_aside(folder)
+            note = (
+                f"The curation journal in {folder} belongs to another sort ({error}); "
+                f"it was moved to {aside.name} and this curation starts afresh."
+            )
+    # The starting units go first: a journal is never without the units it replays on.
+    write_npy_atomic(folder / START_UNITS_FILE, spike_units)
+    return Curation.open(folder, spike_units, labels, min_new_unit_id=min_new_unit_id), note
+
+
+def copy_journal(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy the journal of `source` into `target`, moving aside one already there.
+
+    The curation journaled in `source` must be closed first.
+    """
+    source, target = Path(source), Path(target)
+    if journal_path(target).exists():
+        set_aside(target)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / START_UNITS_FILE, target / START_UNITS_FILE)
+    if (source / PAYLOAD_FOLDER).is_dir():
+        shutil.copytree(source / PAYLOAD_FOLDER, target / PAYLOAD_FOLDER, dirs_exist_ok=True)
+    # The journal itself last, and atomically: it is what makes the copy a curation.
+    write_bytes_atomic(journal_path(target), journal_path(source).read_bytes())
+
+
+def set_aside(folder: str | os.PathLike) -> Path:
+    """Move the journal files of `folder` into a new `curation-set-aside-<time>/` there; returns it."""
+    folder = Path(folder)
+    aside = folder / f"{SET_ASIDE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
+    suffix = 1
+    while aside.exists():
+        suffix += 1
+        aside = aside.with_name(f"{SET_ASIDE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
+    aside.mkdir()
+    for name in (journal_path(folder).name, PAYLOAD_FOLDER, START_UNITS_FILE):
+        if (folder / name).exists():
+            os.rename(folder / name, aside / name)
+    return aside

@@ -1,0 +1,42 @@
+"""Spike sorting by CRsAE in scikit-learn's shape: parameters in __init__, learning in fit.
+
+    sorter = CRsAESorter(n_filters=8, n_epochs=3).fit(recording)
+    sorting = sorter.predict(recording)      # or sorter.fit_predict(recording)
+    sorter.filters_                          # (n_units, n_taps, n_channels) learned shapes
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from engine.recording import Recording
+from engine.sorting import Sorting
+from engine.training import Trainer, TrainingConfig, TrainingSnapshot
+
+
+class CRsAESorter:
+    def __init__(self, **config) -> None:
+        self.config = TrainingConfig(**config)
+        self.config.validate()
+
+    def fit(
+        self,
+        recording: Recording,
+        callback: Callable[[TrainingSnapshot], None] | None = None,
+    ) -> "CRsAESorter":
+        self.trainer_ = Trainer(recording, self.config)
+        self.trainer_.run(callback)
+        self.filters_ = self.trainer_.filters()
+        self.loss_history_ = list(self.trainer_.loss_history)
+        return self
+
+    def predict(self, recording: Recording | None = None, progress: Callable[[float], None] | None = None) -> Sorting:
+        """Sort `recording` (default: the one it was fitted on) with the learned dictionary."""
+        if not hasattr(self, "trainer_"):
+            raise RuntimeError("call fit(recording) before predict()")
+        sorting = self.trainer_.sort(progress=progress, recording=recording)
+        self.filters_ = self.trainer_.filters()
+        return sorting
+
+    def fit_predict(self, recording: Recording, progress: Callable[[float], None] | None = None) -> Sorting:
+        return self.fit(recording).predict(progress=progress)
