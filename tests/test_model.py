@@ -1,0 +1,81 @@
+"""The CRsAE itself: exact adjoints, FISTA solving the lasso, tied weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine.model import CRsAE, select_device, universal_threshold
+
+
+def make_model(n_filters=3, n_channels=2, n_taps=12, lam=0.1, n_iterations=200, seed=0):
+    rng = np.random.default_rng(seed)
+    return CRsAE(rng.standard_normal((n_filters, n_channels, n_taps)), lam, n_iterations)
+
+
+def test_filters_start_at_unit_norm():
+    model = make_model()
+    norms = model.filters.detach().flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_synthesis_is_the_exact_adjoint_of_analysis():
+    model = make_model()
+    torch.manual_seed(0)
+    signal = torch.randn(2, model.n_channels, 100)
+    codes = torch.randn(2, model.n_filters, 100 - model.n_taps + 1)
+    with torch.no_grad():
+        left = (model.analysis(signal) * codes).sum()
+        right = (signal * model.synthesis(codes)).sum()
+    assert float(left) == pytest.approx(float(right), rel=1e-5)
+
+
+def test_lipschitz_bounds_the_operator_norm():
+    model = make_model()
+    bound = model.lipschitz()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for _ in range(20):
+            codes = torch.randn(1, model.n_filters, 300)
+            ratio = model.synthesis(codes).pow(2).sum() / codes.pow(2).sum()
+            assert float(ratio) <= bound
+
+
+def test_encoder_recovers_sparse_codes_of_a_noiseless_signal():
+    model = make_model(n_filters=2, n_channels=1, n_taps=16, lam=0.05, n_iterations=400)
+    true_codes = torch.zeros(1, 2, 200)
+    true_codes[0, 0, 30] = 3.0
+    true_codes[0, 1, 120] = 2.0
+    with torch.no_grad():
+        signal = model.synthesis(true_codes)
+        codes = model.encode(signal)
+    assert codes.min() >= 0
+    assert float(codes[0, 0, 30]) == pytest.approx(3.0, abs=0.05)
+    assert float(codes[0, 1, 120]) == pytest.approx(2.0, abs=0.05)
+    # Debiasing removes the λ shrinkage, and nothing else lights up.
+    mask = torch.ones_like(codes, dtype=torch.bool)
+    mask[0, 0, 30] = mask[0, 1, 120] = False
+    assert float(codes[mask].abs().max()) < 0.05
+
+
+def test_gradients_flow_to_the_tied_filters_through_the_encoder():
+    model = make_model(n_iterations=10)
+    signal = torch.randn(1, model.n_channels, 80)
+    reconstruction, codes = model(signal)
+    loss = (signal - reconstruction).pow(2).mean()
+    loss.backward()
+    assert model.filters.grad is not None and float(model.filters.grad.abs().sum()) > 0
+
+
+def test_universal_threshold_grows_with_size():
+    assert universal_threshold(1, 2000) == pytest.approx(np.sqrt(2 * np.log(2000)))
+    assert universal_threshold(4, 2000) > universal_threshold(1, 2000)
+
+
+def test_device_selection_refuses_what_is_not_there():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ValueError, match="unknown device"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            select_device("cuda")

@@ -1,0 +1,136 @@
+"""Training and sorting on small simulated recordings."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from engine.recording import NumpyRecording, RecordingError
+from engine.scoring import compare_to_ground_truth, dictionary_error
+from engine.simulator import simulate
+from engine.training import ConfigError, Trainer, TrainingConfig
+
+FAST = dict(n_iterations=100, batch_size=4, window_ms=100.0, n_epochs=0.5, n_filters=6)
+
+
+@pytest.fixture(scope="module")
+def small_recording():
+    traces, truth = simulate(duration_s=12.0, n_units=3, sampling_rate=10_000.0, seed=3)
+    return NumpyRecording(traces, 10_000.0), truth
+
+
+@pytest.fixture(scope="module")
+def trained(small_recording):
+    """One short training shared by the tests that only read its result."""
+    recording, _ = small_recording
+    trainer = Trainer(recording, TrainingConfig(**FAST))
+    snapshots = []
+    trainer.run(snapshots.append, snapshot_interval_s=0.0)
+    return trainer, snapshots
+
+
+def restarted(trainer, **overrides):
+    """A new trainer on the same dictionary, skipping clustering and pruning."""
+    config = TrainingConfig(**{**FAST, **overrides, "n_taps": trainer.n_taps})
+    return Trainer(trainer.recording, config, initial_dictionary=trainer.model.filters.detach().numpy())
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("n_filters", 0, "n_filters = 0 is out of range"),
+        ("n_iterations", 2.5, "n_iterations must be a whole number"),
+        ("learning_rate", -1.0, "learning_rate = -1.0 is out of range"),
+        ("lambda_scale", float("nan"), "lambda_scale must be a finite number"),
+        ("batch_size", 0, "batch_size = 0 is out of range"),
+        ("device", "tpu", "unknown device"),
+    ],
+)
+def test_impossible_parameters_are_refused_with_their_name(field, value, message):
+    config = TrainingConfig(**{field: value})
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    config = TrainingConfig(n_filters=5, learning_rate=0.003)
+    assert TrainingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown training parameters: bogus"):
+        TrainingConfig.from_dict({"bogus": 1})
+
+
+def test_recording_shorter_than_one_filter_is_refused():
+    with pytest.raises(RecordingError, match="shorter than one filter"):
+        Trainer(NumpyRecording(np.zeros((10, 1), np.float32) + 1.0, 10_000.0), TrainingConfig(**FAST))
+
+
+def test_training_finds_the_units_and_snapshots_arrive(small_recording, trained):
+    _, truth = small_recording
+    trainer, snapshots = trained
+    # The pruning kept about as many filters as there are neurons.
+    assert 2 <= trainer.model.n_filters <= 4
+    assert trainer.step == trainer.n_steps == len(snapshots)
+    assert snapshots[-1].filters.shape == (trainer.model.n_filters, trainer.n_taps, 1)
+    assert all(np.isfinite(s.loss) for s in snapshots)
+    errors = dictionary_error(truth.bandpassed_waveforms(), trainer.filters()).errors
+    # Random filters score 0.6-0.9; 12 s of data and a few steps reach ~0.1-0.2.
+    assert np.all(errors < 0.25), errors
+
+    sorting = trainer.sort()
+    comparison = compare_to_ground_truth(truth.spike_times, truth.spike_units, sorting.spike_times, sorting.spike_units, 10_000.0)
+    assert comparison.n_well_detected >= 2, comparison.accuracy
+    assert np.all(np.diff(sorting.spike_times) >= 0)
+    assert sorting.templates.shape[0] == sorting.n_units
+
+
+def test_pause_resume_and_stop_from_another_thread(trained):
+    trainer = restarted(trained[0], n_epochs=50.0)
+    first_step = threading.Event()
+    steps_seen = []
+
+    def on_snapshot(snapshot):
+        steps_seen.append(snapshot.step)
+        first_step.set()
+
+    thread = threading.Thread(target=trainer.run, args=(on_snapshot, 0.0))
+    thread.start()
+    assert first_step.wait(30)
+    trainer.pause()
+    paused_at = trainer.step
+    threading.Event().wait(0.5)
+    assert trainer.step <= paused_at + 1  # at most the step in flight finishes
+    assert trainer.is_paused
+    trainer.resume()
+    trainer.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert trainer.step < trainer.n_steps
+
+
+def test_checkpoint_restores_filters_and_history(small_recording, trained, tmp_path):
+    recording, _ = small_recording
+    trainer = trained[0]
+    path = tmp_path / "model.pt"
+    trainer.save_checkpoint(path)
+    restored = Trainer.load_checkpoint(path, recording)
+    np.testing.assert_allclose(restored.filters(), trainer.filters(), atol=1e-6)
+    assert restored.step == trainer.step
+    assert restored.loss_history == trainer.loss_history
+
+
+def test_checkpoint_refuses_a_recording_with_other_channels(trained, tmp_path):
+    trainer = trained[0]
+    trainer.save_checkpoint(tmp_path / "model.pt")
+    other = NumpyRecording(np.random.default_rng(0).standard_normal((50_000, 2)).astype(np.float32), 10_000.0)
+    with pytest.raises(RecordingError, match="channels"):
+        Trainer.load_checkpoint(tmp_path / "model.pt", other)
+
+
+def test_reconstruct_gives_codes_aligned_to_the_window(trained):
+    trainer = trained[0]
+    window = trainer.reconstruct(1000, 3000)
+    assert window.traces.shape == window.reconstruction.shape == (2000, 1)
+    assert window.codes.shape == (trainer.model.n_filters, 2000)
+    # The reconstruction explains a good part of the signal's energy.
+    residual = np.sum((window.traces - window.reconstruction) ** 2)
+    assert residual < np.sum(window.traces ** 2)
