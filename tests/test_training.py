@@ -78,7 +78,10 @@ def test_training_finds_the_units_and_snapshots_arrive(small_recording, trained)
 
     sorting = trainer.sort()
     comparison = compare_to_ground_truth(truth.spike_times, truth.spike_units, sorting.spike_times, sorting.spike_units, 10_000.0)
-    assert comparison.n_well_detected >= 2, comparison.accuracy
+    # 12 s and a few steps: every neuron is found (matched), and the largest
+    # is sorted well; the full-size accuracy targets live in benchmarks/.
+    assert np.all(comparison.matched_unit >= 0), comparison.accuracy
+    assert comparison.accuracy.min() > 0.5 and comparison.n_well_detected >= 1, comparison.accuracy
     assert np.all(np.diff(sorting.spike_times) >= 0)
     assert sorting.templates.shape[0] == sorting.n_units
 

@@ -1,0 +1,61 @@
+"""`sparsort simulate | sort | evaluate` end to end, as a user runs them."""
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.cli import main
+
+FAST_FLAGS = ["--n-iterations", "100", "--batch-size", "4", "--window-ms", "100", "--epochs", "0.3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def sorted_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["simulate", "--out", str(root / "sim"), "--duration", "10", "--seed", "5"]) == 0
+    out = root / "sorted"
+    assert main(["sort", str(root / "sim" / "recording.bin"), "--out", str(out), *FAST_FLAGS]) == 0
+    return root, out
+
+
+def test_sort_writes_a_phy_folder_that_phy_opens(sorted_folder):
+    phylib_model = pytest.importorskip("phylib.io.model")
+    _, out = sorted_folder
+    for name in ["params.py", "spike_times.npy", "spike_templates.npy", "spike_clusters.npy", "amplitudes.npy",
+                 "templates.npy", "channel_map.npy", "channel_positions.npy", "similar_templates.npy",
+                 "whitening_mat.npy", "cluster_group.tsv", "crsae_checkpoint.pt", "sparsort.json"]:
+        assert (out / name).exists(), name
+    spike_times = np.load(out / "spike_times.npy")
+    assert spike_times.dtype == np.int64 and np.all(np.diff(spike_times) >= 0)
+    model = phylib_model.load_model(out / "params.py")
+    assert model.n_spikes == len(spike_times)
+    assert model.sample_rate == 10_000.0
+    summary = json.loads((out / "sparsort.json").read_text())
+    assert summary["n_spikes"] == len(spike_times)
+
+
+def test_evaluate_prints_a_report_against_ground_truth(sorted_folder, capsys):
+    root, out = sorted_folder
+    assert main(["evaluate", str(out), "--truth", str(root / "sim" / "ground_truth")]) == 0
+    report = capsys.readouterr().out
+    assert "accuracy" in report and "mean accuracy" in report and "dict. error" in report
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    truncated = tmp_path / "broken.bin"
+    truncated.write_bytes(b"\x00" * 1001)
+    assert main(["sort", str(truncated), "--out", str(tmp_path / "o"), "--fs", "30000", "--n-channels", "4", "--dtype", "int16"]) == 2
+    message = capsys.readouterr().err
+    assert "sparsort: error:" in message and "1001" in message
+    assert not (tmp_path / "o").exists()
+
+
+def test_impossible_model_parameters_are_refused(tmp_path, capsys):
+    assert main(["sort", "--demo", "--out", str(tmp_path / "o"), "--n-iterations", "0"]) == 2
+    assert "n_iterations = 0 is out of range" in capsys.readouterr().err
+
+
+def test_sort_needs_exactly_one_source(tmp_path, capsys):
+    assert main(["sort", "--out", str(tmp_path / "o")]) == 2
+    assert "RECORDING path or --demo" in capsys.readouterr().err
