@@ -52,7 +52,7 @@ class TrainingConfig:
     learning_rate: float = 0.01
     batch_size: int = 32
     window_ms: float = 200.0  # length of each training window
-    n_epochs: float = 3.0  # passes over the training pool
+    n_epochs: float = 2.0  # passes over the training pool
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
