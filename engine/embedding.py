@@ -140,7 +140,8 @@ def embed_spikes(
     extractor = SpikeFeatureExtractor(seed=seed)
     report(0.0, "Reading spike waveforms")
     features = extractor.fit_transform(
-        recording, sorting, spike_indices, lambda fraction: report(0.3 * fraction, "Reading spike waveforms"), should_stop
+        recording, sorting, spike_indices, lambda fraction: report(0.3 * fraction, "Reading spike waveforms"),
+        should_stop,
     )
     pca_layout = features[:, :2] if features.shape[1] >= 2 else np.pad(features, ((0, 0), (0, 2 - features.shape[1])))
     embedding = SpikeEmbedding(spike_indices, features, extractor, np.ascontiguousarray(pca_layout), 0.0)
@@ -189,7 +190,9 @@ def extend_selection(
             missing_per_unit[unit] = (spikes[~is_sampled], rows)
     if missing_per_unit:
         missing = np.concatenate([spikes for spikes, _ in missing_per_unit.values()])
-        features = embedding.extractor.transform(recording, sorting, missing, progress_part(progress, 0.0, 0.9), should_stop)
+        features = embedding.extractor.transform(
+            recording, sorting, missing, progress_part(progress, 0.0, 0.9), should_stop
+        )
         start = 0
         for spikes, rows in missing_per_unit.values():
             unit_features = features[start : start + len(spikes)]

@@ -175,12 +175,15 @@ class SpikeFeatureExtractor:
         return self
 
     def fit_transform(self, recording, sorting, spike_indices, progress=None, should_stop=None) -> np.ndarray:
-        """(n, n_components_) float32 features of `spike_indices`, reading each snippet once when n ≤ max_fit_spikes."""
+        """(n, n_components_) float32 features of `spike_indices`; each snippet read once when n ≤ max_fit_spikes."""
         spike_indices = np.asarray(spike_indices, dtype=np.int64)
-        fit_indices, values, columns = self._fit(recording, sorting, spike_indices, progress_part(progress, 0.0, 0.8), should_stop)
-        if len(fit_indices) == len(spike_indices):
+        fitted_on_all = len(spike_indices) <= self.max_fit_spikes
+        fit_share = 1.0 if fitted_on_all else 0.5  # of the reading, which is most of the work
+        fit_progress, transform_progress = progress_part(progress, 0, fit_share), progress_part(progress, fit_share, 1)
+        values, columns = self._fit(recording, sorting, spike_indices, fit_progress, should_stop)
+        if fitted_on_all:
             return self._project(values, columns)
-        return self.transform(recording, sorting, spike_indices, progress_part(progress, 0.8, 1.0), should_stop)
+        return self.transform(recording, sorting, spike_indices, transform_progress, should_stop)
 
     def transform(self, recording, sorting, spike_indices, progress=None, should_stop=None) -> np.ndarray:
         """(n, n_components_) float32 features of `spike_indices` in the fitted space."""
@@ -189,17 +192,15 @@ class SpikeFeatureExtractor:
         n_batches = max(-(-len(spike_indices) // TRANSFORM_BATCH), 1)
         for batch in range(n_batches):
             chosen = slice(batch * TRANSFORM_BATCH, (batch + 1) * TRANSFORM_BATCH)
-            snippets = self._snippets(
-                recording, sorting, spike_indices[chosen], progress_part(progress, batch / n_batches, (batch + 1) / n_batches),
-                should_stop,
-            )
+            batch_progress = progress_part(progress, batch / n_batches, (batch + 1) / n_batches)
+            snippets = self._snippets(recording, sorting, spike_indices[chosen], batch_progress, should_stop)
             values, columns = self._shared_space(sorting, spike_indices[chosen], snippets)
             features[chosen] = self._project(values, columns)
         return features
 
     # ---- fitting -------------------------------------------------------------------------------
     def _fit(self, recording, sorting, spike_indices, progress, should_stop):
-        """Learn everything from (a sample of) the spikes; returns that sample and its shared-space rows."""
+        """Learn everything from (a sample of) the spikes; returns that sample's shared-space rows."""
         if len(spike_indices) == 0:
             raise ValueError("no spikes to learn features from")
         rng = np.random.default_rng(self.seed)
@@ -207,7 +208,9 @@ class SpikeFeatureExtractor:
         if len(fit_indices) > self.max_fit_spikes:
             fit_indices = np.sort(rng.choice(spike_indices, self.max_fit_spikes, replace=False))
         k = min(self.n_channels_per_spike, sorting.n_channels)
-        self.channels_ = np.stack([best_channels(t, k) for t in sorting.templates]) if sorting.n_units else np.zeros((0, k), np.int64)
+        self.channels_ = np.zeros((sorting.n_units, k), dtype=np.int64)  # (n_templates, k)
+        for template, channels in zip(sorting.templates, self.channels_):
+            channels[:] = best_channels(template, k)
         self.before_, self.after_ = snippet_window(sorting.sampling_rate, self.before_ms, self.after_ms)
         snippets = self._snippets(recording, sorting, fit_indices, progress, should_stop)  # (n, length, k)
         self.temporal_basis_ = _temporal_basis(snippets, self.n_temporal_components)
@@ -219,7 +222,7 @@ class SpikeFeatureExtractor:
         self.n_dimensions_ = sorting.n_channels * self.temporal_basis_.shape[1] + 1
         self.mean_, self.components_ = _sparse_pca(values, columns, self.n_dimensions_, self.n_components)
         self.n_components_ = len(self.components_)
-        return fit_indices, values, columns
+        return values, columns
 
     def _snippets(self, recording, sorting, spike_indices, progress, should_stop) -> np.ndarray:
         channels = self.channels_[sorting.spike_units[spike_indices]]  # (n, k)

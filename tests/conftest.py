@@ -37,21 +37,25 @@ def private_settings(tmp_path, request):
     yield folder
 
 
-@pytest.fixture(scope="session")
-def tiny_recording(tmp_path_factory):
-    """4 s, 2 channels, 10 kHz, 2 units: big enough to train on, small enough to be quick."""
+def _simulated(folder, n_channels: int, duration_s: float):
     from engine.simulator import write_simulation
 
     paths = write_simulation(
-        tmp_path_factory.mktemp("tiny_recording"),
-        duration_s=4.0,
-        n_units=2,
-        sampling_rate=10_000.0,
-        n_channels=2,
-        firing_rates=20.0,
-        seed=3,
+        folder, duration_s=duration_s, n_units=2, sampling_rate=10_000.0, n_channels=n_channels, firing_rates=20.0, seed=3
     )
     return paths.recording
+
+
+@pytest.fixture(scope="session")
+def tiny_recording(tmp_path_factory):
+    """4 s, 1 channel, 10 kHz, 2 units: big enough to train on, small enough to be quick."""
+    return _simulated(tmp_path_factory.mktemp("tiny_recording"), n_channels=1, duration_s=4.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_probe_recording(tmp_path_factory):
+    """2 s, 4 channels: for what needs several channels on screen (no training)."""
+    return _simulated(tmp_path_factory.mktemp("tiny_probe_recording"), n_channels=4, duration_s=2.0)
 
 
 # Few filters, few unrolled steps, short windows: each step takes milliseconds.
@@ -70,16 +74,30 @@ def fill_training_form(window, values: dict[str, str]) -> None:
         view.fields[field].setText(text)
 
 
-@pytest.fixture
-def window(qtbot, tiny_recording):
-    """The main window, shown, with the tiny recording open and a small training config."""
+def open_window(qtbot, path):
+    """A shown main window with `path` open and a small training config."""
     from app.main_window import MainWindow
 
     main_window = MainWindow()
     qtbot.addWidget(main_window)
     main_window.show()
     with qtbot.waitSignal(main_window.opened, timeout=20_000):
-        main_window.open_path(tiny_recording)
+        main_window.open_path(path)
     fill_training_form(main_window, SMALL_TRAINING)
+    return main_window
+
+
+@pytest.fixture
+def window(qtbot, tiny_recording):
+    """The main window on the 1-channel tiny recording, ready to train."""
+    main_window = open_window(qtbot, tiny_recording)
+    yield main_window
+    main_window.close()
+
+
+@pytest.fixture
+def probe_window(qtbot, tiny_probe_recording):
+    """The main window on the 4-channel tiny recording."""
+    main_window = open_window(qtbot, tiny_probe_recording)
     yield main_window
     main_window.close()

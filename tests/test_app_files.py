@@ -56,14 +56,14 @@ def test_a_headerless_binary_asks_how_to_read_it(window, qtbot, tmp_path):
     assert str(raw.resolve()) in [action.text() for action in window.recent_menu.actions()]
 
 
-def test_a_phy_folder_opens_with_its_units_and_labels(window, qtbot, tmp_path, tiny_recording):
+def test_a_phy_folder_opens_with_its_units_and_labels(window, qtbot, tmp_path, tiny_probe_recording):
     from engine.phy_io import export_phy
     from engine.recording import open_recording
     from engine.sorting import Sorting
 
-    recording = open_recording(tiny_recording)
+    recording = open_recording(tiny_probe_recording)
     templates = np.zeros((2, 30, recording.n_channels), dtype=np.float32)
-    templates[:, 10, :] = [[-90.0, -20.0], [-15.0, -70.0]]
+    templates[:, 10, :] = [[-90.0, -20.0, 0.0, 0.0], [0.0, -15.0, -70.0, -10.0]]
     sorting = Sorting(np.array([500, 9000, 20000]), np.array([0, 1, 0]), np.full(3, 80.0), templates, recording.sampling_rate)
     folder = export_phy(sorting, tmp_path / "sort", recording=recording, cluster_groups={1: "good"})
 
@@ -72,7 +72,7 @@ def test_a_phy_folder_opens_with_its_units_and_labels(window, qtbot, tmp_path, t
 
     assert window.session.sorting.n_spikes == 3
     assert window.session.unit_table.labels == ["", "good"]
-    assert window.session.recording is not None and window.session.recording.n_channels == 2
+    assert window.session.recording is not None and window.session.recording.n_channels == 4
     assert window.views["units"].proxy.rowCount() == 2
     # Without a trained model, the Filters view shows the units' templates.
     assert [cell.unit for cell in window.views["filters"].cells] == [0, 1]
@@ -104,9 +104,11 @@ def test_a_session_reopens_with_the_same_filters_and_sort(window, qtbot, tmp_pat
     assert session.training_config == config
     assert started == [], "reopening must not retrain"
     assert reopened.views["training"].fields["n_iterations"].text() == str(config.n_iterations)
-    # The Filters view draws the restored model, not its starting point.
-    _, drawn = reopened.views["filters"].cells[0].current.getData()
-    _, initial = reopened.views["filters"].cells[0].initial.getData()
-    assert not np.allclose(drawn, initial)
+    # The Filters view draws what it drew before saving.
+    before, after = window.views["filters"].cells, reopened.views["filters"].cells
+    assert len(before) == len(after) == len(trained_filters)
+    for old_cell, new_cell in zip(before, after):
+        np.testing.assert_allclose(new_cell.current.getData()[1], old_cell.current.getData()[1], atol=1e-5)
+        assert new_cell.unit == old_cell.unit
     assert not shown_errors
     reopened.close()

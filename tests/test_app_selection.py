@@ -12,8 +12,9 @@ from engine.sorting import Sorting
 
 
 @pytest.fixture
-def sorted_window(window):
-    """The window with a hand-made 3-unit sorting of the tiny recording (no training needed)."""
+def sorted_window(probe_window):
+    """The window with a hand-made 3-unit sorting of the 4-channel recording (no training needed)."""
+    window = probe_window
     recording = window.session.recording
     rng = np.random.default_rng(0)
     n_taps = 40
@@ -41,22 +42,22 @@ def click_table_row(qtbot, view, row: int, modifier=Qt.KeyboardModifier.NoModifi
 
 def click_filter(qtbot, view, unit: int, modifier=Qt.KeyboardModifier.NoModifier) -> None:
     cell = next(cell for cell in view.cells if cell.unit == unit)
-    point = view.graphics.mapFromScene(cell.plot.sceneBoundingRect().center())
+    point = view.graphics.mapFromScene(view.viewbox.mapViewToScene(cell.rect.center()))
     qtbot.mouseClick(view.graphics.viewport(), Qt.MouseButton.LeftButton, modifier, point)
 
 
 def is_highlighted(filters_view, unit: int) -> bool:
     cell = next(cell for cell in filters_view.cells if cell.unit == unit)
-    return cell.plot.getViewBox().state["background"] is not None
+    return cell.highlight.isVisible()
 
 
 def test_units_table_shows_metrics_and_sorts_by_number(sorted_window, qtbot):
     view = sorted_window.views["units"]
     assert view.proxy.rowCount() == 3
     headers = [view.proxy.headerData(c, Qt.Orientation.Horizontal) for c in range(view.proxy.columnCount())]
-    assert headers[:2] == ["Unit", "Spikes"] and "SNR" in headers and "ISI violations" in headers
+    assert headers[:2] == ["Unit", "Spikes"] and "SNR" in headers and "ISI viol." in headers
     # Sorting by amplitude (descending) puts unit 2, the largest template, first.
-    view.table_view.sortByColumn(headers.index("Amplitude (µV)"), Qt.SortOrder.DescendingOrder)
+    view.table_view.sortByColumn(headers.index("Amp. (µV)"), Qt.SortOrder.DescendingOrder)
     assert view.proxy.index(0, 0).data() == "2"
     swatch = view.proxy.index(0, 0).data(Qt.ItemDataRole.DecorationRole)
     assert (swatch.red(), swatch.green(), swatch.blue()) == unit_rgb(2)

@@ -38,12 +38,15 @@ def test_live_updates_reach_the_filters_and_training_views(window, qtbot, shown_
     assert "Step" in training.progress.text() and "left" in training.progress.text()
     assert training.device_label.text().startswith("Device: CPU")
     # The Filters view draws the latest snapshot, not the initial filters.
-    assert len(filters.cells) == 3
+    assert len(filters.cells) == len(window.session.latest_snapshot.filters) >= 1
     _, drawn = filters.cells[0].current.getData()
     _, initial = filters.cells[0].initial.getData()
     assert drawn is not None and initial is not None and len(drawn) == len(initial)
-    latest = window.session.latest_snapshot.filters[0]
-    assert np.isclose(np.abs(drawn[: latest.shape[0]]).max(), 1.0)  # each filter is drawn scaled to its peak
+    # Channel 0 of filter 0 is the curve's first segment, scaled to the filter's peak.
+    latest = window.session.latest_snapshot.filters[0]  # (n_taps, n_channels)
+    segment = drawn[: latest.shape[0]]
+    expected = latest[:, 0] / np.abs(latest).max()
+    np.testing.assert_allclose(segment - segment.mean(), expected - expected.mean(), atol=1e-5)
 
     click(qtbot, training.stop_button)
     qtbot.waitUntil(lambda: window.session.training_state == TrainingState.IDLE, timeout=30_000)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QDockWidget
 
 from app.main_window import MainWindow
@@ -40,32 +41,55 @@ def test_the_layout_is_remembered_between_runs(window, qtbot, private_settings):
     assert again.docks["codes"].isVisible()
 
 
-def test_traces_read_only_the_visible_window_and_zoom_out_to_an_envelope(window, qtbot):
+def test_traces_read_only_the_visible_window_and_zoom_out_to_an_envelope(probe_window, qtbot):
+    window = probe_window
     traces = window.views["traces"]
     recording = window.session.recording
+    n_channels = recording.n_channels
     qtbot.waitUntil(lambda: traces.traces_curve.xData is not None and len(traces.traces_curve.xData) > 0, timeout=5_000)
     x = traces.traces_curve.xData
-    # One second at 10 kHz, both channels, every sample: nothing outside the window.
-    assert x.min() >= 0 and x.max() <= 1.0 + 1 / recording.sampling_rate
-    assert len(x) == 2 * (10_001)
+    assert x.min() >= 0 and x.max() <= 1.0 + 1 / recording.sampling_rate  # nothing outside the window
+
+    # Zoomed in, every sample is drawn, exactly.
+    window.session.set_time_window(0.5, 0.6)
+    qtbot.waitUntil(lambda: traces.traces_curve.xData.max() < 0.61, timeout=5_000)
+    per_channel = len(traces.traces_curve.xData) // n_channels
+    first = int(round(traces.traces_curve.xData[0] * recording.sampling_rate))
+    expected = recording.get_traces(first, first + per_channel)
+    offsets = traces._offsets()
+    for channel in range(n_channels):  # stacked top to bottom, each on its own baseline
+        drawn = traces.traces_curve.yData[channel * per_channel : (channel + 1) * per_channel]
+        np.testing.assert_allclose(drawn - offsets[channel], expected[:, channel], rtol=1e-5, atol=1e-3)
+    assert 1000 <= per_channel <= 1002
 
     window.session.set_time_window(0.0, recording.duration)
-    qtbot.waitUntil(lambda: traces.traces_curve.xData.max() > 3.9, timeout=5_000)
-    assert len(traces.traces_curve.xData) <= 2 * MAX_POINTS
+    qtbot.waitUntil(lambda: traces.traces_curve.xData.max() > recording.duration - 0.1, timeout=5_000)
+    assert len(traces.traces_curve.xData) <= n_channels * MAX_POINTS
     assert "min/max" in traces.window_label.text()
     # The envelope keeps the extremes that plain decimation would miss.
     full = recording.get_traces(0, recording.n_samples)
-    ys = traces.traces_curve.yData[: len(traces.traces_curve.xData) // 2]  # channel 0 (offset 0)
+    ys = traces.traces_curve.yData[: len(traces.traces_curve.xData) // n_channels]  # channel 0 (offset 0)
     assert np.isclose(ys.max(), full[:, 0].max(), rtol=1e-5) and np.isclose(ys.min(), full[:, 0].min(), rtol=1e-5)
 
 
-def test_gain_scales_traces_without_rereading(window, qtbot):
-    traces = window.views["traces"]
+def test_gain_scales_traces_without_rereading(probe_window, qtbot):
+    traces = probe_window.views["traces"]
     qtbot.waitUntil(lambda: traces.traces_curve.yData is not None and len(traces.traces_curve.yData) > 0, timeout=5_000)
-    channel_0 = len(traces.traces_curve.yData) // 2
+    channel_0 = len(traces.traces_curve.yData) // probe_window.session.recording.n_channels
     before = traces.traces_curve.yData[:channel_0].copy()
     traces.gain_box.setValue(2.0)
     np.testing.assert_allclose(traces.traces_curve.yData[:channel_0], 2.0 * before, rtol=1e-5)
+
+
+def test_arrow_and_zoom_keys_move_the_traces_window(window, qtbot):
+    traces = window.views["traces"]
+    traces.plot_widget.setFocus()
+    qtbot.keyClick(traces.plot_widget, Qt.Key.Key_Right)
+    qtbot.waitUntil(lambda: np.allclose(window.session.time_window, (0.5, 1.5)), timeout=2_000)
+    qtbot.keyClick(traces.plot_widget, Qt.Key.Key_Minus)
+    qtbot.waitUntil(lambda: np.allclose(window.session.time_window, (0.0, 2.0)), timeout=2_000)
+    qtbot.keyClick(traces.plot_widget, Qt.Key.Key_Left)  # stops at the start of the recording
+    qtbot.waitUntil(lambda: window.session.time_window[0] == 0.0, timeout=2_000)
 
 
 def test_codes_follow_the_traces_time_axis_and_back(window, qtbot):
@@ -89,18 +113,25 @@ def test_no_argument_opens_the_demo(qtbot):
 
 
 def test_subcommands_go_to_the_engine_cli_without_loading_qt():
+    # engine.cli.main is replaced by a stub that reports what it got: this test is about
+    # the hand-over, and the real subcommands import torch, which takes seconds.
     probe = (
         "import sys\n"
+        "import engine.cli\n"
+        "engine.cli.main = lambda argv: print('cli got', argv) or 7\n"
         "from app.launcher import main\n"
-        "try:\n"
-        "    main(['simulate', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print('qt loaded' if any(name.startswith('PyQt6') for name in sys.modules) else 'no qt')\n"
+        "code = main(['simulate', '--out', 'somewhere'])\n"
+        "print('exit', code, 'qt loaded' if any(name.startswith('PyQt6') for name in sys.modules) else 'no qt')\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip().endswith("no qt"), result.stdout + result.stderr
-    assert "usage" in result.stdout.lower()
+    assert result.stdout.splitlines() == ["cli got ['simulate', '--out', 'somewhere']", "exit 7 no qt"], result.stderr
+
+
+def test_impossible_model_flags_are_refused_before_the_window_opens(capsys):
+    from app.launcher import main
+
+    assert main(["--n-filters", "0"]) == 2
+    assert "n_filters = 0 is out of range" in capsys.readouterr().err
 
 
 def test_screenshot_mode_trains_sorts_and_saves_a_picture(qtbot, tmp_path, tiny_recording):
@@ -109,6 +140,7 @@ def test_screenshot_mode_trains_sorts_and_saves_a_picture(qtbot, tmp_path, tiny_
     from app.launcher import main
 
     picture = tmp_path / "window.png"
-    assert main(["--screenshot", str(picture), "--train-steps", "2", str(tiny_recording)]) == 0
+    small_model = ["--n-filters", "3", "--n-iterations", "15", "--batch-size", "4", "--window-ms", "30"]
+    assert main(["--screenshot", str(picture), "--train-steps", "2", *small_model, str(tiny_recording)]) == 0
     image = QImage(str(picture))
     assert image.width() >= 1200 and image.height() >= 800

@@ -1,0 +1,492 @@
+"""Curation in the window: the Curation menu, its keys (phy's), and the engine's Curation tied to the Session.
+
+Whenever a sorting appears in the session (sorted after training, or opened
+from a phy or session folder) a `Curation` is opened on it, in a worker:
+journaled in the sort's folder (engine.curation_folder) so every action is on
+disk the moment it is done, or, for a sort that has no folder yet, in a
+scratch folder whose journal moves into the session folder when the person
+saves. After each action the unit metrics of the new units are computed
+(engine.metrics.MetricsCache keeps the others), the Units table is rebuilt
+from the curation's units, and the session tells every view.
+
+Actions that cannot be done (merging one unit, splitting without a lasso,
+undoing nothing, ...) are refused with a message in the status bar. While
+work on the curation runs in a worker (re-clustering, saving, ...), the
+other actions wait, so that only one thread ever changes the curation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QObject
+from PyQt6.QtGui import QKeySequence
+from PyQt6.QtWidgets import QInputDialog
+
+from app.state import UnitTable
+from engine.curation import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation, CurationError
+from engine.curation_folder import copy_journal, journal_folder_of, open_curation
+from engine.features import Cancelled, SpikeFeatureExtractor, mean_template
+from engine.metrics import MetricsCache, metrics_to_phy_columns
+from engine.session import SORTING_FOLDER
+
+RECLUSTER_MAX_K = 12
+LABEL_KEYS = (("good", "Alt+G"), ("mua", "Alt+M"), ("noise", "Alt+N"))
+
+
+@dataclass(eq=False)
+class _CurationHome:
+    """Where the curation of `sorting` lives: its journal, and the phy folder Save writes to."""
+
+    sorting: object
+    journal_folder: Path
+    phy_folder: Path | None  # where Save writes; None for a sort without a folder
+    scratch: tempfile.TemporaryDirectory | None  # owns `journal_folder` when it is a scratch folder
+    then: object = None  # called (no arguments) once it is installed
+
+
+@dataclass
+class _LoadedCuration:
+    curation: Curation
+    metrics: MetricsCache
+    peak_amplitudes: dict[int, float]  # unit -> µV peak-to-peak of its mean template on its main channel
+    note: str  # something the person should know about the journal, or ""
+
+
+def starting_units(sorting) -> tuple[np.ndarray, dict[int, str]]:
+    """The unit of each spike and the labels a curation of `sorting` starts from.
+
+    Units are the phy cluster ids when the sort was read from a phy folder
+    (`Sorting.extra["cluster_ids"]`), so that saving writes back the ids phy
+    and the person know; else the sort's own unit indices.
+    """
+    cluster_ids = sorting.extra.get("cluster_ids")
+    if cluster_ids is None:
+        return sorting.spike_units.astype(np.int64), {}
+    cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
+    groups = sorting.extra.get("unit_groups", {})
+    # Groups phy does not know (free-form ones some tools write) start unsorted.
+    labels = {int(cluster_ids[u]): g for u, g in groups.items() if g in GROUPS and g != DEFAULT_GROUP}
+    return cluster_ids[sorting.spike_units], labels
+
+
+def unit_peak_to_peak(sorting, spikes: np.ndarray) -> float:
+    """µV peak-to-peak, on its main channel, of the mean template of a unit made of `spikes`."""
+    return float(np.ptp(mean_template(sorting, spikes), axis=0).max()) if sorting.n_units else float("nan")
+
+
+def curated_unit_table(curation: Curation, metrics: dict, peak_amplitudes: dict[int, float]) -> UnitTable:
+    """The Units table's rows: one per current unit of the curation."""
+    unit_ids = curation.unit_ids
+    labels = curation.labels
+    return UnitTable(
+        unit_ids=unit_ids.astype(np.int32),
+        n_spikes=np.array([metrics[u].n_spikes for u in unit_ids.tolist()], dtype=np.int64),
+        firing_rate=np.array([metrics[u].firing_rate for u in unit_ids.tolist()], dtype=float),
+        peak_amplitude=np.array([peak_amplitudes[u] for u in unit_ids.tolist()], dtype=float),
+        snr=np.array([metrics[u].snr for u in unit_ids.tolist()], dtype=float),
+        isi_violation_ratio=np.array([metrics[u].isi_violation_ratio for u in unit_ids.tolist()], dtype=float),
+        labels=["" if labels[u] == DEFAULT_GROUP else labels[u] for u in unit_ids.tolist()],
+    )
+
+
+def _load(journal_folder: Path, sorting, recording, context) -> _LoadedCuration:
+    """Worker: open (or resume) the curation journaled in `journal_folder` and compute its metrics."""
+    context.progress(0.1, "Replaying the curation journal")
+    spike_units, labels = starting_units(sorting)
+    curation, note = open_curation(journal_folder, spike_units, labels, min_new_unit_id=sorting.n_units)
+    try:
+        context.progress(0.5, "Computing unit metrics")
+        metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording))
+        peaks = {u: unit_peak_to_peak(sorting, curation.spikes_of(u)) for u in curation.unit_ids.tolist()}
+    except BaseException:
+        curation.close()
+        raise
+    return _LoadedCuration(curation, metrics, peaks, note)
+
+
+def _duration_and_noise(sorting, recording) -> tuple[float, np.ndarray | None]:
+    if recording is not None:
+        return recording.duration, getattr(recording, "noise_levels", None)
+    # Without the data, the span of the spikes is the best estimate of the duration.
+    last = sorting.spike_times[-1] + 1 if sorting.n_spikes else 1
+    return float(last) / sorting.sampling_rate, None
+
+
+class CurationController(QObject):
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self.session = window.session
+        self.engine = window.engine
+        self.curation: Curation | None = None
+        self.metrics: MetricsCache | None = None
+        self.peak_amplitudes: dict[int, float] = {}
+        self.home: _CurationHome | None = None  # where `curation` lives
+        # One opening runs at a time. `_wanted` is the one that should end up
+        # installed; one finishing after it was superseded is closed, and then
+        # the wanted one starts (so a scratch folder is never deleted under its job).
+        self._wanted: _CurationHome | None = None
+        self._in_flight: _CurationHome | None = None
+        self._sorting = None  # the sorting the curation (being) opened is of
+        self.busy: str | None = None  # what runs on the curation in a worker, if anything
+        self._build_menu()
+        self.session.sorting_changed.connect(self._on_sorting_changed)
+        self.session.recording_changed.connect(self._on_sorting_changed)
+        self.session.spikes_selected.connect(self._on_spikes_selected)
+        window.saved.connect(self._on_session_saved)
+
+    # ---- menu ---------------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        menu = self.window.menuBar().addMenu("&Curation")
+        self.menu = menu
+        add = self._add_action
+        self.merge_action = add(menu, "&Merge Selected Units", self.merge, "G")
+        self.split_action = add(menu, "&Split Lasso Selection Off", self.split, "K")
+        self.recluster_action = add(menu, "&Re-cluster Selected Unit…", self.ask_recluster)
+        menu.addSeparator()
+        self.label_actions = {
+            group: add(menu, f"Label as &{group.upper() if group == 'mua' else group.capitalize()}",
+                       lambda group=group: self.label(group), keys)
+            for group, keys in LABEL_KEYS
+        }
+        menu.addSeparator()
+        self.undo_action = add(menu, "&Undo", self.undo, "Ctrl+Z")
+        self.redo_action = add(menu, "R&edo", self.redo, "Ctrl+Shift+Z")
+        menu.addSeparator()
+        self.next_action = add(menu, "&Next Unit", lambda: self.step(+1), "Space")
+        self.previous_action = add(menu, "&Previous Unit", lambda: self.step(-1), "Shift+Space")
+        menu.addSeparator()
+        self.save_action = add(menu, "Sa&ve Curation", self.save, QKeySequence.StandardKey.Save)
+        self._update_history_actions()
+
+    @staticmethod
+    def _add_action(menu, text: str, slot, shortcut=None):
+        action = menu.addAction(text)
+        action.triggered.connect(lambda _checked=False: slot())
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        return action
+
+    def _update_history_actions(self) -> None:
+        curation = self.curation
+        undo = curation.undo_descriptions[-1] if curation is not None and curation.can_undo else ""
+        redo = curation.redo_descriptions[0] if curation is not None and curation.can_redo else ""
+        self.undo_action.setText(f"&Undo {undo}" if undo else "&Undo")
+        self.redo_action.setText(f"R&edo {redo}" if redo else "R&edo")
+
+    def say(self, text: str) -> None:
+        self.window.status_label.setText(text)
+
+    # ---- opening a curation when a sorting appears -------------------------------------------
+    @property
+    def phy_folder(self) -> Path | None:
+        return self.home.phy_folder if self.home is not None else None
+
+    @property
+    def journal_folder(self) -> Path | None:
+        return self.home.journal_folder if self.home is not None else None
+
+    def _on_sorting_changed(self) -> None:
+        sorting = self.session.sorting
+        if sorting is self._sorting:
+            return
+        self._close()
+        self._sorting = sorting
+        if sorting is None:
+            self._want(None)
+            return
+        phy_folder = sorting.extra.get("phy_folder")
+        if phy_folder is not None:
+            self._want(_CurationHome(sorting, journal_folder_of(phy_folder), Path(phy_folder), None))
+        else:
+            scratch = tempfile.TemporaryDirectory(prefix="sparsort-curation-")
+            self._want(_CurationHome(sorting, Path(scratch.name), None, scratch))
+
+    def _want(self, home: _CurationHome | None) -> None:
+        self._wanted = home
+        if home is not None:
+            self.busy = "The curation is opening"
+            if self._in_flight is None:
+                self._start(home)
+
+    def _start(self, home: _CurationHome) -> None:
+        self._in_flight = home
+        recording = self.session.recording
+        self.engine.run_job(
+            "Opening the curation",
+            lambda context: _load(home.journal_folder, home.sorting, recording, context),
+            lambda loaded: self._loaded(home, loaded),
+            lambda _error: self._loaded(home, None),
+        )
+
+    def _loaded(self, home: _CurationHome, loaded: _LoadedCuration | None) -> None:
+        self._in_flight = None
+        if home is not self._wanted:
+            if loaded is not None:
+                loaded.curation.close()
+            if home.scratch is not None:
+                home.scratch.cleanup()
+            if self._wanted is not None:
+                self._start(self._wanted)
+            return
+        if loaded is None:
+            self.busy = "The curation could not be opened (see the error); open the sort again to curate it"
+            return
+        self.busy = None
+        self.home = home
+        self.curation, self.metrics, self.peak_amplitudes = loaded.curation, loaded.metrics, loaded.peak_amplitudes
+        self.session.set_curation(self.curation, self._unit_table())
+        self._update_history_actions()
+        where = "not saved yet: Ctrl+S saves it" if home.scratch is not None else f"journal in {home.journal_folder}"
+        history = f", {len(self.curation.undo_descriptions)} actions replayed" if self.curation.can_undo else ""
+        self.say(loaded.note or f"Curating {len(self.curation.unit_ids)} units ({where}{history})")
+        if home.then is not None:
+            home.then()
+
+    def _close(self) -> None:
+        """Close the installed curation (its journal is complete on disk already)."""
+        if self.curation is not None:
+            self.curation.close()
+        if self.home is not None and self.home.scratch is not None:
+            self.home.scratch.cleanup()
+        self.curation, self.metrics, self.peak_amplitudes, self.home = None, None, {}, None
+        self.busy = None
+        self._update_history_actions()
+
+    # ---- doing actions ----------------------------------------------------------------------------
+    def _ready(self) -> bool:
+        """True when an action can run now; otherwise says why not."""
+        if self.busy is not None:
+            self.say(f"{self.busy}: wait a moment")
+            return False
+        if self.curation is None:
+            self.say("Nothing to curate: sort the recording, or open a sort (File > Open Folder)")
+            return False
+        return True
+
+    def _do(self, action, select_added: bool = False) -> None:
+        """Run `action(curation)` on the GUI thread and publish its record; CurationError is said, not raised."""
+        try:
+            record = action(self.curation)
+        except CurationError as error:
+            self.say(str(error)[:1].upper() + str(error)[1:])
+            return
+        self._publish(record, select_added)
+
+    def _publish(self, record: ChangeRecord, select_added: bool = False) -> None:
+        """After an action: metrics of the new units, the table, the session's signals, the status bar.
+
+        `select_added`: select the units the action created (or an undo brought back), as phy does.
+        """
+        self.metrics.update(record)
+        for unit in record.added:
+            if unit not in self.peak_amplitudes:
+                self.peak_amplitudes[unit] = unit_peak_to_peak(self.session.sorting, self.curation.spikes_of(unit))
+        selection = record.added if select_added and record.added else None
+        self.session.set_curation(self.curation, self._unit_table(), record, selection)
+        self._update_history_actions()
+        self.say(record.description)
+
+    def _unit_table(self) -> UnitTable:
+        return curated_unit_table(self.curation, self.metrics.metrics, self.peak_amplitudes)
+
+    def _run(self, title: str, work, on_done) -> None:
+        """Run `work(context)` in a worker while other actions wait; `on_done(result)` on the GUI thread."""
+        self.busy = title
+
+        def finished(result) -> None:
+            failed(None)
+            on_done(result)
+
+        def failed(_error) -> None:
+            if self.busy == title:  # not if the curation was replaced meanwhile and is opening
+                self.busy = None
+
+        self.engine.run_job(title, work, finished, failed)
+
+    # ---- the actions ----------------------------------------------------------------------------
+    def merge(self) -> None:
+        if not self._ready():
+            return
+        units = self.session.selected_units
+        if len(units) < 2:
+            self.say("Select two or more units to merge (Ctrl+click in the Units table), then press G")
+            return
+        self._do(lambda curation: curation.merge(units), select_added=True)
+
+    def split(self) -> None:
+        if not self._ready():
+            return
+        selection = self.session.selected_spikes
+        if selection is None or len(selection.spikes) == 0:
+            self.say("Draw a lasso around spikes (Embedding or Amplitudes view), then press K to split them off")
+            return
+        if selection.complete is None:
+            self._do(lambda curation: curation.split(selection.spikes), select_added=True)
+            return
+
+        curation = self.curation
+
+        def work(context):
+            try:
+                return selection.complete(
+                    lambda fraction: context.progress(fraction, "Extending the lasso"), context.should_stop
+                )
+            except Cancelled:  # the window is closing
+                return None
+
+        def done(spikes) -> None:
+            if spikes is not None and curation is self.curation:
+                self._do(lambda curation: curation.split(spikes), select_added=True)
+
+        self._run("Extending the lasso to the spikes the map did not show", work, done)
+
+    def label(self, group: str) -> None:
+        if not self._ready():
+            return
+        units = self.session.selected_units
+        if not units:
+            self.say(f"Select the units to label as {group} first")
+            return
+        self._do(lambda curation: curation.label(units, group))
+
+    def undo(self) -> None:
+        if not self._ready():
+            return
+        if not self.curation.can_undo:
+            self.say("Nothing to undo")
+            return
+        self._do(lambda curation: curation.undo(), select_added=True)
+
+    def redo(self) -> None:
+        if not self._ready():
+            return
+        if not self.curation.can_redo:
+            self.say("Nothing to redo")
+            return
+        self._do(lambda curation: curation.redo(), select_added=True)
+
+    def step(self, direction: int) -> None:
+        """Select the next (+1) or previous (-1) unit, in the Units table's current order."""
+        table = self.session.unit_table
+        if table is None or len(table.unit_ids) == 0:
+            self.say("No units to step through")
+            return
+        order = self._units_in_table_order()
+        selected = [u for u in self.session.selected_units if u in order]
+        if not selected:
+            position = 0 if direction > 0 else len(order) - 1
+        else:
+            anchor = selected[-1] if direction > 0 else selected[0]
+            position = order.index(anchor) + direction
+        if not 0 <= position < len(order):
+            self.say("That was the last unit" if direction > 0 else "That was the first unit")
+            return
+        self.session.select_units([order[position]])
+
+    def _units_in_table_order(self) -> list[int]:
+        units_view = self.window.views.get("units")
+        if units_view is None:
+            return [int(u) for u in self.session.unit_table.unit_ids]
+        # The Units view sorts through a proxy: its row order is what the person sees.
+        proxy = units_view.proxy
+        rows = [proxy.mapToSource(proxy.index(row, 0)).row() for row in range(proxy.rowCount())]
+        return [units_view.model.unit_at(row) for row in rows]
+
+    def ask_recluster(self) -> None:
+        if not self._ready():
+            return
+        units = self.session.selected_units
+        if len(units) != 1:
+            self.say("Select exactly one unit to re-cluster")
+            return
+        if self.session.recording is None:
+            self.say("Re-clustering reads the unit's waveforms, and this sort was opened without its raw data")
+            return
+        unit = units[0]
+        dialog = QInputDialog(self.window)
+        dialog.setObjectName("recluster_dialog")
+        dialog.setWindowTitle("Re-cluster")
+        dialog.setLabelText(f"Split unit {unit} into how many units (k-means on its waveform features)?")
+        dialog.setInputMode(QInputDialog.InputMode.IntInput)
+        dialog.setIntRange(2, min(RECLUSTER_MAX_K, max(self.curation.spike_count(unit), 2)))
+        dialog.setIntValue(2)
+        dialog.intValueSelected.connect(lambda k: self.recluster(unit, k))
+        dialog.open()
+
+    def recluster(self, unit: int, k: int) -> None:
+        """Split `unit` into `k` by k-means on its spikes' waveform features (read in a worker)."""
+        if not self._ready():
+            return
+        curation, sorting, recording = self.curation, self.session.sorting, self.session.recording
+        if unit not in set(curation.unit_ids.tolist()):
+            self.say(f"Unit {unit} no longer exists")
+            return
+
+        def work(context):
+            try:
+                features = SpikeFeatureExtractor().fit_transform(
+                    recording, sorting, curation.spikes_of(unit),
+                    lambda fraction: context.progress(0.8 * fraction, "Reading waveforms"), context.should_stop,
+                )
+            except Cancelled:  # the window is closing
+                return None
+            context.progress(0.8, "k-means")
+            # Only this worker changes the curation meanwhile: every other action waits on `busy`.
+            try:
+                return curation.recluster(unit, k, features)
+            except CurationError as error:
+                return str(error)
+
+        def done(result) -> None:
+            if isinstance(result, str):
+                self.say(result)
+            elif result is not None and curation is self.curation:
+                self._publish(result, select_added=True)
+
+        self._run(f"Re-clustering unit {unit}", work, done)
+
+    # ---- saving -----------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the curation into the sort's phy folder; a sort without a folder is saved as a session."""
+        if not self._ready():
+            return
+        if self.phy_folder is None:
+            self.say("This sort has no folder yet: choose one to save the session and its curation in")
+            self.window.choose_session_folder()
+            return
+        curation, folder = self.curation, self.phy_folder
+        columns = metrics_to_phy_columns(self.metrics.metrics)
+        files = "spike_clusters.npy, cluster_group.tsv, cluster_info.tsv"
+        saved = f"Saved {len(curation.unit_ids)} units into {folder} ({files})"
+        self._run("Saving the curation", lambda _context: curation.save_phy(folder, columns), lambda _: self.say(saved))
+
+    def _on_session_saved(self, folder: str) -> None:
+        """The session was written to `folder`: the curation moves there (if it was elsewhere) and is saved into it."""
+        sorting = self.session.sorting
+        if sorting is None or sorting is not self._sorting:
+            return
+        folder = Path(folder).resolve()
+        moved = _CurationHome(sorting, folder, folder / SORTING_FOLDER, None, then=self.save)
+        if self.curation is None:
+            # Still opening, so nothing was done yet: open it in its new home instead.
+            self._want(moved)
+            return
+        if self.journal_folder.resolve() == folder:
+            self.home = moved
+            self.save()
+            return
+        # The session's sort was written afresh there; the journal replays on top of it.
+        self.curation.close()
+        copy_journal(self.journal_folder, folder)
+        self._close()
+        self._want(moved)
+
+    def _on_spikes_selected(self, selection) -> None:
+        if selection is not None and len(selection.spikes):
+            units = ", ".join(map(str, selection.units))
+            self.say(f"{len(selection.spikes):,} spikes of {units} in the lasso: K splits them off")

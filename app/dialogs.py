@@ -1,0 +1,44 @@
+"""Asking how to read a raw binary that carries no description of itself."""
+
+from __future__ import annotations
+
+from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
+
+from engine.recording import SUPPORTED_DTYPES
+
+
+class RawParametersDialog(QDialog):
+    """Sampling rate, channel count and sample type of a headerless file.
+
+    Only the parameters in `missing` are asked for (a .npy file knows its
+    channels and dtype, but not its sampling rate).
+    """
+
+    def __init__(self, file_name: str, missing: list[str], parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("How is this file stored?")
+        self.setObjectName("raw_parameters_dialog")
+        layout = QFormLayout(self)
+        layout.addRow(QLabel(f"{file_name} has no sidecar (.json) or params.py saying how to read it."))
+        self.sampling_rate = QDoubleSpinBox(decimals=1, minimum=100.0, maximum=1_000_000.0, value=30_000.0, suffix=" Hz")
+        self.n_channels = QSpinBox(minimum=1, maximum=4096, value=1)
+        self.dtype = QComboBox()
+        self.dtype.addItems(SUPPORTED_DTYPES)
+        self._fields = {"sampling_rate": self.sampling_rate, "n_channels": self.n_channels, "dtype": self.dtype}
+        labels = {"sampling_rate": "Sampling rate", "n_channels": "Channels", "dtype": "Sample type"}
+        for name in missing:
+            layout.addRow(labels[name], self._fields[name])
+        self._missing = list(missing)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addRow(buttons)
+
+    def values(self) -> dict:
+        """The parameters asked for, as open_recording keyword arguments."""
+        read = {
+            "sampling_rate": lambda: float(self.sampling_rate.value()),
+            "n_channels": lambda: int(self.n_channels.value()),
+            "dtype": lambda: self.dtype.currentText(),
+        }
+        return {name: read[name]() for name in self._missing}

@@ -1,0 +1,141 @@
+"""Work off the GUI thread: one-shot jobs and latest-request-wins workers.
+
+Both follow the QObject-worker-moved-to-a-QThread pattern (as Kilosort's GUI
+does), and both turn an exception into a `failed(WorkError)` signal instead of
+letting the thread die silently. Every thread is owned by a `ThreadKeeper`,
+which can stop them all when the window closes.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+
+from app.errors import describe_error
+
+
+class JobContext:
+    """What a job's function gets: a way to report progress and to notice cancellation."""
+
+    def __init__(self, job: "Job") -> None:
+        self._job = job
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self._job.progress.emit(float(fraction), message)
+
+    def should_stop(self) -> bool:
+        return self._job.cancel_event.is_set()
+
+
+class Job(QObject):
+    """Runs `work(context)` once in its own thread; emits its return value or its error."""
+
+    progress = pyqtSignal(float, str)  # fraction 0..1, what is happening
+    succeeded = pyqtSignal(object)
+    failed = pyqtSignal(object)  # WorkError
+    finished = pyqtSignal()  # after succeeded or failed, always
+
+    def __init__(self, title: str, work: Callable[[JobContext], Any]) -> None:
+        super().__init__()
+        self.title = title  # e.g. "Opening recording", shown with the progress bar
+        self.cancel_event = threading.Event()
+        self._work = work
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    @pyqtSlot()
+    def run(self) -> None:
+        try:
+            result = self._work(JobContext(self))
+        except BaseException as error:  # noqa: BLE001 - every failure must reach the person
+            self.failed.emit(describe_error(error, doing=self.title))
+        else:
+            self.succeeded.emit(result)
+        finally:
+            self.finished.emit()
+
+
+class LatestRequestWorker(QObject):
+    """Answers requests one at a time, skipping any that a newer request has made stale.
+
+    For work driven by scrolling (reading a window of traces, reconstructing
+    it): only the latest window matters, so older requests still waiting in
+    the queue are dropped without being computed.
+    """
+
+    answered = pyqtSignal(int, object)  # request id, result
+    failed = pyqtSignal(object)  # WorkError
+    _requested = pyqtSignal(int, object)
+
+    def __init__(self, title: str, work: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.title = title
+        self._work = work
+        self._latest_id = 0  # only ever written by the GUI thread; an int read is atomic
+        self._requested.connect(self._answer)  # queued: this object lives in the worker thread
+
+    def request(self, payload: Any) -> int:
+        """Ask for `work(payload)`; returns the id the answer will carry."""
+        self._latest_id += 1
+        self._requested.emit(self._latest_id, payload)
+        return self._latest_id
+
+    @pyqtSlot(int, object)
+    def _answer(self, request_id: int, payload: Any) -> None:
+        if request_id != self._latest_id:
+            return
+        try:
+            result = self._work(payload)
+        except BaseException as error:  # noqa: BLE001 - shown to the person, the worker keeps serving
+            self.failed.emit(describe_error(error, doing=self.title))
+            return
+        self.answered.emit(request_id, result)
+
+
+class ThreadKeeper(QObject):
+    """Owns worker threads so that none outlives the window or is destroyed while running."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        # thread -> the worker living in it. Holding both Python references is what
+        # keeps a running QThread from being garbage-collected mid-run.
+        self._threads: dict[QThread, QObject] = {}
+
+    def start_job(self, job: Job) -> Job:
+        thread = self._new_thread(job)
+        thread.started.connect(job.run)
+        job.finished.connect(thread.quit)
+        thread.start()
+        return job
+
+    def start_worker(self, worker: LatestRequestWorker) -> LatestRequestWorker:
+        self._new_thread(worker).start()
+        return worker
+
+    def _new_thread(self, worker: QObject) -> QThread:
+        thread = QThread()
+        thread.setObjectName(getattr(worker, "title", "worker"))
+        worker.moveToThread(thread)
+        self._threads[thread] = worker
+        thread.finished.connect(self._on_thread_finished)  # queued back to this (GUI) thread
+        return thread
+
+    @pyqtSlot()
+    def _on_thread_finished(self) -> None:
+        self._threads.pop(self.sender(), None)
+
+    def running(self) -> list[QThread]:
+        return [thread for thread in self._threads if thread.isRunning()]
+
+    def stop_all(self, cancel: Callable[[QObject], None], timeout_ms: int = 10_000) -> bool:
+        """Cancel every worker, end every thread's loop and wait for it; True if all stopped."""
+        for thread, worker in list(self._threads.items()):
+            cancel(worker)
+            thread.quit()
+        all_stopped = all([thread.wait(timeout_ms) for thread in list(self._threads)])
+        if all_stopped:
+            self._threads.clear()
+        return all_stopped

@@ -1,0 +1,296 @@
+"""The main window: one dock per view, menus, the status bar, opening and saving.
+
+The window owns the Session (what is loaded and selected) and the
+EngineBridge (the worker threads); views get both and otherwise know nothing
+of each other. Layout (which docks are where, open or closed) is saved in
+QSettings when the window closes and restored when it opens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt6.QtCore import QByteArray, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QKeySequence
+from PyQt6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar
+
+from app import opening
+from app.curation_controller import CurationController
+from app.dialogs import RawParametersDialog
+from app.engine_bridge import EngineBridge
+from app.errors import WorkError, show_error
+from app.settings import app_settings, recent_files, remember_recent_file
+from app.state import RecordingSource, Session, TrainingState
+from app.theme import configure_plots
+from app.views import view_classes
+
+# Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
+LAYOUT_VERSION = 1
+CLOSE_RETRY_MS = 200
+RECORDING_FILTER = "Recordings (*.bin *.dat *.raw *.npy);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    opened = pyqtSignal(str)  # a file or folder finished opening (its path)
+    open_failed = pyqtSignal(object)  # WorkError of an open that failed (the session is unchanged)
+    saved = pyqtSignal(str)  # a session was saved (its folder)
+    closed = pyqtSignal()  # the window closed, its workers stopped
+
+    def __init__(self) -> None:
+        super().__init__()
+        configure_plots()
+        self.setObjectName("main_window")
+        self.setWindowTitle("Sparsort")
+        self.resize(1500, 920)
+        self.session = Session(self)
+        self.engine = EngineBridge(self.session, self)
+        self.engine.error.connect(self.show_error)
+        self.engine.progress.connect(self._on_progress)
+        self.views = {}  # view name -> View
+        self.docks = {}  # view name -> QDockWidget
+        self._build_docks()
+        self._default_layout = self.saveState(LAYOUT_VERSION)
+        self._build_menus()
+        self._build_status_bar()
+        self.curation_controller = CurationController(self)
+        self._restore_layout()
+        self.session.training_state_changed.connect(self._on_training_state_changed)
+
+    # ---- docks -------------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        self.setDockNestingEnabled(True)
+        # The left and right columns run the full height, so the top and bottom
+        # areas form a wide middle column for the time-based views.
+        for corner, area in (
+            (Qt.Corner.TopLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea),
+            (Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea),
+            (Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea),
+            (Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea),
+        ):
+            self.setCorner(corner, area)
+        for view_class in view_classes():
+            view = view_class(self.session, self.engine)
+            dock = QDockWidget(view_class.title, self)
+            dock.setObjectName(f"{view_class.name}_dock")
+            dock.setWidget(view)
+            dock.visibilityChanged.connect(lambda visible, view=view: visible and view.became_visible())
+            dock.setFeatures(
+                QDockWidget.DockWidgetFeature.DockWidgetMovable
+                | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            )
+            if view_class.tabify_with in self.docks:
+                self.tabifyDockWidget(self.docks[view_class.tabify_with], dock)
+            elif view_class.split_from is not None and view_class.split_from[0] in self.docks:
+                self.addDockWidget(view_class.default_area, dock)
+                self.splitDockWidget(self.docks[view_class.split_from[0]], dock, view_class.split_from[1])
+            else:
+                self.addDockWidget(view_class.default_area, dock, Qt.Orientation.Vertical)
+            self.views[view_class.name] = view
+            self.docks[view_class.name] = dock
+        self._size_columns()
+
+    def _size_columns(self) -> None:
+        by_area = {}
+        for name, dock in self.docks.items():
+            by_area.setdefault(self.dockWidgetArea(dock), dock)
+        widths = {Qt.DockWidgetArea.LeftDockWidgetArea: 330, Qt.DockWidgetArea.RightDockWidgetArea: 430}
+        sized = [(by_area[area], width) for area, width in widths.items() if area in by_area]
+        if sized:
+            self.resizeDocks([d for d, _ in sized], [w for _, w in sized], Qt.Orientation.Horizontal)
+        top = by_area.get(Qt.DockWidgetArea.TopDockWidgetArea)
+        bottom = by_area.get(Qt.DockWidgetArea.BottomDockWidgetArea)
+        if top is not None and bottom is not None:
+            self.resizeDocks([top, bottom], [560, 300], Qt.Orientation.Vertical)
+
+    def _restore_layout(self) -> None:
+        settings = app_settings()
+        geometry = settings.value("window/geometry")
+        state = settings.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state, LAYOUT_VERSION)
+
+    def save_layout(self) -> None:
+        settings = app_settings()
+        settings.setValue("window/geometry", self.saveGeometry())
+        settings.setValue("window/state", self.saveState(LAYOUT_VERSION))
+        settings.sync()
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_layout, LAYOUT_VERSION)
+        for dock in self.docks.values():
+            dock.show()
+
+    # ---- menus and status bar --------------------------------------------------------
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = self._action(file_menu, "&Open Recording…", self.choose_recording, QKeySequence.StandardKey.Open)
+        self.open_folder_action = self._action(
+            file_menu, "Open &Folder (sort or session)…", self.choose_folder, "Ctrl+Shift+O"
+        )
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.demo_action = self._action(file_menu, "Open &Demo Recording", self.open_demo)
+        file_menu.addSeparator()
+        self.save_action = self._action(file_menu, "&Save Session…", self.choose_session_folder, "Ctrl+Shift+S")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._fill_recent_menu(recent_files())
+
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        self._action(view_menu, "&Reset Layout", self.reset_layout)
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = menu.addAction(text)
+        action.triggered.connect(lambda _checked=False: slot())
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        return action
+
+    def _fill_recent_menu(self, paths: list[str]) -> None:
+        self.recent_menu.clear()
+        for path in paths:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _checked=False, path=path: self.open_path(path))
+        self.recent_menu.setEnabled(bool(paths))
+
+    def _build_status_bar(self) -> None:
+        self.status_label = QLabel()
+        self.job_progress = QProgressBar(maximumWidth=260, maximum=1000, textVisible=True)
+        self.job_progress.hide()
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.job_progress)
+
+    def _on_progress(self, title: str, fraction: float) -> None:
+        if fraction < 0:
+            self.job_progress.hide()
+            return
+        self.job_progress.setFormat(f"{title} %p%")
+        self.job_progress.setValue(int(fraction * 1000))
+        self.job_progress.show()
+
+    def _on_training_state_changed(self, state: TrainingState) -> None:
+        # A new file would pull the recording out from under the running trainer.
+        idle = state == TrainingState.IDLE
+        for action in (self.open_action, self.open_folder_action, self.recent_menu.menuAction(), self.demo_action):
+            action.setEnabled(idle)
+        self.save_action.setEnabled(idle)
+
+    def show_error(self, error: WorkError) -> None:
+        self.status_label.setText(f"{error.title}: {error.message}")
+        show_error(self, error)
+
+    # ---- opening ---------------------------------------------------------------------
+    def choose_recording(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open recording", "", RECORDING_FILTER)
+        if path:
+            self.open_path(path)
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a sort (phy) or session folder")
+        if path:
+            self.open_path(path)
+
+    def open_demo(self) -> None:
+        from engine.simulator import demo_recording_path
+
+        def work(context):
+            context.progress(0.05, "Preparing the demo recording")
+            return opening.open_recording_source(RecordingSource(path=str(demo_recording_path())), context)
+
+        self._open_in_worker("the demo recording", work)
+
+    def open_path(self, path: str | Path, **raw_parameters) -> None:
+        """Open a recording, phy folder or session folder, off the GUI thread.
+
+        `raw_parameters`: sampling_rate / n_channels / dtype for a raw binary;
+        any that are still missing are asked for in a dialog first.
+        """
+        path = str(path)
+        kind = opening.kind_of_path(path)
+        if kind == "session":
+            self._open_in_worker(path, lambda context: opening.open_session_folder(path, context))
+        elif kind == "phy":
+            self._open_in_worker(path, lambda context: opening.open_phy_folder(path, context))
+        else:
+            missing = [name for name in opening.missing_raw_parameters(path) if name not in raw_parameters]
+            if missing:
+                self._ask_raw_parameters(path, missing, raw_parameters)
+                return
+            source = RecordingSource(path=path, **raw_parameters)
+            self._open_in_worker(path, lambda context: opening.open_recording_source(source, context))
+
+    def _ask_raw_parameters(self, path: str, missing: list[str], known: dict) -> None:
+        dialog = RawParametersDialog(Path(path).name, missing, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.open_path(path, **known, **dialog.values()))
+        dialog.open()
+
+    def _open_in_worker(self, what: str, work) -> None:
+        self.engine.run_job(f"Opening {Path(what).name}", work, self._install, self.open_failed.emit)
+
+    def _install(self, opened: opening.Opened) -> None:
+        """Swap a fully loaded result into the session (the only step on the GUI thread)."""
+        if self.engine.is_training:
+            # Training started while the file was loading: keep the run, drop the file.
+            self.status_label.setText(f"{opened.path} was not opened: stop training first")
+            return
+        self.session.set_recording(opened.recording, opened.source)
+        if opened.training_config is not None:
+            self.session.set_training_config(opened.training_config)
+        if opened.trainer is not None:
+            self.session.set_trainer(opened.trainer, *opened.dictionary)
+        if opened.sorting is not None:
+            self.session.set_sorting(opened.sorting, opened.unit_table)
+        self.setWindowTitle(f"Sparsort — {Path(opened.path).name}")
+        self.status_label.setText(opened.note)
+        self._fill_recent_menu(remember_recent_file(opened.path))
+        self.opened.emit(opened.path)
+
+    # ---- saving ------------------------------------------------------------------------
+    def choose_session_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Save the session into a folder")
+        if path:
+            self.save_session(path)
+
+    def save_session(self, folder: str | Path) -> None:
+        from engine.session import save_session
+
+        session = self.session
+        if session.source is None or session.training_config is None:
+            self.status_label.setText("Nothing to save: open a recording first")
+            return
+        params = {key: value for key, value in session.source.open_kwargs().items() if value is not None}
+        arguments = dict(
+            recording_path=session.source.path,
+            recording_params=params,
+            training_config=session.training_config,
+            trainer=session.trainer,
+            sorting=session.sorting,
+            # The sort's own labels: the Units table shows the curation's units, whose
+            # labels the curation controller saves over these once the session is written.
+            labels=session.sorting.extra.get("unit_groups") if session.sorting is not None else None,
+            raw_recording=getattr(session.recording, "parent", None),
+        )
+        self.engine.run_job("Saving the session", lambda _context: save_session(folder, **arguments), self._on_saved)
+
+    def _on_saved(self, folder) -> None:
+        self.status_label.setText(f"Session saved in {folder}")
+        self.saved.emit(str(folder))
+
+    # ---- closing -----------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        self.save_layout()
+        if not self.engine.shutdown():
+            # A step that outlasts the wait (a slow GPU kernel, a long file read) cannot be
+            # interrupted: look closed now, and really close once the workers have ended.
+            event.ignore()
+            self.hide()
+            QTimer.singleShot(CLOSE_RETRY_MS, self.close)
+            return
+        super().closeEvent(event)
+        self.closed.emit()

@@ -1,0 +1,124 @@
+"""What opening a file means, as functions that run in a worker thread.
+
+Each returns everything the session needs, fully loaded (the preprocessed
+recording with its noise levels already estimated), so the GUI thread only
+swaps the new objects in; if any step fails, nothing in the session changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.jobs import JobContext
+from app.state import RecordingSource, UnitTable
+from app.unit_table import build_unit_table
+
+# Raw formats whose parameters live outside the file.
+NUMPY_SUFFIX = ".npy"
+
+
+@dataclass
+class Opened:
+    """Everything one File > Open produces, ready to put into the Session."""
+
+    path: str  # what was opened: the file or folder the person chose
+    recording: object | None  # preprocessed Recording, or None (a phy folder without its data)
+    source: RecordingSource | None
+    trainer: object | None = None  # engine.training.Trainer restored from a checkpoint
+    dictionary: tuple | None = None  # its (filters, initial_filters), see app.training_worker.current_dictionary
+    training_config: object | None = None  # engine.training.TrainingConfig
+    sorting: object | None = None  # engine.sorting.Sorting
+    unit_table: UnitTable | None = None
+    note: str = ""  # something the person should know, e.g. why the traces are missing
+
+
+def kind_of_path(path: str | Path) -> str:
+    """"session", "phy" or "recording": what the launcher and File > Open should do with `path`."""
+    from engine.session import is_session_folder
+
+    path = Path(path)
+    if path.is_dir() and is_session_folder(path):
+        return "session"
+    if path.is_dir() and (path / "spike_times.npy").is_file():
+        return "phy"
+    return "recording"
+
+
+def missing_raw_parameters(path: str | Path) -> list[str]:
+    """Which of sampling_rate / n_channels / dtype nothing beside `path` provides.
+
+    A raw binary has no header: without a `<stem>.json` sidecar or a params.py,
+    the person must tell us how to read it.
+    """
+    from engine.recording import sidecar_path
+
+    path = Path(path)
+    if path.is_dir() or path.name == "params.py" or sidecar_path(path).is_file():
+        return []
+    if path.suffix.lower() == NUMPY_SUFFIX:
+        return ["sampling_rate"]
+    if (path.parent / "params.py").is_file():
+        return []
+    return ["sampling_rate", "n_channels", "dtype"]
+
+
+def open_recording_source(source: RecordingSource, context: JobContext | None = None) -> Opened:
+    from engine.preprocessing import PreprocessedRecording
+    from engine.recording import open_recording
+
+    _report(context, 0.1, "Opening")
+    raw = open_recording(source.path, **{k: v for k, v in source.open_kwargs().items() if v is not None})
+    recording = PreprocessedRecording(raw)
+    _report(context, 0.5, "Estimating noise")
+    recording.noise_levels  # computed here, in the worker, rather than on the first draw
+    return Opened(path=source.path, recording=recording, source=source)
+
+
+def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Opened:
+    from engine.phy_io import load_phy
+    from engine.preprocessing import PreprocessedRecording
+    from engine.session import UNLABELLED_GROUP
+
+    _report(context, 0.1, "Reading the sorting")
+    phy = load_phy(folder)
+    sorting = phy.to_sorting()
+    recording, source, note = None, None, ""
+    if phy.recording is not None:
+        recording = PreprocessedRecording(phy.recording)
+        _report(context, 0.5, "Estimating noise")
+        recording.noise_levels
+        source = RecordingSource(path=str(phy.recording.path))
+    else:
+        note = phy.missing_data_reason or "the recording this sorting was made from was not found"
+    _report(context, 0.8, "Computing unit metrics")
+    labels = {
+        int(unit): group for unit, group in sorting.extra.get("unit_groups", {}).items() if group != UNLABELLED_GROUP
+    }
+    table = build_unit_table(sorting, recording, labels)
+    return Opened(path=str(folder), recording=recording, source=source, sorting=sorting, unit_table=table, note=note)
+
+
+def open_session_folder(folder: str | Path, context: JobContext | None = None) -> Opened:
+    from app.training_worker import current_dictionary
+    from engine.session import load_session
+
+    _report(context, 0.1, "Opening the session")
+    saved = load_session(folder)
+    source = RecordingSource(path=str(saved.recording_path), **saved.recording_params)
+    table = build_unit_table(saved.sorting, saved.recording, saved.labels) if saved.sorting is not None else None
+    return Opened(
+        path=str(folder),
+        recording=saved.recording,
+        source=source,
+        trainer=saved.trainer,
+        dictionary=current_dictionary(saved.trainer) if saved.trainer is not None else None,
+        training_config=saved.training_config,
+        sorting=saved.sorting,
+        unit_table=table,
+    )
+
+
+def _report(context: JobContext | None, fraction: float, message: str) -> None:
+    if context is not None:
+        context.progress(fraction, message)

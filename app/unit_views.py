@@ -1,0 +1,102 @@
+"""What the curation views (embedding, waveforms, correlograms, ISI, amplitudes) share.
+
+Each draws the session's curation: its current units, the selected ones. A
+single action emits several session signals in a row (curation, sorting,
+selection changed); `UnitView` redraws once for the whole burst, on the next
+turn of the event loop. When a view has nothing to draw, or lacks the data
+it needs, it says why in a message centred where the plot would be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
+
+from app.views.base import View
+
+NO_SORTING_MESSAGE = "Nothing sorted yet: train and sort the recording, or open a sort (a phy folder)."
+NO_SELECTION_MESSAGE = "Select one or more units (Units table, or Space for the next one)."
+NO_RAW_DATA_MESSAGE = (
+    "No raw data: this sort was opened without the recording it came from "
+    "(params.py's dat_path does not lead to it), so there are no {what} to show."
+)
+
+
+class UnitView(View):
+    """A View with a content widget that a centred message can replace, and coalesced redraws."""
+
+    def set_content(self, content: QWidget) -> None:
+        """Call once from build(): `content` fills the view whenever no message is shown."""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
+        self.message.setObjectName("view_message")
+        self.message.setMargin(16)
+        self._pages = QStackedWidget()
+        self._pages.addWidget(content)
+        self._pages.addWidget(self.message)
+        layout.addWidget(self._pages)
+        self._redraw_timer = QTimer(self, singleShot=True, interval=0)
+        self._redraw_timer.timeout.connect(self._redraw_if_shown)
+
+    def show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self._pages.setCurrentWidget(self.message)
+
+    def show_content(self) -> None:
+        self._pages.setCurrentIndex(0)
+
+    def refresh(self) -> None:
+        self._redraw_timer.stop()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw from the session's current state."""
+        raise NotImplementedError
+
+    def schedule_redraw(self) -> None:
+        self._redraw_timer.start()
+
+    def _redraw_if_shown(self) -> None:
+        if self.is_shown():
+            self.redraw()
+        else:
+            self._stale = True
+
+    def on_recording_changed(self) -> None:
+        self.schedule_redraw()
+
+    def on_sorting_changed(self) -> None:
+        self.schedule_redraw()
+
+    def on_curation_changed(self, _record) -> None:
+        self.schedule_redraw()
+
+    def on_selection_changed(self, _unit_ids) -> None:
+        self.schedule_redraw()
+
+    # ---- what to draw ----------------------------------------------------------------------
+    def selected_unit_spikes(self, limit: int) -> list[tuple[int, np.ndarray]]:
+        """(unit, its spike indices) for the first `limit` selected units that exist now."""
+        curation = self.session.curation
+        if curation is None:
+            return []
+        alive = set(curation.unit_ids.tolist())
+        units = [u for u in self.session.selected_units if u in alive][:limit]
+        return [(unit, curation.spikes_of(unit)) for unit in units]
+
+    def missing_content_message(self, needs_raw_data: str | None = None) -> str | None:
+        """Why there is nothing to draw (no sort, no curation yet, no selection, no raw data), or None.
+
+        `needs_raw_data`: what the view would show from the raw data ("waveforms"), if it needs it.
+        """
+        if self.session.sorting is None:
+            return NO_SORTING_MESSAGE
+        if self.session.curation is None:
+            return "Opening the curation…"
+        if needs_raw_data is not None and self.session.recording is None:
+            return NO_RAW_DATA_MESSAGE.format(what=needs_raw_data)
+        if not self.session.selected_units:
+            return NO_SELECTION_MESSAGE
+        return None

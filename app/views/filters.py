@@ -1,0 +1,171 @@
+"""Filters: the learned spike shape of every unit, on all its channels, live during training.
+
+One grid cell per filter, channels stacked; the filter it started from is
+drawn faintly behind it, so the person sees what training changed. Click a
+filter to select its unit (Ctrl-click adds to the selection). Without a trained
+model (a sort opened from a phy folder) the units' templates are shown.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QRectF, Qt
+from PyQt6.QtWidgets import QGraphicsRectItem, QVBoxLayout
+
+from app.palette import NEUTRAL, unit_color
+from app.plot_data import stack_channels
+from app.views.base import View
+
+CHANNEL_SPACING = 2.2  # in units of the filter's peak |value|
+TITLE_SPACE = 1.4  # above each filter, same units
+CELL_GAP = 0.15  # between columns, as a fraction of the filter length
+SELECTED_BACKGROUND = (255, 255, 255, 28)
+INITIAL_FILTER_PEN = pg.mkPen((200, 200, 210, 70), width=1)
+
+
+class _Cell:
+    """One filter's place in the grid: its starting shape, current shape, title and highlight."""
+
+    def __init__(self, viewbox: pg.ViewBox, rect: QRectF) -> None:
+        self.rect = rect  # in view coordinates: x in taps, y in peak units
+        self.highlight = QGraphicsRectItem(rect)
+        self.highlight.setPen(pg.mkPen(None))
+        self.highlight.setBrush(pg.mkBrush(SELECTED_BACKGROUND))
+        self.highlight.setZValue(-1)
+        self.highlight.setVisible(False)
+        self.initial = pg.PlotCurveItem(pen=INITIAL_FILTER_PEN)
+        self.current = pg.PlotCurveItem()
+        self.title = pg.TextItem(anchor=(0.5, 0.0))
+        self.title.setPos(rect.center().x(), rect.top() + rect.height())
+        for item in (self.highlight, self.initial, self.current, self.title):
+            viewbox.addItem(item)
+        self.unit = -1
+
+    def remove_from(self, viewbox: pg.ViewBox) -> None:
+        for item in (self.highlight, self.initial, self.current, self.title):
+            viewbox.removeItem(item)
+
+
+class FiltersView(View):
+    name = "filters"
+    title = "Filters"
+    default_area = Qt.DockWidgetArea.RightDockWidgetArea
+
+    def build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        # One ViewBox holds every filter as a grid of curves: a ViewBox (with its
+        # axes and menu) per filter costs tens of milliseconds each to build and paint.
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.viewbox = self.graphics.addViewBox()
+        self.viewbox.setMouseEnabled(x=False, y=False)
+        self.viewbox.setMenuEnabled(False)
+        self.viewbox.enableAutoRange(x=False, y=False)
+        self.graphics.scene().sigMouseClicked.connect(self._on_click)
+        layout.addWidget(self.graphics)
+        self.cells: list[_Cell] = []
+        self._grid_shape = None  # (n_filters, n_taps, n_channels) the grid was laid out for
+
+    def _ensure_cells(self, shape: tuple[int, ...]) -> None:
+        """Lay the grid out again only when the filters' shape changes (not per update)."""
+        if self._grid_shape == shape:
+            return
+        for cell in self.cells:
+            cell.remove_from(self.viewbox)
+        self.cells = []
+        self._grid_shape = shape
+        if not shape or shape[0] == 0:
+            return
+        n_filters, n_taps, n_channels = shape
+        columns = max(math.ceil(math.sqrt(n_filters)), 1)
+        width = n_taps * (1 + CELL_GAP)
+        height = n_channels * CHANNEL_SPACING + TITLE_SPACE
+        for k in range(n_filters):
+            row, column = divmod(k, columns)
+            left, bottom = column * width, -(row + 1) * height
+            self.cells.append(_Cell(self.viewbox, QRectF(left, bottom, n_taps, height)))
+        # The grid's own bounds: auto-range would also count the titles, whose size is in pixels.
+        n_rows = math.ceil(n_filters / columns)
+        self.viewbox.setRange(QRectF(0, -n_rows * height, columns * width - CELL_GAP * n_taps, n_rows * height), padding=0.02)
+
+    # ---- what to draw ---------------------------------------------------------------------
+    def refresh(self) -> None:
+        session = self.session
+        # Without a trained model (a sort opened from a phy folder), the units' templates.
+        filters = session.filters if session.filters is not None else getattr(session.sorting, "templates", None)
+        if filters is None:
+            self._ensure_cells(())
+            return
+        self._ensure_cells(filters.shape)
+        initial = session.initial_filters if session.filters is not None else None
+        for cell, unit in zip(self.cells, session.filter_unit_ids(len(filters))):
+            cell.unit = int(unit)
+        for k, cell in enumerate(self.cells):
+            if initial is not None and initial.shape == filters.shape:
+                self._set_shape(cell, cell.initial, initial[k])
+            else:
+                cell.initial.setData([], [])
+        self._draw_current(filters)
+        self._style_cells()
+
+    def _draw_current(self, filters: np.ndarray) -> None:
+        for cell, shape in zip(self.cells, filters):
+            self._set_shape(cell, cell.current, shape)
+
+    @staticmethod
+    def _set_shape(cell: _Cell, curve, shape: np.ndarray) -> None:
+        """shape: (n_taps, n_channels), scaled to its own peak, channel 0 on top, inside `cell`."""
+        peak = float(np.abs(shape).max()) or 1.0
+        top_baseline = cell.rect.top() + cell.rect.height() - TITLE_SPACE - CHANNEL_SPACING / 2
+        offsets = top_baseline - np.arange(shape.shape[1]) * CHANNEL_SPACING
+        xs, ys, connect = stack_channels(cell.rect.left() + np.arange(shape.shape[0], dtype=float), shape / peak, offsets)
+        curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
+
+    def _style_cells(self) -> None:
+        selected = set(self.session.selected_units)
+        for k, cell in enumerate(self.cells):
+            is_selected = cell.unit in selected
+            colour = unit_color(cell.unit) if cell.unit >= 0 else NEUTRAL
+            cell.current.setPen(pg.mkPen(colour, width=3 if is_selected else 1.5))
+            name = f"unit {cell.unit}" if cell.unit >= 0 else f"filter {k} (unused)"
+            weight = "bold" if is_selected else "normal"
+            cell.title.setHtml(f'<span style="color:{colour.name()}; font-weight:{weight}">{name}</span>')
+            cell.highlight.setVisible(is_selected)
+
+    # ---- selection by click -------------------------------------------------------------------
+    def _on_click(self, event) -> None:
+        position = self.viewbox.mapSceneToView(event.scenePos())
+        for cell in self.cells:
+            if cell.unit >= 0 and cell.rect.contains(position):
+                self._select(cell.unit, add=bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier))
+                return
+
+    def _select(self, unit: int, add: bool) -> None:
+        selection = list(self.session.selected_units)
+        if add:
+            selection = [u for u in selection if u != unit] if unit in selection else selection + [unit]
+        else:
+            selection = [unit]
+        self.session.select_units(selection)
+
+    # ---- session events -----------------------------------------------------------------------
+    def on_recording_changed(self) -> None:
+        self.refresh()
+
+    def on_trainer_changed(self) -> None:
+        self.refresh()
+
+    def on_training_snapshot(self, snapshot) -> None:
+        if snapshot.filters.shape != self._grid_shape:
+            self.refresh()
+            return
+        self._draw_current(snapshot.filters)
+
+    def on_sorting_changed(self) -> None:
+        self.refresh()
+
+    def on_selection_changed(self, _unit_ids) -> None:
+        self._style_cells()

@@ -1,0 +1,254 @@
+"""Traces: the preprocessed recording with the model's reconstruction and the detected spikes.
+
+Only the visible window is ever read, in a worker, and reduced there to a
+min/max envelope of at most MAX_POINTS per channel; the GUI thread stacks the
+channels into one curve and calls setData. Dragging pans, the wheel zooms, in
+time only (so do ←/→ and +/− while the view has focus); the gain box scales
+the traces without re-reading them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtGui import QKeySequence, QShortcut
+from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout
+
+from app.palette import NEUTRAL, unit_rgba_array
+from app.plot_data import minmax_envelope, read_envelope, stack_channels
+from app.views.base import View
+
+MAX_POINTS = 3000  # per channel: about two per pixel column of a wide screen
+MAX_VISIBLE_VALUES = 20_000_000  # samples × channels read for one zoomed-out view
+MAX_SPIKE_MARKERS = 4000  # beyond this, markers are thinned evenly
+# Distance between channel baselines, in noise σ: the noise band fills about a third
+# of it, and typical spikes reach the neighbouring channel without hiding it.
+CHANNEL_SPACING_SIGMAS = 20.0
+RANGE_DEBOUNCE_MS = 30
+SCROLL_FRACTION = 0.5  # of the visible window, per ← / →
+ZOOM_FACTOR = 2.0  # per + / −
+RECONSTRUCTION_COLOUR = (255, 179, 71, 210)  # translucent, so the data shows through
+RESIDUAL_COLOUR = "#d76cff"
+
+
+def _read_window(request):
+    recording, start, stop = request
+    index, reduced = read_envelope(recording, start, stop, MAX_POINTS)
+    return recording, start, stop, index, reduced
+
+
+class TracesView(View):
+    name = "traces"
+    title = "Traces"
+    default_area = Qt.DockWidgetArea.TopDockWidgetArea
+
+    def build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        controls = QHBoxLayout()
+        self.gain_box = QDoubleSpinBox(minimum=0.05, maximum=100.0, value=1.0, singleStep=0.25, prefix="Gain ×")
+        self.gain_box.setObjectName("gain_box")
+        self.gain_box.valueChanged.connect(self._redraw_cached)
+        self.reconstruction_box = QCheckBox("Reconstruction ŷ", checked=True)
+        self.residual_box = QCheckBox("Residual y − ŷ", checked=False)
+        self.reconstruction_box.toggled.connect(self._draw_reconstruction)
+        self.residual_box.toggled.connect(self._draw_reconstruction)
+        self.window_label = QLabel()
+        for widget in (self.gain_box, self.reconstruction_box, self.residual_box):
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        controls.addWidget(self.window_label)
+        layout.addLayout(controls)
+
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setLabel("bottom", "time", units="s")
+        self.plot.setMouseEnabled(x=True, y=False)
+        # The time range is the session's, never the data's extent.
+        self.plot.enableAutoRange(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
+        self.traces_curve = pg.PlotCurveItem(pen=pg.mkPen(NEUTRAL, width=1))
+        self.reconstruction_curve = pg.PlotCurveItem(pen=pg.mkPen(RECONSTRUCTION_COLOUR, width=1))
+        self.residual_curve = pg.PlotCurveItem(pen=pg.mkPen(RESIDUAL_COLOUR, width=1))
+        self.spikes = pg.ScatterPlotItem(pxMode=True, pen=None)
+        for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
+            self.plot.addItem(item)
+        layout.addWidget(self.plot_widget, 1)
+
+        self._cached = None  # (recording, start, stop, index, reduced) of the last window read
+        self._reader = self.engine.start_latest_worker("Reading traces", _read_window)
+        self._reader.answered.connect(self._on_window_read)
+        self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
+        self._range_timer.timeout.connect(self._on_range_settled)
+        self.plot.sigXRangeChanged.connect(lambda *_: self._range_timer.start())
+        for key, action in (
+            (Qt.Key.Key_Right, lambda: self.scroll(SCROLL_FRACTION)),
+            (Qt.Key.Key_Left, lambda: self.scroll(-SCROLL_FRACTION)),
+            (Qt.Key.Key_Plus, lambda: self.zoom(1 / ZOOM_FACTOR)),
+            (Qt.Key.Key_Equal, lambda: self.zoom(1 / ZOOM_FACTOR)),
+            (Qt.Key.Key_Minus, lambda: self.zoom(ZOOM_FACTOR)),
+        ):
+            shortcut = QShortcut(QKeySequence(key), self.plot_widget, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(action)
+
+    def scroll(self, fraction: float) -> None:
+        """Move the visible window by `fraction` of its width (negative: back in time)."""
+        (start_s, stop_s), _ = self.plot.viewRange()
+        shift = fraction * (stop_s - start_s)
+        self.plot.setXRange(start_s + shift, stop_s + shift, padding=0)
+
+    def zoom(self, factor: float) -> None:
+        """Widen (factor > 1) or narrow the visible window around its centre."""
+        (start_s, stop_s), _ = self.plot.viewRange()
+        centre, half = (start_s + stop_s) / 2, factor * (stop_s - start_s) / 2
+        self.plot.setXRange(centre - half, centre + half, padding=0)
+
+    # ---- layout of channels ------------------------------------------------------------
+    def _spacing(self) -> float:
+        noise = getattr(self.session.recording, "noise_levels", None)
+        sigma = float(np.median(noise)) if noise is not None and len(noise) else 10.0
+        return CHANNEL_SPACING_SIGMAS * max(sigma, 1e-3)
+
+    def _offsets(self) -> np.ndarray:
+        """(n_channels,) y of each channel's baseline: channel 0 on top."""
+        return -np.arange(self.session.recording.n_channels) * self._spacing()
+
+    # ---- reading the visible window --------------------------------------------------------
+    def refresh(self) -> None:
+        recording = self.session.recording
+        if recording is None:
+            for item in (self.traces_curve, self.reconstruction_curve, self.residual_curve):
+                item.setData([], [])
+            self.spikes.setData([], [])
+            self.window_label.setText("No recording")
+            return
+        spacing = self._spacing()
+        n_channels = recording.n_channels
+        longest = max(MAX_VISIBLE_VALUES / (n_channels * recording.sampling_rate), 0.01)
+        self.plot.setLimits(
+            xMin=0.0, xMax=recording.duration, minXRange=20 / recording.sampling_rate, maxXRange=longest
+        )
+        self.plot.setYRange(-(n_channels - 1) * spacing - 0.75 * spacing, 0.75 * spacing, padding=0)
+        ticks = [(-channel * spacing, str(channel)) for channel in range(n_channels)]
+        self.plot.getAxis("left").setTicks([ticks[:: max(n_channels // 16, 1)], []])
+        self.plot.setLabel("left", "channel")
+        self._apply_time_window(*self.session.time_window)
+        self._request_visible()
+        self._draw_reconstruction()
+
+    def _apply_time_window(self, start_s: float, stop_s: float) -> None:
+        (current_start, current_stop), _ = self.plot.viewRange()
+        if abs(current_start - start_s) > 1e-9 or abs(current_stop - stop_s) > 1e-9:
+            self.plot.setXRange(start_s, stop_s, padding=0)
+
+    def _visible_samples(self) -> tuple[int, int]:
+        recording = self.session.recording
+        (start_s, stop_s), _ = self.plot.viewRange()
+        start = int(np.clip(np.floor(start_s * recording.sampling_rate), 0, recording.n_samples))
+        stop = int(np.clip(np.ceil(stop_s * recording.sampling_rate) + 1, start, recording.n_samples))
+        return start, stop
+
+    def _on_range_settled(self) -> None:
+        if self.session.recording is None:
+            return
+        (start_s, stop_s), _ = self.plot.viewRange()
+        self.session.set_time_window(start_s, stop_s)
+        if self.is_shown():
+            self._request_visible()
+
+    def _request_visible(self) -> None:
+        start, stop = self._visible_samples()
+        if stop > start:
+            self._reader.request((self.session.recording, start, stop))
+
+    def _on_window_read(self, _request_id: int, result) -> None:
+        if result[0] is not self.session.recording:
+            return  # read from a recording that has since been replaced
+        self._cached = result
+        self._redraw_cached()
+
+    # ---- drawing -------------------------------------------------------------------------------
+    def _redraw_cached(self) -> None:
+        if self._cached is None or self.session.recording is None:
+            return
+        _recording, start, stop, index, reduced = self._cached
+        self.draw_window(start, stop, index, reduced)
+        self._draw_reconstruction()
+
+    def draw_window(self, start: int, stop: int, index: np.ndarray, reduced: np.ndarray) -> None:
+        """Draw samples [start, stop) from their envelope (as `read_envelope` returns it), and the spikes there."""
+        rate = self.session.recording.sampling_rate
+        xs, ys, connect = stack_channels((start + index) / rate, reduced, self._offsets(), self.gain_box.value())
+        self.traces_curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
+        n = stop - start
+        points = "every sample" if len(index) >= n else f"min/max of {2 * n / len(index):.0f} samples per point"
+        self.window_label.setText(f"{n / rate:.3g} s, {points}")
+        self._draw_spikes(start, stop)
+
+    def _draw_spikes(self, start: int, stop: int) -> None:
+        sorting = self.session.sorting
+        if sorting is None or sorting.n_spikes == 0:
+            self.spikes.setData([], [])
+            return
+        first, last = np.searchsorted(sorting.spike_times, [start, stop])
+        chosen = np.arange(first, last)
+        if len(chosen) > MAX_SPIKE_MARKERS:
+            chosen = chosen[np.linspace(0, len(chosen) - 1, MAX_SPIKE_MARKERS).astype(np.int64)]
+        units = sorting.spike_units[chosen]
+        main_channels = sorting.main_channels()
+        peaks = sorting.templates[np.arange(sorting.n_units), sorting.template_peak_taps, main_channels]
+        # A marker sits on the spike's extremum, so it points at the waveform it labels.
+        y = self._offsets()[main_channels[units]] + self.gain_box.value() * np.sign(peaks[units]) * np.abs(
+            sorting.amplitudes[chosen]
+        )
+        selected = np.isin(units, self.session.selected_units)
+        # One brush object per unit, shared by its spikes: making one per spike is the slow part.
+        present = np.unique(units)
+        brush_of = dict(zip(present.tolist(), (pg.mkBrush(*rgba) for rgba in unit_rgba_array(present, alpha=230))))
+        outline, no_outline = pg.mkPen("w", width=1.5), pg.mkPen(None)
+        self.spikes.setData(
+            x=sorting.spike_times[chosen] / sorting.sampling_rate,
+            y=y,
+            size=np.where(selected, 12.0, 7.0),
+            brush=[brush_of[unit] for unit in units.tolist()],
+            pen=[outline if s else no_outline for s in selected.tolist()],
+            data=units,
+        )
+
+    def _draw_reconstruction(self, *_args) -> None:
+        window = self.session.window_codes
+        show_reconstruction = self.reconstruction_box.isChecked()
+        show_residual = self.residual_box.isChecked()
+        self.reconstruction_curve.setVisible(show_reconstruction and window is not None)
+        self.residual_curve.setVisible(show_residual and window is not None)
+        if window is None or self.session.recording is None:
+            return
+        rate = self.session.recording.sampling_rate
+        offsets, gain = self._offsets(), self.gain_box.value()
+        for curve, wanted, values in (
+            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction),
+            (self.residual_curve, show_residual, lambda: window.traces - window.reconstruction),
+        ):
+            if wanted:
+                index, reduced = minmax_envelope(values(), MAX_POINTS)
+                xs, ys, connect = stack_channels((window.start + index) / rate, reduced, offsets, gain)
+                curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
+
+    # ---- session events ---------------------------------------------------------------------------
+    def on_recording_changed(self) -> None:
+        self._cached = None
+        self.refresh()
+
+    def on_time_window_changed(self, start_s: float, stop_s: float) -> None:
+        self._apply_time_window(start_s, stop_s)
+
+    def on_window_codes_changed(self, _window) -> None:
+        self._draw_reconstruction()
+
+    def on_sorting_changed(self) -> None:
+        self._redraw_cached()
+
+    def on_selection_changed(self, _unit_ids) -> None:
+        self._redraw_cached()

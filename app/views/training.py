@@ -1,0 +1,264 @@
+"""Training: hyperparameters, Start / Pause / Resume / Stop, progress, loss curve.
+
+The form is checked by the engine's own `TrainingConfig.validate()`, so the
+GUI and the CLI refuse exactly the same values with the same message; while
+a value is impossible the field is marked and Start stays disabled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from app.state import TrainingState
+from app.views.base import View
+from engine.training import ConfigError, TrainingConfig
+
+# (config field, label, parse function, tooltip). An empty n_taps means "4 ms".
+FIELDS = (
+    ("n_filters", "Filters", int, "How many spike shapes to learn; provision more than the neurons you expect."),
+    ("n_taps", "Taps", int, "Filter length in samples. Leave empty for 4 ms."),
+    ("n_iterations", "Unrolled steps T", int, "FISTA iterations in the encoder."),
+    ("lambda_scale", "λ scale", float, "Sparsity: multiplies the universal threshold σ√(2 log N)."),
+    ("learning_rate", "Learning rate", float, "Adam step size."),
+    ("batch_size", "Batch", int, "Windows per optimiser step."),
+    ("window_ms", "Window (ms)", float, "Length of each training window."),
+    ("n_epochs", "Epochs", float, "Passes over the training data."),
+)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+OPTIONAL_FIELDS = {"n_taps"}
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class TrainingView(View):
+    name = "training"
+    title = "Training"
+    default_area = Qt.DockWidgetArea.LeftDockWidgetArea
+
+    def build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.fields: dict[str, QLineEdit] = {}
+        defaults = TrainingConfig()
+        for attr, label, _parse, tooltip in FIELDS:
+            edit = QLineEdit()
+            edit.setObjectName(f"{attr}_field")
+            edit.setToolTip(tooltip)
+            value = getattr(defaults, attr)
+            edit.setText("" if value is None else f"{value:g}")
+            if attr in OPTIONAL_FIELDS:
+                edit.setPlaceholderText("4 ms")
+            edit.textChanged.connect(self._on_form_edited)
+            form.addRow(label, edit)
+            self.fields[attr] = edit
+        self.device_box = QComboBox()
+        self.device_box.addItems(DEVICES)
+        self.device_box.currentTextChanged.connect(self._on_form_edited)
+        form.addRow("Device", self.device_box)
+        layout.addLayout(form)
+
+        self.message = QLabel(objectName="config_message", wordWrap=True)
+        layout.addWidget(self.message)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start", objectName="start_button", clicked=self._on_start)
+        self.pause_button = QPushButton("Pause", objectName="pause_button", clicked=self.engine.pause_training)
+        self.resume_button = QPushButton("Resume", objectName="resume_button", clicked=self.engine.resume_training)
+        self.stop_button = QPushButton("Stop", objectName="stop_button", clicked=self.engine.stop_training)
+        for button in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+
+        self.progress = QProgressBar(maximum=1000, textVisible=True)
+        self.progress.setFormat("Not started")
+        layout.addWidget(self.progress)
+        self.device_label = QLabel(objectName="device_label", wordWrap=True)
+        layout.addWidget(self.device_label)
+
+        curves = pg.GraphicsLayoutWidget()
+        self.loss_plot = curves.addPlot(row=0, col=0)
+        self.loss_plot.setLabel("left", "loss (MSE)")
+        self.loss_plot.setLogMode(y=True)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ffb347", width=2))
+        self.change_plot = curves.addPlot(row=1, col=0)
+        self.change_plot.setLabel("left", "filter change")
+        self.change_plot.setLabel("bottom", "step")
+        self.change_plot.setXLink(self.loss_plot)
+        self.change_curve = self.change_plot.plot(pen=pg.mkPen("#7fc8ff", width=2))
+        for plot in (self.loss_plot, self.change_plot):
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            # "(x0.001)" prefixes on a loss axis confuse more than they help.
+            plot.getAxis("left").enableAutoSIPrefix(False)
+        layout.addWidget(curves, 1)
+
+        self.engine.progress.connect(self._on_engine_progress)
+        self._on_form_edited()
+
+    # ---- the form ------------------------------------------------------------------------
+    def config(self) -> TrainingConfig:
+        """The config the form describes; raises ConfigError naming the bad field."""
+        values = {}
+        base = self.session.training_config or TrainingConfig()
+        for attr, label, parse, _tooltip in FIELDS:
+            text = self.fields[attr].text().strip()
+            if not text and attr in OPTIONAL_FIELDS:
+                values[attr] = None
+                continue
+            try:
+                values[attr] = parse(text)
+            except ValueError:
+                kind = "a whole number" if parse is int else "a number"
+                raise ConfigError(f"{attr} must be {kind}, got {text!r}") from None
+        config = TrainingConfig.from_dict({**base.to_dict(), **values, "device": self.device_box.currentText()})
+        config.validate()
+        return config
+
+    def _on_form_edited(self, *_args) -> None:
+        for edit in self.fields.values():
+            self._mark(edit, False)
+        try:
+            config = self.config()
+        except ConfigError as error:
+            self.message.setText(str(error))
+            bad_field = str(error).split(" ", 1)[0]
+            if bad_field in self.fields:
+                self._mark(self.fields[bad_field], True)
+            self._config_valid = False
+        else:
+            self.message.setText("")
+            self._config_valid = True
+            if config != self.session.training_config:
+                self.session.set_training_config(config)
+        self._update_buttons()
+
+    @staticmethod
+    def _mark(edit: QLineEdit, invalid: bool) -> None:
+        if edit.property("invalid") != invalid:
+            edit.setProperty("invalid", invalid)
+            edit.style().unpolish(edit)
+            edit.style().polish(edit)
+
+    def _show_config(self, config: TrainingConfig) -> None:
+        for attr, _label, _parse, _tooltip in FIELDS:
+            value = getattr(config, attr)
+            text = "" if value is None else f"{value:g}"
+            if self.fields[attr].text() != text:
+                self.fields[attr].setText(text)
+        self.device_box.setCurrentText(config.device)
+
+    def _on_start(self) -> None:
+        try:
+            config = self.config()
+        except ConfigError as error:
+            self.message.setText(str(error))
+            return
+        self.progress.setValue(0)
+        self.progress.setFormat("Preparing…")
+        self.engine.start_training(config)
+
+    # ---- state -----------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        state = self.session.training_state
+        has_recording = self.session.recording is not None
+        self.start_button.setEnabled(state == TrainingState.IDLE and has_recording and self._config_valid)
+        self.pause_button.setEnabled(state == TrainingState.TRAINING)
+        self.resume_button.setEnabled(state == TrainingState.PAUSED)
+        self.stop_button.setEnabled(state in (TrainingState.STARTING, TrainingState.TRAINING, TrainingState.PAUSED))
+        editable = state == TrainingState.IDLE
+        for edit in self.fields.values():
+            edit.setReadOnly(not editable)
+        self.device_box.setEnabled(editable)
+
+    def _show_device(self) -> None:
+        trainer = self.session.trainer
+        if trainer is not None:
+            self.device_label.setText(f"Device: {trainer.device_name}")
+        else:
+            self.device_label.setText(f"Device: {self.device_box.currentText()} (chosen when training starts)")
+
+    def refresh(self) -> None:
+        if self.session.training_config is not None:
+            self._show_config(self.session.training_config)
+        self._draw_curves()
+        self._show_device()
+        self._update_buttons()
+        snapshot = self.session.latest_snapshot
+        if snapshot is not None:
+            self._show_progress(snapshot)
+
+    def _draw_curves(self) -> None:
+        snapshots = self.session.snapshots
+        trainer = self.session.trainer
+        if snapshots:
+            steps = np.array([s.step for s in snapshots], dtype=float)
+            losses = np.array([s.loss for s in snapshots], dtype=float)
+            changes = np.array([s.filter_change for s in snapshots], dtype=float)
+        elif trainer is not None and trainer.loss_history:
+            # A model restored from a checkpoint: its history, without a live run.
+            losses = np.asarray(trainer.loss_history, dtype=float)
+            changes = np.asarray(trainer.filter_change_history, dtype=float)
+            steps = np.arange(1, len(losses) + 1, dtype=float)
+        else:
+            steps = losses = changes = np.zeros(0)
+        self.loss_curve.setData(steps, np.maximum(losses, 1e-12))
+        self.change_curve.setData(steps[: len(changes)], changes)
+
+    def _show_progress(self, snapshot) -> None:
+        self.progress.setValue(int(1000 * snapshot.step / max(snapshot.n_steps, 1)))
+        state = self.session.training_state
+        if state == TrainingState.PAUSED:
+            suffix = "paused"
+        elif snapshot.step >= snapshot.n_steps:
+            suffix = f"done in {_format_duration(snapshot.elapsed_s)}"
+        else:
+            suffix = f"{_format_duration(snapshot.eta_s)} left"
+        self.progress.setFormat(f"Step {snapshot.step} / {snapshot.n_steps} — {suffix}")
+
+    # ---- session events -------------------------------------------------------------------
+    def on_recording_changed(self) -> None:
+        self.refresh()
+
+    def on_trainer_changed(self) -> None:
+        self._show_device()
+        self._draw_curves()
+
+    def on_training_snapshot(self, snapshot) -> None:
+        self._draw_curves()
+        self._show_progress(snapshot)
+
+    def on_training_state_changed(self, state: TrainingState) -> None:
+        self._update_buttons()
+        snapshot = self.session.latest_snapshot
+        if state == TrainingState.PAUSED and snapshot is not None:
+            self._show_progress(snapshot)
+        elif state == TrainingState.SORTING:
+            self.progress.setValue(0)
+            self.progress.setFormat("Sorting the whole recording… %p%")
+        elif state == TrainingState.IDLE and self.session.sorting is not None:
+            self.progress.setValue(1000)
+            self.progress.setFormat(f"Sorted: {self.session.sorting.n_units} units, {self.session.sorting.n_spikes} spikes")
+
+    def on_training_config_changed(self, config) -> None:
+        self._show_config(config)
+        self._show_device()
+
+    def _on_engine_progress(self, title: str, fraction: float) -> None:
+        if self.session.training_state == TrainingState.SORTING and fraction >= 0:
+            self.progress.setValue(int(fraction * 1000))

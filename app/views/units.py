@@ -1,0 +1,150 @@
+"""Units: a sortable, multi-select table of the sorted units and their quality numbers.
+
+A QAbstractTableModel over the session's UnitTable, behind a
+QSortFilterProxyModel that sorts on the raw numbers (not the formatted text).
+Selection reaches the rest of the app after a short debounce, as in phy, so
+holding an arrow key does not redraw every view for every row passed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PyQt6.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableView, QVBoxLayout
+
+from app.palette import unit_color
+from app.state import UnitTable
+from app.views.base import View
+
+SELECTION_DEBOUNCE_MS = 80
+SORT_ROLE = Qt.ItemDataRole.UserRole
+
+# (header, UnitTable attribute, format of the shown text)
+COLUMNS = (
+    ("Unit", "unit_ids", "{:d}"),
+    ("Spikes", "n_spikes", "{:d}"),
+    ("Rate (Hz)", "firing_rate", "{:.2f}"),
+    ("Amp. (µV)", "peak_amplitude", "{:.0f}"),
+    ("SNR", "snr", "{:.1f}"),
+    ("ISI viol.", "isi_violation_ratio", "{:.2f}"),
+    ("Label", "labels", "{}"),
+)
+
+
+class UnitTableModel(QAbstractTableModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.table: UnitTable | None = None
+
+    def set_table(self, table: UnitTable | None) -> None:
+        self.beginResetModel()
+        self.table = table
+        self.endResetModel()
+
+    def unit_at(self, row: int) -> int:
+        return int(self.table.unit_ids[row])
+
+    def row_of(self, unit: int) -> int | None:
+        rows = np.flatnonzero(self.table.unit_ids == unit) if self.table is not None else []
+        return int(rows[0]) if len(rows) else None
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() or self.table is None else len(self.table.unit_ids)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section][0]
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self.table is None:
+            return None
+        _header, attribute, text_format = COLUMNS[index.column()]
+        value = getattr(self.table, attribute)[index.row()]
+        if role == SORT_ROLE:
+            return value if isinstance(value, str) else float(value)
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (float, np.floating)) and math.isnan(value):
+                return "–"
+            return text_format.format(int(value) if "d" in text_format else float(value))
+        if role == Qt.ItemDataRole.DecorationRole and attribute == "unit_ids":
+            return unit_color(int(value))
+        if role == Qt.ItemDataRole.TextAlignmentRole and not isinstance(value, str):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class UnitsView(View):
+    name = "units"
+    title = "Units"
+    default_area = Qt.DockWidgetArea.RightDockWidgetArea
+
+    def build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.model = UnitTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.table_view = QTableView()
+        self.table_view.setModel(self.proxy)
+        self.table_view.setSortingEnabled(True)
+        self.table_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table_view.verticalHeader().hide()
+        self.table_view.setAlternatingRowColors(True)
+        self.table_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table_view.horizontalHeader().setStretchLastSection(True)
+        self.table_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_timer.start())
+        self.empty_label = QLabel("Units appear here when training ends and the recording is sorted.", wordWrap=True)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(self.table_view, 1)
+        self._selection_timer = QTimer(self, singleShot=True, interval=SELECTION_DEBOUNCE_MS)
+        self._selection_timer.timeout.connect(self._publish_selection)
+
+    def selected_units_in_table(self) -> list[int]:
+        rows = self.table_view.selectionModel().selectedRows()
+        return [self.model.unit_at(self.proxy.mapToSource(index).row()) for index in rows]
+
+    def _publish_selection(self) -> None:
+        self.session.select_units(self.selected_units_in_table())
+
+    def _show_selection(self, unit_ids) -> None:
+        """Select the rows of `unit_ids` without echoing that back to the session."""
+        selection = QItemSelection()
+        for unit in unit_ids:
+            row = self.model.row_of(unit)
+            if row is not None:
+                index = self.proxy.mapFromSource(self.model.index(row, 0))
+                selection.select(index, index)
+        flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+        self.table_view.selectionModel().select(selection, flags)
+        # The selection came from the session: do not send it back.
+        self._selection_timer.stop()
+        if unit_ids:
+            first = self.model.row_of(unit_ids[0])
+            if first is not None:
+                self.table_view.scrollTo(self.proxy.mapFromSource(self.model.index(first, 0)))
+
+    def refresh(self) -> None:
+        self.model.set_table(self.session.unit_table)
+        self.empty_label.setVisible(self.session.unit_table is None)
+        self._show_selection(self.session.selected_units)
+
+    def on_sorting_changed(self) -> None:
+        self.refresh()
+
+    def on_recording_changed(self) -> None:
+        self.refresh()
+
+    def on_selection_changed(self, unit_ids) -> None:
+        if set(self.selected_units_in_table()) != set(unit_ids):
+            self._show_selection(unit_ids)

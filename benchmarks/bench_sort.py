@@ -1,0 +1,505 @@
+"""Sorting accuracy and time: Sparsort (CRsAE) against SpikeInterface's sorters.
+
+    python benchmarks/bench_sort.py                # full run (see README for time)
+    python benchmarks/bench_sort.py --quick        # short recordings, a smoke test
+    python benchmarks/bench_sort.py --only demo    # one section: demo | tetrode | si
+    python benchmarks/bench_sort.py --no-peers     # Sparsort alone
+
+Three recordings, every sorter on the same traces:
+
+  demo     the built-in demo (3 units, 10 kHz, 1 channel, 2 min). Sparsort runs
+           as a user runs it, `sparsort sort --demo` in a subprocess, and the
+           whole command is timed; the phy folder it writes is scored.
+  tetrode  the simulator's TETRODE preset (8 units, 30 kHz, 4 channels).
+           Sparsort runs in-process (CRsAESorter.fit_predict).
+  si       an independent source: SpikeInterface's generate_ground_truth_recording
+           (4 channels on a 2 x 2 grid, 30 kHz, 8 units).
+
+Peers (tridesclous2, spykingcircus2, mountainsort5 when installed) run through
+spikeinterface.sorters.run_sorter on a SpikeInterface NumpyRecording of the same
+traces with a probe attached, in a temporary folder, with n_jobs from --jobs.
+A peer that fails is reported with its error's message, not fatal.
+
+Every sorting is scored with engine.scoring.compare_to_ground_truth (the
+SpikeInterface definitions); on the tetrode, the same sortings are also scored
+with spikeinterface.comparison.compare_sorter_to_ground_truth as a cross-check.
+Timings are wall-clock on a shared machine: the load average is printed.
+Nothing is asserted; targets are printed beside the measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.scoring import (  # noqa: E402
+    GroundTruthComparison,
+    compare_to_ground_truth,
+    dictionary_error,
+    format_report,
+)
+
+PEERS = ("tridesclous2", "spykingcircus2", "mountainsort5")
+DEMO_TARGET_S = 60.0
+DEMO_TARGET_UNIT_ACCURACY = 0.95
+DEMO_TARGET_DICT_ERROR = 0.1
+TETRODE_TARGET_MEAN = 0.90
+
+
+@dataclass
+class Truth:
+    """Ground-truth spike trains of one recording, plus what the sorters are given."""
+
+    name: str
+    traces: np.ndarray  # (n_samples, n_channels) float32 µV, raw (not filtered)
+    sampling_rate: float
+    channel_positions: np.ndarray  # (n_channels, 2) µm
+    spike_times: np.ndarray  # (n_spikes,) int64 samples
+    spike_units: np.ndarray  # (n_spikes,) int64
+    unit_ids: np.ndarray  # (n_units,) int64, including units without spikes
+    waveforms: np.ndarray | None = None  # (n_units, taps, channels) shapes as the preprocessing sees them
+
+    @property
+    def n_units(self) -> int:
+        return len(self.unit_ids)
+
+    @property
+    def duration_s(self) -> float:
+        return self.traces.shape[0] / self.sampling_rate
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.n_units} units, {len(self.spike_times)} spikes, "
+                f"{self.traces.shape[1]} channel(s), {self.sampling_rate / 1000:g} kHz, {self.duration_s:g} s")
+
+
+@dataclass
+class Result:
+    recording: str
+    sorter: str
+    seconds: float | None = None
+    comparison: GroundTruthComparison | None = None
+    dict_error: float | None = None
+    dict_result: object = field(default=None, repr=False)  # engine.scoring.DictionaryErrorResult
+    note: str = ""
+    sorted_times: np.ndarray | None = field(default=None, repr=False)
+    sorted_units: np.ndarray | None = field(default=None, repr=False)
+    sorted_unit_ids: np.ndarray | None = field(default=None, repr=False)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def error_line(error: BaseException) -> str:
+    """The line of an error's message that names it (SpikeInterface wraps the traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Warning)\b", line)]
+    if named:
+        return named[-1][:200]
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def score(truth: Truth, times, units, unit_ids) -> GroundTruthComparison:
+    return compare_to_ground_truth(
+        truth.spike_times, truth.spike_units, np.asarray(times, np.int64), np.asarray(units, np.int64),
+        truth.sampling_rate, gt_unit_ids=truth.unit_ids, sorted_unit_ids=np.asarray(unit_ids, np.int64),
+    )
+
+
+def print_result(result: Result, truth: Truth) -> None:
+    title = f"-- {result.recording} / {result.sorter}"
+    if result.seconds is not None:
+        title += f" ({result.seconds:.1f} s)"
+    if result.comparison is None:
+        print(f"{title}: {result.note}")
+        return
+    print(format_report(result.comparison, result.dict_result, title=title))
+    c = result.comparison
+    print(f"sorted units {len(c.sorted_unit_ids)}: false positive {c.n_false_positive_units}, "
+          f"redundant {c.n_redundant}, over-merged {c.n_overmerged}")
+    if result.note:
+        print(f"note: {result.note}")
+
+
+# ---- recordings -----------------------------------------------------------------------------
+
+def demo_truth() -> tuple[Truth, Path, float]:
+    """The demo recording (simulated on first use) and its ground truth; also the seconds that took."""
+    from engine.recording import open_recording
+    from engine.simulator import GroundTruth, demo_recording_path
+
+    started = time.perf_counter()
+    path = demo_recording_path()
+    cold_s = time.perf_counter() - started
+    truth = GroundTruth.load(path.parent / "ground_truth")
+    recording = open_recording(path)
+    traces = np.ascontiguousarray(recording.get_traces(), dtype=np.float32)
+    return Truth(
+        "demo", traces, truth.sampling_rate, np.asarray(truth.channel_positions, float),
+        truth.spike_times, truth.spike_units.astype(np.int64), np.arange(truth.n_units),
+        truth.bandpassed_waveforms(),
+    ), path, cold_s
+
+
+def tetrode_truth(duration_s: float, seed: int) -> Truth:
+    from engine.simulator import TETRODE, simulate
+
+    settings = dict(TETRODE, duration_s=duration_s, seed=seed)
+    traces, truth = simulate(**settings)
+    return Truth(
+        "tetrode", traces, truth.sampling_rate, np.asarray(truth.channel_positions, float),
+        truth.spike_times, truth.spike_units.astype(np.int64), np.arange(truth.n_units),
+        truth.bandpassed_waveforms(),
+    )
+
+
+def si_truth(duration_s: float, n_units: int, seed: int) -> Truth:
+    """SpikeInterface's own generator, materialised so every sorter reads the same array."""
+    from spikeinterface.core import generate_ground_truth_recording
+
+    recording, sorting = generate_ground_truth_recording(
+        durations=[duration_s], sampling_frequency=30_000.0, num_channels=4, num_units=n_units, seed=seed,
+    )
+    traces = np.ascontiguousarray(recording.get_traces(segment_index=0, return_in_uV=False), dtype=np.float32)
+    spikes = sorting.to_spike_vector()
+    order = np.argsort(spikes["sample_index"], kind="stable")
+    return Truth(
+        "si-generated", traces, float(recording.sampling_frequency),
+        np.asarray(recording.get_channel_locations(), float)[:, :2],
+        spikes["sample_index"][order].astype(np.int64), spikes["unit_index"][order].astype(np.int64),
+        np.arange(len(sorting.unit_ids)),
+    )
+
+
+def si_recording(truth: Truth):
+    """A SpikeInterface NumpyRecording of the truth's traces with a probe of its channel positions."""
+    from probeinterface import Probe
+    from spikeinterface.core import NumpyRecording
+
+    n_channels = truth.traces.shape[1]
+    recording = NumpyRecording([truth.traces], truth.sampling_rate)
+    recording.set_channel_gains(np.ones(n_channels))
+    recording.set_channel_offsets(np.zeros(n_channels))
+    probe = Probe(ndim=2, si_units="um")
+    probe.set_contacts(positions=truth.channel_positions, shapes="circle", shape_params={"radius": 6})
+    probe.set_device_channel_indices(np.arange(n_channels))
+    return recording.set_probe(probe)
+
+
+# ---- sorters --------------------------------------------------------------------------------
+
+def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int) -> Result:
+    """`sparsort sort --demo` as a user runs it: wall time of the whole command, median of repeats."""
+    from engine.phy_io import load_phy
+
+    out = workdir / "sparsort-demo"
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        completed = subprocess.run(["sparsort", "sort", "--demo", "--out", str(out), "--quiet"],
+                                   capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if completed.returncode != 0:
+            tail = (completed.stderr or completed.stdout).strip().splitlines()
+            return Result(truth.name, "sparsort (CLI)", times[-1],
+                          note=f"exit {completed.returncode}: {tail[-1] if tail else ''}")
+    folder = load_phy(out)
+    result = Result(truth.name, "sparsort (CLI)", statistics.median(times))
+    result.comparison = score(truth, folder.spike_times, folder.spike_clusters, folder.cluster_ids)
+    if folder.templates is not None and folder.templates.size and truth.waveforms is not None:
+        errors = dictionary_error(truth.waveforms, folder.templates)
+        result.dict_error, result.dict_result = errors.mean_error, errors
+    summary = out / "sparsort.json"
+    if summary.is_file():
+        import json
+
+        info = json.loads(summary.read_text())
+        result.note = (f"{info.get('n_steps')} steps; in-command {info.get('seconds')} s; "
+                       f"pruning: {info.get('final_pruning')}")
+    if repeats > 1:
+        result.note += f"; wall times {', '.join(f'{t:.1f}' for t in times)} s"
+    result.sorted_times, result.sorted_units = folder.spike_times, folder.spike_clusters
+    result.sorted_unit_ids = folder.cluster_ids
+    return result
+
+
+def run_sparsort(truth: Truth, n_filters: int, seed: int) -> Result:
+    import torch
+
+    from engine.recording import NumpyRecording
+    from engine.sorter import CRsAESorter
+
+    recording = NumpyRecording(truth.traces, truth.sampling_rate, channel_positions=truth.channel_positions)
+    name = f"sparsort (n_filters={n_filters})"
+    started = time.perf_counter()
+    try:
+        sorter = CRsAESorter(n_filters=n_filters, seed=seed)
+        sorting = sorter.fit_predict(recording)
+    except Exception as error:  # report, keep benchmarking the others
+        return Result(truth.name, name, time.perf_counter() - started, note=f"failed: {error_line(error)}")
+    seconds = time.perf_counter() - started
+    result = Result(truth.name, name, seconds)
+    unit_ids = np.arange(sorting.n_units)
+    result.comparison = score(truth, sorting.spike_times, sorting.spike_units, unit_ids)
+    if truth.waveforms is not None and sorting.n_units:
+        errors = dictionary_error(truth.waveforms, sorting.templates)
+        result.dict_error, result.dict_result = errors.mean_error, errors
+    trainer = sorter.trainer_
+    result.note = (f"{trainer.step} steps, torch threads {torch.get_num_threads()}; "
+                   f"pruning: {trainer.final_pruning.describe()}")
+    result.sorted_times, result.sorted_units, result.sorted_unit_ids = (
+        sorting.spike_times, sorting.spike_units, unit_ids)
+    return result
+
+
+def peer_params(name: str, truth: Truth, n_jobs: int) -> tuple[dict, list[str]]:
+    """Sorter parameters: defaults, except what the recording makes impossible or pointless."""
+    from spikeinterface.sorters import get_default_sorter_params
+
+    defaults = get_default_sorter_params(name)
+    params: dict = {}
+    changes: list[str] = []
+    if "job_kwargs" in defaults:
+        params["job_kwargs"] = {"n_jobs": n_jobs, "progress_bar": False}
+    else:
+        params["n_jobs"] = n_jobs
+    nyquist_limit = 0.45 * truth.sampling_rate  # a band edge must sit below Nyquist
+    if name == "tridesclous2" and defaults["freq_max"] >= nyquist_limit:
+        params["freq_max"] = nyquist_limit
+        changes.append(f"freq_max {defaults['freq_max']:g}->{nyquist_limit:g} Hz")
+    if name == "spykingcircus2":
+        filtering = dict(defaults["filtering"])
+        if filtering["freq_max"] >= nyquist_limit:
+            filtering["freq_max"] = nyquist_limit
+            params["filtering"] = filtering
+            changes.append(f"filtering.freq_max {defaults['filtering']['freq_max']:g}->{nyquist_limit:g} Hz")
+        # Simulations have no drift, and a tetrode has no depth to register along.
+        params["apply_motion_correction"] = False
+        changes.append("apply_motion_correction False")
+    if name == "mountainsort5" and "freq_max" in defaults and defaults["freq_max"] >= nyquist_limit:
+        params["freq_max"] = nyquist_limit
+        changes.append(f"freq_max {defaults['freq_max']:g}->{nyquist_limit:g} Hz")
+    return params, changes
+
+
+def run_peer(name: str, truth: Truth, workdir: Path, n_jobs: int) -> Result:
+    from spikeinterface.sorters import installed_sorters, run_sorter
+
+    if name not in installed_sorters():
+        return Result(truth.name, name, note=f"skipped: not installed (pip install {name})")
+    recording = si_recording(truth)
+    params, changes = peer_params(name, truth, n_jobs)
+    folder = workdir / f"{truth.name}-{name}"
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sorting = run_sorter(name, recording, folder=str(folder), remove_existing_folder=True,
+                                 verbose=False, raise_error=True, **params)
+    except Exception as error:
+        return Result(truth.name, name, time.perf_counter() - started,
+                      note=f"failed: {error_line(error)}" + (f" (params: {', '.join(changes)})" if changes else ""))
+    seconds = time.perf_counter() - started
+    spikes = sorting.to_spike_vector()
+    result = Result(truth.name, name, seconds)
+    unit_ids = np.arange(len(sorting.unit_ids))
+    result.comparison = score(truth, spikes["sample_index"], spikes["unit_index"], unit_ids)
+    result.note = f"n_jobs={n_jobs}" + (f"; params: {', '.join(changes)}" if changes else "; default params")
+    result.sorted_times, result.sorted_units, result.sorted_unit_ids = (
+        spikes["sample_index"].astype(np.int64), spikes["unit_index"].astype(np.int64), unit_ids)
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+# ---- cross-check ------------------------------------------------------------------------------
+
+def cross_check(truth: Truth, results: list[Result]) -> None:
+    """Score the same sortings with SpikeInterface's comparison and print both."""
+    from spikeinterface.comparison import compare_sorter_to_ground_truth
+    from spikeinterface.core import NumpySorting
+
+    scored = [r for r in results if r.comparison is not None and r.sorted_times is not None]
+    if not scored:
+        print("cross-check: no sorting to check")
+        return
+    gt = NumpySorting.from_samples_and_labels([truth.spike_times], [truth.spike_units], truth.sampling_rate,
+                                              unit_ids=truth.unit_ids)
+    print(f"\nCross-check on {truth.name}: engine.scoring vs spikeinterface.comparison "
+          f"(delta_time 0.4 ms, match 0.5, exhaustive GT)")
+    detail = next((r for r in scored if not r.sorter.startswith("sparsort")), scored[0])
+    for result in scored:
+        tested = NumpySorting.from_samples_and_labels([result.sorted_times], [result.sorted_units],
+                                                      truth.sampling_rate, unit_ids=result.sorted_unit_ids)
+        comparison = compare_sorter_to_ground_truth(gt, tested, exhaustive_gt=True, delta_time=0.4)
+        performance = comparison.get_performance(method="by_unit")
+        si_accuracy = performance["accuracy"].reindex(truth.unit_ids).to_numpy(dtype=float)
+        ours = result.comparison.accuracy
+        if result is detail:
+            si_precision = performance["precision"].reindex(truth.unit_ids).to_numpy(dtype=float)
+            si_recall = performance["recall"].reindex(truth.unit_ids).to_numpy(dtype=float)
+            print(f"per unit, {result.sorter}:")
+            print(f"{'unit':>4}  {'acc ours':>8}  {'acc SI':>8}  {'prec ours':>9}  {'prec SI':>8}  "
+                  f"{'rec ours':>8}  {'rec SI':>8}")
+            for i, unit in enumerate(truth.unit_ids):
+                print(f"{unit:>4}  {ours[i]:8.4f}  {si_accuracy[i]:8.4f}  {result.comparison.precision[i]:9.4f}  "
+                      f"{si_precision[i]:8.4f}  {result.comparison.recall[i]:8.4f}  {si_recall[i]:8.4f}")
+        well = comparison.count_well_detected_units(0.8)
+        print(f"{result.sorter:<28} mean accuracy ours {np.mean(ours):.4f}  SI {np.nanmean(si_accuracy):.4f}  "
+              f"max |diff| {np.nanmax(np.abs(ours - si_accuracy)):.4f}  well detected ours "
+              f"{result.comparison.n_well_detected} SI {well}")
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+def summary_table(results: list[Result], truths: dict[str, Truth]) -> str:
+    header = ["recording", "sorter", "mean acc", "min acc", "well det.", "dict err", "time s", "note"]
+    rows = []
+    for r in results:
+        c = r.comparison
+        n = truths[r.recording].n_units
+        rows.append([
+            r.recording, r.sorter,
+            f"{c.mean_accuracy:.3f}" if c else "-",
+            f"{c.accuracy.min():.3f}" if c else "-",
+            f"{c.n_well_detected}/{n}" if c else f"-/{n}",
+            f"{r.dict_error:.3f}" if r.dict_error is not None else "-",
+            f"{r.seconds:.1f}" if r.seconds is not None else "-",
+            "" if c else r.note,
+        ])
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def targets(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        if not r.sorter.startswith("sparsort"):
+            continue
+        if r.comparison is None:
+            lines.append(f"{r.recording} / {r.sorter}: no result ({r.note})")
+            continue
+        c = r.comparison
+        if r.recording == "demo":
+            lines.append(f"demo wall time {r.seconds:.1f} s (target < {DEMO_TARGET_S:g}): "
+                         f"{'met' if r.seconds < DEMO_TARGET_S else 'MISSED'}")
+            low = [int(u) for u, a in zip(c.gt_unit_ids, c.accuracy) if a < DEMO_TARGET_UNIT_ACCURACY]
+            lines.append(f"demo every unit accuracy >= {DEMO_TARGET_UNIT_ACCURACY} (min {c.accuracy.min():.3f}): "
+                         + ("met" if not low else f"MISSED on units {low}"))
+            if r.dict_error is not None:
+                lines.append(f"demo dictionary error {r.dict_error:.3f} (target <= {DEMO_TARGET_DICT_ERROR}): "
+                             f"{'met' if r.dict_error <= DEMO_TARGET_DICT_ERROR else 'MISSED'}")
+        elif r.recording == "tetrode":
+            lines.append(f"tetrode mean accuracy {c.mean_accuracy:.3f} (target >= {TETRODE_TARGET_MEAN}): "
+                         f"{'met' if c.mean_accuracy >= TETRODE_TARGET_MEAN else 'MISSED'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="60 s tetrode and SI recordings (the demo is always its fixed 2 min)")
+    parser.add_argument("--only", choices=["demo", "tetrode", "si"], action="append",
+                        help="run only these sections (repeatable)")
+    parser.add_argument("--duration", type=float, default=None, help="tetrode seconds (default 300, quick 60)")
+    parser.add_argument("--si-duration", type=float, default=None, help="SI-generated seconds (default 180, quick 60)")
+    parser.add_argument("--si-units", type=int, default=8)
+    parser.add_argument("--n-filters", type=int, default=16,
+                        help="Sparsort filters provisioned on the 8-unit recordings (default 16 = 2 per unit)")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated SpikeInterface sorters")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--jobs", type=int, default=2, help="n_jobs for the peers")
+    parser.add_argument("--demo-repeats", type=int, default=1, help="runs of `sparsort sort --demo` (median)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    sections = args.only or ["demo", "tetrode", "si"]
+    tetrode_s = args.duration or (60.0 if args.quick else 300.0)
+    si_s = args.si_duration or (60.0 if args.quick else 180.0)
+    peers = [] if args.no_peers else [p.strip() for p in args.peers.split(",") if p.strip()]
+    print(f"bench_sort: sections {sections}, peers {peers or 'none'}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {load_note()}")
+    try:
+        import spikeinterface
+        print(f"spikeinterface {spikeinterface.__version__}")
+    except ImportError:
+        if peers or "si" in sections:
+            print("spikeinterface is not installed (pip install 'sparsort[bench]'): peers and the SI "
+                  "recording are skipped")
+        peers = []
+        sections = [s for s in sections if s != "si"]
+
+    results: list[Result] = []
+    truths: dict[str, Truth] = {}
+    total_started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sparsort-bench-") as tmp:
+        workdir = Path(tmp)
+        if "demo" in sections:
+            truth, path, cold_s = demo_truth()
+            truths[truth.name] = truth
+            print(f"\n== {truth.describe()}\n   demo file {path} (ready in {cold_s:.1f} s; a first-ever run "
+                  f"simulates it, which the timed command below does not include)")
+            result = run_sparsort_cli(truth, workdir, args.demo_repeats)
+            print_result(result, truth)
+            results.append(result)
+            for peer in peers:
+                result = run_peer(peer, truth, workdir, args.jobs)
+                print_result(result, truth)
+                results.append(result)
+        for section in ("tetrode", "si"):
+            if section not in sections:
+                continue
+            started = time.perf_counter()
+            if section == "tetrode":
+                truth = tetrode_truth(tetrode_s, args.seed)
+            else:
+                truth = si_truth(si_s, args.si_units, args.seed)
+            truths[truth.name] = truth
+            print(f"\n== {truth.describe()} (made in {time.perf_counter() - started:.1f} s); {load_note()}")
+            section_results = [run_sparsort(truth, args.n_filters, args.seed)]
+            print_result(section_results[0], truth)
+            for peer in peers:
+                result = run_peer(peer, truth, workdir, args.jobs)
+                print_result(result, truth)
+                section_results.append(result)
+            results += section_results
+            if section == "tetrode" and peers:
+                try:
+                    cross_check(truth, section_results)
+                except ImportError as error:
+                    print(f"cross-check skipped: {error}")
+
+    print(f"\n== Summary (scored with engine.scoring; times are wall-clock seconds, {load_note()}; "
+          f"benchmark took {time.perf_counter() - total_started:.0f} s)")
+    print(summary_table(results, truths))
+    for line in targets(results):
+        print(line)
+    for r in results:
+        if r.comparison is None and r.note:
+            print(f"{r.recording} / {r.sorter}: {r.note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
