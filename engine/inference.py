@@ -17,6 +17,7 @@ from scipy.ndimage import maximum_filter1d
 
 from engine.model import CRsAE
 from engine.recording import Recording
+from engine.refinement import AmplitudePrior, refine_spikes
 from engine.sorting import peak_taps
 
 
@@ -56,13 +57,16 @@ def iter_code_chunks(
     stop: int | None = None,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[tuple[int, int, int, np.ndarray]]:
-    """Yield (core_start, core_stop, window_start, codes) per chunk.
+    with_signal: bool = False,
+) -> Iterator[tuple]:
+    """Yield (core_start, core_stop, window_start, codes[, signal, reconstruction]) per chunk.
 
     codes: (n_filters, n_window - n_taps + 1) float32, code index i placing its
     filter on samples [window_start + i, window_start + i + n_taps). Margins of
     two filter lengths each side make the codes of the core independent of the
     chunk boundaries (a code interacts with neighbours up to n_taps - 1 away).
+    With `with_signal`, also the noise-normalised signal and H x, both
+    (n_channels, n_window) float32.
     """
     stop = recording.n_samples if stop is None else min(stop, recording.n_samples)
     margin = 2 * model.n_taps
@@ -81,9 +85,15 @@ def iter_code_chunks(
         for row, (w0, w1) in enumerate(windows):
             signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
         with torch.no_grad():
-            codes = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz).cpu().numpy()
+            codes_tensor = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz)
+            reconstruction = model.decode(codes_tensor).cpu().numpy() if with_signal else None
+            codes = codes_tensor.cpu().numpy()
         for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
-            yield a, b, w0, codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)]
+            chunk_codes = codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)]
+            if with_signal:
+                yield a, b, w0, chunk_codes, signal[row, :, : w1 - w0], reconstruction[row, :, : w1 - w0]
+            else:
+                yield a, b, w0, chunk_codes
         done += sum(b - a for a, b in batch_cores)
         if progress is not None:
             progress(done / max(stop - start, 1))
@@ -105,20 +115,63 @@ def spikes_from_codes(
     """
     if codes.size == 0:
         return SpikeEvents.empty()
-    local_max = maximum_filter1d(codes, size=2 * dead_time + 1, axis=1, mode="constant")
-    filters, indices = np.nonzero((codes > 0) & (codes >= local_max))
-    padded = np.pad(codes, ((0, 0), (1, 1)))
-    amplitudes = padded[filters, indices] + padded[filters, indices + 1] + padded[filters, indices + 2]
+    filters, indices, triplets = code_maxima(codes, dead_time)
+    amplitudes = triplets.sum(axis=1)
     times = window_start + indices + filter_peak_taps[filters]
     thresholds = np.broadcast_to(np.asarray(min_amplitude, dtype=np.float32), (codes.shape[0],))
     keep = (times >= core[0]) & (times < core[1]) & (amplitudes >= thresholds[filters])
-    # Plateaus (two equal maxima) would give two spikes: keep the first of a run.
-    events = SpikeEvents(times[keep].astype(np.int64), filters[keep].astype(np.int32), amplitudes[keep].astype(np.float32))
-    order = np.lexsort((events.times, events.filters))
+    return _one_per_dead_time(SpikeEvents(times[keep].astype(np.int64), filters[keep].astype(np.int32), amplitudes[keep].astype(np.float32)), dead_time)
+
+
+def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(filters, code indices, (n, 3) codes at i-1, i, i+1) of each code's local maxima."""
+    local_max = maximum_filter1d(codes, size=2 * dead_time + 1, axis=1, mode="constant")
+    filters, indices = np.nonzero((codes > 0) & (codes >= local_max))
+    padded = np.pad(codes, ((0, 0), (1, 1)))
+    triplets = np.stack([padded[filters, indices], padded[filters, indices + 1], padded[filters, indices + 2]], axis=1)
+    return filters, indices, triplets
+
+
+def _one_per_dead_time(events: SpikeEvents, dead_time: int) -> SpikeEvents:
+    """Keep the biggest spike of a filter among those closer than the dead time."""
+    order = np.lexsort((-events.amplitudes, events.times, events.filters))
     events = SpikeEvents(events.times[order], events.filters[order], events.amplitudes[order])
     duplicate = np.zeros(len(events), dtype=bool)
-    duplicate[1:] = (events.filters[1:] == events.filters[:-1]) & (np.diff(events.times) <= dead_time)
+    same_filter = events.filters[1:] == events.filters[:-1]
+    close = np.diff(events.times) <= dead_time
+    # Of two close spikes of one filter, drop the smaller one.
+    smaller_second = events.amplitudes[1:] <= events.amplitudes[:-1]
+    pair = same_filter & close
+    duplicate[1:][pair & smaller_second] = True
+    duplicate[:-1][pair & ~smaller_second] = True
     return SpikeEvents(events.times[~duplicate], events.filters[~duplicate], events.amplitudes[~duplicate])
+
+
+def refined_spikes_from_codes(
+    codes: np.ndarray,
+    signal: np.ndarray,
+    reconstruction: np.ndarray,
+    window_start: int,
+    core: tuple[int, int],
+    filters: np.ndarray,
+    filter_peak_taps: np.ndarray,
+    dead_time: int,
+    min_amplitude: float,
+    prior: AmplitudePrior,
+) -> SpikeEvents:
+    """Spikes as in `spikes_from_codes`, each relabelled by `refine_spikes`."""
+    if codes.size == 0:
+        return SpikeEvents.empty()
+    spike_filters, indices, triplets = code_maxima(codes, dead_time)
+    strong = triplets.sum(axis=1) >= min_amplitude
+    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
+    times, new_filters, amplitudes = refine_spikes(
+        signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior, max_shift=dead_time
+    )
+    times = times + window_start
+    keep = (times >= core[0]) & (times < core[1]) & (amplitudes >= min_amplitude)
+    events = SpikeEvents(times[keep].astype(np.int64), new_filters[keep], amplitudes[keep])
+    return _one_per_dead_time(events, dead_time)
 
 
 def infer_spikes(
@@ -133,13 +186,30 @@ def infer_spikes(
     stop: int | None = None,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prior: AmplitudePrior | None = None,
 ) -> SpikeEvents:
-    """Spikes of every filter over [start, stop) of a (preprocessed) recording."""
+    """Spikes of every filter over [start, stop) of a (preprocessed) recording.
+
+    With an amplitude `prior`, every spike is relabelled by its best filter
+    given its neighbours (engine/refinement.py).
+    """
     chunk_size = chunk_size or max(int(recording.sampling_rate), 8 * model.n_taps)
+    filters = model.filters.detach().cpu().numpy()  # (n_filters, n_channels, n_taps)
     filter_peaks = peak_taps(model.filters_numpy())
     parts = []
-    for core_start, core_stop, window_start, codes in iter_code_chunks(
-        model, recording, noise_levels, chunk_size, batch_chunks, start, stop, progress, should_stop
+    for chunk in iter_code_chunks(
+        model, recording, noise_levels, chunk_size, batch_chunks, start, stop, progress, should_stop,
+        with_signal=prior is not None,
     ):
-        parts.append(spikes_from_codes(codes, window_start, (core_start, core_stop), filter_peaks, dead_time, min_amplitude))
+        core_start, core_stop, window_start, codes = chunk[:4]
+        if prior is None:
+            parts.append(spikes_from_codes(codes, window_start, (core_start, core_stop), filter_peaks, dead_time, min_amplitude))
+        else:
+            signal, reconstruction = chunk[4], chunk[5]
+            parts.append(
+                refined_spikes_from_codes(
+                    codes, signal, reconstruction, window_start, (core_start, core_stop), filters, filter_peaks,
+                    dead_time, min_amplitude, prior,
+                )
+            )
     return SpikeEvents.concatenate(parts)

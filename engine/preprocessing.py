@@ -22,6 +22,15 @@ _IMPULSE_TAIL = 1e-7
 MAD_TO_SIGMA = 0.6745  # median |x| of a unit Gaussian: MAD / 0.6745 estimates σ
 
 
+
+# The common median reference removes what all channels share (line noise,
+# movement, reference artefacts). On few channels the median is made of the
+# spikes themselves: with 2 channels it turns them into exact opposites (the
+# CRsAE then learned nothing), and on a tetrode, where every wire sees every
+# spike, it cut spike amplitudes. So by default it is applied from 8 channels,
+# i.e. on probes; pass common_reference=True to force it.
+MIN_CHANNELS_FOR_COMMON_REFERENCE = 8
+
 def default_freq_max(sampling_rate: float) -> float:
     """Upper band edge: 6 kHz, or 45% of the sampling rate when that is lower."""
     return min(6000.0, 0.45 * sampling_rate)
@@ -132,7 +141,9 @@ class PreprocessedRecording(Recording):
         self.freq_max = float(default_freq_max(self.sampling_rate) if freq_max is None else freq_max)
         bandpass_sos(self.sampling_rate, self.freq_min, self.freq_max)  # fail now on a bad band
         self.margin = filter_margin(self.sampling_rate, self.freq_min, self.freq_max)
-        self.common_reference = recording.n_channels >= 2 if common_reference is None else bool(common_reference)
+        self.common_reference = (
+            recording.n_channels >= MIN_CHANNELS_FOR_COMMON_REFERENCE if common_reference is None else bool(common_reference)
+        )
 
     @functools.cached_property
     def noise_levels(self) -> np.ndarray:

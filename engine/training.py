@@ -23,6 +23,7 @@ from engine.dictionary import PruneDecision, prune, resolve_coincidences
 from engine.inference import SpikeEvents, infer_spikes
 from engine.initialization import initial_filters
 from engine.model import CRsAE, device_description, select_device, universal_threshold
+from engine.refinement import AmplitudePrior
 from engine.sorting import Sorting, peak_taps
 from engine.preprocessing import PreprocessedRecording
 from engine.recording import Recording, RecordingError, check_min_duration
@@ -300,11 +301,16 @@ class Trainer:
     def _prune_model(self) -> PruneDecision:
         """Merge duplicate filters and drop idle ones, in place."""
         with self._model_lock:
-            decision = prune(self.model.filters_numpy(), self._pool_events())
+            events = self._pool_events()
+            decision = prune(self.model.filters_numpy(), events)
+            self._pool_events_cache = events if len(decision.keep) == self.model.n_filters else None
             if len(decision.keep) < self.model.n_filters:
                 kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
                 self.model = CRsAE(kept, self.lambda_, self.config.n_iterations).to(self.device)
                 self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+                # The starting shapes follow their filters, so views can still pair them.
+                if getattr(self, "initial_filters", None) is not None and len(self.initial_filters) == len(decision.counts):
+                    self.initial_filters = self.initial_filters[decision.keep]
         return decision
 
     def sort(
@@ -322,6 +328,8 @@ class Trainer:
         self.final_pruning = self._prune_model()
         with self._model_lock:
             model = self.model
+            pool_events = self._pool_events_cache if self._pool_events_cache is not None else self._pool_events()
+        prior = AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, model.n_filters)
         target, noise_levels = self.recording, self.noise_levels
         if recording is not None and recording is not self.recording and recording is not self.recording.parent:
             target = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
@@ -333,7 +341,7 @@ class Trainer:
             noise_levels = np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
         events = infer_spikes(
             model, target, noise_levels, self.dead_time, self.lambda_,
-            progress=progress, should_stop=should_stop,
+            progress=progress, should_stop=should_stop, prior=prior,
         )
         if should_stop is not None and should_stop():
             raise TrainingStopped("sorting was stopped before the end of the recording")

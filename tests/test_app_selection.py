@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QPointF, Qt
 
 from app.palette import unit_rgb
 from app.unit_table import build_unit_table
@@ -88,6 +88,16 @@ def test_clicking_a_filter_selects_its_unit_in_the_table(sorted_window, qtbot):
     assert units.selected_units_in_table() == [2]
     click_filter(qtbot, filters, 0, Qt.KeyboardModifier.ControlModifier)
     assert set(units.selected_units_in_table()) == {0, 2}
+
+
+def test_clicking_a_spike_in_the_traces_selects_its_unit(sorted_window, qtbot):
+    traces = sorted_window.views["traces"]
+    qtbot.waitUntil(lambda: len(traces.spikes.data) > 0, timeout=5_000)
+    spot = traces.spikes.data[0]
+    scene_point = traces.plot.getViewBox().mapViewToScene(QPointF(spot["x"], spot["y"]))
+    qtbot.mouseClick(traces.plot_widget.viewport(), Qt.MouseButton.LeftButton, pos=traces.plot_widget.mapFromScene(scene_point))
+    assert sorted_window.session.selected_units == (int(spot["data"]),)
+    assert sorted_window.views["units"].selected_units_in_table() == [int(spot["data"])]
 
 
 def test_a_hidden_view_redraws_when_shown(sorted_window, qtbot):

@@ -80,7 +80,7 @@ def test_common_median_reference():
 def test_chunked_preprocessing_matches_whole_array(chunk_size):
     traces = _test_signal()
     whole = common_median_reference(bandpass_filter(traces, FS))
-    rec = PreprocessedRecording(NumpyRecording(traces, FS))
+    rec = PreprocessedRecording(NumpyRecording(traces, FS), common_reference=True)
     assert rec.common_reference and rec.margin == filter_margin(FS, 300.0, 4500.0)
     chunked = np.concatenate([block for _, _, block in rec.iter_chunks(chunk_size)])
     assert chunked.shape == whole.shape
@@ -98,17 +98,20 @@ def test_chunked_preprocessing_matches_for_a_channel_subset_without_reference():
 def test_preprocessing_an_int16_file(tmp_path):
     traces = _test_signal(n_channels=2)
     path = write_recording(tmp_path / "rec.bin", traces, FS)
-    rec = PreprocessedRecording(open_recording(path))
+    rec = PreprocessedRecording(open_recording(path), common_reference=True)
     whole = common_median_reference(bandpass_filter(open_recording(path).get_traces(), FS))
     assert np.abs(rec.get_traces(3000, 3500) - whole[3000:3500]).max() < 1e-5 * whole.std()
     assert rec.source_dtype == np.int16 and rec.parent.path == path
 
 
-def test_common_reference_is_automatic_from_two_channels():
-    one = PreprocessedRecording(NumpyRecording(_test_signal(1000, 1), FS))
-    two = PreprocessedRecording(NumpyRecording(_test_signal(1000, 2), FS))
-    assert not one.common_reference and two.common_reference
-    assert "300-4500 Hz band-pass, common median reference" in repr(two)
+def test_common_reference_is_automatic_on_probes_only():
+    # On 2 channels the median reference makes them exact opposites, and on a
+    # tetrode it eats the spikes every wire shares: it is for probes.
+    for n_channels, expected in [(1, False), (2, False), (4, False), (8, True)]:
+        rec = PreprocessedRecording(NumpyRecording(_test_signal(1000, n_channels), FS))
+        assert rec.common_reference is expected, n_channels
+    forced = PreprocessedRecording(NumpyRecording(_test_signal(1000, 2), FS), common_reference=True)
+    assert "300-4500 Hz band-pass, common median reference" in repr(forced)
 
 
 def test_noise_estimate_matches_true_sigma_despite_spikes():
