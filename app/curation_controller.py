@@ -243,7 +243,8 @@ class CurationController(QObject):
         self._update_history_actions()
         where = "not saved yet: Ctrl+S saves it" if home.scratch is not None else f"journal in {home.journal_folder}"
         history = f", {len(self.curation.undo_descriptions)} actions replayed" if self.curation.can_undo else ""
-        self.say(loaded.note or f"Curating {len(self.curation.unit_ids)} units ({where}{history})")
+        no_data = "; no raw data, so no waveforms, map or re-clustering" if self.session.recording is None else ""
+        self.say(loaded.note or f"Curating {len(self.curation.unit_ids)} units ({where}{history}){no_data}")
         if home.then is not None:
             home.then()
 

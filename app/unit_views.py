@@ -19,7 +19,7 @@ NO_SORTING_MESSAGE = "Nothing sorted yet: train and sort the recording, or open 
 NO_SELECTION_MESSAGE = "Select one or more units (Units table, or Space for the next one)."
 NO_RAW_DATA_MESSAGE = (
     "No raw data: this sort was opened without the recording it came from "
-    "(params.py's dat_path does not lead to it), so there are no {what} to show."
+    "(params.py's dat_path does not lead to it), so {consequence}."
 )
 
 
@@ -86,17 +86,19 @@ class UnitView(View):
         units = [u for u in self.session.selected_units if u in alive][:limit]
         return [(unit, curation.spikes_of(unit)) for unit in units]
 
-    def missing_content_message(self, needs_raw_data: str | None = None) -> str | None:
-        """Why there is nothing to draw (no sort, no curation yet, no selection, no raw data), or None.
+    def missing_content_message(self, without_raw_data: str | None = None) -> str | None:
+        """Why there is nothing to draw (no sort, no curation yet, no raw data, no unit selected), or None.
 
-        `needs_raw_data`: what the view would show from the raw data ("waveforms"), if it needs it.
+        `without_raw_data`: for a view that needs the raw data, what its absence
+        means ("there are no waveforms to show").
         """
         if self.session.sorting is None:
             return NO_SORTING_MESSAGE
         if self.session.curation is None:
             return "Opening the curation…"
-        if needs_raw_data is not None and self.session.recording is None:
-            return NO_RAW_DATA_MESSAGE.format(what=needs_raw_data)
-        if not self.session.selected_units:
+        if without_raw_data is not None and self.session.recording is None:
+            return NO_RAW_DATA_MESSAGE.format(consequence=without_raw_data)
+        alive = set(self.session.curation.unit_ids.tolist())
+        if not any(unit in alive for unit in self.session.selected_units):
             return NO_SELECTION_MESSAGE
         return None

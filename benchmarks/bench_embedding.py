@@ -8,7 +8,8 @@ reads and filters the recording), and openTSNE on the features with one
 thread and with every core. With --sklearn, scikit-learn's Barnes-Hut t-SNE
 runs the same number of iterations for comparison. Layout quality is the
 fraction of each spike's 10 nearest neighbours on the map that belong to
-its own unit. Prints a table; nothing is asserted.
+its own unit (for the features: in feature space). Prints a table; nothing
+is asserted.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def main() -> None:
         f"{os.cpu_count()} cores\n"
     )
 
-    rows = []
+    print(f"{'step':<32}{'seconds':>9}  {'spikes/s':>9}{'10-NN purity':>14}", flush=True)
     started = time.perf_counter()
     features = SpikeFeatureExtractor().fit_transform(recording, sorting, spikes)
-    rows.append(("features (read, filter, PCA)", time.perf_counter() - started, f"{features.shape[1]} dims", ""))
+    seconds = time.perf_counter() - started
+    print_row("features (read, filter, PCA)", seconds, len(spikes), neighbour_purity(features, units))
 
     cores = os.cpu_count() or 1
     runs = [("openTSNE, 1 thread", lambda: tsne_layout(features, n_jobs=1))]
@@ -89,12 +91,11 @@ def main() -> None:
     for name, run in runs:
         started = time.perf_counter()
         layout = run()
-        rows.append((name, time.perf_counter() - started, "", f"{neighbour_purity(layout, units):.3f}"))
+        print_row(name, time.perf_counter() - started, len(spikes), neighbour_purity(layout, units))
 
-    print(f"{'step':<32}{'seconds':>9}  {'output':<9}{'10-NN purity':>13}")
-    for name, seconds, output, purity in rows:
-        print(f"{name:<32}{seconds:>9.1f}  {output:<9}{purity:>13}")
-    print(f"{'(features, for reference)':<32}{'':>9}  {'':<9}{neighbour_purity(features, units):>13.3f}")
+
+def print_row(step: str, seconds: float, n_spikes: int, purity: float) -> None:
+    print(f"{step:<32}{seconds:>9.1f}  {n_spikes / seconds:>9,.0f}{purity:>14.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
+warnings.filterwarnings("ignore", message="The extractor is not serializable")
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,11 +189,19 @@ def si_truth(duration_s: float, n_units: int, seed: int) -> Truth:
     )
 
 
-def si_recording(truth: Truth):
-    """A SpikeInterface NumpyRecording of the truth's traces with a probe of its channel positions."""
-    from probeinterface import Probe
-    from spikeinterface.core import NumpyRecording
+def si_recording(truth: Truth, workdir: Path):
+    """The truth's traces as a SpikeInterface recording with a probe of its channel positions.
 
+    run_sorter needs a recording it can serialise (an in-memory NumpyRecording
+    is not), so the traces are saved once as a SpikeInterface binary folder
+    and every peer reads that folder.
+    """
+    from probeinterface import Probe
+    from spikeinterface.core import NumpyRecording, load
+
+    folder = workdir / f"{truth.name}-si-binary"
+    if (folder / "si_folder.json").is_file() or (folder / "binary.json").is_file():
+        return load(folder)
     n_channels = truth.traces.shape[1]
     recording = NumpyRecording([truth.traces], truth.sampling_rate)
     recording.set_channel_gains(np.ones(n_channels))
@@ -200,21 +209,25 @@ def si_recording(truth: Truth):
     probe = Probe(ndim=2, si_units="um")
     probe.set_contacts(positions=truth.channel_positions, shapes="circle", shape_params={"radius": 6})
     probe.set_device_channel_indices(np.arange(n_channels))
-    return recording.set_probe(probe)
+    recording.set_probe(probe)  # in place (SpikeInterface >= 0.103)
+    return recording.save(folder=folder, format="binary", n_jobs=1, progress_bar=False, verbose=False)
 
 
 # ---- sorters --------------------------------------------------------------------------------
 
-def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int) -> Result:
+def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | None) -> Result:
     """`sparsort sort --demo` as a user runs it: wall time of the whole command, median of repeats."""
     from engine.phy_io import load_phy
 
     out = workdir / "sparsort-demo"
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         completed = subprocess.run(["sparsort", "sort", "--demo", "--out", str(out), "--quiet"],
-                                   capture_output=True, text=True)
+                                   capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - started)
         if completed.returncode != 0:
             tail = (completed.stderr or completed.stdout).strip().splitlines()
@@ -304,7 +317,7 @@ def run_peer(name: str, truth: Truth, workdir: Path, n_jobs: int) -> Result:
 
     if name not in installed_sorters():
         return Result(truth.name, name, note=f"skipped: not installed (pip install {name})")
-    recording = si_recording(truth)
+    recording = si_recording(truth, workdir)
     params, changes = peer_params(name, truth, n_jobs)
     folder = workdir / f"{truth.name}-{name}"
     started = time.perf_counter()
@@ -417,16 +430,22 @@ def targets(results: list[Result]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="60 s tetrode and SI recordings (the demo is always its fixed 2 min)")
+                        help="10 s tetrode and SI recordings (the demo is always its fixed 2 min)")
     parser.add_argument("--only", choices=["demo", "tetrode", "si"], action="append",
                         help="run only these sections (repeatable)")
-    parser.add_argument("--duration", type=float, default=None, help="tetrode seconds (default 300, quick 60)")
-    parser.add_argument("--si-duration", type=float, default=None, help="SI-generated seconds (default 180, quick 60)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="tetrode seconds (default: the preset's 300 with CUDA, 20 on CPU; quick 10)")
+    parser.add_argument("--si-duration", type=float, default=None,
+                        help="SI-generated seconds (default 180 with CUDA, 20 on CPU; quick 10)")
     parser.add_argument("--si-units", type=int, default=8)
     parser.add_argument("--n-filters", type=int, default=16,
                         help="Sparsort filters provisioned on the 8-unit recordings (default 16 = 2 per unit)")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated SpikeInterface sorters")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--no-sparsort", action="store_true", help="peers only (e.g. to check their set-up)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for Sparsort (in-process, and OMP_NUM_THREADS for the CLI); "
+                             "default: torch's choice")
     parser.add_argument("--jobs", type=int, default=2, help="n_jobs for the peers")
     parser.add_argument("--demo-repeats", type=int, default=1, help="runs of `sparsort sort --demo` (median)")
     parser.add_argument("--seed", type=int, default=0)
@@ -434,12 +453,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sections = args.only or ["demo", "tetrode", "si"]
-    tetrode_s = args.duration or (60.0 if args.quick else 300.0)
-    si_s = args.si_duration or (60.0 if args.quick else 180.0)
+    # On a CPU, CRsAE training costs minutes per step on 4 channels at 30 kHz, and
+    # the steps grow with the recording: the presets' lengths take hours there.
+    on_gpu = torch.cuda.is_available()
+    tetrode_s = args.duration or (10.0 if args.quick else 300.0 if on_gpu else 20.0)
+    si_s = args.si_duration or (10.0 if args.quick else 180.0 if on_gpu else 20.0)
     peers = [] if args.no_peers else [p.strip() for p in args.peers.split(",") if p.strip()]
-    print(f"bench_sort: sections {sections}, peers {peers or 'none'}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {load_note()}")
+    print(f"bench_sort: sections {sections}, peers {peers or 'none'}; tetrode {tetrode_s:g} s, SI {si_s:g} s; "
+          f"torch {torch.__version__} on {'CUDA' if on_gpu else 'CPU'}, {torch.get_num_threads()} threads; "
+          f"{load_note()}")
     try:
         import spikeinterface
         print(f"spikeinterface {spikeinterface.__version__}")
@@ -460,9 +485,10 @@ def main(argv: list[str] | None = None) -> int:
             truths[truth.name] = truth
             print(f"\n== {truth.describe()}\n   demo file {path} (ready in {cold_s:.1f} s; a first-ever run "
                   f"simulates it, which the timed command below does not include)")
-            result = run_sparsort_cli(truth, workdir, args.demo_repeats)
-            print_result(result, truth)
-            results.append(result)
+            if not args.no_sparsort:
+                result = run_sparsort_cli(truth, workdir, args.demo_repeats, args.threads)
+                print_result(result, truth)
+                results.append(result)
             for peer in peers:
                 result = run_peer(peer, truth, workdir, args.jobs)
                 print_result(result, truth)
@@ -477,8 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                 truth = si_truth(si_s, args.si_units, args.seed)
             truths[truth.name] = truth
             print(f"\n== {truth.describe()} (made in {time.perf_counter() - started:.1f} s); {load_note()}")
-            section_results = [run_sparsort(truth, args.n_filters, args.seed)]
-            print_result(section_results[0], truth)
+            section_results = []
+            if not args.no_sparsort:
+                section_results.append(run_sparsort(truth, args.n_filters, args.seed))
+                print_result(section_results[0], truth)
             for peer in peers:
                 result = run_peer(peer, truth, workdir, args.jobs)
                 print_result(result, truth)

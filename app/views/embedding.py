@@ -81,7 +81,7 @@ class EmbeddingView(UnitView):
             return
         if session.recording is None:
             self._forget_map()
-            self.show_message(NO_RAW_DATA_MESSAGE.format(what="spike features to map"))
+            self.show_message(NO_RAW_DATA_MESSAGE.format(consequence="the spikes' features cannot be read to map them"))
             return
         if self.embedded_sorting is not session.sorting:
             self._start(session.sorting, session.recording)

@@ -1,5 +1,7 @@
 """Traces: the preprocessed recording with the model's reconstruction and the detected spikes.
 
+Clicking a spike marker selects its unit (Ctrl-click adds or removes it).
+
 Only the visible window is ever read, in a worker, and reduced there to a
 min/max envelope of at most MAX_POINTS per channel; the GUI thread stacks the
 channels into one curve and calls setData. Dragging pans, the wheel zooms, in
@@ -73,6 +75,7 @@ class TracesView(View):
         self.reconstruction_curve = pg.PlotCurveItem(pen=pg.mkPen(RECONSTRUCTION_COLOUR, width=1))
         self.residual_curve = pg.PlotCurveItem(pen=pg.mkPen(RESIDUAL_COLOUR, width=1))
         self.spikes = pg.ScatterPlotItem(pxMode=True, pen=None)
+        self.spikes.sigClicked.connect(self._on_spike_clicked)
         for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
             self.plot.addItem(item)
         layout.addWidget(self.plot_widget, 1)
@@ -216,6 +219,16 @@ class TracesView(View):
             pen=[outline if s else no_outline for s in selected.tolist()],
             data=units,
         )
+
+    def _on_spike_clicked(self, _item, points, event) -> None:
+        unit = int(points[0].data())
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            selection = [u for u in self.session.selected_units if u != unit]
+            if len(selection) == len(self.session.selected_units):
+                selection.append(unit)
+        else:
+            selection = [unit]
+        self.session.select_units(selection)
 
     def _draw_reconstruction(self, *_args) -> None:
         window = self.session.window_codes

@@ -196,6 +196,7 @@ class TrainingView(View):
     def refresh(self) -> None:
         if self.session.training_config is not None:
             self._show_config(self.session.training_config)
+        self._fit_steps_axis()
         self._draw_curves()
         self._show_device()
         self._update_buttons()
@@ -237,7 +238,15 @@ class TrainingView(View):
 
     def on_trainer_changed(self) -> None:
         self._show_device()
+        self._fit_steps_axis()
         self._draw_curves()
+
+    def _fit_steps_axis(self) -> None:
+        # The whole run from the start: the curves fill in from left to right, and the
+        # step axis is not re-laid out (and repainted) with every snapshot.
+        trainer = self.session.trainer
+        if trainer is not None:
+            self.loss_plot.setXRange(0, max(trainer.n_steps, 1), padding=0.02)
 
     def on_training_snapshot(self, snapshot) -> None:
         self._draw_curves()

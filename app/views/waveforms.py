@@ -66,7 +66,7 @@ class WaveformsView(UnitView):
         self._reader.answered.connect(self._on_read)
 
     def redraw(self) -> None:
-        message = self.missing_content_message(needs_raw_data="waveforms")
+        message = self.missing_content_message(without_raw_data="there are no waveforms to show")
         if message is not None:
             self.show_message(message)
             return
