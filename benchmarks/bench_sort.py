@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 import warnings
-warnings.filterwarnings("ignore", message="The extractor is not serializable")
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +52,9 @@ from engine.scoring import (  # noqa: E402
     dictionary_error,
     format_report,
 )
+
+# Saving an in-memory recording for the peers says it cannot record where the data came from.
+warnings.filterwarnings("ignore", message="The extractor is not serializable")
 
 PEERS = ("tridesclous2", "spykingcircus2", "mountainsort5")
 DEMO_TARGET_S = 60.0

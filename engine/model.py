@@ -97,37 +97,65 @@ class CRsAE(nn.Module):
         projected-gradient steps without the penalty, on the support FISTA
         found, remove the bias and keep the filters on the true shapes (0.07).
 
+        Without gradients (inference), HᵀH is applied in the frequency domain
+        when that is cheaper (many channels, long filters): the same operator,
+        exactly, as zero padding keeps the circular convolution linear.
+
         With `tolerance` > 0 the FISTA loop stops early once the largest code
         update is below `tolerance` (in code units); training uses a fixed T so
         gradients flow through the same computation every step.
         """
         n_iterations = self.n_iterations if n_iterations is None else int(n_iterations)
         step = 1.0 / (lipschitz if lipschitz is not None else self.lipschitz())
-        filters = self.filters
         shrink = (self.lambdas * step).view(1, -1, 1)
-        correlation = self.analysis(signal, filters)  # Hᵀy, reused every step
+        correlation = self.analysis(signal)  # Hᵀy, reused every step
+        gram = self._gram_operator(correlation.shape[-1])
         codes = torch.zeros_like(correlation)
         momentum_point = codes
         momentum = 1.0
         for _ in range(n_iterations):
-            gradient_step = correlation - self.analysis(self.synthesis(momentum_point, filters), filters)
-            codes_next = F.relu(momentum_point + step * gradient_step - shrink)
+            codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
             momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
             momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
             if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:
                 codes = codes_next
                 break
             codes, momentum = codes_next, momentum_next
-        return self._debias(codes, correlation, step)
+        return self._debias(codes, correlation, step, gram)
 
-    def _debias(self, codes: torch.Tensor, correlation: torch.Tensor, step: float) -> torch.Tensor:
+    def _gram_operator(self, n_codes: int, method: str = "auto"):
+        """x -> HᵀH x by direct convolutions or, without gradients, by FFT.
+
+        Per code sample, the direct route costs about 2·C·L multiply-adds per
+        filter; the FFT route a few FFT passes per filter plus K products per
+        frequency, which wins once channels × taps is large (tetrodes at 30 kHz).
+        """
+        filters = self.filters
+        if method == "auto":
+            direct_cost = 2 * self.n_channels * self.n_taps
+            fft_cost = 6 * math.log2(max(n_codes, 2)) + 4 * self.n_filters
+            method = "fft" if not torch.is_grad_enabled() and fft_cost < direct_cost else "direct"
+        if method == "direct":
+            return lambda codes: self.analysis(self.synthesis(codes, filters), filters)
+        n_fft = _fast_fft_length(n_codes + self.n_taps - 1)
+        spectra = torch.fft.rfft(filters.detach(), n_fft, dim=-1)  # (n_filters, n_channels, n_freqs)
+        # (n_freqs, n_filters, n_filters): one small matrix per frequency, so the
+        # mixing is a batched complex matrix product (BLAS), not an einsum loop.
+        gram_spectrum = torch.einsum("kcf,jcf->fkj", spectra.conj(), spectra).contiguous()
+
+        def apply(codes: torch.Tensor) -> torch.Tensor:
+            code_spectrum = torch.fft.rfft(codes, n_fft, dim=-1)  # (batch, n_filters, n_freqs)
+            mixed = torch.matmul(gram_spectrum, code_spectrum.permute(2, 1, 0))  # (n_freqs, n_filters, batch)
+            return torch.fft.irfft(mixed.permute(2, 1, 0), n_fft, dim=-1)[..., :n_codes]
+
+        return apply
+
+    def _debias(self, codes: torch.Tensor, correlation: torch.Tensor, step: float, gram) -> torch.Tensor:
         if self.n_debias_iterations <= 0:
             return codes
         support = (codes > 0).to(codes.dtype)
-        filters = self.filters
         for _ in range(self.n_debias_iterations):
-            residual_correlation = correlation - self.analysis(self.synthesis(codes, filters), filters)
-            codes = F.relu(codes + step * residual_correlation) * support
+            codes = F.relu(codes + step * (correlation - gram(codes))) * support
         return codes
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -146,6 +174,22 @@ class CRsAE(nn.Module):
     def filters_numpy(self) -> np.ndarray:
         """(n_filters, n_taps, n_channels) float32 copy, the layout templates use."""
         return self.filters.detach().cpu().numpy().transpose(0, 2, 1).astype(np.float32).copy()
+
+
+def _fast_fft_length(n: int) -> int:
+    """Smallest 2^a·3^b·5^c ≥ n: FFT libraries are fastest on such lengths."""
+    best = 1 << (n - 1).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
 
 
 def universal_threshold(n_channels: int, n_samples: int, noise_level: float = 1.0) -> float:

@@ -79,3 +79,23 @@ def test_device_selection_refuses_what_is_not_there():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             select_device("cuda")
+
+
+def test_fft_gram_operator_equals_the_direct_convolutions():
+    model = make_model(n_filters=4, n_channels=3, n_taps=25)
+    codes = torch.randn(2, 4, 333)
+    with torch.no_grad():
+        direct = model._gram_operator(333, method="direct")(codes)
+        by_fft = model._gram_operator(333, method="fft")(codes)
+    assert torch.allclose(direct, by_fft, atol=1e-4 * float(direct.abs().max()))
+
+
+def test_inference_by_fft_gives_the_same_codes():
+    model = make_model(n_filters=3, n_channels=4, n_taps=60, lam=0.5, n_iterations=60)
+    signal = torch.randn(2, 4, 1000)
+    with torch.no_grad():
+        codes_auto = model.encode(signal)  # long filters, many channels: the FFT route
+        original = model._gram_operator
+        model._gram_operator = lambda n, method="auto": original(n, method="direct")
+        codes_direct = model.encode(signal)
+    assert torch.allclose(codes_auto, codes_direct, atol=1e-3)

@@ -1,6 +1,8 @@
 """Codes: the sparse code of each filter over the visible window, one row per filter.
 
-A spike of unit k is a bump in row k. The time axis follows the Traces view
+A spike of filter k is a bump in row k; each row is labelled with the unit
+that filter's spikes belong to now (see app/views/filters.py), so the labels
+follow curation. The time axis follows the Traces view
 through the session's time window, both ways: panning here pans Traces too.
 The codes come from the model (the training worker or, when idle, a
 reconstruction worker), for the window the person is looking at.
@@ -16,10 +18,13 @@ from PyQt6.QtWidgets import QVBoxLayout
 from app.palette import NEUTRAL, unit_color
 from app.plot_data import minmax_envelope
 from app.views.base import View
+from app.views.filters import filter_units_now
 
 MAX_POINTS = 3000  # per row
 ROW_HEIGHT_USED = 0.9  # the largest code fills this fraction of a row
 RANGE_DEBOUNCE_MS = 30
+HINT = "Codes appear once a model exists: press Start in Training"
+HINT_MARGIN = 16  # px between the wrapped hint and the plot's edges
 
 
 class CodesView(View):
@@ -38,7 +43,9 @@ class CodesView(View):
         self.plot.enableAutoRange(x=False, y=False)
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
-        self.hint = pg.TextItem("Codes appear once a model exists: press Start in Training", color=NEUTRAL, anchor=(0.5, 0.5))
+        self.hint = pg.TextItem(color=NEUTRAL, anchor=(0.5, 0.5))
+        # Centred lines: the hint wraps to the plot's width (see _place_hint).
+        self.hint.setHtml(f'<p align="center">{HINT}</p>')
         self.hint.setParentItem(self.plot.getViewBox())
         layout.addWidget(self.plot_widget)
         self.rows: list[pg.PlotCurveItem] = []
@@ -49,6 +56,8 @@ class CodesView(View):
 
     def _place_hint(self, *_args) -> None:
         rect = self.plot.getViewBox().boundingRect()
+        # The dock shares its row with others: on one line the hint would run past the plot.
+        self.hint.setTextWidth(max(rect.width() - 2 * HINT_MARGIN, 1.0))
         self.hint.setPos(rect.center())
 
     def _ensure_rows(self, n_filters: int) -> None:
@@ -82,7 +91,7 @@ class CodesView(View):
         n_filters = window.codes.shape[0]
         if len(self.rows) != n_filters:
             self._ensure_rows(n_filters)
-        self._label_rows(self.session.filter_unit_ids(n_filters))
+        self._label_rows(filter_units_now(self.session, n_filters)[0])
         peak = float(window.codes.max()) or 1.0
         index, reduced = minmax_envelope(window.codes.T, MAX_POINTS)  # (m,), (m, n_filters)
         times = (window.start + index) / self.session.recording.sampling_rate
@@ -111,3 +120,7 @@ class CodesView(View):
 
     def on_sorting_changed(self) -> None:
         self._draw_codes(self.session.window_codes)
+
+    def on_curation_changed(self, _record) -> None:
+        if self.rows:
+            self._label_rows(filter_units_now(self.session, len(self.rows))[0])

@@ -1,9 +1,13 @@
 """Filters: the learned spike shape of every unit, on all its channels, live during training.
 
 One grid cell per filter, channels stacked; the filter it started from is
-drawn faintly behind it, so the person sees what training changed. Click a
-filter to select its unit (Ctrl-click adds to the selection). Without a trained
-model (a sort opened from a phy folder) the units' templates are shown.
+drawn faintly behind it, so the person sees what training changed. Without a
+trained model (a sort opened from a phy folder) the units' templates are shown.
+
+Filters are the model's, so curation does not add or remove any; each is
+labelled with the unit its spikes belong to now (merged: the new unit; split:
+the part holding most of them, marked "(split)"). Click a filter to select that
+unit (Ctrl-click adds to the selection).
 """
 
 from __future__ import annotations
@@ -26,6 +30,46 @@ SELECTED_BACKGROUND = (255, 255, 255, 28)
 INITIAL_FILTER_PEN = pg.mkPen((200, 200, 210, 70), width=1)
 
 
+def filter_units_now(session, n_filters: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unit each of the model's filters belongs to now, and whether its spikes are split.
+
+    Returns (n_filters,) int64 unit ids (-1: the filter found no spikes) and
+    (n_filters,) bool, True where the filter's spikes now lie in several units.
+    A filter became one of the sort's units (`session.filter_unit_ids`); curation
+    then moves that unit's spikes into new units, so the filter goes with the
+    unit that holds most of them.
+    """
+    sort_units = session.filter_unit_ids(n_filters)  # (n_filters,) the sort's unit index, -1: none
+    units = np.full(n_filters, -1, dtype=np.int64)
+    split = np.zeros(n_filters, dtype=bool)
+    sorting, curation = session.sorting, session.curation
+    if sorting is None:
+        return sort_units.astype(np.int64), split  # training: filter k is provisionally unit k
+    if sorting.n_spikes == 0:
+        return units, split
+    if curation is None:
+        # The curation is still opening: each sort unit is one unit, under the id the curation will give it.
+        cluster_ids = sorting.extra.get("cluster_ids")
+        ids = np.arange(sorting.n_units) if cluster_ids is None else np.asarray(cluster_ids, dtype=np.int64)
+        has_spikes = np.bincount(sorting.spike_units, minlength=sorting.n_units) > 0
+        unit_of_sort_unit = np.where(has_spikes, ids, -1)
+        split_of_sort_unit = np.zeros(sorting.n_units, dtype=bool)
+    else:
+        unit_ids = curation.unit_ids
+        # counts[i, j]: spikes of sort unit i now in unit_ids[j]. Counted from each unit's own
+        # spike list: one pass over the spikes, however many units there are.
+        counts = np.zeros((sorting.n_units, len(unit_ids)), dtype=np.int64)
+        for column, unit in enumerate(unit_ids.tolist()):
+            counts[:, column] = np.bincount(sorting.spike_units[curation.spikes_of(unit)], minlength=sorting.n_units)
+        unit_of_sort_unit = np.where(counts.any(axis=1), unit_ids[counts.argmax(axis=1)], -1)
+        split_of_sort_unit = (counts > 0).sum(axis=1) > 1
+    # Without `filter_index`, filter k is taken for sort unit k, which a larger dictionary may not have.
+    known = (sort_units >= 0) & (sort_units < sorting.n_units)
+    units[known] = unit_of_sort_unit[sort_units[known]]
+    split[known] = split_of_sort_unit[sort_units[known]]
+    return units, split
+
+
 class _Cell:
     """One filter's place in the grid: its starting shape, current shape, title and highlight."""
 
@@ -42,7 +86,8 @@ class _Cell:
         self.title.setPos(rect.center().x(), rect.top() + rect.height())
         for item in (self.highlight, self.initial, self.current, self.title):
             viewbox.addItem(item)
-        self.unit = -1
+        self.unit = -1  # the unit its spikes belong to now (most of them), -1: none
+        self.split = False  # its spikes now lie in several units
 
     def remove_from(self, viewbox: pg.ViewBox) -> None:
         for item in (self.highlight, self.initial, self.current, self.title):
@@ -101,15 +146,13 @@ class FiltersView(View):
             return
         self._ensure_cells(filters.shape)
         initial = session.initial_filters if session.filters is not None else None
-        for cell, unit in zip(self.cells, session.filter_unit_ids(len(filters))):
-            cell.unit = int(unit)
         for k, cell in enumerate(self.cells):
             if initial is not None and initial.shape == filters.shape:
                 self._set_shape(cell, cell.initial, initial[k])
             else:
                 cell.initial.setData([], [])
         self._draw_current(filters)
-        self._style_cells()
+        self._label_cells()
 
     def _draw_current(self, filters: np.ndarray) -> None:
         for cell, shape in zip(self.cells, filters):
@@ -124,13 +167,22 @@ class FiltersView(View):
         xs, ys, connect = stack_channels(cell.rect.left() + np.arange(shape.shape[0], dtype=float), shape / peak, offsets)
         curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
 
+    def _label_cells(self) -> None:
+        units, split = filter_units_now(self.session, len(self.cells))
+        for cell, unit, is_split in zip(self.cells, units.tolist(), split.tolist()):
+            cell.unit, cell.split = unit, is_split
+        self._style_cells()
+
     def _style_cells(self) -> None:
         selected = set(self.session.selected_units)
         for k, cell in enumerate(self.cells):
             is_selected = cell.unit in selected
             colour = unit_color(cell.unit) if cell.unit >= 0 else NEUTRAL
             cell.current.setPen(pg.mkPen(colour, width=3 if is_selected else 1.5))
-            name = f"unit {cell.unit}" if cell.unit >= 0 else f"filter {k} (unused)"
+            if cell.unit < 0:
+                name = f"filter {k} (unused)"
+            else:
+                name = f"unit {cell.unit} (split)" if cell.split else f"unit {cell.unit}"
             weight = "bold" if is_selected else "normal"
             cell.title.setHtml(f'<span style="color:{colour.name()}; font-weight:{weight}">{name}</span>')
             cell.highlight.setVisible(is_selected)
@@ -166,6 +218,9 @@ class FiltersView(View):
 
     def on_sorting_changed(self) -> None:
         self.refresh()
+
+    def on_curation_changed(self, _record) -> None:
+        self._label_cells()
 
     def on_selection_changed(self, _unit_ids) -> None:
         self._style_cells()

@@ -1,6 +1,8 @@
 """Traces: the preprocessed recording with the model's reconstruction and the detected spikes.
 
-Clicking a spike marker selects its unit (Ctrl-click adds or removes it).
+Spike markers are coloured by the unit each spike belongs to now, so they
+follow merges, splits and undos. Clicking a marker selects that unit
+(Ctrl-click adds or removes it).
 
 Only the visible window is ever read, in a worker, and reduced there to a
 min/max envelope of at most MAX_POINTS per channel; the GUI thread stacks the
@@ -17,6 +19,7 @@ from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout
 
+from app.curation_controller import starting_units
 from app.palette import NEUTRAL, unit_rgba_array
 from app.plot_data import minmax_envelope, read_envelope, stack_channels
 from app.views.base import View
@@ -199,11 +202,12 @@ class TracesView(View):
         chosen = np.arange(first, last)
         if len(chosen) > MAX_SPIKE_MARKERS:
             chosen = chosen[np.linspace(0, len(chosen) - 1, MAX_SPIKE_MARKERS).astype(np.int64)]
-        units = sorting.spike_units[chosen]
+        sort_units = sorting.spike_units[chosen]  # (n,) the sort's own unit: the template that found the spike
+        units = self._units_now(chosen)  # (n,) the unit the spike belongs to now: colour, selection, click
         main_channels = sorting.main_channels()
         peaks = sorting.templates[np.arange(sorting.n_units), sorting.template_peak_taps, main_channels]
         # A marker sits on the spike's extremum, so it points at the waveform it labels.
-        y = self._offsets()[main_channels[units]] + self.gain_box.value() * np.sign(peaks[units]) * np.abs(
+        y = self._offsets()[main_channels[sort_units]] + self.gain_box.value() * np.sign(peaks[sort_units]) * np.abs(
             sorting.amplitudes[chosen]
         )
         selected = np.isin(units, self.session.selected_units)
@@ -219,6 +223,13 @@ class TracesView(View):
             pen=[outline if s else no_outline for s in selected.tolist()],
             data=units,
         )
+
+    def _units_now(self, spikes: np.ndarray) -> np.ndarray:
+        """(len(spikes),) int64 current unit of each spike: the curation's, or while it opens the id it starts from."""
+        curation = self.session.curation
+        if curation is not None:
+            return curation.spike_clusters[spikes]
+        return starting_units(self.session.sorting)[0][spikes]
 
     def _on_spike_clicked(self, _item, points, event) -> None:
         unit = int(points[0].data())
@@ -261,6 +272,9 @@ class TracesView(View):
         self._draw_reconstruction()
 
     def on_sorting_changed(self) -> None:
+        self._redraw_cached()
+
+    def on_curation_changed(self, _record) -> None:
         self._redraw_cached()
 
     def on_selection_changed(self, _unit_ids) -> None:
