@@ -97,9 +97,9 @@ class CRsAE(nn.Module):
         projected-gradient steps without the penalty, on the support FISTA
         found, remove the bias and keep the filters on the true shapes (0.07).
 
-        Without gradients (inference), HᵀH is applied in the frequency domain
-        when that is cheaper (many channels, long filters): the same operator,
-        exactly, as zero padding keeps the circular convolution linear.
+        HᵀH is applied in the frequency domain when that is cheaper (many
+        channels, long filters): the same operator, exactly, as zero padding
+        keeps the circular convolution linear.
 
         With `tolerance` > 0 the FISTA loop stops early once the largest code
         update is below `tolerance` (in code units); training uses a fixed T so
@@ -134,11 +134,14 @@ class CRsAE(nn.Module):
         if method == "auto":
             direct_cost = 2 * self.n_channels * self.n_taps
             fft_cost = 6 * math.log2(max(n_codes, 2)) + 4 * self.n_filters
-            method = "fft" if not torch.is_grad_enabled() and fft_cost < direct_cost else "direct"
+            # A margin of 2: measured on one channel × 40 taps, where the two
+            # estimates are equal, the FFT route was the slower (0.9×).
+            method = "fft" if 2 * fft_cost < direct_cost else "direct"
         if method == "direct":
             return lambda codes: self.analysis(self.synthesis(codes, filters), filters)
         n_fft = _fast_fft_length(n_codes + self.n_taps - 1)
-        spectra = torch.fft.rfft(filters.detach(), n_fft, dim=-1)  # (n_filters, n_channels, n_freqs)
+        # Gradients flow through the FFTs to the filters, so training can use this route too.
+        spectra = torch.fft.rfft(filters, n_fft, dim=-1)  # (n_filters, n_channels, n_freqs)
         # (n_freqs, n_filters, n_filters): one small matrix per frequency, so the
         # mixing is a batched complex matrix product (BLAS), not an einsum loop.
         gram_spectrum = torch.einsum("kcf,jcf->fkj", spectra.conj(), spectra).contiguous()

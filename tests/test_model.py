@@ -99,3 +99,17 @@ def test_inference_by_fft_gives_the_same_codes():
         model._gram_operator = lambda n, method="auto": original(n, method="direct")
         codes_direct = model.encode(signal)
     assert torch.allclose(codes_auto, codes_direct, atol=1e-3)
+
+
+def test_fft_route_gives_the_same_filter_gradients():
+    model = make_model(n_filters=3, n_channels=4, n_taps=60, lam=0.5, n_iterations=15)
+    signal = torch.randn(2, 4, 600)
+    gradients = {}
+    original = CRsAE._gram_operator
+    for method in ("direct", "fft"):
+        model.zero_grad()
+        model._gram_operator = lambda n, _method=method: original(model, n, method=_method)
+        reconstruction, _ = model(signal)
+        (signal - reconstruction).pow(2).mean().backward()
+        gradients[method] = model.filters.grad.clone()
+    assert torch.allclose(gradients["direct"], gradients["fft"], atol=1e-4 * float(gradients["direct"].abs().max()))
