@@ -110,6 +110,19 @@ def load_note() -> str:
     return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
+def engine_version() -> str:
+    """The repository's commit, and whether engine/ has uncommitted changes (results depend on both)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" + uncommitted changes in engine/" if dirty else "")
+
+
 def error_line(error: BaseException) -> str:
     """The line of an error's message that names it (SpikeInterface wraps the traceback)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -225,10 +238,12 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    # The installed command, as a user types it; the module when the package is not installed.
+    command = [shutil.which("sparsort")] if shutil.which("sparsort") else [sys.executable, "-m", "engine.cli"]
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        completed = subprocess.run(["sparsort", "sort", "--demo", "--out", str(out), "--quiet"],
+        completed = subprocess.run([*command, "sort", "--demo", "--out", str(out), "--quiet"],
                                    capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - started)
         if completed.returncode != 0:
@@ -248,6 +263,7 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
         info = json.loads(summary.read_text())
         result.note = (f"{info.get('n_steps')} steps; in-command {info.get('seconds')} s; "
                        f"pruning: {info.get('final_pruning')}")
+    result.note += f"; {'OMP_NUM_THREADS=' + str(threads) if threads else 'torch default threads'}"
     if repeats > 1:
         result.note += f"; wall times {', '.join(f'{t:.1f}' for t in times)} s"
     result.sorted_times, result.sorted_units = folder.spike_times, folder.spike_clusters
@@ -255,17 +271,22 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
     return result
 
 
-def run_sparsort(truth: Truth, n_filters: int, seed: int) -> Result:
+def run_sparsort(truth: Truth, n_filters: int, seed: int, threads: int, epochs: float | None) -> Result:
     import torch
 
     from engine.recording import NumpyRecording
     from engine.sorter import CRsAESorter
 
+    # Set here, not once at start: a peer run in this process may change torch's thread count.
+    torch.set_num_threads(threads)
     recording = NumpyRecording(truth.traces, truth.sampling_rate, channel_positions=truth.channel_positions)
-    name = f"sparsort (n_filters={n_filters})"
+    config = {"n_filters": n_filters, "seed": seed}
+    if epochs is not None:
+        config["n_epochs"] = epochs
+    name = "sparsort (" + ", ".join(f"{k}={v:g}" for k, v in config.items() if k != "seed") + ")"
     started = time.perf_counter()
     try:
-        sorter = CRsAESorter(n_filters=n_filters, seed=seed)
+        sorter = CRsAESorter(**config)
         sorting = sorter.fit_predict(recording)
     except Exception as error:  # report, keep benchmarking the others
         return Result(truth.name, name, time.perf_counter() - started, note=f"failed: {error_line(error)}")
@@ -450,13 +471,15 @@ def main(argv: list[str] | None = None) -> int:
                              "default: torch's choice")
     parser.add_argument("--jobs", type=int, default=2, help="n_jobs for the peers")
     parser.add_argument("--demo-repeats", type=int, default=1, help="runs of `sparsort sort --demo` (median)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="Sparsort's n_epochs on the tetrode and SI recordings (default: TrainingConfig's); "
+                             "training steps scale with epochs x recording length")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
     sections = args.only or ["demo", "tetrode", "si"]
     # On a CPU, CRsAE training costs minutes per step on 4 channels at 30 kHz, and
     # the steps grow with the recording: the presets' lengths take hours there.
@@ -465,8 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     si_s = args.si_duration or (10.0 if args.quick else 180.0 if on_gpu else 20.0)
     peers = [] if args.no_peers else [p.strip() for p in args.peers.split(",") if p.strip()]
     print(f"bench_sort: sections {sections}, peers {peers or 'none'}; tetrode {tetrode_s:g} s, SI {si_s:g} s; "
-          f"torch {torch.__version__} on {'CUDA' if on_gpu else 'CPU'}, {torch.get_num_threads()} threads; "
+          f"torch {torch.__version__} on {'CUDA' if on_gpu else 'CPU'}, Sparsort with {threads} threads; "
           f"{load_note()}")
+    print(f"engine: {engine_version()}")
     try:
         import spikeinterface
         print(f"spikeinterface {spikeinterface.__version__}")
@@ -507,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== {truth.describe()} (made in {time.perf_counter() - started:.1f} s); {load_note()}")
             section_results = []
             if not args.no_sparsort:
-                section_results.append(run_sparsort(truth, args.n_filters, args.seed))
+                section_results.append(run_sparsort(truth, args.n_filters, args.seed, threads, args.epochs))
                 print_result(section_results[0], truth)
             for peer in peers:
                 result = run_peer(peer, truth, workdir, args.jobs)
