@@ -305,7 +305,7 @@ def run_sparsort(truth: Truth, n_filters: int, seed: int, threads: int, epochs: 
     return result
 
 
-def peer_params(name: str, truth: Truth, n_jobs: int) -> tuple[dict, list[str]]:
+def peer_params(name: str, truth: Truth, n_jobs: int, seed: int) -> tuple[dict, list[str]]:
     """Sorter parameters: defaults, except what the recording makes impossible or pointless."""
     from spikeinterface.sorters import get_default_sorter_params
 
@@ -316,6 +316,10 @@ def peer_params(name: str, truth: Truth, n_jobs: int) -> tuple[dict, list[str]]:
         params["job_kwargs"] = {"n_jobs": n_jobs, "progress_bar": False}
     else:
         params["n_jobs"] = n_jobs
+    if "seed" in defaults and defaults["seed"] is None:
+        # tridesclous2 draws its peak subsets at random without one: runs would differ.
+        params["seed"] = seed
+        changes.append(f"seed None->{seed}")
     nyquist_limit = 0.45 * truth.sampling_rate  # a band edge must sit below Nyquist
     if name == "tridesclous2" and defaults["freq_max"] >= nyquist_limit:
         params["freq_max"] = nyquist_limit
@@ -335,13 +339,13 @@ def peer_params(name: str, truth: Truth, n_jobs: int) -> tuple[dict, list[str]]:
     return params, changes
 
 
-def run_peer(name: str, truth: Truth, workdir: Path, n_jobs: int) -> Result:
+def run_peer(name: str, truth: Truth, workdir: Path, n_jobs: int, seed: int) -> Result:
     from spikeinterface.sorters import installed_sorters, run_sorter
 
     if name not in installed_sorters():
         return Result(truth.name, name, note=f"skipped: not installed (pip install {name})")
     recording = si_recording(truth, workdir)
-    params, changes = peer_params(name, truth, n_jobs)
+    params, changes = peer_params(name, truth, n_jobs, seed)
     folder = workdir / f"{truth.name}-{name}"
     started = time.perf_counter()
     try:
@@ -516,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_result(result, truth)
                 results.append(result)
             for peer in peers:
-                result = run_peer(peer, truth, workdir, args.jobs)
+                result = run_peer(peer, truth, workdir, args.jobs, args.seed)
                 print_result(result, truth)
                 results.append(result)
         for section in ("tetrode", "si"):
@@ -534,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 section_results.append(run_sparsort(truth, args.n_filters, args.seed, threads, args.epochs))
                 print_result(section_results[0], truth)
             for peer in peers:
-                result = run_peer(peer, truth, workdir, args.jobs)
+                result = run_peer(peer, truth, workdir, args.jobs, args.seed)
                 print_result(result, truth)
                 section_results.append(result)
             results += section_results
