@@ -28,6 +28,7 @@ import argparse
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,19 @@ from engine.training import MAX_POOL_VALUES, Trainer, TrainingConfig  # noqa: E4
 def load_note() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def engine_version() -> str:
+    """The repository's commit, and whether engine/ has uncommitted changes (speeds depend on both)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" + uncommitted changes in engine/" if dirty else "")
 
 
 def timed(action) -> float:
@@ -69,7 +83,7 @@ def bench_case(name: str, recording, train_steps: int, repeats: int, threads: li
     n_samples = target.n_samples
     duration_s = n_samples / target.sampling_rate
     print(f"\n== {name}: {recording.n_channels} channel(s), {recording.sampling_rate / 1000:g} kHz, "
-          f"{duration_s:g} s; Trainer set-up {setup_s:.1f} s with {torch.get_num_threads()} threads "
+          f"{duration_s:g} s on {trainer.device_name}; Trainer set-up {setup_s:.1f} s "
           f"(preprocess, initial filters, pruning: {trainer.initial_pruning.describe()})")
     print(f"   {trainer.model.n_filters} filters x {trainer.n_taps} taps, T={config.n_iterations}, "
           f"batch {config.batch_size} x {trainer.window} samples; a full default training of this "
@@ -155,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = args.only or ["demo", "tetrode"]
 
     print(f"bench_inference: torch {torch.__version__}, torch threads {torch.get_num_threads()} by default "
-          f"(interop {torch.get_num_interop_threads()}), timing with {threads}; device cpu; {load_note()}")
+          f"(interop {torch.get_num_interop_threads()}), timing with {threads}; {load_note()}")
+    print(f"engine: {engine_version()}")
     rows = []
     if "demo" in cases:
         demo = open_recording(demo_recording_path())

@@ -4,6 +4,8 @@
     python benchmarks/bench_sort.py --quick        # short recordings, a smoke test
     python benchmarks/bench_sort.py --only demo    # one section: demo | tetrode | si
     python benchmarks/bench_sort.py --no-peers     # Sparsort alone
+    python benchmarks/bench_sort.py --threads 1    # torch threads for Sparsort (busy machines)
+    python benchmarks/bench_sort.py --duration 300 --epochs 2   # full-length tetrode, Sparsort's epochs
 
 Three recordings, every sorter on the same traces:
 
@@ -16,8 +18,9 @@ Three recordings, every sorter on the same traces:
            (4 channels on a 2 x 2 grid, 30 kHz, 8 units).
 
 Peers (tridesclous2, spykingcircus2, mountainsort5 when installed) run through
-spikeinterface.sorters.run_sorter on a SpikeInterface NumpyRecording of the same
-traces with a probe attached, in a temporary folder, with n_jobs from --jobs.
+spikeinterface.sorters.run_sorter on the same traces, saved once as a SpikeInterface
+binary folder with a probe of the channel positions, in a temporary folder, with
+n_jobs from --jobs.
 A peer that fails is reported with its error's message, not fatal.
 
 Every sorting is scored with engine.scoring.compare_to_ground_truth (the
@@ -553,9 +556,6 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(results, truths))
     for line in targets(results):
         print(line)
-    for r in results:
-        if r.comparison is None and r.note:
-            print(f"{r.recording} / {r.sorter}: {r.note}")
     return 0
 
 
