@@ -211,6 +211,13 @@ def select_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device auto or cpu")
+    if requested.startswith("cuda:"):
+        index = requested.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {requested!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from cuda:0; use --device cuda or auto"
+            )
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' was requested but Apple MPS is not available; use --device auto or cpu")
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):

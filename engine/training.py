@@ -426,6 +426,12 @@ class Trainer:
         config = TrainingConfig.from_dict(state["config"])
         if device is not None:
             config.device = device
+        else:
+            try:
+                select_device(config.device)
+            except ValueError:
+                # Trained on a GPU this machine lacks: the dictionary is the same on any device.
+                config.device = "auto"
         filters = state["filters"].numpy()  # (n_filters, n_channels, n_taps)
         if recording.n_channels != filters.shape[1]:
             raise RecordingError(

@@ -32,7 +32,7 @@ def trained(small_recording):
 def restarted(trainer, **overrides):
     """A new trainer on the same dictionary, skipping clustering and pruning."""
     config = TrainingConfig(**{**FAST, **overrides, "n_taps": trainer.n_taps})
-    return Trainer(trainer.recording, config, initial_dictionary=trainer.model.filters.detach().numpy())
+    return Trainer(trainer.recording, config, initial_dictionary=trainer.model.filters.detach().cpu().numpy())
 
 
 @pytest.mark.parametrize(
@@ -137,3 +137,40 @@ def test_reconstruct_gives_codes_aligned_to_the_window(trained):
     # The reconstruction explains a good part of the signal's energy.
     residual = np.sum((window.traces - window.reconstruction) ** 2)
     assert residual < np.sum(window.traces ** 2)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_trains_and_sorts_like_the_cpu(small_recording, trained):
+    """Same start, same batches: the GPU's filters and spikes agree with the CPU's."""
+    recording, truth = small_recording
+    trainer, _ = trained
+    start = trainer.initial_filters
+    results = {}
+    for device in ("cpu", "cuda"):
+        config = TrainingConfig(**{**FAST, "n_taps": trainer.n_taps, "device": device})
+        run = Trainer(trainer.recording, config, initial_dictionary=start)
+        assert run.device.type == device
+        run.run()
+        results[device] = (run.filters(), run.sort())
+    (cpu_filters, cpu_sort), (gpu_filters, gpu_sort) = results["cpu"], results["cuda"]
+    # float32 sums in another order: shapes agree to well under the 0.1 dictionary-error scale.
+    assert np.abs(cpu_filters - gpu_filters).max() < 0.02
+    agreement = compare_to_ground_truth(cpu_sort.spike_times, cpu_sort.spike_units, gpu_sort.spike_times,
+                                        gpu_sort.spike_units, recording.sampling_rate)
+    assert agreement.accuracy.min() > 0.98
+
+
+def test_checkpoint_from_a_gpu_opens_on_a_machine_without_one(small_recording, trained, tmp_path):
+    """A session trained on a lab's GPU must reopen on a laptop: the device is a preference."""
+    import torch
+
+    recording, _ = small_recording
+    trainer = trained[0]
+    path = tmp_path / "model.pt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)
+    state["config"]["device"] = "cuda:7"  # a device no test machine has
+    torch.save(state, path)
+    restored = Trainer.load_checkpoint(path, recording)
+    assert restored.device.type in {"cpu", "cuda", "mps"}
+    np.testing.assert_allclose(restored.filters(), trainer.filters(), atol=1e-6)
