@@ -17,6 +17,7 @@ from scipy.ndimage import maximum_filter1d
 
 from engine.model import CRsAE
 from engine.recording import Recording
+from engine.explain_away import eliminate_redundant_events, event_atoms
 from engine.refinement import AmplitudePrior, refine_spikes
 from engine.sorting import peak_taps
 
@@ -59,14 +60,13 @@ def iter_code_chunks(
     should_stop: Callable[[], bool] | None = None,
     with_signal: bool = False,
 ) -> Iterator[tuple]:
-    """Yield (core_start, core_stop, window_start, codes[, signal, reconstruction]) per chunk.
+    """Yield (core_start, core_stop, window_start, codes[, signal]) per chunk.
 
     codes: (n_filters, n_window - n_taps + 1) float32, code index i placing its
     filter on samples [window_start + i, window_start + i + n_taps). Margins of
     two filter lengths each side make the codes of the core independent of the
     chunk boundaries (a code interacts with neighbours up to n_taps - 1 away).
-    With `with_signal`, also the noise-normalised signal and H x, both
-    (n_channels, n_window) float32.
+    With `with_signal`, also the noise-normalised signal, (n_channels, n_window) float32.
     """
     stop = recording.n_samples if stop is None else min(stop, recording.n_samples)
     margin = 2 * model.n_taps
@@ -86,12 +86,11 @@ def iter_code_chunks(
             signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
         with torch.no_grad():
             codes_tensor = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz)
-            reconstruction = model.decode(codes_tensor).cpu().numpy() if with_signal else None
             codes = codes_tensor.cpu().numpy()
         for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
             chunk_codes = codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)]
             if with_signal:
-                yield a, b, w0, chunk_codes, signal[row, :, : w1 - w0], reconstruction[row, :, : w1 - w0]
+                yield a, b, w0, chunk_codes, signal[row, :, : w1 - w0]
             else:
                 yield a, b, w0, chunk_codes
         done += sum(b - a for a, b in batch_cores)
@@ -101,26 +100,62 @@ def iter_code_chunks(
 
 def spikes_from_codes(
     codes: np.ndarray,
+    signal: np.ndarray,
     window_start: int,
     core: tuple[int, int],
+    filters: np.ndarray,
     filter_peak_taps: np.ndarray,
     dead_time: int,
-    min_amplitude: float | np.ndarray,
+    min_amplitude: float,
+    prior: AmplitudePrior | None = None,
 ) -> SpikeEvents:
-    """Local maxima of each filter's code, at least `dead_time` apart, as spikes.
+    """The spikes of one chunk: code maxima, less the redundant ones, optionally relabelled.
 
-    A spike between two samples is coded as two neighbouring non-zeros, so a
-    spike's amplitude sums the code over ±1 sample around its maximum.
+    1. Local maxima of each filter's code, at least `dead_time` apart. A spike
+       between two samples is coded as two neighbouring non-zeros, so its
+       amplitude sums the code over ±1 sample around the maximum.
+    2. Events the data do not need (split between look-alike filters) are
+       removed and the rest refitted (engine/explain_away.py), with the lasso's
+       own bar for a lone spike, λ², as the energy an event must explain.
+    3. With an amplitude `prior`, each spike is relabelled by its best filter
+       given its neighbours (engine/refinement.py).
     Only spikes whose time falls inside `core` are kept.
+    signal: (n_channels, n_window) noise-normalised; filters: (n_filters, n_channels, n_taps).
     """
     if codes.size == 0:
         return SpikeEvents.empty()
-    filters, indices, triplets = code_maxima(codes, dead_time)
-    amplitudes = triplets.sum(axis=1)
-    times = window_start + indices + filter_peak_taps[filters]
-    thresholds = np.broadcast_to(np.asarray(min_amplitude, dtype=np.float32), (codes.shape[0],))
-    keep = (times >= core[0]) & (times < core[1]) & (amplitudes >= thresholds[filters])
-    return _one_per_dead_time(SpikeEvents(times[keep].astype(np.int64), filters[keep].astype(np.int32), amplitudes[keep].astype(np.float32)), dead_time)
+    spike_filters, indices, triplets = code_maxima(codes, dead_time)
+    strong = triplets.sum(axis=1) >= min_amplitude
+    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
+    starts, atoms = event_atoms(indices, spike_filters, triplets, filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2)
+    spike_filters, indices = spike_filters[keep], indices[keep]
+    triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
+    if prior is None:
+        times = indices + filter_peak_taps[spike_filters]
+        amplitudes = triplets.sum(axis=1)
+    else:
+        reconstruction = _place_atoms(signal.shape, starts[keep], atoms[keep] * scales[keep][:, None, None])
+        times, spike_filters, amplitudes = refine_spikes(
+            signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior,
+            max_shift=dead_time,
+        )
+    times = times + window_start
+    inside = (times >= core[0]) & (times < core[1]) & (amplitudes >= min_amplitude)
+    events = SpikeEvents(times[inside].astype(np.int64), spike_filters[inside].astype(np.int32),
+                         amplitudes[inside].astype(np.float32))
+    return _one_per_dead_time(events, dead_time)
+
+
+def _place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Sum of atoms placed at their starts, cropped to a (n_channels, n) signal."""
+    n_channels, n = shape
+    width = atoms.shape[2]
+    placed = np.zeros((n_channels, n + 2 * width), dtype=np.float64)
+    columns = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
+    for channel in range(n_channels):
+        np.add.at(placed[channel], columns.ravel(), atoms[:, channel, :].ravel())
+    return placed[:, width : width + n].astype(np.float32)
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,39 +182,12 @@ def _one_per_dead_time(events: SpikeEvents, dead_time: int) -> SpikeEvents:
     return SpikeEvents(events.times[~duplicate], events.filters[~duplicate], events.amplitudes[~duplicate])
 
 
-def refined_spikes_from_codes(
-    codes: np.ndarray,
-    signal: np.ndarray,
-    reconstruction: np.ndarray,
-    window_start: int,
-    core: tuple[int, int],
-    filters: np.ndarray,
-    filter_peak_taps: np.ndarray,
-    dead_time: int,
-    min_amplitude: float,
-    prior: AmplitudePrior,
-) -> SpikeEvents:
-    """Spikes as in `spikes_from_codes`, each relabelled by `refine_spikes`."""
-    if codes.size == 0:
-        return SpikeEvents.empty()
-    spike_filters, indices, triplets = code_maxima(codes, dead_time)
-    strong = triplets.sum(axis=1) >= min_amplitude
-    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
-    times, new_filters, amplitudes = refine_spikes(
-        signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior, max_shift=dead_time
-    )
-    times = times + window_start
-    keep = (times >= core[0]) & (times < core[1]) & (amplitudes >= min_amplitude)
-    events = SpikeEvents(times[keep].astype(np.int64), new_filters[keep], amplitudes[keep])
-    return _one_per_dead_time(events, dead_time)
-
-
 def infer_spikes(
     model: CRsAE,
     recording: Recording,
     noise_levels: np.ndarray,
     dead_time: int,
-    min_amplitude: float | np.ndarray,
+    min_amplitude: float,
     chunk_size: int | None = None,
     batch_chunks: int = 8,
     start: int = 0,
@@ -190,26 +198,20 @@ def infer_spikes(
 ) -> SpikeEvents:
     """Spikes of every filter over [start, stop) of a (preprocessed) recording.
 
-    With an amplitude `prior`, every spike is relabelled by its best filter
-    given its neighbours (engine/refinement.py).
+    See `spikes_from_codes` for how a chunk's codes become spikes; with an
+    amplitude `prior`, every spike is relabelled by its best filter given its
+    neighbours (engine/refinement.py).
     """
     chunk_size = chunk_size or max(int(recording.sampling_rate), 8 * model.n_taps)
     filters = model.filters.detach().cpu().numpy()  # (n_filters, n_channels, n_taps)
     filter_peaks = peak_taps(model.filters_numpy())
     parts = []
-    for chunk in iter_code_chunks(
+    for core_start, core_stop, window_start, codes, signal in iter_code_chunks(
         model, recording, noise_levels, chunk_size, batch_chunks, start, stop, progress, should_stop,
-        with_signal=prior is not None,
+        with_signal=True,
     ):
-        core_start, core_stop, window_start, codes = chunk[:4]
-        if prior is None:
-            parts.append(spikes_from_codes(codes, window_start, (core_start, core_stop), filter_peaks, dead_time, min_amplitude))
-        else:
-            signal, reconstruction = chunk[4], chunk[5]
-            parts.append(
-                refined_spikes_from_codes(
-                    codes, signal, reconstruction, window_start, (core_start, core_stop), filters, filter_peaks,
-                    dead_time, min_amplitude, prior,
-                )
-            )
+        parts.append(
+            spikes_from_codes(codes, signal, window_start, (core_start, core_stop), filters, filter_peaks,
+                              dead_time, min_amplitude, prior)
+        )
     return SpikeEvents.concatenate(parts)

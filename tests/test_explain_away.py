@@ -1,0 +1,57 @@
+"""Backward elimination: a spike split between look-alike filters is counted once; real overlaps stay."""
+
+import numpy as np
+
+from engine.explain_away import eliminate_redundant_events, event_atoms
+
+
+def shapes(n_taps=30):
+    taps = np.arange(n_taps)
+    first = -np.exp(-0.5 * ((taps - 10) / 2.0) ** 2) + 0.4 * np.exp(-0.5 * ((taps - 16) / 4.0) ** 2)
+    lookalike = np.roll(first, 1) * 0.9 + 0.1 * np.exp(-0.5 * ((taps - 20) / 3.0) ** 2)  # ~0.9 similar
+    distinct = np.sin(taps / 3.0) * np.exp(-0.5 * ((taps - 15) / 5.0) ** 2)
+    filters = np.stack([first, lookalike, distinct])[:, None, :]
+    return (filters / np.linalg.norm(filters, axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def place(filters, n, events):
+    signal = np.zeros((1, n))
+    for filter_index, index, amplitude in events:
+        signal[:, index : index + filters.shape[2]] += amplitude * filters[filter_index]
+    return signal
+
+
+def test_a_spike_split_between_two_lookalike_filters_keeps_only_the_right_one():
+    filters = shapes()
+    signal = place(filters, 200, [(0, 50, 20.0)])
+    # What an unconverged lasso returns: most of the spike on filter 0, a part on its look-alike.
+    index = np.array([50, 50])
+    which = np.array([0, 1])
+    triplets = np.array([[0.0, 13.0, 0.0], [0.0, 7.5, 0.0]])
+    starts, atoms = event_atoms(index, which, triplets, filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2)
+    assert keep.tolist() == [True, False]
+    assert abs(13.0 * scales[0] - 20.0) < 0.5  # refitted to the whole spike
+
+
+def test_two_neurons_overlapping_are_both_kept():
+    filters = shapes()
+    signal = place(filters, 200, [(0, 50, 12.0), (2, 58, 10.0)])
+    starts, atoms = event_atoms(np.array([50, 58]), np.array([0, 2]), np.array([[0, 11.0, 0], [0, 9.0, 0]]), filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2)
+    assert keep.all()
+    np.testing.assert_allclose([11.0 * scales[0], 9.0 * scales[1]], [12.0, 10.0], rtol=0.02)
+
+
+def test_a_lone_event_below_the_bar_is_dropped_and_one_above_is_kept():
+    filters = shapes()
+    rng = np.random.default_rng(0)
+    signal = place(filters, 400, [(2, 40, 3.0), (2, 200, 9.0)]) + 0.01 * rng.standard_normal((1, 400))
+    starts, atoms = event_atoms(np.array([40, 200]), np.array([2, 2]), np.array([[0, 3.0, 0], [0, 9.0, 0]]), filters)
+    keep, _ = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2)
+    assert keep.tolist() == [False, True]
+
+
+def test_no_events_is_not_an_error():
+    keep, scales = eliminate_redundant_events(np.zeros((2, 50)), np.zeros(0, np.int64), np.zeros((0, 2, 12)), 1.0)
+    assert keep.size == 0 and scales.size == 0
