@@ -78,7 +78,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
     defaults = TrainingConfig()
     group = parser.add_argument_group("model")
-    group.add_argument("--n-filters", type=int, default=defaults.n_filters, help="filters provisioned (pruned to the units found)")
+    group.add_argument("--n-filters", type=int, default=defaults.n_filters, help="filters provisioned, pruned to the units found (default: 8 per channel, at least 8)")
     group.add_argument("--n-taps", type=int, default=None, help="filter length in samples (default 4 ms)")
     group.add_argument("--n-iterations", type=int, default=defaults.n_iterations, help="unrolled FISTA steps T")
     group.add_argument("--lambda-scale", type=float, default=defaults.lambda_scale, help="× the universal threshold")

@@ -38,9 +38,10 @@ class PruneDecision:
     merged_into: dict  # dropped duplicate -> the filter kept in its place
     idle: list  # filters dropped for winning too few spikes
     counts: np.ndarray  # (n_filters,) spikes won by each filter
+    note: str = ""  # what happened before this decision (earlier pruning, splits)
 
     def describe(self) -> str:
-        parts = [f"kept {len(self.keep)} of {len(self.counts)} filters"]
+        parts = [f"{self.note}kept {len(self.keep)} of {len(self.counts)} filters"]
         if self.merged_into:
             parts.append("merged " + ", ".join(f"{a}→{b}" for a, b in sorted(self.merged_into.items())))
         if self.idle:

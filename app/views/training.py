@@ -25,19 +25,19 @@ from app.state import TrainingState
 from app.views.base import View
 from engine.training import ConfigError, TrainingConfig
 
-# (config field, label, parse function, tooltip). An empty n_taps means "4 ms".
+# (config field, label, parse function, tooltip). An empty n_filters or n_taps means the default rule.
 FIELDS = (
-    ("n_filters", "Filters", int, "How many spike shapes to learn; provision more than the neurons you expect."),
+    ("n_filters", "Filters", int, "How many spike shapes to start from (pruned to the neurons found). Leave empty for 8 per channel."),
     ("n_taps", "Taps", int, "Filter length in samples. Leave empty for 4 ms."),
     ("n_iterations", "Unrolled steps T", int, "FISTA iterations in the encoder."),
     ("lambda_scale", "λ scale", float, "Sparsity: multiplies the universal threshold σ√(2 log N)."),
-    ("learning_rate", "Learning rate", float, "Adam step size."),
+    ("learning_rate", "Learning rate", float, "Relative Adam step: each filter moves about this fraction of its norm per step, decaying to 0."),
     ("batch_size", "Batch", int, "Windows per optimiser step."),
     ("window_ms", "Window (ms)", float, "Length of each training window."),
     ("n_epochs", "Epochs", float, "Passes over the training data."),
 )
 DEVICES = ("auto", "cpu", "cuda", "mps")
-OPTIONAL_FIELDS = {"n_taps"}
+OPTIONAL_FIELDS = {"n_filters", "n_taps"}
 
 
 def _format_duration(seconds: float) -> str:
