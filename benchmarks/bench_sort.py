@@ -274,7 +274,7 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
     return result
 
 
-def run_sparsort(truth: Truth, n_filters: int, seed: int, threads: int, epochs: float | None) -> Result:
+def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, epochs: float | None) -> Result:
     import torch
 
     from engine.recording import NumpyRecording
@@ -283,10 +283,13 @@ def run_sparsort(truth: Truth, n_filters: int, seed: int, threads: int, epochs: 
     # Set here, not once at start: a peer run in this process may change torch's thread count.
     torch.set_num_threads(threads)
     recording = NumpyRecording(truth.traces, truth.sampling_rate, channel_positions=truth.channel_positions)
-    config = {"n_filters": n_filters, "seed": seed}
+    config = {"seed": seed}
+    if n_filters is not None:
+        config["n_filters"] = n_filters
     if epochs is not None:
         config["n_epochs"] = epochs
-    name = "sparsort (" + ", ".join(f"{k}={v:g}" for k, v in config.items() if k != "seed") + ")"
+    settings = ", ".join(f"{k}={v:g}" for k, v in config.items() if k != "seed")
+    name = f"sparsort ({settings})" if settings else "sparsort"
     started = time.perf_counter()
     try:
         sorter = CRsAESorter(**config)
@@ -468,8 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--si-duration", type=float, default=None,
                         help="SI-generated seconds (default 180 with CUDA, 20 on CPU; quick 10)")
     parser.add_argument("--si-units", type=int, default=8)
-    parser.add_argument("--n-filters", type=int, default=16,
-                        help="Sparsort filters provisioned on the 8-unit recordings (default 16 = 2 per unit)")
+    parser.add_argument("--n-filters", type=int, default=None,
+                        help="Sparsort filters provisioned on the 8-unit recordings (default: the engine's rule, "
+                             "8 per channel)")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated SpikeInterface sorters")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-sparsort", action="store_true", help="peers only (e.g. to check their set-up)")
