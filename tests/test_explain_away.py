@@ -1,4 +1,4 @@
-"""Backward elimination: a spike split between look-alike filters is counted once; real overlaps stay."""
+"""Counting each spike once and each neuron once: backward elimination of split events, splitting mixed filters."""
 
 import numpy as np
 
@@ -55,3 +55,30 @@ def test_a_lone_event_below_the_bar_is_dropped_and_one_above_is_kept():
 def test_no_events_is_not_an_error():
     keep, scales = eliminate_redundant_events(np.zeros((2, 50)), np.zeros(0, np.int64), np.zeros((0, 2, 12)), 1.0)
     assert keep.size == 0 and scales.size == 0
+
+
+def test_a_filter_holding_two_neurons_is_split_and_one_neuron_is_not():
+    from engine.initialization import split_mixed_filters
+
+    filters = shapes()
+    rng = np.random.default_rng(1)
+    n = 40_000
+    first_times = np.arange(100, n - 100, 400)
+    second_times = first_times[:-1] + 200
+    signal = place(filters, n, [(0, t, 12.0 * (1 + 0.1 * rng.standard_normal())) for t in first_times])
+    signal += place(filters, n, [(2, t, 12.0) for t in second_times])
+    signal += 0.5 * rng.standard_normal(signal.shape)
+    # Every spike put on filter 0, as k-means does when it folds a neuron into another.
+    starts = np.concatenate([first_times, second_times])
+    labels = np.zeros(starts.size, dtype=np.int64)
+    amplitudes = np.full(starts.size, 12.0)
+    start_filters = filters[:1].copy()
+    new, split = split_mixed_filters(signal, start_filters, starts, labels, amplitudes, 0.97, 20)
+    assert split == [0] and len(new) == 2
+    best = [max(abs(float(np.sum(f * g))) for f in new) for g in (filters[0], filters[2])]
+    assert min(best) > 0.95  # each neuron has its own filter back
+
+    only_first = labels[: first_times.size]
+    new, split = split_mixed_filters(signal, start_filters, first_times, only_first, amplitudes[: first_times.size],
+                                     0.97, 20)
+    assert split == [] and len(new) == 1  # amplitude jitter alone is not two neurons
