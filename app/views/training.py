@@ -37,7 +37,8 @@ FIELDS = (
     ("n_epochs", "Epochs", float, "Passes over the training data."),
 )
 DEVICES = ("auto", "cpu", "cuda", "mps")
-OPTIONAL_FIELDS = {"n_filters", "n_taps"}
+# What an empty optional field means, shown greyed in the empty field.
+OPTIONAL_FIELDS = {"n_filters": "8 per channel", "n_taps": "4 ms"}
 
 
 def _format_duration(seconds: float) -> str:
@@ -64,7 +65,7 @@ class TrainingView(View):
             value = getattr(defaults, attr)
             edit.setText("" if value is None else f"{value:g}")
             if attr in OPTIONAL_FIELDS:
-                edit.setPlaceholderText("4 ms")
+                edit.setPlaceholderText(OPTIONAL_FIELDS[attr])
             edit.textChanged.connect(self._on_form_edited)
             form.addRow(label, edit)
             self.fields[attr] = edit
