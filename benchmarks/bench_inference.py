@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,28 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
 from engine.inference import infer_spikes  # noqa: E402
 from engine.recording import NumpyRecording, open_recording  # noqa: E402
 from engine.simulator import DEMO, TETRODE, demo_recording_path, simulate  # noqa: E402
 from engine.training import MAX_POOL_VALUES, Trainer, TrainingConfig  # noqa: E402
-
-
-def load_note() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
-def engine_version() -> str:
-    """The repository's commit, and whether engine/ has uncommitted changes (speeds depend on both)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"commit {commit}" + (" + uncommitted changes in engine/" if dirty else "")
 
 
 def timed(action) -> float:

@@ -49,6 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
 from engine.scoring import (  # noqa: E402
     GroundTruthComparison,
     compare_to_ground_truth,
@@ -107,24 +108,6 @@ class Result:
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-def load_note() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
-def engine_version() -> str:
-    """The repository's commit, and whether engine/ has uncommitted changes (results depend on both)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"commit {commit}" + (" + uncommitted changes in engine/" if dirty else "")
-
 
 def error_line(error: BaseException) -> str:
     """The line of an error's message that names it (SpikeInterface wraps the traceback)."""
