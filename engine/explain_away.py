@@ -42,6 +42,17 @@ def event_atoms(code_index: np.ndarray, spike_filters: np.ndarray, code_triplets
     return np.asarray(code_index, dtype=np.int64) - 1, atoms
 
 
+def place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Sum of atoms placed at their starts, cropped to a (n_channels, n) signal."""
+    n_channels, n = shape
+    width = atoms.shape[2]
+    placed = np.zeros((n_channels, n + 2 * width), dtype=np.float64)
+    columns = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
+    for channel in range(n_channels):
+        np.add.at(placed[channel], columns.ravel(), atoms[:, channel, :].ravel())
+    return placed[:, width : width + n].astype(np.float32)
+
+
 def eliminate_redundant_events(
     signal: np.ndarray,
     starts: np.ndarray,
@@ -68,7 +79,6 @@ def eliminate_redundant_events(
     reach = np.maximum.accumulate(starts_sorted + width)
     new_group = np.ones(n_events, dtype=bool)
     new_group[1:] = starts_sorted[1:] >= reach[:-1]
-    group_id = np.cumsum(new_group) - 1
     bounds = np.flatnonzero(np.append(new_group, True))
 
     keep_sorted = np.ones(n_events, dtype=bool)

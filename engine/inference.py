@@ -17,7 +17,7 @@ from scipy.ndimage import maximum_filter1d
 
 from engine.model import CRsAE
 from engine.recording import Recording
-from engine.explain_away import eliminate_redundant_events, event_atoms
+from engine.explain_away import eliminate_redundant_events, event_atoms, place_atoms
 from engine.refinement import AmplitudePrior, refine_spikes
 from engine.sorting import peak_taps
 
@@ -135,7 +135,7 @@ def spikes_from_codes(
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
     else:
-        reconstruction = _place_atoms(signal.shape, starts[keep], atoms[keep] * scales[keep][:, None, None])
+        reconstruction = place_atoms(signal.shape, starts[keep], atoms[keep] * scales[keep][:, None, None])
         times, spike_filters, amplitudes = refine_spikes(
             signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior,
             max_shift=dead_time,
@@ -145,17 +145,6 @@ def spikes_from_codes(
     events = SpikeEvents(times[inside].astype(np.int64), spike_filters[inside].astype(np.int32),
                          amplitudes[inside].astype(np.float32))
     return _one_per_dead_time(events, dead_time)
-
-
-def _place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """Sum of atoms placed at their starts, cropped to a (n_channels, n) signal."""
-    n_channels, n = shape
-    width = atoms.shape[2]
-    placed = np.zeros((n_channels, n + 2 * width), dtype=np.float64)
-    columns = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
-    for channel in range(n_channels):
-        np.add.at(placed[channel], columns.ravel(), atoms[:, channel, :].ravel())
-    return placed[:, width : width + n].astype(np.float32)
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

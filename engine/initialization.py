@@ -124,15 +124,13 @@ def split_mixed_filters(
     amplitude. New filters are appended.
     """
     from engine.dictionary import shift_invariant_similarity
+    from engine.explain_away import place_atoms
 
     n_filters, n_channels, n_taps = filters.shape
     valid = (code_index >= 0) & (code_index + n_taps <= signal.shape[1])
     code_index, spike_filters, amplitudes = code_index[valid], spike_filters[valid], amplitudes[valid]
-    columns = (code_index[:, None] + np.arange(n_taps)[None, :]).ravel()
-    residual = signal.astype(np.float32).copy()
-    for channel in range(n_channels):
-        contributions = amplitudes[:, None] * filters[spike_filters, channel, :]
-        np.subtract.at(residual[channel], columns, contributions.ravel())
+    fitted = place_atoms(signal.shape, code_index, amplitudes[:, None, None] * filters[spike_filters])
+    residual = signal.astype(np.float32) - fitted
     result = [f for f in filters]
     split = []
     for k in range(n_filters):

@@ -367,7 +367,8 @@ class Trainer:
     def _split_mixed_filters(self) -> list[int]:
         """Give a neuron folded into a look-alike filter its own filter (engine/initialization.py)."""
         with self._model_lock:
-            events = self._pool_events()
+            # The pruning just before coded the pool with this same dictionary when it dropped nothing.
+            events = self._pool_events_cache if self._pool_events_cache is not None else self._pool_events()
             if len(events) == 0:
                 return []
             filters = self.model.filters.detach().cpu().numpy()
