@@ -28,6 +28,7 @@ MODEL_FLAGS = (
     ("--epochs", "n_epochs", float),
     ("--seed", "seed", int),
     ("--device", "device", str),
+    ("--solver", "solver", str),
 )
 
 

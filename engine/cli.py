@@ -74,6 +74,7 @@ def _add_recording_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    from engine.inference import SOLVERS
     from engine.training import TrainingConfig
 
     defaults = TrainingConfig()
@@ -88,6 +89,10 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", dest="n_epochs", type=float, default=defaults.n_epochs)
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--device", default=defaults.device, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    group.add_argument("--solver", default=defaults.solver, choices=SOLVERS,
+                       help="how sorting encodes the recording: the same lasso, solved densely (every code sample) "
+                            "or on the working set of codes that can be non-zero; auto = working set on a CPU, "
+                            "dense on a GPU")
 
 
 def _run_sort(args: argparse.Namespace) -> int:
@@ -106,7 +111,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     config = TrainingConfig(
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
-        n_epochs=args.n_epochs, seed=args.seed, device=args.device,
+        n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
     )
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}")

@@ -4,6 +4,10 @@ The recording is cut into chunks with overlapping margins (so no spike near a
 chunk edge is lost or coded twice), a batch of chunks is encoded at once on
 the model's device, and each chunk's codes are turned into spikes straight
 away: no dense code for the whole recording is ever held in memory.
+
+On a CPU the chunks are encoded by the working-set solver (engine/working_set.py):
+the same FISTA, run only on the codes that can be non-zero, which is what
+makes sorting on a laptop fast. GPUs run the dense encoder on batches of chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ from engine.recording import Recording
 from engine.explain_away import eliminate_redundant_events, event_atoms, place_atoms
 from engine.refinement import AmplitudePrior, refine_spikes
 from engine.sorting import peak_taps
+from engine.working_set import WorkingSetEncoder
+
+# How chunks are encoded: "dense" runs the CRsAE encoder on every code sample;
+# "working-set" the same FISTA on the codes that can be non-zero; "auto" picks
+# the working set on a CPU and the dense encoder on a GPU.
+SOLVERS = ("auto", "dense", "working-set")
+
+
+def uses_working_set(solver: str, device: torch.device) -> bool:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}: use one of {', '.join(SOLVERS)}")
+    return device.type == "cpu" if solver == "auto" else solver == "working-set"
 
 
 @dataclass
@@ -59,6 +75,7 @@ def iter_code_chunks(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     with_signal: bool = False,
+    solver: str = "auto",
 ) -> Iterator[tuple]:
     """Yield (core_start, core_stop, window_start, codes[, signal]) per chunk.
 
@@ -67,6 +84,7 @@ def iter_code_chunks(
     two filter lengths each side make the codes of the core independent of the
     chunk boundaries (a code interacts with neighbours up to n_taps - 1 away).
     With `with_signal`, also the noise-normalised signal, (n_channels, n_window) float32.
+    `solver`: see SOLVERS.
     """
     stop = recording.n_samples if stop is None else min(stop, recording.n_samples)
     margin = 2 * model.n_taps
@@ -74,6 +92,7 @@ def iter_code_chunks(
     scale = (1.0 / np.maximum(noise_levels, 1e-6)).astype(np.float32)[:, None]
     lipschitz = model.lipschitz()
     device = model.filters.device
+    working_set = WorkingSetEncoder(model, lipschitz) if uses_working_set(solver, device) else None
     done = 0
     for batch_start in range(0, len(cores), batch_chunks):
         if should_stop is not None and should_stop():
@@ -84,9 +103,12 @@ def iter_code_chunks(
         signal = np.zeros((len(windows), recording.n_channels, length), dtype=np.float32)
         for row, (w0, w1) in enumerate(windows):
             signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
-        with torch.no_grad():
-            codes_tensor = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz)
-            codes = codes_tensor.cpu().numpy()
+        if working_set is None:
+            with torch.no_grad():
+                codes_tensor = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz)
+                codes = codes_tensor.cpu().numpy()
+        else:
+            codes = working_set.encode(signal)
         for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
             chunk_codes = codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)]
             if with_signal:
@@ -184,6 +206,7 @@ def infer_spikes(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     prior: AmplitudePrior | None = None,
+    solver: str = "auto",
 ) -> SpikeEvents:
     """Spikes of every filter over [start, stop) of a (preprocessed) recording.
 
@@ -197,7 +220,7 @@ def infer_spikes(
     parts = []
     for core_start, core_stop, window_start, codes, signal in iter_code_chunks(
         model, recording, noise_levels, chunk_size, batch_chunks, start, stop, progress, should_stop,
-        with_signal=True,
+        with_signal=True, solver=solver,
     ):
         parts.append(
             spikes_from_codes(codes, signal, window_start, (core_start, core_stop), filters, filter_peaks,

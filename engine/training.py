@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine.dictionary import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, PruneDecision, prune, resolve_coincidences
-from engine.inference import SpikeEvents, infer_spikes
+from engine.inference import SOLVERS, SpikeEvents, infer_spikes
 from engine.initialization import initial_filters, split_mixed_filters
 from engine.model import CRsAE, device_description, select_device, universal_threshold
 from engine.refinement import AmplitudePrior
@@ -71,6 +71,9 @@ class TrainingConfig:
     n_epochs: float = 2.0  # passes over the training pool
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # How sorting encodes the recording (engine/inference.py SOLVERS): the same
+    # lasso either way; "auto" = the working set on a CPU, dense on a GPU.
+    solver: str = "auto"
 
     def validate(self) -> None:
         if self.n_filters is not None:
@@ -85,6 +88,8 @@ class TrainingConfig:
         _check_float(self.n_epochs, "n_epochs", 0.0, 10_000.0)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         try:
             select_device(self.device) if self.device != "auto" else None
         except ValueError as error:
@@ -344,7 +349,8 @@ class Trainer:
         length = min(self.pool.shape[1], int(PRUNE_SECONDS * self.sampling_rate))
         pool_recording = NumpyRecording(self.pool[:, :length].T, self.sampling_rate)
         events = infer_spikes(
-            self.model, pool_recording, np.ones(self.recording.n_channels, np.float32), self.dead_time, self.lambda_
+            self.model, pool_recording, np.ones(self.recording.n_channels, np.float32), self.dead_time, self.lambda_,
+            solver=self.config.solver,
         )
         coincidence = max(int(round(COINCIDENCE_MS * 1e-3 * self.sampling_rate)), 1)
         return resolve_coincidences(events, coincidence)
@@ -414,7 +420,7 @@ class Trainer:
             noise_levels = np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
         events = infer_spikes(
             model, target, noise_levels, self.dead_time, self.lambda_,
-            progress=progress, should_stop=should_stop, prior=prior,
+            progress=progress, should_stop=should_stop, prior=prior, solver=self.config.solver,
         )
         if should_stop is not None and should_stop():
             raise TrainingStopped("sorting was stopped before the end of the recording")

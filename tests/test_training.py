@@ -141,13 +141,17 @@ def test_reconstruct_gives_codes_aligned_to_the_window(trained):
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_trains_and_sorts_like_the_cpu(small_recording, trained):
-    """Same start, same batches: the GPU's filters and spikes agree with the CPU's."""
+    """Same start, same batches: the GPU's filters and spikes agree with the CPU's.
+
+    Both sort with the dense encoder, so the devices run the same computation
+    (the CPU would pick the working set by default; tests/test_working_set.py
+    compares the two solvers)."""
     recording, truth = small_recording
     trainer, _ = trained
     start = trainer.initial_filters
     results = {}
     for device in ("cpu", "cuda"):
-        config = TrainingConfig(**{**FAST, "n_taps": trainer.n_taps, "device": device})
+        config = TrainingConfig(**{**FAST, "n_taps": trainer.n_taps, "device": device, "solver": "dense"})
         run = Trainer(trainer.recording, config, initial_dictionary=start)
         assert run.device.type == device
         run.run()

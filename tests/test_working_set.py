@@ -1,0 +1,147 @@
+"""The working-set encoder solves the encoder's lasso on the codes that can be non-zero, and finds the same spikes."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine import working_set
+from engine.inference import infer_spikes, uses_working_set
+from engine.model import CRsAE
+from engine.recording import NumpyRecording
+from engine.scoring import compare_to_ground_truth
+from engine.simulator import simulate
+from engine.training import ConfigError, Trainer, TrainingConfig
+from engine.working_set import WorkingSetEncoder, gram_tensor, sparse_gram
+
+
+def biphasic(n_taps=24, width=2.0):
+    taps = np.arange(n_taps, dtype=np.float64)
+    return -(taps - n_taps / 3) * np.exp(-0.5 * ((taps - n_taps / 3) / width) ** 2)
+
+
+def objective(model, signal, codes):
+    with torch.no_grad():
+        residual = torch.from_numpy(signal) - model.decode(torch.from_numpy(codes))
+    return 0.5 * float((residual**2).sum()) + float((model.lambdas.numpy()[None, :, None] * codes).sum())
+
+
+def test_gram_tensor_is_the_encoders_operator_on_an_impulse():
+    rng = np.random.default_rng(0)
+    model = CRsAE(rng.standard_normal((3, 2, 9)), 1.0)
+    gram = gram_tensor(model)
+    codes = torch.zeros(1, 3, 40)
+    codes[0, 1, 20] = 1.0
+    with torch.no_grad():
+        response = model.analysis(model.synthesis(codes))[0].numpy()  # (3, 40)
+    # G[k, j, d + L - 1] = <atom (k, t), atom (j, t + d)>: an impulse of filter 1 at 20 seen from every (j, 20 + d).
+    np.testing.assert_allclose(gram[1, :, :], response[:, 20 - 8 : 20 + 9], atol=1e-5)
+
+
+def test_sparse_gram_equals_the_dense_gram_between_the_chosen_codes():
+    rng = np.random.default_rng(1)
+    model = CRsAE(rng.standard_normal((2, 1, 6)), 1.0)
+    n_codes = 30
+    dense = np.zeros((2 * n_codes, 2 * n_codes))  # row f * n_codes + t
+    with torch.no_grad():
+        for k in range(2):
+            for t in range(n_codes):
+                impulse = torch.zeros(1, 2, n_codes)
+                impulse[0, k, t] = 1.0
+                dense[k * n_codes + t] = model.analysis(model.synthesis(impulse))[0].numpy().ravel()
+    filters = rng.integers(0, 2, 25)
+    times = rng.choice(n_codes, 25)
+    unique = np.unique(filters * n_codes + times)
+    filters, times = unique // n_codes, unique % n_codes  # in (filter, time) order: not time order
+    matrix = sparse_gram(gram_tensor(model), filters, times).toarray()
+    np.testing.assert_allclose(matrix, dense[np.ix_(unique, unique)], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    traces, truth = simulate(duration_s=6.0, n_units=3, sampling_rate=10_000.0, seed=5)
+    recording = NumpyRecording(traces, 10_000.0)
+    trainer = Trainer(recording, TrainingConfig(batch_size=4, window_ms=100.0, n_epochs=0.1, n_filters=6))
+    return recording, truth, trainer
+
+
+def test_working_set_codes_match_the_dense_encoder_on_a_simulated_recording(simulated):
+    _, _, trainer = simulated
+    model = trainer.model
+    chunks = [trainer.recording.get_traces(start, start + 10_000).T / trainer.noise_levels[:, None]
+              for start in (0, 20_000)]
+    signal = np.stack(chunks).astype(np.float32)  # two chunks solved as one problem
+    lipschitz = model.lipschitz()
+    encoder = WorkingSetEncoder(model, lipschitz)
+    sparse_codes = encoder.encode(signal)
+    with torch.no_grad():
+        dense_codes = model.encode(torch.from_numpy(signal), lipschitz=lipschitz).numpy()
+    assert encoder.sparse_chunks == 2 and encoder.dense_chunks == 0
+    assert sparse_codes.shape == dense_codes.shape
+    # The same lasso: objective no worse than the dense encoder's, same support almost everywhere.
+    for row in range(2):
+        assert objective(model, signal[row : row + 1], sparse_codes[row : row + 1]) <= \
+            objective(model, signal[row : row + 1], dense_codes[row : row + 1]) * (1 + 1e-4)
+    support_sparse, support_dense = sparse_codes > 0, dense_codes > 0
+    assert (support_sparse ^ support_dense).sum() <= 0.05 * support_dense.sum()
+    assert np.abs(sparse_codes - dense_codes).max() < 0.05 * dense_codes.max()
+
+
+def test_a_code_the_screening_misses_is_found_by_the_optimality_check():
+    """Two spikes of one neuron at the lag where its shape anti-correlates: the second
+    spike's correlation is pulled under λ by the first, yet the lasso keeps it."""
+    shape = biphasic()
+    model = CRsAE(shape[None, None, :], 4.0, n_iterations=100, n_debias_iterations=0)
+    gram = gram_tensor(model)[0, 0]
+    lag = int(np.argmin(gram[len(shape) - 1 :]))  # most negative autocorrelation at a positive lag
+    rho = -gram[len(shape) - 1 + lag]
+    assert rho > 0.3
+    # Both active, the lasso's codes are [first, second] − λ/(1 − ρ): the second survives when it exceeds λ/(1 − ρ).
+    first, second = 30.0, 4.0 / (1 - rho) + 3.0
+    filters = model.filters.detach().numpy()[0, 0].astype(np.float64)
+    signal = np.zeros((1, 1, 200))
+    signal[0, 0, 60 : 60 + len(shape)] += first * filters
+    signal[0, 0, 60 + lag : 60 + lag + len(shape)] += second * filters
+    correlation = model.analysis(torch.from_numpy(signal).float())[0, 0].detach().numpy()
+    assert correlation[60 + lag] < 4.0  # screening at λ leaves it out
+    encoder = WorkingSetEncoder(model, screen=1.0)
+    codes = encoder.encode(signal.astype(np.float32))[0, 0]
+    assert codes[60 + lag] > 1.0
+    with torch.no_grad():
+        converged = model.encode(torch.from_numpy(signal).float(), n_iterations=3000)[0, 0].numpy()
+    np.testing.assert_allclose(codes[[60, 60 + lag]], converged[[60, 60 + lag]], rtol=0.02)
+
+
+def test_dense_chunks_go_to_the_dense_encoder(simulated, monkeypatch):
+    _, _, trainer = simulated
+    monkeypatch.setattr(working_set, "MAX_ENTRIES_PER_CODE", 0.0)
+    signal = (trainer.recording.get_traces(0, 5_000).T / trainer.noise_levels[:, None]).astype(np.float32)[None]
+    encoder = WorkingSetEncoder(trainer.model)
+    codes = encoder.encode(signal)
+    assert encoder.dense_chunks == 1 and encoder.sparse_chunks == 0
+    with torch.no_grad():
+        expected = trainer.model.encode(torch.from_numpy(signal)).numpy()
+    np.testing.assert_allclose(codes, expected, atol=1e-4 * expected.max())  # float32 sums, another order
+
+
+def test_both_solvers_sort_the_same_spikes(simulated):
+    recording, truth, trainer = simulated
+    found = {}
+    for solver in ("dense", "working-set"):
+        found[solver] = infer_spikes(trainer.model, trainer.recording, trainer.noise_levels, trainer.dead_time,
+                                     trainer.lambda_, solver=solver)
+    dense, sparse = found["dense"], found["working-set"]
+    agreement = compare_to_ground_truth(dense.times, dense.filters, sparse.times, sparse.filters,
+                                        recording.sampling_rate)
+    assert len(dense) > 300
+    assert agreement.accuracy.min() > 0.97
+
+
+def test_solver_choice_follows_the_device_and_refuses_unknown_names():
+    assert uses_working_set("auto", torch.device("cpu"))
+    assert not uses_working_set("auto", torch.device("cuda"))
+    assert not uses_working_set("dense", torch.device("cpu"))
+    assert uses_working_set("working-set", torch.device("cuda"))
+    with pytest.raises(ValueError, match="unknown solver 'sparse'"):
+        uses_working_set("sparse", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="solver must be one of auto, dense, working-set"):
+        TrainingConfig(solver="fast").validate()
