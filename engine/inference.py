@@ -76,6 +76,7 @@ def iter_code_chunks(
     should_stop: Callable[[], bool] | None = None,
     with_signal: bool = False,
     solver: str = "auto",
+    working_set: WorkingSetEncoder | None = None,
 ) -> Iterator[tuple]:
     """Yield (core_start, core_stop, window_start, codes[, signal]) per chunk.
 
@@ -84,7 +85,8 @@ def iter_code_chunks(
     two filter lengths each side make the codes of the core independent of the
     chunk boundaries (a code interacts with neighbours up to n_taps - 1 away).
     With `with_signal`, also the noise-normalised signal, (n_channels, n_window) float32.
-    `solver`: see SOLVERS.
+    `solver`: see SOLVERS. `working_set`: an encoder of this model's dictionary
+    to use (and whose chunk counts to update) when the solver calls for one.
     """
     stop = recording.n_samples if stop is None else min(stop, recording.n_samples)
     margin = 2 * model.n_taps
@@ -92,7 +94,10 @@ def iter_code_chunks(
     scale = (1.0 / np.maximum(noise_levels, 1e-6)).astype(np.float32)[:, None]
     lipschitz = model.lipschitz()
     device = model.filters.device
-    working_set = WorkingSetEncoder(model, lipschitz) if uses_working_set(solver, device) else None
+    if not uses_working_set(solver, device):
+        working_set = None
+    elif working_set is None:
+        working_set = WorkingSetEncoder(model, lipschitz)
     done = 0
     for batch_start in range(0, len(cores), batch_chunks):
         if should_stop is not None and should_stop():
