@@ -128,7 +128,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     trainer.save_checkpoint(Path(out) / "crsae_checkpoint.pt")
     _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started)
     counts = sorting.spike_counts()
-    say(f"{trainer.final_pruning.describe()}")
+    say(f"{trainer.final_pruning.describe()}; {sorting.extra['amplitude_splits']}")
     say(
         f"found {sorting.n_units} units, {sorting.n_spikes} spikes "
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
@@ -148,6 +148,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, 
         "n_steps": trainer.step,
         "initial_pruning": trainer.initial_pruning.describe(),
         "final_pruning": trainer.final_pruning.describe(),
+        "amplitude_splits": sorting.extra["amplitude_splits"],
         "n_units": sorting.n_units,
         "n_spikes": sorting.n_spikes,
         "seconds": round(seconds, 2),

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.amplitude_split import describe_amplitude_splits, split_by_amplitude
 from engine.dictionary import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, PruneDecision, prune, resolve_coincidences
 from engine.inference import SOLVERS, SpikeEvents, infer_spikes
 from engine.initialization import initial_filters, split_mixed_filters
@@ -39,6 +40,7 @@ PRUNE_SECONDS = 20.0
 DEAD_TIME_MS = 0.5  # spikes of one unit closer than this are one spike
 COINCIDENCE_MS = 0.5  # events of two filters this close may be one spike
 MIN_SPLIT_SPIKES = 20  # a filter is split only if each half has at least this many spikes
+AMPLITUDE_SPLIT_MIN_FRACTION = 0.05  # ... and, split by amplitude, this fraction of the filter's spikes
 
 
 MAX_FILTERS = 512
@@ -429,32 +431,37 @@ class Trainer:
         return self._sorting_from_events(events, noise_levels, target)
 
     def _sorting_from_events(self, events: SpikeEvents, noise_levels: np.ndarray, target: Recording) -> Sorting:
-        filters = self.model.filters_numpy()  # (n_units, n_taps, n_channels) unit norm, noise-σ units
-        n_units = filters.shape[0]
+        filters = self.model.filters_numpy()  # (n_filters, n_taps, n_channels) unit norm, noise-σ units
+        n_filters = filters.shape[0]
+        # Two neurons of one shape but different sizes share a filter: their code amplitudes tell them apart.
+        units, unit_filters, splits = split_by_amplitude(events.amplitudes, events.filters, n_filters,
+                                                         MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION)
         in_uv = filters * noise_levels[None, None, :]
-        main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_units,)
+        main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_filters,)
         peaks = peak_taps(in_uv)
-        peak_value = np.abs(in_uv[np.arange(n_units), peaks, main])  # µV per unit of code
+        peak_value = np.abs(in_uv[np.arange(n_filters), peaks, main])  # µV per unit of code
         median_code = np.array(
-            [np.median(events.amplitudes[events.filters == k]) if np.any(events.filters == k) else 0.0 for k in range(n_units)],
+            [np.median(events.amplitudes[units == u]) if np.any(units == u) else 0.0 for u in range(len(unit_filters))],
             dtype=np.float32,
         )
-        templates = in_uv * median_code[:, None, None]  # (n_units, n_taps, n_channels) µV: a typical spike
+        # (n_units, n_taps, n_channels) µV: a typical spike of each unit, its filter at its median size.
+        templates = in_uv[unit_filters] * median_code[:, None, None]
         return Sorting(
             spike_times=events.times,
-            spike_units=events.filters,
-            amplitudes=events.amplitudes * peak_value[events.filters] if n_units else events.amplitudes,
+            spike_units=units,
+            amplitudes=events.amplitudes * peak_value[events.filters] if n_filters else events.amplitudes,
             templates=templates,
             sampling_rate=self.sampling_rate,
-            template_peak_taps=peaks,
+            template_peak_taps=peaks[unit_filters],
             channel_positions=target.channel_positions,
             extra={
-                "filter_index": np.arange(n_units),
+                "filter_index": unit_filters,
                 "code_amplitudes": events.amplitudes,
                 "lambda": self.lambda_,
                 "noise_levels_uv": noise_levels.copy(),
                 "initial_pruning": self.initial_pruning.describe(),
                 "final_pruning": self.final_pruning.describe(),
+                "amplitude_splits": describe_amplitude_splits(splits),
             },
         )
 

@@ -178,3 +178,26 @@ def test_checkpoint_from_a_gpu_opens_on_a_machine_without_one(small_recording, t
     restored = Trainer.load_checkpoint(path, recording)
     assert restored.device.type in {"cpu", "cuda", "mps"}
     np.testing.assert_allclose(restored.filters(), trainer.filters(), atol=1e-6)
+
+
+def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(trained):
+    from engine.inference import SpikeEvents
+
+    trainer, _ = trained
+    n_filters = trainer.model.n_filters
+    rng = np.random.default_rng(0)
+    filters = np.repeat(np.arange(n_filters), 200).astype(np.int32)
+    amplitudes = (10.0 * np.exp(0.1 * rng.standard_normal(len(filters)))).astype(np.float32)
+    amplitudes[:100] *= 3.0  # filter 0's first 100 spikes come from a bigger neuron
+    times = np.sort(rng.choice(trainer.recording.n_samples, len(filters), replace=False)).astype(np.int64)
+    sorting = trainer._sorting_from_events(SpikeEvents(times, filters, amplitudes), trainer.noise_levels,
+                                           trainer.recording)
+    assert sorting.n_units == n_filters + 1
+    assert sorting.extra["filter_index"].tolist() == list(range(n_filters)) + [0]
+    assert "filter 0" in sorting.extra["amplitude_splits"]
+    assert set(sorting.spike_units[:100]) == {n_filters}
+    big, small = sorting.templates[n_filters], sorting.templates[0]
+    # One shape at two sizes, about three times apart.
+    ratio = np.abs(big).max() / np.abs(small).max()
+    assert 2.5 < ratio < 3.5
+    np.testing.assert_allclose(big / ratio, small, atol=1e-3 * np.abs(big).max())

@@ -1,0 +1,46 @@
+"""Two neurons of one shape and different sizes are split; one neuron with jitter or drift is not."""
+
+import numpy as np
+
+from engine.amplitude_split import amplitude_groups, describe_amplitude_splits, split_by_amplitude
+
+
+def test_two_sizes_of_one_shape_are_split_at_the_gap():
+    rng = np.random.default_rng(0)
+    small = 12.0 * np.exp(0.1 * rng.standard_normal(300))
+    large = 36.0 * np.exp(0.1 * rng.standard_normal(300))
+    found = amplitude_groups(np.concatenate([small, large]), min_spikes=20)
+    assert found is not None
+    threshold, separation = found
+    assert small.max() < threshold < large.min()
+    assert separation > 8
+
+
+def test_one_neuron_with_amplitude_jitter_or_even_drift_is_not_split():
+    rng = np.random.default_rng(1)
+    jitter = 20.0 * np.exp(0.15 * rng.standard_normal(5000))
+    drift = np.linspace(10.0, 30.0, 5000)  # amplitude running down through a burst or over the session
+    assert amplitude_groups(jitter, min_spikes=20) is None
+    assert amplitude_groups(drift, min_spikes=20) is None
+
+
+def test_a_group_smaller_than_the_minimum_is_not_a_unit():
+    rng = np.random.default_rng(2)
+    amplitudes = np.concatenate([10.0 * np.exp(0.1 * rng.standard_normal(500)), np.full(10, 40.0)])
+    assert amplitude_groups(amplitudes, min_spikes=20) is None
+    assert amplitude_groups(amplitudes, min_spikes=5) is not None
+
+
+def test_split_units_keep_their_filter_and_unsplit_filters_keep_their_number():
+    rng = np.random.default_rng(3)
+    filters = np.repeat([0, 1, 2], 400)
+    amplitudes = 15.0 * np.exp(0.1 * rng.standard_normal(1200))
+    amplitudes[400:600] *= 3.0  # filter 1 holds two neurons
+    units, unit_filters, splits = split_by_amplitude(amplitudes, filters, 3, min_spikes=20, min_fraction=0.05)
+    assert unit_filters.tolist() == [0, 1, 2, 1]
+    assert list(splits) == [1]
+    np.testing.assert_array_equal(units[:400], 0)
+    np.testing.assert_array_equal(units[800:], 2)
+    assert set(units[400:600]) == {3} and set(units[600:800]) == {1}
+    assert "filter 1" in describe_amplitude_splits(splits)
+    assert describe_amplitude_splits({}) == "no filter split by amplitude"
