@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine.amplitude_split import describe_amplitude_splits, split_by_amplitude
-from engine.dictionary import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, PruneDecision, prune, resolve_coincidences
+from engine.dictionary import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, SHADOW_WINDOW_MS, PruneDecision, prune, resolve_coincidences
 from engine.inference import SOLVERS, SpikeEvents, infer_spikes
 from engine.initialization import initial_filters, split_mixed_filters
 from engine.model import CRsAE, device_description, select_device, universal_threshold
@@ -361,7 +361,8 @@ class Trainer:
         """Merge duplicate filters and drop idle ones, in place."""
         with self._model_lock:
             events = self._pool_events()
-            decision = prune(self.model.filters_numpy(), events)
+            shadow_window = max(int(round(SHADOW_WINDOW_MS * 1e-3 * self.sampling_rate)), 1)
+            decision = prune(self.model.filters_numpy(), events, shadow_window=shadow_window)
             self._pool_events_cache = events if len(decision.keep) == self.model.n_filters else None
             if len(decision.keep) < self.model.n_filters:
                 kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()

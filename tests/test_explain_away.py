@@ -82,3 +82,24 @@ def test_a_filter_holding_two_neurons_is_split_and_one_neuron_is_not():
     new, split = split_mixed_filters(signal, start_filters, first_times, only_first, amplitudes[: first_times.size],
                                      0.97, 20)
     assert split == [] and len(new) == 1  # amplitude jitter alone is not two neurons
+
+
+def test_a_filter_that_follows_a_bigger_units_spikes_is_a_shadow_and_a_neighbour_is_not():
+    from engine.dictionary import find_shadows, prune
+    from engine.inference import SpikeEvents
+
+    rng = np.random.default_rng(4)
+    big = np.sort(rng.choice(np.arange(100, 200_000, 50), 400, replace=False))
+    shadow = big[:360] + rng.integers(-3, 4, 360)  # 90 % of its spikes within 3 samples of a big one
+    neighbour = np.sort(rng.choice(np.arange(120, 200_000, 37), 400, replace=False))  # its own neuron
+    times = np.concatenate([big, shadow, neighbour])
+    filters = np.repeat([0, 1, 2], [400, 360, 400]).astype(np.int32)
+    amplitudes = np.concatenate([np.full(400, 60.0), np.full(360, 8.0), np.full(400, 9.0)]).astype(np.float32)
+    order = np.argsort(times, kind="stable")
+    events = SpikeEvents(times[order], filters[order], amplitudes[order])
+    assert find_shadows(events, 3, window=30) == {1: 0}
+    shapes = np.random.default_rng(5).standard_normal((3, 20, 1)).astype(np.float32)
+    decision = prune(shapes, events, shadow_window=30)
+    assert decision.keep.tolist() == [0, 2]
+    assert "dropped shadows 1 (of 0)" in decision.describe()
+    assert prune(shapes, events).keep.tolist() == [0, 1, 2]  # no window, no shadow rule
