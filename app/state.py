@@ -183,7 +183,8 @@ class Session(QObject):
             return np.arange(n_filters)
         units = np.full(n_filters, -1)
         for unit, index in enumerate(np.asarray(filter_index).tolist()):
-            if 0 <= index < n_filters:
+            # A filter split by amplitude has two units; the first (its own number) stands for it.
+            if 0 <= index < n_filters and units[index] < 0:
                 units[index] = unit
         return units
 
