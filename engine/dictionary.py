@@ -151,6 +151,9 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
     amplitude; genuine overlaps of two neurons keep their full amplitudes.
     So an event within `window` samples of a bigger event of another filter is
     dropped when it is weaker than `min_fraction` of its filter's median.
+    Still needed after the explain-away step: without it the 20 s tetrode fell
+    from 0.985 to 0.952 (one unit 1.0 -> 0.78, false positives 6 -> 35); the
+    demo moved by less than 0.001 either way.
     """
     if len(events) < 2:
         return events
