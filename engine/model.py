@@ -110,18 +110,9 @@ class CRsAE(nn.Module):
         shrink = (self.lambdas * step).view(1, -1, 1)
         correlation = self.analysis(signal)  # Hᵀy, reused every step
         gram = self._gram_operator(correlation.shape[-1])
-        codes = torch.zeros_like(correlation)
-        momentum_point = codes
-        momentum = 1.0
-        for _ in range(n_iterations):
-            codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
-            momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
-            momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
-            if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:
-                codes = codes_next
-                break
-            codes, momentum = codes_next, momentum_next
-        return self._debias(codes, correlation, step, gram)
+        codes = fista(correlation, gram, shrink, step, n_iterations, tolerance=tolerance)
+        support = (codes > 0).to(codes.dtype)
+        return debias(codes, correlation, gram, step, self.n_debias_iterations, support)
 
     def _gram_operator(self, n_codes: int, method: str = "auto"):
         """x -> HᵀH x by direct convolutions or, without gradients, by FFT.
@@ -153,14 +144,6 @@ class CRsAE(nn.Module):
 
         return apply
 
-    def _debias(self, codes: torch.Tensor, correlation: torch.Tensor, step: float, gram) -> torch.Tensor:
-        if self.n_debias_iterations <= 0:
-            return codes
-        support = (codes > 0).to(codes.dtype)
-        for _ in range(self.n_debias_iterations):
-            codes = F.relu(codes + step * (correlation - gram(codes))) * support
-        return codes
-
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.synthesis(codes)
 
@@ -177,6 +160,38 @@ class CRsAE(nn.Module):
     def filters_numpy(self) -> np.ndarray:
         """(n_filters, n_taps, n_channels) float32 copy, the layout templates use."""
         return self.filters.detach().cpu().numpy().transpose(0, 2, 1).astype(np.float32).copy()
+
+
+def fista(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,
+          codes: torch.Tensor | None = None, tolerance: float = 0.0) -> torch.Tensor:
+    """FISTA steps on 0.5‖y − Hx‖² + Σλ‖x‖₁, x ≥ 0, from `codes` (zeros when None).
+
+    correlation: Hᵀy; gram: a function applying HᵀH (convolutions, the FFT
+    route, or the working set's sparse matrix); shrink: λ·step, broadcast
+    against the codes. With `tolerance` > 0, stops once the largest code
+    update is below it.
+    """
+    codes = torch.zeros_like(correlation) if codes is None else codes
+    momentum_point = codes
+    momentum = 1.0
+    for _ in range(n_iterations):
+        codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
+        momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
+        momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
+        if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:
+            return codes_next
+        codes, momentum = codes_next, momentum_next
+    return codes
+
+
+def debias(codes: torch.Tensor, correlation: torch.Tensor, gram, step: float, n_iterations: int,
+           support: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected gradient steps without the penalty, kept on `support` (a 0/1 mask; None: every code)."""
+    for _ in range(n_iterations):
+        codes = F.relu(codes + step * (correlation - gram(codes)))
+        if support is not None:
+            codes = codes * support
+    return codes
 
 
 def _fast_fft_length(n: int) -> int:

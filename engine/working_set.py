@@ -31,14 +31,13 @@ the dense encoder's convolutions; such a chunk goes to the dense encoder.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import scipy.sparse as sparse
 import torch
 
-from engine.model import CRsAE
+from engine.model import CRsAE, debias, fista
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
 # threshold start in the working set. Lower admits more coordinates up front
@@ -90,15 +89,14 @@ class WorkingSetEncoder:
             correlation = self.model.analysis(signal_tensor).numpy()  # (batch, K, m) float32, as the encoder
         lambdas = self.lambdas[None, :, None]
         in_set = correlation > self.screen * lambdas
-        if gram_entries(self._coordinates(in_set)[2], self.n_taps) > MAX_ENTRIES_PER_CODE * in_set.size:
+        chunks, filters, times = self._coordinates(in_set)
+        if gram_entries(times, self.n_taps) > MAX_ENTRIES_PER_CODE * in_set.size:
             self.dense_chunks += len(signal)
             with torch.no_grad():
                 return self.model.encode(signal_tensor, lipschitz=1.0 / self.step).numpy()
         self.sparse_chunks += len(signal)
         codes = np.zeros_like(correlation)
         for _ in range(_MAX_CHECKS):
-            coordinates = self._coordinates(in_set)
-            chunks, filters, times = coordinates
             gram = sparse_gram(self.gram, filters, times)
             index = (chunks, filters, times - chunks * self._stride(in_set))
             codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
@@ -106,6 +104,7 @@ class WorkingSetEncoder:
             if not violators.any():
                 break
             in_set |= violators
+            chunks, filters, times = self._coordinates(in_set)
         support = codes > 0
         if support.any() and self.model.n_debias_iterations > 0:
             chunks, filters, times = self._coordinates(support)
@@ -126,25 +125,17 @@ class WorkingSetEncoder:
     def _fista(self, gram: sparse.csr_matrix, correlation: np.ndarray, lambdas: np.ndarray,
                start: np.ndarray) -> np.ndarray:
         """T steps of FISTA on the working set from `start`: the dense encoder's loop, restricted."""
-        matrix, step = _torch_csr(gram), float(self.step)
-        correlation = torch.from_numpy(correlation)
-        shrink = torch.from_numpy(lambdas * self.step)
-        codes = torch.from_numpy(start.copy())
-        momentum_point = codes
-        momentum = 1.0
-        for _ in range(self.model.n_iterations):
-            codes_next = torch.relu(momentum_point + step * (correlation - matrix @ momentum_point) - shrink)
-            momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
-            momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
-            codes, momentum = codes_next, momentum_next
+        matrix = _torch_csr(gram)
+        codes = fista(torch.from_numpy(correlation), lambda codes: matrix @ codes,
+                      torch.from_numpy(lambdas * self.step), float(self.step), self.model.n_iterations,
+                      codes=torch.from_numpy(start))
         return codes.numpy()
 
     def _debias(self, gram: sparse.csr_matrix, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Projected gradient steps without the penalty, on the support (as `CRsAE._debias`)."""
-        matrix, step = _torch_csr(gram), float(self.step)
-        correlation, codes = torch.from_numpy(correlation), torch.from_numpy(codes)
-        for _ in range(self.model.n_debias_iterations):
-            codes = torch.relu(codes + step * (correlation - matrix @ codes))
+        """The encoder's debiasing; every coordinate here is on the support, so no mask."""
+        matrix = _torch_csr(gram)
+        codes = debias(torch.from_numpy(codes), torch.from_numpy(correlation), lambda codes: matrix @ codes,
+                       float(self.step), self.model.n_debias_iterations)
         return codes.numpy()
 
     def _gradient(self, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -172,9 +163,15 @@ def gram_tensor(model: CRsAE) -> np.ndarray:
 
 def gram_entries(sorted_times: np.ndarray, n_taps: int) -> int:
     """Non-zeros `sparse_gram` would hold for coordinates at these (sorted) times."""
+    first, last = _partner_runs(sorted_times, n_taps)
+    return int(np.sum(last - first))
+
+
+def _partner_runs(sorted_times: np.ndarray, n_taps: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each coordinate, [first, last): the coordinates closer than one filter length."""
     first = np.searchsorted(sorted_times, sorted_times - n_taps + 1, side="left")
     last = np.searchsorted(sorted_times, sorted_times + n_taps - 1, side="right")
-    return int(np.sum(last - first))
+    return first, last
 
 
 def sparse_gram(gram: np.ndarray, filters: np.ndarray, times: np.ndarray) -> sparse.csr_matrix:
@@ -188,8 +185,7 @@ def sparse_gram(gram: np.ndarray, filters: np.ndarray, times: np.ndarray) -> spa
     n_taps = (gram.shape[2] + 1) // 2
     order = np.lexsort((filters, times))
     sorted_filters, sorted_times = filters[order], times[order]
-    first = np.searchsorted(sorted_times, sorted_times - n_taps + 1, side="left")
-    last = np.searchsorted(sorted_times, sorted_times + n_taps - 1, side="right")
+    first, last = _partner_runs(sorted_times, n_taps)
     counts = last - first
     indptr = np.concatenate([[0], np.cumsum(counts)])
     # 32-bit indices where they fit: scipy's product is faster with them.
