@@ -81,6 +81,12 @@ def find_duplicates(filters: np.ndarray, counts: np.ndarray, threshold: float = 
     return merged_into
 
 
+def group_medians(values: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups,) float32 median of `values` per label 0..n_groups-1; 0 for an empty group."""
+    return np.array([np.median(values[labels == g]) if np.any(labels == g) else 0.0 for g in range(n_groups)],
+                    dtype=np.float32)
+
+
 def find_shadows(events: SpikeEvents, n_filters: int, window: int,
                  min_fraction: float = SHADOW_FRACTION) -> dict[int, int]:
     """Map each filter that mostly fires with bigger spikes of one other filter to that filter.
@@ -90,7 +96,7 @@ def find_shadows(events: SpikeEvents, n_filters: int, window: int,
     """
     times = [events.times[events.filters == k] for k in range(n_filters)]
     amplitudes = [events.amplitudes[events.filters == k] for k in range(n_filters)]
-    medians = np.array([np.median(a) if a.size else 0.0 for a in amplitudes])
+    medians = group_medians(events.amplitudes, events.filters, n_filters)
     shadow_of: dict[int, int] = {}
     for k in np.argsort(-medians, kind="stable"):
         if times[k].size == 0:
@@ -158,10 +164,7 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
     if len(events) < 2:
         return events
     n_filters = int(events.filters.max()) + 1
-    medians = np.zeros(n_filters, dtype=np.float32)
-    for k in range(n_filters):
-        mine = events.amplitudes[events.filters == k]
-        medians[k] = np.median(mine) if mine.size else 0.0
+    medians = group_medians(events.amplitudes, events.filters, n_filters)
     relative = events.amplitudes / np.maximum(medians[events.filters], 1e-6)
     drop = np.zeros(len(events), dtype=bool)
     # Compare each event with its neighbours up to `window` samples later; the

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from engine.amplitude_split import describe_amplitude_splits, split_by_amplitude
-from engine.dictionary import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, SHADOW_WINDOW_MS, PruneDecision, prune, resolve_coincidences
+from engine.dictionary import (
+    DUPLICATE_SIMILARITY, MIN_USE_FRACTION, SHADOW_WINDOW_MS, PruneDecision, group_medians, prune, resolve_coincidences,
+)
 from engine.inference import SOLVERS, SpikeEvents, infer_spikes
 from engine.initialization import initial_filters, split_mixed_filters
 from engine.model import CRsAE, device_description, select_device, universal_threshold
@@ -345,27 +347,34 @@ class Trainer:
     # ---- pruning and sorting ------------------------------------------------
     @property
     def dead_time(self) -> int:
-        return max(int(round(DEAD_TIME_MS * 1e-3 * self.sampling_rate)), 1)
+        return self._samples(DEAD_TIME_MS)
+
+    @property
+    def _prune_length(self) -> int:
+        """Samples at the start of the pool that pruning and splitting code (PRUNE_SECONDS)."""
+        return min(self.pool.shape[1], int(PRUNE_SECONDS * self.sampling_rate))
+
+    def _samples(self, milliseconds: float) -> int:
+        """A duration in whole samples, at least one."""
+        return max(int(round(milliseconds * 1e-3 * self.sampling_rate)), 1)
 
     def _pool_events(self) -> SpikeEvents:
         """Spikes of every filter over the first PRUNE_SECONDS of the training pool."""
         from engine.recording import NumpyRecording
 
-        length = min(self.pool.shape[1], int(PRUNE_SECONDS * self.sampling_rate))
+        length = self._prune_length
         pool_recording = NumpyRecording(self.pool[:, :length].T, self.sampling_rate)
         events = infer_spikes(
             self.model, pool_recording, np.ones(self.recording.n_channels, np.float32), self.dead_time, self.lambda_,
             solver=self.config.solver,
         )
-        coincidence = max(int(round(COINCIDENCE_MS * 1e-3 * self.sampling_rate)), 1)
-        return resolve_coincidences(events, coincidence)
+        return resolve_coincidences(events, self._samples(COINCIDENCE_MS))
 
     def _prune_model(self) -> PruneDecision:
         """Merge duplicate filters and drop idle ones, in place."""
         with self._model_lock:
             events = self._pool_events()
-            shadow_window = max(int(round(SHADOW_WINDOW_MS * 1e-3 * self.sampling_rate)), 1)
-            decision = prune(self.model.filters_numpy(), events, shadow_window=shadow_window)
+            decision = prune(self.model.filters_numpy(), events, shadow_window=self._samples(SHADOW_WINDOW_MS))
             self._pool_events_cache = events if len(decision.keep) == self.model.n_filters else None
             if len(decision.keep) < self.model.n_filters:
                 kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
@@ -387,7 +396,7 @@ class Trainer:
             code_index = events.times - peak_taps(self.model.filters_numpy())[events.filters]
             busiest = int(np.bincount(events.filters).max())
             min_spikes = max(MIN_SPLIT_SPIKES, int(MIN_USE_FRACTION * busiest))
-            length = min(self.pool.shape[1], int(PRUNE_SECONDS * self.sampling_rate))
+            length = self._prune_length
             new_filters, split = split_mixed_filters(
                 self.pool[:, :length], filters, code_index, events.filters, events.amplitudes, DUPLICATE_SIMILARITY,
                 min_spikes,
@@ -430,8 +439,7 @@ class Trainer:
         )
         if should_stop is not None and should_stop():
             raise TrainingStopped("sorting was stopped before the end of the recording")
-        coincidence = max(int(round(COINCIDENCE_MS * 1e-3 * self.sampling_rate)), 1)
-        events = resolve_coincidences(events, coincidence)
+        events = resolve_coincidences(events, self._samples(COINCIDENCE_MS))
         return self._sorting_from_events(events, noise_levels, target)
 
     def _sorting_from_events(self, events: SpikeEvents, noise_levels: np.ndarray, target: Recording) -> Sorting:
@@ -444,10 +452,7 @@ class Trainer:
         main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_filters,)
         peaks = peak_taps(in_uv)
         peak_value = np.abs(in_uv[np.arange(n_filters), peaks, main])  # µV per unit of code
-        median_code = np.array(
-            [np.median(events.amplitudes[units == u]) if np.any(units == u) else 0.0 for u in range(len(unit_filters))],
-            dtype=np.float32,
-        )
+        median_code = group_medians(events.amplitudes, units, len(unit_filters))
         # (n_units, n_taps, n_channels) µV: a typical spike of each unit, its filter at its median size.
         templates = in_uv[unit_filters] * median_code[:, None, None]
         return Sorting(
