@@ -2,11 +2,11 @@
 
 Whenever a sorting appears in the session (sorted after training, or opened
 from a phy or session folder) a `Curation` is opened on it, in a worker:
-journaled in the sort's folder (engine.curation_folder) so every action is on
+journaled in the sort's folder (engine.curation.folder) so every action is on
 disk the moment it is done, or, for a sort that has no folder yet, in a
 scratch folder whose journal moves into the session folder when the person
 saves. After each action the unit metrics of the new units are computed
-(engine.metrics.MetricsCache keeps the others), the Units table is rebuilt
+(engine.curation.metrics.MetricsCache keeps the others), the Units table is rebuilt
 from the curation's units, and the session tells every view.
 
 Actions that cannot be done (merging one unit, splitting without a lasso,
@@ -27,11 +27,11 @@ from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import QInputDialog
 
 from app.state import UnitTable
-from engine.curation import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation, CurationError
-from engine.curation_folder import copy_journal, journal_folder_of, open_curation
-from engine.features import Cancelled, SpikeFeatureExtractor, mean_template
-from engine.metrics import MetricsCache, metrics_to_phy_columns
-from engine.session import SORTING_FOLDER
+from engine.curation.model import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation, CurationError
+from engine.curation.folder import copy_journal, journal_folder_of, open_curation
+from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_template
+from engine.curation.metrics import MetricsCache, metrics_to_phy_columns
+from engine.io.session_folder import SORTING_FOLDER
 
 RECLUSTER_MAX_K = 12
 LABEL_KEYS = (("good", "Alt+G"), ("mua", "Alt+M"), ("noise", "Alt+N"))

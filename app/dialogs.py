@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
 
-from engine.recording import SUPPORTED_DTYPES
+from engine.io.recording import SUPPORTED_DTYPES
 
 
 class RawParametersDialog(QDialog):

@@ -73,7 +73,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 def training_config(arguments: argparse.Namespace):
     """The TrainingConfig the model flags describe (defaults for the rest); raises ConfigError."""
-    from engine.training import TrainingConfig
+    from engine.pipeline.training import TrainingConfig
 
     given = {field: getattr(arguments, field) for _flag, field, _kind in MODEL_FLAGS if getattr(arguments, field) is not None}
     config = TrainingConfig.from_dict({**TrainingConfig().to_dict(), **given})

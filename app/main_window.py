@@ -196,7 +196,7 @@ class MainWindow(QMainWindow):
             self.open_path(path)
 
     def open_demo(self) -> None:
-        from engine.simulator import demo_recording_path
+        from engine.evaluation.simulator import demo_recording_path
 
         def work(context):
             context.progress(0.05, "Preparing the demo recording")
@@ -258,7 +258,7 @@ class MainWindow(QMainWindow):
             self.save_session(path)
 
     def save_session(self, folder: str | Path) -> None:
-        from engine.session import save_session
+        from engine.io.session_folder import save_session
 
         session = self.session
         if session.source is None or session.training_config is None:

@@ -25,17 +25,17 @@ class Opened:
     path: str  # what was opened: the file or folder the person chose
     recording: object | None  # preprocessed Recording, or None (a phy folder without its data)
     source: RecordingSource | None
-    trainer: object | None = None  # engine.training.Trainer restored from a checkpoint
+    trainer: object | None = None  # engine.pipeline.training.Trainer restored from a checkpoint
     dictionary: tuple | None = None  # its (filters, initial_filters), see app.training_worker.current_dictionary
-    training_config: object | None = None  # engine.training.TrainingConfig
-    sorting: object | None = None  # engine.sorting.Sorting
+    training_config: object | None = None  # engine.pipeline.training.TrainingConfig
+    sorting: object | None = None  # engine.pipeline.sorting.Sorting
     unit_table: UnitTable | None = None
     note: str = ""  # something the person should know, e.g. why the traces are missing
 
 
 def kind_of_path(path: str | Path) -> str:
     """"session", "phy" or "recording": what the launcher and File > Open should do with `path`."""
-    from engine.session import is_session_folder
+    from engine.io.session_folder import is_session_folder
 
     path = Path(path)
     if path.is_dir() and is_session_folder(path):
@@ -51,7 +51,7 @@ def missing_raw_parameters(path: str | Path) -> list[str]:
     A raw binary has no header: without a `<stem>.json` sidecar or a params.py,
     the person must tell us how to read it.
     """
-    from engine.recording import sidecar_path
+    from engine.io.recording import sidecar_path
 
     path = Path(path)
     if path.is_dir() or path.name == "params.py" or sidecar_path(path).is_file():
@@ -64,8 +64,8 @@ def missing_raw_parameters(path: str | Path) -> list[str]:
 
 
 def open_recording_source(source: RecordingSource, context: JobContext | None = None) -> Opened:
-    from engine.preprocessing import PreprocessedRecording
-    from engine.recording import open_recording
+    from engine.pipeline.preprocessing import PreprocessedRecording
+    from engine.io.recording import open_recording
 
     _report(context, 0.1, "Opening")
     raw = open_recording(source.path, **{k: v for k, v in source.open_kwargs().items() if v is not None})
@@ -76,9 +76,9 @@ def open_recording_source(source: RecordingSource, context: JobContext | None = 
 
 
 def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Opened:
-    from engine.phy_io import load_phy
-    from engine.preprocessing import PreprocessedRecording
-    from engine.session import UNLABELLED_GROUP
+    from engine.io.phy import load_phy
+    from engine.pipeline.preprocessing import PreprocessedRecording
+    from engine.io.session_folder import UNLABELLED_GROUP
 
     _report(context, 0.1, "Reading the sorting")
     phy = load_phy(folder)
@@ -101,7 +101,7 @@ def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Op
 
 def open_session_folder(folder: str | Path, context: JobContext | None = None) -> Opened:
     from app.training_worker import current_dictionary
-    from engine.session import load_session
+    from engine.io.session_folder import load_session
 
     _report(context, 0.1, "Opening the session")
     saved = load_session(folder)

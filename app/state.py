@@ -18,7 +18,7 @@ from enum import Enum
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from engine.sorting import Sorting
+from engine.pipeline.sorting import Sorting
 
 
 class TrainingState(str, Enum):
@@ -41,7 +41,7 @@ class RecordingSource:
     gain_to_uv: float | None = None
 
     def open_kwargs(self) -> dict:
-        """Keyword arguments for engine.recording.open_recording (None = read from sidecar)."""
+        """Keyword arguments for engine.io.recording.open_recording (None = read from sidecar)."""
         return {
             "sampling_rate": self.sampling_rate,
             "n_channels": self.n_channels,
@@ -70,14 +70,14 @@ class Session(QObject):
     recording_changed = pyqtSignal()  # new recording (or none); everything below was reset
     trainer_changed = pyqtSignal()  # a trainer exists (initial filters known) or was dropped
     training_state_changed = pyqtSignal(object)  # TrainingState
-    training_snapshot = pyqtSignal(object)  # engine.training.TrainingSnapshot
-    # engine.training.WindowReconstruction of (about) the visible window, or None
+    training_snapshot = pyqtSignal(object)  # engine.pipeline.training.TrainingSnapshot
+    # engine.pipeline.training.WindowReconstruction of (about) the visible window, or None
     window_codes_changed = pyqtSignal(object)
     sorting_changed = pyqtSignal()  # new sorting and/or unit table
     selection_changed = pyqtSignal(tuple)  # tuple[int, ...] of selected unit ids
     time_window_changed = pyqtSignal(float, float)  # visible (start_s, stop_s)
-    training_config_changed = pyqtSignal(object)  # engine.training.TrainingConfig (valid)
-    # engine.curation.ChangeRecord of the action just done (merge, split, label, undo, ...),
+    training_config_changed = pyqtSignal(object)  # engine.pipeline.training.TrainingConfig (valid)
+    # engine.curation.model.ChangeRecord of the action just done (merge, split, label, undo, ...),
     # or None: a new curation, or none (see app/curation_controller.py)
     curation_changed = pyqtSignal(object)
     spikes_selected = pyqtSignal(object)  # app.lasso.SpikeSelection drawn in a view, or None
@@ -86,7 +86,7 @@ class Session(QObject):
         super().__init__(parent)
         self.recording = None  # engine Recording, preprocessed: what the views draw
         self.source: RecordingSource | None = None
-        self.trainer = None  # engine.training.Trainer
+        self.trainer = None  # engine.pipeline.training.Trainer
         # The model's dictionary as last reported by a worker (the GUI never asks the
         # trainer itself: that would wait on its model lock). (n_filters, n_taps,
         # n_channels) unit norm; `initial_filters` is where each one started, or None.
@@ -94,13 +94,13 @@ class Session(QObject):
         self.initial_filters: np.ndarray | None = None
         self.training_state = TrainingState.IDLE
         self.snapshots: list = []  # every TrainingSnapshot of the current run, for the curves
-        self.window_codes = None  # engine.training.WindowReconstruction
+        self.window_codes = None  # engine.pipeline.training.WindowReconstruction
         self.sorting: Sorting | None = None
         self.unit_table: UnitTable | None = None
         self.selected_units: tuple[int, ...] = ()
         self.time_window: tuple[float, float] = (0.0, 1.0)
-        self.training_config = None  # engine.training.TrainingConfig the next Start will use
-        self.curation = None  # engine.curation.Curation of `sorting`, once app.curation_controller opened it
+        self.training_config = None  # engine.pipeline.training.TrainingConfig the next Start will use
+        self.curation = None  # engine.curation.model.Curation of `sorting`, once app.curation_controller opened it
         self.selected_spikes = None  # app.lasso.SpikeSelection: spikes picked with a lasso, for a split
 
     # ---- recording -------------------------------------------------------------

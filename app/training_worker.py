@@ -55,7 +55,7 @@ def reconstruct_visible(trainer, window: tuple[int, int]):
 
 
 class TrainingWorker(QObject):
-    trainer_ready = pyqtSignal(object, object)  # engine.training.Trainer, current_dictionary(trainer)
+    trainer_ready = pyqtSignal(object, object)  # engine.pipeline.training.Trainer, current_dictionary(trainer)
     snapshot = pyqtSignal(object, object)  # TrainingSnapshot, WindowReconstruction or None
     sorting_started = pyqtSignal()  # training ended (done or stopped); sorting the whole recording
     progress = pyqtSignal(float, str)  # sorting progress 0..1
@@ -101,7 +101,7 @@ class TrainingWorker(QObject):
     # ---- the worker thread --------------------------------------------------------
     @pyqtSlot()
     def run(self) -> None:
-        from engine.training import Trainer
+        from engine.pipeline.training import Trainer
 
         doing = "Preparing training"
         try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from app.state import UnitTable
-from engine.sorting import Sorting
+from engine.pipeline.sorting import Sorting
 
 
 def build_unit_table(sorting: Sorting, recording=None, labels: dict[int, str] | None = None) -> UnitTable:
     """recording: the preprocessed recording (for duration and noise levels), or None."""
-    from engine.metrics import compute_unit_metrics
+    from engine.curation.metrics import compute_unit_metrics
 
     unit_ids = sorting.unit_ids
     if recording is not None:

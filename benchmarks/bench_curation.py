@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.curation import Curation  # noqa: E402
-from engine.metrics import MetricsCache, correlograms  # noqa: E402
-from engine.sorting import Sorting  # noqa: E402
+from engine.curation.model import Curation  # noqa: E402
+from engine.curation.metrics import MetricsCache, correlograms  # noqa: E402
+from engine.pipeline.sorting import Sorting  # noqa: E402
 
 N_SPIKES = 1_000_000
 N_UNITS = 300

@@ -24,11 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.embedding import TSNE_EARLY_EXAGGERATION_ITER, TSNE_ITER, stratified_subsample, tsne_layout  # noqa: E402
-from engine.features import SpikeFeatureExtractor  # noqa: E402
-from engine.preprocessing import PreprocessedRecording  # noqa: E402
-from engine.recording import NumpyRecording  # noqa: E402
-from engine.simulator import simulate  # noqa: E402
+from engine.curation.embedding import TSNE_EARLY_EXAGGERATION_ITER, TSNE_ITER, stratified_subsample, tsne_layout  # noqa: E402
+from engine.curation.features import SpikeFeatureExtractor  # noqa: E402
+from engine.pipeline.preprocessing import PreprocessedRecording  # noqa: E402
+from engine.io.recording import NumpyRecording  # noqa: E402
+from engine.evaluation.simulator import simulate  # noqa: E402
 
 SAMPLING_RATE = 30_000.0
 N_UNITS = 20

@@ -45,7 +45,7 @@ def traces_drawn(window) -> bool:
 
 def open_to_interactive(app: QApplication, repeats: int) -> list[float]:
     from app.main_window import MainWindow
-    from engine.simulator import demo_recording_path
+    from engine.evaluation.simulator import demo_recording_path
 
     demo_recording_path()  # simulate once, outside the timing
     times = []
@@ -102,8 +102,8 @@ def traces_redraw(app: QApplication, repeats: int) -> tuple[list[float], list[fl
     from app.plot_data import read_envelope
     from app.state import RecordingSource
     from app.views.traces import MAX_POINTS
-    from engine.preprocessing import PreprocessedRecording
-    from engine.recording import NumpyRecording
+    from engine.pipeline.preprocessing import PreprocessedRecording
+    from engine.io.recording import NumpyRecording
 
     rate, n_channels = 30_000.0, 32
     traces = (np.random.default_rng(0).standard_normal((int(10 * rate), n_channels)) * 20).astype(np.float32)

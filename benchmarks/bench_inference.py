@@ -12,7 +12,7 @@ pruned), then times
 
   training  `Trainer.train_step()` (one Adam step: batch of windows, unrolled
             FISTA forward, backward), a few steps after one warm-up step;
-  sorting   `engine.inference.infer_spikes` over the whole (preprocessed)
+  sorting   `engine.pipeline.inference.infer_spikes` over the whole (preprocessed)
             recording with the trainer's dictionary, noise levels, dead time
             and threshold: the step `Trainer.sort` spends its time in; once
             per solver (dense encoder, working set), interleaved, so their
@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
-from engine.inference import SOLVERS, infer_spikes, iter_code_chunks, uses_working_set  # noqa: E402
-from engine.recording import NumpyRecording, open_recording  # noqa: E402
-from engine.simulator import DEMO, TETRODE, demo_recording_path, simulate  # noqa: E402
-from engine.training import MAX_POOL_VALUES, Trainer, TrainingConfig  # noqa: E402
-from engine.working_set import WorkingSetEncoder  # noqa: E402
+from engine.pipeline.inference import SOLVERS, infer_spikes, iter_code_chunks, uses_working_set  # noqa: E402
+from engine.io.recording import NumpyRecording, open_recording  # noqa: E402
+from engine.evaluation.simulator import DEMO, TETRODE, demo_recording_path, simulate  # noqa: E402
+from engine.pipeline.training import MAX_POOL_VALUES, Trainer, TrainingConfig  # noqa: E402
+from engine.model.working_set import WorkingSetEncoder  # noqa: E402
 
 
 def timed(action) -> float:

@@ -23,7 +23,7 @@ binary folder with a probe of the channel positions, in a temporary folder, with
 n_jobs from --jobs.
 A peer that fails is reported with its error's message, not fatal.
 
-Every sorting is scored with engine.scoring.compare_to_ground_truth (the
+Every sorting is scored with engine.evaluation.scoring.compare_to_ground_truth (the
 SpikeInterface definitions); on the tetrode, the same sortings are also scored
 with spikeinterface.comparison.compare_sorter_to_ground_truth as a cross-check.
 Timings are wall-clock on a shared machine: the load average is printed.
@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
-from engine.scoring import (  # noqa: E402
+from engine.evaluation.scoring import (  # noqa: E402
     GroundTruthComparison,
     compare_to_ground_truth,
     dictionary_error,
@@ -100,7 +100,7 @@ class Result:
     seconds: float | None = None
     comparison: GroundTruthComparison | None = None
     dict_error: float | None = None
-    dict_result: object = field(default=None, repr=False)  # engine.scoring.DictionaryErrorResult
+    dict_result: object = field(default=None, repr=False)  # engine.evaluation.scoring.DictionaryErrorResult
     note: str = ""
     sorted_times: np.ndarray | None = field(default=None, repr=False)
     sorted_units: np.ndarray | None = field(default=None, repr=False)
@@ -144,8 +144,8 @@ def print_result(result: Result, truth: Truth) -> None:
 
 def demo_truth() -> tuple[Truth, Path, float]:
     """The demo recording (simulated on first use) and its ground truth; also the seconds that took."""
-    from engine.recording import open_recording
-    from engine.simulator import GroundTruth, demo_recording_path
+    from engine.io.recording import open_recording
+    from engine.evaluation.simulator import GroundTruth, demo_recording_path
 
     started = time.perf_counter()
     path = demo_recording_path()
@@ -161,7 +161,7 @@ def demo_truth() -> tuple[Truth, Path, float]:
 
 
 def tetrode_truth(duration_s: float, seed: int) -> Truth:
-    from engine.simulator import TETRODE, simulate
+    from engine.evaluation.simulator import TETRODE, simulate
 
     settings = dict(TETRODE, duration_s=duration_s, seed=seed)
     traces, truth = simulate(**settings)
@@ -218,7 +218,7 @@ def si_recording(truth: Truth, workdir: Path):
 
 def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | None) -> Result:
     """`sparsort sort --demo` as a user runs it: wall time of the whole command, median of repeats."""
-    from engine.phy_io import load_phy
+    from engine.io.phy import load_phy
 
     out = workdir / "sparsort-demo"
     env = dict(os.environ)
@@ -260,7 +260,7 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
 def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, epochs: float | None) -> Result:
     import torch
 
-    from engine.recording import NumpyRecording
+    from engine.io.recording import NumpyRecording
     from engine.sorter import CRsAESorter
 
     # Set here, not once at start: a peer run in this process may change torch's thread count.
@@ -370,7 +370,7 @@ def cross_check(truth: Truth, results: list[Result]) -> None:
         return
     gt = NumpySorting.from_samples_and_labels([truth.spike_times], [truth.spike_units], truth.sampling_rate,
                                               unit_ids=truth.unit_ids)
-    print(f"\nCross-check on {truth.name}: engine.scoring vs spikeinterface.comparison "
+    print(f"\nCross-check on {truth.name}: engine.evaluation.scoring vs spikeinterface.comparison "
           f"(delta_time 0.4 ms, match 0.5, exhaustive GT)")
     detail = next((r for r in scored if not r.sorter.startswith("sparsort")), scored[0])
     for result in scored:
@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 except ImportError as error:
                     print(f"cross-check skipped: {error}")
 
-    print(f"\n== Summary (scored with engine.scoring; times are wall-clock seconds, {load_note()}; "
+    print(f"\n== Summary (scored with engine.evaluation.scoring; times are wall-clock seconds, {load_note()}; "
           f"benchmark took {time.perf_counter() - total_started:.0f} s)")
     print(summary_table(results, truths))
     for line in targets(results):

@@ -74,8 +74,8 @@ def _add_recording_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    from engine.inference import SOLVERS
-    from engine.training import TrainingConfig
+    from engine.pipeline.inference import SOLVERS
+    from engine.pipeline.training import TrainingConfig
 
     defaults = TrainingConfig()
     group = parser.add_argument_group("model")
@@ -96,10 +96,10 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_sort(args: argparse.Namespace) -> int:
-    from engine.phy_io import export_phy
-    from engine.recording import open_recording
-    from engine.simulator import demo_recording_path
-    from engine.training import Trainer, TrainingConfig
+    from engine.io.phy import export_phy
+    from engine.io.recording import open_recording
+    from engine.evaluation.simulator import demo_recording_path
+    from engine.pipeline.training import Trainer, TrainingConfig
 
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
@@ -137,7 +137,7 @@ def _run_sort(args: argparse.Namespace) -> int:
 
 
 def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float) -> None:
-    from engine.atomic import write_text_atomic
+    from engine.io.atomic import write_text_atomic
 
     summary = {
         "recording": str(Path(recording_path).resolve()),
@@ -157,7 +157,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, 
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from engine.simulator import DEMO, TETRODE, write_simulation
+    from engine.evaluation.simulator import DEMO, TETRODE, write_simulation
 
     settings = dict(DEMO if args.preset == "demo" else TETRODE)
     overrides = {
@@ -178,9 +178,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from engine.phy_io import load_phy
-    from engine.scoring import compare_to_ground_truth, dictionary_error, format_report
-    from engine.simulator import GroundTruth
+    from engine.io.phy import load_phy
+    from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error, format_report
+    from engine.evaluation.simulator import GroundTruth
 
     truth = GroundTruth.load(Path(args.truth))
     folder = load_phy(Path(args.sort_dir))

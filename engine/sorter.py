@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine.recording import Recording
-from engine.sorting import Sorting
-from engine.training import Trainer, TrainingConfig, TrainingSnapshot
+from engine.io.recording import Recording
+from engine.pipeline.sorting import Sorting
+from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
 
 
 class CRsAESorter:

@@ -38,7 +38,7 @@ def private_settings(tmp_path, request):
 
 
 def _simulated(folder, n_channels: int, duration_s: float):
-    from engine.simulator import write_simulation
+    from engine.evaluation.simulator import write_simulation
 
     paths = write_simulation(
         folder, duration_s=duration_s, n_units=2, sampling_rate=10_000.0, n_channels=n_channels, firing_rates=20.0, seed=3

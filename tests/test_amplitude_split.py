@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.amplitude_split import amplitude_groups, describe_amplitude_splits, split_by_amplitude
+from engine.pipeline.amplitude_split import amplitude_groups, describe_amplitude_splits, split_by_amplitude
 
 
 def test_two_sizes_of_one_shape_are_split_at_the_gap():

@@ -57,9 +57,9 @@ def test_a_headerless_binary_asks_how_to_read_it(window, qtbot, tmp_path):
 
 
 def test_a_phy_folder_opens_with_its_units_and_labels(window, qtbot, tmp_path, tiny_probe_recording):
-    from engine.phy_io import export_phy
-    from engine.recording import open_recording
-    from engine.sorting import Sorting
+    from engine.io.phy import export_phy
+    from engine.io.recording import open_recording
+    from engine.pipeline.sorting import Sorting
 
     recording = open_recording(tiny_probe_recording)
     templates = np.zeros((2, 30, recording.n_channels), dtype=np.float32)

@@ -8,9 +8,9 @@ from PyQt6.QtCore import Qt
 
 from app.main_window import MainWindow
 from app.palette import unit_rgb
-from engine.phy_io import export_phy
-from engine.recording import open_recording
-from engine.simulator import GroundTruth
+from engine.io.phy import export_phy
+from engine.io.recording import open_recording
+from engine.evaluation.simulator import GroundTruth
 
 # Kilosort-like cluster ids, unlike the sort's unit indices 0 and 1: the views must show these.
 CLUSTER_IDS = np.array([5, 17])

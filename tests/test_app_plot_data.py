@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.plot_data import minmax_envelope, read_envelope, stack_channels
-from engine.recording import NumpyRecording
+from engine.io.recording import NumpyRecording
 
 
 def test_envelope_keeps_every_extreme_and_bounds_the_points():

@@ -8,7 +8,7 @@ from PyQt6.QtCore import QPointF, Qt
 
 from app.palette import unit_rgb
 from app.unit_table import build_unit_table
-from engine.sorting import Sorting
+from engine.pipeline.sorting import Sorting
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ def test_impossible_hyperparameters_are_refused(window, qtbot):
 
 
 def test_an_error_in_the_worker_is_shown_and_the_app_keeps_running(window, qtbot, shown_errors, monkeypatch):
-    from engine.training import Trainer
+    from engine.pipeline.training import Trainer
 
     def diverge(self):
         raise FloatingPointError("training loss became nan at step 1")

@@ -4,7 +4,7 @@ import stat
 import numpy as np
 import pytest
 
-from engine.atomic import write_npy_atomic, write_text_atomic
+from engine.io.atomic import write_npy_atomic, write_text_atomic
 
 
 def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):

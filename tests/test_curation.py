@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.curation import ChangeRecord, Curation, CurationError
+from engine.curation.model import ChangeRecord, Curation, CurationError
 
 # 30 spikes: unit 0 owns 0..9, unit 1 owns 10..19, unit 2 owns 20..29.
 INITIAL_UNITS = np.repeat([0, 1, 2], 10)

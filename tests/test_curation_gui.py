@@ -7,11 +7,11 @@ import pytest
 from PyQt6.QtCore import Qt
 
 from app.main_window import MainWindow
-from engine.curation import Curation
-from engine.phy_io import export_phy, load_phy
-from engine.recording import open_recording
-from engine.simulator import GroundTruth
-from engine.sorting import Sorting
+from engine.curation.model import Curation
+from engine.io.phy import export_phy, load_phy
+from engine.io.recording import open_recording
+from engine.evaluation.simulator import GroundTruth
+from engine.pipeline.sorting import Sorting
 
 OVER_SPLIT_UNIT = 1  # the tiny recording's unit 1 is exported as units 1 and 2: something to merge
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from app.lasso import points_inside
-from engine import features as features_module
-from engine.curation import Curation
-from engine.curation_folder import START_UNITS_FILE, open_curation
-from engine.embedding import Cancelled, embed_spikes, extend_selection, stratified_subsample, tsne_layout
-from engine.features import SpikeFeatureExtractor, read_snippets
-from engine.phy_io import export_phy, load_phy
-from engine.preprocessing import PreprocessedRecording
-from engine.recording import open_recording
-from engine.simulator import GroundTruth
+from engine.curation import features as features_module
+from engine.curation.model import Curation
+from engine.curation.folder import START_UNITS_FILE, open_curation
+from engine.curation.embedding import Cancelled, embed_spikes, extend_selection, stratified_subsample, tsne_layout
+from engine.curation.features import SpikeFeatureExtractor, read_snippets
+from engine.io.phy import export_phy, load_phy
+from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.io.recording import open_recording
+from engine.evaluation.simulator import GroundTruth
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.explain_away import eliminate_redundant_events, event_atoms
+from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms
 
 
 def shapes(n_taps=30):
@@ -58,7 +58,7 @@ def test_no_events_is_not_an_error():
 
 
 def test_a_filter_holding_two_neurons_is_split_and_one_neuron_is_not():
-    from engine.initialization import split_mixed_filters
+    from engine.pipeline.initialization import split_mixed_filters
 
     filters = shapes()
     rng = np.random.default_rng(1)
@@ -85,8 +85,8 @@ def test_a_filter_holding_two_neurons_is_split_and_one_neuron_is_not():
 
 
 def test_a_filter_that_follows_a_bigger_units_spikes_is_a_shadow_and_a_neighbour_is_not():
-    from engine.dictionary import find_shadows, prune
-    from engine.inference import SpikeEvents
+    from engine.pipeline.pruning import find_shadows, prune
+    from engine.pipeline.inference import SpikeEvents
 
     rng = np.random.default_rng(4)
     big = np.sort(rng.choice(np.arange(100, 200_000, 50), 400, replace=False))

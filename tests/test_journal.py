@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.curation import Curation, CurationError
-from engine.journal import FORMAT_VERSION, Journal, JournalError, journal_path
+from engine.curation.model import Curation, CurationError
+from engine.curation.journal import FORMAT_VERSION, Journal, JournalError, journal_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INITIAL_UNITS = np.arange(600) % 12  # (600,) 12 units of 50 spikes, interleaved
@@ -106,7 +106,7 @@ def test_a_failed_disk_write_changes_neither_memory_nor_journal(tmp_path, monkey
         def disk_full(*args):
             raise OSError("No space left on device")
 
-        monkeypatch.setattr("engine.journal.write_npy_atomic", disk_full)
+        monkeypatch.setattr("engine.curation.journal.write_npy_atomic", disk_full)
         with pytest.raises(OSError, match="No space"):
             curation.split(np.array([0, 12]))
         assert state(curation) == before
@@ -126,7 +126,7 @@ def test_a_line_that_failed_to_reach_the_disk_is_taken_back(tmp_path, monkeypatc
         def failing_fsync(fd):
             raise OSError("I/O error")
 
-        monkeypatch.setattr("engine.journal.os.fsync", failing_fsync)
+        monkeypatch.setattr("engine.curation.journal.os.fsync", failing_fsync)
         with pytest.raises(OSError, match="I/O error"):
             curation.label(12, "good")
         monkeypatch.undo()
@@ -221,7 +221,7 @@ CHILD_PROGRAM = """
 import sys
 import numpy as np
 sys.path.insert(0, {repo!r})
-from engine.curation import Curation
+from engine.curation.model import Curation
 
 {script}
 

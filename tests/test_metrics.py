@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from engine.curation import Curation
-from engine.metrics import (
+from engine.curation.model import Curation
+from engine.curation.metrics import (
     MetricsCache,
     MetricSettings,
     compute_unit_metrics,
@@ -11,7 +11,7 @@ from engine.metrics import (
     metrics_to_phy_columns,
     unit_metrics,
 )
-from engine.sorting import Sorting
+from engine.pipeline.sorting import Sorting
 
 FS = 10_000.0  # Hz: 1 ms = 10 samples
 

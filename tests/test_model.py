@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model import CRsAE, select_device, universal_threshold
+from engine.model.crsae import CRsAE, select_device, universal_threshold
 
 
 def make_model(n_filters=3, n_channels=2, n_taps=12, lam=0.1, n_iterations=200, seed=0):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from engine import phy_io
-from engine.phy_io import (
+from engine.io import phy as phy_io
+from engine.io.phy import (
     PhyFolderError,
     centred_templates,
     export_phy,
@@ -12,8 +12,8 @@ from engine.phy_io import (
     write_cluster_info,
     write_spike_clusters,
 )
-from engine.recording import BinaryRecording, NumpyRecording
-from engine.sorting import Sorting
+from engine.io.recording import BinaryRecording, NumpyRecording
+from engine.pipeline.sorting import Sorting
 
 RATE = 30000.0
 N_CHANNELS = 4

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.preprocessing import (
+from engine.pipeline.preprocessing import (
     PreprocessedRecording,
     bandpass_filter,
     common_median_reference,
@@ -9,7 +9,7 @@ from engine.preprocessing import (
     estimate_noise_levels,
     filter_margin,
 )
-from engine.recording import NumpyRecording, RecordingError, write_recording, open_recording
+from engine.io.recording import NumpyRecording, RecordingError, write_recording, open_recording
 
 FS = 10_000.0
 

@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from engine import recording as recording_module
-from engine.recording import (
+from engine.io import recording as recording_module
+from engine.io.recording import (
     BinaryRecording,
     NumpyRecording,
     RecordingError,

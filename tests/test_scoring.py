@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.scoring import compare_to_ground_truth, dictionary_error, format_report
+from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error, format_report
 
 RATE = 30000.0  # Hz; the default 0.4 ms tolerance is then 12 samples
 

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from engine import simulator
-from engine.preprocessing import bandpass_filter, filter_margin
-from engine.recording import RecordingError, open_recording
-from engine.simulator import (
+from engine.evaluation import simulator
+from engine.pipeline.preprocessing import bandpass_filter, filter_margin
+from engine.io.recording import RecordingError, open_recording
+from engine.evaluation.simulator import (
     DEMO,
     TETRODE,
     GroundTruth,

@@ -5,10 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from engine.recording import NumpyRecording, RecordingError
-from engine.scoring import compare_to_ground_truth, dictionary_error
-from engine.simulator import simulate
-from engine.training import ConfigError, Trainer, TrainingConfig
+from engine.io.recording import NumpyRecording, RecordingError
+from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error
+from engine.evaluation.simulator import simulate
+from engine.pipeline.training import ConfigError, Trainer, TrainingConfig
 
 FAST = dict(n_iterations=100, batch_size=4, window_ms=100.0, n_epochs=0.5, n_filters=6)
 
@@ -181,7 +181,7 @@ def test_checkpoint_from_a_gpu_opens_on_a_machine_without_one(small_recording, t
 
 
 def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(trained):
-    from engine.inference import SpikeEvents
+    from engine.pipeline.inference import SpikeEvents
 
     trainer, _ = trained
     n_filters = trainer.model.n_filters

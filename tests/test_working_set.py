@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine import working_set
-from engine.inference import infer_spikes, uses_working_set
-from engine.model import CRsAE
-from engine.recording import NumpyRecording
-from engine.scoring import compare_to_ground_truth
-from engine.simulator import simulate
-from engine.training import ConfigError, Trainer, TrainingConfig
-from engine.working_set import WorkingSetEncoder, gram_tensor, sparse_gram
+from engine.model import working_set
+from engine.pipeline.inference import infer_spikes, uses_working_set
+from engine.model.crsae import CRsAE
+from engine.io.recording import NumpyRecording
+from engine.evaluation.scoring import compare_to_ground_truth
+from engine.evaluation.simulator import simulate
+from engine.pipeline.training import ConfigError, Trainer, TrainingConfig
+from engine.model.working_set import WorkingSetEncoder, gram_tensor, sparse_gram
 
 
 def biphasic(n_taps=24, width=2.0):

@@ -17,7 +17,7 @@ from PyQt6.QtCore import Qt
 
 from app.palette import NEUTRAL, unit_color
 from app.unit_views import UnitView
-from engine.metrics import correlograms
+from engine.curation.metrics import correlograms
 
 MAX_UNITS = 6
 BIN_MS = 1.0

@@ -1,6 +1,6 @@
 """Embedding: a t-SNE map of up to ~30,000 spikes, coloured by unit, to see which units separate.
 
-The map is computed in a worker (engine.embedding) when a new sort appears
+The map is computed in a worker (engine.curation.embedding) when a new sort appears
 and this view is on screen: the PCA of the spikes' features is drawn at once,
 then the t-SNE layout as it settles (at most 10 updates a second). Curation
 only recolours the points: the map belongs to the sort, not to its units.
@@ -22,8 +22,8 @@ from PyQt6.QtWidgets import QLabel, QVBoxLayout, QWidget
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
 from app.unit_views import NO_RAW_DATA_MESSAGE, NO_SORTING_MESSAGE, UnitView
-from engine.embedding import MAX_EMBEDDED_SPIKES, embed_spikes, extend_selection
-from engine.features import Cancelled
+from engine.curation.embedding import MAX_EMBEDDED_SPIKES, embed_spikes, extend_selection
+from engine.curation.features import Cancelled
 
 MIN_UPDATE_INTERVAL_S = 0.1  # layouts sent to the GUI: at most 10 a second
 POINT_SIZE = 3
@@ -35,7 +35,7 @@ PLAIN_ALPHA = 170  # every unit when none is selected
 class _LayoutRelay(QObject):
     """Carries layouts from the worker to the GUI thread (a queued signal of a GUI-thread object)."""
 
-    layout_ready = pyqtSignal(object, object)  # the sorting it is of, engine.embedding.SpikeEmbedding
+    layout_ready = pyqtSignal(object, object)  # the sorting it is of, engine.curation.embedding.SpikeEmbedding
 
 
 class EmbeddingView(UnitView):
@@ -60,7 +60,7 @@ class EmbeddingView(UnitView):
         layout.addWidget(self.plot_widget, 1)
         self.set_content(content)
 
-        self.embedding = None  # engine.embedding.SpikeEmbedding of `embedded_sorting`, latest layout
+        self.embedding = None  # engine.curation.embedding.SpikeEmbedding of `embedded_sorting`, latest layout
         self.embedded_sorting = None  # the sorting the map (being) computed is of
         self.unit_rows: dict[int, np.ndarray] = {}  # unit -> rows of the embedding that are its spikes
         self.scatters: dict[int, pg.ScatterPlotItem] = {}  # unit -> its points

@@ -13,7 +13,7 @@ from PyQt6.QtCore import Qt
 
 from app.palette import unit_color
 from app.unit_views import UnitView
-from engine.metrics import MetricSettings, isi_histogram
+from engine.curation.metrics import MetricSettings, isi_histogram
 
 MAX_UNITS = 8
 BIN_MS = 0.5

@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (
 
 from app.state import TrainingState
 from app.views.base import View
-from engine.training import ConfigError, TrainingConfig
+from engine.pipeline.training import ConfigError, TrainingConfig
 
 # (config field, label, parse function, tooltip). An empty n_filters or n_taps means the default rule.
 FIELDS = (

@@ -16,7 +16,7 @@ from PyQt6.QtCore import Qt
 from app.palette import unit_color
 from app.plot_data import stack_channels
 from app.unit_views import UnitView
-from engine.features import best_channels, mean_template, read_snippets, snippet_window
+from engine.curation.features import best_channels, mean_template, read_snippets, snippet_window
 
 MAX_UNITS = 4
 WAVEFORMS_PER_UNIT = 100

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import write_bytes_atomic, write_npy_atomic
+from engine.io.atomic import write_bytes_atomic, write_npy_atomic
 
 JOURNAL_FILENAME = "curation.jsonl"
 PAYLOAD_FOLDER = "journal"

@@ -2,8 +2,8 @@
 
     settings.json   which recording (path and how to read it), the training config,
                     and which of the files below are present
-    checkpoint.pt   the trained model (engine.training.Trainer.save_checkpoint)
-    sorting/        the sort, as a phy folder (engine.phy_io), labels included
+    checkpoint.pt   the trained model (engine.pipeline.training.Trainer.save_checkpoint)
+    sorting/        the sort, as a phy folder (engine.io.phy), labels included
 
 Each file is written atomically, and settings.json last: it is what makes a
 folder a session, so a save interrupted half-way leaves either the previous
@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.atomic import write_text_atomic
-from engine.sorting import Sorting
+from engine.io.atomic import write_text_atomic
+from engine.pipeline.sorting import Sorting
 
 SETTINGS_FILE = "settings.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -36,9 +36,9 @@ class SessionError(ValueError):
 class SavedSession:
     recording_path: Path
     recording_params: dict  # open_recording keyword arguments given explicitly (sampling_rate, ...)
-    training_config: object  # engine.training.TrainingConfig
+    training_config: object  # engine.pipeline.training.TrainingConfig
     recording: object = None  # the PreprocessedRecording the trainer and views use
-    trainer: object = None  # engine.training.Trainer, or None if the session was saved untrained
+    trainer: object = None  # engine.pipeline.training.Trainer, or None if the session was saved untrained
     sorting: Sorting | None = None
     labels: dict[int, str] = field(default_factory=dict)  # unit id -> good / mua / noise
 
@@ -62,8 +62,8 @@ def save_session(
     raw_recording: the unpreprocessed recording; when given, the phy folder
     points at its data so that phy itself can show the traces.
     """
-    from engine.phy_io import export_phy
-    from engine.recording import BinaryRecording
+    from engine.io.phy import export_phy
+    from engine.io.recording import BinaryRecording
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -89,10 +89,10 @@ def save_session(
 
 def load_session(folder: str | os.PathLike) -> SavedSession:
     """Reopen the recording, the trained model and the sort saved in `folder`."""
-    from engine.phy_io import load_phy
-    from engine.preprocessing import PreprocessedRecording
-    from engine.recording import open_recording
-    from engine.training import Trainer, TrainingConfig
+    from engine.io.phy import load_phy
+    from engine.pipeline.preprocessing import PreprocessedRecording
+    from engine.io.recording import open_recording
+    from engine.pipeline.training import Trainer, TrainingConfig
 
     folder = Path(folder).resolve()
     settings = _read_settings(folder)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.sorting import Sorting
+from engine.pipeline.sorting import Sorting
 
 if TYPE_CHECKING:
-    from engine.curation import ChangeRecord, Curation
+    from engine.curation.model import ChangeRecord, Curation
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.inference import SpikeEvents
+from engine.pipeline.inference import SpikeEvents
 
 # Measured on the simulator: distinct neurons reached a shift-invariant
 # similarity of 0.89-0.90, duplicates of one neuron 0.99-1.0.
@@ -62,7 +62,7 @@ class PruneDecision:
 
 def shift_invariant_similarity(filters: np.ndarray) -> np.ndarray:
     """(n, n) best normalised cross-correlation over shifts. filters: (n, n_taps, n_channels)."""
-    from engine.scoring import normalised_cross_correlation
+    from engine.evaluation.scoring import normalised_cross_correlation
 
     return normalised_cross_correlation(filters, filters).max(axis=2)
 

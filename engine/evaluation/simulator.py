@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from engine.atomic import write_npy_atomic, write_text_atomic
-from engine.preprocessing import bandpass_filter, default_freq_max, filter_margin
-from engine.recording import RecordingError, write_recording
-from engine.sorting import Sorting, linear_positions, peak_taps
+from engine.io.atomic import write_npy_atomic, write_text_atomic
+from engine.pipeline.preprocessing import bandpass_filter, default_freq_max, filter_margin
+from engine.io.recording import RecordingError, write_recording
+from engine.pipeline.sorting import Sorting, linear_positions, peak_taps
 
 GROUND_TRUTH_FORMAT = "sparsort-ground-truth"
 GROUND_TRUTH_VERSION = 1

@@ -123,8 +123,8 @@ def split_mixed_filters(
     code_index: (n_spikes,) where each spike's filter starts; amplitudes: its code
     amplitude. New filters are appended.
     """
-    from engine.dictionary import shift_invariant_similarity
-    from engine.explain_away import place_atoms
+    from engine.pipeline.pruning import shift_invariant_similarity
+    from engine.pipeline.explain_away import place_atoms
 
     n_filters, n_channels, n_taps = filters.shape
     valid = (code_index >= 0) & (code_index + n_taps <= signal.shape[1])

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import write_npy_atomic, write_text_atomic
-from engine.recording import BinaryRecording, Recording, RecordingError
-from engine.scoring import normalised_cross_correlation
-from engine.sorting import Sorting, linear_positions
+from engine.io.atomic import write_npy_atomic, write_text_atomic
+from engine.io.recording import BinaryRecording, Recording, RecordingError
+from engine.evaluation.scoring import normalised_cross_correlation
+from engine.pipeline.sorting import Sorting, linear_positions
 
 PARAMS_FILE = "params.py"
 EXPORTED_DATA_FILE = "recording.dat"

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfiltfilt
 
-from engine.recording import Recording, RecordingError
+from engine.io.recording import Recording, RecordingError
 
 FILTER_ORDER = 3  # per pass; forward-backward filtering doubles the effective order
 # The margin is where the filter's impulse response has decayed to this

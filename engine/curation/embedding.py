@@ -1,7 +1,7 @@
 """A 2-D map of the spikes: t-SNE of their features, with every unit represented.
 
 `embed_spikes` samples up to ~30,000 spikes (small units whole, large ones
-evenly thinned), computes their features (engine.features), and lays them out
+evenly thinned), computes their features (engine.curation.features), and lays them out
 with openTSNE (measured 3.4× faster than scikit-learn's t-SNE here; see
 benchmarks/bench_embedding.py). The PCA of the features is reported first,
 then the t-SNE layout as it settles, so a viewer can draw something at once.
@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from engine.features import Cancelled, SpikeFeatureExtractor, progress_part
-from engine.recording import Recording
-from engine.sorting import Sorting
+from engine.curation.features import Cancelled, SpikeFeatureExtractor, progress_part
+from engine.io.recording import Recording
+from engine.pipeline.sorting import Sorting
 
 MAX_EMBEDDED_SPIKES = 30_000
 MIN_TSNE_SPIKES = 10  # fewer than this, and the PCA is the layout

@@ -5,10 +5,10 @@ Qt-free, after phy's clustering model: every action returns a small
 views redraw from that record. Unit ids are never reused, so an id always
 names the same set of spikes. That is what makes undo and redo cheap (they
 swap sets of ids in and out; no spike set is ever recomputed) and lets caches
-such as `engine.metrics.MetricsCache` keep whatever they computed for an id.
+such as `engine.curation.metrics.MetricsCache` keep whatever they computed for an id.
 
 A `Curation` made with `Curation.open` writes every action to an on-disk
-journal (engine.journal) *before* applying it, so a closed or killed session
+journal (engine.curation.journal) *before* applying it, so a closed or killed session
 reopens with its state and its full undo/redo history.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.cluster import KMeans
 
-from engine.journal import Journal, JournalError, journal_path
-from engine.phy_io import write_cluster_groups, write_cluster_info, write_spike_clusters
+from engine.curation.journal import Journal, JournalError, journal_path
+from engine.io.phy import write_cluster_groups, write_cluster_info, write_spike_clusters
 
 GROUPS = ("good", "mua", "noise", "unsorted")
 DEFAULT_GROUP = "unsorted"
@@ -187,9 +187,9 @@ class Curation:
         """Save the curation into the phy folder `folder`, the way phy does.
 
         Writes spike_clusters.npy, cluster_group.tsv and cluster_info.tsv,
-        each atomically (engine.phy_io); the folder must already hold the
+        each atomically (engine.io.phy); the folder must already hold the
         spike_times.npy of the same spikes. `extra_columns` maps a column name
-        (e.g. "fr", "snr"; see `engine.metrics.metrics_to_phy_columns`) to
+        (e.g. "fr", "snr"; see `engine.curation.metrics.metrics_to_phy_columns`) to
         unit -> value; they go in cluster_info.tsv between n_spikes and group,
         blank for a unit without a value.
         """

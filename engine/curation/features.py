@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from engine.recording import Recording
-from engine.sorting import Sorting
+from engine.io.recording import Recording
+from engine.pipeline.sorting import Sorting
 
 SNIPPET_BEFORE_MS = 1.0  # snippet start, before the spike's extremum
 SNIPPET_AFTER_MS = 1.5  # snippet end, after it: the repolarisation is the longer half

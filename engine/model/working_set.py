@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sparse
 import torch
 
-from engine.model import CRsAE, debias, fista
+from engine.model.crsae import CRsAE, debias, fista
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
 # threshold start in the working set. Lower admits more coordinates up front

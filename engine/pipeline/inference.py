@@ -5,7 +5,7 @@ chunk edge is lost or coded twice), a batch of chunks is encoded at once on
 the model's device, and each chunk's codes are turned into spikes straight
 away: no dense code for the whole recording is ever held in memory.
 
-On a CPU the chunks are encoded by the working-set solver (engine/working_set.py):
+On a CPU the chunks are encoded by the working-set solver (engine/model/working_set.py):
 the same FISTA, run only on the codes that can be non-zero, which is what
 makes sorting on a laptop fast. GPUs run the dense encoder on batches of chunks.
 """
@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from scipy.ndimage import maximum_filter1d
 
-from engine.model import CRsAE
-from engine.recording import Recording
-from engine.explain_away import eliminate_redundant_events, event_atoms, place_atoms
-from engine.refinement import AmplitudePrior, refine_spikes
-from engine.sorting import peak_taps
-from engine.working_set import WorkingSetEncoder
+from engine.model.crsae import CRsAE
+from engine.io.recording import Recording
+from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms, place_atoms
+from engine.pipeline.refinement import AmplitudePrior, refine_spikes
+from engine.pipeline.sorting import peak_taps
+from engine.model.working_set import WorkingSetEncoder
 
 # How chunks are encoded: "dense" runs the CRsAE encoder on every code sample;
 # "working-set" the same FISTA on the codes that can be non-zero; "auto" picks
@@ -142,10 +142,10 @@ def spikes_from_codes(
        between two samples is coded as two neighbouring non-zeros, so its
        amplitude sums the code over ±1 sample around the maximum.
     2. Events the data do not need (split between look-alike filters) are
-       removed and the rest refitted (engine/explain_away.py), with the lasso's
+       removed and the rest refitted (engine/pipeline/explain_away.py), with the lasso's
        own bar for a lone spike, λ², as the energy an event must explain.
     3. With an amplitude `prior`, each spike is relabelled by its best filter
-       given its neighbours (engine/refinement.py).
+       given its neighbours (engine/pipeline/refinement.py).
     Only spikes whose time falls inside `core` are kept.
     signal: (n_channels, n_window) noise-normalised; filters: (n_filters, n_channels, n_taps).
     """
@@ -217,7 +217,7 @@ def infer_spikes(
 
     See `spikes_from_codes` for how a chunk's codes become spikes; with an
     amplitude `prior`, every spike is relabelled by its best filter given its
-    neighbours (engine/refinement.py).
+    neighbours (engine/pipeline/refinement.py).
     """
     chunk_size = chunk_size or max(int(recording.sampling_rate), 8 * model.n_taps)
     filters = model.filters.detach().cpu().numpy()  # (n_filters, n_channels, n_taps)

@@ -19,17 +19,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.amplitude_split import describe_amplitude_splits, split_by_amplitude
-from engine.dictionary import (
+from engine.pipeline.amplitude_split import describe_amplitude_splits, split_by_amplitude
+from engine.pipeline.pruning import (
     DUPLICATE_SIMILARITY, MIN_USE_FRACTION, SHADOW_WINDOW_MS, PruneDecision, group_medians, prune, resolve_coincidences,
 )
-from engine.inference import SOLVERS, SpikeEvents, infer_spikes
-from engine.initialization import initial_filters, split_mixed_filters
-from engine.model import CRsAE, device_description, select_device, universal_threshold
-from engine.refinement import AmplitudePrior
-from engine.sorting import Sorting, peak_taps
-from engine.preprocessing import PreprocessedRecording
-from engine.recording import Recording, RecordingError, check_min_duration
+from engine.pipeline.inference import SOLVERS, SpikeEvents, infer_spikes
+from engine.pipeline.initialization import initial_filters, split_mixed_filters
+from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
+from engine.pipeline.refinement import AmplitudePrior
+from engine.pipeline.sorting import Sorting, peak_taps
+from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.io.recording import Recording, RecordingError, check_min_duration
 
 # The pool of preprocessed data training samples windows from is capped at this
 # many values (channels × samples): 64 M float32 = 256 MB, enough for minutes of
@@ -78,7 +78,7 @@ class TrainingConfig:
     n_epochs: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    # How sorting encodes the recording (engine/inference.py SOLVERS): the same
+    # How sorting encodes the recording (engine/pipeline/inference.py SOLVERS): the same
     # lasso either way; "auto" = the working set on a CPU, dense on a GPU.
     solver: str = "auto"
 
@@ -360,7 +360,7 @@ class Trainer:
 
     def _pool_events(self) -> SpikeEvents:
         """Spikes of every filter over the first PRUNE_SECONDS of the training pool."""
-        from engine.recording import NumpyRecording
+        from engine.io.recording import NumpyRecording
 
         length = self._prune_length
         pool_recording = NumpyRecording(self.pool[:, :length].T, self.sampling_rate)
@@ -386,7 +386,7 @@ class Trainer:
         return decision
 
     def _split_mixed_filters(self) -> list[int]:
-        """Give a neuron folded into a look-alike filter its own filter (engine/initialization.py)."""
+        """Give a neuron folded into a look-alike filter its own filter (engine/pipeline/initialization.py)."""
         with self._model_lock:
             # The pruning just before coded the pool with this same dictionary when it dropped nothing.
             events = self._pool_events_cache if self._pool_events_cache is not None else self._pool_events()
@@ -495,7 +495,7 @@ class Trainer:
 
     # ---- persistence --------------------------------------------------------
     def save_checkpoint(self, path: str | Path) -> None:
-        from engine.atomic import write_bytes_atomic
+        from engine.io.atomic import write_bytes_atomic
         import io
 
         with self._model_lock:
@@ -546,6 +546,6 @@ class Trainer:
 
 def _peak_taps(filters: np.ndarray) -> np.ndarray:
     """Tap of each filter's extremum on its main channel. filters: (n, taps, channels)."""
-    from engine.sorting import peak_taps
+    from engine.pipeline.sorting import peak_taps
 
     return peak_taps(filters)

@@ -1,12 +1,12 @@
 """Where a sort's curation journal lives on disk, and the spike units it replays on.
 
-The journal (engine.journal, written through `Curation.open`) replays on top
+The journal (engine.curation.journal, written through `Curation.open`) replays on top
 of the units the curation started from. Saving the curation into a phy folder
 replaces spike_clusters.npy, so those starting units are kept beside the
 journal, in START_UNITS_FILE: reopening replays on them, whatever the
 folder's spike_clusters.npy says by then.
 
-For a saved session (engine.session) the journal sits in the session folder,
+For a saved session (engine.io.session_folder) the journal sits in the session folder,
 beside `sorting/`: saving the session again replaces `sorting/` whole, and
 the journal must outlive that. For any other phy folder it sits in the folder.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import write_bytes_atomic, write_npy_atomic
-from engine.curation import Curation
-from engine.journal import PAYLOAD_FOLDER, JournalError, journal_path
-from engine.session import SORTING_FOLDER, is_session_folder
+from engine.io.atomic import write_bytes_atomic, write_npy_atomic
+from engine.curation.model import Curation
+from engine.curation.journal import PAYLOAD_FOLDER, JournalError, journal_path
+from engine.io.session_folder import SORTING_FOLDER, is_session_folder
 
 START_UNITS_FILE = "curation_start.npy"  # (n_spikes,) int64 unit of each spike when the journal began
 SET_ASIDE_PREFIX = "curation-set-aside-"

@@ -1,0 +1,1 @@
+"""Reading and writing: recordings, probe geometry, phy folders, session folders, atomic files."""

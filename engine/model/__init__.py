@@ -1,0 +1,1 @@
+"""The CRsAE and the solvers of its lasso (dense unrolled FISTA, working set)."""
