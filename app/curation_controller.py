@@ -60,14 +60,14 @@ def starting_units(sorting) -> tuple[np.ndarray, dict[int, str]]:
     """The unit of each spike and the labels a curation of `sorting` starts from.
 
     Units are the phy cluster ids when the sort was read from a phy folder
-    (`Sorting.extra["cluster_ids"]`), so that saving writes back the ids phy
+    (`Sorting.cluster_ids`), so that saving writes back the ids phy
     and the person know; else the sort's own unit indices.
     """
-    cluster_ids = sorting.extra.get("cluster_ids")
+    cluster_ids = sorting.cluster_ids
     if cluster_ids is None:
         return sorting.spike_units.astype(np.int64), {}
     cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
-    groups = sorting.extra.get("unit_groups", {})
+    groups = sorting.unit_groups
     # Groups phy does not know (free-form ones some tools write) start unsorted.
     labels = {int(cluster_ids[u]): g for u, g in groups.items() if g in GROUPS and g != DEFAULT_GROUP}
     return cluster_ids[sorting.spike_units], labels
@@ -199,7 +199,7 @@ class CurationController(QObject):
         if sorting is None:
             self._want(None)
             return
-        phy_folder = sorting.extra.get("phy_folder")
+        phy_folder = sorting.phy_folder
         if phy_folder is not None:
             self._want(_CurationHome(sorting, journal_folder_of(phy_folder), Path(phy_folder), None))
         else:

@@ -269,11 +269,11 @@ class MainWindow(QMainWindow):
             recording_path=session.source.path,
             recording_params=params,
             training_config=session.training_config,
-            trainer=session.trainer,
+            pipeline=session.trainer,
             sorting=session.sorting,
             # The sort's own labels: the Units table shows the curation's units, whose
             # labels the curation controller saves over these once the session is written.
-            labels=session.sorting.extra.get("unit_groups") if session.sorting is not None else None,
+            labels=session.sorting.unit_groups if session.sorting is not None else None,
             raw_recording=getattr(session.recording, "parent", None),
         )
         self.engine.run_job("Saving the session", lambda _context: save_session(folder, **arguments), self._on_saved)

@@ -25,7 +25,7 @@ class Opened:
     path: str  # what was opened: the file or folder the person chose
     recording: object | None  # preprocessed Recording, or None (a phy folder without its data)
     source: RecordingSource | None
-    trainer: object | None = None  # engine.pipeline.training.Trainer restored from a checkpoint
+    trainer: object | None = None  # engine.pipeline.run.SortPipeline restored from a checkpoint
     dictionary: tuple | None = None  # its (filters, initial_filters), see app.training_worker.current_dictionary
     training_config: object | None = None  # engine.pipeline.training.TrainingConfig
     sorting: object | None = None  # engine.pipeline.sorting.Sorting
@@ -93,7 +93,7 @@ def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Op
         note = phy.missing_data_reason or "the recording this sorting was made from was not found"
     _report(context, 0.8, "Computing unit metrics")
     labels = {
-        int(unit): group for unit, group in sorting.extra.get("unit_groups", {}).items() if group != UNLABELLED_GROUP
+        int(unit): group for unit, group in sorting.unit_groups.items() if group != UNLABELLED_GROUP
     }
     table = build_unit_table(sorting, recording, labels)
     return Opened(path=str(folder), recording=recording, source=source, sorting=sorting, unit_table=table, note=note)
@@ -111,8 +111,8 @@ def open_session_folder(folder: str | Path, context: JobContext | None = None) -
         path=str(folder),
         recording=saved.recording,
         source=source,
-        trainer=saved.trainer,
-        dictionary=current_dictionary(saved.trainer) if saved.trainer is not None else None,
+        trainer=saved.pipeline,
+        dictionary=current_dictionary(saved.pipeline) if saved.pipeline is not None else None,
         training_config=saved.training_config,
         sorting=saved.sorting,
         unit_table=table,

@@ -176,9 +176,9 @@ class Session(QObject):
 
         While training, filter k is (provisionally) unit k. Sorting merges
         duplicate filters and drops unused ones; it records in
-        `sorting.extra["filter_index"]` the filter each unit came from.
+        `sorting.filter_index` the filter each unit came from.
         """
-        filter_index = self.sorting.extra.get("filter_index") if self.sorting is not None else None
+        filter_index = self.sorting.filter_index if self.sorting is not None else None
         if filter_index is None:
             return np.arange(n_filters)
         units = np.full(n_filters, -1)

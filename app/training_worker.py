@@ -1,6 +1,8 @@
 """Train, then sort, in a worker thread, reporting to the GUI through queued signals.
 
-The worker owns the blocking `Trainer.run()` and `Trainer.sort()` calls. The
+The worker owns the blocking phases of a `SortPipeline` (engine/pipeline/run.py):
+`prepare()` (pool, initial dictionary, pruning: progress shown stage by stage),
+`train()` and `sort()`. The
 GUI never waits on it: it sends pause/resume/stop as thread-safe flags (the
 trainer checks them between optimiser steps) and tells the worker which time
 window is on screen; the worker answers with copies of small snapshots at most
@@ -34,6 +36,8 @@ def current_dictionary(trainer) -> tuple:
     pruned the model, are matched to the filters it kept.
     """
     filters = trainer.filters()
+    if trainer.initial_filters is None:
+        return filters, None
     initial = np.asarray(trainer.initial_filters).transpose(0, 2, 1)
     if len(initial) != len(filters):
         pruning = trainer.final_pruning
@@ -55,10 +59,10 @@ def reconstruct_visible(trainer, window: tuple[int, int]):
 
 
 class TrainingWorker(QObject):
-    trainer_ready = pyqtSignal(object, object)  # engine.pipeline.training.Trainer, current_dictionary(trainer)
+    trainer_ready = pyqtSignal(object, object)  # engine.pipeline.run.SortPipeline, current_dictionary(it)
     snapshot = pyqtSignal(object, object)  # TrainingSnapshot, WindowReconstruction or None
     sorting_started = pyqtSignal()  # training ended (done or stopped); sorting the whole recording
-    progress = pyqtSignal(float, str)  # sorting progress 0..1
+    progress = pyqtSignal(float, str)  # progress 0..1 of preparing (stage by stage) or sorting
     sorted = pyqtSignal(object, object, object)  # Sorting, app.state.UnitTable, current_dictionary(trainer)
     failed = pyqtSignal(object)  # app.errors.WorkError
     finished = pyqtSignal()  # always last
@@ -82,17 +86,17 @@ class TrainingWorker(QObject):
         self._window = (int(start), int(stop))
 
     def pause(self) -> None:
-        if self._trainer is not None:
-            self._trainer.pause()
+        if self._trainer is not None and self._trainer.trainer is not None:
+            self._trainer.trainer.pause()
 
     def resume(self) -> None:
-        if self._trainer is not None:
-            self._trainer.resume()
+        if self._trainer is not None and self._trainer.trainer is not None:
+            self._trainer.trainer.resume()
 
     def stop(self) -> None:
         self._stop_requested.set()
-        if self._trainer is not None:
-            self._trainer.stop()
+        if self._trainer is not None and self._trainer.trainer is not None:
+            self._trainer.trainer.stop()
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -101,18 +105,20 @@ class TrainingWorker(QObject):
     # ---- the worker thread --------------------------------------------------------
     @pyqtSlot()
     def run(self) -> None:
-        from engine.pipeline.training import Trainer
+        from engine.pipeline.run import SortPipeline
 
         doing = "Preparing training"
         try:
-            trainer = Trainer(self._recording, self._config)
-            self._trainer = trainer
-            # A Stop pressed while the trainer was being built must still count.
+            pipeline = SortPipeline(self._recording, self._config)
+            # Closing the window ends preparation; Stop pressed meanwhile ends the training that follows.
+            pipeline.prepare(progress=self._on_prepare_progress, should_stop=self._cancelled.is_set)
+            self._trainer = pipeline
             if self._stop_requested.is_set():
-                trainer.stop()
-            self.trainer_ready.emit(trainer, current_dictionary(trainer))
+                pipeline.trainer.stop()
+            self.trainer_ready.emit(pipeline, current_dictionary(pipeline))
             doing = "Training"
-            trainer.run(callback=self._on_snapshot, snapshot_interval_s=SNAPSHOT_INTERVAL_S)
+            pipeline.train(callback=self._on_snapshot, snapshot_interval_s=SNAPSHOT_INTERVAL_S)
+            trainer = pipeline
             if self._cancelled.is_set():
                 return
             doing = "Sorting"
@@ -139,6 +145,9 @@ class TrainingWorker(QObject):
         self.snapshot.emit(snapshot, window)
         if self._max_steps is not None and snapshot.step >= self._max_steps:
             self._trainer.stop()
+
+    def _on_prepare_progress(self, stage: str, fraction: float) -> None:
+        self.progress.emit(float(fraction), f"Preparing training: {stage}")
 
     def _on_sort_progress(self, fraction: float) -> None:
         self.progress.emit(float(fraction), "Sorting")

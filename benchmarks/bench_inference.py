@@ -7,14 +7,14 @@
 
 For each case (the 1-channel 10 kHz demo and the 4-channel 30 kHz tetrode
 preset, cut to the given duration: rates do not depend on it) it builds a
-Trainer with the default TrainingConfig (initial filters from the data,
+SortPipeline with the default TrainingConfig (initial filters from the data,
 pruned), then times
 
-  training  `Trainer.train_step()` (one Adam step: batch of windows, unrolled
+  training  `Trainer.train_step()` (engine/pipeline/training.py) (one Adam step: batch of windows, unrolled
             FISTA forward, backward), a few steps after one warm-up step;
   sorting   `engine.pipeline.inference.infer_spikes` over the whole (preprocessed)
             recording with the trainer's dictionary, noise levels, dead time
-            and threshold: the step `Trainer.sort` spends its time in; once
+            and threshold: the step `SortPipeline.sort` spends its time in; once
             per solver (dense encoder, working set), interleaved, so their
             ratio is measured under the same load. On a GPU "auto" is dense.
 
@@ -44,7 +44,9 @@ from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ 
 from engine.pipeline.inference import SOLVERS, infer_spikes, iter_code_chunks, uses_working_set  # noqa: E402
 from engine.io.recording import NumpyRecording, open_recording  # noqa: E402
 from engine.evaluation.simulator import DEMO, TETRODE, demo_recording_path, simulate  # noqa: E402
-from engine.pipeline.training import MAX_POOL_VALUES, Trainer, TrainingConfig  # noqa: E402
+from engine.pipeline.params import MAX_POOL_VALUES  # noqa: E402
+from engine.pipeline.run import SortPipeline  # noqa: E402
+from engine.pipeline.training import TrainingConfig  # noqa: E402
 from engine.model.working_set import WorkingSetEncoder  # noqa: E402
 
 
@@ -63,17 +65,18 @@ def bench_case(name: str, recording, train_steps: int, repeats: int, threads: li
     """Times for one recording, one row per (torch thread count, solver), repeats interleaved across them."""
     config = TrainingConfig()
     started = time.perf_counter()
-    trainer = Trainer(recording, config)
+    trainer = SortPipeline(recording, config)
+    trainer.prepare()
     setup_s = time.perf_counter() - started
-    target = trainer.recording  # preprocessed, as Trainer.sort uses it
+    target = trainer.recording  # preprocessed, as SortPipeline.sort uses it
     n_samples = target.n_samples
     duration_s = n_samples / target.sampling_rate
     print(f"\n== {name}: {recording.n_channels} channel(s), {recording.sampling_rate / 1000:g} kHz, "
-          f"{duration_s:g} s on {trainer.device_name}; Trainer set-up {setup_s:.1f} s "
+          f"{duration_s:g} s on {trainer.device_name}; prepare() {setup_s:.1f} s "
           f"(preprocess, initial filters, pruning: {trainer.initial_pruning.describe()})")
     print(f"   {trainer.model.n_filters} filters x {trainer.n_taps} taps, T={config.n_iterations}, "
           f"batch {config.batch_size} x {trainer.window} samples; a full default training of this "
-          f"recording = {trainer.n_steps} steps; {load_note()}")
+          f"recording = {trainer.trainer.n_steps} steps; {load_note()}")
 
     def infer(solver):
         return infer_spikes(trainer.model, target, trainer.noise_levels, trainer.dead_time, trainer.lambda_,
@@ -83,13 +86,13 @@ def bench_case(name: str, recording, train_steps: int, repeats: int, threads: li
     sort_times = {(t, solver): [] for t in threads for solver in solvers}
     n_events = {}
     routes = {solver: route_counts(trainer, solver) for solver in solvers}
-    trainer.train_step()  # warm-up: the first call allocates
+    trainer.trainer.train_step()  # warm-up: the first call allocates
     # Interleave thread counts within each repeat, so a change in machine load hits all of them alike.
     for repeat in range(max(train_steps, repeats)):
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             if repeat < train_steps:
-                step_times[n_threads].append(timed(trainer.train_step))
+                step_times[n_threads].append(timed(trainer.trainer.train_step))
             for solver in solvers if repeat < repeats else ():
                 started = time.perf_counter()
                 n_events[solver] = len(infer(solver))
@@ -122,7 +125,7 @@ def bench_case(name: str, recording, train_steps: int, repeats: int, threads: li
     return rows
 
 
-def route_counts(trainer: Trainer, solver: str) -> str:
+def route_counts(trainer: SortPipeline, solver: str) -> str:
     """Which encoder took the chunks: the working set hands chunks too dense for it to the dense one."""
     if not uses_working_set(solver, trainer.device):
         return "all chunks dense"

@@ -286,9 +286,9 @@ def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, e
     if truth.waveforms is not None and sorting.n_units:
         errors = dictionary_error(truth.waveforms, sorting.templates)
         result.dict_error, result.dict_result = errors.mean_error, errors
-    trainer = sorter.trainer_
-    result.note = (f"{trainer.step} steps, torch threads {torch.get_num_threads()}; "
-                   f"pruning: {trainer.final_pruning.describe()}")
+    pipeline = sorter.pipeline_
+    result.note = (f"{pipeline.trainer.step} steps, torch threads {torch.get_num_threads()}; "
+                   f"pruning: {pipeline.final_pruning.describe()}")
     result.sorted_times, result.sorted_units, result.sorted_unit_ids = (
         sorting.spike_times, sorting.spike_units, unit_ids)
     return result

@@ -41,6 +41,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_recording_flags(sort)
     _add_model_flags(sort)
     sort.add_argument("--quiet", action="store_true", help="no progress bar")
+    sort.add_argument("--verbose", action="store_true",
+                      help="say when each stage starts, and print each stage's time and peak memory at the end")
     sort.set_defaults(handler=_run_sort)
 
     simulate = commands.add_parser("simulate", help="write a simulated recording and its ground truth")
@@ -99,7 +101,9 @@ def _run_sort(args: argparse.Namespace) -> int:
     from engine.io.phy import export_phy
     from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
-    from engine.pipeline.training import Trainer, TrainingConfig
+    from engine.io.checkpoints import save_checkpoint
+    from engine.pipeline.run import SortPipeline
+    from engine.pipeline.training import TrainingConfig
 
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
@@ -116,19 +120,22 @@ def _run_sort(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}")
     started = time.perf_counter()
-    trainer = Trainer(recording, config)
-    say(f"device: {trainer.device_name}; dictionary: {trainer.initial_pruning.describe()}")
+    pipeline = SortPipeline(recording, config, on_stage=(lambda name: say(f"  {name} ...")) if args.verbose else None)
+    pipeline.prepare()
+    say(f"device: {pipeline.device_name}; dictionary: {pipeline.initial_pruning.describe()}")
     bar = ProgressBar("training", enabled=not args.quiet)
-    trainer.run(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
+    pipeline.train(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
     bar.close()
     bar = ProgressBar("sorting ", enabled=not args.quiet)
-    sorting = trainer.sort(progress=bar.update)
+    sorting = pipeline.sort(progress=bar.update)
     bar.close()
     out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False)
-    trainer.save_checkpoint(Path(out) / "crsae_checkpoint.pt")
-    _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started)
+    save_checkpoint(pipeline, Path(out) / "crsae_checkpoint.pt")
+    _write_run_summary(Path(out), path, args, pipeline, sorting, time.perf_counter() - started)
     counts = sorting.spike_counts()
-    say(f"{trainer.final_pruning.describe()}; {sorting.extra['amplitude_splits']}")
+    say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}")
+    if args.verbose:
+        say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
         f"found {sorting.n_units} units, {sorting.n_spikes} spikes "
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
@@ -136,19 +143,21 @@ def _run_sort(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float) -> None:
+def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting, seconds: float) -> None:
     from engine.io.atomic import write_text_atomic
 
     summary = {
         "recording": str(Path(recording_path).resolve()),
         "recording_flags": {k: getattr(args, k) for k in ("sampling_rate", "n_channels", "dtype", "offset", "gain_to_uv")},
-        "config": trainer.config.to_dict(),
-        "device": trainer.device_name,
-        "lambda": trainer.lambda_,
-        "n_steps": trainer.step,
-        "initial_pruning": trainer.initial_pruning.describe(),
-        "final_pruning": trainer.final_pruning.describe(),
-        "amplitude_splits": sorting.extra["amplitude_splits"],
+        "config": pipeline.config.to_dict(),
+        "device": pipeline.device_name,
+        "lambda": pipeline.lambda_,
+        "n_steps": pipeline.trainer.step,
+        "initial_pruning": pipeline.initial_pruning.describe(),
+        "final_pruning": pipeline.final_pruning.describe(),
+        "amplitude_splits": sorting.provenance.amplitude_splits,
+        "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1)}
+                   for c in pipeline.stage_log.costs],
         "n_units": sorting.n_units,
         "n_spikes": sorting.n_spikes,
         "seconds": round(seconds, 2),

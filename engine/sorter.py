@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.io.recording import Recording
+from engine.pipeline.run import SortPipeline
 from engine.pipeline.sorting import Sorting
-from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
+from engine.pipeline.training import TrainingConfig, TrainingSnapshot
 
 
 class CRsAESorter:
@@ -24,18 +25,19 @@ class CRsAESorter:
         recording: Recording,
         callback: Callable[[TrainingSnapshot], None] | None = None,
     ) -> "CRsAESorter":
-        self.trainer_ = Trainer(recording, self.config)
-        self.trainer_.run(callback)
-        self.filters_ = self.trainer_.filters()
-        self.loss_history_ = list(self.trainer_.loss_history)
+        self.pipeline_ = SortPipeline(recording, self.config)
+        self.pipeline_.prepare()
+        self.pipeline_.train(callback)
+        self.filters_ = self.pipeline_.filters()
+        self.loss_history_ = list(self.pipeline_.trainer.loss_history)
         return self
 
     def predict(self, recording: Recording | None = None, progress: Callable[[float], None] | None = None) -> Sorting:
         """Sort `recording` (default: the one it was fitted on) with the learned dictionary."""
-        if not hasattr(self, "trainer_"):
+        if not hasattr(self, "pipeline_"):
             raise RuntimeError("call fit(recording) before predict()")
-        sorting = self.trainer_.sort(progress=progress, recording=recording)
-        self.filters_ = self.trainer_.filters()
+        sorting = self.pipeline_.sort(progress=progress, recording=recording)
+        self.filters_ = self.pipeline_.filters()
         return sorting
 
     def fit_predict(self, recording: Recording, progress: Callable[[float], None] | None = None) -> Sorting:

@@ -121,7 +121,7 @@ def test_a_filter_split_by_amplitude_stands_for_its_own_unit(qapp):
     sorting = Sorting(
         spike_times=np.arange(6) * 100, spike_units=np.array([0, 1, 2, 0, 1, 2]), amplitudes=np.ones(6),
         templates=np.zeros((3, 10, 1)), sampling_rate=10_000.0,
-        extra={"filter_index": np.array([0, 1, 0])},  # unit 2: filter 0's larger spikes
+        filter_index=np.array([0, 1, 0]),  # unit 2: filter 0's larger spikes
     )
     session.set_sorting(sorting, None)
     assert session.filter_unit_ids(2).tolist() == [0, 1]

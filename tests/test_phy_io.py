@@ -94,8 +94,8 @@ def test_round_trip_through_load_phy(tmp_path, sorting, traces):
     np.testing.assert_array_equal(result.spike_units, sorting.spike_units)
     np.testing.assert_allclose(result.amplitudes, sorting.amplitudes)
     np.testing.assert_allclose(result.templates, centred_templates(sorting.templates, sorting.template_peak_taps))
-    assert result.extra["templates_source"] == "templates.npy"
-    assert result.extra["unit_groups"] == {0: "unsorted", 1: "unsorted", 2: "noise"}
+    assert result.templates_source == "templates.npy"
+    assert result.unit_groups == {0: "unsorted", 1: "unsorted", 2: "noise"}
 
 
 def test_binary_recording_is_referenced_not_copied(tmp_path, sorting, traces):
@@ -201,8 +201,8 @@ def test_curation_files_are_read_back_by_phy_and_by_us(tmp_path, sorting):
     loaded = load_phy(folder)
     assert loaded.cluster_groups == {0: "good", 1: "mua", 3: "good"}
     result = loaded.to_sorting()
-    np.testing.assert_array_equal(result.extra["cluster_ids"], [0, 1, 3])
-    assert result.extra["unit_groups"] == {0: "good", 1: "mua", 2: "good"}
+    np.testing.assert_array_equal(result.cluster_ids, [0, 1, 3])
+    assert result.unit_groups == {0: "good", 1: "mua", 2: "good"}
     np.testing.assert_array_equal(result.spike_units, np.searchsorted([0, 1, 3], merged))
 
     with pytest.raises(PhyFolderError, match="spike clusters for 300 spikes"):
@@ -268,7 +268,7 @@ def test_reads_a_spikeinterface_export_with_sparse_templates(tmp_path):
     assert loaded.cluster_groups == {0: "good"}  # an empty cell is no label
     np.testing.assert_array_equal(loaded.templates[0, 1], [2.0, 0.0, 1.0])
     np.testing.assert_array_equal(loaded.templates[1, 1], [0.0, 3.0, 0.0])
-    assert loaded.to_sorting().extra["unit_groups"] == {0: "good", 1: "unsorted"}
+    assert loaded.to_sorting().unit_groups == {0: "good", 1: "unsorted"}
 
 
 def test_without_templates_mean_waveforms_come_from_raw_data(tmp_path):
@@ -285,7 +285,7 @@ def test_without_templates_mean_waveforms_come_from_raw_data(tmp_path):
     np.save(folder / "spike_templates.npy", np.zeros(len(spike_times), dtype=np.int32))
 
     result = load_phy(folder).to_sorting()
-    assert result.extra["templates_source"] == "raw data"
+    assert result.templates_source == "raw data"
     np.testing.assert_allclose(result.templates[0], shape)
     assert result.template_peak_taps[0] == 30
     np.testing.assert_allclose(result.amplitudes, 100.0)  # no amplitudes.npy: the template peak

@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 
@@ -119,15 +117,13 @@ def test_to_table_and_report():
     assert "mean accuracy 0.500" in lines[-1] and "well detected 1/2" in lines[-1]
 
 
-def test_hundred_thousand_spikes_score_quickly():
+def test_hundred_thousand_jittered_spikes_all_match():
+    """Scale as a correctness case (how fast it is lives in benchmarks/, not in a timed test)."""
     rng = np.random.default_rng(1)
     gt_times = np.sort(rng.integers(0, 3_000_000, 100_000))
     gt_units = rng.integers(0, 20, 100_000)
     sorted_times = gt_times + rng.integers(-5, 6, 100_000)
-    started = time.perf_counter()
     result = compare_to_ground_truth(gt_times, gt_units, sorted_times, gt_units, RATE)
-    # Generous bound for a shared machine; a per-spike Python loop would take far longer.
-    assert time.perf_counter() - started < 5.0
     assert result.mean_accuracy > 0.99
 
 

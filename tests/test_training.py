@@ -8,7 +8,9 @@ import pytest
 from engine.io.recording import NumpyRecording, RecordingError
 from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error
 from engine.evaluation.simulator import simulate
-from engine.pipeline.training import ConfigError, Trainer, TrainingConfig
+from engine.io.checkpoints import load_checkpoint, save_checkpoint
+from engine.pipeline.run import SortPipeline
+from engine.pipeline.training import ConfigError, TrainingConfig
 
 FAST = dict(n_iterations=100, batch_size=4, window_ms=100.0, n_epochs=0.5, n_filters=6)
 
@@ -23,16 +25,19 @@ def small_recording():
 def trained(small_recording):
     """One short training shared by the tests that only read its result."""
     recording, _ = small_recording
-    trainer = Trainer(recording, TrainingConfig(**FAST))
+    pipeline = SortPipeline(recording, TrainingConfig(**FAST))
+    pipeline.prepare()
     snapshots = []
-    trainer.run(snapshots.append, snapshot_interval_s=0.0)
-    return trainer, snapshots
+    pipeline.train(snapshots.append, snapshot_interval_s=0.0)
+    return pipeline, snapshots
 
 
-def restarted(trainer, **overrides):
-    """A new trainer on the same dictionary, skipping clustering and pruning."""
-    config = TrainingConfig(**{**FAST, **overrides, "n_taps": trainer.n_taps})
-    return Trainer(trainer.recording, config, initial_dictionary=trainer.model.filters.detach().cpu().numpy())
+def restarted(pipeline, **overrides):
+    """A new pipeline on the same dictionary, skipping clustering and pruning."""
+    config = TrainingConfig(**{**FAST, **overrides, "n_taps": pipeline.n_taps})
+    restart = SortPipeline(pipeline.recording, config)
+    restart.prepare(initial_dictionary=pipeline.model.filters.detach().cpu().numpy())
+    return restart
 
 
 @pytest.mark.parametrize(
@@ -61,7 +66,7 @@ def test_config_round_trips_and_rejects_unknown_keys():
 
 def test_recording_shorter_than_one_filter_is_refused():
     with pytest.raises(RecordingError, match="shorter than one filter"):
-        Trainer(NumpyRecording(np.zeros((10, 1), np.float32) + 1.0, 10_000.0), TrainingConfig(**FAST))
+        SortPipeline(NumpyRecording(np.zeros((10, 1), np.float32) + 1.0, 10_000.0), TrainingConfig(**FAST))
 
 
 def test_training_finds_the_units_and_snapshots_arrive(small_recording, trained):
@@ -69,7 +74,7 @@ def test_training_finds_the_units_and_snapshots_arrive(small_recording, trained)
     trainer, snapshots = trained
     # The pruning kept about as many filters as there are neurons.
     assert 2 <= trainer.model.n_filters <= 4
-    assert trainer.step == trainer.n_steps == len(snapshots)
+    assert trainer.trainer.step == trainer.trainer.n_steps == len(snapshots)
     assert snapshots[-1].filters.shape == (trainer.model.n_filters, trainer.n_taps, 1)
     assert all(np.isfinite(s.loss) for s in snapshots)
     errors = dictionary_error(truth.bandpassed_waveforms(), trainer.filters()).errors
@@ -87,46 +92,49 @@ def test_training_finds_the_units_and_snapshots_arrive(small_recording, trained)
 
 
 def test_pause_resume_and_stop_from_another_thread(trained):
-    trainer = restarted(trained[0], n_epochs=50.0)
-    first_step = threading.Event()
+    """Paused from the snapshot callback (the training thread), no further step runs until resumed.
+
+    Deterministic: the pause is set before the loop looks at it again, so no
+    sleep or timing is involved."""
+    trainer = restarted(trained[0], n_epochs=50.0).trainer
+    paused = threading.Event()
     steps_seen = []
 
     def on_snapshot(snapshot):
         steps_seen.append(snapshot.step)
-        first_step.set()
+        if snapshot.step == 2:
+            trainer.pause()
+            paused.set()
 
     thread = threading.Thread(target=trainer.run, args=(on_snapshot, 0.0))
     thread.start()
-    assert first_step.wait(30)
-    trainer.pause()
-    paused_at = trainer.step
-    threading.Event().wait(0.5)
-    assert trainer.step <= paused_at + 1  # at most the step in flight finishes
+    assert paused.wait(60)
     assert trainer.is_paused
+    assert trainer.step == 2 and steps_seen == [1, 2]
     trainer.resume()
     trainer.stop()
-    thread.join(30)
+    thread.join(60)
     assert not thread.is_alive()
-    assert trainer.step < trainer.n_steps
+    assert 2 <= trainer.step < trainer.n_steps
 
 
 def test_checkpoint_restores_filters_and_history(small_recording, trained, tmp_path):
     recording, _ = small_recording
     trainer = trained[0]
     path = tmp_path / "model.pt"
-    trainer.save_checkpoint(path)
-    restored = Trainer.load_checkpoint(path, recording)
+    save_checkpoint(trainer, path)
+    restored = load_checkpoint(path, recording)
     np.testing.assert_allclose(restored.filters(), trainer.filters(), atol=1e-6)
-    assert restored.step == trainer.step
-    assert restored.loss_history == trainer.loss_history
+    assert restored.trainer.step == trainer.trainer.step
+    assert restored.trainer.loss_history == trainer.trainer.loss_history
 
 
 def test_checkpoint_refuses_a_recording_with_other_channels(trained, tmp_path):
     trainer = trained[0]
-    trainer.save_checkpoint(tmp_path / "model.pt")
+    save_checkpoint(trainer, tmp_path / "model.pt")
     other = NumpyRecording(np.random.default_rng(0).standard_normal((50_000, 2)).astype(np.float32), 10_000.0)
     with pytest.raises(RecordingError, match="channels"):
-        Trainer.load_checkpoint(tmp_path / "model.pt", other)
+        load_checkpoint(tmp_path / "model.pt", other)
 
 
 def test_reconstruct_gives_codes_aligned_to_the_window(trained):
@@ -152,9 +160,10 @@ def test_cuda_trains_and_sorts_like_the_cpu(small_recording, trained):
     results = {}
     for device in ("cpu", "cuda"):
         config = TrainingConfig(**{**FAST, "n_taps": trainer.n_taps, "device": device, "solver": "dense"})
-        run = Trainer(trainer.recording, config, initial_dictionary=start)
+        run = SortPipeline(trainer.recording, config)
+        run.prepare(initial_dictionary=start)
         assert run.device.type == device
-        run.run()
+        run.train()
         results[device] = (run.filters(), run.sort())
     (cpu_filters, cpu_sort), (gpu_filters, gpu_sort) = results["cpu"], results["cuda"]
     # float32 sums in another order: shapes agree to well under the 0.1 dictionary-error scale.
@@ -171,17 +180,18 @@ def test_checkpoint_from_a_gpu_opens_on_a_machine_without_one(small_recording, t
     recording, _ = small_recording
     trainer = trained[0]
     path = tmp_path / "model.pt"
-    trainer.save_checkpoint(path)
+    save_checkpoint(trainer, path)
     state = torch.load(path, weights_only=False)
     state["config"]["device"] = "cuda:7"  # a device no test machine has
     torch.save(state, path)
-    restored = Trainer.load_checkpoint(path, recording)
+    restored = load_checkpoint(path, recording)
     assert restored.device.type in {"cpu", "cuda", "mps"}
     np.testing.assert_allclose(restored.filters(), trainer.filters(), atol=1e-6)
 
 
 def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(trained):
     from engine.pipeline.inference import SpikeEvents
+    from engine.pipeline.templates import assemble_sorting
 
     trainer, _ = trained
     n_filters = trainer.model.n_filters
@@ -190,11 +200,11 @@ def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(train
     amplitudes = (10.0 * np.exp(0.1 * rng.standard_normal(len(filters)))).astype(np.float32)
     amplitudes[:100] *= 3.0  # filter 0's first 100 spikes come from a bigger neuron
     times = np.sort(rng.choice(trainer.recording.n_samples, len(filters), replace=False)).astype(np.int64)
-    sorting = trainer._sorting_from_events(SpikeEvents(times, filters, amplitudes), trainer.noise_levels,
-                                           trainer.recording)
+    sorting = assemble_sorting(SpikeEvents(times, filters, amplitudes), trainer.filters(), trainer.noise_levels,
+                               trainer.sampling_rate, None, trainer.lambda_, ("", ""))
     assert sorting.n_units == n_filters + 1
-    assert sorting.extra["filter_index"].tolist() == list(range(n_filters)) + [0]
-    assert "filter 0" in sorting.extra["amplitude_splits"]
+    assert sorting.filter_index.tolist() == list(range(n_filters)) + [0]
+    assert "filter 0" in sorting.provenance.amplitude_splits
     assert set(sorting.spike_units[:100]) == {n_filters}
     big, small = sorting.templates[n_filters], sorting.templates[0]
     # One shape at two sizes, about three times apart.

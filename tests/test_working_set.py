@@ -10,7 +10,8 @@ from engine.model.crsae import CRsAE
 from engine.io.recording import NumpyRecording
 from engine.evaluation.scoring import compare_to_ground_truth
 from engine.evaluation.simulator import simulate
-from engine.pipeline.training import ConfigError, Trainer, TrainingConfig
+from engine.pipeline.run import SortPipeline
+from engine.pipeline.training import ConfigError, TrainingConfig
 from engine.model.working_set import WorkingSetEncoder, gram_tensor, sparse_gram
 
 
@@ -60,7 +61,8 @@ def test_sparse_gram_equals_the_dense_gram_between_the_chosen_codes():
 def simulated():
     traces, truth = simulate(duration_s=6.0, n_units=3, sampling_rate=10_000.0, seed=5)
     recording = NumpyRecording(traces, 10_000.0)
-    trainer = Trainer(recording, TrainingConfig(batch_size=4, window_ms=100.0, n_epochs=0.1, n_filters=6))
+    trainer = SortPipeline(recording, TrainingConfig(batch_size=4, window_ms=100.0, n_epochs=0.1, n_filters=6))
+    trainer.prepare()
     return recording, truth, trainer
 
 

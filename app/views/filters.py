@@ -49,7 +49,7 @@ def filter_units_now(session, n_filters: int) -> tuple[np.ndarray, np.ndarray]:
         return units, split
     if curation is None:
         # The curation is still opening: each sort unit is one unit, under the id the curation will give it.
-        cluster_ids = sorting.extra.get("cluster_ids")
+        cluster_ids = sorting.cluster_ids
         ids = np.arange(sorting.n_units) if cluster_ids is None else np.asarray(cluster_ids, dtype=np.int64)
         has_spikes = np.bincount(sorting.spike_units, minlength=sorting.n_units) > 0
         unit_of_sort_unit = np.where(has_spikes, ids, -1)

@@ -212,10 +212,10 @@ class TrainingView(View):
             steps = np.array([s.step for s in snapshots], dtype=float)
             losses = np.array([s.loss for s in snapshots], dtype=float)
             changes = np.array([s.filter_change for s in snapshots], dtype=float)
-        elif trainer is not None and trainer.loss_history:
+        elif trainer is not None and trainer.trainer is not None and trainer.trainer.loss_history:
             # A model restored from a checkpoint: its history, without a live run.
-            losses = np.asarray(trainer.loss_history, dtype=float)
-            changes = np.asarray(trainer.filter_change_history, dtype=float)
+            losses = np.asarray(trainer.trainer.loss_history, dtype=float)
+            changes = np.asarray(trainer.trainer.filter_change_history, dtype=float)
             steps = np.arange(1, len(losses) + 1, dtype=float)
         else:
             steps = losses = changes = np.zeros(0)
@@ -246,8 +246,8 @@ class TrainingView(View):
         # The whole run from the start: the curves fill in from left to right, and the
         # step axis is not re-laid out (and repainted) with every snapshot.
         trainer = self.session.trainer
-        if trainer is not None:
-            self.loss_plot.setXRange(0, max(trainer.n_steps, 1), padding=0.02)
+        if trainer is not None and trainer.trainer is not None:
+            self.loss_plot.setXRange(0, max(trainer.trainer.n_steps, 1), padding=0.02)
 
     def on_training_snapshot(self, snapshot) -> None:
         self._draw_curves()

@@ -26,7 +26,8 @@ from scipy.signal import butter, sosfilt
 from engine.io.atomic import write_npy_atomic, write_text_atomic
 from engine.pipeline.preprocessing import bandpass_filter, default_freq_max, filter_margin
 from engine.io.recording import RecordingError, write_recording
-from engine.pipeline.sorting import Sorting, linear_positions, peak_taps
+from engine.io.geometry import linear_positions
+from engine.pipeline.sorting import Sorting, peak_taps
 
 GROUND_TRUTH_FORMAT = "sparsort-ground-truth"
 GROUND_TRUTH_VERSION = 1

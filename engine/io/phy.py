@@ -35,8 +35,9 @@ import numpy as np
 
 from engine.io.atomic import write_npy_atomic, write_text_atomic
 from engine.io.recording import BinaryRecording, Recording, RecordingError
-from engine.evaluation.scoring import normalised_cross_correlation
-from engine.pipeline.sorting import Sorting, linear_positions
+from engine.model.similarity import normalised_cross_correlation
+from engine.io.geometry import linear_positions
+from engine.pipeline.sorting import Sorting
 
 PARAMS_FILE = "params.py"
 EXPORTED_DATA_FILE = "recording.dat"
@@ -349,8 +350,8 @@ class PhyFolder:
     def to_sorting(self, max_waveforms_per_unit: int = 200) -> Sorting:
         """A `Sorting` whose units are the clusters, in ascending cluster id.
 
-        `extra["cluster_ids"]` maps unit index -> cluster id, `extra["unit_groups"]`
-        unit index -> group, and `extra["templates_source"]` says where the
+        `cluster_ids` maps unit index -> cluster id, `unit_groups`
+        unit index -> group, and `templates_source` says where the
         templates came from: "templates.npy" (spike-count-weighted mean of the
         templates of each cluster's spikes), "raw data" (mean of up to
         `max_waveforms_per_unit` waveforms), or "none" (zeros, shape (n_units, 1, n_channels)).
@@ -373,12 +374,10 @@ class PhyFolder:
             templates=templates,
             sampling_rate=self.sampling_rate,
             channel_positions=self.channel_positions,
-            extra={
-                "cluster_ids": cluster_ids,
-                "unit_groups": unit_groups,
-                "templates_source": source,
-                "phy_folder": str(self.path),
-            },
+            cluster_ids=cluster_ids,
+            unit_groups=unit_groups,
+            templates_source=source,
+            phy_folder=str(self.path),
         )
 
     def _unit_templates(self, n_units: int, spike_units: np.ndarray, max_waveforms: int) -> tuple[np.ndarray, str]:

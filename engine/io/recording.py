@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.io.atomic import write_bytes_atomic, write_text_atomic
-from engine.pipeline.sorting import linear_positions
+from engine.io.geometry import linear_positions
 
 SUPPORTED_DTYPES = ("int16", "uint16", "float32", "float64")
 # Above this size a full scan for NaN/inf at open would make opening slow;

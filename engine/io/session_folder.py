@@ -2,7 +2,7 @@
 
     settings.json   which recording (path and how to read it), the training config,
                     and which of the files below are present
-    checkpoint.pt   the trained model (engine.pipeline.training.Trainer.save_checkpoint)
+    checkpoint.pt   the trained model (engine/io/checkpoints.py)
     sorting/        the sort, as a phy folder (engine.io.phy), labels included
 
 Each file is written atomically, and settings.json last: it is what makes a
@@ -38,7 +38,7 @@ class SavedSession:
     recording_params: dict  # open_recording keyword arguments given explicitly (sampling_rate, ...)
     training_config: object  # engine.pipeline.training.TrainingConfig
     recording: object = None  # the PreprocessedRecording the trainer and views use
-    trainer: object = None  # engine.pipeline.training.Trainer, or None if the session was saved untrained
+    pipeline: object = None  # engine.pipeline.run.SortPipeline with the trained model, or None if saved untrained
     sorting: Sorting | None = None
     labels: dict[int, str] = field(default_factory=dict)  # unit id -> good / mua / noise
 
@@ -52,7 +52,7 @@ def save_session(
     recording_path: str | os.PathLike,
     recording_params: dict,
     training_config,
-    trainer=None,
+    pipeline=None,
     sorting: Sorting | None = None,
     labels: dict[int, str] | None = None,
     raw_recording=None,
@@ -62,14 +62,15 @@ def save_session(
     raw_recording: the unpreprocessed recording; when given, the phy folder
     points at its data so that phy itself can show the traces.
     """
+    from engine.io.checkpoints import save_checkpoint
     from engine.io.phy import export_phy
     from engine.io.recording import BinaryRecording
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / CHECKPOINT_FILE
-    if trainer is not None:
-        trainer.save_checkpoint(checkpoint)
+    if pipeline is not None:
+        save_checkpoint(pipeline, checkpoint)
     if sorting is not None:
         groups = {int(unit): label for unit, label in (labels or {}).items() if label}
         # Only a binary file can be referenced in place; anything else would be copied, which a
@@ -80,7 +81,7 @@ def save_session(
         "format": FORMAT_VERSION,
         "recording": {"path": _portable_path(Path(recording_path), folder), "params": dict(recording_params)},
         "training_config": training_config.to_dict(),
-        "checkpoint": CHECKPOINT_FILE if trainer is not None else None,
+        "checkpoint": CHECKPOINT_FILE if pipeline is not None else None,
         "sorting": SORTING_FOLDER if sorting is not None else None,
     }
     write_text_atomic(folder / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
@@ -92,7 +93,8 @@ def load_session(folder: str | os.PathLike) -> SavedSession:
     from engine.io.phy import load_phy
     from engine.pipeline.preprocessing import PreprocessedRecording
     from engine.io.recording import open_recording
-    from engine.pipeline.training import Trainer, TrainingConfig
+    from engine.io.checkpoints import load_checkpoint
+    from engine.pipeline.training import TrainingConfig
 
     folder = Path(folder).resolve()
     settings = _read_settings(folder)
@@ -108,10 +110,10 @@ def load_session(folder: str | os.PathLike) -> SavedSession:
     raw = open_recording(recording_path, **{key: value for key, value in params.items() if value is not None})
     saved.recording = PreprocessedRecording(raw)
     if settings.get("checkpoint"):
-        saved.trainer = Trainer.load_checkpoint(folder / settings["checkpoint"], saved.recording)
+        saved.pipeline = load_checkpoint(folder / settings["checkpoint"], saved.recording)
     if settings.get("sorting"):
         saved.sorting = load_phy(folder / settings["sorting"]).to_sorting()
-        groups = saved.sorting.extra.get("unit_groups", {})
+        groups = saved.sorting.unit_groups
         saved.labels = {int(unit): group for unit, group in groups.items() if group != UNLABELLED_GROUP}
     return saved
 

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Pooled-SD distance between the two groups' mean log-amplitudes needed to
-# split. One normal split at its mean gives 2.65; uniform, 3.46 (so a neuron
-# whose amplitude drifts evenly over a range is not split either).
-MIN_SEPARATION = 5.0
+from engine.pipeline.params import AMPLITUDE_SPLIT_SEPARATION as MIN_SEPARATION
 
 
 def amplitude_groups(amplitudes: np.ndarray, min_spikes: int) -> tuple[float, float] | None:

@@ -11,9 +11,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-# Where the extremum sits inside a filter: spikes are asymmetric (a short
-# trough, a long repolarisation), so the peak goes a little before the middle.
-PEAK_FRACTION = 0.4
+from engine.model.similarity import shift_invariant_similarity
+from engine.pipeline.explain_away import place_atoms
+from engine.pipeline.params import DETECTION_THRESHOLD, PEAK_FRACTION
 
 
 def detect_peaks(signal: np.ndarray, threshold: float, dead_time: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +47,7 @@ def initial_filters(
     signal: np.ndarray,
     n_filters: int,
     n_taps: int,
-    threshold: float = 5.0,
+    threshold: float = DETECTION_THRESHOLD,
     max_snippets: int = 20000,
     seed: int = 0,
 ) -> np.ndarray:
@@ -123,9 +123,6 @@ def split_mixed_filters(
     code_index: (n_spikes,) where each spike's filter starts; amplitudes: its code
     amplitude. New filters are appended.
     """
-    from engine.pipeline.pruning import shift_invariant_similarity
-    from engine.pipeline.explain_away import place_atoms
-
     n_filters, n_channels, n_taps = filters.shape
     valid = (code_index >= 0) & (code_index + n_taps <= signal.shape[1])
     code_index, spike_filters, amplitudes = code_index[valid], spike_filters[valid], amplitudes[valid]

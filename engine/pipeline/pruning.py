@@ -19,26 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.model.similarity import shift_invariant_similarity
+from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
-
-# Measured on the simulator: distinct neurons reached a shift-invariant
-# similarity of 0.89-0.90, duplicates of one neuron 0.99-1.0.
-DUPLICATE_SIMILARITY = 0.97
-# A filter that wins fewer spikes than this fraction of the busiest filter's
-# count explains leftovers, not a neuron (overlap clusters won ~5 %).
-MIN_USE_FRACTION = 0.1
-# A filter with at least this fraction of its spikes within SHADOW_WINDOW_MS of
-# bigger spikes of one other filter codes what that filter leaves of its
-# spikes, not a neuron: chance coincidences of two neurons at 30 Hz within
-# ±1 ms are ~6 %. Measured on SpikeInterface's generated recording: a filter
-# fired with 256 of the 287 spikes of the largest unit (111 σ), a 5 % shape
-# mismatch there leaving a residual far above λ.
-SHADOW_FRACTION = 0.8
-SHADOW_WINDOW_MS = 1.0
-# An event coinciding with a bigger event of another filter is kept only if
-# it is at least this fraction of its own filter's median amplitude.
-COINCIDENT_MIN_FRACTION = 0.7
-
+from engine.pipeline.params import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, SHADOW_FRACTION
 
 @dataclass
 class PruneDecision:
@@ -60,13 +44,6 @@ class PruneDecision:
         return "; ".join(parts)
 
 
-def shift_invariant_similarity(filters: np.ndarray) -> np.ndarray:
-    """(n, n) best normalised cross-correlation over shifts. filters: (n, n_taps, n_channels)."""
-    from engine.evaluation.scoring import normalised_cross_correlation
-
-    return normalised_cross_correlation(filters, filters).max(axis=2)
-
-
 def find_duplicates(filters: np.ndarray, counts: np.ndarray, threshold: float = DUPLICATE_SIMILARITY) -> dict:
     """Map each duplicate filter to the busiest filter it duplicates."""
     similarity = shift_invariant_similarity(filters)
@@ -79,12 +56,6 @@ def find_duplicates(filters: np.ndarray, counts: np.ndarray, threshold: float = 
                 if counts[other] <= counts[filter_index]:
                     merged_into[int(other)] = int(filter_index)
     return merged_into
-
-
-def group_medians(values: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
-    """(n_groups,) float32 median of `values` per label 0..n_groups-1; 0 for an empty group."""
-    return np.array([np.median(values[labels == g]) if np.any(labels == g) else 0.0 for g in range(n_groups)],
-                    dtype=np.float32)
 
 
 def find_shadows(events: SpikeEvents, n_filters: int, window: int,
@@ -145,39 +116,3 @@ def prune(
         keep = np.array([int(np.argmax(counts))])
         idle = [k for k in idle if k != keep[0]]
     return PruneDecision(keep, merged_into, idle, counts, shadow_of=shadow_of)
-
-
-def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float = COINCIDENT_MIN_FRACTION) -> SpikeEvents:
-    """Count an event explained by two filters once.
-
-    When a spike's shape differs slightly from its filter, the residual is
-    picked up by a similar filter at the same time, as a weak extra event.
-    Measured on the simulator, every false positive was such an event, within
-    3 samples of another filter's spike and at ~55 % of its own filter's usual
-    amplitude; genuine overlaps of two neurons keep their full amplitudes.
-    So an event within `window` samples of a bigger event of another filter is
-    dropped when it is weaker than `min_fraction` of its filter's median.
-    Still needed after the explain-away step: without it the 20 s tetrode fell
-    from 0.985 to 0.952 (one unit 1.0 -> 0.78, false positives 6 -> 35); the
-    demo moved by less than 0.001 either way.
-    """
-    if len(events) < 2:
-        return events
-    n_filters = int(events.filters.max()) + 1
-    medians = group_medians(events.amplitudes, events.filters, n_filters)
-    relative = events.amplitudes / np.maximum(medians[events.filters], 1e-6)
-    drop = np.zeros(len(events), dtype=bool)
-    # Compare each event with its neighbours up to `window` samples later; the
-    # recording is sorted by time, so a few shifted comparisons cover all pairs.
-    for offset in range(1, 8):
-        a = np.arange(len(events) - offset)
-        b = a + offset
-        close = (events.times[b] - events.times[a] <= window) & (events.filters[a] != events.filters[b])
-        if not close.any():
-            break
-        a, b = a[close], b[close]
-        weaker_b = events.amplitudes[b] < events.amplitudes[a]
-        loser = np.where(weaker_b, b, a)
-        drop[loser[relative[loser] < min_fraction]] = True
-    keep = ~drop
-    return SpikeEvents(events.times[keep], events.filters[keep], events.amplitudes[keep])

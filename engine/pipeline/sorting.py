@@ -11,6 +11,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.io.geometry import linear_positions
+
+
+@dataclass(frozen=True)
+class SortProvenance:
+    """How a Sparsort sort came about: what `sparsort.json` and the CLI report."""
+
+    lambda_: float  # the lasso's threshold, in noise σ
+    noise_levels_uv: np.ndarray  # (n_channels,) float32 noise σ per channel the codes were scaled by
+    initial_pruning: str  # what pruning before training decided, in words
+    final_pruning: str  # ... and after training
+    amplitude_splits: str  # which filters were split into two units by amplitude, in words
+
 
 @dataclass
 class Sorting:
@@ -25,7 +38,15 @@ class Sorting:
     channel_positions: np.ndarray | None = None  # (n_channels, 2) µm
     # Optional per-spike features for the cluster views: (n_spikes, n_features) float32.
     features: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+    # ---- a Sparsort sort: units and the filters they came from
+    filter_index: np.ndarray | None = None  # (n_units,) int filter of each unit (two units may share one)
+    code_amplitudes: np.ndarray | None = None  # (n_spikes,) float32 code value of each spike, noise σ
+    provenance: SortProvenance | None = None
+    # ---- a sort read from a phy folder (engine/io/phy.py)
+    cluster_ids: np.ndarray | None = None  # (n_units,) int phy cluster id of each unit
+    unit_groups: dict[int, str] = field(default_factory=dict)  # unit index -> phy group (good, mua, noise, ...)
+    templates_source: str | None = None  # "templates.npy", "raw data" or "none"
+    phy_folder: str | None = None  # the folder it was read from
 
     def __post_init__(self) -> None:
         self.spike_times = np.asarray(self.spike_times, dtype=np.int64)
@@ -45,6 +66,8 @@ class Sorting:
             self.amplitudes = self.amplitudes[order]
             if self.features is not None:
                 self.features = self.features[order]
+            if self.code_amplitudes is not None:
+                self.code_amplitudes = self.code_amplitudes[order]
         if self.template_peak_taps is None:
             self.template_peak_taps = peak_taps(self.templates)
         if self.channel_positions is None:
@@ -84,10 +107,3 @@ def peak_taps(templates: np.ndarray) -> np.ndarray:
     main = np.ptp(templates, axis=1).argmax(axis=1)
     on_main = templates[np.arange(templates.shape[0]), :, main]  # (n_units, n_taps)
     return np.abs(on_main).argmax(axis=1).astype(np.int64)
-
-
-def linear_positions(n_channels: int, pitch_um: float = 20.0) -> np.ndarray:
-    """Channels on a vertical line, `pitch_um` apart: the default probe."""
-    positions = np.zeros((n_channels, 2), dtype=np.float64)
-    positions[:, 1] = np.arange(n_channels) * pitch_um
-    return positions

@@ -1,0 +1,63 @@
+"""Every tuning constant of the sort, with the measurement that chose it.
+
+The stages import their constants from here, so that a reader who wants to
+know why the sort behaves as it does (or to tune it) finds every number in
+one place. Numbers a person sets per run live in `TrainingConfig` instead.
+"""
+
+# ---- training pool (engine/pipeline/pool.py) -----------------------------------
+# The pool of preprocessed data training samples windows from is capped at this
+# many values (channels × samples): 64 M float32 = 256 MB, enough for minutes of
+# a tetrode or seconds-long pieces spread over a 384-channel probe.
+MAX_POOL_VALUES = 64_000_000
+POOL_PIECE_S = 2.0  # when the pool is capped, it is made of pieces this long, spread over the recording
+# Deciding which filters are neurons codes this much of the pool: enough
+# spikes of a 1 Hz unit to count, little enough to take a second or two.
+PRUNE_SECONDS = 20.0
+
+# ---- initial dictionary (engine/pipeline/initialization.py) --------------------
+DETECTION_THRESHOLD = 5.0  # noise σ: threshold crossings that seed the k-means of snippets
+# Where the extremum sits inside a filter: spikes are asymmetric (a short
+# trough, a long repolarisation), so the peak goes a little before the middle.
+PEAK_FRACTION = 0.4
+FILTER_MS = 4.0  # default filter length: a spike and its repolarisation
+MIN_TAPS, MAX_TAPS = 4, 2048
+MAX_FILTERS = 512
+# Filters provisioned per channel when n_filters is left to us. Measured: one
+# channel with 3 neurons is sorted best from 8 (32 fragments each neuron and
+# pruning cannot put it back together); a tetrode with 8 neurons needs 32
+# (with 8, 16 or 24 k-means folds its rarest unit into a 0.93-similar one).
+FILTERS_PER_CHANNEL = 8
+
+# ---- pruning (engine/pipeline/pruning.py) --------------------------------------
+# Measured on the simulator: distinct neurons reached a shift-invariant
+# similarity of 0.89-0.90, duplicates of one neuron 0.99-1.0.
+DUPLICATE_SIMILARITY = 0.97
+# A filter that wins fewer spikes than this fraction of the busiest filter's
+# count explains leftovers, not a neuron (overlap clusters won ~5 %).
+MIN_USE_FRACTION = 0.1
+# A filter with at least this fraction of its spikes within SHADOW_WINDOW_MS of
+# bigger spikes of one other filter codes what that filter leaves of its
+# spikes, not a neuron: chance coincidences of two neurons at 30 Hz within
+# ±1 ms are ~6 %. Measured on SpikeInterface's generated recording: a filter
+# fired with 256 of the 287 spikes of the largest unit (111 σ), a 5 % shape
+# mismatch there leaving a residual far above λ.
+SHADOW_FRACTION = 0.8
+SHADOW_WINDOW_MS = 1.0
+# A filter is split in two (initialization.split_mixed_filters) only if each
+# half has at least this many spikes (or MIN_USE_FRACTION of the busiest's).
+MIN_SPLIT_SPIKES = 20
+
+# ---- spikes from codes (engine/pipeline/inference.py, explain_away.py) ---------
+DEAD_TIME_MS = 0.5  # spikes of one unit closer than this are one spike
+COINCIDENCE_MS = 0.5  # events of two filters this close may be one spike
+# An event coinciding with a bigger event of another filter is kept only if
+# it is at least this fraction of its own filter's median amplitude.
+COINCIDENT_MIN_FRACTION = 0.7
+
+# ---- two neurons, one shape (engine/pipeline/amplitude_split.py) ---------------
+# Otsu's split of a filter's log-amplitudes must leave the two means this many
+# pooled SDs apart: one normal distribution split this way gives 2.65, a
+# uniform drift 3.46; the SI-generated pair of look-alike units 5+.
+AMPLITUDE_SPLIT_SEPARATION = 5.0
+AMPLITUDE_SPLIT_MIN_FRACTION = 0.05  # each group is also at least this fraction of the filter's spikes

@@ -1,0 +1,79 @@
+"""The training pool: preprocessed, noise-normalised data that training and pruning draw from.
+
+Built once per sort. Its size is capped (MAX_POOL_VALUES), so a long or wide
+recording contributes evenly spaced pieces rather than all of its samples.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.io.recording import NumpyRecording, Recording
+from engine.pipeline.params import MAX_POOL_VALUES, POOL_PIECE_S, PRUNE_SECONDS
+from engine.pipeline.stages import SortStopped
+
+
+class TrainingPool:
+    """(n_channels, n_samples) float32 noise-normalised data, and windows drawn from it."""
+
+    def __init__(self, data: np.ndarray, sampling_rate: float, window: int) -> None:
+        self.data = data  # (n_channels, n_samples) float32, each channel divided by its noise σ
+        self.sampling_rate = float(sampling_rate)
+        self.window = int(window)  # samples per training window
+
+    @property
+    def n_channels(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def n_samples(self) -> int:
+        return self.data.shape[1]
+
+    def sample_batch(self, rng: np.random.Generator, batch_size: int, device: torch.device) -> torch.Tensor:
+        """(batch_size, n_channels, window) windows at random starts."""
+        starts = rng.integers(0, self.n_samples - self.window + 1, size=batch_size)
+        index = starts[:, None] + np.arange(self.window)[None, :]
+        batch = self.data[:, index].transpose(1, 0, 2)
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+
+    def prune_segment(self) -> np.ndarray:
+        """(n_channels, n) the first PRUNE_SECONDS: what pruning and the split step code."""
+        return self.data[:, : min(self.n_samples, int(PRUNE_SECONDS * self.sampling_rate))]
+
+    def prune_recording(self) -> NumpyRecording:
+        """The prune segment as a recording (already noise-normalised: code it with unit noise levels)."""
+        return NumpyRecording(self.prune_segment().T, self.sampling_rate)
+
+
+def build_training_pool(
+    recording: Recording,
+    noise_levels: np.ndarray,
+    window: int,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainingPool:
+    """Read the pool from a preprocessed `recording`, piece by piece (each piece reports progress)."""
+    n_channels, n_samples = recording.n_channels, recording.n_samples
+    sampling_rate = float(recording.sampling_rate)
+    budget = MAX_POOL_VALUES // n_channels
+    if n_samples <= budget:
+        pieces = [(0, n_samples)]
+    else:
+        piece = max(int(POOL_PIECE_S * sampling_rate), window)
+        n_pieces = max(budget // piece, 1)
+        starts = np.linspace(0, n_samples - piece, n_pieces).astype(np.int64)
+        pieces = [(int(s), int(s) + piece) for s in starts]
+    total = sum(stop - start for start, stop in pieces)
+    data = np.empty((n_channels, total), dtype=np.float32)
+    filled = 0
+    for start, stop in pieces:
+        if should_stop is not None and should_stop():
+            raise SortStopped("stopped while reading the training pool")
+        data[:, filled : filled + stop - start] = recording.get_traces(start, stop).T / noise_levels[:, None]
+        filled += stop - start
+        if progress is not None:
+            progress(filled / total)
+    return TrainingPool(data, sampling_rate, window)

@@ -1,0 +1,275 @@
+"""The sort, stage by stage.
+
+    run_sort(recording, config)
+      prepare():  preprocessing -> training pool -> initial dictionary
+                  -> pruning -> splitting mixed filters -> pruning
+      train():    training (engine/pipeline/training.py)
+      sort():     final pruning -> inference (with explain-away and refinement
+                  per chunk) -> coincidences -> amplitude splits and templates
+
+Each stage has one home under engine/pipeline/ (the module of the same name);
+`SortPipeline` holds what they hand each other, so that the app can run the
+three phases from a worker thread, show the live model between them, and stop
+any of them. Each stage's time and peak memory are kept in `stage_log`
+(`sparsort sort --verbose` prints them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.io.recording import Recording, RecordingError, check_min_duration
+from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
+from engine.pipeline.coincidences import resolve_coincidences
+from engine.pipeline.inference import SpikeEvents, infer_spikes
+from engine.pipeline.initialization import initial_filters, split_mixed_filters
+from engine.pipeline.params import (
+    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, MIN_SPLIT_SPIKES, MIN_USE_FRACTION, SHADOW_WINDOW_MS,
+)
+from engine.pipeline.pool import TrainingPool, build_training_pool
+from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.pipeline.pruning import PruneDecision, prune
+from engine.pipeline.reconstruction import WindowReconstruction, reconstruct_window
+from engine.pipeline.refinement import AmplitudePrior
+from engine.pipeline.sorting import Sorting, peak_taps
+from engine.pipeline.stages import SortStopped, StageLog
+from engine.pipeline.templates import assemble_sorting
+from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
+
+Progress = Callable[[float], None]
+ShouldStop = Callable[[], bool]
+
+
+def run_sort(
+    recording: Recording,
+    config: TrainingConfig | None = None,
+    on_snapshot: Callable[[TrainingSnapshot], None] | None = None,
+    sort_progress: Progress | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[Sorting, "SortPipeline"]:
+    """Learn the dictionary of `recording` and sort it; returns the sorting and the pipeline (model, costs)."""
+    pipeline = SortPipeline(recording, config, on_stage=on_stage)
+    pipeline.prepare()
+    pipeline.train(on_snapshot)
+    return pipeline.sort(progress=sort_progress), pipeline
+
+
+class SortPipeline:
+    """One sort: the recording, the model and what each stage handed on."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        config: TrainingConfig | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> None:
+        """Cheap: checks the parameters against the recording; the work starts in `prepare()`."""
+        self.config = config or TrainingConfig()
+        self.config.validate()
+        self.stage_log = StageLog(on_stage=on_stage)
+        with self.stage_log.stage("preprocessing"):
+            self.recording = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
+            self.noise_levels = np.maximum(np.asarray(self.recording.noise_levels, dtype=np.float32), 1e-6)
+        self.sampling_rate = float(self.recording.sampling_rate)
+        self.n_taps = self.config.taps_for(self.sampling_rate)
+        check_min_duration(self.recording, self.n_taps, "one filter")
+        self.window = min(max(self.config.window_for(self.sampling_rate), 2 * self.n_taps), self.recording.n_samples)
+        self.device = select_device(self.config.device)
+        self.device_name = device_description(self.device)
+        self.lambda_ = self.config.lambda_scale * universal_threshold(self.recording.n_channels, self.window)
+        torch.manual_seed(self.config.seed)
+        # Guards the model: live reconstruction and sorting may read it while training steps.
+        self.model_lock = threading.RLock()
+        self.model: CRsAE | None = None
+        self.pool: TrainingPool | None = None
+        self.trainer: Trainer | None = None
+        self.initial_filters: np.ndarray | None = None  # (n_kept, n_channels, n_taps): where training started
+        self.initial_pruning: PruneDecision | None = None
+        self.final_pruning: PruneDecision | None = None
+        self._pool_events: tuple[bytes, SpikeEvents] | None = None  # (dictionary key, events)
+
+    @property
+    def dead_time(self) -> int:
+        return self._samples(DEAD_TIME_MS)
+
+    @property
+    def is_prepared(self) -> bool:
+        return self.trainer is not None
+
+    def _samples(self, milliseconds: float) -> int:
+        """A duration in whole samples, at least one."""
+        return max(int(round(milliseconds * 1e-3 * self.sampling_rate)), 1)
+
+    # ---- phase 1: a dictionary to train ------------------------------------------
+    def prepare(
+        self,
+        progress: Callable[[str, float], None] | None = None,
+        should_stop: ShouldStop | None = None,
+        initial_dictionary: np.ndarray | None = None,
+    ) -> None:
+        """Build the training pool and the starting dictionary (from the data, or `initial_dictionary`
+        (n_filters, n_channels, n_taps), as a checkpoint gives it); raises SortStopped on `should_stop()`.
+
+        progress(stage, fraction) follows the stages that can take seconds.
+        """
+        report = progress or (lambda stage, fraction: None)
+        self.stage_log.should_stop = should_stop
+        with self.stage_log.stage("training pool"):
+            self.pool = build_training_pool(self.recording, self.noise_levels, self.window,
+                                            progress=lambda f: report("training pool", f), should_stop=should_stop)
+        if initial_dictionary is not None:
+            self._set_model(np.asarray(initial_dictionary, dtype=np.float32))
+            n = self.model.n_filters
+            self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
+        else:
+            with self.stage_log.stage("initial dictionary"):
+                n_filters = self.config.filters_for(self.recording.n_channels)
+                self._set_model(initial_filters(self.pool.data, n_filters, self.n_taps, seed=self.config.seed))
+            # Train only filters that code real spikes: idle or duplicate filters
+            # were measured to pull the good ones off the true shapes.
+            with self.stage_log.stage("pruning"):
+                self.initial_pruning = self._prune(report, should_stop)
+            with self.stage_log.stage("splitting mixed filters"):
+                split = self._split_mixed_filters(report, should_stop)
+            if split:
+                before = self.initial_pruning.describe()
+                with self.stage_log.stage("pruning after splits"):
+                    self.initial_pruning = self._prune(report, should_stop)
+                self.initial_pruning.note = f"{before}; split {', '.join(map(str, split))} in two; then "
+        self.final_pruning = self.initial_pruning
+        self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
+        self.trainer = Trainer(self.model, self.pool, self.config, model_lock=self.model_lock)
+
+    # ---- phase 2: training -------------------------------------------------------
+    def train(self, callback: Callable[[TrainingSnapshot], None] | None = None, snapshot_interval_s: float = 0.1) -> None:
+        self._require_prepared()
+        with self.stage_log.stage("training"):
+            self.trainer.run(callback, snapshot_interval_s)
+
+    # ---- phase 3: every spike of the recording ------------------------------------
+    def sort(
+        self,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+        recording: Recording | None = None,
+    ) -> Sorting:
+        """Prune the learned dictionary, then find every spike of the recording.
+
+        `recording`: another recording of the same probe to sort with this
+        dictionary (default: the one trained on). Raises SortStopped if
+        `should_stop()` turns true midway.
+        """
+        self._require_prepared()
+        self.stage_log.should_stop = should_stop
+        with self.stage_log.stage("final pruning"):
+            self.final_pruning = self._prune()
+        with self.model_lock:
+            model = self.model
+            pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
+        prior = AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, model.n_filters)
+        target, noise_levels = self._sorting_target(recording)
+        with self.stage_log.stage("inference"):
+            events = infer_spikes(
+                model, target, noise_levels, self.dead_time, self.lambda_,
+                progress=progress, should_stop=should_stop, prior=prior, solver=self.config.solver,
+            )
+        if should_stop is not None and should_stop():
+            raise SortStopped("sorting was stopped before the end of the recording")
+        with self.stage_log.stage("coincidences"):
+            events = resolve_coincidences(events, self._samples(COINCIDENCE_MS))
+        with self.stage_log.stage("templates"):
+            return assemble_sorting(
+                events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
+                self.lambda_, (self.initial_pruning.describe(), self.final_pruning.describe()),
+            )
+
+    def _sorting_target(self, recording: Recording | None) -> tuple[Recording, np.ndarray]:
+        if recording is None or recording is self.recording or recording is self.recording.parent:
+            return self.recording, self.noise_levels
+        target = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
+        if target.n_channels != self.recording.n_channels:
+            raise RecordingError(
+                f"the dictionary was learned on {self.recording.n_channels} channels but this recording has "
+                f"{target.n_channels}: sort recordings of the same probe, or train on this one"
+            )
+        return target, np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
+
+    # ---- the model between stages ---------------------------------------------------
+    def _set_model(self, filters: np.ndarray) -> None:
+        """Make `filters` (n_filters, n_channels, n_taps) the dictionary; training goes on with it."""
+        model = CRsAE(filters, self.lambda_, self.config.n_iterations).to(self.device)
+        with self.model_lock:
+            self.model = model
+            if self.trainer is not None:
+                self.trainer.replace_model(model)
+
+    def _events_of_pool(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> SpikeEvents:
+        """Spikes of every filter over the pool's prune segment, computed once per dictionary."""
+        filters = self.model.filters.detach().cpu().numpy()
+        key = hashlib.blake2b(filters.tobytes(), digest_size=16).digest() + repr(filters.shape).encode()
+        if self._pool_events is not None and self._pool_events[0] == key:
+            return self._pool_events[1]
+        events = infer_spikes(
+            self.model, self.pool.prune_recording(), np.ones(self.recording.n_channels, np.float32),
+            self.dead_time, self.lambda_, solver=self.config.solver, progress=progress, should_stop=should_stop,
+        )
+        if should_stop is not None and should_stop():
+            raise SortStopped("stopped while coding the training pool")
+        events = resolve_coincidences(events, self._samples(COINCIDENCE_MS))
+        self._pool_events = (key, events)
+        return events
+
+    def _prune(self, report: Callable[[str, float], None] | None = None,
+               should_stop: ShouldStop | None = None) -> PruneDecision:
+        """Merge duplicate filters and drop idle ones (engine/pipeline/pruning.py)."""
+        with self.model_lock:
+            progress = (lambda f: report("pruning", f)) if report is not None else None
+            events = self._events_of_pool(progress, should_stop)
+            decision = prune(self.model.filters_numpy(), events, shadow_window=self._samples(SHADOW_WINDOW_MS))
+            if len(decision.keep) < self.model.n_filters:
+                kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
+                self._set_model(kept)
+                # The starting shapes follow their filters, so views can still pair them.
+                if self.initial_filters is not None and len(self.initial_filters) == len(decision.counts):
+                    self.initial_filters = self.initial_filters[decision.keep]
+        return decision
+
+    def _split_mixed_filters(self, report: Callable[[str, float], None] | None = None,
+                             should_stop: ShouldStop | None = None) -> list[int]:
+        """Give a neuron folded into a look-alike filter its own filter (engine/pipeline/initialization.py)."""
+        with self.model_lock:
+            progress = (lambda f: report("splitting mixed filters", f)) if report is not None else None
+            events = self._events_of_pool(progress, should_stop)
+            if len(events) == 0:
+                return []
+            filters = self.model.filters.detach().cpu().numpy()
+            code_index = events.times - peak_taps(self.model.filters_numpy())[events.filters]
+            busiest = int(np.bincount(events.filters).max())
+            min_spikes = max(MIN_SPLIT_SPIKES, int(MIN_USE_FRACTION * busiest))
+            new_filters, split = split_mixed_filters(
+                self.pool.prune_segment(), filters, code_index, events.filters, events.amplitudes,
+                DUPLICATE_SIMILARITY, min_spikes, seed=self.config.seed,
+            )
+            if split:
+                self._set_model(new_filters)
+            return split
+
+    def _require_prepared(self) -> None:
+        if not self.is_prepared:
+            raise RuntimeError("call prepare() first: the pipeline has no dictionary yet")
+
+    # ---- for the live views -------------------------------------------------------------
+    def filters(self) -> np.ndarray:
+        """(n_filters, n_taps, n_channels) float32 copy of the current dictionary."""
+        with self.model_lock:
+            return self.model.filters_numpy()
+
+    def reconstruct(self, start: int, stop: int) -> WindowReconstruction:
+        """Codes and reconstruction of one window (thread-safe)."""
+        with self.model_lock:
+            return reconstruct_window(self.model, self.recording, self.noise_levels, start, stop)
