@@ -374,3 +374,17 @@ def test_check_min_duration():
     check_min_duration(rec, 50, "one filter")
     with pytest.raises(RecordingError, match=r"recording has 50 samples .*shorter than one filter \(80 samples"):
         check_min_duration(rec, 80, "one filter")
+
+
+def test_params_py_with_a_numpy_dtype_opens_like_a_quoted_one(tmp_path):
+    """Kilosort writes `dtype = np.int16`; phy folders and recordings read params.py with one parser."""
+    from engine.io.phy import read_params
+
+    data = (np.arange(400, dtype=np.int16) % 50).reshape(100, 4)
+    data.tofile(tmp_path / "raw.bin")
+    (tmp_path / "params.py").write_text(
+        "dat_path = 'raw.bin'\nn_channels_dat = 4\ndtype = np.int16\noffset = 0\nsample_rate = 30000.\n"
+    )
+    recording = open_recording(tmp_path / "params.py")
+    assert recording.n_channels == 4 and recording.n_samples == 100
+    assert read_params(tmp_path / "params.py")["dtype"] == "int16"

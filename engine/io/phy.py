@@ -22,7 +22,6 @@ back in µV; phy and SpikeInterface ignore names they do not know.
 
 from __future__ import annotations
 
-import ast
 import csv
 import io
 import os
@@ -37,6 +36,7 @@ from engine.io.atomic import write_npy_atomic, write_text_atomic
 from engine.io.recording import BinaryRecording, Recording, RecordingError
 from engine.model.similarity import normalised_cross_correlation
 from engine.io.geometry import linear_positions
+from engine.io.params_py import read_params_py
 from engine.pipeline.sorting import Sorting
 
 PARAMS_FILE = "params.py"
@@ -466,29 +466,8 @@ def load_phy(folder: str | os.PathLike) -> PhyFolder:
 
 
 def read_params(path: Path) -> dict:
-    """params.py's top-level assignments, parsed (never executed).
-
-    Values must be literals; `np.int16`-style dtypes are read by name.
-    """
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
-    except (SyntaxError, UnicodeDecodeError) as error:
-        raise PhyFolderError(f"{path} cannot be read: {error}") from error
-    params = {}
-    for statement in tree.body:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
-            continue
-        target = statement.targets[0]
-        if not isinstance(target, ast.Name):
-            continue
-        if isinstance(statement.value, ast.Attribute):
-            params[target.id] = statement.value.attr
-            continue
-        try:
-            params[target.id] = ast.literal_eval(statement.value)
-        except ValueError as error:
-            raise PhyFolderError(f"{path}: {target.id} is not a plain value") from error
-    return params
+    """params.py's top-level assignments, parsed (never executed) by engine/io/params_py.py."""
+    return read_params_py(path, PhyFolderError)
 
 
 def _read_npy(folder: Path, name: str, mmap_mode: str | None = None) -> np.ndarray:

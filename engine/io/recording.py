@@ -12,7 +12,6 @@ or a Kilosort/phy `params.py` in the same folder.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import numbers
@@ -24,6 +23,7 @@ import numpy as np
 
 from engine.io.atomic import write_bytes_atomic, write_text_atomic
 from engine.io.geometry import linear_positions
+from engine.io.params_py import read_params_py
 
 SUPPORTED_DTYPES = ("int16", "uint16", "float32", "float64")
 # Above this size a full scan for NaN/inf at open would make opening slow;
@@ -598,27 +598,8 @@ def _read_params_py_for(path: Path) -> tuple[dict, str]:
 
 
 def _parse_params_py(params_file: Path) -> dict:
-    """The values we use from a params.py's `name = literal` lines, without executing it."""
-    try:
-        tree = ast.parse(params_file.read_text(encoding="utf-8"), filename=str(params_file))
-    except (SyntaxError, UnicodeDecodeError) as error:
-        raise RecordingError(f"{params_file} is not valid Python ({error})") from error
-    values = {}
-    for node in tree.body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)):
-            continue
-        name = node.targets[0].id
-        if name not in _PARAMS_PY_KEYS:
-            continue
-        try:
-            values[name] = ast.literal_eval(node.value)
-        except ValueError as error:
-            raise RecordingError(
-                f"{params_file} line {node.lineno}: {name} is not a plain value "
-                f"(only literals like 30000.0 or 'int16' are read, code is never run): write the value itself"
-            ) from error
-    return values
+    """The values we use from params.py (engine/io/params_py.py parses it without executing it)."""
+    return read_params_py(params_file, RecordingError, keys=_PARAMS_PY_KEYS)
 
 
 def _dat_paths(values: dict) -> list[str]:
