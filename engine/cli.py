@@ -16,6 +16,9 @@ SUBCOMMANDS = {"sort", "simulate", "evaluate"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cpu import prefer_sleeping_threads
+
+    prefer_sleeping_threads()  # before anything imports torch (engine/cpu.py says why)
     parser = _build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -41,6 +44,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_recording_flags(sort)
     _add_model_flags(sort)
     sort.add_argument("--quiet", action="store_true", help="no progress bar")
+    sort.add_argument("--threads", type=int, default=None,
+                      help="torch threads (default: the cores other programs leave free, re-checked as it runs)")
     sort.add_argument("--verbose", action="store_true",
                       help="say when each stage starts, and print each stage's time and peak memory at the end")
     sort.set_defaults(handler=_run_sort)
@@ -101,6 +106,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     from engine.io.phy import export_phy
     from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
+    from engine.cpu import configure_threads
     from engine.io.checkpoints import save_checkpoint
     from engine.pipeline.run import SortPipeline
     from engine.pipeline.training import TrainingConfig
@@ -119,6 +125,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     )
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}")
+    configure_threads(args.threads)
     started = time.perf_counter()
     pipeline = SortPipeline(recording, config, on_stage=(lambda name: say(f"  {name} ...")) if args.verbose else None)
     pipeline.prepare()

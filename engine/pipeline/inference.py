@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.ndimage import maximum_filter1d
 
+from engine.cpu import adapt_threads
 from engine.model.crsae import CRsAE
 from engine.io.recording import Recording
 from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms, place_atoms
@@ -102,6 +103,7 @@ def iter_code_chunks(
     for batch_start in range(0, len(cores), batch_chunks):
         if should_stop is not None and should_stop():
             return
+        adapt_threads()
         batch_cores = cores[batch_start : batch_start + batch_chunks]
         windows = [(max(a - margin, 0), min(b + margin, recording.n_samples)) for a, b in batch_cores]
         length = max(w1 - w0 for w0, w1 in windows)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from engine.cpu import adapt_threads
+
 
 class SortStopped(Exception):
     """Raised inside long work when the person pressed Stop."""
@@ -64,6 +66,7 @@ class StageLog:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.check_stop(name)
+        adapt_threads()
         if self.on_stage is not None:
             self.on_stage(name)
         _reset_peak_rss()

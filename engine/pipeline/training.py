@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.cpu import adapt_threads
 from engine.model.crsae import CRsAE, select_device
 from engine.pipeline.inference import SOLVERS
 from engine.pipeline.params import FILTER_MS, FILTERS_PER_CHANNEL, MAX_FILTERS, MAX_TAPS, MIN_TAPS
@@ -195,6 +196,7 @@ class Trainer:
 
     # ---- training -----------------------------------------------------------
     def train_step(self) -> float:
+        adapt_threads()
         batch = self.pool.sample_batch(self._rng, self.config.batch_size, self.device)
         with self.model_lock:
             lipschitz = self.model.lipschitz()

@@ -1,0 +1,103 @@
+"""`sparsort sort --demo` on a quiet CPU and beside busy programs, under each thread policy.
+
+Users sort while other programs run. This prints, side by side in one run, the
+wall time of the whole demo sort (median of --repeats) for:
+
+    policy      adaptive  the default: OMP threads sleep when idle, and torch gets
+                          the cores other programs leave free (engine/cpu.py)
+                fixed-2   two threads whatever the load, OMP threads spinning
+                          (what Sparsort did before)
+                fixed-1   one thread
+    neighbours  0 or N single-threaded busy loops running beside the sort
+
+and the slowdown of each policy against its own quiet time, the peak resident
+memory of the sort (from the kernel's accounting of that child process) and the
+load average. Runs are interleaved across policies so a change in background
+load hits them alike.
+
+    python benchmarks/bench_shared_cpu.py [--repeats 3] [--neighbours 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
+
+POLICIES = {
+    "adaptive": ({}, []),
+    "fixed-2": ({"OMP_WAIT_POLICY": "ACTIVE"}, ["--threads", "2"]),
+    "fixed-1": ({}, ["--threads", "1"]),
+}
+
+
+def busy_loop() -> None:
+    while True:
+        pass
+
+
+def run_sort(policy: str, out: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one `sparsort sort --demo`."""
+    environment, flags = POLICIES[policy]
+    env = {**os.environ, **environment}
+    command = [sys.executable, "-m", "engine.cli", "sort", "--demo", "--quiet", "--out", str(out), *flags]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1])
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{policy}: sparsort sort --demo failed with status {status}")
+    return seconds, usage.ru_maxrss / 1024.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--neighbours", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    args = parser.parse_args()
+    print(f"engine {engine_version()}; {os.cpu_count()} cores; {load_note()}")
+    times: dict[tuple[str, int], list[float]] = {}
+    memory: dict[tuple[str, int], list[float]] = {}
+    loads: dict[int, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for neighbours in args.neighbours:
+            busy = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(neighbours)]
+            for process in busy:
+                process.start()
+            try:
+                for repeat in range(args.repeats):
+                    for policy in args.policies:
+                        seconds, rss = run_sort(policy, Path(folder) / f"{policy}-{neighbours}-{repeat}")
+                        times.setdefault((policy, neighbours), []).append(seconds)
+                        memory.setdefault((policy, neighbours), []).append(rss)
+                        loads.setdefault(neighbours, []).append(os.getloadavg()[0])
+                        print(f"  {policy:8s} beside {neighbours} busy: {seconds:6.1f} s, peak RSS {rss:6.0f} MB; "
+                              f"{load_note()}", flush=True)
+            finally:
+                for process in busy:
+                    process.terminate()
+    print()
+    print(f"{'policy':9s} {'busy':>4s} {'median s':>9s} {'runs':>20s} {'x quiet':>8s} {'peak RSS MB':>12s} {'load':>5s}")
+    for policy in args.policies:
+        quiet = statistics.median(times.get((policy, 0), [float("nan")]))
+        for neighbours in args.neighbours:
+            runs = times[policy, neighbours]
+            median = statistics.median(runs)
+            print(f"{policy:9s} {neighbours:4d} {median:9.1f} {', '.join(f'{r:.1f}' for r in runs):>20s} "
+                  f"{median / quiet:8.2f} {max(memory[policy, neighbours]):12.0f} "
+                  f"{statistics.median(loads[neighbours]):5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

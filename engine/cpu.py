@@ -1,0 +1,124 @@
+"""Sharing the CPU: how many threads torch uses, chosen from what the other programs leave free.
+
+Measured on the 2-core machine (issue 10): with one other busy process, torch's
+default of one thread per core made `sparsort sort --demo` 2.8× slower, while
+one thread was only 1.3× slower. Two things cause it. OpenMP threads spin while
+they wait for each other; and a parallel step is as slow as its slowest thread,
+which here is the one sharing its core with the other program.
+
+So, before torch starts its thread pool, waiting threads are told to sleep
+(`OMP_WAIT_POLICY=PASSIVE`). While Sparsort runs, `adapt_threads()` counts the
+cores the *other* processes keep busy and sets torch's thread count to the cores
+left. The count comes from /proc/stat minus our own CPU time, so Sparsort's own
+load never makes it back off. It is re-checked at most every `interval_s`.
+A person's explicit choice (`--threads`, or the variable SPARSORT_THREADS) always wins.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+THREADS_VARIABLE = "SPARSORT_THREADS"
+# Check the other programs' load at most this often: reading /proc/stat is cheap,
+# but resizing torch's pool every step is not.
+ADAPT_INTERVAL_S = 2.0
+_PROC_STAT = "/proc/stat"
+
+
+def prefer_sleeping_threads() -> None:
+    """Make idle OpenMP threads sleep instead of spin; only effective before torch is imported."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _busy_and_total_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, or None where /proc/stat does not exist."""
+    try:
+        with open(_PROC_STAT, encoding="ascii") as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+class ThreadPolicy:
+    """Chooses torch's thread count from the cores other programs leave free."""
+
+    def __init__(self, fixed: int | None = None, interval_s: float = ADAPT_INTERVAL_S) -> None:
+        self.cores = available_cores()
+        self.fixed = fixed
+        self.interval_s = interval_s
+        self._last_check = -float("inf")
+        self._last_ticks = _busy_and_total_ticks()
+        self._last_own = time.process_time()
+        self._last_wall = time.monotonic()
+        self.threads = fixed or self.cores
+        self.other_busy_cores = 0.0  # last measured
+
+    def other_load(self) -> float | None:
+        """Cores kept busy by other processes since the last call (None without /proc/stat)."""
+        ticks, own, wall = _busy_and_total_ticks(), time.process_time(), time.monotonic()
+        if ticks is None or self._last_ticks is None or wall <= self._last_wall:
+            return None
+        busy = ticks[0] - self._last_ticks[0]
+        total = ticks[1] - self._last_ticks[1]
+        own_share = (own - self._last_own) / (wall - self._last_wall) / self.cores  # fraction of all CPUs
+        self._last_ticks, self._last_own, self._last_wall = ticks, own, wall
+        if total <= 0:
+            return None
+        return max(busy / total - own_share, 0.0) * self.cores
+
+    def choose(self, other_busy_cores: float) -> int:
+        """Threads for torch when others keep `other_busy_cores` cores busy: the free cores, at least one."""
+        if self.fixed is not None:
+            return self.fixed
+        return max(1, min(self.cores, self.cores - int(round(other_busy_cores))))
+
+    def adapt(self, force: bool = False) -> int:
+        """Re-measure (at most every interval_s) and apply; returns torch's thread count."""
+        import torch
+
+        now = time.monotonic()
+        if not force and now - self._last_check < self.interval_s:
+            return self.threads
+        self._last_check = now
+        load = self.other_load()
+        if load is not None:
+            self.other_busy_cores = load
+        threads = self.choose(self.other_busy_cores)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        self.threads = threads
+        return threads
+
+
+_policy: ThreadPolicy | None = None
+
+
+def configure_threads(fixed: int | None = None) -> ThreadPolicy:
+    """Install the process's thread policy: `fixed` threads, SPARSORT_THREADS, or adaptive (the default)."""
+    global _policy
+    if fixed is None and os.environ.get(THREADS_VARIABLE):
+        try:
+            fixed = int(os.environ[THREADS_VARIABLE])
+        except ValueError:
+            raise ValueError(f"{THREADS_VARIABLE}={os.environ[THREADS_VARIABLE]!r} is not a whole number of threads: "
+                             f"unset it or give e.g. {THREADS_VARIABLE}=2") from None
+    if fixed is not None and fixed < 1:
+        raise ValueError(f"threads must be at least 1, got {fixed}")
+    _policy = ThreadPolicy(fixed)
+    _policy.adapt(force=True)
+    return _policy
+
+
+def adapt_threads() -> int | None:
+    """Re-check the load and set torch's threads, if a policy is installed (the CLI and app install one)."""
+    return _policy.adapt() if _policy is not None else None

@@ -1,0 +1,48 @@
+"""The thread policy: torch gets the cores other programs leave free."""
+
+import pytest
+import torch
+
+from engine import cpu
+
+
+def test_threads_are_the_cores_left_free_and_at_least_one():
+    policy = cpu.ThreadPolicy()
+    policy.cores = 4
+    assert policy.choose(0.0) == 4
+    assert policy.choose(1.2) == 3  # one busy program takes one core
+    assert policy.choose(3.9) == 1
+    assert policy.choose(9.0) == 1  # never zero
+
+
+def test_an_explicit_thread_count_wins(monkeypatch):
+    monkeypatch.setenv(cpu.THREADS_VARIABLE, "1")
+    before = torch.get_num_threads()
+    try:
+        policy = cpu.configure_threads()
+        assert policy.choose(0.0) == 1 and torch.get_num_threads() == 1
+    finally:
+        cpu._policy = None
+        torch.set_num_threads(before)
+
+
+def test_a_bad_thread_variable_names_itself(monkeypatch):
+    monkeypatch.setenv(cpu.THREADS_VARIABLE, "two")
+    with pytest.raises(ValueError, match="SPARSORT_THREADS='two' is not a whole number"):
+        cpu.configure_threads()
+
+
+def test_other_load_excludes_our_own_work(monkeypatch):
+    """Our own CPU time is not 'another program': busy ticks we caused are subtracted."""
+    policy = cpu.ThreadPolicy()
+    policy.cores = 2
+    ticks = iter([(1000, 2000), (1100, 2200)])  # half of all CPU time busy over the interval
+    monkeypatch.setattr(cpu, "_busy_and_total_ticks", lambda: next(ticks))
+    policy._last_ticks = cpu._busy_and_total_ticks()
+    clock = iter([10.0, 11.0])
+    monkeypatch.setattr(cpu.time, "monotonic", lambda: next(clock))
+    policy._last_wall = cpu.time.monotonic()
+    cpu_time = iter([5.0, 6.0])  # we used one core-second in that second: all of the busy half
+    monkeypatch.setattr(cpu.time, "process_time", lambda: next(cpu_time))
+    policy._last_own = cpu.time.process_time()
+    assert policy.other_load() == pytest.approx(0.0)
