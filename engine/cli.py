@@ -91,7 +91,12 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-iterations", type=int, default=defaults.n_iterations, help="unrolled FISTA steps T")
     group.add_argument("--lambda-scale", type=float, default=defaults.lambda_scale, help="× the universal threshold")
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="windows per training step, lowered to fit --max-step-mb")
+    group.add_argument("--gradient-iterations", type=int, default=defaults.gradient_iterations,
+                       help="back-propagate through only the last N FISTA steps: same codes, memory grows with N not T")
+    group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
+                       help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)
     group.add_argument("--epochs", dest="n_epochs", type=float, default=defaults.n_epochs)
     group.add_argument("--seed", type=int, default=defaults.seed)
@@ -122,6 +127,7 @@ def _run_sort(args: argparse.Namespace) -> int:
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
+        gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb,
     )
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}")
@@ -130,6 +136,10 @@ def _run_sort(args: argparse.Namespace) -> int:
     pipeline = SortPipeline(recording, config, on_stage=(lambda name: say(f"  {name} ...")) if args.verbose else None)
     pipeline.prepare()
     say(f"device: {pipeline.device_name}; dictionary: {pipeline.initial_pruning.describe()}")
+    trainer = pipeline.trainer
+    say(f"training: {trainer.n_steps} steps of {trainer.batch_size} windows x {pipeline.window} samples "
+        f"(gradient through the last {config.gradient_iterations or config.n_iterations} of "
+        f"{config.n_iterations} FISTA steps)")
     bar = ProgressBar("training", enabled=not args.quiet)
     pipeline.train(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
     bar.close()

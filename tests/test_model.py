@@ -113,3 +113,31 @@ def test_fft_route_gives_the_same_filter_gradients():
         (signal - reconstruction).pow(2).mean().backward()
         gradients[method] = model.filters.grad.clone()
     assert torch.allclose(gradients["direct"], gradients["fft"], atol=1e-4 * float(gradients["direct"].abs().max()))
+
+
+def test_a_truncated_gradient_leaves_the_codes_unchanged():
+    """Only the last steps are kept for back-propagation; the forward pass is the same FISTA."""
+    import torch
+
+    from engine.model.crsae import CRsAE
+
+    rng = np.random.default_rng(0)
+    model = CRsAE(rng.standard_normal((3, 2, 20)).astype(np.float32), 0.5, n_iterations=40)
+    signal = torch.from_numpy(rng.standard_normal((2, 2, 300)).astype(np.float32))
+    lipschitz = model.lipschitz()
+    full = model.encode(signal, lipschitz=lipschitz)
+    truncated = model.encode(signal, lipschitz=lipschitz, gradient_iterations=5)
+    torch.testing.assert_close(truncated, full, rtol=1e-5, atol=1e-6)
+    truncated.sum().backward()
+    assert model.filters.grad is not None and torch.isfinite(model.filters.grad).all()
+    assert model.filters.grad.abs().sum() > 0
+
+
+def test_the_step_budget_lowers_the_batch_and_refuses_what_cannot_fit():
+    from engine.pipeline.training import ConfigError, TrainingConfig, batch_size_within_budget, step_memory_mb
+
+    config = TrainingConfig(batch_size=32, max_step_mb=100.0, gradient_iterations=20)
+    one = step_memory_mb(8, 4, 6000, 20 + 20, 1)
+    assert batch_size_within_budget(config, 8, 4, 6000) == int(100.0 // one) < 32
+    with pytest.raises(ConfigError, match="max_step_mb"):
+        batch_size_within_budget(TrainingConfig(max_step_mb=1.0), 64, 384, 6000)

@@ -21,13 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+N_DEBIAS_ITERATIONS = 20
+
+
 class CRsAE(nn.Module):
     def __init__(
         self,
         filters: np.ndarray | torch.Tensor,
         lambdas: np.ndarray | torch.Tensor | float,
         n_iterations: int = 100,
-        n_debias_iterations: int = 20,
+        n_debias_iterations: int = N_DEBIAS_ITERATIONS,
     ) -> None:
         super().__init__()
         weight = torch.as_tensor(np.asarray(filters), dtype=torch.float32)
@@ -87,6 +90,7 @@ class CRsAE(nn.Module):
         n_iterations: int | None = None,
         lipschitz: float | None = None,
         tolerance: float = 0.0,
+        gradient_iterations: int | None = None,
     ) -> torch.Tensor:
         """Unrolled FISTA, then debiasing: (batch, n_channels, n) -> (batch, n_filters, n - n_taps + 1).
 
@@ -104,24 +108,38 @@ class CRsAE(nn.Module):
         With `tolerance` > 0 the FISTA loop stops early once the largest code
         update is below `tolerance` (in code units); training uses a fixed T so
         gradients flow through the same computation every step.
+
+        `gradient_iterations`: when gradients are on, keep only the last this
+        many FISTA steps (and the debiasing) in the autograd graph; the steps
+        before run without it. The codes are the same either way; the memory
+        of a training step then grows with this number instead of T.
         """
         n_iterations = self.n_iterations if n_iterations is None else int(n_iterations)
         step = 1.0 / (lipschitz if lipschitz is not None else self.lipschitz())
         shrink = (self.lambdas * step).view(1, -1, 1)
         correlation = self.analysis(signal)  # Hᵀy, reused every step
         gram = self._gram_operator(correlation.shape[-1])
-        codes = fista(correlation, gram, shrink, step, n_iterations, tolerance=tolerance)
+        tracked = n_iterations if gradient_iterations is None else min(int(gradient_iterations), n_iterations)
+        start = torch.zeros_like(correlation)
+        state = (start, start, 1.0)
+        if torch.is_grad_enabled() and tracked < n_iterations:
+            with torch.no_grad():
+                untracked_gram = self._gram_operator(correlation.shape[-1], filters=self.filters.detach())
+                state = fista_resumable(correlation.detach(), untracked_gram, shrink, step,
+                                        n_iterations - tracked, state, tolerance)
+            n_iterations = tracked
+        codes = fista_resumable(correlation, gram, shrink, step, n_iterations, state, tolerance)[0]
         support = (codes > 0).to(codes.dtype)
         return debias(codes, correlation, gram, step, self.n_debias_iterations, support)
 
-    def _gram_operator(self, n_codes: int, method: str = "auto"):
+    def _gram_operator(self, n_codes: int, method: str = "auto", filters: torch.Tensor | None = None):
         """x -> HᵀH x by direct convolutions or, without gradients, by FFT.
 
         Per code sample, the direct route costs about 2·C·L multiply-adds per
         filter; the FFT route a few FFT passes per filter plus K products per
         frequency, which wins once channels × taps is large (tetrodes at 30 kHz).
         """
-        filters = self.filters
+        filters = self.filters if filters is None else filters
         if method == "auto":
             direct_cost = 2 * self.n_channels * self.n_taps
             fft_cost = 6 * math.log2(max(n_codes, 2)) + 4 * self.n_filters
@@ -172,16 +190,24 @@ def fista(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: in
     update is below it.
     """
     codes = torch.zeros_like(correlation) if codes is None else codes
-    momentum_point = codes
-    momentum = 1.0
+    return fista_resumable(correlation, gram, shrink, step, n_iterations, (codes, codes, 1.0), tolerance)[0]
+
+
+FistaState = tuple  # (codes, momentum point, momentum): where FISTA stands after some steps
+
+
+def fista_resumable(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,
+                    state: FistaState, tolerance: float = 0.0) -> FistaState:
+    """`n_iterations` FISTA steps from `state`; returns the new state, so a run can be continued exactly."""
+    codes, momentum_point, momentum = state
     for _ in range(n_iterations):
         codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
         momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
         momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
         if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:
-            return codes_next
+            return codes_next, momentum_point, momentum_next
         codes, momentum = codes_next, momentum_next
-    return codes
+    return codes, momentum_point, momentum
 
 
 def debias(codes: torch.Tensor, correlation: torch.Tensor, gram, step: float, n_iterations: int,

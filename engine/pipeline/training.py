@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine.cpu import adapt_threads
-from engine.model.crsae import CRsAE, select_device
+from engine.model.crsae import N_DEBIAS_ITERATIONS, CRsAE, select_device
 from engine.pipeline.inference import SOLVERS
 from engine.pipeline.params import FILTER_MS, FILTERS_PER_CHANNEL, MAX_FILTERS, MAX_TAPS, MIN_TAPS
 from engine.pipeline.pool import TrainingPool
@@ -43,7 +43,7 @@ class TrainingConfig:
     # Relative step: Adam moves each filter value by about learning_rate / sqrt(channels × taps),
     # i.e. a unit-norm filter by ~learning_rate per step, whatever its size; decays to 0 (cosine).
     learning_rate: float = 0.001
-    batch_size: int = 32
+    batch_size: int = 32  # windows per step, lowered to fit max_step_mb
     window_ms: float = 200.0  # length of each training window
     # Passes over the training pool. Measured on the CPU benchmark: 1 and 2 epochs
     # sort alike (demo min unit 0.9502 vs 0.9505, tetrode 0.985 both, SI-generated
@@ -54,6 +54,11 @@ class TrainingConfig:
     # How sorting encodes the recording (engine/pipeline/inference.py SOLVERS): the same
     # lasso either way; "auto" = the working set on a CPU, dense on a GPU.
     solver: str = "auto"
+    # Back-propagate through only the last this many FISTA steps (None: all T).
+    # The codes are the same; a step's memory grows with this instead of T.
+    gradient_iterations: int | None = 20
+    # Memory a training step may use for its autograd graph; the batch shrinks to fit.
+    max_step_mb: float = 1024.0
 
     def validate(self) -> None:
         if self.n_filters is not None:
@@ -66,6 +71,9 @@ class TrainingConfig:
         _check_float(self.learning_rate, "learning_rate", 0.0, 1.0, open_low=True)
         _check_float(self.window_ms, "window_ms", 1.0, 60_000.0)
         _check_float(self.n_epochs, "n_epochs", 0.0, 10_000.0)
+        if self.gradient_iterations is not None:
+            _check_int(self.gradient_iterations, "gradient_iterations", 1, 10_000)
+        _check_float(self.max_step_mb, "max_step_mb", 1.0, 1e7)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.solver not in SOLVERS:
@@ -112,6 +120,33 @@ def _check_float(value, name: str, low: float, high: float, open_low: bool = Fal
         raise ConfigError(f"{name} = {value} is out of range: it must be {bound} {low} and at most {high}")
 
 
+# Bytes the autograd graph keeps per (filter + channel) x sample x tracked step.
+# Measured on the 5-minute tetrode before the graph was bounded (32 windows x
+# 6000 samples x (8 filters + 4 channels) x 120 tracked steps = 221 M values):
+# the process peaked at 5.7 GB, about 26 bytes a value.
+GRAPH_BYTES_PER_VALUE = 26.0
+
+
+def step_memory_mb(n_filters: int, n_channels: int, window: int, tracked_iterations: int, batch: int) -> float:
+    """Estimated memory (MB) of one training step's autograd graph."""
+    values_per_window = (n_filters + n_channels) * window * tracked_iterations
+    return GRAPH_BYTES_PER_VALUE * values_per_window * batch / 2**20
+
+
+def batch_size_within_budget(config: TrainingConfig, n_filters: int, n_channels: int, window: int) -> int:
+    """config.batch_size, lowered so that a step fits config.max_step_mb; refuses if one window cannot."""
+    tracked = (config.gradient_iterations or config.n_iterations) + N_DEBIAS_ITERATIONS
+    one_window = step_memory_mb(n_filters, n_channels, window, tracked, 1)
+    fits = int(config.max_step_mb // one_window)
+    if fits < 1:
+        raise ConfigError(
+            f"one training window ({window} samples x {n_filters} filters, {tracked} tracked steps) needs about "
+            f"{one_window:.0f} MB, more than max_step_mb = {config.max_step_mb:g}: raise max_step_mb, shorten "
+            f"window_ms, or set gradient_iterations (e.g. 20)"
+        )
+    return min(config.batch_size, fits)
+
+
 @dataclass(frozen=True)
 class TrainingSnapshot:
     step: int
@@ -136,8 +171,9 @@ class Trainer:
         self.device = next(model.parameters()).device
         self._rng = np.random.default_rng(config.seed)
         self.optimizer = self._new_optimizer()
+        self.batch_size = batch_size_within_budget(config, model.n_filters, model.n_channels, pool.window)
         windows_per_epoch = max(pool.n_samples / pool.window, 1.0)
-        self.n_steps = max(1, int(math.ceil(config.n_epochs * windows_per_epoch / config.batch_size)))
+        self.n_steps = max(1, int(math.ceil(config.n_epochs * windows_per_epoch / self.batch_size)))
         self.step = 0
         self.loss_history: list[float] = []
         self.filter_change_history: list[float] = []
@@ -197,10 +233,10 @@ class Trainer:
     # ---- training -----------------------------------------------------------
     def train_step(self) -> float:
         adapt_threads()
-        batch = self.pool.sample_batch(self._rng, self.config.batch_size, self.device)
+        batch = self.pool.sample_batch(self._rng, self.batch_size, self.device)
         with self.model_lock:
             lipschitz = self.model.lipschitz()
-            codes = self.model.encode(batch, lipschitz=lipschitz)
+            codes = self.model.encode(batch, lipschitz=lipschitz, gradient_iterations=self.config.gradient_iterations)
             reconstruction = self.model.decode(codes)
             loss = torch.mean((batch - reconstruction) ** 2)
             for group in self.optimizer.param_groups:
