@@ -95,6 +95,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                        help="windows per training step, lowered to fit --max-step-mb")
     group.add_argument("--gradient-iterations", type=int, default=defaults.gradient_iterations,
                        help="back-propagate through only the last N FISTA steps: same codes, memory grows with N not T")
+    group.add_argument("--radius-um", type=float, default=defaults.radius_um,
+                       help="each filter lives on the channels within this distance of its main channel")
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
                        help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)
@@ -127,7 +129,7 @@ def _run_sort(args: argparse.Namespace) -> int:
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
-        gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb,
+        gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
     )
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}")

@@ -147,3 +147,19 @@ def test_solver_choice_follows_the_device_and_refuses_unknown_names():
         uses_working_set("sparse", torch.device("cpu"))
     with pytest.raises(ConfigError, match="solver must be one of auto, dense, working-set"):
         TrainingConfig(solver="fast").validate()
+
+
+def test_filters_on_far_apart_channels_do_not_interact():
+    """A local dictionary: the Gram between filters with disjoint channels is exactly zero and not stored."""
+    rng = np.random.default_rng(3)
+    filters = rng.standard_normal((2, 4, 9)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=np.float32)
+    model = CRsAE(filters, 1.0, channel_mask=mask)
+    assert np.all(model.filters.detach().numpy()[0, 2:] == 0) and np.all(model.filters.detach().numpy()[1, :2] == 0)
+    gram = gram_tensor(model)
+    assert np.all(gram[0, 1] == 0) and np.any(gram[0, 0] != 0)
+    times = np.array([10, 12, 14])
+    matrix = sparse_gram(gram, np.array([0, 1, 0]), times)
+    dense = matrix.toarray()
+    assert dense[0, 1] == 0 and dense[1, 2] == 0 and dense[0, 2] != 0
+    assert matrix.nnz == 5  # three diagonal entries and the 0-0 pair both ways

@@ -31,7 +31,10 @@ class CRsAE(nn.Module):
         lambdas: np.ndarray | torch.Tensor | float,
         n_iterations: int = 100,
         n_debias_iterations: int = N_DEBIAS_ITERATIONS,
+        channel_mask: np.ndarray | torch.Tensor | None = None,
     ) -> None:
+        """channel_mask: (n_filters, n_channels) 0/1, the channels each filter may use (its
+        neighbourhood on a probe); the filters are kept zero elsewhere. None: every channel."""
         super().__init__()
         weight = torch.as_tensor(np.asarray(filters), dtype=torch.float32)
         if weight.ndim != 3:
@@ -39,6 +42,12 @@ class CRsAE(nn.Module):
         self.filters = nn.Parameter(weight.clone())  # (n_filters, n_channels, n_taps)
         lambdas = torch.as_tensor(np.broadcast_to(np.asarray(lambdas, dtype=np.float32), (weight.shape[0],)).copy())
         self.register_buffer("lambdas", lambdas)  # (n_filters,) threshold in noise-σ units
+        mask = torch.ones(weight.shape[:2]) if channel_mask is None else torch.as_tensor(
+            np.asarray(channel_mask, dtype=np.float32))
+        if tuple(mask.shape) != tuple(weight.shape[:2]):
+            raise ValueError(f"channel_mask must be (n_filters, n_channels) = {tuple(weight.shape[:2])}, "
+                             f"got {tuple(mask.shape)}")
+        self.register_buffer("channel_mask", mask.to(torch.float32))  # (n_filters, n_channels)
         self.n_iterations = int(n_iterations)
         self.n_debias_iterations = int(n_debias_iterations)
         self.normalize_filters_()
@@ -171,7 +180,8 @@ class CRsAE(nn.Module):
 
     @torch.no_grad()
     def normalize_filters_(self) -> None:
-        """Project every filter back onto the unit sphere (over channels and taps)."""
+        """Project every filter onto its channels, then back onto the unit sphere (over channels and taps)."""
+        self.filters.mul_(self.channel_mask[:, :, None])
         norms = self.filters.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)
         self.filters.div_(norms)
 

@@ -70,6 +70,9 @@ class WorkingSetEncoder:
         self.lambdas = self.model.lambdas.numpy().astype(np.float32)
         self.screen = float(screen)
         self.gram = gram_tensor(self.model)
+        # Filters on far-apart neighbourhoods of a probe never interact (their Gram is exactly 0):
+        # the fraction that do scales the size of the sparse problem.
+        self.interacting_fraction = float(np.mean(np.any(self.gram != 0, axis=2))) if self.gram.size else 1.0
         self.sparse_chunks = 0  # how many chunks each route encoded, for reports
         self.dense_chunks = 0
 
@@ -90,7 +93,7 @@ class WorkingSetEncoder:
         lambdas = self.lambdas[None, :, None]
         in_set = correlation > self.screen * lambdas
         chunks, filters, times = self._coordinates(in_set)
-        if gram_entries(times, self.n_taps) > MAX_ENTRIES_PER_CODE * in_set.size:
+        if gram_entries(times, self.n_taps) * self.interacting_fraction > MAX_ENTRIES_PER_CODE * in_set.size:
             self.dense_chunks += len(signal)
             with torch.no_grad():
                 return self.model.encode(signal_tensor, lipschitz=1.0 / self.step).numpy()
@@ -194,6 +197,7 @@ def sparse_gram(gram: np.ndarray, filters: np.ndarray, times: np.ndarray) -> spa
     columns = np.arange(indptr[-1]) - np.repeat(indptr[:-1] - first, counts)
     values = gram[sorted_filters[rows], sorted_filters[columns], sorted_times[columns] - sorted_times[rows] + n_taps - 1]
     matrix = sparse.csr_matrix((values, columns.astype(index_type), indptr.astype(index_type)), shape=(n, n))
+    matrix.eliminate_zeros()  # pairs of filters on far-apart channels: no interaction, no work
     if np.all(order == np.arange(n)):
         return matrix
     inverse = np.empty(n, dtype=np.int64)

@@ -87,6 +87,65 @@ def initial_filters(
     return (filters / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def initial_filters_by_neighbourhood(
+    signal: np.ndarray,
+    neighbourhoods: np.ndarray,
+    n_taps: int,
+    filters_per_channel: int,
+    max_filters: int,
+    threshold: float = DETECTION_THRESHOLD,
+    max_snippets: int = 20000,
+    seed: int = 0,
+) -> np.ndarray:
+    """(n_filters, n_channels, n_taps) unit-norm filters, clustered channel by channel on a probe.
+
+    Each detected spike belongs to the channel where it is biggest; the spikes
+    of a channel are cut on that channel's neighbourhood only and clustered
+    there, so a cluster's mean is a filter that lives on the neighbourhood
+    (zero elsewhere). This keeps the clustering's size that of a neighbourhood,
+    not of the probe: a snippet on 384 channels × 120 taps is 46,080 values, on
+    a 100 µm neighbourhood ~40 × 120. Look-alike filters of neighbouring
+    channels (one neuron seen from two channels) are merged later by pruning.
+    At most `max_filters` are kept, the biggest clusters first.
+    """
+    rng = np.random.default_rng(seed)
+    n_channels, n_samples = signal.shape
+    peak_tap = int(PEAK_FRACTION * n_taps)
+    times, channels = detect_peaks(signal, threshold, dead_time=max(n_taps // 4, 1))
+    inside = (times - peak_tap >= 0) & (times - peak_tap + n_taps <= n_samples)
+    times, channels = times[inside], channels[inside]
+    if times.size > max_snippets:
+        chosen = np.sort(rng.choice(times.size, max_snippets, replace=False))
+        times, channels = times[chosen], channels[chosen]
+    offsets = np.arange(n_taps) - peak_tap
+    means, sizes = [], []
+    for channel in range(n_channels):
+        mine = times[channels == channel]
+        near = np.flatnonzero(neighbourhoods[channel])
+        n_clusters = min(filters_per_channel, mine.size // 2)
+        if n_clusters < 1:
+            continue
+        snippets = signal[near][:, mine[:, None] + offsets[None, :]]  # (n_near, n_spikes, n_taps)
+        snippets = snippets.transpose(1, 0, 2).reshape(mine.size, -1)
+        n_components = min(10, snippets.shape[1], snippets.shape[0])
+        features = PCA(n_components=n_components, random_state=seed).fit_transform(snippets)
+        labels = KMeans(n_clusters=n_clusters, n_init=2, random_state=seed).fit_predict(features)
+        for cluster in range(n_clusters):
+            members = labels == cluster
+            if not members.any():
+                continue
+            mean = np.zeros((n_channels, n_taps), dtype=np.float32)
+            mean[near] = snippets[members].mean(axis=0).reshape(near.size, n_taps)
+            means.append(mean)
+            sizes.append(int(members.sum()))
+    if not means:
+        return initial_filters(signal, min(filters_per_channel, max_filters), n_taps, threshold, max_snippets, seed)
+    order = np.argsort(-np.asarray(sizes), kind="stable")[:max_filters]
+    filters = np.stack([means[i] for i in order])
+    norms = np.linalg.norm(filters.reshape(len(filters), -1), axis=1).reshape(-1, 1, 1)
+    return (filters / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 def _random_spike_like(rng: np.random.Generator, n_channels: int, n_taps: int, peak_tap: int) -> np.ndarray:
     """A smooth random negative bump: a neutral start for a filter with no data."""
     taps = np.arange(n_taps)

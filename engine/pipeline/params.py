@@ -28,6 +28,10 @@ MAX_FILTERS = 512
 # pruning cannot put it back together); a tetrode with 8 neurons needs 32
 # (with 8, 16 or 24 k-means folds its rarest unit into a 0.93-similar one).
 FILTERS_PER_CHANNEL = 8
+# From this many channels up, the initial dictionary is clustered channel by
+# channel on neighbourhoods (initialization.initial_filters_by_neighbourhood);
+# below it, over all channels at once, as measured on the demo and tetrodes.
+LOCAL_INIT_MIN_CHANNELS = 9
 
 # ---- pruning (engine/pipeline/pruning.py) --------------------------------------
 # Measured on the simulator: distinct neurons reached a shift-invariant

@@ -27,9 +27,11 @@ from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
 from engine.pipeline.coincidences import resolve_coincidences
 from engine.pipeline.inference import SpikeEvents, infer_spikes
-from engine.pipeline.initialization import initial_filters, split_mixed_filters
+from engine.io.geometry import channel_neighbourhoods
+from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
-    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, MIN_SPLIT_SPIKES, MIN_USE_FRACTION, SHADOW_WINDOW_MS,
+    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
+    MIN_SPLIT_SPIKES, MIN_USE_FRACTION, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
@@ -76,6 +78,8 @@ class SortPipeline:
             self.recording = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
             self.noise_levels = np.maximum(np.asarray(self.recording.noise_levels, dtype=np.float32), 1e-6)
         self.sampling_rate = float(self.recording.sampling_rate)
+        # (n_channels, n_channels) bool: each filter lives on the neighbourhood of its main channel.
+        self.neighbourhoods = channel_neighbourhoods(self.recording.channel_positions, self.config.radius_um)
         self.n_taps = self.config.taps_for(self.sampling_rate)
         check_min_duration(self.recording, self.n_taps, "one filter")
         self.window = min(max(self.config.window_for(self.sampling_rate), 2 * self.n_taps), self.recording.n_samples)
@@ -128,8 +132,7 @@ class SortPipeline:
             self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
         else:
             with self.stage_log.stage("initial dictionary"):
-                n_filters = self.config.filters_for(self.recording.n_channels)
-                self._set_model(initial_filters(self.pool.data, n_filters, self.n_taps, seed=self.config.seed))
+                self._set_model(self._initial_dictionary())
             # Train only filters that code real spikes: idle or duplicate filters
             # were measured to pull the good ones off the true shapes.
             with self.stage_log.stage("pruning"):
@@ -144,6 +147,13 @@ class SortPipeline:
         self.final_pruning = self.initial_pruning
         self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
         self.trainer = Trainer(self.model, self.pool, self.config, model_lock=self.model_lock)
+
+    def _initial_dictionary(self) -> np.ndarray:
+        n_channels = self.recording.n_channels
+        if n_channels >= LOCAL_INIT_MIN_CHANNELS and self.config.n_filters is None:
+            return initial_filters_by_neighbourhood(self.pool.data, self.neighbourhoods, self.n_taps,
+                                                    FILTERS_PER_CHANNEL, MAX_FILTERS, seed=self.config.seed)
+        return initial_filters(self.pool.data, self.config.filters_for(n_channels), self.n_taps, seed=self.config.seed)
 
     # ---- phase 2: training -------------------------------------------------------
     def train(self, callback: Callable[[TrainingSnapshot], None] | None = None, snapshot_interval_s: float = 0.1) -> None:
@@ -202,7 +212,9 @@ class SortPipeline:
     # ---- the model between stages ---------------------------------------------------
     def _set_model(self, filters: np.ndarray) -> None:
         """Make `filters` (n_filters, n_channels, n_taps) the dictionary; training goes on with it."""
-        model = CRsAE(filters, self.lambda_, self.config.n_iterations).to(self.device)
+        main_channels = np.linalg.norm(filters, axis=2).argmax(axis=1)  # (n_filters,)
+        model = CRsAE(filters, self.lambda_, self.config.n_iterations,
+                      channel_mask=self.neighbourhoods[main_channels]).to(self.device)
         with self.model_lock:
             self.model = model
             if self.trainer is not None:

@@ -59,6 +59,7 @@ class TrainingConfig:
     gradient_iterations: int | None = 20
     # Memory a training step may use for its autograd graph; the batch shrinks to fit.
     max_step_mb: float = 1024.0
+    radius_um: float = 100.0  # a filter lives on the channels this close to its main channel
 
     def validate(self) -> None:
         if self.n_filters is not None:
@@ -74,6 +75,7 @@ class TrainingConfig:
         if self.gradient_iterations is not None:
             _check_int(self.gradient_iterations, "gradient_iterations", 1, 10_000)
         _check_float(self.max_step_mb, "max_step_mb", 1.0, 1e7)
+        _check_float(self.radius_um, "radius_um", 0.0, 1e6, open_low=True)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.solver not in SOLVERS:

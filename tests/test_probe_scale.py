@@ -1,0 +1,45 @@
+"""A probe, not a tetrode: filters live on neighbourhoods, the initial dictionary is clustered per channel."""
+
+import numpy as np
+import pytest
+
+from engine.evaluation.scoring import compare_to_ground_truth
+from engine.evaluation.simulator import simulate
+from engine.io.geometry import GeometryError, linear_positions
+from engine.io.recording import NumpyRecording
+from engine.pipeline.run import SortPipeline
+from engine.pipeline.training import TrainingConfig
+
+
+@pytest.fixture(scope="module")
+def probe_recording():
+    positions = linear_positions(16)  # 20 µm pitch: 300 µm of probe
+    traces, truth = simulate(duration_s=10.0, n_units=5, sampling_rate=10_000.0, n_channels=16,
+                             channel_positions=positions, seed=11, firing_rates=20.0)
+    return NumpyRecording(traces, 10_000.0, channel_positions=positions), truth
+
+
+@pytest.mark.slow
+def test_a_probe_is_sorted_with_filters_on_their_neighbourhoods(probe_recording):
+    recording, truth = probe_recording
+    config = TrainingConfig(n_iterations=40, n_epochs=0.2, batch_size=4, window_ms=100.0, radius_um=60.0)
+    pipeline = SortPipeline(recording, config)
+    pipeline.prepare()
+    filters = pipeline.model.filters.detach().numpy()  # (n_filters, n_channels, n_taps)
+    main = np.linalg.norm(filters, axis=2).argmax(axis=1)
+    outside = ~pipeline.neighbourhoods[main]  # (n_filters, n_channels)
+    assert np.all(filters[outside] == 0)
+    assert outside.any()  # 60 µm on a 300 µm probe: every filter leaves channels out
+    pipeline.train()
+    filters = pipeline.model.filters.detach().numpy()
+    assert np.all(filters[~pipeline.neighbourhoods[main]] == 0)  # training keeps them local
+    sorting = pipeline.sort()
+    comparison = compare_to_ground_truth(truth.spike_times, truth.spike_units, sorting.spike_times,
+                                         sorting.spike_units, recording.sampling_rate)
+    assert comparison.n_well_detected >= 3, comparison.accuracy
+
+
+def test_a_radius_leaving_a_channel_alone_is_refused_before_any_work(probe_recording):
+    recording, _ = probe_recording
+    with pytest.raises(GeometryError, match="at least 20 µm"):
+        SortPipeline(recording, TrainingConfig(radius_um=5.0))
