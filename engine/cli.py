@@ -37,7 +37,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sort = commands.add_parser("sort", help="sort a recording into a phy folder")
     sort.add_argument("recording", nargs="?", help="raw binary (.bin/.dat) or .npy; parameters from flags, NAME.json or params.py")
     sort.add_argument("--demo", action="store_true", help="sort the built-in simulated demo recording")
-    sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it exists)")
+    sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it holds an earlier sort)")
+    sort.add_argument("--overwrite", action="store_true",
+                      help="replace --out even if it holds curation (journal, labels, merges) or other files")
     _add_recording_flags(sort)
     _add_model_flags(sort)
     sort.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -96,6 +98,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_sort(args: argparse.Namespace) -> int:
+    from engine.io.output_folder import check_output_folder
     from engine.io.phy import export_phy
     from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
@@ -104,6 +107,9 @@ def _run_sort(args: argparse.Namespace) -> int:
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
     path = demo_recording_path() if args.demo else Path(args.recording)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    for note in check_output_folder(args.out, overwrite=args.overwrite, keep=path):
+        say(note)
     recording = open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
         offset=args.offset, gain_to_uv=args.gain_to_uv,
@@ -113,7 +119,6 @@ def _run_sort(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
     )
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}")
     started = time.perf_counter()
     trainer = Trainer(recording, config)
@@ -124,9 +129,12 @@ def _run_sort(args: argparse.Namespace) -> int:
     bar = ProgressBar("sorting ", enabled=not args.quiet)
     sorting = trainer.sort(progress=bar.update)
     bar.close()
-    out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False)
-    trainer.save_checkpoint(Path(out) / "crsae_checkpoint.pt")
-    _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started)
+
+    def write_ours(staging: Path) -> None:
+        trainer.save_checkpoint(staging / "crsae_checkpoint.pt")
+        _write_run_summary(staging, path, args, trainer, sorting, time.perf_counter() - started)
+
+    out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False, before_swap=write_ours)
     counts = sorting.spike_counts()
     say(f"{trainer.final_pruning.describe()}; {sorting.extra['amplitude_splits']}")
     say(

@@ -28,6 +28,8 @@ import io
 import os
 import shutil
 import uuid
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,7 @@ def export_phy(
     recording: Recording | None = None,
     hp_filtered: bool = False,
     cluster_groups: dict[int, str] | None = None,
+    before_swap: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write `sorting` as a phy folder at `out_dir` and return its absolute path.
 
@@ -70,8 +73,15 @@ def export_phy(
     without a recording, params.py names no data file. The folder is built
     beside `out_dir` and renamed into place, so an interrupted export leaves
     the previous folder (if any) untouched and no half-written one.
+
+    `before_swap(staging)` writes the caller's own files (a checkpoint, a run
+    summary) into the folder before it is renamed into place, so the finished
+    folder never lacks them. Leftovers of an export killed earlier are
+    recovered first (`recover_interrupted_export`), each with a warning.
     """
     out_dir = Path(out_dir).resolve()
+    for message in recover_interrupted_export(out_dir):
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     _check_replaceable(out_dir)
     groups = _unit_groups(sorting, cluster_groups)
     if recording is not None:
@@ -87,6 +97,8 @@ def export_phy(
         _write_spikes(staging, sorting)
         _write_templates(staging, sorting)
         write_cluster_groups(staging, groups)
+        if before_swap is not None:
+            before_swap(staging)
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -251,6 +263,42 @@ def template_similarity(templates: np.ndarray, block_size: int = 64) -> np.ndarr
 def _unused_sibling(out_dir: Path, role: str) -> Path:
     """A hidden name beside `out_dir`, e.g. `.phy.partial-<random>`."""
     return out_dir.parent / f".{out_dir.name}.{role}-{uuid.uuid4().hex}"
+
+
+def _leftovers(out_dir: Path, role: str) -> list[Path]:
+    """Siblings `_unused_sibling(out_dir, role)` made, newest first."""
+    found = [path for path in out_dir.parent.glob(f".{out_dir.name}.{role}-*") if path.is_dir()]
+    return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
+
+
+def recover_interrupted_export(out_dir: str | os.PathLike) -> list[str]:
+    """Undo what an export killed part-way left beside `out_dir`; one message per thing done.
+
+    `_swap_into_place` can be stopped at three points: while the new folder is
+    written (an unfinished `.X.partial-…`), between its two renames (X missing,
+    the previous folder under `.X.old-…`), or while deleting the previous
+    folder (a half-deleted `.X.old-…` beside the new X). The previous folder is
+    put back when X is missing; everything else left over is deleted.
+    """
+    out_dir = Path(out_dir).resolve()
+    if not out_dir.parent.is_dir():
+        return []
+    messages = []
+    old_copies = _leftovers(out_dir, "old")
+    if old_copies and not out_dir.exists():
+        os.rename(old_copies[0], out_dir)
+        messages.append(
+            f"restored {out_dir} from {old_copies[0].name}: an earlier export was stopped "
+            "after moving the previous folder aside and before putting the new one in place"
+        )
+        old_copies = old_copies[1:]
+    for old in old_copies:
+        shutil.rmtree(old, ignore_errors=True)
+        messages.append(f"deleted {old.name}, the previous {out_dir.name} an earlier export replaced and was stopped deleting")
+    for partial in _leftovers(out_dir, "partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+        messages.append(f"deleted {partial.name}, the unfinished folder of an export that was stopped")
+    return messages
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:
@@ -460,7 +508,7 @@ def load_phy(folder: str | os.PathLike) -> PhyFolder:
         templates=_read_templates(folder, len(channel_map)),
         channel_map=channel_map,
         channel_positions=channel_positions,
-        cluster_groups=_read_cluster_groups(folder),
+        cluster_groups=read_cluster_groups(folder),
         recording=recording,
         missing_data_reason=missing_data_reason,
     )
@@ -541,7 +589,7 @@ def _read_templates(folder: Path, n_channels: int) -> np.ndarray | None:
     return templates
 
 
-def _read_cluster_groups(folder: Path) -> dict[int, str]:
+def read_cluster_groups(folder: Path) -> dict[int, str]:
     # phy's own labels first, then its cluster_info export, then Kilosort's automatic labels.
     sources = (("cluster_group.tsv", "group"), ("cluster_info.tsv", "group"), ("cluster_KSLabel.tsv", "KSLabel"))
     for name, column in sources:
