@@ -59,7 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_run_simulate)
 
     evaluate = commands.add_parser("evaluate", help="score a phy folder against ground truth")
-    evaluate.add_argument("sort_dir", help="phy folder written by `sparsort sort` (or any sorter)")
+    evaluate.add_argument("sort_dir", help="phy folder written by `sparsort sort` (or any sorter), "
+                                           "or a session folder saved by the app (its sort is in sorting/)")
     evaluate.add_argument("--truth", required=True, help="ground-truth folder written by `sparsort simulate`")
     evaluate.add_argument("--tolerance-ms", type=float, default=0.4, help="spike matching tolerance (default 0.4 ms)")
     evaluate.set_defaults(handler=_run_evaluate)
@@ -99,6 +100,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _run_sort(args: argparse.Namespace) -> int:
     from engine.io.output_folder import check_output_folder
+    from engine.io.plausibility import channel_count_warnings, check_not_flat
     from engine.io.phy import export_phy
     from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
@@ -119,6 +121,11 @@ def _run_sort(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
     )
+    check_not_flat(recording)
+    for warning in channel_count_warnings(recording):
+        print(f"sparsort: warning: {warning}", file=sys.stderr)
+    config.validate()
+    config.taps_for(recording.sampling_rate)  # a derived length out of range fails now, not in pruning
     say(f"{recording}")
     started = time.perf_counter()
     trainer = Trainer(recording, config)
@@ -129,6 +136,14 @@ def _run_sort(args: argparse.Namespace) -> int:
     bar = ProgressBar("sorting ", enabled=not args.quiet)
     sorting = trainer.sort(progress=bar.update)
     bar.close()
+    if sorting.n_spikes == 0:
+        # phy cannot open a folder without spikes: write none.
+        raise NoSpikesError(
+            f"no spikes found in {path}: nothing crossed the detection threshold "
+            f"(λ = {trainer.lambda_:.2f} × the noise level, {_noise_summary(trainer)}). "
+            f"Nothing was written to {args.out}. If the recording has spikes, lower --lambda-scale "
+            f"(now {config.lambda_scale:g}) or check --gain-to-uv and the sampling rate"
+        )
 
     def write_ours(staging: Path) -> None:
         trainer.save_checkpoint(staging / "crsae_checkpoint.pt")
@@ -142,6 +157,19 @@ def _run_sort(args: argparse.Namespace) -> int:
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
     )
     return 0
+
+
+class NoSpikesError(ValueError):
+    """The sort found no spike, so there is nothing to write."""
+
+
+def _noise_summary(trainer) -> str:
+    import numpy as np
+
+    levels = np.asarray(trainer.recording.noise_levels, dtype=float)  # (n_channels,) µV
+    if len(levels) == 1:
+        return f"{levels[0]:.3g} µV"
+    return f"{levels.min():.3g} to {levels.max():.3g} µV across channels"
 
 
 def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float) -> None:
@@ -191,7 +219,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluation.simulator import GroundTruth
 
     truth = GroundTruth.load(Path(args.truth))
-    folder = load_phy(Path(args.sort_dir))
+    folder = load_phy(_phy_folder_of(Path(args.sort_dir)))
     comparison = compare_to_ground_truth(
         truth.spike_times, truth.spike_units, folder.spike_times, folder.spike_clusters,
         truth.sampling_rate, tolerance_ms=args.tolerance_ms,
@@ -201,6 +229,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         errors = dictionary_error(truth.bandpassed_waveforms(), folder.templates)
     print(format_report(comparison, errors, title=f"{args.sort_dir} vs {args.truth}"))
     return 0
+
+
+def _phy_folder_of(path: Path) -> Path:
+    """The phy folder itself, or the `sorting/` phy folder of a session folder the app saved."""
+    from engine.io.phy import PARAMS_FILE
+    from engine.io.session_folder import SORTING_FOLDER
+
+    if not (path / PARAMS_FILE).exists() and (path / SORTING_FOLDER / PARAMS_FILE).exists():
+        return path / SORTING_FOLDER
+    return path
 
 
 class ProgressBar:

@@ -483,8 +483,10 @@ def load_phy(folder: str | os.PathLike) -> PhyFolder:
     spike_templates = _read_spike_vector(folder, "spike_templates.npy", len(spike_times)).astype(np.int32)
     if (folder / "spike_clusters.npy").exists():
         spike_clusters = _read_spike_vector(folder, "spike_clusters.npy", len(spike_times)).astype(np.int32)
+        _check_cluster_ids(folder / "spike_clusters.npy", spike_clusters)
     else:
         spike_clusters = spike_templates.copy()
+    _check_cluster_ids(folder / "spike_templates.npy", spike_templates)
     if np.any(np.diff(spike_times) < 0):
         raise PhyFolderError(f"spike_times.npy in {folder} is not in ascending order, as phy requires")
     amplitudes = None
@@ -557,6 +559,16 @@ def _read_spike_vector(folder: Path, name: str, n_spikes: int) -> np.ndarray:
     return values
 
 
+def _check_cluster_ids(path: Path, ids: np.ndarray) -> None:
+    negative = ids < 0
+    if negative.any():
+        raise PhyFolderError(
+            f"{path} gives {int(negative.sum()):,} spikes a negative cluster id ({int(ids[negative].min())}; "
+            "some tools mark unassigned spikes with -1), and phy needs an id of 0 or more for every spike. "
+            f"Give those spikes a cluster of their own (e.g. {int(ids.max()) + 1}) or remove them, then open the folder again"
+        )
+
+
 def _read_channel_map(folder: Path, params: dict) -> np.ndarray:
     if (folder / "channel_map.npy").exists():
         return _read_npy(folder, "channel_map.npy").reshape(-1).astype(np.int32)
@@ -602,9 +614,25 @@ def read_cluster_groups(folder: Path) -> dict[int, str]:
 
 
 def _read_tsv_column(path: Path, column: str) -> dict[int, str] | None:
-    """cluster id -> non-empty value of `column`, or None when the file lacks that column."""
-    text = path.read_text(encoding="utf-8")
-    delimiter = "\t" if "\t" in text.partition("\n")[0] else ","
+    """cluster id -> non-empty value of `column`, or None when the file lacks that column.
+
+    A file that cannot be read raises PhyFolderError rather than opening as
+    "no labels": a later save would then write over labels never read.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PhyFolderError(
+            f"{path} is not a text file (byte {error.object[error.start]:#04x} at position {error.start} is not "
+            "UTF-8): it is damaged. Restore it from a backup, or move it away to open the sort without its labels"
+        ) from error
+    first_line = text.partition("\n")[0]
+    delimiter = "\t" if "\t" in first_line else ","
+    if _is_number(first_line.split(delimiter)[0]):
+        raise PhyFolderError(
+            f"{path} has no header line (its first line is {first_line.strip()!r}), so its columns are unknown. "
+            f"Add the line 'cluster_id<TAB>{column}' at its top (as phy writes it), then open the folder again"
+        )
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     id_column = "cluster_id" if "cluster_id" in (reader.fieldnames or []) else "id"
     if column not in (reader.fieldnames or []) or id_column not in (reader.fieldnames or []):
@@ -618,6 +646,14 @@ def _read_tsv_column(path: Path, column: str) -> dict[int, str] | None:
         except ValueError as error:
             raise PhyFolderError(f"{path} line {line_number}: cluster id {row[id_column]!r} is not a number") from error
     return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _open_raw_data(

@@ -57,6 +57,9 @@ def auto_filters(n_channels: int) -> int:
     return int(min(max(FILTERS_PER_CHANNEL * n_channels, 8), MAX_FILTERS))
 
 
+MAX_TAPS = 2048  # longest filter, in samples
+
+
 class ConfigError(ValueError):
     """An impossible training parameter, named with its value and allowed range."""
 
@@ -86,7 +89,7 @@ class TrainingConfig:
         if self.n_filters is not None:
             _check_int(self.n_filters, "n_filters", 1, MAX_FILTERS)
         if self.n_taps is not None:
-            _check_int(self.n_taps, "n_taps", 4, 2048)
+            _check_int(self.n_taps, "n_taps", 4, MAX_TAPS)
         _check_int(self.n_iterations, "n_iterations", 1, 10_000)
         _check_int(self.batch_size, "batch_size", 1, 4096)
         _check_float(self.lambda_scale, "lambda_scale", 0.0, 100.0, open_low=True)
@@ -106,7 +109,16 @@ class TrainingConfig:
         return int(self.n_filters) if self.n_filters is not None else auto_filters(n_channels)
 
     def taps_for(self, sampling_rate: float) -> int:
-        return int(self.n_taps) if self.n_taps is not None else max(int(round(4e-3 * sampling_rate)), 8)
+        if self.n_taps is not None:
+            return int(self.n_taps)
+        taps = max(int(round(4e-3 * sampling_rate)), 8)
+        # The same limit as an explicit n_taps: 40,000-tap filters (--fs 1e7) stall pruning for minutes.
+        if taps > MAX_TAPS:
+            raise ConfigError(
+                f"the filter length, 4 ms at {sampling_rate:g} Hz, would be {taps} samples, above the limit of "
+                f"{MAX_TAPS}: check the sampling rate (--fs), or give the length with --n-taps (4 to {MAX_TAPS})"
+            )
+        return taps
 
     def window_for(self, sampling_rate: float) -> int:
         return int(round(self.window_ms * 1e-3 * sampling_rate))
