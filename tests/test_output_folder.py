@@ -154,3 +154,13 @@ def test_export_recovers_leftovers_with_a_warning(tmp_path):
     with pytest.warns(RuntimeWarning, match="unfinished folder"):
         export_phy(small_sorting(), folder)
     assert not partial.exists() and load_phy(folder).sampling_rate == 10_000.0
+
+
+def test_a_folder_open_for_curation_is_refused_even_with_overwrite(tmp_path):
+    from engine.curation.lock import FolderLock
+
+    folder = export_phy(small_sorting(), tmp_path / "sorted")
+    with FolderLock.acquire(folder):
+        with pytest.raises(OutputFolderError, match="is open for curation: .* is being curated by process"):
+            check_output_folder(folder, overwrite=True)
+    assert check_output_folder(folder, overwrite=True) == []

@@ -280,6 +280,7 @@ def _read_journal(path: Path) -> tuple[dict, list[dict], bytes | None]:
         header = json.loads(lines[0])
     except ValueError as exc:
         raise JournalCorruptError(f"{path} line 1: the header line is unreadable ({exc})", path, 1, 0) from exc
+    _check_not_newer(header, path)
     # Format 1 had no checksums; a header that does not say its format is checked like a new one.
     checked = not (isinstance(header, dict) and isinstance(header.get("version"), int) and header["version"] < 2)
     header = _verified(header, path, 1, checked, 0)
@@ -317,14 +318,20 @@ def _parse_entry(line: bytes, expected_seq: int) -> dict | None:
     return entry
 
 
+def _check_not_newer(header, path: Path) -> None:
+    # Before the checksum: a newer format may checksum differently.
+    version = header.get("version", 0) if isinstance(header, dict) else 0
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise JournalError(
+            f"{path} was written by a newer Sparsort (journal format "
+            f"{version}, this version reads up to {FORMAT_VERSION})"
+        )
+
+
 def _check_header(header: dict, path: Path, n_spikes: int) -> None:
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise JournalCorruptError(f"{path} line 1: not the header of a Sparsort curation journal", path, 1, 0)
-    if header.get("version", 0) > FORMAT_VERSION:
-        raise JournalError(
-            f"{path} was written by a newer Sparsort (journal format "
-            f"{header['version']}, this version reads up to {FORMAT_VERSION})"
-        )
+    _check_not_newer(header, path)
     if header.get("n_spikes") != n_spikes:
         raise JournalMismatchError(
             f"{path} records curation of a sorting with {header.get('n_spikes')} spikes, "

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.curation.journal import JOURNAL_FILENAME, PAYLOAD_FOLDER
+from engine.curation.lock import LOCK_FILENAME, FolderLock, FolderLockedError
 from engine.io.phy import PARAMS_FILE, PhyFolderError, read_cluster_groups, recover_interrupted_export
 
 # What a sort writes (export_phy, the CLI) and what phy adds: replacing these loses nothing.
@@ -44,6 +45,12 @@ def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False, kee
     notes = recover_interrupted_export(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(f"--out {out_dir} is a file, not a folder: choose a folder")
+    if (out_dir / LOCK_FILENAME).exists():
+        # Not even --overwrite: the folder would vanish under a curation still writing to it.
+        try:
+            FolderLock.acquire(out_dir).release()
+        except FolderLockedError as error:
+            raise OutputFolderError(f"--out {out_dir} is open for curation: {error}") from error
     if out_dir.is_dir() and not overwrite:
         lost = work_that_would_be_lost(out_dir, keep)
         if lost:
@@ -74,7 +81,7 @@ def work_that_would_be_lost(folder: Path, keep: str | os.PathLike | None = None)
     if _clusters_differ_from_templates(folder):
         lost.append("merges or splits saved in spike_clusters.npy")
     keep = Path(keep).resolve() if keep is not None else None
-    ours = REGENERATED | {JOURNAL_FILENAME, PAYLOAD_FOLDER, "curation_start.npy", "curation.lock"}
+    ours = REGENERATED | {JOURNAL_FILENAME, PAYLOAD_FOLDER, "curation_start.npy", LOCK_FILENAME}
     others = sorted(
         entry.name for entry in folder.iterdir()
         if entry.name not in ours and (keep is None or entry.resolve() != keep)
