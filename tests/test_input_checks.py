@@ -118,6 +118,12 @@ def test_a_cluster_group_without_header_is_refused_not_emptied(phy_folder):
     assert (phy_folder / "cluster_group.tsv").read_text() == "0\tgood\n1\tnoise\n"
 
 
+def test_a_cluster_group_with_other_columns_is_refused_not_emptied(phy_folder):
+    (phy_folder / "cluster_group.tsv").write_text("id\tlabel\n0\tgood\n")
+    with pytest.raises(PhyFolderError, match="cluster_group.tsv has no cluster_id and group columns .*Rename its columns"):
+        load_phy(phy_folder)
+
+
 def test_negative_cluster_ids_name_the_file_and_the_fix(phy_folder):
     clusters = np.arange(10, dtype=np.int32) % 2
     clusters[3] = -1

@@ -77,7 +77,7 @@ def work_that_would_be_lost(folder: Path, keep: str | os.PathLike | None = None)
         else:
             labelled = sum(group != UNLABELLED for group in groups.values())
             if labelled:
-                lost.append(f"the labels of {labelled} clusters in cluster_group.tsv")
+                lost.append(f"the labels of {labelled} cluster{'s' if labelled != 1 else ''} in cluster_group.tsv")
     if _clusters_differ_from_templates(folder):
         lost.append("merges or splits saved in spike_clusters.npy")
     keep = Path(keep).resolve() if keep is not None else None

@@ -610,6 +610,14 @@ def read_cluster_groups(folder: Path) -> dict[int, str]:
             groups = _read_tsv_column(path, column)
             if groups is not None:
                 return groups
+            if name == "cluster_group.tsv":
+                # Save writes cluster_group.tsv: opening without its labels would overwrite them.
+                header = path.read_text(encoding="utf-8").partition("\n")[0].strip()
+                raise PhyFolderError(
+                    f"{path} has no cluster_id and group columns (its header line is {header!r}), so its labels "
+                    "cannot be read. Rename its columns to 'cluster_id<TAB>group' (as phy writes them), "
+                    "then open the folder again"
+                )
     return {}
 
 
