@@ -18,17 +18,18 @@ other actions wait, so that only one thread ever changes the curation.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QKeySequence
-from PyQt6.QtWidgets import QInputDialog
+from PyQt6.QtWidgets import QInputDialog, QMessageBox
 
 from app.state import UnitTable
 from engine.curation.model import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation, CurationError
 from engine.curation.folder import copy_journal, journal_folder_of, open_curation
+from engine.curation.journal import JournalCorruptError
 from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_template
 from engine.curation.metrics import MetricsCache, metrics_to_phy_columns
 from engine.io.session_folder import SORTING_FOLDER
@@ -46,6 +47,7 @@ class _CurationHome:
     phy_folder: Path | None  # where Save writes; None for a sort without a folder
     scratch: tempfile.TemporaryDirectory | None  # owns `journal_folder` when it is a scratch folder
     then: object = None  # called (no arguments) once it is installed
+    keep_first: int | None = None  # open only this many actions of a damaged journal (the person agreed)
 
 
 @dataclass
@@ -93,11 +95,33 @@ def curated_unit_table(curation: Curation, metrics: dict, peak_amplitudes: dict[
     )
 
 
-def _load(journal_folder: Path, sorting, recording, context) -> _LoadedCuration:
-    """Worker: open (or resume) the curation journaled in `journal_folder` and compute its metrics."""
+def ask_to_open_intact_actions(parent, error: JournalCorruptError) -> bool:
+    """Ask whether to open the actions before the damage (True) or leave the journal as it is (False)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Curation journal damaged", str(error), parent=parent)
+    box.setObjectName("damaged_journal_dialog")
+    box.setInformativeText(
+        f"Open the first {error.intact_actions} actions and go on from there (the whole journal is kept "
+        "in a curation-damaged folder beside it), or cancel and leave every file as it is."
+    )
+    open_button = box.addButton(f"Open the First {error.intact_actions} Actions", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is open_button
+
+
+def _load(journal_folder: Path, sorting, recording, context, keep_first: int | None = None):
+    """Worker: open (or resume) the curation journaled in `journal_folder` and compute its metrics.
+
+    A damaged journal is returned (not raised): the person decides what to open.
+    """
     context.progress(0.1, "Replaying the curation journal")
     spike_units, labels = starting_units(sorting)
-    curation, note = open_curation(journal_folder, spike_units, labels, min_new_unit_id=sorting.n_units)
+    try:
+        curation, note = open_curation(
+            journal_folder, spike_units, labels, min_new_unit_id=sorting.n_units, keep_first=keep_first
+        )
+    except JournalCorruptError as damaged:
+        return damaged
     try:
         context.progress(0.5, "Computing unit metrics")
         metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording))
@@ -138,6 +162,7 @@ class CurationController(QObject):
         self.session.recording_changed.connect(self._on_sorting_changed)
         self.session.spikes_selected.connect(self._on_spikes_selected)
         window.saved.connect(self._on_session_saved)
+        window.closed.connect(self._close)  # gives the folder's lock back
 
     # ---- menu ---------------------------------------------------------------------------------
     def _build_menu(self) -> None:
@@ -218,7 +243,7 @@ class CurationController(QObject):
         recording = self.session.recording
         self.engine.run_job(
             "Opening the curation",
-            lambda context: _load(home.journal_folder, home.sorting, recording, context),
+            lambda context: _load(home.journal_folder, home.sorting, recording, context, home.keep_first),
             lambda loaded: self._loaded(home, loaded),
             lambda _error: self._loaded(home, None),
         )
@@ -235,6 +260,13 @@ class CurationController(QObject):
             return
         if loaded is None:
             self.busy = "The curation could not be opened (see the error); open the sort again to curate it"
+            return
+        if isinstance(loaded, JournalCorruptError):
+            if ask_to_open_intact_actions(self.window, loaded):
+                self._want(replace(home, keep_first=loaded.intact_actions))
+            else:
+                self.busy = f"The curation was not opened: {loaded.path.name} is damaged at line {loaded.line}"
+                self.say(f"{self.busy}; nothing was changed. Open the sort again to decide anew.")
             return
         self.busy = None
         self.home = home

@@ -37,6 +37,8 @@ def _advice_for(error: BaseException) -> str:
         return "Correct the highlighted value in the Training panel."
     if "RecordingError" in names:
         return "Check the file, and its sampling rate, channel count and data type (File > Open asks for them)."
+    if "JournalError" in names:
+        return "The curation journal named above cannot be replayed as it is; the files were left untouched."
     if "OSError" in names:
         return "Check that the file or folder exists and that you may read and write it."
     return "This looks like a bug. The current session was kept; the details below help to report it."

@@ -40,7 +40,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sort = commands.add_parser("sort", help="sort a recording into a phy folder")
     sort.add_argument("recording", nargs="?", help="raw binary (.bin/.dat) or .npy; parameters from flags, NAME.json or params.py")
     sort.add_argument("--demo", action="store_true", help="sort the built-in simulated demo recording")
-    sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it exists)")
+    sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it holds an earlier sort)")
+    sort.add_argument("--overwrite", action="store_true",
+                      help="replace --out even if it holds curation (journal, labels, merges) or other files")
     _add_recording_flags(sort)
     _add_model_flags(sort)
     sort.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,7 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_run_simulate)
 
     evaluate = commands.add_parser("evaluate", help="score a phy folder against ground truth")
-    evaluate.add_argument("sort_dir", help="phy folder written by `sparsort sort` (or any sorter)")
+    evaluate.add_argument("sort_dir", help="phy folder written by `sparsort sort` (or any sorter), "
+                                           "or a session folder saved by the app (its sort is in sorting/)")
     evaluate.add_argument("--truth", required=True, help="ground-truth folder written by `sparsort simulate`")
     evaluate.add_argument("--tolerance-ms", type=float, default=0.4, help="spike matching tolerance (default 0.4 ms)")
     evaluate.set_defaults(handler=_run_evaluate)
@@ -110,6 +113,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_sort(args: argparse.Namespace) -> int:
+    from engine.io.output_folder import check_output_folder
+    from engine.io.plausibility import channel_count_warnings, check_not_flat
     from engine.io.phy import export_phy
     from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
@@ -121,6 +126,9 @@ def _run_sort(args: argparse.Namespace) -> int:
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
     path = demo_recording_path() if args.demo else Path(args.recording)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    for note in check_output_folder(args.out, overwrite=args.overwrite, keep=path):
+        say(note)
     recording = open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
         offset=args.offset, gain_to_uv=args.gain_to_uv,
@@ -131,7 +139,11 @@ def _run_sort(args: argparse.Namespace) -> int:
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
         gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
     )
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    check_not_flat(recording)
+    for warning in channel_count_warnings(recording):
+        print(f"sparsort: warning: {warning}", file=sys.stderr)
+    config.validate()
+    config.taps_for(recording.sampling_rate)  # a derived length out of range fails now, not in pruning
     say(f"{recording}")
     configure_threads(args.threads)
     started = time.perf_counter()
@@ -148,9 +160,20 @@ def _run_sort(args: argparse.Namespace) -> int:
     bar = ProgressBar("sorting ", enabled=not args.quiet)
     sorting = pipeline.sort(progress=bar.update)
     bar.close()
-    out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False)
-    save_checkpoint(pipeline, Path(out) / "crsae_checkpoint.pt")
-    _write_run_summary(Path(out), path, args, pipeline, sorting, time.perf_counter() - started)
+    if sorting.n_spikes == 0:
+        # phy cannot open a folder without spikes: write none.
+        raise NoSpikesError(
+            f"no spikes found in {path}: nothing crossed the detection threshold "
+            f"(λ = {pipeline.lambda_:.2f} × the noise level, {_noise_summary(pipeline)}). "
+            f"Nothing was written to {args.out}. If the recording has spikes, lower --lambda-scale "
+            f"(now {config.lambda_scale:g}) or check --gain-to-uv and the sampling rate"
+        )
+
+    def write_ours(staging: Path) -> None:
+        save_checkpoint(pipeline, staging / "crsae_checkpoint.pt")
+        _write_run_summary(staging, path, args, pipeline, sorting, time.perf_counter() - started)
+
+    out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False, before_swap=write_ours)
     counts = sorting.spike_counts()
     say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}")
     if args.verbose:
@@ -160,6 +183,19 @@ def _run_sort(args: argparse.Namespace) -> int:
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
     )
     return 0
+
+
+class NoSpikesError(ValueError):
+    """The sort found no spike, so there is nothing to write."""
+
+
+def _noise_summary(pipeline) -> str:
+    import numpy as np
+
+    levels = np.asarray(pipeline.recording.noise_levels, dtype=float)  # (n_channels,) µV
+    if len(levels) == 1:
+        return f"{levels[0]:.3g} µV"
+    return f"{levels.min():.3g} to {levels.max():.3g} µV across channels"
 
 
 def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting, seconds: float) -> None:
@@ -211,7 +247,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluation.simulator import GroundTruth
 
     truth = GroundTruth.load(Path(args.truth))
-    folder = load_phy(Path(args.sort_dir))
+    folder = load_phy(_phy_folder_of(Path(args.sort_dir)))
     comparison = compare_to_ground_truth(
         truth.spike_times, truth.spike_units, folder.spike_times, folder.spike_clusters,
         truth.sampling_rate, tolerance_ms=args.tolerance_ms,
@@ -221,6 +257,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         errors = dictionary_error(truth.bandpassed_waveforms(), folder.templates)
     print(format_report(comparison, errors, title=f"{args.sort_dir} vs {args.truth}"))
     return 0
+
+
+def _phy_folder_of(path: Path) -> Path:
+    """The phy folder itself, or the `sorting/` phy folder of a session folder the app saved."""
+    from engine.io.phy import PARAMS_FILE
+    from engine.io.session_folder import SORTING_FOLDER
+
+    if not (path / PARAMS_FILE).exists() and (path / SORTING_FOLDER / PARAMS_FILE).exists():
+        return path / SORTING_FOLDER
+    return path
 
 
 class ProgressBar:

@@ -107,8 +107,11 @@ def test_merge_label_split_undo_redo_by_keys_match_the_journal(curating, qtbot, 
     press(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert current_units(window) == [0, 4, 5]
 
-    # Every action reached the journal as it happened: replaying it gives the same curation.
-    replayed = Curation.open(phy_folder, load_phy(phy_folder).spike_clusters, min_new_unit_id=sorting.n_units)
+    # Every action reached the journal as it happened: replaying it gives the same curation
+    # (read-only: the window holds the folder's lock).
+    replayed = Curation.open(
+        phy_folder, load_phy(phy_folder).spike_clusters, min_new_unit_id=sorting.n_units, read_only_reason="test"
+    )
     np.testing.assert_array_equal(replayed.spike_clusters, session.curation.spike_clusters)
     assert replayed.labels == session.curation.labels
     assert replayed.undo_descriptions == session.curation.undo_descriptions

@@ -200,7 +200,7 @@ def test_a_newer_journal_format_is_refused(tmp_path):
     header = json.loads(header)
     header["version"] = FORMAT_VERSION + 1
     path.write_text(json.dumps(header) + "\n" + "".join(rest))
-    with pytest.raises(JournalError, match="newer"):
+    with pytest.raises(JournalError, match="written by a newer Sparsort"):
         Curation.open(tmp_path, INITIAL_UNITS)
 
 

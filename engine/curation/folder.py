@@ -23,7 +23,8 @@ import numpy as np
 
 from engine.io.atomic import write_bytes_atomic, write_npy_atomic
 from engine.curation.model import Curation
-from engine.curation.journal import PAYLOAD_FOLDER, JournalError, journal_path
+from engine.curation.journal import DAMAGED_PREFIX, PAYLOAD_FOLDER, JournalMismatchError, journal_path
+from engine.curation.lock import FolderLockedError
 from engine.io.session_folder import SORTING_FOLDER, is_session_folder
 
 START_UNITS_FILE = "curation_start.npy"  # (n_spikes,) int64 unit of each spike when the journal began
@@ -44,27 +45,56 @@ def open_curation(
     labels: Mapping[int, str] | None = None,
     *,
     min_new_unit_id: int = 0,
+    keep_first: int | None = None,
 ) -> tuple[Curation, str]:
     """Resume the curation journaled in `folder`, or start journaling one there.
 
     `spike_units` and `labels` are the sort as loaded now; they start a new
-    journal. A journal that belongs to another sort (one exported into the
-    same folder since) is moved aside, not deleted, and the returned note
-    (otherwise "") says where it went.
+    journal. The returned note (otherwise "") says what the person should know:
+
+    - a journal that belongs to another sort (one exported into the same
+      folder since) is moved aside, not deleted, and the note says where;
+    - when another process or window holds the folder (engine.curation.lock),
+      the curation opens read-only, refusing every action, and the note says who;
+    - a stale lock of a process that no longer runs is taken over.
+
+    A damaged journal raises JournalCorruptError naming the file, the line and
+    how many actions before it are intact; nothing is moved. Called again with
+    `keep_first` = that number, it opens those actions and keeps the damaged
+    rest in a `curation-damaged-<time>/` folder.
     """
     folder = Path(folder)
     spike_units = np.asarray(spike_units, dtype=np.int64)
+    start_units = spike_units
+    start_file = folder / START_UNITS_FILE
+    if journal_path(folder).exists() and start_file.exists():
+        start_units = np.load(start_file, allow_pickle=False)
+    try:
+        return _open_or_start(folder, spike_units, start_units, labels, min_new_unit_id, keep_first)
+    except FolderLockedError as locked:
+        curation = Curation.open(
+            folder, start_units, labels, min_new_unit_id=min_new_unit_id, read_only_reason=str(locked)
+        )
+        return curation, f"Opened read-only: {locked}"
+
+
+def _open_or_start(folder, spike_units, start_units, labels, min_new_unit_id, keep_first) -> tuple[Curation, str]:
     note = ""
     if journal_path(folder).exists():
-        start_file = folder / START_UNITS_FILE
-        start_units = np.load(start_file, allow_pickle=False) if start_file.exists() else spike_units
         try:
             if len(start_units) != len(spike_units):
-                raise JournalError(
+                raise JournalMismatchError(
                     f"it began on {len(start_units)} spikes and this sort has {len(spike_units)}"
                 )
-            return Curation.open(folder, start_units, min_new_unit_id=min_new_unit_id), note
-        except JournalError as error:
+            curation = Curation.open(folder, start_units, min_new_unit_id=min_new_unit_id, keep_first=keep_first)
+            if keep_first is not None:
+                kept_in = max(folder.glob(f"{DAMAGED_PREFIX}*"), key=lambda path: path.stat().st_mtime)
+                note = (
+                    f"Opened the first {keep_first} actions of the damaged curation journal in {folder}; "
+                    f"the whole journal is kept in {kept_in.name}"
+                )
+            return curation, _joined(curation.lock_note, note)
+        except JournalMismatchError as error:
             aside = set_aside(folder)
             note = (
                 f"The curation journal in {folder} belongs to another sort ({error}); "
@@ -72,7 +102,12 @@ def open_curation(
             )
     # The starting units go first: a journal is never without the units it replays on.
     write_npy_atomic(folder / START_UNITS_FILE, spike_units)
-    return Curation.open(folder, spike_units, labels, min_new_unit_id=min_new_unit_id), note
+    curation = Curation.open(folder, spike_units, labels, min_new_unit_id=min_new_unit_id)
+    return curation, _joined(curation.lock_note, note)
+
+
+def _joined(*notes: str) -> str:
+    return " ".join(note[:1].upper() + note[1:] + ("" if note.endswith(".") else ".") for note in notes if note)
 
 
 def copy_journal(source: str | os.PathLike, target: str | os.PathLike) -> None:

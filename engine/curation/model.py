@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.cluster import KMeans
 
-from engine.curation.journal import Journal, JournalError, journal_path
+from engine.curation.journal import Journal, JournalCorruptError, JournalMismatchError, journal_path
 from engine.io.phy import write_cluster_groups, write_cluster_info, write_spike_clusters
 
 GROUPS = ("good", "mua", "noise", "unsorted")
@@ -118,6 +118,7 @@ class Curation:
         self._redo_stack: list[_Step] = []
         self._listeners: list[Callable[[ChangeRecord], None]] = []
         self._journal: Journal | None = None
+        self._read_only_reason: str | None = None  # why actions are refused, when opened read-only
         self._closed = False
         self._sorted_unit_ids: np.ndarray | None = None
 
@@ -131,6 +132,8 @@ class Curation:
         initial_labels: Mapping[int, str] | None = None,
         *,
         min_new_unit_id: int = 0,
+        keep_first: int | None = None,
+        read_only_reason: str | None = None,
     ) -> Curation:
         """Start journaling in `session_folder`, or replay the journal found there.
 
@@ -138,8 +141,23 @@ class Curation:
         journal was created are used, not the ones passed now, so that the
         replay reproduces the same ids; the spike units must be the same as
         then (checked by count and by checksum).
+
+        Raises JournalMismatchError for a journal of another sort,
+        JournalCorruptError (with the file, line and number of intact actions)
+        for a damaged one, and engine.curation.lock.FolderLockedError when
+        another curation holds the folder. `keep_first`: replay only the first
+        so many actions (see Journal.resume). `read_only_reason`: open
+        without the lock and write nothing; every action is refused with this reason.
         """
         session_folder = Path(session_folder)
+        if read_only_reason is not None:
+            curation = cls(initial_spike_units, initial_labels, min_new_unit_id=min_new_unit_id)
+            curation._read_only_reason = read_only_reason
+            if journal_path(session_folder).exists():
+                journal, metadata, entries = Journal.read_only(session_folder, n_spikes=len(initial_spike_units))
+                curation = cls._replayed(journal, metadata, entries, initial_spike_units, session_folder)
+                curation._read_only_reason = read_only_reason
+            return curation
         if not journal_path(session_folder).exists():
             curation = cls(initial_spike_units, initial_labels, min_new_unit_id=min_new_unit_id)
             metadata = {
@@ -150,7 +168,13 @@ class Curation:
             curation._journal = Journal.create(session_folder, curation.n_spikes, metadata)
             return curation
 
-        journal, metadata, entries = Journal.resume(session_folder, n_spikes=len(initial_spike_units))
+        journal, metadata, entries = Journal.resume(
+            session_folder, n_spikes=len(initial_spike_units), keep_first=keep_first
+        )
+        return cls._replayed(journal, metadata, entries, initial_spike_units, session_folder)
+
+    @classmethod
+    def _replayed(cls, journal: Journal, metadata: dict, entries: list[dict], initial_spike_units, session_folder: Path) -> Curation:
         try:
             curation = cls(
                 initial_spike_units,
@@ -158,7 +182,7 @@ class Curation:
                 min_new_unit_id=metadata["min_new_unit_id"],
             )
             if _digest(curation._spike_clusters) != metadata["spike_units_digest"]:
-                raise JournalError(
+                raise JournalMismatchError(
                     f"{journal_path(session_folder)} was written for a sorting with the same "
                     "number of spikes but different units; it belongs to a different sort"
                 )
@@ -168,6 +192,16 @@ class Curation:
             raise
         curation._journal = journal
         return curation
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why this curation refuses actions (another holds its folder), or None."""
+        return self._read_only_reason
+
+    @property
+    def lock_note(self) -> str:
+        """What was said about a stale lock taken over on opening, or ""."""
+        return self._journal.lock_note if self._journal is not None else ""
 
     def close(self) -> None:
         """Close the journal; later actions are refused rather than silently unsaved."""
@@ -193,6 +227,8 @@ class Curation:
         unit -> value; they go in cluster_info.tsv between n_spikes and group,
         blank for a unit without a value.
         """
+        if self._read_only_reason is not None:
+            raise CurationError(f"not saved: {self._read_only_reason}")
         extra_columns = dict(extra_columns or {})
         clashes = set(extra_columns) & {"cluster_id", "n_spikes", "group", "note"}
         if clashes:
@@ -504,6 +540,8 @@ class Curation:
     def _write_journal(self, entry: dict, payload: np.ndarray | None = None) -> None:
         if self._closed:
             raise CurationError("this curation is closed; reopen the session to continue")
+        if self._read_only_reason is not None:
+            raise CurationError(f"read-only: {self._read_only_reason}")
         if self._journal is not None:
             self._journal.append(entry, payload)
 
@@ -532,14 +570,14 @@ class Curation:
                 elif op == "redo":
                     record = self.redo()
                 else:
-                    raise JournalError(f"unknown action {op!r}")
+                    raise _unreplayable(journal, entry, f"unknown action {op!r}")
             except (CurationError, KeyError) as exc:
-                raise JournalError(f"journal entry {entry['seq']} ({op}) cannot be replayed: {exc!r}") from exc
+                raise _unreplayable(journal, entry, f"it cannot be replayed: {exc!r}") from exc
             if "added" in entry and record.added != entry["added"]:
-                raise JournalError(
-                    f"journal entry {entry['seq']} ({op}) recorded new units {entry['added']} "
-                    f"but replaying it made {record.added}; the journal does not match this sorting"
+                raise _unreplayable(
+                    journal, entry, f"it recorded new units {entry['added']} but replaying it made {record.added}"
                 )
+
 
     def _existing_unit(self, unit_id: int) -> int:
         if not _is_single_id(unit_id):
@@ -559,6 +597,16 @@ class Curation:
         if not units:
             raise CurationError("no unit given")
         return units
+
+
+def _unreplayable(journal: Journal, entry: dict, why: str) -> JournalCorruptError:
+    seq = entry["seq"]
+    path = journal_path(journal.session_folder)
+    return JournalCorruptError(
+        f"{path} line {seq + 1}, action {seq} ({entry.get('op')}): {why}. "
+        f"The {seq - 1} actions before it are intact.",
+        path, seq + 1, seq - 1,
+    )
 
 
 def _index_by_unit(spike_clusters: np.ndarray) -> dict[int, np.ndarray]:

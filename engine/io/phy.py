@@ -27,6 +27,8 @@ import io
 import os
 import shutil
 import uuid
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def export_phy(
     recording: Recording | None = None,
     hp_filtered: bool = False,
     cluster_groups: dict[int, str] | None = None,
+    before_swap: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write `sorting` as a phy folder at `out_dir` and return its absolute path.
 
@@ -71,8 +74,15 @@ def export_phy(
     without a recording, params.py names no data file. The folder is built
     beside `out_dir` and renamed into place, so an interrupted export leaves
     the previous folder (if any) untouched and no half-written one.
+
+    `before_swap(staging)` writes the caller's own files (a checkpoint, a run
+    summary) into the folder before it is renamed into place, so the finished
+    folder never lacks them. Leftovers of an export killed earlier are
+    recovered first (`recover_interrupted_export`), each with a warning.
     """
     out_dir = Path(out_dir).resolve()
+    for message in recover_interrupted_export(out_dir):
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     _check_replaceable(out_dir)
     groups = _unit_groups(sorting, cluster_groups)
     if recording is not None:
@@ -88,6 +98,8 @@ def export_phy(
         _write_spikes(staging, sorting)
         _write_templates(staging, sorting)
         write_cluster_groups(staging, groups)
+        if before_swap is not None:
+            before_swap(staging)
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -252,6 +264,42 @@ def template_similarity(templates: np.ndarray, block_size: int = 64) -> np.ndarr
 def _unused_sibling(out_dir: Path, role: str) -> Path:
     """A hidden name beside `out_dir`, e.g. `.phy.partial-<random>`."""
     return out_dir.parent / f".{out_dir.name}.{role}-{uuid.uuid4().hex}"
+
+
+def _leftovers(out_dir: Path, role: str) -> list[Path]:
+    """Siblings `_unused_sibling(out_dir, role)` made, newest first."""
+    found = [path for path in out_dir.parent.glob(f".{out_dir.name}.{role}-*") if path.is_dir()]
+    return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
+
+
+def recover_interrupted_export(out_dir: str | os.PathLike) -> list[str]:
+    """Undo what an export killed part-way left beside `out_dir`; one message per thing done.
+
+    `_swap_into_place` can be stopped at three points: while the new folder is
+    written (an unfinished `.X.partial-…`), between its two renames (X missing,
+    the previous folder under `.X.old-…`), or while deleting the previous
+    folder (a half-deleted `.X.old-…` beside the new X). The previous folder is
+    put back when X is missing; everything else left over is deleted.
+    """
+    out_dir = Path(out_dir).resolve()
+    if not out_dir.parent.is_dir():
+        return []
+    messages = []
+    old_copies = _leftovers(out_dir, "old")
+    if old_copies and not out_dir.exists():
+        os.rename(old_copies[0], out_dir)
+        messages.append(
+            f"restored {out_dir} from {old_copies[0].name}: an earlier export was stopped "
+            "after moving the previous folder aside and before putting the new one in place"
+        )
+        old_copies = old_copies[1:]
+    for old in old_copies:
+        shutil.rmtree(old, ignore_errors=True)
+        messages.append(f"deleted {old.name}, the previous {out_dir.name} an earlier export replaced and was stopped deleting")
+    for partial in _leftovers(out_dir, "partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+        messages.append(f"deleted {partial.name}, the unfinished folder of an export that was stopped")
+    return messages
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:
@@ -434,8 +482,10 @@ def load_phy(folder: str | os.PathLike) -> PhyFolder:
     spike_templates = _read_spike_vector(folder, "spike_templates.npy", len(spike_times)).astype(np.int32)
     if (folder / "spike_clusters.npy").exists():
         spike_clusters = _read_spike_vector(folder, "spike_clusters.npy", len(spike_times)).astype(np.int32)
+        _check_cluster_ids(folder / "spike_clusters.npy", spike_clusters)
     else:
         spike_clusters = spike_templates.copy()
+    _check_cluster_ids(folder / "spike_templates.npy", spike_templates)
     if np.any(np.diff(spike_times) < 0):
         raise PhyFolderError(f"spike_times.npy in {folder} is not in ascending order, as phy requires")
     amplitudes = None
@@ -459,7 +509,7 @@ def load_phy(folder: str | os.PathLike) -> PhyFolder:
         templates=_read_templates(folder, len(channel_map)),
         channel_map=channel_map,
         channel_positions=channel_positions,
-        cluster_groups=_read_cluster_groups(folder),
+        cluster_groups=read_cluster_groups(folder),
         recording=recording,
         missing_data_reason=missing_data_reason,
     )
@@ -485,6 +535,16 @@ def _read_spike_vector(folder: Path, name: str, n_spikes: int) -> np.ndarray:
     if len(values) != n_spikes:
         raise PhyFolderError(f"{name} has {len(values)} entries, spike_times.npy {n_spikes}")
     return values
+
+
+def _check_cluster_ids(path: Path, ids: np.ndarray) -> None:
+    negative = ids < 0
+    if negative.any():
+        raise PhyFolderError(
+            f"{path} gives {int(negative.sum()):,} spikes a negative cluster id ({int(ids[negative].min())}; "
+            "some tools mark unassigned spikes with -1), and phy needs an id of 0 or more for every spike. "
+            f"Give those spikes a cluster of their own (e.g. {int(ids.max()) + 1}) or remove them, then open the folder again"
+        )
 
 
 def _read_channel_map(folder: Path, params: dict) -> np.ndarray:
@@ -519,7 +579,7 @@ def _read_templates(folder: Path, n_channels: int) -> np.ndarray | None:
     return templates
 
 
-def _read_cluster_groups(folder: Path) -> dict[int, str]:
+def read_cluster_groups(folder: Path) -> dict[int, str]:
     # phy's own labels first, then its cluster_info export, then Kilosort's automatic labels.
     sources = (("cluster_group.tsv", "group"), ("cluster_info.tsv", "group"), ("cluster_KSLabel.tsv", "KSLabel"))
     for name, column in sources:
@@ -528,13 +588,37 @@ def _read_cluster_groups(folder: Path) -> dict[int, str]:
             groups = _read_tsv_column(path, column)
             if groups is not None:
                 return groups
+            if name == "cluster_group.tsv":
+                # Save writes cluster_group.tsv: opening without its labels would overwrite them.
+                header = path.read_text(encoding="utf-8").partition("\n")[0].strip()
+                raise PhyFolderError(
+                    f"{path} has no cluster_id and group columns (its header line is {header!r}), so its labels "
+                    "cannot be read. Rename its columns to 'cluster_id<TAB>group' (as phy writes them), "
+                    "then open the folder again"
+                )
     return {}
 
 
 def _read_tsv_column(path: Path, column: str) -> dict[int, str] | None:
-    """cluster id -> non-empty value of `column`, or None when the file lacks that column."""
-    text = path.read_text(encoding="utf-8")
-    delimiter = "\t" if "\t" in text.partition("\n")[0] else ","
+    """cluster id -> non-empty value of `column`, or None when the file lacks that column.
+
+    A file that cannot be read raises PhyFolderError rather than opening as
+    "no labels": a later save would then write over labels never read.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PhyFolderError(
+            f"{path} is not a text file (byte {error.object[error.start]:#04x} at position {error.start} is not "
+            "UTF-8): it is damaged. Restore it from a backup, or move it away to open the sort without its labels"
+        ) from error
+    first_line = text.partition("\n")[0]
+    delimiter = "\t" if "\t" in first_line else ","
+    if _is_number(first_line.split(delimiter)[0]):
+        raise PhyFolderError(
+            f"{path} has no header line (its first line is {first_line.strip()!r}), so its columns are unknown. "
+            f"Add the line 'cluster_id<TAB>{column}' at its top (as phy writes it), then open the folder again"
+        )
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     id_column = "cluster_id" if "cluster_id" in (reader.fieldnames or []) else "id"
     if column not in (reader.fieldnames or []) or id_column not in (reader.fieldnames or []):
@@ -548,6 +632,14 @@ def _read_tsv_column(path: Path, column: str) -> dict[int, str] | None:
         except ValueError as error:
             raise PhyFolderError(f"{path} line {line_number}: cluster id {row[id_column]!r} is not a number") from error
     return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _open_raw_data(

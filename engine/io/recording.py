@@ -274,6 +274,8 @@ def open_recording(
     if path.suffix.lower() == ".npy":
         return _open_npy(path, {**sidecar, **explicit})
     params_py, params_note = _read_params_py_for(path)
+    _check_channel_count_agrees(explicit, sidecar, sidecar_path(path).name)
+    _check_channel_count_agrees(explicit, params_py, "params.py")
     merged = {**params_py, **sidecar, **explicit}
     missing = [key for key in _PARAMETER_SOURCES if key not in merged]
     if missing:
@@ -369,6 +371,16 @@ def _checked_sampling_rate(value) -> float:
             f"typical values are 10000 to 40000"
         )
     return value
+
+
+def _check_channel_count_agrees(explicit: dict, described: dict, source: str) -> None:
+    # The other keys of that source (channel_positions, a channel map) are for its count,
+    # so overriding the count alone would fail later on a key the person never set.
+    if "n_channels" in explicit and "n_channels" in described and explicit["n_channels"] != described["n_channels"]:
+        raise RecordingError(
+            f"n_channels {explicit['n_channels']} was given (--n-channels), but {source} beside the file says "
+            f"{described['n_channels']}: leave --n-channels out to use {source}'s, or correct {source}"
+        )
 
 
 def _checked_n_channels(value) -> int:

@@ -89,7 +89,16 @@ class TrainingConfig:
         return int(self.n_filters) if self.n_filters is not None else auto_filters(n_channels)
 
     def taps_for(self, sampling_rate: float) -> int:
-        return int(self.n_taps) if self.n_taps is not None else max(int(round(FILTER_MS * 1e-3 * sampling_rate)), 8)
+        if self.n_taps is not None:
+            return int(self.n_taps)
+        taps = max(int(round(FILTER_MS * 1e-3 * sampling_rate)), 8)
+        # The same limit as an explicit n_taps: 40,000-tap filters (--fs 1e7) stall pruning for minutes.
+        if taps > MAX_TAPS:
+            raise ConfigError(
+                f"the filter length, 4 ms at {sampling_rate:g} Hz, would be {taps} samples, above the limit of "
+                f"{MAX_TAPS}: check the sampling rate (--fs), or give the length with --n-taps ({MIN_TAPS} to {MAX_TAPS})"
+            )
+        return taps
 
     def window_for(self, sampling_rate: float) -> int:
         return int(round(self.window_ms * 1e-3 * sampling_rate))
