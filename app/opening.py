@@ -85,7 +85,7 @@ def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Op
     sorting = phy.to_sorting()
     recording, source, note = None, None, ""
     if phy.recording is not None:
-        recording = PreprocessedRecording(phy.recording)
+        recording = PreprocessedRecording(phy.sorted_recording())
         _report(context, 0.5, "Estimating noise")
         recording.noise_levels
         source = RecordingSource(path=str(phy.recording.path))

@@ -35,7 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sort = commands.add_parser("sort", help="sort a recording into a phy folder")
-    sort.add_argument("recording", nargs="?", help="raw binary (.bin/.dat) or .npy; parameters from flags, NAME.json or params.py")
+    sort.add_argument("recording", nargs="?", help="SpikeGLX .bin/.meta, Open Ephys folder, .nwb (etc., with sparsort[formats]), "
+                      "or raw binary (.bin/.dat) / .npy with parameters from flags, NAME.json or params.py")
     sort.add_argument("--demo", action="store_true", help="sort the built-in simulated demo recording")
     sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it exists)")
     _add_recording_flags(sort)
@@ -65,12 +66,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_recording_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("recording (override NAME.json / params.py)")
+    group = parser.add_argument_group("recording (raw files: override NAME.json / params.py)")
     group.add_argument("--fs", "--sampling-rate", dest="sampling_rate", type=float, help="sampling rate in Hz")
     group.add_argument("--n-channels", dest="n_channels", type=int, help="channels interleaved in the file")
     group.add_argument("--dtype", help="int16, uint16, float32 or float64")
     group.add_argument("--offset", type=int, help="header bytes to skip")
     group.add_argument("--gain-to-uv", dest="gain_to_uv", type=float, help="multiply samples by this to get µV")
+    group.add_argument("--stream", help="which stream of a SpikeGLX/Open Ephys folder or NWB file (default: the AP band)")
+    group.add_argument("--probe", help="probeinterface JSON or .prb file giving the channel positions")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +109,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     path = demo_recording_path() if args.demo else Path(args.recording)
     recording = open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
-        offset=args.offset, gain_to_uv=args.gain_to_uv,
+        offset=args.offset, gain_to_uv=args.gain_to_uv, stream=args.stream, probe=args.probe,
     )
     config = TrainingConfig(
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
@@ -114,7 +117,7 @@ def _run_sort(args: argparse.Namespace) -> int:
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
     )
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    say(f"{recording}")
+    say(f"{recording}\n{recording.describe()}")
     started = time.perf_counter()
     trainer = Trainer(recording, config)
     say(f"device: {trainer.device_name}; dictionary: {trainer.initial_pruning.describe()}")
@@ -126,7 +129,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     bar.close()
     out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False)
     trainer.save_checkpoint(Path(out) / "crsae_checkpoint.pt")
-    _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started)
+    _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started, recording.describe())
     counts = sorting.spike_counts()
     say(f"{trainer.final_pruning.describe()}; {sorting.extra['amplitude_splits']}")
     say(
@@ -136,12 +139,15 @@ def _run_sort(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float) -> None:
+def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float,
+                       recording_description: str) -> None:
     from engine.io.atomic import write_text_atomic
 
     summary = {
         "recording": str(Path(recording_path).resolve()),
-        "recording_flags": {k: getattr(args, k) for k in ("sampling_rate", "n_channels", "dtype", "offset", "gain_to_uv")},
+        "recording_flags": {k: getattr(args, k) for k in ("sampling_rate", "n_channels", "dtype", "offset", "gain_to_uv",
+                                                          "stream", "probe")},
+        "recording_read": recording_description,
         "config": trainer.config.to_dict(),
         "device": trainer.device_name,
         "lambda": trainer.lambda_,

@@ -168,3 +168,36 @@ def test_raw_flags_on_a_self_describing_file_are_refused(tmp_path):
     bin_path = write_spikeglx(tmp_path, ramp(10, 5), saved_ids=[0, 1, 2, 3, 8])
     with pytest.raises(RecordingError, match=r"leave out --sampling-rate"):
         open_recording(bin_path, sampling_rate=20_000)
+
+
+# -- sorting it ----------------------------------------------------------------
+
+TINY_SORT = ["--n-filters", "4", "--n-iterations", "10", "--batch-size", "2", "--window-ms", "50", "--epochs", "0.1"]
+
+
+@pytest.mark.slow
+def test_sparsort_sort_on_a_spikeglx_folder_writes_a_phy_folder_pointing_at_the_bin(tmp_path, capsys):
+    from engine.cli import main
+    from engine.evaluation.simulator import simulate
+    from engine.io.phy import load_phy
+
+    positions = np.array([[x, z] for _s, x, z in GEOMETRY], dtype=float)
+    traces, _truth = simulate(duration_s=4, n_units=2, sampling_rate=10_000.0, n_channels=4, firing_rates=20.0,
+                              seed=3, channel_positions=positions)
+    microvolts_per_bit = RANGE_MAX / MAX_INT / 1000 * 1e6
+    samples = np.hstack([np.rint(traces / microvolts_per_bit), np.zeros((len(traces), 1))])
+    imro = "(0,4)" + "".join(f"({c} 0 0 1000 250 1)" for c in range(4))
+    write_spikeglx(tmp_path / "run", samples, saved_ids=[0, 1, 2, 3, 8], extra={"imSampRate": "10000", "~imroTbl": imro})
+
+    assert main(["sort", str(tmp_path / "run"), "--out", str(tmp_path / "sorted"), *TINY_SORT]) == 0
+    assert "SpikeGLX imec0.ap" in capsys.readouterr().err
+    folder = load_phy(tmp_path / "sorted")
+    # Kilosort's layout: the whole file (sync included) with channel_map naming the sorted columns.
+    assert folder.params["n_channels_dat"] == 5
+    assert folder.params["gain_to_uv"] == pytest.approx(microvolts_per_bit)
+    np.testing.assert_array_equal(folder.channel_map, [0, 1, 2, 3])
+    np.testing.assert_array_equal(folder.channel_positions, positions)
+    assert len(folder.spike_times) > 0
+    sorted_channels = folder.sorted_recording()
+    assert sorted_channels.n_channels == 4
+    np.testing.assert_allclose(sorted_channels.get_traces(0, 100), samples[:100, :4] * microvolts_per_bit, rtol=1e-5)
