@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from engine.io.recording import RecordingError, open_recording
 
-BIT_VOLTS = 0.195  # µV per bit of an Intan headstage channel
-
-
-def write_openephys(folder, streams):
-    """streams: list of (stream_name, rate, samples (n, c) int16, channel units list or None)."""
-    recording_folder = folder / "Record Node 101" / "experiment1" / "recording1"
-    continuous = []
-    for name, rate, samples, units in streams:
-        n_channels = samples.shape[1]
-        units = units or ["uV"] * n_channels
-        channels = [
-            {"channel_name": ("ADC" if unit == "V" else "CH") + str(i + 1),
-             "bit_volts": BIT_VOLTS if unit == "uV" else 0.00015, "units": unit}
-            for i, unit in enumerate(units)
-        ]
-        folder_name = f"Acquisition_Board-100.{name}/"
-        continuous.append({"folder_name": folder_name, "sample_rate": rate, "stream_name": name,
-                           "num_channels": n_channels, "channels": channels})
-        data_folder = recording_folder / "continuous" / folder_name
-        data_folder.mkdir(parents=True)
-        samples.astype(np.int16).tofile(data_folder / "continuous.dat")
-    recording_folder.mkdir(parents=True, exist_ok=True)
-    (recording_folder / "structure.oebin").write_text(json.dumps({"GUI version": "0.6.7", "continuous": continuous}))
-    return recording_folder
-
-
-def samples_of(n, c, seed=0):
-    return np.random.default_rng(seed).integers(-3000, 3000, size=(n, c)).astype(np.int16)
+from format_files import samples_of, write_openephys
 
 
 def test_open_ephys_rate_channels_and_bit_volts(tmp_path):

@@ -7,43 +7,7 @@ import pytest
 
 from engine.io.recording import BinaryRecording, RecordingError, open_recording
 
-RATE = 30_000.0
-# Four AP channels in the acquisition, then four LF, then the sync word (id 8).
-AP_GAINS = [500, 1000, 500, 2000]
-GEOMETRY = [(0, 43, 0), (0, 11, 0), (0, 59, 20), (0, 27, 20)]  # (shank, x µm, z µm) per acquired channel
-RANGE_MAX, MAX_INT = 0.6, 512
-
-
-def write_spikeglx(folder, samples, saved_ids, name="run_g0_t0.imec0.ap", geometry=True, extra=None, file_size=None):
-    """samples: (n, len(saved_ids)) int16. Returns the .bin path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    bin_path = folder / f"{name}.bin"
-    samples.astype(np.int16).tofile(bin_path)
-    imro = "(0,4)" + "".join(f"({c} 0 0 {g} 250 1)" for c, g in enumerate(AP_GAINS))
-    lines = {
-        "imSampRate": f"{RATE:g}",
-        "nSavedChans": str(len(saved_ids)),
-        "snsSaveChanSubset": ",".join(map(str, saved_ids)),
-        "snsApLfSy": "4,0,1",
-        "imAiRangeMax": str(RANGE_MAX),
-        "imAiRangeMin": str(-RANGE_MAX),
-        "imMaxInt": str(MAX_INT),
-        "imDatPrb_pn": "NP1000",
-        "typeThis": "imec",
-        "fileSizeBytes": str(file_size if file_size is not None else bin_path.stat().st_size),
-        "~imroTbl": imro,
-        "~snsChanMap": "(4,4,1)" + "".join(f"(AP{c};{c}:{c})" for c in range(4)) + "(SY0;8:8)",
-    }
-    if geometry:
-        lines["~snsGeomMap"] = "(NP1000,1,0,70)" + "".join(f"({s}:{x}:{z}:1)" for s, x, z in GEOMETRY)
-    lines.update(extra or {})
-    (folder / f"{name}.meta").write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
-    return bin_path
-
-
-def ramp(n_samples, n_columns):
-    # (n, c) distinct values, so a wrong column or offset shows.
-    return (np.arange(n_samples * n_columns).reshape(n_samples, n_columns) % 2000 - 1000).astype(np.int16)
+from format_files import AP_GAINS, GEOMETRY, MAX_INT, RANGE_MAX, RATE, ramp, write_spikeglx
 
 
 def test_rate_channels_gain_and_geometry_come_from_the_meta(tmp_path):

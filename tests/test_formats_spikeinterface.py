@@ -5,36 +5,14 @@ Skipped when spikeinterface or pynwb is not installed.
 
 from __future__ import annotations
 
-import datetime
-
 import numpy as np
 import pytest
 
 from engine.io.recording import open_recording
+from format_files import write_nwb
 
 TINY = dict(n_filters=4, n_iterations=10, batch_size=2, window_ms=50.0, n_epochs=0.1)
 MICROVOLTS_PER_BIT = 0.195
-
-
-def write_nwb(path, samples, rate, volts_per_bit, positions):
-    """One ElectricalSeries of int16 samples with its electrodes' positions (rel_x, rel_y)."""
-    pynwb = pytest.importorskip("pynwb")
-    from pynwb.ecephys import ElectricalSeries
-
-    nwb = pynwb.NWBFile(session_description="Sparsort test", identifier="sparsort-test",
-                        session_start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
-    device = nwb.create_device(name="probe")
-    group = nwb.create_electrode_group(name="shank0", description="test shank", location="CA1", device=device)
-    nwb.add_electrode_column(name="rel_x", description="x in µm")
-    nwb.add_electrode_column(name="rel_y", description="y in µm")
-    for x, y in positions:
-        nwb.add_electrode(group=group, location="CA1", rel_x=float(x), rel_y=float(y))
-    electrodes = nwb.create_electrode_table_region(list(range(len(positions))), "all electrodes")
-    nwb.add_acquisition(ElectricalSeries(name="ElectricalSeries", data=samples, electrodes=electrodes, rate=rate,
-                                         conversion=volts_per_bit))
-    with pynwb.NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    return path
 
 
 def test_nwb_file_reads_with_its_rate_gain_and_positions(tmp_path):

@@ -81,3 +81,39 @@ def _spikeglx_file(path: Path, stream: str | None) -> Path:
         f"{path} holds {len(metas)} SpikeGLX streams ({', '.join(map(repr, names))}): "
         f"choose one with stream=NAME (CLI --stream NAME), or open its .bin"
     )
+
+
+def stream_choices(path: str | Path) -> list[tuple[str, str]]:
+    """(name, what it holds) of each stream, when `path` holds several and none is the default; else [].
+
+    What the app asks the person to choose from. Other problems (an unreadable
+    file) are left for opening to report.
+    """
+    path = Path(path)
+    kind = recording_format(path)
+    if kind == SPIKEGLX and path.is_dir():
+        metas = spikeglx.spikeglx_streams_in(path)
+        names = [spikeglx.stream_name_of(meta) for meta in metas]
+        if len(metas) <= 1 or sum(name.endswith(".ap") for name in names) == 1:
+            return []
+        return [(name, _describe_meta(meta)) for name, meta in zip(names, metas)]
+    if kind == OPEN_EPHYS:
+        try:
+            structure, stream = openephys.structure_and_stream(path, None)
+            streams = openephys.read_streams(structure)
+        except RecordingError:
+            return []
+        if stream is not None:
+            return []
+        try:
+            openephys.choose_stream(streams, None, structure)
+            return []
+        except RecordingError:
+            return [(s.name, f"{s.sampling_rate:g} Hz, {s.n_channels} channels") for s in streams]
+    return []
+
+
+def _describe_meta(meta_path: Path) -> str:
+    meta = spikeglx.read_meta(meta_path)
+    rate = meta.get("imSampRate") or meta.get("niSampRate") or "?"
+    return f"{float(rate):g} Hz, {meta.get('nSavedChans', '?')} saved channels" if rate != "?" else "unknown rate"

@@ -72,7 +72,7 @@ def read_streams(structure_path: Path) -> list[OpenEphysStream]:
 
 def open_openephys(path: str | Path, stream: str | None = None) -> BinaryRecording:
     """The electrode channels of one stream, in µV, memory-mapped."""
-    structure_path, stream = _structure_and_stream(Path(path), stream)
+    structure_path, stream = structure_and_stream(Path(path), stream)
     chosen = choose_stream(read_streams(structure_path), stream, structure_path)
     data_path = chosen.folder / DATA_FILE
     if not data_path.is_file():
@@ -130,7 +130,8 @@ def describe_streams(streams: list[OpenEphysStream]) -> str:
     return "; ".join(f"{s.name!r} ({s.sampling_rate:g} Hz, {s.n_channels} channels)" for s in streams)
 
 
-def _structure_and_stream(path: Path, stream: str | None) -> tuple[Path, str | None]:
+def structure_and_stream(path: Path, stream: str | None) -> tuple[Path, str | None]:
+    """(structure.oebin, stream) for a path to it, its folder (or one above), or a stream's continuous.dat."""
     if path.name == STRUCTURE_FILE:
         if not path.is_file():
             raise RecordingError(f"Open Ephys structure file not found: {path}")
