@@ -112,3 +112,29 @@ def test_unreadable_probe_file_is_named(tmp_path):
     (tmp_path / "probe.json").write_text("{not json")
     with pytest.raises(RecordingError, match=r"probe\.json is not a readable probeinterface JSON"):
         open_recording(folder, probe=tmp_path / "probe.json")
+
+
+# -- from the command line -----------------------------------------------------
+
+def test_cli_lists_the_streams_when_ambiguous_and_starts_nothing(tmp_path, capsys):
+    from engine.cli import main
+
+    folder = write_openephys(tmp_path, [
+        ("ProbeA-AP", 30_000.0, samples_of(100, 3), None),
+        ("ProbeB-AP", 30_000.0, samples_of(100, 2), None),
+    ])
+    assert main(["sort", str(folder), "--out", str(tmp_path / "sorted")]) == 2
+    message = capsys.readouterr().err
+    assert "'ProbeA-AP' (30000 Hz, 3 channels); 'ProbeB-AP' (30000 Hz, 2 channels)" in message
+    assert "--stream NAME" in message
+    assert not (tmp_path / "sorted").exists()
+
+
+def test_cli_refuses_a_probe_of_another_channel_count(tmp_path, capsys):
+    from engine.cli import main
+
+    folder = write_openephys(tmp_path, [("ProbeA", 30_000.0, samples_of(100, 4), None)])
+    write_probe_json(tmp_path / "probe.json", [[0, 0], [0, 25]], [0, 1])
+    assert main(["sort", str(folder), "--probe", str(tmp_path / "probe.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "places 2 channels, but the recording has 4" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
