@@ -94,6 +94,20 @@ def test_a_folder_with_several_streams_names_them(tmp_path):
     assert open_recording(tmp_path, stream="imec1.ap").path.name == "run_g0_t0.imec1.ap.bin"
 
 
+def test_a_run_folder_opens_its_probe_ap_band_not_the_nidq(tmp_path):
+    (tmp_path / "run_g0").mkdir()
+    (tmp_path / "run_g0" / "run_g0_t0.nidq.bin").write_bytes(np.zeros((10, 2), np.int16).tobytes())
+    (tmp_path / "run_g0" / "run_g0_t0.nidq.meta").write_text(
+        "niSampRate=25000\nnSavedChans=2\nsnsMnMaXaDw=0,0,1,1\nniAiRangeMax=5\ntypeThis=nidq\n")
+    probe_folder = tmp_path / "run_g0" / "run_g0_imec0"
+    write_spikeglx(probe_folder, ramp(10, 5), saved_ids=[0, 1, 2, 3, 8], name="run_g0_t0.imec0.ap")
+    write_spikeglx(probe_folder, ramp(10, 5), saved_ids=[4, 5, 6, 7, 8], name="run_g0_t0.imec0.lf",
+                   extra={"imSampRate": "2500", "snsApLfSy": "0,4,1"})
+    recording = open_recording(tmp_path / "run_g0")
+    assert recording.path.name == "run_g0_t0.imec0.ap.bin" and recording.sampling_rate == RATE
+    assert open_recording(tmp_path / "run_g0", stream="nidq").sampling_rate == 25_000
+
+
 # -- bad input -----------------------------------------------------------------
 
 def test_meta_without_its_bin_names_the_missing_file(tmp_path):

@@ -64,7 +64,7 @@ def _spikeglx_file(path: Path, stream: str | None) -> Path:
             )
         return path
     metas = spikeglx.spikeglx_streams_in(path)
-    names = {spikeglx.stream_name_of(meta): meta for meta in metas}
+    names = _named_streams(metas)
     if stream is not None:
         if stream not in names:
             raise RecordingError(
@@ -92,11 +92,10 @@ def stream_choices(path: str | Path) -> list[tuple[str, str]]:
     path = Path(path)
     kind = recording_format(path)
     if kind == SPIKEGLX and path.is_dir():
-        metas = spikeglx.spikeglx_streams_in(path)
-        names = [spikeglx.stream_name_of(meta) for meta in metas]
-        if len(metas) <= 1 or sum(name.endswith(".ap") for name in names) == 1:
+        named = _named_streams(spikeglx.spikeglx_streams_in(path))
+        if len(named) <= 1 or sum(name.endswith(".ap") for name in named) == 1:
             return []
-        return [(name, _describe_meta(meta)) for name, meta in zip(names, metas)]
+        return [(name, _describe_meta(meta)) for name, meta in named.items()]
     if kind == OPEN_EPHYS:
         try:
             structure, stream = openephys.structure_and_stream(path, None)
@@ -117,3 +116,11 @@ def _describe_meta(meta_path: Path) -> str:
     meta = spikeglx.read_meta(meta_path)
     rate = meta.get("imSampRate") or meta.get("niSampRate") or "?"
     return f"{float(rate):g} Hz, {meta.get('nSavedChans', '?')} saved channels" if rate != "?" else "unknown rate"
+
+
+def _named_streams(metas: list[Path]) -> dict[str, Path]:
+    """{"imec0.ap": meta, ...}; the file names instead when two files share a stream (several gates or triggers)."""
+    names = [spikeglx.stream_name_of(meta) for meta in metas]
+    if len(set(names)) < len(names):
+        names = [meta.name[: -len(spikeglx.META_SUFFIX)] for meta in metas]
+    return dict(zip(names, metas))

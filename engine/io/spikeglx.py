@@ -67,8 +67,8 @@ def is_spikeglx_path(path: Path) -> bool:
 
 
 def spikeglx_streams_in(folder: Path) -> list[Path]:
-    """The .meta files directly in `folder` (a SpikeGLX run or probe folder)."""
-    return sorted(folder.glob("*" + META_SUFFIX))
+    """The .meta files in `folder` or one level below: a probe folder, or a run folder (nidq) with its probe folders."""
+    return sorted(folder.glob("*" + META_SUFFIX)) + sorted(folder.glob("*/*" + META_SUFFIX))
 
 
 def stream_name_of(meta_path: Path) -> str:
@@ -237,7 +237,7 @@ def _positions_from_probe_type(meta_path: Path, n_sorted: int) -> tuple[np.ndarr
     if len(positions) != n_sorted:
         return None, (f"none in the .meta (the probe type gives {len(positions)} contacts for {n_sorted} "
                       f"channels); default line, pass --probe FILE")
-    return positions, f"probe type {probe.annotations.get('part_number') or ''} (probeinterface)".replace("  ", " ")
+    return positions, f"probe type {probe.annotations.get('part_number') or 'in ~imroTbl'} (probeinterface)"
 
 
 # -- NI-DAQ -------------------------------------------------------------------
@@ -257,7 +257,8 @@ def _nidq_stream(bin_path, meta_path, meta, n_saved, channel_ids, name) -> Spike
     gains = np.where(ids < mn, float(meta.get("niMNGain", 1.0)),
                      np.where(ids < mn + ma, float(meta.get("niMAGain", 1.0)), 1.0))
     left = n_saved - len(columns)
-    left_out = f"{left} of {n_saved} channels left out (digital{' and analog aux' if neural.any() and xa else ''})"
+    left_out = (f"{left} of {n_saved} channels left out (digital{' and analog aux' if neural.any() and xa else ''})"
+                if left else "no channel left out")
     return SpikeGlxStream(bin_path, meta_path, name, sampling_rate, n_saved, columns,
                           volts_per_bit / gains * 1e6, None, "none in a NI-DAQ .meta; default line, pass --probe FILE",
                           left_out, "NI-DAQ")
