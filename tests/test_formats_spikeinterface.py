@@ -68,7 +68,7 @@ def test_a_spikeinterface_recording_is_sorted_and_scored_as_a_base_sorting():
     assert sum(len(si_sorting.get_unit_spike_train(u)) for u in si_sorting.get_unit_ids()) == sorting.n_spikes
     scores = comparison.compare_sorter_to_ground_truth(si_truth, si_sorting, exhaustive_gt=True)
     accuracy = scores.get_performance()["accuracy"]  # one row per true unit
-    assert accuracy.max() > 0.5
+    assert accuracy.min() > 0.8  # measured: 1.0 and 1.0
 
 
 def test_engine_imports_and_reads_native_formats_without_spikeinterface(tmp_path):
