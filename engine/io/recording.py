@@ -216,17 +216,13 @@ class BinaryRecording(Recording):
         gains = self.channel_gains_to_uv
         # One number when every channel shares it (what phy's params.py can say), else None.
         self.gain_to_uv = float(gains[0]) if np.all(gains == gains[0]) else None
+        # True when this recording presents every column of the file, in order: reads need no column pick.
+        self.is_whole_file = bool(np.array_equal(self.file_channels, np.arange(self.n_file_channels)))
         n_samples = _frames_in_file(path, self.offset, self.n_file_channels, self.dtype)
         super().__init__(sampling_rate, len(self.file_channels), n_samples, channel_positions, path, self.dtype)
         self._samples = self._map_file()
         if self.dtype.kind == "f" and path.stat().st_size - self.offset <= NONFINITE_SCAN_MAX_BYTES:
             _scan_for_nonfinite(self)
-
-    @property
-    def is_whole_file(self) -> bool:
-        """True when this recording presents every column of the file, in order."""
-        return self.n_channels == self.n_file_channels and bool(
-            np.array_equal(self.file_channels, np.arange(self.n_file_channels)))
 
     def _map_file(self) -> np.memmap:
         # (n_samples, n_channels) source dtype, read-only view of the file
@@ -246,7 +242,7 @@ class BinaryRecording(Recording):
 
     def _read_block(self, start, stop, channel_index):
         block = self._samples[start:stop]
-        selected = np.arange(self.n_channels) if channel_index is None else channel_index
+        selected = slice(None) if channel_index is None else channel_index
         if channel_index is not None or not self.is_whole_file:
             block = block[:, self.file_channels[selected]]
         gains = self.gain_to_uv if self.gain_to_uv is not None else self.channel_gains_to_uv[selected]
