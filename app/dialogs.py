@@ -1,4 +1,4 @@
-"""Asking how to read a raw binary that carries no description of itself."""
+"""Asking how to read a file: a raw binary that carries no description of itself, or which stream of several."""
 
 from __future__ import annotations
 
@@ -14,18 +14,26 @@ class RawParametersDialog(QDialog):
     channels and dtype, but not its sampling rate).
     """
 
-    def __init__(self, file_name: str, missing: list[str], parent=None) -> None:
+    def __init__(self, file_name: str, missing: list[str], parent=None, streams: list[tuple[str, str]] = ()) -> None:
+        """`streams`: (name, what it holds) to choose from when "stream" is missing."""
         super().__init__(parent)
         self.setWindowTitle("How is this file stored?")
         self.setObjectName("raw_parameters_dialog")
         layout = QFormLayout(self)
-        layout.addRow(QLabel(f"{file_name} has no sidecar (.json) or params.py saying how to read it."))
+        if missing == ["stream"]:
+            layout.addRow(QLabel(f"{file_name} holds several streams: choose the one to sort."))
+        else:
+            layout.addRow(QLabel(f"{file_name} has no sidecar (.json) or params.py saying how to read it."))
         self.sampling_rate = QDoubleSpinBox(decimals=1, minimum=100.0, maximum=1_000_000.0, value=30_000.0, suffix=" Hz")
         self.n_channels = QSpinBox(minimum=1, maximum=4096, value=1)
         self.dtype = QComboBox()
         self.dtype.addItems(SUPPORTED_DTYPES)
-        self._fields = {"sampling_rate": self.sampling_rate, "n_channels": self.n_channels, "dtype": self.dtype}
-        labels = {"sampling_rate": "Sampling rate", "n_channels": "Channels", "dtype": "Sample type"}
+        self.stream = QComboBox()
+        for name, holds in streams:
+            self.stream.addItem(f"{name} ({holds})", name)
+        self._fields = {"sampling_rate": self.sampling_rate, "n_channels": self.n_channels, "dtype": self.dtype,
+                        "stream": self.stream}
+        labels = {"sampling_rate": "Sampling rate", "n_channels": "Channels", "dtype": "Sample type", "stream": "Stream"}
         for name in missing:
             layout.addRow(labels[name], self._fields[name])
         self._missing = list(missing)
@@ -40,5 +48,6 @@ class RawParametersDialog(QDialog):
             "sampling_rate": lambda: float(self.sampling_rate.value()),
             "n_channels": lambda: int(self.n_channels.value()),
             "dtype": lambda: self.dtype.currentText(),
+            "stream": lambda: self.stream.currentData(),
         }
         return {name: read[name]() for name in self._missing}

@@ -146,14 +146,18 @@ class EngineBridge(QObject):
         work: Callable[[JobContext], Any],
         on_success: Callable[[Any], None],
         on_failure: Callable[[WorkError], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
     ) -> Job:
         """Run `work(context)` in a worker; `on_success(result)` then runs in the GUI thread.
 
         Failures are reported through `error` (and `on_failure`, if given); the
         session is left as it was, so a failed open never loses what is loaded.
+        `on_message` gets the job's progress messages (connected before it starts, so none is missed).
         """
         job = Job(title, work)
         job.progress.connect(lambda fraction, _message: self.progress.emit(title, fraction))
+        if on_message is not None:
+            job.progress.connect(lambda _fraction, message: on_message(message))
         job.succeeded.connect(on_success)
         job.failed.connect(self.error)
         if on_failure is not None:

@@ -1,7 +1,7 @@
 """`sparsort`: the desktop app, or the engine's command line for its subcommands.
 
     sparsort                                  the demo recording, ready to train
-    sparsort RECORDING [--fs … --n-channels … --dtype …]
+    sparsort RECORDING [--fs … --n-channels … --dtype …] [--stream NAME] [--probe FILE]
     sparsort SORT_DIR                         a phy folder from `sparsort sort`, or a saved session
     sparsort --screenshot FILE.png [--train-steps N] [RECORDING]
     sparsort sort|simulate|evaluate …         engine.cli, without loading Qt
@@ -61,6 +61,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fs", "--sampling-rate", dest="sampling_rate", type=float, help="sampling rate in Hz")
     parser.add_argument("--n-channels", type=int, help="channel count of a raw binary")
     parser.add_argument("--dtype", help="sample type of a raw binary (int16, uint16, float32, float64)")
+    parser.add_argument("--stream", help="which stream of a SpikeGLX / Open Ephys folder or NWB file")
+    parser.add_argument("--probe", help="probeinterface JSON or .prb file with the channel positions")
     parser.add_argument("--screenshot", metavar="FILE.png", help="train, save a picture of the window, exit")
     parser.add_argument(
         "--train-steps", type=int, default=DEFAULT_SCREENSHOT_STEPS, help="training steps before the screenshot"
@@ -110,6 +112,8 @@ def run_gui(arguments: argparse.Namespace, config) -> int:
             ("sampling_rate", arguments.sampling_rate),
             ("n_channels", arguments.n_channels),
             ("dtype", arguments.dtype),
+            ("stream", arguments.stream),
+            ("probe", arguments.probe),
         )
         if value is not None
     }

@@ -27,7 +27,10 @@ from app.views import view_classes
 # Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
 LAYOUT_VERSION = 1
 CLOSE_RETRY_MS = 200
-RECORDING_FILTER = "Recordings (*.bin *.dat *.raw *.npy);;All files (*)"
+RECORDING_FILTER = (
+    "Recordings (*.bin *.dat *.raw *.npy *.meta structure.oebin *.nwb *.rhd *.rhs *.ns5 *.ns6 *.plx *.pl2 *.ncs *.smrx);;"
+    "SpikeGLX (*.meta *.bin);;Open Ephys (structure.oebin);;NWB (*.nwb);;All files (*)"
+)
 
 
 class MainWindow(QMainWindow):
@@ -191,7 +194,7 @@ class MainWindow(QMainWindow):
             self.open_path(path)
 
     def choose_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a sort (phy) or session folder")
+        path = QFileDialog.getExistingDirectory(self, "Open a folder: a recording (SpikeGLX, Open Ephys), a sort (phy) or a session")
         if path:
             self.open_path(path)
 
@@ -207,7 +210,7 @@ class MainWindow(QMainWindow):
     def open_path(self, path: str | Path, **raw_parameters) -> None:
         """Open a recording, phy folder or session folder, off the GUI thread.
 
-        `raw_parameters`: sampling_rate / n_channels / dtype for a raw binary;
+        `raw_parameters`: sampling_rate / n_channels / dtype for a raw binary, stream, probe;
         any that are still missing are asked for in a dialog first.
         """
         path = str(path)
@@ -225,13 +228,16 @@ class MainWindow(QMainWindow):
             self._open_in_worker(path, lambda context: opening.open_recording_source(source, context))
 
     def _ask_raw_parameters(self, path: str, missing: list[str], known: dict) -> None:
-        dialog = RawParametersDialog(Path(path).name, missing, self)
+        streams = opening.stream_choices(path) if "stream" in missing else []
+        dialog = RawParametersDialog(Path(path).name, missing, self, streams=streams)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.open_path(path, **known, **dialog.values()))
         dialog.open()
 
     def _open_in_worker(self, what: str, work) -> None:
-        self.engine.run_job(f"Opening {Path(what).name}", work, self._install, self.open_failed.emit)
+        # The status bar shows each step, among them what was read from the file (rate, channels, gain, probe).
+        self.engine.run_job(f"Opening {Path(what).name}", work, self._install, self.open_failed.emit,
+                            on_message=self.status_label.setText)
 
     def _install(self, opened: opening.Opened) -> None:
         """Swap a fully loaded result into the session (the only step on the GUI thread)."""

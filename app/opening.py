@@ -46,14 +46,18 @@ def kind_of_path(path: str | Path) -> str:
 
 
 def missing_raw_parameters(path: str | Path) -> list[str]:
-    """Which of sampling_rate / n_channels / dtype nothing beside `path` provides.
+    """Which of sampling_rate / n_channels / dtype / stream nothing beside `path` provides.
 
     A raw binary has no header: without a `<stem>.json` sidecar or a params.py,
-    the person must tell us how to read it.
+    the person must tell us how to read it. SpikeGLX, Open Ephys and NWB files
+    say it themselves, and need only a stream when they hold several.
     """
+    from engine.io.formats import recording_format
     from engine.io.recording import sidecar_path
 
     path = Path(path)
+    if recording_format(path) is not None:
+        return ["stream"] if stream_choices(path) else []
     if path.is_dir() or path.name == "params.py" or sidecar_path(path).is_file():
         return []
     if path.suffix.lower() == NUMPY_SUFFIX:
@@ -63,16 +67,26 @@ def missing_raw_parameters(path: str | Path) -> list[str]:
     return ["sampling_rate", "n_channels", "dtype"]
 
 
+def stream_choices(path: str | Path) -> list[tuple[str, str]]:
+    """(name, what it holds) of each stream to choose from, when `path` holds several and none is the obvious one."""
+    from engine.io.formats import stream_choices as choices
+
+    return choices(path)
+
+
 def open_recording_source(source: RecordingSource, context: JobContext | None = None) -> Opened:
     from engine.pipeline.preprocessing import PreprocessedRecording
     from engine.io.recording import open_recording
 
     _report(context, 0.1, "Opening")
     raw = open_recording(source.path, **{k: v for k, v in source.open_kwargs().items() if v is not None})
+    # What was read (rate, channels, gain, where positions came from), shown while the rest loads and after.
+    description = raw.describe()
+    _report(context, 0.3, description)
     recording = PreprocessedRecording(raw)
     _report(context, 0.5, "Estimating noise")
     recording.noise_levels  # computed here, in the worker, rather than on the first draw
-    return Opened(path=source.path, recording=recording, source=source)
+    return Opened(path=source.path, recording=recording, source=source, note=description)
 
 
 def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Opened:
@@ -85,7 +99,7 @@ def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Op
     sorting = phy.to_sorting()
     recording, source, note = None, None, ""
     if phy.recording is not None:
-        recording = PreprocessedRecording(phy.recording)
+        recording = PreprocessedRecording(phy.sorted_recording())
         _report(context, 0.5, "Estimating noise")
         recording.noise_levels
         source = RecordingSource(path=str(phy.recording.path))

@@ -39,15 +39,19 @@ class RecordingSource:
     dtype: str | None = None
     offset: int | None = None
     gain_to_uv: float | None = None
+    stream: str | None = None  # which stream of a SpikeGLX / Open Ephys folder or NWB file
+    probe: str | None = None  # probeinterface JSON or .prb file with the channel positions
 
     def open_kwargs(self) -> dict:
-        """Keyword arguments for engine.io.recording.open_recording (None = read from sidecar)."""
+        """Keyword arguments for engine.io.recording.open_recording (None = read from the file or sidecar)."""
         return {
             "sampling_rate": self.sampling_rate,
             "n_channels": self.n_channels,
             "dtype": self.dtype,
             "offset": self.offset,
             "gain_to_uv": self.gain_to_uv,
+            "stream": self.stream,
+            "probe": self.probe,
         }
 
 

@@ -38,7 +38,8 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sort = commands.add_parser("sort", help="sort a recording into a phy folder")
-    sort.add_argument("recording", nargs="?", help="raw binary (.bin/.dat) or .npy; parameters from flags, NAME.json or params.py")
+    sort.add_argument("recording", nargs="?", help="SpikeGLX .bin/.meta, Open Ephys folder, .nwb (etc., with sparsort[formats]), "
+                      "or raw binary (.bin/.dat) / .npy with parameters from flags, NAME.json or params.py")
     sort.add_argument("--demo", action="store_true", help="sort the built-in simulated demo recording")
     sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it holds an earlier sort)")
     sort.add_argument("--overwrite", action="store_true",
@@ -75,12 +76,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_recording_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("recording (override NAME.json / params.py)")
+    group = parser.add_argument_group("recording (raw files: override NAME.json / params.py)")
     group.add_argument("--fs", "--sampling-rate", dest="sampling_rate", type=float, help="sampling rate in Hz")
     group.add_argument("--n-channels", dest="n_channels", type=int, help="channels interleaved in the file")
     group.add_argument("--dtype", help="int16, uint16, float32 or float64")
     group.add_argument("--offset", type=int, help="header bytes to skip")
     group.add_argument("--gain-to-uv", dest="gain_to_uv", type=float, help="multiply samples by this to get µV")
+    group.add_argument("--stream", help="which stream of a SpikeGLX/Open Ephys folder or NWB file (default: the AP band)")
+    group.add_argument("--probe", help="probeinterface JSON or .prb file giving the channel positions")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +134,7 @@ def _run_sort(args: argparse.Namespace) -> int:
         say(note)
     recording = open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
-        offset=args.offset, gain_to_uv=args.gain_to_uv,
+        offset=args.offset, gain_to_uv=args.gain_to_uv, stream=args.stream, probe=args.probe,
     )
     config = TrainingConfig(
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
@@ -144,7 +147,7 @@ def _run_sort(args: argparse.Namespace) -> int:
         print(f"sparsort: warning: {warning}", file=sys.stderr)
     config.validate()
     config.taps_for(recording.sampling_rate)  # a derived length out of range fails now, not in pruning
-    say(f"{recording}")
+    say(f"{recording}\n{recording.describe()}")
     configure_threads(args.threads)
     started = time.perf_counter()
     pipeline = SortPipeline(recording, config, on_stage=(lambda name: say(f"  {name} ...")) if args.verbose else None)
@@ -171,7 +174,8 @@ def _run_sort(args: argparse.Namespace) -> int:
 
     def write_ours(staging: Path) -> None:
         save_checkpoint(pipeline, staging / "crsae_checkpoint.pt")
-        _write_run_summary(staging, path, args, pipeline, sorting, time.perf_counter() - started)
+        _write_run_summary(staging, path, args, pipeline, sorting, time.perf_counter() - started,
+                           recording.describe())
 
     out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False, before_swap=write_ours)
     counts = sorting.spike_counts()
@@ -198,12 +202,15 @@ def _noise_summary(pipeline) -> str:
     return f"{levels.min():.3g} to {levels.max():.3g} µV across channels"
 
 
-def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting, seconds: float) -> None:
+def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting, seconds: float,
+                       recording_description: str) -> None:
     from engine.io.atomic import write_text_atomic
 
     summary = {
         "recording": str(Path(recording_path).resolve()),
-        "recording_flags": {k: getattr(args, k) for k in ("sampling_rate", "n_channels", "dtype", "offset", "gain_to_uv")},
+        "recording_flags": {k: getattr(args, k) for k in ("sampling_rate", "n_channels", "dtype", "offset", "gain_to_uv",
+                                                          "stream", "probe")},
+        "recording_read": recording_description,
         "config": pipeline.config.to_dict(),
         "device": pipeline.device_name,
         "lambda": pipeline.lambda_,

@@ -93,10 +93,10 @@ def export_phy(
     staging = _unused_sibling(out_dir, "partial")
     staging.mkdir()
     try:
-        data_params = _place_raw_data(recording, staging, out_dir, sorting.n_channels)
+        data_params, channel_map = _place_raw_data(recording, staging, out_dir, sorting.n_channels)
         _write_params(staging, data_params, sorting.sampling_rate, hp_filtered)
         _write_spikes(staging, sorting)
-        _write_templates(staging, sorting)
+        _write_templates(staging, sorting, channel_map)
         write_cluster_groups(staging, groups)
         if before_swap is not None:
             before_swap(staging)
@@ -141,12 +141,18 @@ def _check_recording_matches(sorting: Sorting, recording: Recording) -> None:
         )
 
 
-def _place_raw_data(recording: Recording | None, staging: Path, out_dir: Path, n_channels: int) -> dict:
-    """Make the raw data reachable from the finished folder; return its params.py entries."""
+def _place_raw_data(recording: Recording | None, staging: Path, out_dir: Path, n_channels: int) -> tuple[dict, np.ndarray]:
+    """Make the raw data reachable from the finished folder.
+
+    Returns its params.py entries and the channel map: (n_channels,) int32
+    column of each sorted channel in that file.
+    """
+    identity = np.arange(n_channels, dtype=np.int32)
     if recording is None:
         # An empty dat_path is how phy and SpikeInterface spell "no raw data".
-        return {"dat_path": "", "n_channels_dat": n_channels, "dtype": "int16", "offset": 0, "gain_to_uv": 1.0}
-    if isinstance(recording, BinaryRecording):
+        return {"dat_path": "", "n_channels_dat": n_channels, "dtype": "int16", "offset": 0, "gain_to_uv": 1.0}, identity
+    # params.py has one gain for the file: a file whose sorted channels differ in gain is copied.
+    if isinstance(recording, BinaryRecording) and recording.gain_to_uv is not None:
         data_file = Path(recording.path).resolve()
         if data_file.is_relative_to(out_dir):
             # The file lives in the folder being replaced (a re-export of a
@@ -155,13 +161,15 @@ def _place_raw_data(recording: Recording | None, staging: Path, out_dir: Path, n
             _link_or_copy(data_file, staging / dat_path)
         else:
             dat_path = _reference_to(data_file, out_dir)
+        # Columns the sort leaves out (SpikeGLX's sync word) stay in the file; channel_map
+        # names the sorted ones, as Kilosort's output does.
         return {
             "dat_path": dat_path.as_posix(),
-            "n_channels_dat": recording.n_channels,
+            "n_channels_dat": recording.n_file_channels,
             "dtype": np.dtype(recording.dtype).name,
             "offset": int(recording.offset),
             "gain_to_uv": float(recording.gain_to_uv),
-        }
+        }, recording.file_channels.astype(np.int32)
     gain_to_uv = _write_int16(recording, staging / EXPORTED_DATA_FILE)
     return {
         "dat_path": EXPORTED_DATA_FILE,
@@ -169,7 +177,7 @@ def _place_raw_data(recording: Recording | None, staging: Path, out_dir: Path, n
         "dtype": "int16",
         "offset": 0,
         "gain_to_uv": gain_to_uv,
-    }
+    }, identity
 
 
 def _reference_to(data_file: Path, out_dir: Path) -> Path:
@@ -218,13 +226,13 @@ def _write_spikes(folder: Path, sorting: Sorting) -> None:
     write_npy_atomic(folder / "amplitudes.npy", sorting.amplitudes.astype(np.float64))
 
 
-def _write_templates(folder: Path, sorting: Sorting) -> None:
+def _write_templates(folder: Path, sorting: Sorting, channel_map: np.ndarray) -> None:
     templates = centred_templates(sorting.templates, sorting.template_peak_taps)
     n_units, n_channels = sorting.n_units, sorting.n_channels
     write_npy_atomic(folder / "templates.npy", templates)
     # Kilosort's dense layout, in its float64: every template on every channel.
     write_npy_atomic(folder / "templates_ind.npy", np.tile(np.arange(n_channels, dtype=np.float64), (n_units, 1)))
-    write_npy_atomic(folder / "channel_map.npy", np.arange(n_channels, dtype=np.int32))
+    write_npy_atomic(folder / "channel_map.npy", channel_map)
     write_npy_atomic(folder / "channel_positions.npy", np.asarray(sorting.channel_positions, dtype=np.float64))
     write_npy_atomic(folder / "similar_templates.npy", template_similarity(sorting.templates))
     # We never whiten, so both matrices are the identity phy expects then.
@@ -394,6 +402,14 @@ class PhyFolder:
     @property
     def cluster_ids(self) -> np.ndarray:
         return np.unique(self.spike_clusters)
+
+    def sorted_recording(self) -> Recording | None:
+        """The raw data of the sorted channels only (channel_map's columns), or None without raw data."""
+        whole = self.recording
+        if whole is None or np.array_equal(self.channel_map, np.arange(whole.n_channels)):
+            return whole
+        return BinaryRecording(whole.path, whole.sampling_rate, whole.n_file_channels, whole.dtype, whole.offset,
+                               whole.gain_to_uv, channel_positions=self.channel_positions, channels=self.channel_map)
 
     def to_sorting(self, max_waveforms_per_unit: int = 200) -> Sorting:
         """A `Sorting` whose units are the clusters, in ascending cluster id.

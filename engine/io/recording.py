@@ -7,7 +7,9 @@ opens as fast as the 2-minute demo.
 
 Raw binaries carry no header, so their parameters come from, in order of
 precedence: explicit arguments, a JSON sidecar `<stem>.json` beside the file,
-or a Kilosort/phy `params.py` in the same folder.
+or a Kilosort/phy `params.py` in the same folder. Formats that describe
+themselves (SpikeGLX, Open Ephys, NWB, ...) have their own readers, which
+produce the same BinaryRecording (or wrap SpikeInterface): engine/io/formats.py.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SUPPORTED_DTYPES = ("int16", "uint16", "float32", "float64")
 # get_traces still checks every block it reads.
 NONFINITE_SCAN_MAX_BYTES = 1 << 30
 _SCAN_CHUNK_BYTES = 64 << 20
+DEFAULT_POSITIONS_SOURCE = "none given; a vertical line, 20 µm apart (pass --probe FILE)"
 # Peak |value| of int16 data written with an automatic gain uses half the range,
 # so later processing (or a re-save with another gain) has room before clipping.
 _INT_HEADROOM = 0.5
@@ -44,6 +47,7 @@ _PARAMETER_SOURCES = {
     "n_channels": ("channel count", "n_channels=", "--n-channels"),
     "dtype": ("sample type", "dtype=", "--dtype"),
 }
+_OTHER_FLAGS = {"offset": "--offset", "gain_to_uv": "--gain-to-uv"}
 
 
 class RecordingError(ValueError):
@@ -73,11 +77,31 @@ class Recording:
         self.path = Path(path) if path is not None else None
         self.source_dtype = np.dtype(source_dtype)
         self.channel_positions = _checked_positions(channel_positions, self.n_channels)
+        # What the person should see before sorting: set by the reader that opened the file.
+        self.format_name = "raw"
+        self.positions_source = "given" if channel_positions is not None else DEFAULT_POSITIONS_SOURCE
+        self.notes: list[str] = []  # e.g. "sync channel 384 of 385 left out"
 
     @property
     def duration(self) -> float:
         """Length in seconds."""
         return self.n_samples / self.sampling_rate
+
+    def describe(self) -> str:
+        """One line saying what was read: format, rate, channels, gain, where positions came from."""
+        parts = [f"{self.format_name}: {self.sampling_rate:g} Hz, {self.n_channels} channels, {self.duration:.2f} s"]
+        gains = getattr(self, "channel_gains_to_uv", None)
+        if gains is None:
+            gains = np.atleast_1d(getattr(self, "gain_to_uv", 1.0) or 1.0)
+        low, high = float(np.min(gains)), float(np.max(gains))
+        parts.append(f"{low:.4g} µV per unit" if low == high else f"{low:.4g} to {high:.4g} µV per unit")
+        parts.append(f"positions: {self.positions_source}")
+        return "; ".join(parts + list(self.notes))
+
+    def set_channel_positions(self, positions, source: str) -> None:
+        """Replace the geometry (e.g. from a probe file); `source` says where it came from."""
+        self.channel_positions = _checked_positions(positions, self.n_channels)
+        self.positions_source = source
 
     def get_traces(self, start: int = 0, stop: int | None = None, channels=None) -> np.ndarray:
         """(stop - start, n_selected_channels) float32 µV; `stop` is clipped to the end."""
@@ -167,6 +191,9 @@ class BinaryRecording(Recording):
 
     Sample (t, c) sits at byte `offset + (t * n_channels + c) * itemsize`.
     uint16 data is shifted by 32768 so zero volts reads as zero.
+    `channels` picks the file columns this recording presents (a SpikeGLX
+    file without its sync channel), and `gain_to_uv` may be one number or one
+    per presented channel (SpikeGLX, Open Ephys).
     """
 
     def __init__(
@@ -176,16 +203,23 @@ class BinaryRecording(Recording):
         n_channels: int,
         dtype,
         offset: int = 0,
-        gain_to_uv: float = 1.0,
+        gain_to_uv=1.0,
         channel_positions=None,
+        channels=None,
     ) -> None:
         path = Path(path)
-        n_channels = _checked_n_channels(n_channels)
+        self.n_file_channels = _checked_n_channels(n_channels)
+        self.file_channels = _checked_file_channels(channels, self.n_file_channels)  # (n_presented,) int64
         self.dtype = _checked_dtype(dtype)
         self.offset = _checked_offset(offset)
-        self.gain_to_uv = _checked_gain(gain_to_uv)
-        n_samples = _frames_in_file(path, self.offset, n_channels, self.dtype)
-        super().__init__(sampling_rate, n_channels, n_samples, channel_positions, path, self.dtype)
+        self.channel_gains_to_uv = _checked_channel_gains(gain_to_uv, len(self.file_channels))  # (n_presented,)
+        gains = self.channel_gains_to_uv
+        # One number when every channel shares it (what phy's params.py can say), else None.
+        self.gain_to_uv = float(gains[0]) if np.all(gains == gains[0]) else None
+        # True when this recording presents every column of the file, in order: reads need no column pick.
+        self.is_whole_file = bool(np.array_equal(self.file_channels, np.arange(self.n_file_channels)))
+        n_samples = _frames_in_file(path, self.offset, self.n_file_channels, self.dtype)
+        super().__init__(sampling_rate, len(self.file_channels), n_samples, channel_positions, path, self.dtype)
         self._samples = self._map_file()
         if self.dtype.kind == "f" and path.stat().st_size - self.offset <= NONFINITE_SCAN_MAX_BYTES:
             _scan_for_nonfinite(self)
@@ -193,7 +227,7 @@ class BinaryRecording(Recording):
     def _map_file(self) -> np.memmap:
         # (n_samples, n_channels) source dtype, read-only view of the file
         return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
-                         shape=(self.n_samples, self.n_channels))
+                         shape=(self.n_samples, self.n_file_channels))
 
     # A pickled memmap carries a copy of the whole file; worker processes
     # (e.g. a torch DataLoader) get the path and map the file themselves.
@@ -208,9 +242,11 @@ class BinaryRecording(Recording):
 
     def _read_block(self, start, stop, channel_index):
         block = self._samples[start:stop]
-        if channel_index is not None:
-            block = block[:, channel_index]
-        return _to_microvolts(block, self.gain_to_uv)
+        selected = slice(None) if channel_index is None else channel_index
+        if channel_index is not None or not self.is_whole_file:
+            block = block[:, self.file_channels[selected]]
+        gains = self.gain_to_uv if self.gain_to_uv is not None else self.channel_gains_to_uv[selected]
+        return _to_microvolts(block, gains)
 
 
 class NumpyRecording(Recording):
@@ -255,19 +291,58 @@ def open_recording(
     offset: int | None = None,
     gain_to_uv: float | None = None,
     channel_positions=None,
+    stream: str | None = None,
+    probe: str | os.PathLike | None = None,
 ) -> Recording:
-    """Open a .npy or raw binary recording, memory-mapped.
+    """Open a recording, memory-mapped or read in chunks, by what `path` is.
 
-    Also accepts a phy/Kilosort folder or its params.py, and opens the data file
-    that params.py names. Explicit arguments win over the sidecar `<stem>.json`,
-    which wins over params.py.
+    SpikeGLX (.bin + .meta), Open Ephys (structure.oebin) and the formats
+    SpikeInterface reads (.nwb, ...) describe themselves (see engine/io/formats.py);
+    `stream` picks one when a folder or file holds several. Otherwise a .npy or
+    raw binary, or a phy/Kilosort folder or its params.py (which names the data
+    file): explicit arguments win over the sidecar `<stem>.json`, which wins
+    over params.py. `probe`: a probeinterface JSON or .prb file whose geometry
+    replaces any other.
     """
-    path = _resolve_data_path(Path(path))
+    from engine.io.formats import open_lab_recording
+
     explicit = {
         "sampling_rate": sampling_rate, "n_channels": n_channels, "dtype": dtype,
-        "offset": offset, "gain_to_uv": gain_to_uv, "channel_positions": channel_positions,
+        "offset": offset, "gain_to_uv": gain_to_uv,
     }
     explicit = {key: value for key, value in explicit.items() if value is not None}
+    recording = open_lab_recording(path, stream, raw_parameters_given=bool(explicit))
+    if recording is None:
+        if stream is not None:
+            raise RecordingError(
+                f"{path}: stream {stream!r} was given, but a raw binary or .npy has one stream; leave it out"
+            )
+        recording = _open_raw(Path(path), {**explicit, "channel_positions": channel_positions})
+    else:
+        _refuse_raw_parameters(recording, explicit)
+        if channel_positions is not None:
+            recording.set_channel_positions(channel_positions, "given")
+    if probe is not None:
+        from engine.io.probe_files import apply_probe
+
+        apply_probe(recording, probe)
+    return recording
+
+
+def _refuse_raw_parameters(recording: Recording, explicit: dict) -> None:
+    # Silently ignoring --fs on a SpikeGLX file would hide a mistake; obeying it would misread the file.
+    if explicit:
+        flags = ", ".join(_PARAMETER_SOURCES[key][2] if key in _PARAMETER_SOURCES else _OTHER_FLAGS[key]
+                          for key in explicit)
+        raise RecordingError(
+            f"{recording.path} is a {recording.format_name} recording, which says its own sampling rate, channels, "
+            f"sample type and gains: leave out {flags}"
+        )
+
+
+def _open_raw(path: Path, explicit: dict) -> Recording:
+    explicit = {key: value for key, value in explicit.items() if value is not None}
+    path = _resolve_data_path(path)
     if path.stat().st_size == 0:
         raise RecordingError(f"{path} is empty (0 bytes): no samples to read")
     sidecar = _read_sidecar(path)
@@ -423,6 +498,36 @@ def _checked_gain(value) -> float:
     return value
 
 
+def _checked_channel_gains(value, n_channels: int) -> np.ndarray:
+    """(n_channels,) float64 µV per stored unit, from one number or one per channel."""
+    if np.ndim(value) == 0:
+        return np.full(n_channels, _checked_gain(value))
+    gains = np.asarray(value, dtype=np.float64)
+    if gains.shape != (n_channels,):
+        raise RecordingError(
+            f"gain_to_uv must be one number or one per channel ({n_channels}), got shape {gains.shape}"
+        )
+    for gain in gains:
+        _checked_gain(float(gain))
+    return gains
+
+
+def _checked_file_channels(channels, n_file_channels: int) -> np.ndarray:
+    """(n_presented,) int64 file columns; all of them, in order, when `channels` is None."""
+    if channels is None:
+        return np.arange(n_file_channels, dtype=np.int64)
+    columns = np.asarray(channels)
+    if columns.ndim != 1 or columns.size == 0 or columns.dtype.kind not in "iu":
+        raise RecordingError(f"channels must be a non-empty list of file column indices, got {channels!r}")
+    columns = columns.astype(np.int64)
+    if columns.min() < 0 or columns.max() >= n_file_channels:
+        raise RecordingError(
+            f"channels name column {int(columns.max())}, but the file interleaves {n_file_channels} "
+            f"(columns 0 to {n_file_channels - 1})"
+        )
+    return columns
+
+
 def _checked_positions(positions, n_channels: int) -> np.ndarray:
     if positions is None:
         return linear_positions(n_channels)
@@ -492,12 +597,13 @@ def _dividing_channel_counts(n_values: int, requested: int, limit: int = 1024, s
     return sorted(nearest)
 
 
-def _to_microvolts(block: np.ndarray, gain_to_uv: float) -> np.ndarray:
+def _to_microvolts(block: np.ndarray, gain_to_uv) -> np.ndarray:
+    """`gain_to_uv`: one number, or (c,) one per column of `block`."""
     microvolts = np.array(block, dtype=np.float32)  # (n, c) float32, a copy we may edit
     if block.dtype == np.uint16:
         microvolts -= 32768.0
-    if gain_to_uv != 1.0:
-        microvolts *= np.float32(gain_to_uv)
+    if np.ndim(gain_to_uv) or gain_to_uv != 1.0:
+        microvolts *= np.asarray(gain_to_uv, dtype=np.float32)
     return microvolts
 
 
