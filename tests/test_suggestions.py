@@ -1,0 +1,104 @@
+"""Merge suggestions: split units come first, for the right reasons, and actions recompute only what they touched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.curation.model import Curation
+from engine.curation.suggestions import MergeSuggestions, SuggestionSettings
+from engine.evaluation.simulator import TETRODE, simulate
+from engine.pipeline.sorting import Sorting
+
+DURATION_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def truth():
+    settings = dict(TETRODE, duration_s=DURATION_S, firing_rates=(20.0, 25.0, 15.0, 30.0, 10.0, 12.0, 18.0, 22.0))
+    return simulate(**settings, seed=2)[1]
+
+
+def split_sorting(truth, how: str, unit: int = 3, extra: dict | None = None) -> Sorting:
+    """The ground truth with `unit` cut in two ("random" or "time"); the second half is unit n_units."""
+    sorting = truth.to_sorting()
+    units = sorting.spike_units.copy()
+    spikes = np.flatnonzero(units == unit)
+    if how == "random":
+        moved = spikes[np.random.default_rng(0).random(len(spikes)) < 0.5]
+    else:
+        moved = spikes[sorting.spike_times[spikes] >= sorting.spike_times[spikes].mean()]
+    units[moved] = truth.n_units
+    templates = np.concatenate([sorting.templates, sorting.templates[unit : unit + 1]])
+    return Sorting(sorting.spike_times, units, sorting.amplitudes, templates, sorting.sampling_rate,
+                   channel_positions=sorting.channel_positions, extra=extra or {})
+
+
+def test_a_unit_split_at_random_is_the_top_suggestion_with_a_refractory_dip(truth):
+    sorting = split_sorting(truth, "random")
+    suggestions = MergeSuggestions(Curation(sorting.spike_units), sorting, DURATION_S)
+    top = suggestions.ranked()[0]
+    assert top.units == (3, truth.n_units)
+    assert top.refractory > 0.5 and "refractory dip" in top.reason
+    assert suggestions.for_unit(3)[0].partner_of(3) == truth.n_units
+    # Two different neurons firing independently show no dip.
+    others = [e for e in suggestions.ranked() if e.refractory_expected >= 10 and e.units != top.units]
+    assert others and all(e.refractory < 0 for e in others)
+    assert all(0 <= e.score <= 1 for e in suggestions.ranked())
+
+
+def test_a_unit_split_in_time_continues_in_amplitude(truth):
+    sorting = split_sorting(truth, "time")
+    suggestions = MergeSuggestions(Curation(sorting.spike_units), sorting, DURATION_S)
+    top = suggestions.ranked()[0]
+    assert top.units == (3, truth.n_units)
+    assert top.amplitude > 0.5 and "amplitudes match" in top.reason
+    assert top.refractory == 0  # they hardly overlap in time: the correlogram cannot tell
+
+
+def test_code_coactivation_counts_only_for_a_crsae_sort(truth):
+    sorting = split_sorting(truth, "random")
+    # One filter of a CRsAE also fires on a third of the other's events: two filters coding one neuron.
+    echoes = sorting.spike_times[sorting.spike_units == 3][::3] + 1
+    times = np.concatenate([sorting.spike_times, echoes])
+    units = np.concatenate([sorting.spike_units, np.full(len(echoes), truth.n_units)])
+    amplitudes = np.concatenate([sorting.amplitudes, np.full(len(echoes), np.median(sorting.amplitudes))])
+    crsae = Sorting(times, units, amplitudes, sorting.templates, sorting.sampling_rate,
+                    channel_positions=sorting.channel_positions, extra={"filter_index": np.arange(9)})
+    plain = Sorting(times, units, amplitudes, sorting.templates, sorting.sampling_rate,
+                    channel_positions=sorting.channel_positions)
+    with_codes = MergeSuggestions(Curation(crsae.spike_units), crsae, DURATION_S).evidence(3, truth.n_units)
+    without = MergeSuggestions(Curation(plain.spike_units), plain, DURATION_S).evidence(3, truth.n_units)
+    assert with_codes.coactivation > 0.5 and "co-fire" in with_codes.reason
+    assert without.coactivation == 0 and with_codes.score > without.score
+
+
+def test_after_an_action_only_the_touched_units_are_weighed(truth, monkeypatch):
+    sorting = split_sorting(truth, "random")
+    curation = Curation(sorting.spike_units)
+    suggestions = MergeSuggestions(curation, sorting, DURATION_S, SuggestionSettings(n_candidates=3))
+    curation.on_change(suggestions.update)
+    weighed = []
+    original = MergeSuggestions._weigh
+    monkeypatch.setattr(MergeSuggestions, "_weigh",
+                        lambda self, pairs, stop: weighed.extend(pairs) or original(self, pairs, stop))
+    before = {e.units: e for e in suggestions.ranked()}
+
+    merged = curation.merge([3, truth.n_units]).added[0]
+    assert weighed and all(merged in pair for pair in weighed)
+    assert not any({3, truth.n_units} & set(e.units) for e in suggestions.ranked())
+    assert any(merged in e.units for e in suggestions.ranked())
+
+    weighed.clear()
+    curation.undo()
+    assert not weighed  # everything about the revived units was known
+    assert {e.units: e for e in suggestions.ranked()} == before
+
+
+def test_rejected_pairs_are_left_out(truth):
+    sorting = split_sorting(truth, "random")
+    suggestions = MergeSuggestions(Curation(sorting.spike_units), sorting, DURATION_S)
+    pair = (3, truth.n_units)
+    assert suggestions.ranked()[0].units == pair
+    assert all(e.units != pair for e in suggestions.ranked(rejected=[pair[::-1]]))
+    assert all(e.units != pair for e in suggestions.for_unit(3, rejected=[pair]))
