@@ -102,3 +102,14 @@ def test_rejected_pairs_are_left_out(truth):
     assert suggestions.ranked()[0].units == pair
     assert all(e.units != pair for e in suggestions.ranked(rejected=[pair[::-1]]))
     assert all(e.units != pair for e in suggestions.for_unit(3, rejected=[pair]))
+
+
+def test_suggestions_computed_on_a_copy_follow_the_live_curation(truth):
+    sorting = split_sorting(truth, "random")
+    live = Curation(sorting.spike_units)
+    suggestions = MergeSuggestions(Curation(live.spike_clusters.copy()), sorting, DURATION_S)
+    merged = live.merge([0, 1]).added[0]  # done while the copy was being weighed
+    suggestions.follow(live)
+    units = {u for e in suggestions.ranked() for u in e.units}
+    assert merged in units and not {0, 1} & units
+    assert suggestions.ranked()[0].units == (3, truth.n_units)

@@ -184,6 +184,20 @@ class MergeSuggestions:
         self._current.difference_update(record.deleted)
         self._add_units([int(u) for u in record.added], None, None)
 
+    def follow(self, curation: Curation) -> None:
+        """Continue on `curation`, a curation of the same spikes whose units may have moved on.
+
+        For suggestions computed off a copy in a worker while the person
+        kept curating: the units the copy had and `curation` no longer has
+        are dropped, those it has now are weighed.
+        """
+        if curation.n_spikes != self._curation.n_spikes:
+            raise ValueError(f"curation has {curation.n_spikes} spikes, these suggestions {self._curation.n_spikes}")
+        self._curation = curation
+        now = set(map(int, curation.unit_ids))
+        self._current &= now
+        self._add_units(sorted(now - self._current), None, None)
+
     # ---- internals --------------------------------------------------------------------------------
     def _pairs_of(self, unit: int) -> list[tuple[int, int]]:
         return list(self._pair_index.get(unit, ()))
