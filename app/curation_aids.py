@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PyQt6 import sip
 from PyQt6.QtCore import QObject
 from PyQt6.QtWidgets import QFileDialog
 
@@ -74,6 +75,8 @@ class CurationAids(QObject):
         self.suggestions: MergeSuggestions | None = None
         self._generation = 0  # bumped when a curation closes, so a late worker result is dropped
         self._build_menu(controller.menu)
+        # Suggestions still being weighed when the window closes must not land in its deleted session.
+        controller.window.closed.connect(self.closed)
 
     # ---- menu -----------------------------------------------------------------------------------
     def _build_menu(self, menu) -> None:
@@ -110,7 +113,9 @@ class CurationAids(QObject):
                 return None
 
         def done(suggestions) -> None:
-            if suggestions is None or generation != self._generation or self.controller.curation is not curation:
+            if suggestions is None or generation != self._generation or sip.isdeleted(self.session):
+                return
+            if self.controller.curation is not curation:
                 return
             suggestions.follow(curation)
             self.suggestions = suggestions
@@ -127,7 +132,7 @@ class CurationAids(QObject):
     def closed(self) -> None:
         self._generation += 1
         self.suggestions = None
-        if self.session.merge_suggestions is not None:
+        if not sip.isdeleted(self.session) and self.session.merge_suggestions is not None:
             self.session.set_merge_suggestions(None)
 
     def suggested_labels(self, metrics) -> dict[int, SuggestedLabel]:
