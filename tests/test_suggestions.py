@@ -113,3 +113,19 @@ def test_suggestions_computed_on_a_copy_follow_the_live_curation(truth):
     units = {u for e in suggestions.ranked() for u in e.units}
     assert merged in units and not {0, 1} & units
     assert suggestions.ranked()[0].units == (3, truth.n_units)
+
+
+def test_data_templates_are_mean_waveforms_on_the_channels_near_the_unit():
+    from engine.curation.suggestions import data_template_source
+    from engine.io.recording import NumpyRecording
+
+    traces, truth = simulate(**dict(TETRODE, duration_s=10.0), seed=4)
+    recording = NumpyRecording(traces, truth.sampling_rate, channel_positions=truth.channel_positions)
+    sorting = truth.to_sorting()
+    spikes = np.flatnonzero(sorting.spike_units == 5)
+    template = data_template_source(recording, sorting)(5, spikes)
+    main = sorting.main_channels()[5]
+    peak = np.abs(template[:, main]).max()
+    assert peak == pytest.approx(np.abs(truth.waveforms[5, :, main]).max(), rel=0.15)
+    near = data_template_source(recording, sorting, max_channels=2)(5, spikes)
+    assert np.count_nonzero(np.abs(near).max(axis=0)) == 2 and np.abs(near[:, main]).max() == pytest.approx(peak)
