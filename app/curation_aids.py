@@ -99,13 +99,13 @@ class CurationAids(QObject):
         """A curation was installed: weigh its pairs in a worker, on a copy of its units."""
         self.closed()
         generation = self._generation
-        copy = Curation(curation.spike_clusters.copy(), min_new_unit_id=curation.next_unit_id)
+        units_now = curation.spike_clusters.copy()  # the worker indexes its own copy, off the GUI thread
         source = data_template_source(recording, sorting) if recording is not None else None
 
         def work(context):
             try:
                 return MergeSuggestions(
-                    copy, sorting, duration_s, template_source=source,
+                    Curation(units_now), sorting, duration_s, template_source=source,
                     progress=lambda f: context.progress(f, "Weighing merge suggestions"),
                     should_stop=context.should_stop,
                 )
