@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 from PyQt6.QtCore import Qt
 
 from engine.curation.journal import journal_path

@@ -50,3 +50,19 @@ def test_rejections_and_labels_replay_from_the_journal(tmp_path):
         assert reopened.labels == labels
         assert reopened.undo_descriptions == history
         assert reopened.can_redo
+
+
+def test_a_version_1_journal_still_replays(tmp_path):
+    import json
+
+    from engine.curation.journal import journal_path
+
+    with Curation.open(tmp_path, INITIAL_UNITS) as curation:
+        curation.merge([0, 1])
+    path = journal_path(tmp_path)
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["version"] = 1
+    path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with Curation.open(tmp_path, INITIAL_UNITS) as reopened:
+        assert reopened.unit_ids.tolist() == [2, 3, 4, 5, 6]

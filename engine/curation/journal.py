@@ -31,7 +31,9 @@ from engine.io.atomic import write_bytes_atomic, write_npy_atomic
 JOURNAL_FILENAME = "curation.jsonl"
 PAYLOAD_FOLDER = "journal"
 FORMAT_NAME = "sparsort-curation-journal"
-FORMAT_VERSION = 1
+# 2: adds the actions "labels" (many units at once) and "reject" (a merge suggestion);
+# version 1 journals read unchanged, and an older Sparsort refuses a version 2 one by name.
+FORMAT_VERSION = 2
 
 
 class JournalError(ValueError):
