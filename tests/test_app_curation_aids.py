@@ -7,8 +7,11 @@ import os
 
 import numpy as np
 from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QPushButton
 
+from app.curation_aids import saved_rules
 from engine.curation.journal import journal_path
+from engine.curation.labels import DEFAULT_RULES
 from tests.test_curation_gui import curating, current_units, phy_folder, press, shown_errors  # noqa: F401
 
 SHOTS = os.environ.get("SPARSORT_SCREENSHOTS")  # a folder to save the views' screenshots in, if set
@@ -112,7 +115,14 @@ def test_edited_rules_change_the_suggested_column(curating, qtbot):  # noqa: F81
     # Without the spike count rule, unit 0 is good; units 1 and 2, each half of one unit in time, are not.
     assert session.unit_table.suggested_labels == ["good", "mua", "mua"]
     assert session.unit_table.suggested_reasons[1:] == ["presence_ratio 0.5 < 0.7"] * 2
-    assert window.curation_controller.aids.rules == type(aids).__init__.__globals__["saved_rules"]()
+    assert aids.rules == saved_rules(), "the rules are remembered for the next session"
+
+    aids.edit_rules()
+    again = aids.rules_dialog
+    assert not [enabled for rule, enabled, *_ in again.rows if rule.metric == "n_spikes"][0].isChecked()
+    [button for button in again.findChildren(QPushButton) if button.text() == "Bombcell defaults"][0].click()
+    again.accept()
+    assert aids.rules == DEFAULT_RULES
 
 
 def test_export_and_reimport_the_spikeinterface_curation(curating, qtbot, tmp_path):  # noqa: F811
