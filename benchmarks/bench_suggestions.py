@@ -71,7 +71,7 @@ def true_unit_snrs(recording, template_of, spike_times, truth_units) -> np.ndarr
     noise = np.median(np.abs(traces - np.median(traces, axis=0)), axis=0) / 0.6745  # (n_channels,) µV
     snrs = []
     for unit in range(int(truth_units.max()) + 1):
-        template = np.abs(template_of(unit, np.flatnonzero(truth_units == unit)))
+        template = np.abs(template_of(unit, np.flatnonzero(truth_units == unit))[0])
         channel = template.max(axis=0).argmax()
         snrs.append(template[:, channel].max() / noise[channel])
     return np.array(snrs)
@@ -84,7 +84,7 @@ def recovery(recording, spike_times, truth_units, amplitudes, sampling_rate, pos
                              sampling_rate, channel_positions=positions)
     template_of = data_template_source(recording, source_sorting)
     snrs = true_unit_snrs(recording, template_of, spike_times, truth_units)
-    templates = np.stack([template_of(u, np.flatnonzero(units == u)) for u in range(n_pieces)])
+    templates = np.stack([template_of(u, np.flatnonzero(units == u))[0] for u in range(n_pieces)])
     sorting = Sorting(spike_times, units, amplitudes, templates, sampling_rate, channel_positions=positions)
     curation = Curation(sorting.spike_units)
     suggestions = MergeSuggestions(curation, sorting, recording.duration, template_source=template_of)

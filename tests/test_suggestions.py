@@ -118,14 +118,40 @@ def test_suggestions_computed_on_a_copy_follow_the_live_curation(truth):
 def test_data_templates_are_mean_waveforms_on_the_channels_near_the_unit():
     from engine.curation.suggestions import data_template_source
     from engine.io.recording import NumpyRecording
+    from engine.pipeline.preprocessing import PreprocessedRecording
 
     traces, truth = simulate(**dict(TETRODE, duration_s=10.0), seed=4)
-    recording = NumpyRecording(traces, truth.sampling_rate, channel_positions=truth.channel_positions)
+    recording = PreprocessedRecording(NumpyRecording(traces, truth.sampling_rate, channel_positions=truth.channel_positions))
     sorting = truth.to_sorting()
     spikes = np.flatnonzero(sorting.spike_units == 5)
-    template = data_template_source(recording, sorting)(5, spikes)
+    template, noise_energy = data_template_source(recording, sorting)(5, spikes)
     main = sorting.main_channels()[5]
     peak = np.abs(template[:, main]).max()
-    assert peak == pytest.approx(np.abs(truth.waveforms[5, :, main]).max(), rel=0.15)
-    near = data_template_source(recording, sorting, max_channels=2)(5, spikes)
+    band_passed = truth.bandpassed_waveforms()[5, :, main]
+    assert peak == pytest.approx(np.abs(band_passed).max(), rel=0.15)
+    # What averaging leaves of the spikes' spread: at least the background noise, σ² per value over
+    # the spikes averaged; more where other units' spikes overlap (8 busy units here).
+    n_taps, n_averaged = template.shape[0], min(len(spikes), 300)
+    background = n_taps * np.sum(recording.noise_levels.astype(float) ** 2) / n_averaged
+    assert 0.8 * background < noise_energy < 5 * background
+    assert noise_energy < 0.1 * np.sum(template.astype(float) ** 2)
+    near, _ = data_template_source(recording, sorting, max_channels=2)(5, spikes)
     assert np.count_nonzero(np.abs(near).max(axis=0)) == 2 and np.abs(near[:, main]).max() == pytest.approx(peak)
+
+
+def test_noisy_templates_are_compared_as_if_noiseless():
+    """Two noisy estimates of one shape: their cosine, corrected for the noise, is near 1."""
+    rng = np.random.default_rng(3)
+    shape = np.zeros((40, 2), np.float32)
+    shape[10:20, 0] = -np.hanning(10) * 30  # µV
+    noise_energy = 40 * 2 * 4.0**2  # σ = 4 µV left on every value
+    estimates = {u: shape + rng.normal(0, 4.0, shape.shape).astype(np.float32) for u in (0, 1)}
+    times = np.sort(rng.choice(600_000, 400, replace=False))
+    units = np.arange(400) % 2
+    sorting = Sorting(times, units, np.full(400, 30.0), np.stack([shape, shape]), 30_000.0)
+    curation = Curation(units)
+    noiseless = MergeSuggestions(curation, sorting, 20.0, template_source=lambda u, _s: estimates[u])
+    corrected = MergeSuggestions(curation, sorting, 20.0, template_source=lambda u, _s: (estimates[u], noise_energy))
+    raw = noiseless.evidence(0, 1).template_similarity
+    assert raw < 0.85
+    assert corrected.evidence(0, 1).template_similarity == pytest.approx(1.0, abs=0.1)

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[float], None]
 ShouldStop = Callable[[], bool]
-TemplateSource = Callable[[int, np.ndarray], np.ndarray]  # (unit, its spike indices) -> (n_taps, n_channels) µV
+# (unit, its spike indices) -> (n_taps, n_channels) µV template, or (template, energy of its noise in µV²)
+TemplateSource = Callable[[int, np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
+MIN_RELIABILITY = 0.1  # a template more noise than this is not trusted further
 
 PAIR_BATCH = 4096  # pairs whose local templates are held at once
 MIN_EXPECTED_REFRACTORY = 3.0  # fewer expected refractory coincidences than this, and the correlogram says nothing
@@ -106,6 +108,9 @@ class _UnitSummary:
     local_channels: np.ndarray  # (K,) int64 channels nearest the main one, main first
     template: np.ndarray  # (n_taps, n_channels) float32 µV
     norm: float  # of the whole template
+    # Share of the template's energy that is signal, not noise left by averaging few
+    # spikes; 1 for the sort's own (noiseless) templates.
+    reliability: float
     n_spikes: int
     amplitude_counts: np.ndarray  # (n_amplitude_bins,) int64 spikes per time bin
     amplitude_means: np.ndarray  # (n_amplitude_bins,) float64 mean amplitude per time bin, nan if empty
@@ -228,7 +233,9 @@ class MergeSuggestions:
         sorting = self._sorting
         spikes = self._curation.spikes_of(unit)
         if self._template_source is not None:
-            template = np.asarray(self._template_source(unit, spikes), dtype=np.float32)
+            made = self._template_source(unit, spikes)
+            template, noise_energy = made if isinstance(made, tuple) else (made, 0.0)
+            template = np.asarray(template, dtype=np.float32)
         else:
             # The spike-weighted mean of the sort's templates of its spikes, over the few templates present.
             counts = np.bincount(sorting.spike_units[spikes], minlength=sorting.n_units)
@@ -238,6 +245,7 @@ class MergeSuggestions:
             else:
                 weights = counts[present] / counts.sum()
                 template = np.tensordot(weights, sorting.templates[present], axes=1).astype(np.float32)
+            noise_energy = 0.0
         main = int(np.abs(template).max(axis=0).argmax()) if template.size else 0
         counts, means, spread = self._amplitude_profile(spikes)
         return _UnitSummary(
@@ -245,6 +253,7 @@ class MergeSuggestions:
             local_channels=self._nearest_channels[main],
             template=template,
             norm=float(np.linalg.norm(template)),
+            reliability=_reliability(template, noise_energy),
             n_spikes=len(spikes),
             amplitude_counts=counts,
             amplitude_means=means,
@@ -309,13 +318,17 @@ class MergeSuggestions:
             local_a = np.stack([self._units[u].template[:, ch] for u, ch in zip(batch_a, channels)])  # (P, T, K)
             local_b = np.stack([self._units[u].template[:, ch] for u, ch in zip(batch_b, channels)])
             norms = np.array([self._units[a].norm * self._units[b].norm for a, b in zip(batch_a, batch_b)])
+            # Averaging noise shrinks the cosine of two noisy estimates of one shape; undo that
+            # shrinkage (Spearman's correction for attenuation), so that the halves of a small
+            # unit look as alike as those of a large one.
+            norms *= np.sqrt([self._units[a].reliability * self._units[b].reliability for a, b in zip(batch_a, batch_b)])
             best = np.full(len(batch_a), -np.inf)
             for shift in range(-self._max_shift, self._max_shift + 1):
                 lo, hi = max(shift, 0), taps + min(shift, 0)
                 dots = np.einsum("ptk,ptk->p", local_a[:, lo - shift : hi - shift], local_b[:, lo:hi])
                 np.maximum(best, dots, out=best)
             with np.errstate(invalid="ignore", divide="ignore"):
-                result[start : start + PAIR_BATCH] = np.where(norms > 0, best / norms, 0.0)
+                result[start : start + PAIR_BATCH] = np.minimum(np.where(norms > 0, best / norms, 0.0), 1.0)
         return result
 
     def _weigh(self, pairs: list[tuple[int, int]], should_stop: ShouldStop | None) -> list[PairEvidence]:
@@ -374,7 +387,8 @@ class MergeSuggestions:
         settings = self.settings
         similarity = self._similarities.get((a, b), 0.0)
         unit_a, unit_b = self._units[a], self._units[b]
-        reasons = [f"templates {similarity:.2f} alike"]
+        noisy = min(unit_a.reliability, unit_b.reliability) < 0.9
+        reasons = [f"templates {similarity:.2f} alike" + (" (corrected for their noise)" if noisy else "")]
 
         refractory = 0.0
         if expected >= MIN_EXPECTED_REFRACTORY:
@@ -441,11 +455,23 @@ def data_template_source(recording, sorting: Sorting, max_spikes: int = 300, max
             distances = np.linalg.norm(positions - positions[main], axis=1)
             channels = np.sort(np.argsort(distances, kind="stable")[:max_channels])
         result = np.zeros((before + after, recording.n_channels), np.float32)
+        noise_energy = 0.0
         if len(spikes):
-            result[:, channels] = read_snippets(recording, sorting.spike_times[spikes], channels, before, after).mean(axis=0)
-        return result
+            snippets = read_snippets(recording, sorting.spike_times[spikes], channels, before, after)
+            result[:, channels] = snippets.mean(axis=0)
+            if len(spikes) > 1:
+                # What averaging n spikes leaves of their spread, summed over the template.
+                noise_energy = float(snippets.var(axis=0, ddof=1).sum() / len(spikes))
+        return result, noise_energy
 
     return template
+
+
+def _reliability(template: np.ndarray, noise_energy: float) -> float:
+    energy = float(np.sum(template.astype(np.float64) ** 2))
+    if energy <= 0:
+        return 1.0
+    return float(np.clip((energy - noise_energy) / energy, MIN_RELIABILITY, 1.0))
 
 
 def _amplitude_gap(a: _UnitSummary, b: _UnitSummary) -> tuple[float, str]:
