@@ -26,11 +26,13 @@ from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import QInputDialog, QMessageBox
 
+from app.curation_aids import CurationAids, feature_sample
 from app.state import UnitTable
 from engine.curation.model import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation, CurationError
 from engine.curation.folder import copy_journal, journal_folder_of, open_curation
 from engine.curation.journal import JournalCorruptError
 from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_template
+from engine.curation.labels import suggested_label_column
 from engine.curation.metrics import MetricsCache, metrics_to_phy_columns
 from engine.io.session_folder import SORTING_FOLDER
 
@@ -80,10 +82,19 @@ def unit_peak_to_peak(sorting, spikes: np.ndarray) -> float:
     return float(np.ptp(mean_template(sorting, spikes), axis=0).max()) if sorting.n_units else float("nan")
 
 
-def curated_unit_table(curation: Curation, metrics: dict, peak_amplitudes: dict[int, float]) -> UnitTable:
-    """The Units table's rows: one per current unit of the curation."""
+def curated_unit_table(
+    curation: Curation, metrics: dict, peak_amplitudes: dict[int, float], suggested: dict | None = None
+) -> UnitTable:
+    """The Units table's rows: one per current unit of the curation.
+
+    `suggested`: unit -> engine.curation.labels.SuggestedLabel, for the Suggested column.
+    """
     unit_ids = curation.unit_ids
     labels = curation.labels
+
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(metrics[u], name) for u in unit_ids.tolist()], dtype=float)
+
     return UnitTable(
         unit_ids=unit_ids.astype(np.int32),
         n_spikes=np.array([metrics[u].n_spikes for u in unit_ids.tolist()], dtype=np.int64),
@@ -92,6 +103,12 @@ def curated_unit_table(curation: Curation, metrics: dict, peak_amplitudes: dict[
         snr=np.array([metrics[u].snr for u in unit_ids.tolist()], dtype=float),
         isi_violation_ratio=np.array([metrics[u].isi_violation_ratio for u in unit_ids.tolist()], dtype=float),
         labels=["" if labels[u] == DEFAULT_GROUP else labels[u] for u in unit_ids.tolist()],
+        presence_ratio=column("presence_ratio"),
+        rp_contamination=column("rp_contamination"),
+        amplitude_cutoff=column("amplitude_cutoff"),
+        l_ratio=column("l_ratio"),
+        suggested_labels=None if suggested is None else [suggested[u].label for u in unit_ids.tolist()],
+        suggested_reasons=None if suggested is None else ["; ".join(suggested[u].reasons) for u in unit_ids.tolist()],
     )
 
 
@@ -124,7 +141,8 @@ def _load(journal_folder: Path, sorting, recording, context, keep_first: int | N
         return damaged
     try:
         context.progress(0.5, "Computing unit metrics")
-        metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording))
+        sample = feature_sample(sorting, recording, context)
+        metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording), feature_sample=sample)
         peaks = {u: unit_peak_to_peak(sorting, curation.spikes_of(u)) for u in curation.unit_ids.tolist()}
     except BaseException:
         curation.close()
@@ -158,6 +176,7 @@ class CurationController(QObject):
         self._sorting = None  # the sorting the curation (being) opened is of
         self.busy: str | None = None  # what runs on the curation in a worker, if anything
         self._build_menu()
+        self.aids = CurationAids(self)  # merge suggestions, suggested labels, SpikeInterface files
         self.session.sorting_changed.connect(self._on_sorting_changed)
         self.session.recording_changed.connect(self._on_sorting_changed)
         self.session.spikes_selected.connect(self._on_spikes_selected)
@@ -272,6 +291,8 @@ class CurationController(QObject):
         self.home = home
         self.curation, self.metrics, self.peak_amplitudes = loaded.curation, loaded.metrics, loaded.peak_amplitudes
         self.session.set_curation(self.curation, self._unit_table())
+        self.aids.opened(self.curation, home.sorting, self.session.recording,
+                         _duration_and_noise(home.sorting, self.session.recording)[0])
         self._update_history_actions()
         where = "not saved yet: Ctrl+S saves it" if home.scratch is not None else f"journal in {home.journal_folder}"
         history = f", {len(self.curation.undo_descriptions)} actions replayed" if self.curation.can_undo else ""
@@ -284,6 +305,7 @@ class CurationController(QObject):
         """Close the installed curation (its journal is complete on disk already)."""
         if self.curation is not None:
             self.curation.close()
+        self.aids.closed()
         if self.home is not None and self.home.scratch is not None:
             self.home.scratch.cleanup()
         self.curation, self.metrics, self.peak_amplitudes, self.home = None, None, {}, None
@@ -316,6 +338,7 @@ class CurationController(QObject):
         `select_added`: select the units the action created (or an undo brought back), as phy does.
         """
         self.metrics.update(record)
+        self.aids.followed(record)
         for unit in record.added:
             if unit not in self.peak_amplitudes:
                 self.peak_amplitudes[unit] = unit_peak_to_peak(self.session.sorting, self.curation.spikes_of(unit))
@@ -325,7 +348,8 @@ class CurationController(QObject):
         self.say(record.description)
 
     def _unit_table(self) -> UnitTable:
-        return curated_unit_table(self.curation, self.metrics.metrics, self.peak_amplitudes)
+        metrics = self.metrics.metrics
+        return curated_unit_table(self.curation, metrics, self.peak_amplitudes, self.aids.suggested_labels(metrics))
 
     def _run(self, title: str, work, on_done) -> None:
         """Run `work(context)` in a worker while other actions wait; `on_done(result)` on the GUI thread."""
@@ -493,7 +517,8 @@ class CurationController(QObject):
             self.window.choose_session_folder()
             return
         curation, folder = self.curation, self.phy_folder
-        columns = metrics_to_phy_columns(self.metrics.metrics)
+        metrics = self.metrics.metrics
+        columns = {**metrics_to_phy_columns(metrics), **suggested_label_column(self.aids.suggested_labels(metrics))}
         files = "spike_clusters.npy, cluster_group.tsv, cluster_info.tsv"
         saved = f"Saved {len(curation.unit_ids)} units into {folder} ({files})"
         self._run("Saving the curation", lambda _context: curation.save_phy(folder, columns), lambda _: self.say(saved))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from PyQt6 import sip
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
 from app.errors import WorkError
@@ -155,18 +156,23 @@ class EngineBridge(QObject):
         `on_message` gets the job's progress messages (connected before it starts, so none is missed).
         """
         job = Job(title, work)
-        job.progress.connect(lambda fraction, _message: self.progress.emit(title, fraction))
+        job.progress.connect(lambda fraction, _message: self._report(title, fraction))
         if on_message is not None:
             job.progress.connect(lambda _fraction, message: on_message(message))
         job.succeeded.connect(on_success)
         job.failed.connect(self.error)
         if on_failure is not None:
             job.failed.connect(on_failure)
-        job.finished.connect(lambda: self.progress.emit(title, -1.0))
+        job.finished.connect(lambda: self._report(title, -1.0))
         self.jobs_running += 1
         job.finished.connect(self._on_job_finished)
         self.progress.emit(title, 0.0)
         return self.threads.start_job(job)
+
+    def _report(self, title: str, fraction: float) -> None:
+        # A job still running when the window closed reports after the bridge is gone.
+        if not sip.isdeleted(self):
+            self.progress.emit(title, fraction)
 
     def start_latest_worker(self, title: str, work: Callable[[Any], Any]) -> LatestRequestWorker:
         """A worker thread for scroll-driven reads: ask with `.request(payload)`, answers come on `.answered`."""

@@ -66,6 +66,13 @@ class UnitTable:
     snr: np.ndarray  # (n_units,) float, NaN when the noise level is unknown
     isi_violation_ratio: np.ndarray  # (n_units,) float
     labels: list[str] = field(default_factory=list)  # (n_units,) "good" / "mua" / "noise" / ""
+    # Filled for a curated sort (app.curation_controller); None shows as "–".
+    presence_ratio: np.ndarray | None = None  # (n_units,) float fraction of time bins with spikes
+    rp_contamination: np.ndarray | None = None  # (n_units,) float, Llobet et al.
+    amplitude_cutoff: np.ndarray | None = None  # (n_units,) float fraction of spikes lost below threshold
+    l_ratio: np.ndarray | None = None  # (n_units,) float; NaN without features
+    suggested_labels: list[str] | None = None  # (n_units,) by engine.curation.labels rules
+    suggested_reasons: list[str] | None = None  # (n_units,) the rules each unit broke, for the tooltip
 
 
 class Session(QObject):
@@ -85,6 +92,9 @@ class Session(QObject):
     # or None: a new curation, or none (see app/curation_controller.py)
     curation_changed = pyqtSignal(object)
     spikes_selected = pyqtSignal(object)  # app.lasso.SpikeSelection drawn in a view, or None
+    # engine.curation.suggestions.MergeSuggestions of the curation (kept current by the
+    # curation controller), or None while they are being computed
+    suggestions_changed = pyqtSignal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -106,6 +116,7 @@ class Session(QObject):
         self.training_config = None  # engine.pipeline.training.TrainingConfig the next Start will use
         self.curation = None  # engine.curation.model.Curation of `sorting`, once app.curation_controller opened it
         self.selected_spikes = None  # app.lasso.SpikeSelection: spikes picked with a lasso, for a split
+        self.merge_suggestions = None  # engine.curation.suggestions.MergeSuggestions of `curation`, or None
 
     # ---- recording -------------------------------------------------------------
     def set_recording(self, recording, source: RecordingSource | None) -> None:
@@ -216,6 +227,11 @@ class Session(QObject):
         self.curation_changed.emit(record)
         self.sorting_changed.emit()
         self.selection_changed.emit(self.selected_units)
+
+    def set_merge_suggestions(self, suggestions) -> None:
+        """The merge suggestions of the curation (None: not computed yet); emitted again after each action."""
+        self.merge_suggestions = suggestions
+        self.suggestions_changed.emit()
 
     def select_spikes(self, selection) -> None:
         """selection: app.lasso.SpikeSelection, or None to clear it."""

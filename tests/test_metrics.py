@@ -180,4 +180,22 @@ def test_phy_columns_carry_the_metrics():
     metrics = compute_unit_metrics(np.arange(20), np.repeat([0, 1], 10), [0, 1], FS, 2.0)
     columns = metrics_to_phy_columns(metrics)
     assert columns["fr"] == {0: 5.0, 1: 5.0}
-    assert set(columns) == {"fr", "amp", "snr", "isi_viol", "presence_ratio"}
+    assert set(columns) == {
+        "fr", "amp", "snr", "isi_viol", "presence_ratio", "rp_contamination", "amplitude_cutoff", "l_ratio"
+    }
+
+
+def test_metrics_cache_measures_l_ratio_of_new_units_on_the_feature_sample():
+    rng = np.random.default_rng(8)
+    sorting = make_sorting(rng, n_units=3)
+    # Units 0 and 1 overlap in feature space, unit 2 lies far away.
+    centres = np.array([[0.0, 0.0], [0.5, 0.0], [20.0, 20.0]])
+    features = centres[sorting.spike_units] + rng.normal(size=(sorting.n_spikes, 2))
+    sample = np.arange(0, sorting.n_spikes, 2)
+    curation = Curation(sorting.spike_units)
+    cache = MetricsCache(curation, sorting, 60.0, feature_sample=(sample, features[sample]))
+    before = cache.metrics
+    assert before[2].l_ratio < 1e-3 < before[0].l_ratio
+    cache.update(curation.merge([0, 1]))
+    assert cache.metrics[3].l_ratio < before[0].l_ratio  # the merged unit is better isolated than its halves
+    assert np.isnan(MetricsCache(curation, sorting, 60.0).metrics[2].l_ratio)

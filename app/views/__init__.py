@@ -14,6 +14,7 @@ VIEW_MODULES = (
     "filters",
     "training",
     "units",
+    "similarity",
     "embedding",
     "waveforms",
     "correlograms",

@@ -33,6 +33,7 @@ VIEW_EVENTS = (
     "training_config_changed",
     "curation_changed",
     "spikes_selected",
+    "suggestions_changed",
 )
 
 

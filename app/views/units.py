@@ -29,7 +29,12 @@ COLUMNS = (
     ("Amp. (µV)", "peak_amplitude", "{:.0f}"),
     ("SNR", "snr", "{:.1f}"),
     ("ISI viol.", "isi_violation_ratio", "{:.2f}"),
+    ("Presence", "presence_ratio", "{:.2f}"),
+    ("RP contam.", "rp_contamination", "{:.2f}"),
+    ("Amp. cutoff", "amplitude_cutoff", "{:.2f}"),
+    ("L-ratio", "l_ratio", "{:.3f}"),
     ("Label", "labels", "{}"),
+    ("Suggested", "suggested_labels", "{}"),
 )
 
 
@@ -65,7 +70,12 @@ class UnitTableModel(QAbstractTableModel):
         if not index.isValid() or self.table is None:
             return None
         _header, attribute, text_format = COLUMNS[index.column()]
-        value = getattr(self.table, attribute)[index.row()]
+        column = getattr(self.table, attribute)
+        if column is None:  # a number this table was built without
+            return "–" if role == Qt.ItemDataRole.DisplayRole else None
+        value = column[index.row()]
+        if role == Qt.ItemDataRole.ToolTipRole and attribute == "suggested_labels" and self.table.suggested_reasons:
+            return self.table.suggested_reasons[index.row()] or "passes every rule"
         if role == SORT_ROLE:
             return value if isinstance(value, str) else float(value)
         if role == Qt.ItemDataRole.DisplayRole:

@@ -42,7 +42,10 @@ from engine.io.atomic import write_bytes_atomic, write_npy_atomic
 JOURNAL_FILENAME = "curation.jsonl"
 PAYLOAD_FOLDER = "journal"
 FORMAT_NAME = "sparsort-curation-journal"
-FORMAT_VERSION = 2  # 2: every line carries CHECKSUM_KEY
+# 2: every line carries CHECKSUM_KEY, and the actions "labels" (many units at once) and
+# "reject" (a merge suggestion) exist; version 1 journals read unchanged (and are upgraded
+# when resumed), and an older Sparsort refuses a version 2 one by name.
+FORMAT_VERSION = 2
 CHECKSUM_KEY = "sum"
 DAMAGED_PREFIX = "curation-damaged-"
 

@@ -1,13 +1,16 @@
 """Unit quality metrics and correlograms, for the unit table and the curation views.
 
 Spike times are sample indices; rates are in Hz, durations in seconds,
-amplitudes and templates in µV.
+amplitudes and templates in µV. Every metric follows SpikeInterface's
+definition of the same name (spikeinterface.metrics.quality), so numbers
+read the same in both tools; tests/test_metrics_spikeinterface.py checks
+each against SpikeInterface on one sorting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,12 +27,25 @@ class MetricSettings:
     censored_ms: float = 0.0  # ISIs the detector cannot produce (dead time after a spike)
     presence_bin_s: float = 60.0
     min_presence_bins: int = 20  # short recordings use this many bins instead
+    # Llobet et al.'s refractory-period contamination counts every pair of
+    # spikes closer than this (SpikeInterface's rp_violation defaults).
+    rp_refractory_ms: float = 1.0
+    rp_censored_ms: float = 0.0
+    # Amplitude cutoff (Hill et al.): histogram bins, Gaussian smoothing in
+    # bins, and the fewest spikes per bin below which it is not estimated.
+    cutoff_bins: int = 100
+    cutoff_smoothing_bins: float = 3.0
+    cutoff_min_spikes_per_bin: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.censored_ms < self.refractory_ms:
             raise ValueError("need 0 <= censored_ms < refractory_ms")
+        if not 0 <= self.rp_censored_ms < self.rp_refractory_ms:
+            raise ValueError("need 0 <= rp_censored_ms < rp_refractory_ms")
         if self.presence_bin_s <= 0 or self.min_presence_bins < 1:
             raise ValueError("presence bins must be positive")
+        if self.cutoff_bins < 2:
+            raise ValueError("the amplitude cutoff needs at least 2 histogram bins")
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,10 @@ class UnitMetrics:
     isi_violation_count: int  # ISIs shorter than the refractory period
     presence_ratio: float  # fraction of time bins holding at least one spike
     amplitude_median: float  # µV; nan without amplitudes
+    rp_violations: int = 0  # pairs of spikes closer than rp_refractory_ms (Llobet et al. 2022)
+    rp_contamination: float = np.nan  # estimated fraction of contaminating spikes, from rp_violations
+    amplitude_cutoff: float = np.nan  # estimated fraction of spikes lost below the detection threshold
+    l_ratio: float = np.nan  # isolation in feature space (Schmitzer-Torbert et al. 2005); nan if not computed
 
 
 def unit_metrics(
@@ -61,7 +81,9 @@ def unit_metrics(
     times = np.sort(np.asarray(spike_times, dtype=np.int64))  # (n,) samples
     n_spikes = len(times)
     violation_count, violation_ratio = _isi_violations(times, sampling_rate, duration_s, settings)
-    amplitude_median = float(np.median(amplitudes)) if amplitudes is not None and n_spikes else np.nan
+    has_amplitudes = amplitudes is not None and n_spikes > 0
+    amplitude_median = float(np.median(amplitudes)) if has_amplitudes else np.nan
+    rp_count, rp_contamination = _rp_violations(times, sampling_rate, duration_s, settings)
     return UnitMetrics(
         n_spikes=n_spikes,
         firing_rate=n_spikes / duration_s,
@@ -70,6 +92,9 @@ def unit_metrics(
         isi_violation_count=violation_count,
         presence_ratio=_presence_ratio(times, sampling_rate, duration_s, settings),
         amplitude_median=amplitude_median,
+        rp_violations=rp_count,
+        rp_contamination=rp_contamination,
+        amplitude_cutoff=amplitude_cutoff(amplitudes, settings) if has_amplitudes else np.nan,
     )
 
 
@@ -118,6 +143,9 @@ def metrics_to_phy_columns(metrics: Mapping[int, UnitMetrics]) -> dict[str, dict
         "snr": {u: m.snr for u, m in metrics.items()},
         "isi_viol": {u: m.isi_violation_ratio for u, m in metrics.items()},
         "presence_ratio": {u: m.presence_ratio for u, m in metrics.items()},
+        "rp_contamination": {u: m.rp_contamination for u, m in metrics.items()},
+        "amplitude_cutoff": {u: m.amplitude_cutoff for u, m in metrics.items()},
+        "l_ratio": {u: m.l_ratio for u, m in metrics.items()},
     }
 
 
@@ -132,6 +160,9 @@ class MetricsCache:
         curation.on_change(cache.update)
 
     `sorting` must be the one the curation started from (same spike order).
+    `feature_sample`: (spike indices (m,), their features (m, d)) to measure
+    each unit's L-ratio on; without it l_ratio stays nan. A unit's L-ratio
+    depends only on which sampled spikes are its own, so it too never changes.
     """
 
     def __init__(
@@ -141,6 +172,7 @@ class MetricsCache:
         duration_s: float,
         noise_levels: np.ndarray | None = None,
         settings: MetricSettings = MetricSettings(),
+        feature_sample: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if curation.n_spikes != sorting.n_spikes:
             raise ValueError(f"curation has {curation.n_spikes} spikes, sorting {sorting.n_spikes}")
@@ -149,6 +181,7 @@ class MetricsCache:
         self._duration_s = duration_s
         self._noise_levels = noise_levels
         self._settings = settings
+        self._feature_sample = feature_sample
         self._computed: dict[int, UnitMetrics] = {}
         self._current: set[int] = set(map(int, curation.unit_ids))
         for unit in self._current:
@@ -169,7 +202,7 @@ class MetricsCache:
     def _compute(self, unit: int) -> UnitMetrics:
         spikes = self._curation.spikes_of(unit)
         sorting = self._sorting
-        return unit_metrics(
+        metrics = unit_metrics(
             sorting.spike_times[spikes],
             sorting.sampling_rate,
             self._duration_s,
@@ -178,6 +211,11 @@ class MetricsCache:
             noise_levels=self._noise_levels,
             settings=self._settings,
         )
+        if self._feature_sample is None:
+            return metrics
+        sample_spikes, features = self._feature_sample
+        labels = self._curation.spike_clusters[sample_spikes]
+        return replace(metrics, l_ratio=l_ratios(features, labels, [unit])[unit])
 
 
 def correlograms(
@@ -265,6 +303,87 @@ def _isi_violations(
     return count, count * duration_s / (2.0 * n_spikes**2 * window_s)
 
 
+def _rp_violations(
+    times: np.ndarray, sampling_rate: float, duration_s: float, settings: MetricSettings
+) -> tuple[int, float]:
+    """Pairs of spikes within the refractory period, and the contamination they imply (Llobet et al. 2022).
+
+    Every pair counts, not only neighbours: three spikes within t_r are
+    three violations. The contamination c solves n_v = N² (t_r - t_c) 2c(1 - c/2) / (T - 2 N t_c),
+    as in SpikeInterface's rp_contamination.
+    """
+    n_spikes = len(times)
+    refractory = int(round(settings.rp_refractory_ms * sampling_rate / 1000.0))
+    censored = int(round(settings.rp_censored_ms * sampling_rate / 1000.0))
+    count = 0
+    shift = 1
+    while shift < n_spikes:
+        close = np.count_nonzero(times[shift:] - times[:-shift] <= refractory)
+        if close == 0:
+            break
+        count += close
+        shift += 1
+    if n_spikes <= 1:
+        return count, np.nan
+    total_samples = duration_s * sampling_rate
+    remaining = 1 - count * (total_samples - 2 * n_spikes * censored) / (n_spikes**2 * (refractory - censored))
+    return count, 1.0 if remaining < 0 else 1 - float(np.sqrt(remaining))
+
+
+def amplitude_cutoff(amplitudes: np.ndarray, settings: MetricSettings = MetricSettings()) -> float:
+    """Estimated fraction of a unit's spikes missing below the detection threshold (Hill et al. 2011).
+
+    The amplitude histogram is smoothed; whatever lies above the largest
+    amplitude whose density still equals that of the smallest bin is taken
+    as the mirror image of what was cut off. Capped at 0.5; nan with fewer
+    than `cutoff_min_spikes_per_bin` spikes per bin. Negative amplitudes
+    (troughs) are measured as their opposites.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    amplitudes = np.asarray(amplitudes, dtype=np.float64)
+    if np.median(amplitudes) < 0:
+        amplitudes = -amplitudes
+    if len(amplitudes) / settings.cutoff_bins < settings.cutoff_min_spikes_per_bin:
+        return np.nan
+    counts = np.histogram(amplitudes, settings.cutoff_bins)[0]
+    density = gaussian_filter1d(counts, settings.cutoff_smoothing_bins, mode="nearest")
+    last_as_dense_as_lowest = np.flatnonzero(density >= density[0])[-1]
+    missing = float(np.sum(density[last_as_dense_as_lowest + 1 :]))
+    return min(missing / (len(amplitudes) + missing), 0.5)
+
+
+def l_ratios(features: np.ndarray, labels: np.ndarray, unit_ids) -> dict[int, float]:
+    """L-ratio of each unit (Schmitzer-Torbert et al. 2005), as SpikeInterface's mahalanobis_metrics.
+
+    `features`: (n, d) spikes in one feature space (e.g. a sample of
+    engine.curation.features); `labels`: (n,) their units. For unit u: the
+    sum, over other units' spikes, of the χ²(d) tail probability of their
+    squared Mahalanobis distance to u's cluster, divided by u's spike count.
+    Small means well isolated. nan for a unit with too few spikes for a covariance.
+    """
+    from scipy.stats import chi2
+
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    result = {}
+    for unit in map(int, unit_ids):
+        own = features[labels == unit]
+        others = features[labels != unit]
+        if min(len(own), len(others)) < 2 or len(own) <= features.shape[1]:
+            result[unit] = np.nan
+            continue
+        try:
+            inverse = np.linalg.inv(np.cov(own.T))
+        except np.linalg.LinAlgError:
+            result[unit] = np.nan
+            continue
+        offsets = others - own.mean(axis=0)
+        squared = np.einsum("nd,de,ne->n", offsets, inverse, offsets)  # (n_others,) squared distances
+        result[unit] = float(np.sum(chi2.sf(squared, features.shape[1])) / len(own))
+    return result
+
+
 def _presence_ratio(
     times: np.ndarray, sampling_rate: float, duration_s: float, settings: MetricSettings
 ) -> float:
@@ -277,9 +396,10 @@ def _presence_ratio(
 def _snr(template: np.ndarray | None, noise_levels: np.ndarray | None) -> float:
     if template is None or noise_levels is None:
         return np.nan
-    main_channel = int(np.ptp(template, axis=0).argmax())
-    peak = float(np.abs(template[:, main_channel]).max())
-    return peak / float(noise_levels[main_channel])
+    # SpikeInterface's "extremum" SNR: the largest |value| of the template, over the noise of its channel.
+    magnitude = np.abs(template)
+    main_channel = int(magnitude.max(axis=0).argmax())
+    return float(magnitude[:, main_channel].max()) / float(noise_levels[main_channel])
 
 
 def _template_of(templates: Mapping[int, np.ndarray] | np.ndarray | None, unit: int) -> np.ndarray | None:

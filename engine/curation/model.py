@@ -39,7 +39,7 @@ class CurationError(ValueError):
 class ChangeRecord:
     """What one action, or the undo or redo of one, changed."""
 
-    op: str  # the action: "merge", "split", "recluster", "label" or "note"
+    op: str  # the action: "merge", "split", "recluster", "label", "labels", "note" or "reject"
     added: list[int]  # units that now exist and did not before
     deleted: list[int]  # units that existed before and no longer do
     relabelled: list[int]  # surviving units whose label or note changed
@@ -58,6 +58,7 @@ class _Step:
     label_changes: dict[int, tuple[str, str]]  # unit -> (before, after)
     note_changes: dict[int, tuple[str, str]]  # unit -> (before, after)
     description: str
+    rejections: tuple[tuple[int, int], ...] = ()  # merge suggestions this step rejects
 
     @property
     def touched(self) -> list[int]:
@@ -111,6 +112,7 @@ class Curation:
         # merge brings its parents back exactly as they were.
         self._labels: dict[int, str] = {int(u): g for u, g in labels.items() if int(u) in self._alive}
         self._notes: dict[int, str] = {}
+        self._rejected: set[tuple[int, int]] = set()  # (smaller, larger) unit pairs not to suggest merging
         highest_seen = max([int(units.max()) if units.size else -1, *map(int, labels)], default=-1)
         self._next_unit_id = max(highest_seen + 1, int(min_new_unit_id))
         self._min_new_unit_id = int(min_new_unit_id)
@@ -301,6 +303,11 @@ class Curation:
         return {u: self._notes[u] for u in map(int, self.unit_ids) if self._notes.get(u)}
 
     @property
+    def rejected_pairs(self) -> frozenset[tuple[int, int]]:
+        """Pairs of units (smaller id first) whose merge suggestion the person rejected."""
+        return frozenset(self._rejected)
+
+    @property
     def can_undo(self) -> bool:
         return bool(self._undo_stack)
 
@@ -403,6 +410,46 @@ class Curation:
             description=f"Labelled {', '.join(map(str, units))} as {group}",
         )
         return self._do(step, [], {"op": "label", "units": units, "group": group})
+
+    def set_labels(self, labels: Mapping[int, str], description: str | None = None) -> ChangeRecord:
+        """Set the groups of many units in one action (one undo), e.g. accepting suggested labels."""
+        changes = {}
+        for unit, group in labels.items():
+            _check_group(group)
+            unit = self._existing_unit(unit)
+            changes[unit] = (self._labels.get(unit, DEFAULT_GROUP), group)
+        if not changes:
+            raise CurationError("no unit given")
+        units = sorted(changes)
+        step = _Step(
+            op="labels",
+            added=(),
+            deleted=(),
+            label_changes=changes,
+            note_changes={},
+            description=description or f"Labelled {len(units)} units: {_short_list(np.array(units))}",
+        )
+        entry = {"op": "labels", "labels": {str(u): changes[u][1] for u in units}, "description": step.description}
+        return self._do(step, [], entry)
+
+    def reject_suggestion(self, unit_a: int, unit_b: int) -> ChangeRecord:
+        """Remember that units `unit_a` and `unit_b` are not to be suggested for merging (undoable)."""
+        units = self._existing_units([unit_a, unit_b])
+        if len(units) != 2:
+            raise CurationError(f"a suggestion pairs two different units, got {unit_a} and {unit_b}")
+        pair = (units[0], units[1])
+        if pair in self._rejected:
+            raise CurationError(f"the suggestion to merge {pair[0]} and {pair[1]} was rejected already")
+        step = _Step(
+            op="reject",
+            added=(),
+            deleted=(),
+            label_changes={},
+            note_changes={},
+            description=f"Rejected merging {pair[0]} and {pair[1]}",
+            rejections=(pair,),
+        )
+        return self._do(step, [], {"op": "reject", "units": list(pair)})
 
     def set_note(self, unit_id: int, text: str) -> ChangeRecord:
         """Attach a free-text note to a unit; an empty text clears it."""
@@ -530,6 +577,10 @@ class Curation:
             self._labels[unit] = after if forward else before
         for unit, (before, after) in step.note_changes.items():
             self._notes[unit] = after if forward else before
+        if forward:
+            self._rejected.update(step.rejections)
+        else:
+            self._rejected.difference_update(step.rejections)
         self._sorted_unit_ids = None
 
     def _inherited_label(self, parents: tuple[int, ...]) -> str:
@@ -563,6 +614,11 @@ class Curation:
                     record = self._recluster_with_assignment(entry["unit"], journal.load_payload(entry))
                 elif op == "label":
                     record = self.label(entry["units"], entry["group"])
+                elif op == "labels":
+                    labels = {int(u): g for u, g in entry["labels"].items()}
+                    record = self.set_labels(labels, entry.get("description"))
+                elif op == "reject":
+                    record = self.reject_suggestion(*entry["units"])
                 elif op == "note":
                     record = self.set_note(entry["unit"], entry["text"])
                 elif op == "undo":
