@@ -144,7 +144,7 @@ class TrainingWorker(QObject):
             self._last_reconstruction = now
         self.snapshot.emit(snapshot, window)
         if self._max_steps is not None and snapshot.step >= self._max_steps:
-            self._trainer.stop()
+            self._trainer.trainer.stop()
 
     def _on_prepare_progress(self, stage: str, fraction: float) -> None:
         self.progress.emit(float(fraction), f"Preparing training: {stage}")

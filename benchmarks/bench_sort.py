@@ -16,6 +16,9 @@ Three recordings, every sorter on the same traces:
            Sparsort runs in-process (CRsAESorter.fit_predict).
   si       an independent source: SpikeInterface's generate_ground_truth_recording
            (4 channels on a 2 x 2 grid, 30 kHz, 8 units).
+  probe    the same generator on a probe: --probe-channels (32) channels,
+           --probe-units (24) units, 30 kHz; Sparsort's cost per stage (time
+           and peak memory) is printed after its result.
 
 Peers (tridesclous2, spykingcircus2, mountainsort5 when installed) run through
 spikeinterface.sorters.run_sorter on the same traces, saved once as a SpikeInterface
@@ -105,6 +108,7 @@ class Result:
     sorted_times: np.ndarray | None = field(default=None, repr=False)
     sorted_units: np.ndarray | None = field(default=None, repr=False)
     sorted_unit_ids: np.ndarray | None = field(default=None, repr=False)
+    stage_table: str = ""  # Sparsort's time and peak memory per stage
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -172,18 +176,18 @@ def tetrode_truth(duration_s: float, seed: int) -> Truth:
     )
 
 
-def si_truth(duration_s: float, n_units: int, seed: int) -> Truth:
+def si_truth(duration_s: float, n_units: int, seed: int, n_channels: int = 4) -> Truth:
     """SpikeInterface's own generator, materialised so every sorter reads the same array."""
     from spikeinterface.core import generate_ground_truth_recording
 
     recording, sorting = generate_ground_truth_recording(
-        durations=[duration_s], sampling_frequency=30_000.0, num_channels=4, num_units=n_units, seed=seed,
+        durations=[duration_s], sampling_frequency=30_000.0, num_channels=n_channels, num_units=n_units, seed=seed,
     )
     traces = np.ascontiguousarray(recording.get_traces(segment_index=0, return_in_uV=False), dtype=np.float32)
     spikes = sorting.to_spike_vector()
     order = np.argsort(spikes["sample_index"], kind="stable")
     return Truth(
-        "si-generated", traces, float(recording.sampling_frequency),
+        "si-generated" if n_channels == 4 else f"si-probe-{n_channels}ch", traces, float(recording.sampling_frequency),
         np.asarray(recording.get_channel_locations(), float)[:, :2],
         spikes["sample_index"][order].astype(np.int64), spikes["unit_index"][order].astype(np.int64),
         np.arange(len(sorting.unit_ids)),
@@ -289,6 +293,7 @@ def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, e
     pipeline = sorter.pipeline_
     result.note = (f"{pipeline.trainer.step} steps, torch threads {torch.get_num_threads()}; "
                    f"pruning: {pipeline.final_pruning.describe()}")
+    result.stage_table = pipeline.stage_log.table()
     result.sorted_times, result.sorted_units, result.sorted_unit_ids = (
         sorting.spike_times, sorting.spike_units, unit_ids)
     return result
@@ -447,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="10 s tetrode and SI recordings (the demo is always its fixed 2 min)")
-    parser.add_argument("--only", choices=["demo", "tetrode", "si"], action="append",
+    parser.add_argument("--probe-channels", type=int, default=32)
+    parser.add_argument("--probe-units", type=int, default=24)
+    parser.add_argument("--probe-duration", type=float, default=None, help="seconds (default 20 on a CPU)")
+    parser.add_argument("--only", choices=["demo", "tetrode", "si", "probe"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--duration", type=float, default=None,
                         help="tetrode seconds (default: the preset's 300 with CUDA, 20 on CPU; quick 10)")
@@ -493,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             print("spikeinterface is not installed (pip install 'sparsort[bench]'): peers and the SI "
                   "recording are skipped")
         peers = []
-        sections = [s for s in sections if s != "si"]
+        sections = [s for s in sections if s not in ("si", "probe")]
 
     results: list[Result] = []
     truths: dict[str, Truth] = {}
@@ -513,20 +521,26 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_peer(peer, truth, workdir, args.jobs, args.seed)
                 print_result(result, truth)
                 results.append(result)
-        for section in ("tetrode", "si"):
+        for section in ("tetrode", "si", "probe"):
             if section not in sections:
                 continue
             started = time.perf_counter()
             if section == "tetrode":
                 truth = tetrode_truth(tetrode_s, args.seed)
-            else:
+            elif section == "si":
                 truth = si_truth(si_s, args.si_units, args.seed)
+            else:
+                truth = si_truth(args.probe_duration or (300.0 if on_gpu else 20.0), args.probe_units, args.seed,
+                                 n_channels=args.probe_channels)
             truths[truth.name] = truth
             print(f"\n== {truth.describe()} (made in {time.perf_counter() - started:.1f} s); {load_note()}")
             section_results = []
             if not args.no_sparsort:
                 section_results.append(run_sparsort(truth, args.n_filters, args.seed, threads, args.epochs))
                 print_result(section_results[0], truth)
+                if section_results[0].stage_table:
+                    print("   Sparsort's stages:\n" + "\n".join("   " + line for line in
+                                                            section_results[0].stage_table.splitlines()))
             for peer in peers:
                 result = run_peer(peer, truth, workdir, args.jobs, args.seed)
                 print_result(result, truth)

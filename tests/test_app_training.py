@@ -58,17 +58,18 @@ def test_pause_resume_and_stop_buttons(window, qtbot, shown_errors):
     fill_training_form(window, {"n_epochs": "50"})
     click(qtbot, training.start_button)
     qtbot.waitUntil(lambda: window.session.training_state == TrainingState.TRAINING, timeout=20_000)
-    trainer = window.session.trainer
+    trainer = window.session.trainer.trainer
     qtbot.waitUntil(lambda: trainer.step >= 2, timeout=20_000)
     assert not training.start_button.isEnabled() and not training.resume_button.isEnabled()
 
     click(qtbot, training.pause_button)
     assert window.session.training_state == TrainingState.PAUSED
     assert training.resume_button.isEnabled() and not training.pause_button.isEnabled()
-    qtbot.wait(300)  # the step in flight finishes
+    # Deterministic: once the trainer waits in its pause, no step can run until Resume.
+    qtbot.waitUntil(trainer.waiting_in_pause.is_set, timeout=20_000)
     paused_at = trainer.step
-    qtbot.wait(400)
-    assert trainer.step == paused_at, "training went on while paused"
+    qtbot.wait(50)  # let queued events run; the trainer stays blocked
+    assert trainer.step == paused_at and trainer.waiting_in_pause.is_set(), "training went on while paused"
 
     click(qtbot, training.resume_button)
     qtbot.waitUntil(lambda: trainer.step > paused_at + 1, timeout=20_000)

@@ -480,7 +480,9 @@ def _reliability(template: np.ndarray, noise_energy: float) -> float:
 
 def _amplitude_gap(a: _UnitSummary, b: _UnitSummary) -> tuple[float, str]:
     """Amplitude difference in within-unit spreads where both fire, else across the hand-over; and which."""
-    spread = np.sqrt(np.nanmean([a.amplitude_spread**2, b.amplitude_spread**2]))
+    variances = np.array([a.amplitude_spread**2, b.amplitude_spread**2], dtype=float)
+    variances = variances[np.isfinite(variances)]
+    spread = np.sqrt(variances.mean()) if variances.size else np.nan
     if not np.isfinite(spread) or spread <= 0:
         return np.nan, ""
     present_a = a.amplitude_counts >= MIN_SPIKES_PER_AMPLITUDE_BIN

@@ -191,6 +191,7 @@ class Trainer:
         self._resume_event = threading.Event()
         self._resume_event.set()
         self._stop_event = threading.Event()
+        self.waiting_in_pause = threading.Event()  # set while run() is blocked by pause()
 
     # ---- optimisation -------------------------------------------------------
     @property
@@ -274,7 +275,9 @@ class Trainer:
         while self.step < self.n_steps and not self.is_stopped:
             if not self._resume_event.is_set():
                 pause_started = time.perf_counter()
+                self.waiting_in_pause.set()
                 self._resume_event.wait()
+                self.waiting_in_pause.clear()
                 paused_for += time.perf_counter() - pause_started
                 continue
             loss = self.train_step()
