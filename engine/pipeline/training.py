@@ -412,12 +412,15 @@ class Trainer:
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         recording: Recording | None = None,
+        infer: Callable[..., SpikeEvents] | None = None,
     ) -> Sorting:
         """Prune the learned dictionary, then find every spike of the recording.
 
         `recording`: another recording of the same probe to sort with this
-        dictionary (default: the one trained on). Raises TrainingStopped if
-        `should_stop()` turns true midway.
+        dictionary (default: the one trained on). `infer`: what finds the
+        spikes chunk by chunk, called as `infer_spikes` (the default) is, e.g.
+        engine.pipeline.distributed.DaskInference to run the chunks on a
+        cluster. Raises TrainingStopped if `should_stop()` turns true midway.
         """
         self.final_pruning = self._prune_model()
         with self._model_lock:
@@ -433,7 +436,7 @@ class Trainer:
                     f"{target.n_channels}: sort recordings of the same probe, or train on this one"
                 )
             noise_levels = np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
-        events = infer_spikes(
+        events = (infer or infer_spikes)(
             model, target, noise_levels, self.dead_time, self.lambda_,
             progress=progress, should_stop=should_stop, prior=prior, solver=self.config.solver,
         )
