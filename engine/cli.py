@@ -1,4 +1,4 @@
-"""`sparsort sort | simulate | evaluate`: the headless face of the engine.
+"""`sparsort sort | sort-many | simulate | evaluate`: the headless face of the engine.
 
 `sparsort` with no subcommand starts the desktop app (see app/launcher.py);
 these subcommands never import Qt.
@@ -7,12 +7,28 @@ these subcommands never import Qt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
-SUBCOMMANDS = {"sort", "simulate", "evaluate"}
+SUBCOMMANDS = {"sort", "sort-many", "simulate", "evaluate"}
+
+CLUSTER_HELP = """\
+sorting on a Dask cluster:
+  Training, pruning and export run here; finding the spikes runs chunk by
+  chunk as Dask tasks (pip install "sparsort[dask]").
+    --workers N          a local cluster of N processes on this machine
+    --scheduler ADDRESS  any running Dask cluster, e.g. by hand:
+        dask scheduler                                  # prints tcp://HOST:8786
+        dask worker tcp://HOST:8786 --nworkers 4 --nthreads 1   # on each machine
+  or from a job queue, in Python: dask-jobqueue's SLURMCluster (or PBS, SGE,
+  LSF) or dask-kubernetes, then pass the cluster's scheduler_address. Every
+  worker needs sparsort installed and must see the recording at the same
+  path (a shared filesystem); nothing the size of the recording goes through
+  the scheduler.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,14 +50,30 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsort", description="Spike sorting by convolutional dictionary learning (CRsAE).")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sort = commands.add_parser("sort", help="sort a recording into a phy folder")
+    sort = commands.add_parser("sort", help="sort a recording into a phy folder", epilog=CLUSTER_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sort.add_argument("recording", nargs="?", help="raw binary (.bin/.dat) or .npy; parameters from flags, NAME.json or params.py")
     sort.add_argument("--demo", action="store_true", help="sort the built-in simulated demo recording")
     sort.add_argument("--out", required=True, help="phy folder to write (replaced atomically if it exists)")
     _add_recording_flags(sort)
     _add_model_flags(sort)
+    _add_cluster_flags(sort)
     sort.add_argument("--quiet", action="store_true", help="no progress bar")
     sort.set_defaults(handler=_run_sort)
+
+    many = commands.add_parser(
+        "sort-many", help="sort every recording listed in a file, each into its own phy folder",
+        description="LIST holds one recording per line: its path and the phy folder to write, separated by "
+                    "spaces (quote paths that contain spaces); blank lines and lines starting with # are skipped. "
+                    "Each recording is trained here and its spikes found on the cluster, one task graph each.",
+        epilog=CLUSTER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    many.add_argument("list", help="text file: RECORDING OUT_DIR per line")
+    _add_recording_flags(many)
+    _add_model_flags(many)
+    _add_cluster_flags(many)
+    many.add_argument("--quiet", action="store_true", help="no progress bar")
+    many.set_defaults(handler=_run_sort_many)
 
     simulate = commands.add_parser("simulate", help="write a simulated recording and its ground truth")
     simulate.add_argument("--out", required=True, help="folder for recording.bin, recording.json and ground_truth/")
@@ -95,19 +127,121 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                             "dense on a GPU")
 
 
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (optional: see the end of this help)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="find the spikes on the Dask cluster at this address, "
+                                                              "e.g. tcp://host:8786")
+    where.add_argument("--workers", type=int, metavar="N", help="find the spikes on a local Dask cluster of N processes")
+    group.add_argument("--retries", type=int, default=None,
+                       help="re-runs of a chunk task that fails, on any worker, before the sort stops (default 2)")
+
+
 def _run_sort(args: argparse.Namespace) -> int:
-    from engine.io.phy import export_phy
-    from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
-    from engine.pipeline.training import Trainer, TrainingConfig
 
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
     path = demo_recording_path() if args.demo else Path(args.recording)
-    recording = open_recording(
+    recording = _open(path, args)  # bad input fails before a cluster starts
+    with _chunk_runner(args) as runner:
+        _sort_one(recording, path, Path(args.out), args, runner)
+    return 0
+
+
+def _run_sort_many(args: argparse.Namespace) -> int:
+    jobs = read_sort_list(Path(args.list))
+    recordings = [_open(path, args) for path, _ in jobs]  # every file checked before any sorting
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    with _chunk_runner(args) as runner:
+        for number, ((path, out), recording) in enumerate(zip(jobs, recordings), 1):
+            say(f"[{number}/{len(jobs)}] {path} -> {out}")
+            _sort_one(recording, path, out, args, runner)
+    return 0
+
+
+def read_sort_list(list_path: Path) -> list[tuple[Path, Path]]:
+    """(recording, output folder) per line of a sort-many list, all checked before any sorting.
+
+    Relative paths are taken from the list's folder, so a list works from any directory.
+    """
+    import shlex
+
+    if not list_path.is_file():
+        raise ValueError(f"{list_path} is not a file: give a text file with one 'RECORDING OUT_DIR' per line")
+    jobs, problems = [], []
+    for number, line in enumerate(list_path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            fields = shlex.split(line)
+        except ValueError as error:
+            problems.append(f"line {number}: {error}")
+            continue
+        if len(fields) != 2:
+            problems.append(f"line {number}: expected 'RECORDING OUT_DIR', got {len(fields)} field(s): {line.strip()!r}")
+            continue
+        recording, out = (Path(field) if Path(field).is_absolute() else list_path.parent / field for field in fields)
+        if not recording.exists():
+            problems.append(f"line {number}: recording {recording} does not exist")
+        jobs.append((recording, out))
+    outs = [out.resolve() for _, out in jobs]
+    for out in sorted({out for out in outs if outs.count(out) > 1}):
+        problems.append(f"{out} is the output folder of more than one line: give each recording its own")
+    if problems:
+        raise ValueError(f"{list_path}: " + "; ".join(problems))
+    if not jobs:
+        raise ValueError(f"{list_path} lists no recordings: write one 'RECORDING OUT_DIR' per line")
+    return jobs
+
+
+class _ChunkRunner:
+    """How a sort finds its spikes: in this process (inference None), or as Dask tasks."""
+
+    def __init__(self) -> None:
+        self.inference = None
+        self.where = "this process"
+        self.tasks = (0, 0)
+
+    def on_task(self, done: int, total: int) -> None:
+        self.tasks = (done, total)
+
+    def progress_note(self) -> str:
+        return f"{self.tasks[0]}/{self.tasks[1]} tasks" if self.inference is not None else ""
+
+
+@contextlib.contextmanager
+def _chunk_runner(args: argparse.Namespace):
+    """A _ChunkRunner; with --scheduler or --workers it holds a Dask client for as long as the sorts take."""
+    runner = _ChunkRunner()
+    if args.scheduler is None and args.workers is None:
+        if args.retries is not None:
+            raise ValueError("--retries applies to a Dask cluster: add --scheduler ADDRESS or --workers N")
+        yield runner
+        return
+    from engine.pipeline.distributed import DEFAULT_RETRIES, DaskInference, dask_client
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    with dask_client(args.scheduler, args.workers, say=say) as client:
+        retries = DEFAULT_RETRIES if args.retries is None else args.retries
+        runner.inference = DaskInference(client, retries=retries, on_task=runner.on_task)
+        runner.where = f"Dask: {args.scheduler}" if args.scheduler else f"Dask: {args.workers} local workers"
+        yield runner
+
+
+def _open(path: Path, args: argparse.Namespace):
+    from engine.io.recording import open_recording
+
+    return open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
         offset=args.offset, gain_to_uv=args.gain_to_uv,
     )
+
+
+def _sort_one(recording, path: Path, out_dir: Path, args: argparse.Namespace, runner: _ChunkRunner) -> None:
+    from engine.io.phy import export_phy
+    from engine.pipeline.training import Trainer, TrainingConfig
+
     config = TrainingConfig(
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
@@ -122,21 +256,22 @@ def _run_sort(args: argparse.Namespace) -> int:
     trainer.run(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
     bar.close()
     bar = ProgressBar("sorting ", enabled=not args.quiet)
-    sorting = trainer.sort(progress=bar.update)
+    sorting = trainer.sort(progress=lambda fraction: bar.update(fraction, runner.progress_note()),
+                           infer=runner.inference)
     bar.close()
-    out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False)
+    out = export_phy(sorting, out_dir, recording=recording, hp_filtered=False)
     trainer.save_checkpoint(Path(out) / "crsae_checkpoint.pt")
-    _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started)
+    _write_run_summary(Path(out), path, args, trainer, sorting, time.perf_counter() - started, runner.where)
     counts = sorting.spike_counts()
     say(f"{trainer.final_pruning.describe()}; {sorting.extra['amplitude_splits']}")
     say(
         f"found {sorting.n_units} units, {sorting.n_spikes} spikes "
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
     )
-    return 0
 
 
-def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float) -> None:
+def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, seconds: float,
+                       spikes_found_in: str) -> None:
     from engine.io.atomic import write_text_atomic
 
     summary = {
@@ -144,6 +279,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, trainer, sorting, 
         "recording_flags": {k: getattr(args, k) for k in ("sampling_rate", "n_channels", "dtype", "offset", "gain_to_uv")},
         "config": trainer.config.to_dict(),
         "device": trainer.device_name,
+        "spikes_found_in": spikes_found_in,
         "lambda": trainer.lambda_,
         "n_steps": trainer.step,
         "initial_pruning": trainer.initial_pruning.describe(),
