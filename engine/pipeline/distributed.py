@@ -266,11 +266,12 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
     if n_workers is not None:
         if n_workers < 1:
             raise ValueError(f"--workers must be at least 1, got {n_workers}")
+        # Port 0: any free port for the scheduler's web server (8787 may belong to another cluster).
         with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=_dashboard_address(), silence_logs=40) as cluster, \
+                                      dashboard_address=":0", silence_logs=40) as cluster, \
                 distributed.Client(cluster) as client:
             say(f"local Dask cluster: {n_workers} worker processes, 1 thread each"
-                + (f"; dashboard {client.dashboard_link}" if _dashboard_address() else ""))
+                + (f"; dashboard {client.dashboard_link}" if _can_draw_dashboard() else ""))
             yield client
         return
     try:
@@ -290,10 +291,10 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
         yield client
 
 
-def _dashboard_address() -> str | None:
-    """A dashboard on a free port when bokeh (which draws it) is installed; none otherwise."""
+def _can_draw_dashboard() -> bool:
+    """Dask's dashboard needs bokeh, which the `dask` extra does not pull in."""
     try:
         import bokeh  # noqa: F401
     except ImportError:
-        return None
-    return ":0"
+        return False
+    return True
