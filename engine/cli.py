@@ -24,10 +24,11 @@ sorting on a Dask cluster:
         dask scheduler                                  # prints tcp://HOST:8786
         dask worker tcp://HOST:8786 --nworkers 4 --nthreads 1   # on each machine
   or from a job queue, in Python: dask-jobqueue's SLURMCluster (or PBS, SGE,
-  LSF) or dask-kubernetes, then pass the cluster's scheduler_address. Every
-  worker needs sparsort installed and must see the recording at the same
-  path (a shared filesystem); nothing the size of the recording goes through
-  the scheduler.
+  LSF) or dask-kubernetes, then pass the cluster's scheduler_address. The
+  scheduler and every worker need sparsort installed (Dask unpickles the
+  tasks there), and the workers must see the recording at the same path (a
+  shared filesystem); nothing the size of the recording goes through the
+  scheduler.
 """
 
 

@@ -194,3 +194,12 @@ def test_sort_many_sorts_each_recording_on_a_local_cluster(tiny_recording, tmp_p
     np.testing.assert_array_equal(first, second)
     summary = (tmp_path / "second" / "sparsort.json").read_text()
     assert '"spikes_found_in": "Dask: 2 local workers"' in summary
+
+
+def test_sort_help_says_how_to_start_a_cluster(capsys):
+    with pytest.raises(SystemExit):
+        main(["sort", "--help"])
+    help_text = capsys.readouterr().out
+    for needed in ("--scheduler ADDRESS", "--workers N", "dask scheduler", "dask worker tcp://HOST:8786",
+                   "dask-jobqueue", "dask-kubernetes", 'pip install "sparsort[dask]"'):
+        assert needed in help_text, needed

@@ -248,7 +248,8 @@ def _chunk_failure(future, batch_cores: list[tuple[int, int]], sampling_rate: fl
     return ChunkFailedError(
         f"samples {start}-{stop} ({start / sampling_rate:.2f}-{stop / sampling_rate:.2f} s) failed on "
         f"{retries + 1} attempts ({type(error).__name__}: {error}); the sort was stopped. "
-        f"Check that every worker can read the recording; raise the retries for a flaky cluster"
+        f"Check that the scheduler and every worker have sparsort installed and can read the recording; "
+        f"raise the retries (--retries) for a flaky cluster"
     )
 
 
