@@ -1,4 +1,4 @@
-"""`sparsort sort | simulate | evaluate`: the headless face of the engine.
+"""`sparsort sort | sort-many | simulate | evaluate`: the headless face of the engine.
 
 `sparsort` with no subcommand starts the desktop app (see app/launcher.py);
 these subcommands never import Qt.
@@ -7,12 +7,29 @@ these subcommands never import Qt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
-SUBCOMMANDS = {"sort", "simulate", "evaluate"}
+SUBCOMMANDS = {"sort", "sort-many", "simulate", "evaluate"}
+
+CLUSTER_HELP = """\
+sorting on a Dask cluster:
+  Training, pruning and export run here; finding the spikes runs chunk by
+  chunk as Dask tasks (pip install "sparsort[dask]").
+    --workers N          a local cluster of N processes on this machine
+    --scheduler ADDRESS  any running Dask cluster, e.g. by hand:
+        dask scheduler                                  # prints tcp://HOST:8786
+        dask worker tcp://HOST:8786 --nworkers 4 --nthreads 1   # on each machine
+  or from a job queue, in Python: dask-jobqueue's SLURMCluster (or PBS, SGE,
+  LSF) or dask-kubernetes, then pass the cluster's scheduler_address. The
+  scheduler and every worker need sparsort installed (Dask unpickles the
+  tasks there), and the workers must see the recording at the same path (a
+  shared filesystem); nothing the size of the recording goes through the
+  scheduler.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +54,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsort", description="Spike sorting by convolutional dictionary learning (CRsAE).")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sort = commands.add_parser("sort", help="sort a recording into a phy folder")
+    sort = commands.add_parser("sort", help="sort a recording into a phy folder", epilog=CLUSTER_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sort.add_argument("recording", nargs="?", help="SpikeGLX .bin/.meta, Open Ephys folder, .nwb (etc., with sparsort[formats]), "
                       "or raw binary (.bin/.dat) / .npy with parameters from flags, NAME.json or params.py")
     sort.add_argument("--demo", action="store_true", help="sort the built-in simulated demo recording")
@@ -46,12 +64,25 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="replace --out even if it holds curation (journal, labels, merges) or other files")
     _add_recording_flags(sort)
     _add_model_flags(sort)
-    sort.add_argument("--quiet", action="store_true", help="no progress bar")
-    sort.add_argument("--threads", type=int, default=None,
-                      help="torch threads (default: the cores other programs leave free, re-checked as it runs)")
-    sort.add_argument("--verbose", action="store_true",
-                      help="say when each stage starts, and print each stage's time and peak memory at the end")
+    _add_cluster_flags(sort)
+    _add_run_flags(sort)
     sort.set_defaults(handler=_run_sort)
+
+    many = commands.add_parser(
+        "sort-many", help="sort every recording listed in a file, each into its own phy folder",
+        description="LIST holds one recording per line: its path and the phy folder to write, separated by "
+                    "spaces (quote paths that contain spaces); blank lines and lines starting with # are skipped. "
+                    "Each recording is trained here and its spikes found on the cluster, one task graph each.",
+        epilog=CLUSTER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    many.add_argument("list", help="text file: RECORDING OUT_DIR per line")
+    many.add_argument("--overwrite", action="store_true",
+                      help="replace output folders even if they hold curation (journal, labels, merges) or other files")
+    _add_recording_flags(many)
+    _add_model_flags(many)
+    _add_cluster_flags(many)
+    _add_run_flags(many)
+    many.set_defaults(handler=_run_sort_many)
 
     simulate = commands.add_parser("simulate", help="write a simulated recording and its ground truth")
     simulate.add_argument("--out", required=True, help="folder for recording.bin, recording.json and ground_truth/")
@@ -86,6 +117,14 @@ def _add_recording_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--probe", help="probeinterface JSON or .prb file giving the channel positions")
 
 
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the cores other programs leave free, re-checked as it runs)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="say when each stage starts, and print each stage's time and peak memory at the end")
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     from engine.pipeline.inference import SOLVERS
     from engine.pipeline.training import TrainingConfig
@@ -115,16 +154,19 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                             "dense on a GPU")
 
 
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (optional: see the end of this help)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="find the spikes on the Dask cluster at this address, "
+                                                              "e.g. tcp://host:8786")
+    where.add_argument("--workers", type=int, metavar="N", help="find the spikes on a local Dask cluster of N processes")
+    group.add_argument("--retries", type=int, default=None,
+                       help="re-runs of a chunk task that fails, on any worker, before the sort stops (default 2)")
+
+
 def _run_sort(args: argparse.Namespace) -> int:
-    from engine.io.output_folder import check_output_folder
-    from engine.io.plausibility import channel_count_warnings, check_not_flat
-    from engine.io.phy import export_phy
-    from engine.io.recording import open_recording
     from engine.evaluation.simulator import demo_recording_path
-    from engine.cpu import configure_threads
-    from engine.io.checkpoints import save_checkpoint
-    from engine.pipeline.run import SortPipeline
-    from engine.pipeline.training import TrainingConfig
+    from engine.io.output_folder import check_output_folder
 
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
@@ -132,6 +174,104 @@ def _run_sort(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     for note in check_output_folder(args.out, overwrite=args.overwrite, keep=path):
         say(note)
+    recording, config = _open(path, args)  # bad input fails before training, or a cluster, starts
+    with _chunk_runner(args) as runner:
+        _sort_one(recording, config, path, Path(args.out), args, runner)
+    return 0
+
+
+def _run_sort_many(args: argparse.Namespace) -> int:
+    from engine.io.output_folder import check_output_folder
+
+    jobs = read_sort_list(Path(args.list))
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    # Every file and output folder is checked before any sorting.
+    for path, out in jobs:
+        for note in check_output_folder(out, overwrite=args.overwrite, keep=path):
+            say(note)
+    opened = [_open(path, args) for path, _ in jobs]
+    with _chunk_runner(args) as runner:
+        for number, ((path, out), (recording, config)) in enumerate(zip(jobs, opened), 1):
+            say(f"[{number}/{len(jobs)}] {path} -> {out}")
+            _sort_one(recording, config, path, out, args, runner)
+    return 0
+
+
+def read_sort_list(list_path: Path) -> list[tuple[Path, Path]]:
+    """(recording, output folder) per line of a sort-many list, all checked before any sorting.
+
+    Relative paths are taken from the list's folder, so a list works from any directory.
+    """
+    import shlex
+
+    if not list_path.is_file():
+        raise ValueError(f"{list_path} is not a file: give a text file with one 'RECORDING OUT_DIR' per line")
+    jobs, problems = [], []
+    for number, line in enumerate(list_path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            fields = shlex.split(line)
+        except ValueError as error:
+            problems.append(f"line {number}: {error}")
+            continue
+        if len(fields) != 2:
+            problems.append(f"line {number}: expected 'RECORDING OUT_DIR', got {len(fields)} field(s): {line.strip()!r}")
+            continue
+        recording, out = (Path(field) if Path(field).is_absolute() else list_path.parent / field for field in fields)
+        if not recording.exists():
+            problems.append(f"line {number}: recording {recording} does not exist")
+        jobs.append((recording, out))
+    outs = [out.resolve() for _, out in jobs]
+    for out in sorted({out for out in outs if outs.count(out) > 1}):
+        problems.append(f"{out} is the output folder of more than one line: give each recording its own")
+    if problems:
+        raise ValueError(f"{list_path}: " + "; ".join(problems))
+    if not jobs:
+        raise ValueError(f"{list_path} lists no recordings: write one 'RECORDING OUT_DIR' per line")
+    return jobs
+
+
+class _ChunkRunner:
+    """How a sort finds its spikes: in this process (inference None), or as Dask tasks."""
+
+    def __init__(self) -> None:
+        self.inference = None
+        self.where = "this process"
+        self.tasks = (0, 0)
+
+    def on_task(self, done: int, total: int) -> None:
+        self.tasks = (done, total)
+
+    def progress_note(self) -> str:
+        return f"{self.tasks[0]}/{self.tasks[1]} tasks" if self.inference is not None else ""
+
+
+@contextlib.contextmanager
+def _chunk_runner(args: argparse.Namespace):
+    """A _ChunkRunner; with --scheduler or --workers it holds a Dask client for as long as the sorts take."""
+    runner = _ChunkRunner()
+    if args.scheduler is None and args.workers is None:
+        if args.retries is not None:
+            raise ValueError("--retries applies to a Dask cluster: add --scheduler ADDRESS or --workers N")
+        yield runner
+        return
+    from engine.pipeline.distributed import DEFAULT_RETRIES, DaskInference, dask_client
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    with dask_client(args.scheduler, args.workers, say=say) as client:
+        retries = DEFAULT_RETRIES if args.retries is None else args.retries
+        runner.inference = DaskInference(client, retries=retries, on_task=runner.on_task)
+        runner.where = f"Dask: {args.scheduler}" if args.scheduler else f"Dask: {args.workers} local workers"
+        yield runner
+
+
+def _open(path: Path, args: argparse.Namespace):
+    """(recording, TrainingConfig) for `path`, every parameter checked against the recording."""
+    from engine.io.plausibility import channel_count_warnings, check_not_flat
+    from engine.io.recording import open_recording
+    from engine.pipeline.training import TrainingConfig
+
     recording = open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
         offset=args.offset, gain_to_uv=args.gain_to_uv, stream=args.stream, probe=args.probe,
@@ -147,6 +287,16 @@ def _run_sort(args: argparse.Namespace) -> int:
         print(f"sparsort: warning: {warning}", file=sys.stderr)
     config.validate()
     config.taps_for(recording.sampling_rate)  # a derived length out of range fails now, not in pruning
+    return recording, config
+
+
+def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Namespace, runner: _ChunkRunner) -> None:
+    from engine.cpu import configure_threads
+    from engine.io.checkpoints import save_checkpoint
+    from engine.io.phy import export_phy
+    from engine.pipeline.run import SortPipeline
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"{recording}\n{recording.describe()}")
     configure_threads(args.threads)
     started = time.perf_counter()
@@ -161,23 +311,24 @@ def _run_sort(args: argparse.Namespace) -> int:
     pipeline.train(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
     bar.close()
     bar = ProgressBar("sorting ", enabled=not args.quiet)
-    sorting = pipeline.sort(progress=bar.update)
+    sorting = pipeline.sort(progress=lambda fraction: bar.update(fraction, runner.progress_note()),
+                            infer=runner.inference)
     bar.close()
     if sorting.n_spikes == 0:
         # phy cannot open a folder without spikes: write none.
         raise NoSpikesError(
             f"no spikes found in {path}: nothing crossed the detection threshold "
             f"(λ = {pipeline.lambda_:.2f} × the noise level, {_noise_summary(pipeline)}). "
-            f"Nothing was written to {args.out}. If the recording has spikes, lower --lambda-scale "
+            f"Nothing was written to {out_dir}. If the recording has spikes, lower --lambda-scale "
             f"(now {config.lambda_scale:g}) or check --gain-to-uv and the sampling rate"
         )
 
     def write_ours(staging: Path) -> None:
         save_checkpoint(pipeline, staging / "crsae_checkpoint.pt")
         _write_run_summary(staging, path, args, pipeline, sorting, time.perf_counter() - started,
-                           recording.describe())
+                           recording.describe(), runner.where)
 
-    out = export_phy(sorting, Path(args.out), recording=recording, hp_filtered=False, before_swap=write_ours)
+    out = export_phy(sorting, out_dir, recording=recording, hp_filtered=False, before_swap=write_ours)
     counts = sorting.spike_counts()
     say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}")
     if args.verbose:
@@ -186,7 +337,6 @@ def _run_sort(args: argparse.Namespace) -> int:
         f"found {sorting.n_units} units, {sorting.n_spikes} spikes "
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
     )
-    return 0
 
 
 class NoSpikesError(ValueError):
@@ -203,7 +353,7 @@ def _noise_summary(pipeline) -> str:
 
 
 def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting, seconds: float,
-                       recording_description: str) -> None:
+                       recording_description: str, spikes_found_in: str) -> None:
     from engine.io.atomic import write_text_atomic
 
     summary = {
@@ -213,6 +363,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "recording_read": recording_description,
         "config": pipeline.config.to_dict(),
         "device": pipeline.device_name,
+        "spikes_found_in": spikes_found_in,
         "lambda": pipeline.lambda_,
         "n_steps": pipeline.trainer.step,
         "initial_pruning": pipeline.initial_pruning.describe(),

@@ -20,7 +20,7 @@ import torch
 from scipy.ndimage import maximum_filter1d
 
 from engine.cpu import adapt_threads
-from engine.model.crsae import CRsAE
+from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
 from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms, place_atoms
 from engine.pipeline.refinement import AmplitudePrior, refine_spikes
@@ -65,6 +65,60 @@ class SpikeEvents:
         return len(self.times)
 
 
+def default_chunk_size(recording: Recording, n_taps: int) -> int:
+    """Core samples per chunk: one second, and at least 8 filter lengths."""
+    return max(int(recording.sampling_rate), 8 * n_taps)
+
+
+def chunk_batches(
+    n_samples: int, chunk_size: int, batch_chunks: int, start: int = 0, stop: int | None = None,
+) -> list[list[tuple[int, int]]]:
+    """The cores [a, b) of the chunks covering [start, stop), grouped into batches encoded together.
+
+    Every path that sorts a recording cuts it here, so the chunk boundaries, and
+    with them the spikes, do not depend on how the batches are run.
+    """
+    stop = n_samples if stop is None else min(stop, n_samples)
+    cores = [(s, min(s + chunk_size, stop)) for s in range(start, stop, chunk_size)]
+    return [cores[i : i + batch_chunks] for i in range(0, len(cores), batch_chunks)]
+
+
+def encode_batch(
+    model: CRsAE,
+    recording: Recording,
+    scale: np.ndarray,
+    batch_cores: list[tuple[int, int]],
+    lipschitz: float,
+    working_set: WorkingSetEncoder | None,
+) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+    """Yield (core_start, core_stop, window_start, codes, signal) for each chunk of one batch.
+
+    Each chunk is read with margins of two filter lengths each side: a code
+    interacts with neighbours up to n_taps - 1 away, so the codes of the core
+    do not depend on the chunk boundaries. The batch is encoded at once, by
+    `working_set` when given, else by the model's dense encoder on its device.
+    scale: (n_channels, 1) float32, 1 / noise σ.
+    """
+    margin = 2 * model.n_taps
+    windows = [(max(a - margin, 0), min(b + margin, recording.n_samples)) for a, b in batch_cores]
+    length = max(w1 - w0 for w0, w1 in windows)
+    signal = np.zeros((len(windows), recording.n_channels, length), dtype=np.float32)
+    for row, (w0, w1) in enumerate(windows):
+        signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
+    if working_set is None:
+        with torch.no_grad():
+            codes = model.encode(torch.from_numpy(signal).to(model.filters.device), lipschitz=lipschitz).cpu().numpy()
+    else:
+        codes = working_set.encode(signal)
+    for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
+        yield a, b, w0, codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)], signal[row, :, : w1 - w0]
+
+
+def noise_scale(noise_levels: np.ndarray) -> np.ndarray:
+    """(n_channels, 1) float32: what multiplies µV traces into noise-σ units."""
+    return (1.0 / np.maximum(noise_levels, 1e-6)).astype(np.float32)[:, None]
+
+
 def iter_code_chunks(
     model: CRsAE,
     recording: Recording,
@@ -82,49 +136,103 @@ def iter_code_chunks(
     """Yield (core_start, core_stop, window_start, codes[, signal]) per chunk.
 
     codes: (n_filters, n_window - n_taps + 1) float32, code index i placing its
-    filter on samples [window_start + i, window_start + i + n_taps). Margins of
-    two filter lengths each side make the codes of the core independent of the
-    chunk boundaries (a code interacts with neighbours up to n_taps - 1 away).
-    With `with_signal`, also the noise-normalised signal, (n_channels, n_window) float32.
+    filter on samples [window_start + i, window_start + i + n_taps); see
+    `encode_batch` for the margins. With `with_signal`, also the
+    noise-normalised signal, (n_channels, n_window) float32.
     `solver`: see SOLVERS. `working_set`: an encoder of this model's dictionary
     to use (and whose chunk counts to update) when the solver calls for one.
     """
-    stop = recording.n_samples if stop is None else min(stop, recording.n_samples)
-    margin = 2 * model.n_taps
-    cores = [(s, min(s + chunk_size, stop)) for s in range(start, stop, chunk_size)]
-    scale = (1.0 / np.maximum(noise_levels, 1e-6)).astype(np.float32)[:, None]
+    batches = chunk_batches(recording.n_samples, chunk_size, batch_chunks, start, stop)
+    total = sum(b - a for batch in batches for a, b in batch)
+    scale = noise_scale(noise_levels)
     lipschitz = model.lipschitz()
-    device = model.filters.device
-    if not uses_working_set(solver, device):
+    if not uses_working_set(solver, model.filters.device):
         working_set = None
     elif working_set is None:
         working_set = WorkingSetEncoder(model, lipschitz)
     done = 0
-    for batch_start in range(0, len(cores), batch_chunks):
+    for batch_cores in batches:
         if should_stop is not None and should_stop():
             return
         adapt_threads()
-        batch_cores = cores[batch_start : batch_start + batch_chunks]
-        windows = [(max(a - margin, 0), min(b + margin, recording.n_samples)) for a, b in batch_cores]
-        length = max(w1 - w0 for w0, w1 in windows)
-        signal = np.zeros((len(windows), recording.n_channels, length), dtype=np.float32)
-        for row, (w0, w1) in enumerate(windows):
-            signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
-        if working_set is None:
-            with torch.no_grad():
-                codes_tensor = model.encode(torch.from_numpy(signal).to(device), lipschitz=lipschitz)
-                codes = codes_tensor.cpu().numpy()
-        else:
-            codes = working_set.encode(signal)
-        for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
-            chunk_codes = codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)]
-            if with_signal:
-                yield a, b, w0, chunk_codes, signal[row, :, : w1 - w0]
-            else:
-                yield a, b, w0, chunk_codes
+        for a, b, w0, codes, signal in encode_batch(model, recording, scale, batch_cores, lipschitz, working_set):
+            yield (a, b, w0, codes, signal) if with_signal else (a, b, w0, codes)
         done += sum(b - a for a, b in batch_cores)
         if progress is not None:
-            progress(done / max(stop - start, 1))
+            progress(done / max(total, 1))
+
+
+@dataclass
+class SpikeSettings:
+    """Everything that turns a batch of chunks into spikes, besides the recording. All of it is small
+    (the dictionary is the largest part), so it can travel to other processes with each sort."""
+
+    filters: np.ndarray  # (n_filters, n_channels, n_taps) float32, the model's unit-norm filters bit for bit
+    lambdas: np.ndarray  # (n_filters,) float32 thresholds, noise-σ units
+    n_iterations: int
+    n_debias_iterations: int
+    lipschitz: float
+    noise_levels: np.ndarray  # (n_channels,) float32 µV
+    dead_time: int  # samples
+    min_amplitude: float  # noise-σ units
+    prior: AmplitudePrior | None
+    solver: str
+    device: str  # where the model ran: the same device type gives the same solver and the same spikes
+
+    @classmethod
+    def of(cls, model: CRsAE, noise_levels: np.ndarray, dead_time: int, min_amplitude: float,
+           prior: AmplitudePrior | None = None, solver: str = "auto") -> "SpikeSettings":
+        uses_working_set(solver, model.filters.device)  # refuse an unknown solver before any work
+        return cls(
+            filters=model.filters.detach().cpu().numpy().copy(),
+            lambdas=model.lambdas.detach().cpu().numpy().copy(),
+            n_iterations=model.n_iterations,
+            n_debias_iterations=model.n_debias_iterations,
+            lipschitz=model.lipschitz(),
+            noise_levels=np.asarray(noise_levels, dtype=np.float32).copy(),
+            dead_time=int(dead_time),
+            min_amplitude=float(min_amplitude),
+            prior=prior,
+            solver=solver,
+            device=model.filters.device.type,
+        )
+
+    def model(self) -> CRsAE:
+        """The CRsAE these settings came from, on a device of the same type."""
+        model = CRsAE(self.filters, self.lambdas, self.n_iterations, self.n_debias_iterations)
+        with torch.no_grad():
+            model.filters.copy_(torch.from_numpy(self.filters))  # not re-normalised: the same bits
+        return model.to(select_device(self.device))
+
+
+class ChunkSpikeFinder:
+    """The spikes of a batch of chunks: the one per-chunk step of every sort.
+
+    `infer_spikes` runs it over the batches in order in this process; the
+    distributed sort (engine/pipeline/distributed.py) runs it in worker
+    processes, one batch per task, from the same `SpikeSettings`.
+    """
+
+    def __init__(self, settings: SpikeSettings, model: CRsAE | None = None) -> None:
+        self.settings = settings
+        self.model = settings.model() if model is None else model
+        self.filters = settings.filters  # (n_filters, n_channels, n_taps)
+        self.filter_peaks = peak_taps(settings.filters.transpose(0, 2, 1))
+        self.scale = noise_scale(settings.noise_levels)
+        self.working_set = (
+            WorkingSetEncoder(self.model, settings.lipschitz)
+            if uses_working_set(settings.solver, self.model.filters.device) else None
+        )
+
+    def batch_spikes(self, recording: Recording, batch_cores: list[tuple[int, int]]) -> list[SpikeEvents]:
+        """One SpikeEvents per chunk of the batch, in the batch's order."""
+        s = self.settings
+        return [
+            spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
+                              s.dead_time, s.min_amplitude, s.prior)
+            for core_start, core_stop, window_start, codes, signal in encode_batch(
+                self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set)
+        ]
 
 
 def spikes_from_codes(
@@ -221,16 +329,18 @@ def infer_spikes(
     amplitude `prior`, every spike is relabelled by its best filter given its
     neighbours (engine/pipeline/refinement.py).
     """
-    chunk_size = chunk_size or max(int(recording.sampling_rate), 8 * model.n_taps)
-    filters = model.filters.detach().cpu().numpy()  # (n_filters, n_channels, n_taps)
-    filter_peaks = peak_taps(model.filters_numpy())
-    parts = []
-    for core_start, core_stop, window_start, codes, signal in iter_code_chunks(
-        model, recording, noise_levels, chunk_size, batch_chunks, start, stop, progress, should_stop,
-        with_signal=True, solver=solver,
-    ):
-        parts.append(
-            spikes_from_codes(codes, signal, window_start, (core_start, core_stop), filters, filter_peaks,
-                              dead_time, min_amplitude, prior)
-        )
+    chunk_size = chunk_size or default_chunk_size(recording, model.n_taps)
+    batches = chunk_batches(recording.n_samples, chunk_size, batch_chunks, start, stop)
+    total = sum(b - a for batch in batches for a, b in batch)
+    finder = ChunkSpikeFinder(SpikeSettings.of(model, noise_levels, dead_time, min_amplitude, prior, solver), model)
+    parts: list[SpikeEvents] = []
+    done = 0
+    for batch_cores in batches:
+        if should_stop is not None and should_stop():
+            break
+        adapt_threads()
+        parts.extend(finder.batch_spikes(recording, batch_cores))
+        done += sum(b - a for a, b in batch_cores)
+        if progress is not None:
+            progress(done / max(total, 1))
     return SpikeEvents.concatenate(parts)

@@ -167,12 +167,15 @@ class SortPipeline:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
         recording: Recording | None = None,
+        infer: Callable[..., SpikeEvents] | None = None,
     ) -> Sorting:
         """Prune the learned dictionary, then find every spike of the recording.
 
         `recording`: another recording of the same probe to sort with this
-        dictionary (default: the one trained on). Raises SortStopped if
-        `should_stop()` turns true midway.
+        dictionary (default: the one trained on). `infer`: what finds the
+        spikes chunk by chunk, called as `infer_spikes` (the default) is, e.g.
+        engine.pipeline.distributed.DaskInference to run the chunks on a
+        cluster. Raises SortStopped if `should_stop()` turns true midway.
         """
         self._require_prepared()
         self.stage_log.should_stop = should_stop
@@ -184,7 +187,7 @@ class SortPipeline:
         prior = AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, model.n_filters)
         target, noise_levels = self._sorting_target(recording)
         with self.stage_log.stage("inference"):
-            events = infer_spikes(
+            events = (infer or infer_spikes)(
                 model, target, noise_levels, self.dead_time, self.lambda_,
                 progress=progress, should_stop=should_stop, prior=prior, solver=self.config.solver,
             )
