@@ -9,7 +9,7 @@ of its 8 true (band-passed) spike shapes: the size of the dictionary
 `sparsort sort` learns there, without spending minutes learning it (the
 cost of finding spikes depends on the filter count, not on how good the
 filters are). Threshold, dead time, amplitude prior (from the first 2 s)
-and solver are set as `Trainer.sort` sets them. Then it times
+and solver are set as `SortPipeline.sort` sets them. Then it times
 
   - `infer_spikes` in this process (torch with the process's threads);
   - `DaskInference` with the same arguments on a LocalCluster of N worker
@@ -49,7 +49,8 @@ from engine.pipeline.distributed import DaskInference, require_distributed  # no
 from engine.pipeline.inference import chunk_batches, default_chunk_size, infer_spikes  # noqa: E402
 from engine.pipeline.preprocessing import PreprocessedRecording  # noqa: E402
 from engine.pipeline.refinement import AmplitudePrior  # noqa: E402
-from engine.pipeline.training import DEAD_TIME_MS, TrainingConfig  # noqa: E402
+from engine.pipeline.params import DEAD_TIME_MS  # noqa: E402
+from engine.pipeline.training import TrainingConfig  # noqa: E402
 
 
 def worker_memory() -> dict:

@@ -19,7 +19,8 @@ from engine.pipeline import distributed as distributed_module
 from engine.pipeline.distributed import ChunkFailedError, DaskInference, DaskMissingError, RecordingSource, run_batch
 from engine.pipeline.inference import ChunkSpikeFinder, SpikeSettings, chunk_batches, default_chunk_size
 from engine.pipeline.preprocessing import PreprocessedRecording
-from engine.pipeline.training import Trainer, TrainingConfig
+from engine.pipeline.run import SortPipeline
+from engine.pipeline.training import TrainingConfig
 
 # 20 s at 10 kHz in 1 s chunks, 8 per batch: three tasks, the second one [80000, 160000).
 DURATION_S = 20.0
@@ -49,10 +50,11 @@ def fail_second_batch(job, batch_cores, attempts_file: str):
 def simulated(tmp_path_factory):
     paths = write_simulation(tmp_path_factory.mktemp("distributed"), duration_s=DURATION_S, n_units=3,
                              sampling_rate=10_000.0, n_channels=2, firing_rates=20.0, seed=3)
-    trainer = Trainer(open_recording(paths.recording), TrainingConfig(**FAST))
-    trainer.run()
-    single = trainer.sort()
-    return trainer, single
+    pipeline = SortPipeline(open_recording(paths.recording), TrainingConfig(**FAST))
+    pipeline.prepare()
+    pipeline.train()
+    single = pipeline.sort()
+    return pipeline, single
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_the_distributed_sort_finds_the_same_spikes_as_one_process(simulated, cl
     assert_same_spikes(single, sorting)
     # Same batches, same per-batch function: equal up to float rounding, which torch's thread
     # count (1 in a worker, every core in this process) may change.
-    np.testing.assert_allclose(np.sort(sorting.extra["code_amplitudes"]), np.sort(single.extra["code_amplitudes"]),
+    np.testing.assert_allclose(np.sort(sorting.code_amplitudes), np.sort(single.code_amplitudes),
                                rtol=1e-4)
 
 

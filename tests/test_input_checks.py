@@ -89,7 +89,7 @@ class NothingFound:
     def train(self, callback):
         pass
 
-    def sort(self, progress):
+    def sort(self, progress, infer=None):
         return Sorting(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((1, 40, 1), np.float32), 10_000.0)
 
 

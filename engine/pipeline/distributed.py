@@ -168,7 +168,7 @@ def _identity(value):
 class DaskInference:
     """`infer_spikes` with each batch of chunks run as a Dask task on `client`'s cluster.
 
-    Called like infer_spikes (Trainer.sort takes it as `infer=`) and gives the
+    Called like infer_spikes (SortPipeline.sort takes it as `infer=`) and gives the
     same spikes: the same batches, the same per-batch function, results put
     back in the recording's order.
 
