@@ -1,0 +1,40 @@
+"""What the person sees when the disk fails a curation action, and Save into a folder that does not exist yet."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+from PyQt6.QtCore import Qt
+
+from engine.curation.journal import Journal
+from tests.test_curation_gui import current_units, open_for_curation, phy_folder, press, shown_errors  # noqa: F401
+
+
+def test_a_full_disk_during_an_action_shows_a_dialog_and_says_nothing_changed(
+    qtbot, phy_folder, shown_errors, monkeypatch  # noqa: F811
+):
+    window = open_for_curation(qtbot, phy_folder)
+    session = window.session
+    clusters_before = session.curation.spike_clusters.copy()
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Journal, "append", disk_full)
+    session.select_units([1])
+    press(qtbot, window, Qt.Key.Key_G, Qt.KeyboardModifier.AltModifier)
+
+    assert len(shown_errors) == 1
+    assert "No space left on device" in shown_errors[0].message
+    assert "disk is full" in shown_errors[0].advice
+    status = window.status_label.text()
+    assert status.startswith("Labelling unit 1 as good failed, nothing changed")
+    assert "Labelled" not in status
+    assert session.unit_table.labels[current_units(window).index(1)] == ""
+    session.select_units([1, 2])
+    press(qtbot, window, Qt.Key.Key_G)
+    assert len(shown_errors) == 2 and "Merging units 1, 2 failed" in window.status_label.text()
+    assert current_units(window) == [0, 1, 2]
+    np.testing.assert_array_equal(session.curation.spike_clusters, clusters_before)
+    window.close()
