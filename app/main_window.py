@@ -16,7 +16,7 @@ from PyQt6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QProg
 
 from app import opening
 from app.curation_controller import CurationController
-from app.dialogs import RawParametersDialog
+from app.dialogs import RawParametersDialog, SaveFolderDialog
 from app.engine_bridge import EngineBridge
 from app.errors import WorkError, show_error
 from app.settings import app_settings, recent_files, remember_recent_file
@@ -253,9 +253,10 @@ class MainWindow(QMainWindow):
 
     # ---- saving ------------------------------------------------------------------------
     def choose_session_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Save the session into a folder")
-        if path:
-            self.save_session(path)
+        dialog = SaveFolderDialog(self, "Save the session into a folder (a new name creates it)")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(lambda path: path and self.save_session(path))
+        dialog.open()
 
     def save_session(self, folder: str | Path) -> None:
         from engine.io.session_folder import save_session

@@ -38,3 +38,19 @@ def test_a_full_disk_during_an_action_shows_a_dialog_and_says_nothing_changed(
     assert current_units(window) == [0, 1, 2]
     np.testing.assert_array_equal(session.curation.spike_clusters, clusters_before)
     window.close()
+
+
+def test_save_into_a_folder_that_does_not_exist_yet_creates_it(window, qtbot, tmp_path):
+    from PyQt6.QtWidgets import QFileDialog, QLineEdit
+
+    target = tmp_path / "new_session"
+    press(qtbot, window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    dialog = window.findChild(QFileDialog, "save_folder_dialog")
+    assert dialog is not None and dialog.isVisible()
+    dialog.setDirectory(str(tmp_path))
+    name_edit = dialog.findChild(QLineEdit, "fileNameEdit")
+    name_edit.setText(target.name)
+    with qtbot.waitSignal(window.saved, timeout=20_000):
+        qtbot.keyClick(name_edit, Qt.Key.Key_Return)
+    assert (target / "settings.json").is_file()
+    assert window.status_label.text() == f"Session saved in {target}"
