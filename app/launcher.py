@@ -85,6 +85,14 @@ def run_gui(arguments: argparse.Namespace, config) -> int:
     from PyQt6.QtCore import QEventLoop
     from PyQt6.QtWidgets import QApplication
 
+    from app.platform_check import display_problem
+
+    if QApplication.instance() is None:
+        problem = display_problem()
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 1
+
     from app.main_window import MainWindow
     from app.theme import apply_theme
 
