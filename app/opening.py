@@ -64,11 +64,13 @@ def missing_raw_parameters(path: str | Path) -> list[str]:
 
 
 def open_recording_source(source: RecordingSource, context: JobContext | None = None) -> Opened:
-    from engine.pipeline.preprocessing import PreprocessedRecording
+    from engine.io.file_check import check_sortable_duration
     from engine.io.recording import open_recording
+    from engine.pipeline.preprocessing import PreprocessedRecording
 
     _report(context, 0.1, "Opening")
     raw = open_recording(source.path, **{k: v for k, v in source.open_kwargs().items() if v is not None})
+    check_sortable_duration(raw, source.path)
     recording = PreprocessedRecording(raw)
     _report(context, 0.5, "Estimating noise")
     recording.noise_levels  # computed here, in the worker, rather than on the first draw
