@@ -31,6 +31,11 @@ MAX_SPIKE_MARKERS = 4000  # beyond this, markers are thinned evenly
 # of it, and typical spikes reach the neighbouring channel without hiding it.
 CHANNEL_SPACING_SIGMAS = 20.0
 RANGE_DEBOUNCE_MS = 30
+SCALE_BAR_COLOUR = "#e0e0e0"
+SCALE_BAR_SPACINGS = 0.5  # the bar is at most this many channel spacings tall
+SCALE_BAR_MARGIN = 0.015  # of the visible range, between the bar and the plot's corner
+# A spike time is its template's peak; the filtered trace may peak a few samples off it.
+MARKER_SEARCH_MS = 0.3
 SCROLL_FRACTION = 0.5  # of the visible window, per ← / →
 ZOOM_FACTOR = 2.0  # per + / −
 RECONSTRUCTION_COLOUR = (255, 179, 71, 210)  # translucent, so the data shows through
@@ -41,6 +46,29 @@ def _read_window(request):
     recording, start, stop = request
     index, reduced = read_envelope(recording, start, stop, MAX_POINTS)
     return recording, start, stop, index, reduced
+
+
+def nice_length(at_most: float) -> float:
+    """The largest 1, 2 or 5 × 10^k not above `at_most` (> 0): a scale bar's length."""
+    power = 10.0 ** np.floor(np.log10(at_most))
+    return float(max(step * power for step in (1.0, 2.0, 5.0) if step * power <= at_most * (1 + 1e-9)))
+
+
+def _trace_extremes(index, reduced, positions, channels, negative, half_width: float) -> np.ndarray:
+    """(n,) µV of the drawn trace at each spike: its minimum (negative spikes) or maximum near `positions`.
+
+    index, reduced: the window's envelope (see app.plot_data.minmax_envelope); positions: (n,)
+    samples from the window's start; channels: (n,) int; negative: (n,) bool. Near means within
+    `half_width` samples, or the envelope point(s) covering the spike when zoomed out.
+    """
+    first = np.searchsorted(index, positions - half_width, side="left")
+    last = np.maximum(np.searchsorted(index, positions + half_width, side="right"), first + 1)
+    first = np.minimum(first, len(index) - 1)
+    extremes = np.empty(len(positions), dtype=np.float32)
+    for k, (lo, hi, channel) in enumerate(zip(first.tolist(), last.tolist(), channels.tolist())):
+        samples = reduced[lo:hi, channel]
+        extremes[k] = samples.min() if negative[k] else samples.max()
+    return extremes
 
 
 class TracesView(View):
@@ -79,8 +107,13 @@ class TracesView(View):
         self.residual_curve = pg.PlotCurveItem(pen=pg.mkPen(RESIDUAL_COLOUR, width=1))
         self.spikes = pg.ScatterPlotItem(pxMode=True, pen=None)
         self.spikes.sigClicked.connect(self._on_spike_clicked)
-        for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
+        # A vertical µV scale bar in the top right corner: the traces are stacked, so the y axis
+        # names channels and this says how tall a µV is at the current gain.
+        self.scale_bar = pg.PlotCurveItem(pen=pg.mkPen(SCALE_BAR_COLOUR, width=2))
+        self.scale_label = pg.TextItem(color=SCALE_BAR_COLOUR, anchor=(1.0, 0.5))
+        for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes, self.scale_bar):
             self.plot.addItem(item)
+        self.plot.addItem(self.scale_label, ignoreBounds=True)
         layout.addWidget(self.plot_widget, 1)
 
         self._cached = None  # (recording, start, stop, index, reduced) of the last window read
@@ -89,6 +122,8 @@ class TracesView(View):
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
         self._range_timer.timeout.connect(self._on_range_settled)
         self.plot.sigXRangeChanged.connect(lambda *_: self._range_timer.start())
+        self.plot.sigXRangeChanged.connect(lambda *_: self._place_scale_bar())
+        self.gain_box.valueChanged.connect(self._place_scale_bar)
         for key, action in (
             (Qt.Key.Key_Right, lambda: self.scroll(SCROLL_FRACTION)),
             (Qt.Key.Key_Left, lambda: self.scroll(-SCROLL_FRACTION)),
@@ -121,6 +156,20 @@ class TracesView(View):
         """(n_channels,) y of each channel's baseline: channel 0 on top."""
         return -np.arange(self.session.recording.n_channels) * self._spacing()
 
+    def _place_scale_bar(self, *_args) -> None:
+        if self.session.recording is None:
+            self.scale_bar.setData([], [])
+            self.scale_label.setText("")
+            return
+        gain = self.gain_box.value()
+        microvolts = nice_length(SCALE_BAR_SPACINGS * self._spacing() / gain)
+        (x0, x1), (y0, y1) = self.plot.viewRange()
+        x = x1 - SCALE_BAR_MARGIN * (x1 - x0)
+        top = y1 - SCALE_BAR_MARGIN * (y1 - y0)
+        self.scale_bar.setData([x, x], [top, top - gain * microvolts])
+        self.scale_label.setText(f"{microvolts:g} µV")
+        self.scale_label.setPos(x - 0.5 * SCALE_BAR_MARGIN * (x1 - x0), top - gain * microvolts / 2)
+
     # ---- reading the visible window --------------------------------------------------------
     def refresh(self) -> None:
         recording = self.session.recording
@@ -128,6 +177,7 @@ class TracesView(View):
             for item in (self.traces_curve, self.reconstruction_curve, self.residual_curve):
                 item.setData([], [])
             self.spikes.setData([], [])
+            self._place_scale_bar()
             self.window_label.setText("No recording")
             return
         spacing = self._spacing()
@@ -141,6 +191,7 @@ class TracesView(View):
         self.plot.getAxis("left").setTicks([ticks[:: max(n_channels // 16, 1)], []])
         self.plot.setLabel("left", "channel")
         self._apply_time_window(*self.session.time_window)
+        self._place_scale_bar()
         self._request_visible()
         self._draw_reconstruction()
 
@@ -191,9 +242,9 @@ class TracesView(View):
         n = stop - start
         points = "every sample" if len(index) >= n else f"min/max of {2 * n / len(index):.0f} samples per point"
         self.window_label.setText(f"{n / rate:.3g} s, {points}")
-        self._draw_spikes(start, stop)
+        self._draw_spikes(start, stop, index, reduced)
 
-    def _draw_spikes(self, start: int, stop: int) -> None:
+    def _draw_spikes(self, start: int, stop: int, index: np.ndarray, reduced: np.ndarray) -> None:
         sorting = self.session.sorting
         if sorting is None or sorting.n_spikes == 0:
             self.spikes.setData([], [])
@@ -206,10 +257,12 @@ class TracesView(View):
         units = self._units_now(chosen)  # (n,) the unit the spike belongs to now: colour, selection, click
         main_channels = sorting.main_channels()
         peaks = sorting.templates[np.arange(sorting.n_units), sorting.template_peak_taps, main_channels]
-        # A marker sits on the spike's extremum, so it points at the waveform it labels.
-        y = self._offsets()[main_channels[sort_units]] + self.gain_box.value() * np.sign(peaks[sort_units]) * np.abs(
-            sorting.amplitudes[chosen]
-        )
+        channels = main_channels[sort_units]  # (n,) where the template that found the spike is biggest
+        half = MARKER_SEARCH_MS * 1e-3 * sorting.sampling_rate
+        # A marker sits on the drawn trace, at the spike's extremum on that channel, so it points at the
+        # waveform it labels whatever the folder calls an amplitude (µV here, a template scaling in Kilosort's).
+        extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, channels, peaks[sort_units] < 0, half)
+        y = self._offsets()[channels] + self.gain_box.value() * extremes
         selected = np.isin(units, self.session.selected_units)
         # One brush object per unit, shared by its spikes: making one per spike is the slow part.
         present = np.unique(units)
