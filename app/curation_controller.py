@@ -482,7 +482,7 @@ class CurationController(QObject):
             self.window.choose_session_folder()
             return
         curation, folder = self.curation, self.phy_folder
-        columns = metrics_to_phy_columns(self.metrics.metrics)
+        columns = metrics_to_phy_columns(self.metrics.metrics, self.peak_amplitudes)
         files = "spike_clusters.npy, cluster_group.tsv, cluster_info.tsv"
         saved = f"Saved {len(curation.unit_ids)} units into {folder} ({files})"
         self._run("Saving the curation", lambda _context: curation.save_phy(folder, columns), lambda _: self.say(saved))

@@ -43,7 +43,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # What an empty optional field means, shown greyed in the empty field.
 OPTIONAL_FIELDS = {"n_filters": "8 per channel", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
-CURVES_MIN_HEIGHT_PX = 220
+CURVES_MIN_HEIGHT_PX = 240
 # Written by `sparsort sort` into its phy folders: a folder without it was sorted by another tool.
 SPARSORT_SORT_MARKER = "sparsort.json"
 
@@ -122,7 +122,7 @@ class TrainingView(View):
         self.loss_plot.setLogMode(y=True)
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ffb347", width=2))
         self.change_plot = curves.addPlot(row=1, col=0)
-        self.change_plot.setLabel("left", "filter change")
+        self.change_plot.setLabel("left", "Δ filters")
         self.change_plot.setLabel("bottom", "step")
         self.change_plot.setXLink(self.loss_plot)
         self.change_curve = self.change_plot.plot(pen=pg.mkPen("#7fc8ff", width=2))
