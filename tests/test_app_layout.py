@@ -78,3 +78,22 @@ def test_the_training_curves_labels_fit_beside_their_plots(window, qtbot):
         assert axis.width() >= 60
     assert not view.loss_plot.getAxis("bottom").isVisible(), "the shared step axis is drawn once"
     save_shot(view, "training_view.png")
+
+
+def test_the_layout_does_not_jump_when_the_tsne_finishes(qtbot, four_unit_folder):
+    window = open_for_curation(qtbot, four_unit_folder)
+    window.resize(1280, 800)  # a laptop
+    embedding = window.views["embedding"]
+    qtbot.waitUntil(lambda: embedding.embedding is not None, timeout=30_000)
+    window.resizeDocks([window.docks["embedding"]], [300], Qt.Orientation.Horizontal)
+    qtbot.wait(50)
+    if embedding.embedding.tsne_fraction >= 1.0:
+        pytest.skip("the t-SNE finished before its first layout was drawn")
+    before = {name: dock.geometry() for name, dock in window.docks.items()}
+    qtbot.waitUntil(lambda: embedding._job is None and embedding.embedding.tsne_fraction >= 1.0, timeout=60_000)
+    qtbot.wait(50)
+    assert "K to split" in embedding.caption.text()
+    after = {name: dock.geometry() for name, dock in window.docks.items()}
+    assert after == before
+    save_shot(embedding, "embedding_done.png")
+    window.close()
