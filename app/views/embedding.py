@@ -100,6 +100,9 @@ class EmbeddingView(UnitView):
             return
         self.show_content()
         self._draw_units()
+        selection = session.selected_spikes
+        if selection is None or selection.source != self.name:
+            self.lasso.clear_lasso()  # it was drawn before an action (or while this view was hidden)
 
     def _start(self, sorting, recording) -> None:
         self._forget_map()
