@@ -97,3 +97,39 @@ def test_the_layout_does_not_jump_when_the_tsne_finishes(qtbot, four_unit_folder
     assert after == before
     save_shot(embedding, "embedding_done.png")
     window.close()
+
+
+def test_waveforms_correlograms_and_filters_say_their_units(qtbot, four_unit_folder):
+    window = open_for_curation(qtbot, four_unit_folder)
+    window.session.select_units([0, 1])
+    waveforms, correlograms, filters = (window.views[name] for name in ("waveforms", "correlograms", "filters"))
+    for view in (waveforms, correlograms):
+        view.refresh()
+    qtbot.waitUntil(lambda: waveforms.scale_bar.microvolts is not None, timeout=10_000)
+    bar = waveforms.scale_bar.bar.yData
+    assert abs(bar[0] - bar[1]) == pytest.approx(waveforms.scale_bar.microvolts)  # drawn in µV
+    assert waveforms.scale_bar.label.textItem.toPlainText() == f"{waveforms.scale_bar.microvolts:g} µV"
+    assert waveforms.plot.getAxis("bottom").labelText == "time from spike (ms)"
+
+    qtbot.waitUntil(lambda: correlograms.shown_units == [0, 1], timeout=10_000)
+    first_column, last_row = correlograms.cells[1][0], correlograms.cells[1]
+    assert first_column.getAxis("left").labelText == "pairs / 1 ms" and first_column.getAxis("left").isVisible()
+    assert all(cell.getAxis("bottom").labelText == "lag (ms)" for cell in last_row)
+    assert correlograms.cells[0][1].getViewBox().linkedView(1) is correlograms.cells[0][0].getViewBox()
+
+    rate = window.session.sorting.sampling_rate
+    n_taps = window.session.sorting.templates.shape[1]
+    assert f"{1000 * n_taps / rate:.2g} ms ({n_taps} samples) wide" in filters.scale_note.text()
+    for name, view in (("waveforms", waveforms), ("correlograms", correlograms), ("filters", filters)):
+        save_shot(view, f"{name}_units.png")
+    window.close()
+
+
+def test_one_replayed_action_is_said_in_the_singular(qtbot, four_unit_folder):
+    window = open_for_curation(qtbot, four_unit_folder)
+    window.session.select_units([0])
+    qtbot.keyClick(window, Qt.Key.Key_G, Qt.KeyboardModifier.AltModifier)
+    window.close()
+    reopened = open_for_curation(qtbot, four_unit_folder)
+    assert "1 action replayed" in reopened.status_label.text()
+    reopened.close()

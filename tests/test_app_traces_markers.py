@@ -64,8 +64,8 @@ def test_the_scale_bar_says_how_tall_a_microvolt_is_at_this_gain(probe_window, q
     qtbot.waitUntil(lambda: traces.traces_curve.yData is not None and len(traces.traces_curve.yData) > 0, timeout=5_000)
 
     def bar():
-        ys = traces.scale_bar.yData
-        microvolts = float(traces.scale_label.textItem.toPlainText().removesuffix(" µV"))
+        ys = traces.scale_bar.bar.yData
+        microvolts = float(traces.scale_bar.label.textItem.toPlainText().removesuffix(" µV"))
         return abs(ys[0] - ys[1]), microvolts
 
     height, microvolts = bar()
@@ -75,9 +75,10 @@ def test_the_scale_bar_says_how_tall_a_microvolt_is_at_this_gain(probe_window, q
     height, microvolts = bar()
     assert height == pytest.approx(4.0 * microvolts)
     (x0, x1), (y0, y1) = traces.plot.viewRange()
-    assert x0 < traces.scale_bar.xData[0] < x1 and y0 < traces.scale_bar.yData.min() < traces.scale_bar.yData.max() < y1
+    bar_x, bar_y = traces.scale_bar.bar.xData, traces.scale_bar.bar.yData
+    assert x0 < bar_x[0] < x1 and y0 < bar_y.min() < bar_y.max() < y1
     traces.plot_widget.setFocus()
     qtbot.keyClick(traces.plot_widget, Qt.Key.Key_Right)
     qtbot.waitUntil(lambda: traces.plot.viewRange()[0][0] > x0, timeout=2_000)
     (x0, x1), _ = traces.plot.viewRange()
-    assert x0 < traces.scale_bar.xData[0] < x1, "the bar follows the scrolled window"
+    assert x0 < traces.scale_bar.bar.xData[0] < x1, "the bar follows the scrolled window"

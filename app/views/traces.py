@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBo
 from app.curation_controller import starting_units
 from app.palette import NEUTRAL, unit_rgba_array
 from app.plot_data import minmax_envelope, read_envelope, stack_channels
+from app.scale_bar import MicrovoltScaleBar
 from app.views.base import View
 
 MAX_POINTS = 3000  # per channel: about two per pixel column of a wide screen
@@ -31,9 +32,7 @@ MAX_SPIKE_MARKERS = 4000  # beyond this, markers are thinned evenly
 # of it, and typical spikes reach the neighbouring channel without hiding it.
 CHANNEL_SPACING_SIGMAS = 20.0
 RANGE_DEBOUNCE_MS = 30
-SCALE_BAR_COLOUR = "#e0e0e0"
-SCALE_BAR_SPACINGS = 0.5  # the bar is at most this many channel spacings tall
-SCALE_BAR_MARGIN = 0.015  # of the visible range, between the bar and the plot's corner
+SCALE_BAR_SPACINGS = 0.5  # the µV scale bar is at most this many channel spacings tall
 # A spike time is its template's peak; the filtered trace may peak a few samples off it.
 MARKER_SEARCH_MS = 0.3
 SCROLL_FRACTION = 0.5  # of the visible window, per ← / →
@@ -46,12 +45,6 @@ def _read_window(request):
     recording, start, stop = request
     index, reduced = read_envelope(recording, start, stop, MAX_POINTS)
     return recording, start, stop, index, reduced
-
-
-def nice_length(at_most: float) -> float:
-    """The largest 1, 2 or 5 × 10^k not above `at_most` (> 0): a scale bar's length."""
-    power = 10.0 ** np.floor(np.log10(at_most))
-    return float(max(step * power for step in (1.0, 2.0, 5.0) if step * power <= at_most * (1 + 1e-9)))
 
 
 def _trace_extremes(index, reduced, positions, channels, negative, half_width: float) -> np.ndarray:
@@ -107,13 +100,9 @@ class TracesView(View):
         self.residual_curve = pg.PlotCurveItem(pen=pg.mkPen(RESIDUAL_COLOUR, width=1))
         self.spikes = pg.ScatterPlotItem(pxMode=True, pen=None)
         self.spikes.sigClicked.connect(self._on_spike_clicked)
-        # A vertical µV scale bar in the top right corner: the traces are stacked, so the y axis
-        # names channels and this says how tall a µV is at the current gain.
-        self.scale_bar = pg.PlotCurveItem(pen=pg.mkPen(SCALE_BAR_COLOUR, width=2))
-        self.scale_label = pg.TextItem(color=SCALE_BAR_COLOUR, anchor=(1.0, 0.5))
-        for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes, self.scale_bar):
+        for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
             self.plot.addItem(item)
-        self.plot.addItem(self.scale_label, ignoreBounds=True)
+        self.scale_bar = MicrovoltScaleBar(self.plot)
         layout.addWidget(self.plot_widget, 1)
 
         self._cached = None  # (recording, start, stop, index, reduced) of the last window read
@@ -122,7 +111,6 @@ class TracesView(View):
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
         self._range_timer.timeout.connect(self._on_range_settled)
         self.plot.sigXRangeChanged.connect(lambda *_: self._range_timer.start())
-        self.plot.sigXRangeChanged.connect(lambda *_: self._place_scale_bar())
         self.gain_box.valueChanged.connect(self._place_scale_bar)
         for key, action in (
             (Qt.Key.Key_Right, lambda: self.scroll(SCROLL_FRACTION)),
@@ -158,17 +146,9 @@ class TracesView(View):
 
     def _place_scale_bar(self, *_args) -> None:
         if self.session.recording is None:
-            self.scale_bar.setData([], [])
-            self.scale_label.setText("")
+            self.scale_bar.hide()
             return
-        gain = self.gain_box.value()
-        microvolts = nice_length(SCALE_BAR_SPACINGS * self._spacing() / gain)
-        (x0, x1), (y0, y1) = self.plot.viewRange()
-        x = x1 - SCALE_BAR_MARGIN * (x1 - x0)
-        top = y1 - SCALE_BAR_MARGIN * (y1 - y0)
-        self.scale_bar.setData([x, x], [top, top - gain * microvolts])
-        self.scale_label.setText(f"{microvolts:g} µV")
-        self.scale_label.setPos(x - 0.5 * SCALE_BAR_MARGIN * (x1 - x0), top - gain * microvolts / 2)
+        self.scale_bar.show(self.gain_box.value(), SCALE_BAR_SPACINGS * self._spacing())
 
     # ---- reading the visible window --------------------------------------------------------
     def refresh(self) -> None:
