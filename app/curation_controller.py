@@ -504,7 +504,16 @@ class CurationController(QObject):
             return
         # The session's sort was written afresh there; the journal replays on top of it.
         self.curation.close()
-        copy_journal(self.journal_folder, folder)
+        try:
+            copy_journal(self.journal_folder, folder)
+        except OSError as error:
+            # The journal is whole where it was: reopen it there, so nothing is lost and Save can be tried again.
+            here = self.home
+            self.curation = None
+            self.window.show_error(describe_error(error, doing=f"Moving the curation into {folder}"))
+            self._want(_CurationHome(here.sorting, here.journal_folder, here.phy_folder, here.scratch))
+            self.say(f"The curation was not moved into {folder} ({_reason(error)}); it is kept, not saved yet")
+            return
         self._close()
         self._want(moved)
 

@@ -54,3 +54,29 @@ def test_save_into_a_folder_that_does_not_exist_yet_creates_it(window, qtbot, tm
         qtbot.keyClick(name_edit, Qt.Key.Key_Return)
     assert (target / "settings.json").is_file()
     assert window.status_label.text() == f"Session saved in {target}"
+
+
+def test_a_journal_that_cannot_be_moved_into_the_new_session_is_kept(
+    window, qtbot, tmp_path, tiny_recording, shown_errors, monkeypatch  # noqa: F811
+):
+    from app.unit_table import build_unit_table
+    from tests.test_curation_gui import choose_save_folder, tiny_sorting
+
+    session = window.session
+    sorting = tiny_sorting(tiny_recording)  # as training would leave it: no folder behind it
+    session.set_sorting(sorting, build_unit_table(sorting, session.recording))
+    qtbot.waitUntil(lambda: session.curation is not None, timeout=20_000)
+    session.select_units([1, 2])
+    press(qtbot, window, Qt.Key.Key_G)
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("app.curation_controller.copy_journal", read_only)
+    press(qtbot, window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    choose_save_folder(qtbot, window, tmp_path / "session")
+    qtbot.waitUntil(lambda: len(shown_errors) == 1, timeout=20_000)
+    assert "Read-only file system" in shown_errors[0].message and "read-only" in shown_errors[0].advice
+    qtbot.waitUntil(lambda: session.curation is not None and window.curation_controller.busy is None, timeout=20_000)
+    assert current_units(window) == [0, 3], "the merge survived"
+    assert session.curation.undo_descriptions == ["Merged 1 + 2 → 3"]
