@@ -124,3 +124,15 @@ def test_the_window_trains_on_as_many_threads_as_the_cli(qtbot):
     qtbot.addWidget(window)
     assert torch.get_num_threads() == before
     window.close()
+
+
+def test_a_saved_session_is_sparsorts_own_sort(tmp_path, phy_folder):  # noqa: F811
+    from app.views.training import foreign_sort_folder
+    from engine.io.phy import load_phy
+
+    assert foreign_sort_folder(load_phy(phy_folder).to_sorting()) == phy_folder.resolve()
+    session = tmp_path / "session"  # what save_session writes: settings.json beside the phy folder sorting/
+    session.mkdir()
+    phy_folder.rename(session / "sorting")
+    (session / "settings.json").write_text("{}")
+    assert foreign_sort_folder(load_phy(session / "sorting").to_sorting()) is None

@@ -49,11 +49,20 @@ SPARSORT_SORT_MARKER = "sparsort.json"
 
 
 def foreign_sort_folder(sorting) -> Path | None:
-    """The phy folder `sorting` was read from when another sorter wrote it (Kilosort, SpikeInterface, ...), else None."""
+    """The phy folder `sorting` was read from when another sorter wrote it (Kilosort, SpikeInterface, ...), else None.
+
+    Sparsort's own sorts are those `sparsort sort` wrote (with its summary) and those
+    saved in a session folder (the phy folder inside it).
+    """
+    from engine.io.session_folder import is_session_folder
+
     folder = sorting.extra.get("phy_folder") if sorting is not None else None
-    if folder is None or (Path(folder) / SPARSORT_SORT_MARKER).is_file():
+    if folder is None:
         return None
-    return Path(folder)
+    folder = Path(folder)
+    if (folder / SPARSORT_SORT_MARKER).is_file() or is_session_folder(folder.parent):
+        return None
+    return folder
 
 
 def _count(n: int, noun: str) -> str:
@@ -220,7 +229,12 @@ class TrainingView(View):
         train = box.addButton("Train and sort again", QMessageBox.ButtonRole.AcceptRole)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.buttonClicked.connect(lambda button: button is train and self._start(config))
+
+        def on_clicked(button) -> None:
+            if button is train:
+                self._start(config)
+
+        box.buttonClicked.connect(on_clicked)
         box.open()
 
     def _what_happens_to_the_curation(self) -> str:
