@@ -76,3 +76,19 @@ def test_recordings_pass_the_check():
         with pytest.raises(RecordingError, match="shape \\(100,\\)"):
             np.save(array, np.zeros(100, np.float32))
             check_recording_file(array)
+
+
+def test_a_phy_folder_with_a_pickled_array_is_refused_in_plain_words(
+    window, qtbot, tmp_path, tiny_recording, shown_errors
+):
+    from engine.io.phy import export_phy
+    from tests.test_curation_gui import tiny_sorting
+
+    sorting = tiny_sorting(tiny_recording)
+    folder = export_phy(sorting, tmp_path / "sort")
+    np.save(folder / "spike_clusters.npy", np.array([{"unit": 1}] * sorting.n_spikes, dtype=object), allow_pickle=True)
+    with qtbot.waitSignal(window.open_failed, timeout=10_000):
+        window.open_path(folder)
+    assert len(shown_errors) == 1
+    assert "spike_clusters.npy holds Python objects" in shown_errors[0].message
+    assert "allow_pickle" not in shown_errors[0].message + shown_errors[0].advice + shown_errors[0].details
