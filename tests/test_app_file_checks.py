@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,11 +64,8 @@ def test_a_recording_too_short_to_sort_is_refused_with_its_length(window, qtbot,
 
 def test_recordings_pass_the_check():
     rng = np.random.default_rng(1)
-    # int16 noise from a real amplifier has small values: its bytes are mostly NULs and 0xff.
-    from pathlib import Path
-    import tempfile
-
     with tempfile.TemporaryDirectory() as folder:
+        # int16 noise from a real amplifier has small values: its bytes are mostly NULs and 0xff.
         raw = Path(folder) / "data.bin"
         (rng.normal(scale=20, size=(1000, 4))).astype(np.int16).tofile(raw)
         check_recording_file(raw)
