@@ -57,7 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_run_simulate)
 
     evaluate = commands.add_parser("evaluate", help="score a phy folder against ground truth")
-    evaluate.add_argument("sort_dir", help="phy folder written by `sparsort sort` (or any sorter)")
+    evaluate.add_argument(
+        "sort_dir", help="phy folder written by `sparsort sort` (or any sorter), or a session folder the app saved"
+    )
     evaluate.add_argument("--truth", required=True, help="ground-truth folder written by `sparsort simulate`")
     evaluate.add_argument("--tolerance-ms", type=float, default=0.4, help="spike matching tolerance (default 0.4 ms)")
     evaluate.set_defaults(handler=_run_evaluate)
@@ -178,12 +180,17 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from engine.io.phy import load_phy
     from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error, format_report
+    from engine.io.phy import load_phy
+    from engine.io.session_folder import SORTING_FOLDER, is_session_folder
     from engine.evaluation.simulator import GroundTruth
 
     truth = GroundTruth.load(Path(args.truth))
-    folder = load_phy(Path(args.sort_dir))
+    sort_dir = Path(args.sort_dir)
+    if is_session_folder(sort_dir):
+        # The app saves a session as settings.json, the model and the curation, with the phy files in sorting/.
+        sort_dir = sort_dir / SORTING_FOLDER
+    folder = load_phy(sort_dir)
     comparison = compare_to_ground_truth(
         truth.spike_times, truth.spike_units, folder.spike_times, folder.spike_clusters,
         truth.sampling_rate, tolerance_ms=args.tolerance_ms,
