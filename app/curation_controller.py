@@ -27,6 +27,7 @@ from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import QInputDialog, QMessageBox
 
 from app.curation_aids import CurationAids, feature_sample
+from app.errors import describe_error
 from app.state import UnitTable
 from engine.curation.model import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation, CurationError
 from engine.curation.folder import copy_journal, journal_folder_of, open_curation
@@ -148,6 +149,14 @@ def _load(journal_folder: Path, sorting, recording, context, keep_first: int | N
         curation.close()
         raise
     return _LoadedCuration(curation, metrics, peaks, note)
+
+
+def _units(units) -> str:
+    return ("unit " if len(units) == 1 else "units ") + ", ".join(map(str, units))
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
 
 
 def _duration_and_noise(sorting, recording) -> tuple[float, np.ndarray | None]:
@@ -295,7 +304,8 @@ class CurationController(QObject):
                          _duration_and_noise(home.sorting, self.session.recording)[0])
         self._update_history_actions()
         where = "not saved yet: Ctrl+S saves it" if home.scratch is not None else f"journal in {home.journal_folder}"
-        history = f", {len(self.curation.undo_descriptions)} actions replayed" if self.curation.can_undo else ""
+        replayed = len(self.curation.undo_descriptions)
+        history = f", {replayed} action{'' if replayed == 1 else 's'} replayed" if self.curation.can_undo else ""
         no_data = "; no raw data, so no waveforms, map or re-clustering" if self.session.recording is None else ""
         self.say(loaded.note or f"Curating {len(self.curation.unit_ids)} units ({where}{history}){no_data}")
         if home.then is not None:
@@ -323,12 +333,23 @@ class CurationController(QObject):
             return False
         return True
 
-    def _do(self, action, select_added: bool = False) -> None:
-        """Run `action(curation)` on the GUI thread and publish its record; CurationError is said, not raised."""
+    def _do(self, doing: str, action, select_added: bool = False) -> None:
+        """Run `action(curation)` on the GUI thread and publish its record.
+
+        `doing`: the action in words ("Merging 3, 4"), for the message when it fails.
+        CurationError (an action that cannot be done) is said in the status bar. An
+        OSError (disk full, read-only folder) is shown in a dialog too: the journal is
+        written before the action is applied, so nothing changed, and the bar says so.
+        """
         try:
             record = action(self.curation)
         except CurationError as error:
             self.say(str(error)[:1].upper() + str(error)[1:])
+            return
+        except OSError as error:
+            where = self.journal_folder
+            self.window.show_error(describe_error(error, doing=f"{doing} (writing the journal in {where})"))
+            self.say(f"{doing} failed, nothing changed: the journal in {where} could not be written ({_reason(error)})")
             return
         self._publish(record, select_added)
 
@@ -373,7 +394,7 @@ class CurationController(QObject):
         if len(units) < 2:
             self.say("Select two or more units to merge (Ctrl+click in the Units table), then press G")
             return
-        self._do(lambda curation: curation.merge(units), select_added=True)
+        self._do(f"Merging {_units(units)}", lambda curation: curation.merge(units), select_added=True)
 
     def split(self) -> None:
         if not self._ready():
@@ -383,7 +404,7 @@ class CurationController(QObject):
             self.say("Draw a lasso around spikes (Embedding or Amplitudes view), then press K to split them off")
             return
         if selection.complete is None:
-            self._do(lambda curation: curation.split(selection.spikes), select_added=True)
+            self._do("Splitting the lasso off", lambda curation: curation.split(selection.spikes), select_added=True)
             return
 
         curation = self.curation
@@ -398,7 +419,7 @@ class CurationController(QObject):
 
         def done(spikes) -> None:
             if spikes is not None and curation is self.curation:
-                self._do(lambda curation: curation.split(spikes), select_added=True)
+                self._do("Splitting the lasso off", lambda curation: curation.split(spikes), select_added=True)
 
         self._run("Extending the lasso to the spikes the map did not show", work, done)
 
@@ -409,7 +430,7 @@ class CurationController(QObject):
         if not units:
             self.say(f"Select the units to label as {group} first")
             return
-        self._do(lambda curation: curation.label(units, group))
+        self._do(f"Labelling {_units(units)} as {group}", lambda curation: curation.label(units, group))
 
     def undo(self) -> None:
         if not self._ready():
@@ -417,7 +438,7 @@ class CurationController(QObject):
         if not self.curation.can_undo:
             self.say("Nothing to undo")
             return
-        self._do(lambda curation: curation.undo(), select_added=True)
+        self._do("Undoing", lambda curation: curation.undo(), select_added=True)
 
     def redo(self) -> None:
         if not self._ready():
@@ -425,7 +446,7 @@ class CurationController(QObject):
         if not self.curation.can_redo:
             self.say("Nothing to redo")
             return
-        self._do(lambda curation: curation.redo(), select_added=True)
+        self._do("Redoing", lambda curation: curation.redo(), select_added=True)
 
     def step(self, direction: int) -> None:
         """Select the next (+1) or previous (-1) unit, in the Units table's current order."""
@@ -518,7 +539,8 @@ class CurationController(QObject):
             return
         curation, folder = self.curation, self.phy_folder
         metrics = self.metrics.metrics
-        columns = {**metrics_to_phy_columns(metrics), **suggested_label_column(self.aids.suggested_labels(metrics))}
+        columns = {**metrics_to_phy_columns(metrics, self.peak_amplitudes),
+                   **suggested_label_column(self.aids.suggested_labels(metrics))}
         files = "spike_clusters.npy, cluster_group.tsv, cluster_info.tsv"
         saved = f"Saved {len(curation.unit_ids)} units into {folder} ({files})"
         self._run("Saving the curation", lambda _context: curation.save_phy(folder, columns), lambda _: self.say(saved))
@@ -540,7 +562,16 @@ class CurationController(QObject):
             return
         # The session's sort was written afresh there; the journal replays on top of it.
         self.curation.close()
-        copy_journal(self.journal_folder, folder)
+        try:
+            copy_journal(self.journal_folder, folder)
+        except OSError as error:
+            # The journal is whole where it was: reopen it there, so nothing is lost and Save can be tried again.
+            here = self.home
+            self.curation = None
+            self.window.show_error(describe_error(error, doing=f"Moving the curation into {folder}"))
+            self._want(_CurationHome(here.sorting, here.journal_folder, here.phy_folder, here.scratch))
+            self.say(f"The curation was not moved into {folder} ({_reason(error)}); it is kept, not saved yet")
+            return
         self._close()
         self._want(moved)
 

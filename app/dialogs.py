@@ -1,8 +1,21 @@
-"""Asking how to read a file: a raw binary that carries no description of itself, or which stream of several."""
+"""Asking how to read a file (a raw binary that carries no description of itself, or which stream of
+several), and where to save."""
 
 from __future__ import annotations
 
-from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
+from pathlib import Path
+
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QMessageBox,
+    QSpinBox,
+)
 
 from engine.io.recording import SUPPORTED_DTYPES
 
@@ -51,3 +64,30 @@ class RawParametersDialog(QDialog):
             "stream": lambda: self.stream.currentData(),
         }
         return {name: read[name]() for name in self._missing}
+
+
+class SaveFolderDialog(QFileDialog):
+    """Choose the folder to save into; a name that does not exist yet is created.
+
+    Qt's own folder chooser refuses a folder that does not exist ("Directory
+    not found"), yet saving into a new folder is the usual case. Qt's dialog,
+    not the platform's, so that this works (and is tested) the same everywhere.
+    """
+
+    def __init__(self, parent=None, caption: str = "Save into a folder") -> None:
+        super().__init__(parent, caption)
+        self.setObjectName("save_folder_dialog")
+        self.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        self.setFileMode(QFileDialog.FileMode.Directory)
+        self.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        self.setLabelText(QFileDialog.DialogLabel.Accept, "Save here")
+
+    def accept(self) -> None:
+        chosen = self.selectedFiles()
+        if chosen and not Path(chosen[0]).exists():
+            try:
+                Path(chosen[0]).mkdir(parents=True)
+            except OSError as error:
+                QMessageBox.warning(self, self.windowTitle(), f"Could not create {chosen[0]}: {error.strerror or error}")
+                return
+        super().accept()

@@ -4,11 +4,14 @@ Views and the main window ask the bridge (start training, pause, open a file,
 reconstruct a window); the bridge runs the work in workers it owns and puts the
 results into the Session, from the GUI thread, so views only ever react to
 Session signals. Errors come back as `error(WorkError)` for the window to show.
+
+Torch keeps its own thread count, as in `sparsort sort`: the same training runs
+as fast here as there, and the GUI thread, which only draws, is scheduled
+between torch's threads by the operating system.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from PyQt6 import sip
@@ -23,25 +26,12 @@ from app.training_worker import TrainingWorker, reconstruct_visible
 RECONSTRUCT_DEBOUNCE_MS = 150
 
 
-def leave_a_core_for_the_gui() -> None:
-    """Cap torch's intra-op threads at (cores - 1).
-
-    Torch otherwise spins one thread per core; the GUI thread then competes
-    with them for every frame, and on a small machine the spinning threads also
-    slow each other down many times over.
-    """
-    import torch
-
-    torch.set_num_threads(max((os.cpu_count() or 2) - 1, 1))
-
-
 class EngineBridge(QObject):
     progress = pyqtSignal(str, float)  # what is running, fraction 0..1; fraction < 0: it ended
     error = pyqtSignal(object)  # WorkError, for the main window to show
 
     def __init__(self, session: Session, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        leave_a_core_for_the_gui()
         self.session = session
         self.threads = ThreadKeeper(self)
         self._training: TrainingWorker | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import traceback
 from dataclasses import dataclass
 
@@ -39,6 +40,10 @@ def _advice_for(error: BaseException) -> str:
         return "Check the file, and its sampling rate, channel count and data type (File > Open asks for them)."
     if "JournalError" in names:
         return "The curation journal named above cannot be replayed as it is; the files were left untouched."
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "The disk is full: free some space on it, then do it again."
+    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "The folder cannot be written (read-only, or not yours): save into another folder, or fix its permissions."
     if "OSError" in names:
         return "Check that the file or folder exists and that you may read and write it."
     return "This looks like a bug. The current session was kept; the details below help to report it."

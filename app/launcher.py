@@ -35,6 +35,9 @@ MODEL_FLAGS = (
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from engine.cli import SUBCOMMANDS
+    from engine.cpu import prefer_sleeping_threads
+
+    prefer_sleeping_threads()  # before anything imports torch (engine/cpu.py says why)
 
     if argv and argv[0] in SUBCOMMANDS:
         from engine.cli import main as cli_main
@@ -87,6 +90,14 @@ def run_gui(arguments: argparse.Namespace, config) -> int:
     from PyQt6.QtCore import QEventLoop
     from PyQt6.QtWidgets import QApplication
 
+    from app.platform_check import display_problem
+
+    if QApplication.instance() is None:
+        problem = display_problem()
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 1
+
     from app.main_window import MainWindow
     from app.theme import apply_theme
 
@@ -98,6 +109,11 @@ def run_gui(arguments: argparse.Namespace, config) -> int:
         app.setApplicationName("Sparsort")
         app.setOrganizationName("Sparsort")
         apply_theme(app)
+    if owns_app:
+        # The same policy as `sparsort sort`: torch gets the cores other programs leave free.
+        from engine.cpu import configure_threads
+
+        configure_threads()
     window = MainWindow()
     window.session.set_training_config(config)
     window.show()

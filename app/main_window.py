@@ -16,13 +16,15 @@ from PyQt6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QProg
 
 from app import opening
 from app.curation_controller import CurationController
-from app.dialogs import RawParametersDialog
+from app.dialogs import RawParametersDialog, SaveFolderDialog
 from app.engine_bridge import EngineBridge
-from app.errors import WorkError, show_error
+from app.errors import WorkError, describe_error, show_error
 from app.settings import app_settings, recent_files, remember_recent_file
 from app.state import RecordingSource, Session, TrainingState
 from app.theme import configure_plots
 from app.views import view_classes
+from engine.io.file_check import check_recording_file
+from engine.io.recording import RecordingError
 
 # Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
 LAYOUT_VERSION = 1
@@ -220,6 +222,14 @@ class MainWindow(QMainWindow):
         elif kind == "phy":
             self._open_in_worker(path, lambda context: opening.open_phy_folder(path, context))
         else:
+            try:
+                # Before asking how the file is stored: a file that is no recording is refused now.
+                check_recording_file(path)
+            except RecordingError as error:
+                failure = describe_error(error, doing=f"Opening {Path(path).name}")
+                self.show_error(failure)
+                self.open_failed.emit(failure)
+                return
             missing = [name for name in opening.missing_raw_parameters(path) if name not in raw_parameters]
             if missing:
                 self._ask_raw_parameters(path, missing, raw_parameters)
@@ -259,9 +269,10 @@ class MainWindow(QMainWindow):
 
     # ---- saving ------------------------------------------------------------------------
     def choose_session_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Save the session into a folder")
-        if path:
-            self.save_session(path)
+        dialog = SaveFolderDialog(self, "Save the session into a folder (a new name creates it)")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(lambda path: path and self.save_session(path))
+        dialog.open()
 
     def save_session(self, folder: str | Path) -> None:
         from engine.io.session_folder import save_session

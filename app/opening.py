@@ -75,11 +75,13 @@ def stream_choices(path: str | Path) -> list[tuple[str, str]]:
 
 
 def open_recording_source(source: RecordingSource, context: JobContext | None = None) -> Opened:
-    from engine.pipeline.preprocessing import PreprocessedRecording
+    from engine.io.file_check import check_sortable_duration
     from engine.io.recording import open_recording
+    from engine.pipeline.preprocessing import PreprocessedRecording
 
     _report(context, 0.1, "Opening")
     raw = open_recording(source.path, **{k: v for k, v in source.open_kwargs().items() if v is not None})
+    check_sortable_duration(raw, source.path)
     # What was read (rate, channels, gain, where positions came from), shown while the rest loads and after.
     description = raw.describe()
     _report(context, 0.3, description)

@@ -1,5 +1,7 @@
 """`sparsort --screenshot`: open, train a few steps, sort, picture the window, exit.
 
+A folder that holds a sort is pictured without training.
+
 Driven entirely by the app's own signals, so it exercises the same path a
 person's clicks do (and works offscreen, for the README and for CI).
 """
@@ -38,12 +40,12 @@ class ScreenshotTaker(QObject):
 
     def _on_opened(self, _path: str) -> None:
         session = self.window.session
-        if session.sorting is not None and session.trainer is not None:
-            self._settle_then_capture()  # a saved session: nothing to train
-        elif session.recording is not None:
+        if session.sorting is None and session.recording is not None:
             self.window.engine.start_training(session.training_config, max_steps=self.train_steps)
         else:
-            self._settle_then_capture()  # a sort without its recording
+            # A sort (a saved session, or a phy folder from any sorter) is pictured as it is:
+            # training would build a model nobody asked for, as large as the probe.
+            self._settle_then_capture()
 
     def _on_training_state(self, state: TrainingState) -> None:
         if state == TrainingState.TRAINING:

@@ -204,10 +204,14 @@ class Session(QObject):
         return units
 
     def select_units(self, unit_ids) -> None:
+        """Select these units. A lasso drawn around the previous selection's spikes is dropped:
+        K would otherwise split spikes of units no longer on screen."""
         selection = tuple(int(u) for u in unit_ids)
         if selection != self.selected_units:
             self.selected_units = selection
             self.selection_changed.emit(selection)
+            if self.selected_spikes is not None:
+                self.select_spikes(None)
 
     # ---- curation --------------------------------------------------------------
     def set_curation(self, curation, unit_table: UnitTable | None, record=None, selection=None) -> None:
@@ -220,6 +224,7 @@ class Session(QObject):
         """
         self.curation = curation
         self.unit_table = unit_table
+        had_lasso = self.selected_spikes is not None
         self.selected_spikes = None
         known = set(unit_table.unit_ids.tolist()) if unit_table is not None else set()
         wanted = self.selected_units if selection is None else selection
@@ -227,6 +232,8 @@ class Session(QObject):
         self.curation_changed.emit(record)
         self.sorting_changed.emit()
         self.selection_changed.emit(self.selected_units)
+        if had_lasso:
+            self.spikes_selected.emit(None)  # the views erase the lasso's outline
 
     def set_merge_suggestions(self, suggestions) -> None:
         """The merge suggestions of the curation (None: not computed yet); emitted again after each action."""

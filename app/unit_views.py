@@ -37,8 +37,7 @@ class UnitView(View):
         self._pages.addWidget(content)
         self._pages.addWidget(self.message)
         layout.addWidget(self._pages)
-        self._redraw_timer = QTimer(self, singleShot=True, interval=0)
-        self._redraw_timer.timeout.connect(self._redraw_if_shown)
+        self._redraw_pending = False
 
     def show_message(self, text: str) -> None:
         self.message.setText(text)
@@ -48,7 +47,7 @@ class UnitView(View):
         self._pages.setCurrentIndex(0)
 
     def refresh(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_pending = False
         self.redraw()
 
     def redraw(self) -> None:
@@ -56,7 +55,17 @@ class UnitView(View):
         raise NotImplementedError
 
     def schedule_redraw(self) -> None:
-        self._redraw_timer.start()
+        # A posted call, not a zero-interval QTimer object: measured on a 384-channel folder,
+        # such a timer stayed due (remaining 0 ms) for seconds without firing, and the views
+        # kept saying "Nothing sorted yet" beside a sorted, curated folder.
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            QTimer.singleShot(0, self._redraw_if_pending)
+
+    def _redraw_if_pending(self) -> None:
+        if self._redraw_pending:
+            self._redraw_pending = False
+            self._redraw_if_shown()
 
     def _redraw_if_shown(self) -> None:
         if self.is_shown():

@@ -400,8 +400,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from engine.io.phy import load_phy
     from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error, format_report
+    from engine.io.phy import load_phy
     from engine.evaluation.simulator import GroundTruth
 
     truth = GroundTruth.load(Path(args.truth))

@@ -38,7 +38,7 @@ def test_a_bad_file_shows_the_error_and_keeps_the_session(window, qtbot, tmp_pat
 
 def test_a_headerless_binary_asks_how_to_read_it(window, qtbot, tmp_path):
     raw = tmp_path / "headerless.dat"
-    traces = (np.random.default_rng(0).standard_normal((3000, 4)) * 50).astype(np.int16)
+    traces = (np.random.default_rng(0).standard_normal((24_000, 4)) * 50).astype(np.int16)
     raw.write_bytes(traces.tobytes())
 
     window.open_path(raw)
@@ -51,7 +51,7 @@ def test_a_headerless_binary_asks_how_to_read_it(window, qtbot, tmp_path):
         dialog.accept()
 
     recording = window.session.recording
-    assert (recording.n_channels, recording.sampling_rate, recording.n_samples) == (4, 20_000, 3000)
+    assert (recording.n_channels, recording.sampling_rate, recording.n_samples) == (4, 20_000, 24_000)
     assert window.session.source.dtype == "int16"
     assert str(raw.resolve()) in [action.text() for action in window.recent_menu.actions()]
 

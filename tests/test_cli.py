@@ -59,3 +59,14 @@ def test_impossible_model_parameters_are_refused(tmp_path, capsys):
 def test_sort_needs_exactly_one_source(tmp_path, capsys):
     assert main(["sort", "--out", str(tmp_path / "o")]) == 2
     assert "RECORDING path or --demo" in capsys.readouterr().err
+
+
+def test_evaluate_accepts_a_session_folder_the_app_saved(sorted_folder, tmp_path, capsys):
+    import shutil
+
+    root, out = sorted_folder
+    session = tmp_path / "session"
+    shutil.copytree(out, session / "sorting")
+    (session / "settings.json").write_text("{}")
+    assert main(["evaluate", str(session), "--truth", str(root / "sim" / "ground_truth")]) == 0
+    assert "mean accuracy" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PyQt6.QtCore import Qt
@@ -64,6 +66,23 @@ def press(qtbot, window, key, modifier=Qt.KeyboardModifier.NoModifier) -> None:
 
 def current_units(window) -> list[int]:
     return window.session.unit_table.unit_ids.tolist()
+
+
+def choose_save_folder(qtbot, window, folder) -> None:
+    """Answer the open "save into a folder" dialog with `folder` (typed, as a person would)."""
+    from PyQt6 import sip
+    from PyQt6.QtWidgets import QFileDialog, QLineEdit
+
+    dialog = window.findChild(QFileDialog, "save_folder_dialog")
+    assert dialog is not None and dialog.isVisible()
+    dialog.setDirectory(str(Path(folder).parent))
+    name_edit = dialog.findChild(QLineEdit, "fileNameEdit")
+    name_edit.setText(Path(folder).name)
+    qtbot.keyClick(name_edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: sip.isdeleted(dialog) or not dialog.isVisible(), timeout=5_000)
+    # A window manager gives the focus back to the window when its dialog closes; offscreen, we do.
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
 
 
 def lasso_around_time(window, view_name: str, start_s: float, stop_s: float) -> None:
@@ -210,8 +229,8 @@ def test_a_fresh_sort_is_curated_in_memory_until_saved_then_its_history_moves_in
     press(qtbot, window, Qt.Key.Key_G)
 
     folder = tmp_path / "session"
-    monkeypatch.setattr("app.main_window.QFileDialog.getExistingDirectory", lambda *_args: str(folder))
     press(qtbot, window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    choose_save_folder(qtbot, window, folder)
     qtbot.waitUntil(lambda: window.status_label.text().startswith("Saved 2 units"), timeout=20_000)
     assert (folder / "curation.jsonl").exists(), "the journal lives in the session folder from now on"
     np.testing.assert_array_equal(load_phy(folder / "sorting").spike_clusters, session.curation.spike_clusters)

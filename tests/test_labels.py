@@ -63,7 +63,7 @@ def test_cluster_info_carries_metrics_and_the_suggested_label(tmp_path):
     folder = export_phy(sorting, tmp_path / "sort")
     curation = Curation(sorting.spike_units)
     metrics = {0: GOOD, 1: replace(GOOD, snr=2.0), 2: GOOD}
-    columns = {**metrics_to_phy_columns(metrics), **suggested_label_column(suggest_labels(metrics))}
+    columns = {**metrics_to_phy_columns(metrics, {}), **suggested_label_column(suggest_labels(metrics))}
     curation.save_phy(folder, columns)
     with open(folder / "cluster_info.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))

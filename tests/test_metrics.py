@@ -178,10 +178,11 @@ def test_isi_histogram():
 
 def test_phy_columns_carry_the_metrics():
     metrics = compute_unit_metrics(np.arange(20), np.repeat([0, 1], 10), [0, 1], FS, 2.0)
-    columns = metrics_to_phy_columns(metrics)
+    columns = metrics_to_phy_columns(metrics, {0: 120.0, 1: 80.5})
     assert columns["fr"] == {0: 5.0, 1: 5.0}
+    assert columns["ptp_uv"] == {0: 120.0, 1: 80.5}
     assert set(columns) == {
-        "fr", "amp", "snr", "isi_viol", "presence_ratio", "rp_contamination", "amplitude_cutoff", "l_ratio"
+        "fr", "ptp_uv", "snr", "isi_viol", "presence_ratio", "rp_contamination", "amplitude_cutoff", "l_ratio"
     }
 
 

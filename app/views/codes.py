@@ -67,7 +67,8 @@ class CodesView(View):
             self.rows.append(curve)
         while len(self.rows) > n_filters:
             self.plot.removeItem(self.rows.pop())
-        self.plot.setYRange(-(n_filters - 1) - 0.2, 1.0, padding=0)
+        if n_filters:
+            self.plot.setYRange(-(n_filters - 1) - 0.2, 1.0, padding=0)
 
     def _label_rows(self, units: np.ndarray) -> None:
         for curve, unit in zip(self.rows, units):
@@ -85,8 +86,9 @@ class CodesView(View):
     def _draw_codes(self, window) -> None:
         self.hint.setVisible(window is None)
         if window is None or self.session.recording is None:
-            for curve in self.rows:
-                curve.setData([], [])
+            # No rows and no row labels: those were the old model's units (another file, or a run since replaced).
+            self._ensure_rows(0)
+            self.plot.getAxis("left").setTicks([[], []])
             return
         n_filters = window.codes.shape[0]
         if len(self.rows) != n_filters:

@@ -22,6 +22,7 @@ from engine.curation.metrics import correlograms
 MAX_UNITS = 6
 BIN_MS = 1.0
 WINDOW_MS = 50.0
+LEFT_AXIS_WIDTH_PX = 48
 
 
 def _count(request):
@@ -76,7 +77,8 @@ class CorrelogramsView(UnitView):
                 bars.setBrush(pg.mkBrush(colour.red(), colour.green(), colour.blue(), 150))
                 title = f"{row_unit}" if i == j else f"{row_unit} × {column_unit}"
                 self.cells[i][j].setTitle(title, color=colour.name(), size="8pt")
-                self.cells[i][j].enableAutoRange(axis="y")
+            row = self.cells[i]
+            row[0].setYRange(0, max(float(counts[i].max()), 1.0), padding=0.05)
         self.shown_units = units
 
     def _ensure_grid(self, n: int) -> None:
@@ -92,8 +94,17 @@ class CorrelogramsView(UnitView):
                 plot.setMenuEnabled(False)
                 plot.hideButtons()
                 plot.setMouseEnabled(x=False, y=False)
-                plot.hideAxis("left")
+                # Counts are compared along a row (the same reference spikes): one y scale per row,
+                # shown once, at its start; lags once, under the last row.
+                plot.showAxis("left", j == 0)
                 plot.showAxis("bottom", i == n - 1)
+                if j == 0:
+                    plot.setLabel("left", f"pairs / {BIN_MS:g} ms")
+                    plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH_PX)
+                else:
+                    plot.setYLink(row_cells[0])
+                if i == n - 1:
+                    plot.setLabel("bottom", "lag (ms)")
                 plot.setXRange(-WINDOW_MS / 2, WINDOW_MS / 2, padding=0)
                 bars = pg.PlotDataItem(stepMode="center", fillLevel=0)
                 plot.addItem(bars)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QObject, Qt, pyqtSignal
-from PyQt6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
@@ -30,6 +30,7 @@ POINT_SIZE = 3
 SELECTED_POINT_SIZE = 5
 DIMMED_ALPHA = 70  # unselected units while others are selected
 PLAIN_ALPHA = 170  # every unit when none is selected
+CAPTION_LINES = 2
 
 
 class _LayoutRelay(QObject):
@@ -47,8 +48,13 @@ class EmbeddingView(UnitView):
         content = QWidget()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.caption = QLabel()
+        self.caption = QLabel(wordWrap=True)
         self.caption.setObjectName("embedding_caption")
+        # The caption grows from "PCA of …" to a sentence of advice when the t-SNE ends. Wrapped
+        # into a fixed two lines and never asking for width, it cannot make the docks jump.
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.caption.setFixedHeight(CAPTION_LINES * self.caption.fontMetrics().lineSpacing() + 4)
+        self.caption.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.lasso = LassoViewBox()
         self.lasso.lasso_drawn.connect(self._on_lasso)
         self.plot_widget = pg.PlotWidget(viewBox=self.lasso)
@@ -94,6 +100,9 @@ class EmbeddingView(UnitView):
             return
         self.show_content()
         self._draw_units()
+        selection = session.selected_spikes
+        if selection is None or selection.source != self.name:
+            self.lasso.clear_lasso()  # it was drawn before an action (or while this view was hidden)
 
     def _start(self, sorting, recording) -> None:
         self._forget_map()

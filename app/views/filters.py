@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QRectF, Qt
-from PyQt6.QtWidgets import QGraphicsRectItem, QVBoxLayout
+from PyQt6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout
 
 from app.palette import NEUTRAL, unit_color
 from app.plot_data import stack_channels
@@ -111,6 +111,10 @@ class FiltersView(View):
         self.viewbox.enableAutoRange(x=False, y=False)
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
         layout.addWidget(self.graphics)
+        # The grid has no axes (one per filter would cost more than the filters): this line
+        # gives the scales instead.
+        self.scale_note = QLabel(objectName="filters_scale_note", wordWrap=True)
+        layout.addWidget(self.scale_note)
         self.cells: list[_Cell] = []
         self._grid_shape = None  # (n_filters, n_taps, n_channels) the grid was laid out for
 
@@ -143,8 +147,10 @@ class FiltersView(View):
         filters = session.filters if session.filters is not None else getattr(session.sorting, "templates", None)
         if filters is None:
             self._ensure_cells(())
+            self.scale_note.setText("")
             return
         self._ensure_cells(filters.shape)
+        self.scale_note.setText(self._describe_scales(filters.shape, is_model=session.filters is not None))
         initial = session.initial_filters if session.filters is not None else None
         for k, cell in enumerate(self.cells):
             if initial is not None and initial.shape == filters.shape:
@@ -153,6 +159,15 @@ class FiltersView(View):
                 cell.initial.setData([], [])
         self._draw_current(filters)
         self._label_cells()
+
+    def _describe_scales(self, shape: tuple[int, ...], is_model: bool) -> str:
+        _n, n_taps, n_channels = shape
+        source = self.session.recording or self.session.sorting
+        rate = getattr(source, "sampling_rate", None)
+        width = f"{1000.0 * n_taps / rate:.2g} ms ({n_taps} samples)" if rate else f"{n_taps} samples"
+        channels = f"channels 0–{n_channels - 1} top to bottom" if n_channels > 1 else "one channel"
+        what = "the model's filters (unit norm)" if is_model else "the units' templates"
+        return f"Each cell: {width} wide, {channels}; {what}, each scaled to its own peak."
 
     def _draw_current(self, filters: np.ndarray) -> None:
         for cell, shape in zip(self.cells, filters):

@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBo
 from app.curation_controller import starting_units
 from app.palette import NEUTRAL, unit_rgba_array
 from app.plot_data import minmax_envelope, read_envelope, stack_channels
+from app.scale_bar import MicrovoltScaleBar
 from app.views.base import View
 
 MAX_POINTS = 3000  # per channel: about two per pixel column of a wide screen
@@ -31,6 +32,9 @@ MAX_SPIKE_MARKERS = 4000  # beyond this, markers are thinned evenly
 # of it, and typical spikes reach the neighbouring channel without hiding it.
 CHANNEL_SPACING_SIGMAS = 20.0
 RANGE_DEBOUNCE_MS = 30
+SCALE_BAR_SPACINGS = 0.5  # the µV scale bar is at most this many channel spacings tall
+# A spike time is its template's peak; the filtered trace may peak a few samples off it.
+MARKER_SEARCH_MS = 0.3
 SCROLL_FRACTION = 0.5  # of the visible window, per ← / →
 ZOOM_FACTOR = 2.0  # per + / −
 RECONSTRUCTION_COLOUR = (255, 179, 71, 210)  # translucent, so the data shows through
@@ -41,6 +45,23 @@ def _read_window(request):
     recording, start, stop = request
     index, reduced = read_envelope(recording, start, stop, MAX_POINTS)
     return recording, start, stop, index, reduced
+
+
+def _trace_extremes(index, reduced, positions, channels, negative, half_width: float) -> np.ndarray:
+    """(n,) µV of the drawn trace at each spike: its minimum (negative spikes) or maximum near `positions`.
+
+    index, reduced: the window's envelope (see app.plot_data.minmax_envelope); positions: (n,)
+    samples from the window's start; channels: (n,) int; negative: (n,) bool. Near means within
+    `half_width` samples, or the envelope point(s) covering the spike when zoomed out.
+    """
+    first = np.searchsorted(index, positions - half_width, side="left")
+    last = np.maximum(np.searchsorted(index, positions + half_width, side="right"), first + 1)
+    first = np.minimum(first, len(index) - 1)
+    extremes = np.empty(len(positions), dtype=np.float32)
+    for k, (lo, hi, channel) in enumerate(zip(first.tolist(), last.tolist(), channels.tolist())):
+        samples = reduced[lo:hi, channel]
+        extremes[k] = samples.min() if negative[k] else samples.max()
+    return extremes
 
 
 class TracesView(View):
@@ -81,6 +102,7 @@ class TracesView(View):
         self.spikes.sigClicked.connect(self._on_spike_clicked)
         for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
             self.plot.addItem(item)
+        self.scale_bar = MicrovoltScaleBar(self.plot)
         layout.addWidget(self.plot_widget, 1)
 
         self._cached = None  # (recording, start, stop, index, reduced) of the last window read
@@ -89,6 +111,7 @@ class TracesView(View):
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
         self._range_timer.timeout.connect(self._on_range_settled)
         self.plot.sigXRangeChanged.connect(lambda *_: self._range_timer.start())
+        self.gain_box.valueChanged.connect(self._place_scale_bar)
         for key, action in (
             (Qt.Key.Key_Right, lambda: self.scroll(SCROLL_FRACTION)),
             (Qt.Key.Key_Left, lambda: self.scroll(-SCROLL_FRACTION)),
@@ -121,6 +144,12 @@ class TracesView(View):
         """(n_channels,) y of each channel's baseline: channel 0 on top."""
         return -np.arange(self.session.recording.n_channels) * self._spacing()
 
+    def _place_scale_bar(self, *_args) -> None:
+        if self.session.recording is None:
+            self.scale_bar.hide()
+            return
+        self.scale_bar.show(self.gain_box.value(), SCALE_BAR_SPACINGS * self._spacing())
+
     # ---- reading the visible window --------------------------------------------------------
     def refresh(self) -> None:
         recording = self.session.recording
@@ -128,6 +157,7 @@ class TracesView(View):
             for item in (self.traces_curve, self.reconstruction_curve, self.residual_curve):
                 item.setData([], [])
             self.spikes.setData([], [])
+            self._place_scale_bar()
             self.window_label.setText("No recording")
             return
         spacing = self._spacing()
@@ -141,6 +171,7 @@ class TracesView(View):
         self.plot.getAxis("left").setTicks([ticks[:: max(n_channels // 16, 1)], []])
         self.plot.setLabel("left", "channel")
         self._apply_time_window(*self.session.time_window)
+        self._place_scale_bar()
         self._request_visible()
         self._draw_reconstruction()
 
@@ -191,9 +222,9 @@ class TracesView(View):
         n = stop - start
         points = "every sample" if len(index) >= n else f"min/max of {2 * n / len(index):.0f} samples per point"
         self.window_label.setText(f"{n / rate:.3g} s, {points}")
-        self._draw_spikes(start, stop)
+        self._draw_spikes(start, stop, index, reduced)
 
-    def _draw_spikes(self, start: int, stop: int) -> None:
+    def _draw_spikes(self, start: int, stop: int, index: np.ndarray, reduced: np.ndarray) -> None:
         sorting = self.session.sorting
         if sorting is None or sorting.n_spikes == 0:
             self.spikes.setData([], [])
@@ -206,10 +237,12 @@ class TracesView(View):
         units = self._units_now(chosen)  # (n,) the unit the spike belongs to now: colour, selection, click
         main_channels = sorting.main_channels()
         peaks = sorting.templates[np.arange(sorting.n_units), sorting.template_peak_taps, main_channels]
-        # A marker sits on the spike's extremum, so it points at the waveform it labels.
-        y = self._offsets()[main_channels[sort_units]] + self.gain_box.value() * np.sign(peaks[sort_units]) * np.abs(
-            sorting.amplitudes[chosen]
-        )
+        channels = main_channels[sort_units]  # (n,) where the template that found the spike is biggest
+        half = MARKER_SEARCH_MS * 1e-3 * sorting.sampling_rate
+        # A marker sits on the drawn trace, at the spike's extremum on that channel, so it points at the
+        # waveform it labels whatever the folder calls an amplitude (µV here, a template scaling in Kilosort's).
+        extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, channels, peaks[sort_units] < 0, half)
+        y = self._offsets()[channels] + self.gain_box.value() * extremes
         selected = np.isin(units, self.session.selected_units)
         # One brush object per unit, shared by its spikes: making one per spike is the slow part.
         present = np.unique(units)

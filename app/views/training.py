@@ -7,6 +7,8 @@ a value is impossible the field is marked and Start stays disabled.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
@@ -16,6 +18,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -39,6 +42,31 @@ FIELDS = (
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # What an empty optional field means, shown greyed in the empty field.
 OPTIONAL_FIELDS = {"n_filters": "8 per channel", "n_taps": "4 ms"}
+CURVE_AXIS_WIDTH_PX = 64
+CURVES_MIN_HEIGHT_PX = 240
+# Written by `sparsort sort` into its phy folders: a folder without it was sorted by another tool.
+SPARSORT_SORT_MARKER = "sparsort.json"
+
+
+def foreign_sort_folder(sorting) -> Path | None:
+    """The phy folder `sorting` was read from when another sorter wrote it (Kilosort, SpikeInterface, ...), else None.
+
+    Sparsort's own sorts are those `sparsort sort` wrote (with its summary) and those
+    saved in a session folder (the phy folder inside it).
+    """
+    from engine.io.session_folder import is_session_folder
+
+    folder = sorting.extra.get("phy_folder") if sorting is not None else None
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if (folder / SPARSORT_SORT_MARKER).is_file() or is_session_folder(folder.parent):
+        return None
+    return folder
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _format_duration(seconds: float) -> str:
@@ -77,6 +105,10 @@ class TrainingView(View):
 
         self.message = QLabel(objectName="config_message", wordWrap=True)
         layout.addWidget(self.message)
+        # What Start would do to the sort on screen, when there is one (see _why_start_is_off).
+        self.start_note = QLabel(objectName="start_note", wordWrap=True)
+        self.start_note.setVisible(False)
+        layout.addWidget(self.start_note)
 
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start", objectName="start_button", clicked=self._on_start)
@@ -99,14 +131,21 @@ class TrainingView(View):
         self.loss_plot.setLogMode(y=True)
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ffb347", width=2))
         self.change_plot = curves.addPlot(row=1, col=0)
-        self.change_plot.setLabel("left", "filter change")
+        self.change_plot.setLabel("left", "Δ filters")
         self.change_plot.setLabel("bottom", "step")
         self.change_plot.setXLink(self.loss_plot)
         self.change_curve = self.change_plot.plot(pen=pg.mkPen("#7fc8ff", width=2))
+        # The step axis is shared: shown once, under the lower plot, so the upper one's
+        # tick labels cannot run into the lower one's axis label.
+        self.loss_plot.hideAxis("bottom")
         for plot in (self.loss_plot, self.change_plot):
             plot.showGrid(x=True, y=True, alpha=0.2)
+            left = plot.getAxis("left")
             # "(x0.001)" prefixes on a loss axis confuse more than they help.
-            plot.getAxis("left").enableAutoSIPrefix(False)
+            left.enableAutoSIPrefix(False)
+            # One width for both, wide enough for the label beside ticks like "0.001".
+            left.setWidth(CURVE_AXIS_WIDTH_PX)
+        curves.setMinimumHeight(CURVES_MIN_HEIGHT_PX)
         layout.addWidget(curves, 1)
 
         self.engine.progress.connect(self._on_engine_progress)
@@ -170,6 +209,43 @@ class TrainingView(View):
         except ConfigError as error:
             self.message.setText(str(error))
             return
+        if self.session.sorting is not None:
+            self._confirm_retraining(config)
+            return
+        self._start(config)
+
+    def _confirm_retraining(self, config: TrainingConfig) -> None:
+        """Training sorts afresh: say what becomes of the sort and curation on screen before doing it."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Train a new model?",
+            "Training learns a new model and sorts the recording again: the new sort replaces "
+            f"the {self.session.sorting.n_units} units on screen.",
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setObjectName("retrain_dialog")
+        box.setInformativeText(self._what_happens_to_the_curation())
+        train = box.addButton("Train and sort again", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def on_clicked(button) -> None:
+            if button is train:
+                self._start(config)
+
+        box.buttonClicked.connect(on_clicked)
+        box.open()
+
+    def _what_happens_to_the_curation(self) -> str:
+        folder = self.session.sorting.extra.get("phy_folder")
+        if folder is not None:
+            return (
+                f"The curation saved in {folder} is left untouched: open that folder again to go on curating it."
+            )
+        return "This sort and its curation are not saved yet: cancel and save the session first (Ctrl+S) to keep them."
+
+    def _start(self, config: TrainingConfig) -> None:
         self.progress.setValue(0)
         self.progress.setFormat("Preparing…")
         self.engine.start_training(config)
@@ -178,7 +254,10 @@ class TrainingView(View):
     def _update_buttons(self) -> None:
         state = self.session.training_state
         has_recording = self.session.recording is not None
-        self.start_button.setEnabled(state == TrainingState.IDLE and has_recording and self._config_valid)
+        why_not = self._why_start_is_off()
+        self.start_note.setText(why_not)
+        self.start_note.setVisible(bool(why_not))
+        self.start_button.setEnabled(state == TrainingState.IDLE and has_recording and self._config_valid and not why_not)
         self.pause_button.setEnabled(state == TrainingState.TRAINING)
         self.resume_button.setEnabled(state == TrainingState.PAUSED)
         self.stop_button.setEnabled(state in (TrainingState.STARTING, TrainingState.TRAINING, TrainingState.PAUSED))
@@ -186,6 +265,20 @@ class TrainingView(View):
         for edit in self.fields.values():
             edit.setReadOnly(not editable)
         self.device_box.setEnabled(editable)
+
+    def _why_start_is_off(self) -> str:
+        """Why Start cannot be pressed for what is open, or "" (nothing to explain)."""
+        sorting = self.session.sorting
+        foreign = foreign_sort_folder(sorting)
+        if foreign is not None:
+            # Sorting its recording afresh here would only hide the sort the person came to curate.
+            return (
+                f"Curating {foreign.name}, sorted by another tool: Start is off so the sort stays on screen. "
+                "To sort its recording with Sparsort, open the recording itself (File > Open Recording)."
+            )
+        if sorting is not None and self.session.recording is None:
+            return "This sort was opened without its recording: there is nothing to train on."
+        return ""
 
     def _show_device(self) -> None:
         trainer = self.session.trainer
@@ -201,9 +294,7 @@ class TrainingView(View):
         self._draw_curves()
         self._show_device()
         self._update_buttons()
-        snapshot = self.session.latest_snapshot
-        if snapshot is not None:
-            self._show_progress(snapshot)
+        self._show_idle_progress()
 
     def _draw_curves(self) -> None:
         snapshots = self.session.snapshots
@@ -261,9 +352,30 @@ class TrainingView(View):
         elif state == TrainingState.SORTING:
             self.progress.setValue(0)
             self.progress.setFormat("Sorting the whole recording… %p%")
-        elif state == TrainingState.IDLE and self.session.sorting is not None:
+        elif state == TrainingState.IDLE:
+            self._show_idle_progress()
+
+    def _show_idle_progress(self) -> None:
+        """The bar between runs: the sort on screen (its current, curated units), the last run, or nothing yet."""
+        sorting, table = self.session.sorting, self.session.unit_table
+        snapshot = self.session.latest_snapshot
+        if self.session.training_state != TrainingState.IDLE:
+            if snapshot is not None:
+                self._show_progress(snapshot)
+        elif sorting is not None:
+            n_units = len(table.unit_ids) if table is not None else sorting.n_units
             self.progress.setValue(1000)
-            self.progress.setFormat(f"Sorted: {self.session.sorting.n_units} units, {self.session.sorting.n_spikes} spikes")
+            self.progress.setFormat(f"Sorted: {_count(n_units, 'unit')}, {_count(sorting.n_spikes, 'spike')}")
+        elif snapshot is not None:
+            self._show_progress(snapshot)
+        else:
+            self.progress.setValue(0)
+            self.progress.setFormat("Not started")
+
+    def on_sorting_changed(self) -> None:
+        # A merge or split changes the unit count; a sort opened or dropped changes what Start means.
+        self._update_buttons()
+        self._show_idle_progress()
 
     def on_training_config_changed(self, config) -> None:
         self._show_config(config)

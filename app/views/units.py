@@ -19,22 +19,33 @@ from app.state import UnitTable
 from app.views.base import View
 
 SELECTION_DEBOUNCE_MS = 80
+# Units on a second header line: the columns are then as narrow as their numbers, and the
+# whole table fits the dock without scrolling sideways.
+PEAK_TO_PEAK_HEADER = "Ptp\n(µV)"
 SORT_ROLE = Qt.ItemDataRole.UserRole
 
-# (header, UnitTable attribute, format of the shown text)
+# (header, UnitTable attribute, format of the shown text, header tooltip). Label comes right after
+# Unit: it is what curation is about, and stays in view however many number columns follow.
 COLUMNS = (
-    ("Unit", "unit_ids", "{:d}"),
-    ("Spikes", "n_spikes", "{:d}"),
-    ("Rate (Hz)", "firing_rate", "{:.2f}"),
-    ("Amp. (µV)", "peak_amplitude", "{:.0f}"),
-    ("SNR", "snr", "{:.1f}"),
-    ("ISI viol.", "isi_violation_ratio", "{:.2f}"),
-    ("Presence", "presence_ratio", "{:.2f}"),
-    ("RP contam.", "rp_contamination", "{:.2f}"),
-    ("Amp. cutoff", "amplitude_cutoff", "{:.2f}"),
-    ("L-ratio", "l_ratio", "{:.3f}"),
-    ("Label", "labels", "{}"),
-    ("Suggested", "suggested_labels", "{}"),
+    ("Unit", "unit_ids", "{:d}", "Cluster id (never reused: a merge or split makes new ids)"),
+    ("Label", "labels", "{}", "good / mua / noise (Alt+G, Alt+M, Alt+N); empty: unsorted"),
+    ("Sugg.", "suggested_labels", "{}", "The label the rules suggest (Curation > Suggested Label Rules); "
+                                        "Alt+A accepts it; the cell's tooltip names the rules a unit breaks"),
+    ("Spikes", "n_spikes", "{:d}", "Number of spikes"),
+    ("Rate\n(Hz)", "firing_rate", "{:.2f}", "Spikes per second over the recording"),
+    (
+        PEAK_TO_PEAK_HEADER,
+        "peak_amplitude",
+        "{:.0f}",
+        "Peak-to-peak of the unit's template on its main channel, in µV "
+        "(the ptp_uv column of cluster_info.tsv)",
+    ),
+    ("SNR", "snr", "{:.1f}", "Template peak on its main channel / that channel's noise σ"),
+    ("ISI\nviol.", "isi_violation_ratio", "{:.2f}", "Refractory-period violations, as a ratio (Hill et al.)"),
+    ("Pres.", "presence_ratio", "{:.2f}", "Presence ratio: fraction of the recording's bins in which the unit fires"),
+    ("RP\ncont.", "rp_contamination", "{:.2f}", "Refractory-period contamination (SpikeInterface's rp_contamination)"),
+    ("Amp.\ncutoff", "amplitude_cutoff", "{:.2f}", "Estimated fraction of spikes missed below the detection threshold"),
+    ("L-ratio", "l_ratio", "{:.3f}", "Isolation in feature space (Schmitzer-Torbert et al.); lower is better"),
 )
 
 
@@ -62,14 +73,18 @@ class UnitTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section][0]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return COLUMNS[section][3]
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or self.table is None:
             return None
-        _header, attribute, text_format = COLUMNS[index.column()]
+        _header, attribute, text_format, _tooltip = COLUMNS[index.column()]
         column = getattr(self.table, attribute)
         if column is None:  # a number this table was built without
             return "–" if role == Qt.ItemDataRole.DisplayRole else None

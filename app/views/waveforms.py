@@ -15,6 +15,7 @@ from PyQt6.QtCore import Qt
 
 from app.palette import unit_color
 from app.plot_data import stack_channels
+from app.scale_bar import MicrovoltScaleBar
 from app.unit_views import UnitView
 from engine.curation.features import best_channels, mean_template, read_snippets, snippet_window
 
@@ -23,6 +24,7 @@ WAVEFORMS_PER_UNIT = 100
 CHANNELS_PER_UNIT = 4
 MAX_CHANNELS = 8
 CHANNEL_SPACING = 1.15  # in units of the largest mean peak-to-peak shown
+SCALE_BAR_SPACINGS = 0.5  # the µV scale bar is at most this many channel spacings tall
 
 
 def _read_waveforms(request):
@@ -58,6 +60,8 @@ class WaveformsView(UnitView):
         self.plot.setLabel("left", "channel")
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
+        # The y axis names the stacked channels; the bar says how tall a µV is.
+        self.scale_bar = MicrovoltScaleBar(self.plot)
         self.single_spikes: dict[int, pg.PlotCurveItem] = {}  # unit -> its sampled spikes, one curve
         self.means: dict[int, pg.PlotCurveItem] = {}  # unit -> its mean waveform
         self.channels = np.zeros(0, dtype=np.int64)  # channels drawn, top to bottom
@@ -110,6 +114,7 @@ class WaveformsView(UnitView):
         self.plot.getAxis("left").setTicks([ticks, []])
         self.channels = channels
         self.plot.enableAutoRange()
+        self.scale_bar.show(1.0, SCALE_BAR_SPACINGS * spacing)  # snippets are drawn in µV
 
     def _curves_of(self, unit: int) -> tuple[pg.PlotCurveItem, pg.PlotCurveItem]:
         if unit not in self.means:

@@ -135,11 +135,20 @@ def compute_unit_metrics(
     return result
 
 
-def metrics_to_phy_columns(metrics: Mapping[int, UnitMetrics]) -> dict[str, dict[int, float]]:
-    """Columns for cluster_info.tsv (`Curation.save_phy(extra_columns=...)`)."""
+def metrics_to_phy_columns(
+    metrics: Mapping[int, UnitMetrics], peak_to_peak_uv: Mapping[int, float]
+) -> dict[str, dict[int, float]]:
+    """Columns for cluster_info.tsv (`Curation.save_phy(extra_columns=...)`).
+
+    `peak_to_peak_uv`: unit -> µV peak-to-peak of its template on its main channel, the
+    amplitude the app's Units table shows. It is written as `ptp_uv`, a name that says
+    which amplitude it is: phy's own `amp` means something else, and the median of a
+    folder's spike amplitudes is a template scaling, not µV, in Kilosort's folders
+    (and negative in some SpikeInterface exports).
+    """
     return {
         "fr": {u: m.firing_rate for u, m in metrics.items()},
-        "amp": {u: m.amplitude_median for u, m in metrics.items()},
+        "ptp_uv": {u: float(peak_to_peak_uv[u]) for u in metrics if u in peak_to_peak_uv},
         "snr": {u: m.snr for u, m in metrics.items()},
         "isi_viol": {u: m.isi_violation_ratio for u, m in metrics.items()},
         "presence_ratio": {u: m.presence_ratio for u, m in metrics.items()},

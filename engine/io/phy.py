@@ -541,7 +541,15 @@ def _read_npy(folder: Path, name: str, mmap_mode: str | None = None) -> np.ndarr
         return np.load(folder / name, mmap_mode=mmap_mode, allow_pickle=False)
     except FileNotFoundError as error:
         raise PhyFolderError(f"{folder} has no {name}, which a phy folder needs") from error
-    except (ValueError, OSError) as error:
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            # numpy's own words advise allow_pickle=True, i.e. running code from the file: not for a person.
+            raise PhyFolderError(
+                f"{folder / name} holds Python objects (a pickled array), not numbers: it was not written "
+                "as a phy folder writes it (or is damaged); write it again from the sorter"
+            ) from None
+        raise PhyFolderError(f"{folder / name} is not a readable .npy file: {error}") from error
+    except OSError as error:
         raise PhyFolderError(f"{folder / name} is not a readable .npy file: {error}") from error
 
 
