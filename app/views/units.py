@@ -23,6 +23,8 @@ SELECTION_DEBOUNCE_MS = 80
 # whole table fits the dock without scrolling sideways.
 PEAK_TO_PEAK_HEADER = "Ptp\n(µV)"
 SORT_ROLE = Qt.ItemDataRole.UserRole
+# Shown on demand (right-click the header): with them all, the table no longer fits its dock.
+HIDDEN_AT_FIRST = ("presence_ratio", "rp_contamination", "amplitude_cutoff", "l_ratio")
 
 # (header, UnitTable attribute, format of the shown text, header tooltip). Label comes right after
 # Unit: it is what curation is about, and stays in view however many number columns follow.
@@ -111,6 +113,19 @@ class UnitsView(View):
     title = "Units"
     default_area = Qt.DockWidgetArea.RightDockWidgetArea
 
+    def _choose_columns(self, position) -> None:
+        """The header's menu: every column, ticked when shown; a click shows or hides it."""
+        from PyQt6.QtWidgets import QMenu
+
+        menu = QMenu(self)
+        for column, (title, _attribute, _format, tooltip) in enumerate(COLUMNS):
+            action = menu.addAction(title.replace("\n", " "))
+            action.setCheckable(True)
+            action.setChecked(not self.table_view.isColumnHidden(column))
+            action.setToolTip(tooltip)
+            action.toggled.connect(lambda shown, column=column: self.table_view.setColumnHidden(column, not shown))
+        menu.exec(self.table_view.horizontalHeader().mapToGlobal(position))
+
     def build(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -124,9 +139,17 @@ class UnitsView(View):
         self.table_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table_view.verticalHeader().hide()
+        # Compact rows, as phy's table has them: more units in view.
+        self.table_view.verticalHeader().setDefaultSectionSize(self.table_view.fontMetrics().height() + 6)
         self.table_view.setAlternatingRowColors(True)
         self.table_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table_view.horizontalHeader().setStretchLastSection(True)
+        header = self.table_view.horizontalHeader()
+        header.setMinimumSectionSize(24)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._choose_columns)
+        for column, (_header, attribute, _format, _tooltip) in enumerate(COLUMNS):
+            self.table_view.setColumnHidden(column, attribute in HIDDEN_AT_FIRST)
         self.table_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_timer.start())
         self.empty_label = QLabel("Units appear here when training ends and the recording is sorted.", wordWrap=True)
