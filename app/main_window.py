@@ -24,6 +24,7 @@ from app.state import RecordingSource, Session, TrainingState
 from app.theme import configure_plots
 from app.views import view_classes
 from engine.io.file_check import check_recording_file
+from engine.io.formats import recording_format
 from engine.io.recording import RecordingError
 
 # Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
@@ -224,7 +225,9 @@ class MainWindow(QMainWindow):
         else:
             try:
                 # Before asking how the file is stored: a file that is no recording is refused now.
-                check_recording_file(path)
+                # (A format that describes itself, SpikeGLX, Open Ephys, NWB, is checked by its reader.)
+                if recording_format(path, raw_parameters_given=bool(raw_parameters)) is None:
+                    check_recording_file(path)
             except RecordingError as error:
                 failure = describe_error(error, doing=f"Opening {Path(path).name}")
                 self.show_error(failure)

@@ -9,7 +9,7 @@ from format_files import ramp, samples_of, write_openephys, write_spikeglx
 
 
 def test_a_spikeglx_file_opens_without_asking_and_says_what_was_read(window, qtbot, tmp_path):
-    bin_path = write_spikeglx(tmp_path, ramp(6000, 5), saved_ids=[0, 1, 2, 3, 8])
+    bin_path = write_spikeglx(tmp_path, ramp(36_000, 5), saved_ids=[0, 1, 2, 3, 8])
     with qtbot.waitSignal(window.opened, timeout=20_000):
         window.open_path(bin_path)
     assert window.findChild(QDialog, "raw_parameters_dialog") is None
@@ -20,8 +20,8 @@ def test_a_spikeglx_file_opens_without_asking_and_says_what_was_read(window, qtb
 
 def test_an_open_ephys_folder_with_two_probes_asks_only_which_stream(window, qtbot, tmp_path):
     folder = write_openephys(tmp_path, [
-        ("ProbeA-AP", 30_000.0, samples_of(6000, 3), None),
-        ("ProbeB-AP", 30_000.0, samples_of(6000, 2), None),
+        ("ProbeA-AP", 30_000.0, samples_of(36_000, 3), None),
+        ("ProbeB-AP", 30_000.0, samples_of(36_000, 2), None),
     ])
     window.open_path(folder)
     dialog = window.findChild(QDialog, "raw_parameters_dialog")
@@ -41,7 +41,7 @@ def test_an_open_ephys_folder_with_two_probes_asks_only_which_stream(window, qtb
 def test_a_probe_file_given_at_launch_places_the_channels(window, qtbot, tmp_path):
     from probeinterface import ProbeGroup, generate_linear_probe, write_probeinterface
 
-    folder = write_openephys(tmp_path, [("ProbeA", 30_000.0, samples_of(6000, 3), None)])
+    folder = write_openephys(tmp_path, [("ProbeA", 30_000.0, samples_of(36_000, 3), None)])
     probe = generate_linear_probe(num_elec=3, ypitch=40)
     probe.set_device_channel_indices([0, 1, 2])
     group = ProbeGroup()
