@@ -56,7 +56,7 @@ def foreign_sort_folder(sorting) -> Path | None:
     """
     from engine.io.session_folder import is_session_folder
 
-    folder = sorting.extra.get("phy_folder") if sorting is not None else None
+    folder = sorting.phy_folder if sorting is not None else None
     if folder is None:
         return None
     folder = Path(folder)
@@ -238,7 +238,7 @@ class TrainingView(View):
         box.open()
 
     def _what_happens_to_the_curation(self) -> str:
-        folder = self.session.sorting.extra.get("phy_folder")
+        folder = self.session.sorting.phy_folder
         if folder is not None:
             return (
                 f"The curation saved in {folder} is left untouched: open that folder again to go on curating it."
