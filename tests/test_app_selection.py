@@ -55,7 +55,7 @@ def test_units_table_shows_metrics_and_sorts_by_number(sorted_window, qtbot):
     view = sorted_window.views["units"]
     assert view.proxy.rowCount() == 3
     headers = [view.proxy.headerData(c, Qt.Orientation.Horizontal) for c in range(view.proxy.columnCount())]
-    assert headers[:3] == ["Unit", "Label", "Spikes"] and "SNR" in headers and "ISI\nviol." in headers
+    assert headers[:2] == ["Unit", "Label"] and "Spikes" in headers and "SNR" in headers and "ISI\nviol." in headers
     # Sorting by amplitude (descending) puts unit 2, the largest template, first.
     view.table_view.sortByColumn(headers.index("Ptp\n(µV)"), Qt.SortOrder.DescendingOrder)
     assert view.proxy.index(0, 0).data() == "2"

@@ -1,0 +1,94 @@
+"""The app at probe scale: a 64-channel, two-column phy folder driven through the probe, traces and table views."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import Qt
+
+from tests.test_curation_gui import open_for_curation
+
+
+def two_column_positions(n_channels: int, pitch_um: float = 20.0) -> np.ndarray:
+    """(n_channels, 2) µm: two columns 32 µm apart, one row every `pitch_um`."""
+    return np.column_stack([np.where(np.arange(n_channels) % 2, 32.0, 0.0), (np.arange(n_channels) // 2) * pitch_um])
+
+
+def write_probe_folder(folder: Path, n_channels: int = 64, n_units: int = 10, duration_s: float = 3.0) -> Path:
+    """A simulated many-channel recording and its true sort, as a phy folder in `folder`/sort."""
+    from engine.evaluation.simulator import GroundTruth, write_simulation
+    from engine.io.phy import export_phy
+    from engine.io.recording import open_recording
+
+    paths = write_simulation(
+        folder / "recording", duration_s=duration_s, n_units=n_units, sampling_rate=10_000.0, n_channels=n_channels,
+        firing_rates=15.0, seed=5, channel_positions=two_column_positions(n_channels),
+    )
+    truth = GroundTruth.load(paths.truth).to_sorting()
+    return export_phy(truth, folder / "sort", recording=open_recording(paths.recording))
+
+
+@pytest.fixture(scope="module")
+def probe_folder(tmp_path_factory):
+    return write_probe_folder(tmp_path_factory.mktemp("probe64"))
+
+
+@pytest.fixture
+def curating(qtbot, probe_folder):
+    window = open_for_curation(qtbot, probe_folder)
+    window.resize(1600, 1000)
+    yield window
+    window.close()
+
+
+def save_shot(widget, name: str) -> None:
+    folder = os.environ.get("SPARSORT_TEST_SHOTS")
+    if folder:
+        widget.grab().save(os.path.join(folder, name))
+
+
+def show_view(qtbot, window, name: str):
+    window.docks[name].show()
+    window.docks[name].raise_()
+    view = window.views[name]
+    qtbot.waitUntil(view.is_shown, timeout=5_000)
+    return view
+
+
+def click_scene_point(qtbot, plot_widget, plot, x: float, y: float, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    point = plot_widget.mapFromScene(plot.vb.mapViewToScene(pg_point(x, y)))
+    qtbot.mouseClick(plot_widget.viewport(), Qt.MouseButton.LeftButton, modifier, point)
+
+
+def pg_point(x: float, y: float):
+    from PyQt6.QtCore import QPointF
+
+    return QPointF(float(x), float(y))
+
+
+def test_the_probe_view_draws_every_channel_and_unit_and_a_click_selects(curating, qtbot):
+    window = curating
+    probe = show_view(qtbot, window, "probe")
+    table = window.session.unit_table
+    qtbot.waitUntil(lambda: len(probe.unit_ids) == len(table.unit_ids), timeout=5_000)
+    assert len(probe.channel_spots.data) == 64
+    np.testing.assert_allclose(probe.channel_positions, two_column_positions(64))
+    # Each unit is drawn at its table position, which lies on the probe near its main channel.
+    drawn = np.column_stack([probe.unit_spots.data["x"], probe.unit_spots.data["y"]])
+    np.testing.assert_allclose(drawn, table.positions)
+    main_positions = probe.channel_positions[table.main_channels]
+    assert np.all(np.linalg.norm(table.positions - main_positions, axis=1) < 100.0)
+
+    unit = int(table.unit_ids[3])
+    qtbot.wait(50)
+    click_scene_point(qtbot, probe.plot_widget, probe.plot, *table.positions[3])
+    qtbot.waitUntil(lambda: window.session.selected_units == (unit,), timeout=2_000)
+    # Its neighbourhood of channels is lit in its colour, the rest stay dark.
+    assert table.main_channels[3] in probe.highlighted
+    assert 1 < len(probe.highlighted) <= 16
+    spots = probe.unit_spots.data
+    assert spots["size"][spots["data"] == unit][0] > spots["size"][spots["data"] != unit].max()
+    save_shot(probe, "probe_64.png")
