@@ -92,3 +92,72 @@ def test_the_probe_view_draws_every_channel_and_unit_and_a_click_selects(curatin
     spots = probe.unit_spots.data
     assert spots["size"][spots["data"] == unit][0] > spots["size"][spots["data"] != unit].max()
     save_shot(probe, "probe_64.png")
+
+
+def test_many_channels_open_as_a_heat_map_of_every_channel(curating, qtbot):
+    traces = curating.views["traces"]
+    assert traces.is_heatmap(), "64 channels open as a heat map"
+    qtbot.waitUntil(lambda: traces.image.image is not None and traces.image.isVisible(), timeout=5_000)
+    assert traces.image.image.shape[1] == 64 and not traces.scale_bar.microvolts
+    # Markers sit on their unit's main channel row.
+    qtbot.waitUntil(lambda: len(traces.spikes.data) > 0, timeout=5_000)
+    # (This folder's cluster ids are the sort's unit indices, and nothing was curated.)
+    spots = traces.spikes.data
+    assert np.array_equal(-spots["y"], curating.session.sorting.main_channels()[spots["data"].astype(np.int64)])
+    save_shot(traces, "traces_heatmap_64.png")
+
+
+def test_traces_mode_reads_a_range_of_channels_and_scrolls_along_the_probe(curating, qtbot, monkeypatch):
+    import app.views.traces as traces_module
+
+    traces = curating.views["traces"]
+    read = []
+    original = traces_module.read_envelope
+
+    def recording_read(recording, start, stop, max_points, channels=None):
+        read.append(None if channels is None else list(channels))
+        return original(recording, start, stop, max_points, channels=channels)
+
+    monkeypatch.setattr(traces_module, "read_envelope", recording_read)
+    traces.heatmap_box.setChecked(False)
+    traces.channel_count_box.setValue(16)
+    qtbot.waitUntil(lambda: traces._cached is not None and len(traces._cached[3]) == 16, timeout=5_000)
+    assert list(traces._cached[3]) == list(range(16))
+    assert read[-1] == list(range(16)), "only the visible channels are read"
+    assert len(traces.traces_curve.xData) // 16 <= 3000
+    assert not traces.image.isVisible()
+
+    traces.plot_widget.setFocus()
+    qtbot.keyClick(traces.plot_widget, Qt.Key.Key_PageDown)
+    qtbot.waitUntil(lambda: traces._cached[3][0] == 16, timeout=5_000)
+    assert list(traces.visible_channels()) == list(range(16, 32))
+    qtbot.keyClick(traces.plot_widget, Qt.Key.Key_Down, Qt.KeyboardModifier.ShiftModifier)
+    assert traces.first_channel == 20, "Shift+↓ moves a quarter of the range"
+    for _ in range(10):
+        qtbot.keyClick(traces.plot_widget, Qt.Key.Key_PageDown)
+    assert list(traces.visible_channels()) == list(range(48, 64)), "the range stops at the last channel"
+    qtbot.keyClick(traces.plot_widget, Qt.Key.Key_PageUp)
+    assert traces.first_channel == 32
+    qtbot.waitUntil(lambda: traces._cached[3][0] == 32, timeout=5_000)
+    # Markers are only those of units whose main channel is on screen, on that channel's trace.
+    qtbot.waitUntil(lambda: len(traces.spikes.data) > 0, timeout=5_000)
+    channels = curating.session.sorting.main_channels()[traces.spikes.data["data"].astype(np.int64)]
+    assert np.all((channels >= 32) & (channels < 48))
+    save_shot(traces, "traces_stacked_64.png")
+
+
+def test_shift_wheel_scrolls_channels(curating, qtbot):
+    from PyQt6.QtCore import QPoint, QPointF
+    from PyQt6.QtGui import QWheelEvent
+    from PyQt6.QtWidgets import QApplication
+
+    traces = curating.views["traces"]
+    traces.heatmap_box.setChecked(False)
+    viewport = traces.plot_widget.viewport()
+    centre = QPointF(viewport.rect().center())
+    wheel = QWheelEvent(centre, viewport.mapToGlobal(centre), QPoint(), QPoint(0, -120), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.ShiftModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    (start_before, stop_before), _ = traces.plot.viewRange()
+    QApplication.sendEvent(viewport, wheel)
+    assert traces.first_channel == 8, "one notch down moves a quarter of the 32 channels"
+    assert traces.plot.viewRange()[0] == [start_before, stop_before], "the time range stays"
