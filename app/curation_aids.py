@@ -166,14 +166,20 @@ class CurationAids(QObject):
     def merge_top_suggestion(self) -> None:
         evidence = self._top_suggestion()
         if evidence is not None:
-            self.controller._do(lambda curation: curation.merge(evidence.units), select_added=True)
+            self.controller._do(
+                f"Merging suggested units {', '.join(map(str, evidence.units))}",
+                lambda curation: curation.merge(evidence.units), select_added=True,
+            )
 
     def reject_top_suggestion(self) -> None:
         evidence = self._top_suggestion()
         if evidence is None:
             return
         anchor = self.session.selected_units[0]
-        self.controller._do(lambda curation: curation.reject_suggestion(*evidence.units))
+        self.controller._do(
+            f"Rejecting the suggested merge of {', '.join(map(str, evidence.units))}",
+            lambda curation: curation.reject_suggestion(*evidence.units),
+        )
         # Stay on the unit, so its next suggestion is what the person sees.
         self.session.select_units((anchor,))
 
@@ -193,7 +199,7 @@ class CurationAids(QObject):
             controller.say("The labels already are the suggested ones")
             return
         description = f"Accepted suggested labels of {len(changes)} unit{'s' * (len(changes) > 1)}"
-        controller._do(lambda curation: curation.set_labels(changes, description))
+        controller._do(description, lambda curation: curation.set_labels(changes, description))
 
     def edit_rules(self) -> None:
         dialog = LabelRulesDialog(self.rules, self.controller.window)

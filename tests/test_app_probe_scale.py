@@ -161,3 +161,43 @@ def test_shift_wheel_scrolls_channels(curating, qtbot):
     QApplication.sendEvent(viewport, wheel)
     assert traces.first_channel == 8, "one notch down moves a quarter of the 32 channels"
     assert traces.plot.viewRange()[0] == [start_before, stop_before], "the time range stays"
+
+
+def shown_units(units_view) -> list[int]:
+    proxy = units_view.proxy
+    return [units_view.model.unit_at(proxy.mapToSource(proxy.index(row, 0)).row()) for row in range(proxy.rowCount())]
+
+
+def test_the_table_shows_depth_and_its_filter_hides_units_and_space_follows_it(curating, qtbot):
+    window = curating
+    units = window.views["units"]
+    table = window.session.unit_table
+    qtbot.waitUntil(lambda: units.proxy.rowCount() == len(table.unit_ids), timeout=5_000)
+    headers = [units.model.headerData(c, Qt.Orientation.Horizontal) for c in range(units.model.columnCount())]
+    depth_column = headers.index("Depth\n(µm)")
+    row = units.proxy.index(0, depth_column)
+    unit = units.model.unit_at(units.proxy.mapToSource(row).row())
+    assert float(row.data()) == pytest.approx(table.positions[list(table.unit_ids).index(unit), 1], abs=0.5)
+
+    middle = float(np.median(table.positions[:, 1]))
+    qtbot.keyClicks(units.filter_box, f"depth < {middle:.1f}")
+    expected = sorted(int(u) for u, y in zip(table.unit_ids, table.positions[:, 1]) if y < round(middle, 1))
+    qtbot.waitUntil(lambda: sorted(shown_units(units)) == expected, timeout=2_000)
+    assert 0 < len(expected) < len(table.unit_ids)
+    assert units.filter_message.text() == f"{len(expected)} of {len(table.unit_ids)} units shown"
+
+    # Space steps through the rows left, in their order, and no others.
+    units.table_view.sortByColumn(depth_column, Qt.SortOrder.DescendingOrder)
+    order = shown_units(units)
+    stepped = []
+    for _ in range(len(order)):
+        qtbot.keyClick(window, Qt.Key.Key_Space)
+        stepped.append(window.session.selected_units[0])
+    assert stepped == order
+    save_shot(units, "units_filtered_64.png")
+
+    units.filter_box.setText("snr >")
+    qtbot.waitUntil(lambda: "COLUMN OP NUMBER" in units.filter_message.text(), timeout=2_000)
+    assert units.proxy.rowCount() == len(table.unit_ids), "an unreadable filter hides nothing"
+    units.filter_box.clear()
+    qtbot.waitUntil(lambda: not units.filter_message.isVisible(), timeout=2_000)
