@@ -102,3 +102,19 @@ def signed_extremes(index: np.ndarray, reduced: np.ndarray, n_samples: int) -> t
         return index, reduced
     low, high = reduced[0::2], reduced[1::2]
     return index[0::2], np.where(-low > high, low, high)
+
+
+def lay_out_channels(x: np.ndarray, values: np.ndarray, x_offsets: np.ndarray, y_offsets: np.ndarray):
+    """One curve for many snippets on many channels, each channel at its own (x, y) place.
+
+    x: (m,) shared time axis; values: (n, m, k) n snippets on k channels;
+    x_offsets, y_offsets: (k,) where channel j's snippets are drawn. Returns
+    (xs, ys, connect), each (n * k * m,), unconnected between snippets.
+    """
+    n, m, k = values.shape
+    xs = (np.asarray(x, dtype=np.float32)[None, None, :] + np.asarray(x_offsets, dtype=np.float32)[None, :, None])
+    xs = np.broadcast_to(xs, (n, k, m)).ravel()
+    ys = (values.transpose(0, 2, 1) + np.asarray(y_offsets, dtype=np.float32)[None, :, None]).ravel()
+    connect = np.ones(n * k * m, dtype=bool)
+    connect[m - 1 :: m] = False
+    return xs, ys, connect

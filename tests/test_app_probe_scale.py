@@ -201,3 +201,28 @@ def test_the_table_shows_depth_and_its_filter_hides_units_and_space_follows_it(c
     assert units.proxy.rowCount() == len(table.unit_ids), "an unreadable filter hides nothing"
     units.filter_box.clear()
     qtbot.waitUntil(lambda: not units.filter_message.isVisible(), timeout=2_000)
+
+
+def test_waveforms_are_laid_out_on_the_selected_units_neighbourhoods(curating, qtbot):
+    from engine.curation.unit_positions import neighbourhood
+
+    window = curating
+    waveforms = show_view(qtbot, window, "waveforms")
+    table = window.session.unit_table
+    first, second = (int(u) for u in table.unit_ids[:2])
+    window.session.select_units([first, second])
+    qtbot.waitUntil(lambda: set(waveforms.means) == {first, second}, timeout=10_000)
+    positions = window.session.sorting.channel_positions
+    mains = dict(zip(table.unit_ids.tolist(), table.main_channels.tolist()))
+    expected = set(neighbourhood(positions, mains[first]).tolist()) | set(neighbourhood(positions, mains[second]).tolist())
+    assert set(waveforms.channels.tolist()) == expected
+    assert len(neighbourhood(positions, mains[first])) <= 16
+    # The snippets of the two columns sit side by side: the mean's x values span two column places.
+    xs = waveforms.means[first].xData
+    snippet_ms = 2.5
+    assert xs.max() - xs.min() > 2 * snippet_ms
+    # At most 100 spikes per unit, each a segment on every channel shown.
+    n_points = len(waveforms.single_spikes[first].xData)
+    assert n_points <= 100 * len(waveforms.channels) * 25 + 1
+    assert waveforms.scale_bar.microvolts and waveforms.time_bar.milliseconds
+    save_shot(waveforms, "waveforms_64.png")
