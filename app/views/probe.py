@@ -131,7 +131,10 @@ class ProbeView(View):
             colours[channels] = unit_rgba_array(np.array([unit]), alpha=HIGHLIGHT_ALPHA)[0]
             lit.extend(channels.tolist())
         self.highlighted = np.unique(np.array(lit, dtype=np.int64))
-        self.channel_spots.setBrush([pg.mkBrush(*rgba) for rgba in colours.tolist()])
+        # One brush per colour, shared by its channels: a brush per channel is the slow part at 384.
+        brush_of = {}
+        brushes = [brush_of.get(rgba) or brush_of.setdefault(rgba, pg.mkBrush(*rgba)) for rgba in map(tuple, colours.tolist())]
+        self.channel_spots.setBrush(brushes)
 
     # ---- clicks -----------------------------------------------------------------------------------
     def _select(self, units: list[int], event) -> None:
