@@ -145,6 +145,14 @@ def test_traces_mode_reads_a_range_of_channels_and_scrolls_along_the_probe(curat
     assert np.all((channels >= 32) & (channels < 48))
     save_shot(traces, "traces_stacked_64.png")
 
+    # Selecting a unit whose main channel is off screen brings it into the middle of the range.
+    table = curating.session.unit_table
+    row = int(np.flatnonzero(table.main_channels < 16)[0])
+    curating.session.select_units([int(table.unit_ids[row])])
+    channel = int(table.main_channels[row])
+    assert channel in traces.visible_channels() and traces.first_channel == max(channel - 8, 0)
+    qtbot.waitUntil(lambda: channel in traces._cached[3], timeout=5_000)
+
 
 def test_shift_wheel_scrolls_channels(curating, qtbot):
     from PyQt6.QtCore import QPoint, QPointF

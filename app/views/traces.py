@@ -7,7 +7,8 @@ removes it).
 
 Two ways to show the channels. Traces: a range of channels (the Channels box
 sets how many), stacked; Page Up/Down, Shift+↑/↓ and Shift+wheel move the
-range along the probe. Heat map (as Kilosort's GUI shows its data): every
+range along the probe, and selecting a unit whose main channel is off screen
+brings that channel to the middle. Heat map (as Kilosort's GUI shows its data): every
 channel as one row of an image, each pixel column the sample farthest from
 zero in its bin, so spikes keep their height zoomed out; chosen by itself
 above HEATMAP_ABOVE_CHANNELS channels, and by the Heat map box.
@@ -472,5 +473,23 @@ class TracesView(View):
     def on_curation_changed(self, _record) -> None:
         self._redraw_cached()
 
-    def on_selection_changed(self, _unit_ids) -> None:
-        self._redraw_cached()
+    def on_selection_changed(self, unit_ids) -> None:
+        if not self._bring_into_view(unit_ids):
+            self._redraw_cached()
+
+    def _bring_into_view(self, unit_ids) -> bool:
+        """Move the stacked range to the first selected unit's main channel when it is off screen; True if moved."""
+        table, recording = self.session.unit_table, self.session.recording
+        if not unit_ids or self.is_heatmap() or recording is None or table is None or table.main_channels is None:
+            return False
+        rows = np.flatnonzero(table.unit_ids == unit_ids[0])
+        if len(rows) == 0:
+            return False
+        channel = int(table.main_channels[rows[0]])
+        visible = self.visible_channels()
+        if len(visible) and visible[0] <= channel <= visible[-1]:
+            return False
+        count = self.channel_count_box.value()
+        self.first_channel = int(np.clip(channel - count // 2, 0, max(recording.n_channels - count, 0)))
+        self._channels_changed()
+        return True
