@@ -35,6 +35,7 @@ from engine.curation.journal import JournalCorruptError
 from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_template
 from engine.curation.labels import suggested_label_column
 from engine.curation.metrics import MetricsCache, metrics_to_phy_columns
+from engine.curation.unit_positions import main_channel, unit_positions
 from engine.io.session_folder import SORTING_FOLDER
 
 RECLUSTER_MAX_K = 12
@@ -57,7 +58,7 @@ class _CurationHome:
 class _LoadedCuration:
     curation: Curation
     metrics: MetricsCache
-    peak_amplitudes: dict[int, float]  # unit -> µV peak-to-peak of its mean template on its main channel
+    shapes: dict[int, UnitShape]  # unit -> the numbers of its mean template
     note: str  # something the person should know about the journal, or ""
 
 
@@ -78,13 +79,26 @@ def starting_units(sorting) -> tuple[np.ndarray, dict[int, str]]:
     return cluster_ids[sorting.spike_units], labels
 
 
-def unit_peak_to_peak(sorting, spikes: np.ndarray) -> float:
-    """µV peak-to-peak, on its main channel, of the mean template of a unit made of `spikes`."""
-    return float(np.ptp(mean_template(sorting, spikes), axis=0).max()) if sorting.n_units else float("nan")
+@dataclass(frozen=True)
+class UnitShape:
+    """What the mean template of a curated unit tells the table and the probe-based views."""
+
+    peak_to_peak: float  # µV, on its main channel
+    position: tuple[float, float]  # µm (x, y), engine.curation.unit_positions
+    main_channel: int
+
+
+def unit_shape(sorting, spikes: np.ndarray) -> UnitShape:
+    """The shape numbers of a unit made of `spikes` (its mean template is computed once for all)."""
+    if sorting.n_units == 0:
+        return UnitShape(float("nan"), (float("nan"), float("nan")), 0)
+    template = mean_template(sorting, spikes)  # (n_taps, n_channels)
+    x, y = unit_positions(template[None], sorting.channel_positions)[0]
+    return UnitShape(float(np.ptp(template, axis=0).max()), (float(x), float(y)), main_channel(template))
 
 
 def curated_unit_table(
-    curation: Curation, metrics: dict, peak_amplitudes: dict[int, float], suggested: dict | None = None
+    curation: Curation, metrics: dict, shapes: dict[int, UnitShape], suggested: dict | None = None
 ) -> UnitTable:
     """The Units table's rows: one per current unit of the curation.
 
@@ -100,7 +114,7 @@ def curated_unit_table(
         unit_ids=unit_ids.astype(np.int32),
         n_spikes=np.array([metrics[u].n_spikes for u in unit_ids.tolist()], dtype=np.int64),
         firing_rate=np.array([metrics[u].firing_rate for u in unit_ids.tolist()], dtype=float),
-        peak_amplitude=np.array([peak_amplitudes[u] for u in unit_ids.tolist()], dtype=float),
+        peak_amplitude=np.array([shapes[u].peak_to_peak for u in unit_ids.tolist()], dtype=float),
         snr=np.array([metrics[u].snr for u in unit_ids.tolist()], dtype=float),
         isi_violation_ratio=np.array([metrics[u].isi_violation_ratio for u in unit_ids.tolist()], dtype=float),
         labels=["" if labels[u] == DEFAULT_GROUP else labels[u] for u in unit_ids.tolist()],
@@ -110,6 +124,8 @@ def curated_unit_table(
         l_ratio=column("l_ratio"),
         suggested_labels=None if suggested is None else [suggested[u].label for u in unit_ids.tolist()],
         suggested_reasons=None if suggested is None else ["; ".join(suggested[u].reasons) for u in unit_ids.tolist()],
+        positions=np.array([shapes[u].position for u in unit_ids.tolist()], dtype=float).reshape(-1, 2),
+        main_channels=np.array([shapes[u].main_channel for u in unit_ids.tolist()], dtype=np.int64),
     )
 
 
@@ -144,11 +160,11 @@ def _load(journal_folder: Path, sorting, recording, context, keep_first: int | N
         context.progress(0.5, "Computing unit metrics")
         sample = feature_sample(sorting, recording, context)
         metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording), feature_sample=sample)
-        peaks = {u: unit_peak_to_peak(sorting, curation.spikes_of(u)) for u in curation.unit_ids.tolist()}
+        shapes = {u: unit_shape(sorting, curation.spikes_of(u)) for u in curation.unit_ids.tolist()}
     except BaseException:
         curation.close()
         raise
-    return _LoadedCuration(curation, metrics, peaks, note)
+    return _LoadedCuration(curation, metrics, shapes, note)
 
 
 def _units(units) -> str:
@@ -175,7 +191,7 @@ class CurationController(QObject):
         self.engine = window.engine
         self.curation: Curation | None = None
         self.metrics: MetricsCache | None = None
-        self.peak_amplitudes: dict[int, float] = {}
+        self.shapes: dict[int, UnitShape] = {}
         self.home: _CurationHome | None = None  # where `curation` lives
         # One opening runs at a time. `_wanted` is the one that should end up
         # installed; one finishing after it was superseded is closed, and then
@@ -298,7 +314,7 @@ class CurationController(QObject):
             return
         self.busy = None
         self.home = home
-        self.curation, self.metrics, self.peak_amplitudes = loaded.curation, loaded.metrics, loaded.peak_amplitudes
+        self.curation, self.metrics, self.shapes = loaded.curation, loaded.metrics, loaded.shapes
         self.session.set_curation(self.curation, self._unit_table())
         self.aids.opened(self.curation, home.sorting, self.session.recording,
                          _duration_and_noise(home.sorting, self.session.recording)[0])
@@ -318,7 +334,7 @@ class CurationController(QObject):
         self.aids.closed()
         if self.home is not None and self.home.scratch is not None:
             self.home.scratch.cleanup()
-        self.curation, self.metrics, self.peak_amplitudes, self.home = None, None, {}, None
+        self.curation, self.metrics, self.shapes, self.home = None, None, {}, None
         self.busy = None
         self._update_history_actions()
 
@@ -361,8 +377,8 @@ class CurationController(QObject):
         self.metrics.update(record)
         self.aids.followed(record)
         for unit in record.added:
-            if unit not in self.peak_amplitudes:
-                self.peak_amplitudes[unit] = unit_peak_to_peak(self.session.sorting, self.curation.spikes_of(unit))
+            if unit not in self.shapes:
+                self.shapes[unit] = unit_shape(self.session.sorting, self.curation.spikes_of(unit))
         selection = record.added if select_added and record.added else None
         self.session.set_curation(self.curation, self._unit_table(), record, selection)
         self._update_history_actions()
@@ -370,7 +386,7 @@ class CurationController(QObject):
 
     def _unit_table(self) -> UnitTable:
         metrics = self.metrics.metrics
-        return curated_unit_table(self.curation, metrics, self.peak_amplitudes, self.aids.suggested_labels(metrics))
+        return curated_unit_table(self.curation, metrics, self.shapes, self.aids.suggested_labels(metrics))
 
     def _run(self, title: str, work, on_done) -> None:
         """Run `work(context)` in a worker while other actions wait; `on_done(result)` on the GUI thread."""
@@ -539,7 +555,8 @@ class CurationController(QObject):
             return
         curation, folder = self.curation, self.phy_folder
         metrics = self.metrics.metrics
-        columns = {**metrics_to_phy_columns(metrics, self.peak_amplitudes),
+        peak_amplitudes = {unit: shape.peak_to_peak for unit, shape in self.shapes.items()}
+        columns = {**metrics_to_phy_columns(metrics, peak_amplitudes),
                    **suggested_label_column(self.aids.suggested_labels(metrics))}
         files = "spike_clusters.npy, cluster_group.tsv, cluster_info.tsv"
         saved = f"Saved {len(curation.unit_ids)} units into {folder} ({files})"

@@ -28,7 +28,7 @@ from engine.io.formats import recording_format
 from engine.io.recording import RecordingError
 
 # Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 CLOSE_RETRY_MS = 200
 RECORDING_FILTER = (
     "Recordings (*.bin *.dat *.raw *.npy *.meta structure.oebin *.nwb *.rhd *.rhs *.ns5 *.ns6 *.plx *.pl2 *.ncs *.smrx);;"
@@ -87,6 +87,8 @@ class MainWindow(QMainWindow):
             )
             if view_class.tabify_with in self.docks:
                 self.tabifyDockWidget(self.docks[view_class.tabify_with], dock)
+                # The view already there stays the one in front; the new tab is a click away.
+                self.docks[view_class.tabify_with].raise_()
             elif view_class.split_from is not None and view_class.split_from[0] in self.docks:
                 self.addDockWidget(view_class.default_area, dock)
                 self.splitDockWidget(self.docks[view_class.split_from[0]], dock, view_class.split_from[1])

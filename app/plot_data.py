@@ -66,23 +66,55 @@ def stack_channels(x: np.ndarray, values: np.ndarray, offsets: np.ndarray, scale
     return xs, ys, connect
 
 
-def read_envelope(recording, start: int, stop: int, max_points: int, chunk_values: int = 1 << 22):
+def read_envelope(recording, start: int, stop: int, max_points: int, chunk_values: int = 1 << 22, channels=None):
     """Read samples [start, stop) of `recording` chunk by chunk and reduce them to an envelope.
 
     Runs in a worker: long windows are read in chunks of about `chunk_values`
     values (so memory stays bounded), each chunk a whole number of envelope
     bins so the result equals `minmax_envelope` of the whole window.
+    `channels`: the (k,) channels to read, or None for all.
     Returns (index, reduced) like `minmax_envelope`, index relative to `start`.
     """
     n = stop - start
     if n <= max_points:
-        return minmax_envelope(recording.get_traces(start, stop), max_points)
+        return minmax_envelope(recording.get_traces(start, stop, channels), max_points)
     bin_size = envelope_bin_size(n, max_points)
-    chunk = max(chunk_values // (recording.n_channels * bin_size), 1) * bin_size
+    n_read = recording.n_channels if channels is None else len(channels)
+    chunk = max(chunk_values // (n_read * bin_size), 1) * bin_size
     indices, pieces = [], []
     for chunk_start in range(start, stop, chunk):
-        traces = recording.get_traces(chunk_start, min(chunk_start + chunk, stop))
+        traces = recording.get_traces(chunk_start, min(chunk_start + chunk, stop), channels)
         index, reduced = envelope_with_bins(traces, bin_size)
         indices.append(index + (chunk_start - start))
         pieces.append(reduced)
     return np.concatenate(indices), np.concatenate(pieces)
+
+
+def signed_extremes(index: np.ndarray, reduced: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """One value per envelope bin for a heat map: the bin's min or max, whichever is farther from zero.
+
+    index, reduced: an envelope of `n_samples` samples (see minmax_envelope); a
+    short window (every sample kept) comes back as it is. Returns (starts, values):
+    (m,) sample position of each column and (m, c) float32, so a spike shows at
+    its full height, with its sign, however far the view is zoomed out.
+    """
+    if len(index) >= n_samples:
+        return index, reduced
+    low, high = reduced[0::2], reduced[1::2]
+    return index[0::2], np.where(-low > high, low, high)
+
+
+def lay_out_channels(x: np.ndarray, values: np.ndarray, x_offsets: np.ndarray, y_offsets: np.ndarray):
+    """One curve for many snippets on many channels, each channel at its own (x, y) place.
+
+    x: (m,) shared time axis; values: (n, m, k) n snippets on k channels;
+    x_offsets, y_offsets: (k,) where channel j's snippets are drawn. Returns
+    (xs, ys, connect), each (n * k * m,), unconnected between snippets.
+    """
+    n, m, k = values.shape
+    xs = (np.asarray(x, dtype=np.float32)[None, None, :] + np.asarray(x_offsets, dtype=np.float32)[None, :, None])
+    xs = np.broadcast_to(xs, (n, k, m)).ravel()
+    ys = (values.transpose(0, 2, 1) + np.asarray(y_offsets, dtype=np.float32)[None, :, None]).ravel()
+    connect = np.ones(n * k * m, dtype=bool)
+    connect[m - 1 :: m] = False
+    return xs, ys, connect

@@ -1,8 +1,9 @@
-"""A vertical µV scale bar in a plot's top right corner, for views that stack channels.
+"""Scale bars for views that stack or lay out channels: µV (vertical, top right) and ms (horizontal, bottom right).
 
-Stacked channels leave the y axis to name channels, so the bar is what says
-how tall a µV is. It sits in data coordinates (so it scales with the plot)
-and follows the visible range.
+Stacked channels leave the y axis to name channels (and channels laid out by
+probe geometry leave no shared time axis), so the bars are what say how tall
+a µV is and how long a millisecond. They sit in data coordinates (so they
+scale with the plot) and follow the visible range.
 """
 
 from __future__ import annotations
@@ -58,3 +59,40 @@ class MicrovoltScaleBar:
         self.bar.setData([x, x], [top, top - height])
         self.label.setText(f"{self.microvolts:g} µV")
         self.label.setPos(x - 0.5 * MARGIN * (x1 - x0), top - height / 2)
+
+
+class MillisecondScaleBar:
+    """A horizontal bar of a round number of ms in the plot's bottom right corner."""
+
+    def __init__(self, plot: pg.PlotItem) -> None:
+        self.plot = plot
+        self.bar = pg.PlotCurveItem(pen=pg.mkPen(SCALE_BAR_COLOUR, width=2))
+        self.label = pg.TextItem(color=SCALE_BAR_COLOUR, anchor=(0.5, 1.0))
+        plot.addItem(self.bar, ignoreBounds=True)
+        plot.addItem(self.label, ignoreBounds=True)
+        self._scale = None  # (x units per ms, longest bar in x units), or None: hidden
+        plot.sigRangeChanged.connect(lambda *_: self._place())
+
+    def show(self, units_per_millisecond: float, longest: float) -> None:
+        self._scale = (units_per_millisecond, longest)
+        self._place()
+
+    @property
+    def milliseconds(self) -> float | None:
+        if self._scale is None:
+            return None
+        per_millisecond, longest = self._scale
+        return nice_length(longest / per_millisecond)
+
+    def _place(self) -> None:
+        if self._scale is None or not self._scale[0] > 0 or not self._scale[1] > 0:
+            self.bar.setData([], [])
+            self.label.setText("")
+            return
+        width = self._scale[0] * self.milliseconds
+        (x0, x1), (y0, y1) = self.plot.viewRange()
+        right = x1 - MARGIN * (x1 - x0)
+        y = y0 + MARGIN * (y1 - y0)
+        self.bar.setData([right - width, right], [y, y])
+        self.label.setText(f"{self.milliseconds:g} ms")
+        self.label.setPos(right - width / 2, y + 0.5 * MARGIN * (y1 - y0))

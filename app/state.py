@@ -73,6 +73,14 @@ class UnitTable:
     l_ratio: np.ndarray | None = None  # (n_units,) float; NaN without features
     suggested_labels: list[str] | None = None  # (n_units,) by engine.curation.labels rules
     suggested_reasons: list[str] | None = None  # (n_units,) the rules each unit broke, for the tooltip
+    # Where each unit sits (engine.curation.unit_positions); None when not known.
+    positions: np.ndarray | None = None  # (n_units, 2) float µm (x, y)
+    main_channels: np.ndarray | None = None  # (n_units,) int64 channel of the largest peak-to-peak
+
+    @property
+    def depth(self) -> np.ndarray | None:
+        """(n_units,) float µm: y of each unit's position along the probe."""
+        return None if self.positions is None else self.positions[:, 1]
 
 
 class Session(QObject):

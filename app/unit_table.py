@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.state import UnitTable
+from engine.curation.unit_positions import unit_positions
 from engine.pipeline.sorting import Sorting
 
 
@@ -43,6 +44,8 @@ def build_unit_table(sorting: Sorting, recording=None, labels: dict[int, str] | 
         snr=np.array([_or_nan(metrics[u].snr) for u in unit_ids], dtype=float),
         isi_violation_ratio=np.array([_or_nan(metrics[u].isi_violation_ratio) for u in unit_ids], dtype=float),
         labels=[labels.get(int(u), "") for u in unit_ids],
+        positions=unit_positions(sorting.templates, sorting.channel_positions),
+        main_channels=main_channels.astype(np.int64),
     )
 
 

@@ -109,8 +109,10 @@ def test_waveforms_correlograms_and_filters_say_their_units(qtbot, four_unit_fol
     qtbot.waitUntil(lambda: waveforms.scale_bar.microvolts is not None, timeout=10_000)
     bar = waveforms.scale_bar.bar.yData
     assert abs(bar[0] - bar[1]) == pytest.approx(waveforms.scale_bar.microvolts)  # drawn in µV
+    time_bar = waveforms.time_bar.bar.xData
+    assert abs(time_bar[1] - time_bar[0]) == pytest.approx(waveforms.time_bar.milliseconds)  # drawn in ms
     assert waveforms.scale_bar.label.textItem.toPlainText() == f"{waveforms.scale_bar.microvolts:g} µV"
-    assert waveforms.plot.getAxis("bottom").labelText == "time from spike (ms)"
+    assert waveforms.time_bar.label.textItem.toPlainText() == f"{waveforms.time_bar.milliseconds:g} ms"
 
     qtbot.waitUntil(lambda: correlograms.shown_units == [0, 1], timeout=10_000)
     first_column, last_row = correlograms.cells[1][0], correlograms.cells[1]

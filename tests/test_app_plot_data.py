@@ -41,3 +41,15 @@ def test_stacked_channels_are_one_curve_broken_between_channels():
     np.testing.assert_array_equal(xs, [0, 1, 2, 0, 1, 2])
     np.testing.assert_array_equal(ys, [2, 4, 6, -80, -60, -40])
     np.testing.assert_array_equal(connect, [True, True, False, True, True, False])
+
+
+def test_laying_out_channels_puts_each_snippet_at_its_channel_place():
+    from app.plot_data import lay_out_channels
+
+    values = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)  # 2 snippets, 3 samples, 2 channels
+    xs, ys, connect = lay_out_channels(np.array([0.0, 1.0, 2.0]), values, np.array([0.0, 10.0]), np.array([100.0, 200.0]))
+    # Segment order: snippet 0 channel 0, snippet 0 channel 1, snippet 1 channel 0, ...
+    np.testing.assert_array_equal(xs[3:6], [10.0, 11.0, 12.0])
+    np.testing.assert_array_equal(ys[3:6], values[0, :, 1] + 200.0)
+    np.testing.assert_array_equal(ys[6:9], values[1, :, 0] + 100.0)
+    assert connect.tolist() == [True, True, False] * 4

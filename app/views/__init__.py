@@ -16,6 +16,7 @@ VIEW_MODULES = (
     "units",
     "similarity",
     "embedding",
+    "probe",
     "waveforms",
     "correlograms",
     "isi",

@@ -41,7 +41,7 @@ class View(QWidget):
     name = ""  # stable identifier; the dock's objectName, so layouts survive renames of `title`
     title = ""  # dock title shown to the person
     default_area = Qt.DockWidgetArea.RightDockWidgetArea
-    # Name of a view whose dock this one shares as a tab on first launch (None: its own dock).
+    # Name of a view whose dock this one shares as a tab, behind it, on first launch (None: its own dock).
     tabify_with: str | None = None
     # (name of a view, orientation): on first launch, split that view's dock space and take the
     # second part (Horizontal: to its right; Vertical: below it). None: stack in `default_area`.

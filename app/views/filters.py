@@ -83,6 +83,7 @@ class _Cell:
         self.initial = pg.PlotCurveItem(pen=INITIAL_FILTER_PEN)
         self.current = pg.PlotCurveItem()
         self.title = pg.TextItem(anchor=(0.5, 0.0))
+        self.style = None  # (unit, split, selected) it was last drawn with
         self.title.setPos(rect.center().x(), rect.top() + rect.height())
         for item in (self.highlight, self.initial, self.current, self.title):
             viewbox.addItem(item)
@@ -192,6 +193,12 @@ class FiltersView(View):
         selected = set(self.session.selected_units)
         for k, cell in enumerate(self.cells):
             is_selected = cell.unit in selected
+            style = (cell.unit, cell.split, is_selected)
+            if cell.style == style:
+                # Unchanged: restyling would repaint its curve, and at 384 channels × hundreds of
+                # filters repainting every cell was most of a selection's time.
+                continue
+            cell.style = style
             colour = unit_color(cell.unit) if cell.unit >= 0 else NEUTRAL
             cell.current.setPen(pg.mkPen(colour, width=3 if is_selected else 1.5))
             if cell.unit < 0:

@@ -1,27 +1,38 @@
 """Traces: the preprocessed recording with the model's reconstruction and the detected spikes.
 
 Spike markers are coloured by the unit each spike belongs to now, so they
-follow merges, splits and undos. Clicking a marker selects that unit
-(Ctrl-click adds or removes it).
+follow merges, splits and undos, and sit on the main channel of the template
+that found them. Clicking a marker selects that unit (Ctrl-click adds or
+removes it).
 
-Only the visible window is ever read, in a worker, and reduced there to a
-min/max envelope of at most MAX_POINTS per channel; the GUI thread stacks the
-channels into one curve and calls setData. Dragging pans, the wheel zooms, in
-time only (so do ←/→ and +/− while the view has focus); the gain box scales
-the traces without re-reading them.
+Two ways to show the channels. Traces: a range of channels (the Channels box
+sets how many), stacked; Page Up/Down, Shift+↑/↓ and Shift+wheel move the
+range along the probe, and selecting a unit whose main channel is off screen
+brings that channel to the middle. Heat map (as Kilosort's GUI shows its data): every
+channel as one row of an image, each pixel column the sample farthest from
+zero in its bin, so spikes keep their height zoomed out; chosen by itself
+above HEATMAP_ABOVE_CHANNELS channels, and by the Heat map box.
+
+Only the visible window is ever read, in a worker, and only the channels on
+screen (the common median reference still reads the window's other channels
+for its median); it is reduced there to a min/max envelope of at most
+MAX_POINTS per channel; the GUI thread stacks the channels into one curve, or
+fills one image, and calls setData/setImage. Dragging pans, the wheel zooms,
+in time only (so do ←/→ and +/− while the view has focus); the gain box
+scales the traces (or the heat map's contrast) without re-reading them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout
+from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout
 
 from app.curation_controller import starting_units
 from app.palette import NEUTRAL, unit_rgba_array
-from app.plot_data import minmax_envelope, read_envelope, stack_channels
+from app.plot_data import minmax_envelope, read_envelope, signed_extremes, stack_channels
 from app.scale_bar import MicrovoltScaleBar
 from app.views.base import View
 
@@ -39,12 +50,38 @@ SCROLL_FRACTION = 0.5  # of the visible window, per ← / →
 ZOOM_FACTOR = 2.0  # per + / −
 RECONSTRUCTION_COLOUR = (255, 179, 71, 210)  # translucent, so the data shows through
 RESIDUAL_COLOUR = "#d76cff"
+# Above this many channels stacked traces are thinner than a pixel's worth of signal each.
+HEATMAP_ABOVE_CHANNELS = 32
+VISIBLE_CHANNELS = 32  # channels stacked at once in traces mode, at first
+CHANNEL_STEP_FRACTION = 0.25  # of the visible channels, per Shift+↑/↓ or Shift+wheel notch
+HEATMAP_SIGMAS = 8.0  # the colour scale spans ± this many noise σ at gain 1
+HEATMAP_COLOURS = "CET-D1"  # diverging: negative spikes blue, positive red, the noise pale
+HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX = 5.0, 9.0
 
 
 def _read_window(request):
-    recording, start, stop = request
-    index, reduced = read_envelope(recording, start, stop, MAX_POINTS)
-    return recording, start, stop, index, reduced
+    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them)."""
+    recording, start, stop, channels = request
+    index, reduced = read_envelope(recording, start, stop, MAX_POINTS, channels=channels)
+    read = np.arange(recording.n_channels) if channels is None else np.asarray(channels)
+    return recording, start, stop, read, index, reduced
+
+
+class _ShiftWheelFilter(QObject):
+    """Shift+wheel over the plot moves along the probe instead of zooming in time."""
+
+    def __init__(self, view) -> None:
+        super().__init__(view)
+        self.view = view
+
+    def eventFilter(self, _watched, event) -> bool:
+        if event.type() == QEvent.Type.Wheel and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            # Some platforms turn a Shift+wheel into a horizontal one.
+            delta = event.angleDelta().y() or event.angleDelta().x()
+            if delta:
+                self.view.scroll_channels(-np.sign(delta) * CHANNEL_STEP_FRACTION)
+            return True
+        return False
 
 
 def _trace_extremes(index, reduced, positions, channels, negative, half_width: float) -> np.ndarray:
@@ -76,12 +113,21 @@ class TracesView(View):
         self.gain_box = QDoubleSpinBox(minimum=0.05, maximum=100.0, value=1.0, singleStep=0.25, prefix="Gain ×")
         self.gain_box.setObjectName("gain_box")
         self.gain_box.valueChanged.connect(self._redraw_cached)
+        self.heatmap_box = QCheckBox("Heat map", checked=False)
+        self.heatmap_box.setToolTip(
+            f"Every channel as one row of colour (on by itself above {HEATMAP_ABOVE_CHANNELS} channels); "
+            "off: stacked traces of a range of channels (Page Up/Down, Shift+↑/↓, Shift+wheel move it)"
+        )
+        self.heatmap_box.toggled.connect(self._on_mode_changed)
+        self.channel_count_box = QSpinBox(minimum=1, maximum=1, value=1, prefix="Channels ")
+        self.channel_count_box.setToolTip("How many channels the traces mode stacks at once")
+        self.channel_count_box.valueChanged.connect(self._on_channel_count_changed)
         self.reconstruction_box = QCheckBox("Reconstruction ŷ", checked=True)
         self.residual_box = QCheckBox("Residual y − ŷ", checked=False)
         self.reconstruction_box.toggled.connect(self._draw_reconstruction)
         self.residual_box.toggled.connect(self._draw_reconstruction)
         self.window_label = QLabel()
-        for widget in (self.gain_box, self.reconstruction_box, self.residual_box):
+        for widget in (self.gain_box, self.heatmap_box, self.channel_count_box, self.reconstruction_box, self.residual_box):
             controls.addWidget(widget)
         controls.addStretch(1)
         controls.addWidget(self.window_label)
@@ -95,29 +141,40 @@ class TracesView(View):
         self.plot.enableAutoRange(x=False, y=False)
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
+        self.image = pg.ImageItem(axisOrder="col-major")
+        self.image.setColorMap(pg.colormap.get(HEATMAP_COLOURS))
+        self.image.setZValue(-10)
         self.traces_curve = pg.PlotCurveItem(pen=pg.mkPen(NEUTRAL, width=1))
         self.reconstruction_curve = pg.PlotCurveItem(pen=pg.mkPen(RECONSTRUCTION_COLOUR, width=1))
         self.residual_curve = pg.PlotCurveItem(pen=pg.mkPen(RESIDUAL_COLOUR, width=1))
         self.spikes = pg.ScatterPlotItem(pxMode=True, pen=None)
         self.spikes.sigClicked.connect(self._on_spike_clicked)
-        for item in (self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
+        for item in (self.image, self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
             self.plot.addItem(item)
         self.scale_bar = MicrovoltScaleBar(self.plot)
         layout.addWidget(self.plot_widget, 1)
 
-        self._cached = None  # (recording, start, stop, index, reduced) of the last window read
+        self.first_channel = 0  # top of the stacked range, in traces mode
+        self._channels_of = None  # the recording the mode and channel range were chosen for
+        self._cached = None  # (recording, start, stop, channels, index, reduced) of the last window read
         self._reader = self.engine.start_latest_worker("Reading traces", _read_window)
         self._reader.answered.connect(self._on_window_read)
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
         self._range_timer.timeout.connect(self._on_range_settled)
         self.plot.sigXRangeChanged.connect(lambda *_: self._range_timer.start())
         self.gain_box.valueChanged.connect(self._place_scale_bar)
+        self._wheel_filter = _ShiftWheelFilter(self)
+        self.plot_widget.viewport().installEventFilter(self._wheel_filter)
         for key, action in (
             (Qt.Key.Key_Right, lambda: self.scroll(SCROLL_FRACTION)),
             (Qt.Key.Key_Left, lambda: self.scroll(-SCROLL_FRACTION)),
             (Qt.Key.Key_Plus, lambda: self.zoom(1 / ZOOM_FACTOR)),
             (Qt.Key.Key_Equal, lambda: self.zoom(1 / ZOOM_FACTOR)),
             (Qt.Key.Key_Minus, lambda: self.zoom(ZOOM_FACTOR)),
+            (Qt.Key.Key_PageDown, lambda: self.scroll_channels(1.0)),
+            (Qt.Key.Key_PageUp, lambda: self.scroll_channels(-1.0)),
+            (Qt.Modifier.SHIFT | Qt.Key.Key_Down, lambda: self.scroll_channels(CHANNEL_STEP_FRACTION)),
+            (Qt.Modifier.SHIFT | Qt.Key.Key_Up, lambda: self.scroll_channels(-CHANNEL_STEP_FRACTION)),
         ):
             shortcut = QShortcut(QKeySequence(key), self.plot_widget, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(action)
@@ -134,21 +191,58 @@ class TracesView(View):
         centre, half = (start_s + stop_s) / 2, factor * (stop_s - start_s) / 2
         self.plot.setXRange(centre - half, centre + half, padding=0)
 
+    def scroll_channels(self, fraction: float) -> None:
+        """Move the stacked channels along the probe by `fraction` of their number (positive: higher channels)."""
+        recording = self.session.recording
+        if recording is None or self.is_heatmap():
+            return
+        count = self.channel_count_box.value()
+        step = int(np.sign(fraction)) * max(int(round(abs(fraction) * count)), 1)
+        first = int(np.clip(self.first_channel + step, 0, max(recording.n_channels - count, 0)))
+        if first != self.first_channel:
+            self.first_channel = first
+            self._channels_changed()
+
     # ---- layout of channels ------------------------------------------------------------
+    def is_heatmap(self) -> bool:
+        return self.heatmap_box.isChecked()
+
+    def visible_channels(self) -> np.ndarray:
+        """(k,) channels on screen, top first: all of them in the heat map, else the stacked range."""
+        n_channels = self.session.recording.n_channels
+        if self.is_heatmap():
+            return np.arange(n_channels)
+        return np.arange(self.first_channel, min(self.first_channel + self.channel_count_box.value(), n_channels))
+
     def _spacing(self) -> float:
         noise = getattr(self.session.recording, "noise_levels", None)
         sigma = float(np.median(noise)) if noise is not None and len(noise) else 10.0
         return CHANNEL_SPACING_SIGMAS * max(sigma, 1e-3)
 
-    def _offsets(self) -> np.ndarray:
-        """(n_channels,) y of each channel's baseline: channel 0 on top."""
-        return -np.arange(self.session.recording.n_channels) * self._spacing()
+    def _offsets(self, n_rows: int | None = None) -> np.ndarray:
+        """(n_rows,) y of each stacked channel's baseline, the first on top (default: the visible channels)."""
+        n_rows = len(self.visible_channels()) if n_rows is None else n_rows
+        return -np.arange(n_rows) * self._spacing()
 
     def _place_scale_bar(self, *_args) -> None:
-        if self.session.recording is None:
+        if self.session.recording is None or self.is_heatmap():
             self.scale_bar.hide()
             return
         self.scale_bar.show(self.gain_box.value(), SCALE_BAR_SPACINGS * self._spacing())
+
+    def _place_channels(self) -> None:
+        """The y range and the channel ticks of what is on screen now."""
+        channels = self.visible_channels()
+        if self.is_heatmap():
+            # Channel c is the image row centred on y = -c.
+            self.plot.setYRange(-(len(channels) - 0.5), 0.5, padding=0)
+            positions = -channels.astype(float)
+        else:
+            spacing = self._spacing()
+            self.plot.setYRange(-(len(channels) - 1) * spacing - 0.75 * spacing, 0.75 * spacing, padding=0)
+            positions = self._offsets(len(channels))
+        ticks = [(float(y), str(channel)) for y, channel in zip(positions, channels.tolist())]
+        self.plot.getAxis("left").setTicks([ticks[:: max(len(ticks) // 16, 1)], []])
 
     # ---- reading the visible window --------------------------------------------------------
     def refresh(self) -> None:
@@ -156,20 +250,20 @@ class TracesView(View):
         if recording is None:
             for item in (self.traces_curve, self.reconstruction_curve, self.residual_curve):
                 item.setData([], [])
+            self.image.clear()
             self.spikes.setData([], [])
             self._place_scale_bar()
             self.window_label.setText("No recording")
             return
-        spacing = self._spacing()
+        if recording is not self._channels_of:
+            self._set_up_channels(recording)
         n_channels = recording.n_channels
         longest = max(MAX_VISIBLE_VALUES / (n_channels * recording.sampling_rate), 0.01)
         self.plot.setLimits(
             xMin=0.0, xMax=recording.duration, minXRange=20 / recording.sampling_rate, maxXRange=longest
         )
-        self.plot.setYRange(-(n_channels - 1) * spacing - 0.75 * spacing, 0.75 * spacing, padding=0)
-        ticks = [(-channel * spacing, str(channel)) for channel in range(n_channels)]
-        self.plot.getAxis("left").setTicks([ticks[:: max(n_channels // 16, 1)], []])
         self.plot.setLabel("left", "channel")
+        self._place_channels()
         self._apply_time_window(*self.session.time_window)
         self._place_scale_bar()
         self._request_visible()
@@ -198,7 +292,8 @@ class TracesView(View):
     def _request_visible(self) -> None:
         start, stop = self._visible_samples()
         if stop > start:
-            self._reader.request((self.session.recording, start, stop))
+            channels = None if self.is_heatmap() else self.visible_channels()
+            self._reader.request((self.session.recording, start, stop, channels))
 
     def _on_window_read(self, _request_id: int, result) -> None:
         if result[0] is not self.session.recording:
@@ -206,43 +301,109 @@ class TracesView(View):
         self._cached = result
         self._redraw_cached()
 
+    def _on_mode_changed(self, *_args) -> None:
+        self._enable_controls()
+        self._channels_changed()
+
+    def _enable_controls(self) -> None:
+        stacked = not self.is_heatmap()
+        for box in (self.channel_count_box, self.reconstruction_box, self.residual_box):
+            box.setEnabled(stacked)
+
+    def _set_up_channels(self, recording) -> None:
+        """A new recording: the heat map above HEATMAP_ABOVE_CHANNELS, else traces from channel 0."""
+        self._channels_of = recording
+        self.first_channel = 0
+        for box in (self.heatmap_box, self.channel_count_box):
+            box.blockSignals(True)
+        self.heatmap_box.setChecked(recording.n_channels > HEATMAP_ABOVE_CHANNELS)
+        self.channel_count_box.setMaximum(recording.n_channels)
+        self.channel_count_box.setValue(min(VISIBLE_CHANNELS, recording.n_channels))
+        for box in (self.heatmap_box, self.channel_count_box):
+            box.blockSignals(False)
+        self._enable_controls()
+
+    def _on_channel_count_changed(self, *_args) -> None:
+        recording = self.session.recording
+        if recording is not None:
+            self.first_channel = min(self.first_channel, max(recording.n_channels - self.channel_count_box.value(), 0))
+            self._channels_changed()
+
+    def _channels_changed(self) -> None:
+        if self.session.recording is None:
+            return
+        self._place_channels()
+        self._place_scale_bar()
+        if self.is_shown():
+            self._request_visible()
+        else:
+            self._stale = True
+
     # ---- drawing -------------------------------------------------------------------------------
     def _redraw_cached(self) -> None:
         if self._cached is None or self.session.recording is None:
             return
-        _recording, start, stop, index, reduced = self._cached
-        self.draw_window(start, stop, index, reduced)
+        _recording, start, stop, channels, index, reduced = self._cached
+        self.draw_window(start, stop, channels, index, reduced)
         self._draw_reconstruction()
 
-    def draw_window(self, start: int, stop: int, index: np.ndarray, reduced: np.ndarray) -> None:
-        """Draw samples [start, stop) from their envelope (as `read_envelope` returns it), and the spikes there."""
+    def draw_window(self, start: int, stop: int, channels: np.ndarray, index: np.ndarray, reduced: np.ndarray) -> None:
+        """Draw samples [start, stop) of `channels` from their envelope (as `read_envelope` returns it), and the spikes there."""
         rate = self.session.recording.sampling_rate
-        xs, ys, connect = stack_channels((start + index) / rate, reduced, self._offsets(), self.gain_box.value())
-        self.traces_curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
         n = stop - start
         points = "every sample" if len(index) >= n else f"min/max of {2 * n / len(index):.0f} samples per point"
-        self.window_label.setText(f"{n / rate:.3g} s, {points}")
-        self._draw_spikes(start, stop, index, reduced)
+        heatmap = len(channels) == self.session.recording.n_channels and self.is_heatmap()
+        if heatmap:
+            self.traces_curve.setData([], [])
+            starts, values = signed_extremes(index, reduced, n)
+            # Rows flipped: image row 0 is drawn lowest, and channel 0 belongs on top.
+            self.image.setImage(values[:, ::-1], autoLevels=False, levels=self._heatmap_levels())
+            self.image.setRect(QRectF(start / rate, -(len(channels) - 0.5), n / rate, len(channels)))
+            self.image.setVisible(True)
+            levels = self._heatmap_levels()[1]
+            where = f"all {len(channels)} channels, colour ±{levels:.0f} µV"
+        else:
+            self.image.setVisible(False)
+            xs, ys, connect = stack_channels((start + index) / rate, reduced, self._offsets(len(channels)), self.gain_box.value())
+            self.traces_curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
+            where = f"channels {channels[0]}–{channels[-1]} of {self.session.recording.n_channels}" if len(channels) else ""
+        self.window_label.setText(f"{n / rate:.3g} s, {points}; {where}")
+        self._draw_spikes(start, stop, channels, index, reduced, heatmap)
 
-    def _draw_spikes(self, start: int, stop: int, index: np.ndarray, reduced: np.ndarray) -> None:
+    def _heatmap_levels(self) -> tuple[float, float]:
+        noise = getattr(self.session.recording, "noise_levels", None)
+        sigma = float(np.median(noise)) if noise is not None and len(noise) else 10.0
+        half = HEATMAP_SIGMAS * max(sigma, 1e-3) / self.gain_box.value()
+        return -half, half
+
+    def _draw_spikes(self, start, stop, channels, index, reduced, heatmap: bool) -> None:
         sorting = self.session.sorting
-        if sorting is None or sorting.n_spikes == 0:
+        if sorting is None or sorting.n_spikes == 0 or len(channels) == 0:
             self.spikes.setData([], [])
             return
         first, last = np.searchsorted(sorting.spike_times, [start, stop])
-        chosen = np.arange(first, last)
+        main_channels = sorting.main_channels()
+        # Only spikes whose main channel is on screen: a marker belongs on its unit's main channel.
+        in_window = np.arange(first, last)
+        spike_channels = main_channels[sorting.spike_units[in_window]]
+        chosen = in_window[(spike_channels >= channels[0]) & (spike_channels <= channels[-1])]
         if len(chosen) > MAX_SPIKE_MARKERS:
             chosen = chosen[np.linspace(0, len(chosen) - 1, MAX_SPIKE_MARKERS).astype(np.int64)]
         sort_units = sorting.spike_units[chosen]  # (n,) the sort's own unit: the template that found the spike
         units = self._units_now(chosen)  # (n,) the unit the spike belongs to now: colour, selection, click
-        main_channels = sorting.main_channels()
-        peaks = sorting.templates[np.arange(sorting.n_units), sorting.template_peak_taps, main_channels]
-        channels = main_channels[sort_units]  # (n,) where the template that found the spike is biggest
-        half = MARKER_SEARCH_MS * 1e-3 * sorting.sampling_rate
-        # A marker sits on the drawn trace, at the spike's extremum on that channel, so it points at the
-        # waveform it labels whatever the folder calls an amplitude (µV here, a template scaling in Kilosort's).
-        extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, channels, peaks[sort_units] < 0, half)
-        y = self._offsets()[channels] + self.gain_box.value() * extremes
+        spike_channels = main_channels[sort_units]  # (n,) where the template that found the spike is biggest
+        rows = spike_channels - channels[0]  # (n,) row of each marker's channel among those drawn
+        if heatmap:
+            y = -spike_channels.astype(float)
+            sizes = (HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX)
+        else:
+            peaks = sorting.templates[np.arange(sorting.n_units), sorting.template_peak_taps, main_channels]
+            half = MARKER_SEARCH_MS * 1e-3 * sorting.sampling_rate
+            # A marker sits on the drawn trace, at the spike's extremum on that channel, so it points at the
+            # waveform it labels whatever the folder calls an amplitude (µV here, a template scaling in Kilosort's).
+            extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, rows, peaks[sort_units] < 0, half)
+            y = self._offsets(len(channels))[rows] + self.gain_box.value() * extremes
+            sizes = (7.0, 12.0)
         selected = np.isin(units, self.session.selected_units)
         # One brush object per unit, shared by its spikes: making one per spike is the slow part.
         present = np.unique(units)
@@ -251,7 +412,7 @@ class TracesView(View):
         self.spikes.setData(
             x=sorting.spike_times[chosen] / sorting.sampling_rate,
             y=y,
-            size=np.where(selected, 12.0, 7.0),
+            size=np.where(selected, sizes[1], sizes[0]),
             brush=[brush_of[unit] for unit in units.tolist()],
             pen=[outline if s else no_outline for s in selected.tolist()],
             data=units,
@@ -276,17 +437,19 @@ class TracesView(View):
 
     def _draw_reconstruction(self, *_args) -> None:
         window = self.session.window_codes
-        show_reconstruction = self.reconstruction_box.isChecked()
-        show_residual = self.residual_box.isChecked()
+        stacked = not self.is_heatmap()
+        show_reconstruction = self.reconstruction_box.isChecked() and stacked
+        show_residual = self.residual_box.isChecked() and stacked
         self.reconstruction_curve.setVisible(show_reconstruction and window is not None)
         self.residual_curve.setVisible(show_residual and window is not None)
         if window is None or self.session.recording is None:
             return
         rate = self.session.recording.sampling_rate
-        offsets, gain = self._offsets(), self.gain_box.value()
+        channels = self._cached[3] if self._cached is not None else self.visible_channels()
+        offsets, gain = self._offsets(len(channels)), self.gain_box.value()
         for curve, wanted, values in (
-            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction),
-            (self.residual_curve, show_residual, lambda: window.traces - window.reconstruction),
+            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction[:, channels]),
+            (self.residual_curve, show_residual, lambda: window.traces[:, channels] - window.reconstruction[:, channels]),
         ):
             if wanted:
                 index, reduced = minmax_envelope(values(), MAX_POINTS)
@@ -310,5 +473,23 @@ class TracesView(View):
     def on_curation_changed(self, _record) -> None:
         self._redraw_cached()
 
-    def on_selection_changed(self, _unit_ids) -> None:
-        self._redraw_cached()
+    def on_selection_changed(self, unit_ids) -> None:
+        if not self._bring_into_view(unit_ids):
+            self._redraw_cached()
+
+    def _bring_into_view(self, unit_ids) -> bool:
+        """Move the stacked range to the first selected unit's main channel when it is off screen; True if moved."""
+        table, recording = self.session.unit_table, self.session.recording
+        if not unit_ids or self.is_heatmap() or recording is None or table is None or table.main_channels is None:
+            return False
+        rows = np.flatnonzero(table.unit_ids == unit_ids[0])
+        if len(rows) == 0:
+            return False
+        channel = int(table.main_channels[rows[0]])
+        visible = self.visible_channels()
+        if len(visible) and visible[0] <= channel <= visible[-1]:
+            return False
+        count = self.channel_count_box.value()
+        self.first_channel = int(np.clip(channel - count // 2, 0, max(recording.n_channels - count, 0)))
+        self._channels_changed()
+        return True

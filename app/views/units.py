@@ -1,7 +1,9 @@
-"""Units: a sortable, multi-select table of the sorted units and their quality numbers.
+"""Units: a sortable, filterable, multi-select table of the sorted units and their quality numbers.
 
 A QAbstractTableModel over the session's UnitTable, behind a
-QSortFilterProxyModel that sorts on the raw numbers (not the formatted text).
+QSortFilterProxyModel that sorts on the raw numbers (not the formatted text)
+and keeps the rows the filter box's text allows (app.unit_filter). Space and
+Shift+Space step through the rows in this order, filtered ones left out.
 Selection reaches the rest of the app after a short debounce, as in phy, so
 holding an arrow key does not redraw every view for every row passed.
 """
@@ -12,13 +14,16 @@ import math
 
 import numpy as np
 from PyQt6.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableView, QVBoxLayout
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit, QTableView, QVBoxLayout
 
 from app.palette import unit_color
 from app.state import UnitTable
+from app.unit_filter import UnitFilterError, unit_filter_mask
 from app.views.base import View
 
 SELECTION_DEBOUNCE_MS = 80
+FILTER_DEBOUNCE_MS = 150  # typing a filter re-filters once the keys pause
+FILTER_HINT = "Filter: good, snr > 5, depth < 500, a unit id, a word of a label…"
 # Units on a second header line: the columns are then as narrow as their numbers, and the
 # whole table fits the dock without scrolling sideways.
 PEAK_TO_PEAK_HEADER = "Ptp\n(µV)"
@@ -43,6 +48,8 @@ COLUMNS = (
         "(the ptp_uv column of cluster_info.tsv)",
     ),
     ("SNR", "snr", "{:.1f}", "Template peak on its main channel / that channel's noise σ"),
+    ("Depth\n(µm)", "depth", "{:.0f}", "Position of the unit along the probe (y, µm): the centre of its "
+                                       "template's peak-to-peak over the channels near its main one"),
     ("ISI\nviol.", "isi_violation_ratio", "{:.2f}", "Refractory-period violations, as a ratio (Hill et al.)"),
     ("Pres.", "presence_ratio", "{:.2f}", "Presence ratio: fraction of the recording's bins in which the unit fires"),
     ("RP\ncont.", "rp_contamination", "{:.2f}", "Refractory-period contamination (SpikeInterface's rp_contamination)"),
@@ -108,6 +115,21 @@ class UnitTableModel(QAbstractTableModel):
         return None
 
 
+class FilteredUnits(QSortFilterProxyModel):
+    """The proxy that sorts the table, keeping only the rows of `mask` (None: all)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.mask: np.ndarray | None = None  # (n_units,) bool over the source rows
+
+    def set_mask(self, mask: np.ndarray | None) -> None:
+        self.mask = mask
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, source_row: int, _source_parent) -> bool:
+        return self.mask is None or source_row >= len(self.mask) or bool(self.mask[source_row])
+
+
 class UnitsView(View):
     name = "units"
     title = "Units"
@@ -130,7 +152,7 @@ class UnitsView(View):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         self.model = UnitTableModel(self)
-        self.proxy = QSortFilterProxyModel(self)
+        self.proxy = FilteredUnits(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
         self.table_view = QTableView()
@@ -153,7 +175,22 @@ class UnitsView(View):
         self.table_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_timer.start())
         self.empty_label = QLabel("Units appear here when training ends and the recording is sorted.", wordWrap=True)
+        self.filter_box = QLineEdit(placeholderText=FILTER_HINT, clearButtonEnabled=True)
+        self.filter_box.setObjectName("unit_filter")
+        self.filter_box.setToolTip(
+            "Rows must pass every term: COLUMN OP NUMBER (snr, depth, rate, spikes, ptp, isi, presence, rp, "
+            "cutoff, lratio, unit; < <= > >= = !=), a label (good, mua, noise, unsorted), a unit id, "
+            "or a word found in the label or suggested label"
+        )
+        self.filter_message = QLabel(wordWrap=True)
+        self.filter_message.setObjectName("unit_filter_message")
+        self.filter_message.hide()
+        self._filter_timer = QTimer(self, singleShot=True, interval=FILTER_DEBOUNCE_MS)
+        self._filter_timer.timeout.connect(self.apply_filter)
+        self.filter_box.textChanged.connect(lambda _text: self._filter_timer.start())
         layout.addWidget(self.empty_label)
+        layout.addWidget(self.filter_box)
+        layout.addWidget(self.filter_message)
         layout.addWidget(self.table_view, 1)
         self._selection_timer = QTimer(self, singleShot=True, interval=SELECTION_DEBOUNCE_MS)
         self._selection_timer.timeout.connect(self._publish_selection)
@@ -182,9 +219,28 @@ class UnitsView(View):
             if first is not None:
                 self.table_view.scrollTo(self.proxy.mapFromSource(self.model.index(first, 0)))
 
+    def apply_filter(self) -> None:
+        """Keep the rows the filter box's text allows; an unreadable text keeps them all and says why."""
+        self._filter_timer.stop()
+        table, text = self.model.table, self.filter_box.text()
+        mask, problem = None, ""
+        if table is not None and text.strip():
+            try:
+                mask = unit_filter_mask(table, text)
+            except UnitFilterError as error:
+                problem = str(error)[:1].upper() + str(error)[1:]
+        self.proxy.set_mask(mask)
+        if problem:
+            self.filter_message.setText(problem)
+        elif mask is not None:
+            self.filter_message.setText(f"{int(mask.sum())} of {len(mask)} units shown")
+        self.filter_message.setVisible(bool(problem) or mask is not None)
+        self.filter_box.setStyleSheet("QLineEdit { border: 1px solid #d05050; }" if problem else "")
+
     def refresh(self) -> None:
         self.model.set_table(self.session.unit_table)
         self.empty_label.setVisible(self.session.unit_table is None)
+        self.apply_filter()
         self._show_selection(self.session.selected_units)
 
     def on_sorting_changed(self) -> None:

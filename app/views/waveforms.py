@@ -1,10 +1,15 @@
-"""Waveforms: a sample of each selected unit's spikes, and their mean, on the units' best channels.
+"""Waveforms: a sample of each selected unit's spikes, and their mean, laid out as the channels sit on the probe.
 
 Up to WAVEFORMS_PER_UNIT spikes per unit, spread evenly over the recording
 (so drift widens the band rather than hiding), are read from the
-preprocessed recording in a worker that answers only the latest selection.
-Channels are stacked as they sit on the probe, the top one first; each unit
-is drawn in its colour, faint single spikes behind a bold mean.
+preprocessed recording in a worker that answers only the latest selection,
+on the neighbourhood of each unit's main channel (channels within
+NEIGHBOURHOOD_UM of it, at most MAX_NEIGHBOURS; engine.curation.unit_positions).
+Each channel's snippet is drawn where the channel sits: one column per
+distinct x on the probe, rows at their depth, so a spike's spread over the
+probe reads as it does in phy's waveform view. Each unit is drawn in its
+colour, faint single spikes behind a bold mean. The plot is in ms and µV
+(each channel shifted to its place), so the two scale bars read directly.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 
 from app.palette import unit_color
-from app.plot_data import stack_channels
-from app.scale_bar import MicrovoltScaleBar
+from app.plot_data import lay_out_channels
+from app.scale_bar import MicrovoltScaleBar, MillisecondScaleBar
 from app.unit_views import UnitView
-from engine.curation.features import best_channels, mean_template, read_snippets, snippet_window
+from engine.curation.features import mean_template, read_snippets, snippet_window
+from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbourhood
 
 MAX_UNITS = 4
 WAVEFORMS_PER_UNIT = 100
-CHANNELS_PER_UNIT = 4
-MAX_CHANNELS = 8
-CHANNEL_SPACING = 1.15  # in units of the largest mean peak-to-peak shown
-SCALE_BAR_SPACINGS = 0.5  # the µV scale bar is at most this many channel spacings tall
+MAX_CHANNELS = 2 * MAX_NEIGHBOURS  # the units' neighbourhoods together
+ROW_SPACING = 1.15  # between neighbouring rows, in units of the largest mean peak-to-peak shown
+COLUMN_GAP = 0.15  # between columns, as a fraction of a snippet's duration
+SCALE_BAR_ROWS = 0.5  # the µV scale bar is at most this many row spacings tall
+CHANNEL_LABEL_COLOUR = "#8a8c96"
 
 
 def _read_waveforms(request):
@@ -37,15 +44,43 @@ def _read_waveforms(request):
     return request, snippets
 
 
-def channels_to_show(sorting, unit_spikes: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """The best channels of the units (first unit first), at most MAX_CHANNELS, top of the probe first."""
+def channels_to_show(sorting, unit_spikes: list[tuple[int, np.ndarray]], main_channels: dict[int, int] | None = None) -> np.ndarray:
+    """The units' neighbourhoods (first unit first), at most MAX_CHANNELS, top of the probe first.
+
+    `main_channels`: unit -> its main channel where known (the Units table's); else
+    it is found from the unit's mean template.
+    """
+    main_channels = main_channels or {}
     chosen: list[int] = []
-    for _unit, spikes in unit_spikes:
-        for channel in best_channels(mean_template(sorting, spikes), CHANNELS_PER_UNIT).tolist():
+    for unit, spikes in unit_spikes:
+        centre = main_channels.get(unit)
+        if centre is None:
+            centre = main_channel(mean_template(sorting, spikes))
+        for channel in neighbourhood(sorting.channel_positions, int(centre)).tolist():
             if channel not in chosen and len(chosen) < MAX_CHANNELS:
                 chosen.append(channel)
-    depth = sorting.channel_positions[chosen, 1]
-    return np.array(chosen, dtype=np.int64)[np.argsort(-depth, kind="stable")]
+    positions = sorting.channel_positions[chosen]
+    order = np.lexsort((positions[:, 0], -positions[:, 1]))
+    return np.array(chosen, dtype=np.int64)[order]
+
+
+def geometry_offsets(channel_positions: np.ndarray, row_spacing: float, column_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) offsets of each channel's snippet: a column per distinct x (left to right), a row per distinct depth.
+
+    channel_positions: (k, 2) µm of the channels shown. Rows are `row_spacing`
+    apart, the deepest at the bottom, whatever the µm between them, so two units'
+    neighbourhoods far apart on the probe still fill the view; a jump of more
+    than twice the probe's row pitch leaves an empty row, so the gap still shows.
+    """
+    xs, ys = channel_positions[:, 0], channel_positions[:, 1]
+    columns = np.unique(np.round(xs, 3), return_inverse=True)[1].reshape(-1)
+    depths, row_of_channel = np.unique(np.round(ys, 3), return_inverse=True)
+    steps = np.diff(depths)  # µm between neighbouring rows, shallowest... deepest in y order
+    pitch = float(steps.min()) if len(steps) else 1.0
+    row_steps = np.where(steps > 2 * pitch + 1e-6, 2, 1)
+    row_y = np.concatenate([[0], np.cumsum(row_steps)]).astype(float)  # (n_depths,) rank, larger y higher
+    row_y -= row_y.max()
+    return columns * column_width, row_y[row_of_channel.reshape(-1)] * row_spacing
 
 
 class WaveformsView(UnitView):
@@ -56,15 +91,20 @@ class WaveformsView(UnitView):
     def build(self) -> None:
         self.plot_widget = pg.PlotWidget()
         self.plot = self.plot_widget.getPlotItem()
-        self.plot.setLabel("bottom", "time from spike (ms)")
-        self.plot.setLabel("left", "channel")
+        # Columns have no shared time axis: the ms bar gives the time scale, the left axis the depth.
+        self.plot.hideAxis("bottom")
+        self.plot.setLabel("left", "depth (µm)")
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
-        # The y axis names the stacked channels; the bar says how tall a µV is.
         self.scale_bar = MicrovoltScaleBar(self.plot)
+        self.time_bar = MillisecondScaleBar(self.plot)
         self.single_spikes: dict[int, pg.PlotCurveItem] = {}  # unit -> its sampled spikes, one curve
         self.means: dict[int, pg.PlotCurveItem] = {}  # unit -> its mean waveform
-        self.channels = np.zeros(0, dtype=np.int64)  # channels drawn, top to bottom
+        # One label per channel place, made once and reused.
+        self.channel_labels = [pg.TextItem(color=CHANNEL_LABEL_COLOUR, anchor=(0, 1)) for _ in range(MAX_CHANNELS)]
+        for label in self.channel_labels:
+            self.plot.addItem(label, ignoreBounds=True)
+        self.channels = np.zeros(0, dtype=np.int64)  # channels drawn, top of the probe first
         self.set_content(self.plot_widget)
         self._reader = self.engine.start_latest_worker("Reading waveforms", _read_waveforms)
         self._reader.answered.connect(self._on_read)
@@ -80,8 +120,14 @@ class WaveformsView(UnitView):
             (unit, spikes[np.linspace(0, len(spikes) - 1, min(len(spikes), WAVEFORMS_PER_UNIT)).astype(np.int64)])
             for unit, spikes in unit_spikes
         ]
-        channels = channels_to_show(sorting, unit_spikes)
+        channels = channels_to_show(sorting, unit_spikes, self._table_main_channels())
         self._reader.request((self.session.curation, sorting, self.session.recording, sampled, channels))
+
+    def _table_main_channels(self) -> dict[int, int]:
+        table = self.session.unit_table
+        if table is None or table.main_channels is None:
+            return {}
+        return dict(zip(table.unit_ids.tolist(), table.main_channels.tolist()))
 
     def _on_read(self, _request_id: int, result) -> None:
         (curation, sorting, recording, unit_spikes, channels), snippets = result
@@ -94,27 +140,42 @@ class WaveformsView(UnitView):
             self.plot.removeItem(self.means.pop(unit))
             self.plot.removeItem(self.single_spikes.pop(unit))
         means = [unit_snippets.mean(axis=0) for unit_snippets in snippets]  # each (length, k)
-        spacing = CHANNEL_SPACING * max((float(np.ptp(mean, axis=0).max()) for mean in means), default=1.0)
-        offsets = -np.arange(len(channels)) * max(spacing, 1e-6)
+        row_spacing = max(ROW_SPACING * max((float(np.ptp(mean, axis=0).max()) for mean in means), default=1.0), 1e-6)
         before, _after = snippet_window(sorting.sampling_rate)
         length = snippets[0].shape[1] if snippets else 0
         time_ms = (np.arange(length) - before) * 1000.0 / sorting.sampling_rate
+        duration_ms = length * 1000.0 / sorting.sampling_rate
+        positions = sorting.channel_positions[channels]
+        x_offsets, y_offsets = geometry_offsets(positions, row_spacing, (1 + COLUMN_GAP) * max(duration_ms, 1e-3))
         for z, (unit, unit_snippets, mean) in enumerate(zip(units, snippets, means)):
             single, mean_curve = self._curves_of(unit)
             # All of a unit's spikes in one curve: each spike × channel is one unconnected segment.
-            stacked = unit_snippets.transpose(1, 0, 2).reshape(length, -1)  # (length, n × k)
-            xs, ys, connect = stack_channels(time_ms, stacked, np.tile(offsets, len(unit_snippets)))
+            xs, ys, connect = lay_out_channels(time_ms, unit_snippets, x_offsets, y_offsets)
             single.setData(xs, ys, connect=connect)
-            xs, ys, connect = stack_channels(time_ms, mean, offsets)
+            xs, ys, connect = lay_out_channels(time_ms, mean[None], x_offsets, y_offsets)
             mean_curve.setData(xs, ys, connect=connect)
             # The first selected unit in front.
             single.setZValue(-2 * z - 1)
             mean_curve.setZValue(100 - z)
-        ticks = [(float(offset), str(channel)) for offset, channel in zip(offsets, channels.tolist())]
-        self.plot.getAxis("left").setTicks([ticks, []])
+        self._label_channels(channels, x_offsets + time_ms[0] if length else x_offsets, y_offsets + row_spacing / 2)
+        # One tick per depth, at its row's baseline.
+        rows = dict(zip(np.round(positions[:, 1], 1).tolist(), y_offsets.tolist()))
+        ticks = [(y, f"{depth:g}") for depth, y in sorted(rows.items())]
+        self.plot.getAxis("left").setTicks([ticks[:: max(len(ticks) // 8, 1)], []])
         self.channels = channels
         self.plot.enableAutoRange()
-        self.scale_bar.show(1.0, SCALE_BAR_SPACINGS * spacing)  # snippets are drawn in µV
+        self.plot.autoRange()
+        self.scale_bar.show(1.0, SCALE_BAR_ROWS * row_spacing)  # y is in µV
+        self.time_bar.show(1.0, 0.8 * max(duration_ms, 1e-3))  # x is in ms
+
+    def _label_channels(self, channels: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
+        for index, label in enumerate(self.channel_labels):
+            if index < len(channels):
+                label.setText(str(int(channels[index])))
+                label.setPos(float(xs[index]), float(ys[index]))
+                label.show()
+            else:
+                label.hide()
 
     def _curves_of(self, unit: int) -> tuple[pg.PlotCurveItem, pg.PlotCurveItem]:
         if unit not in self.means:

@@ -1,0 +1,127 @@
+"""The app on a many-channel phy folder: screenshots of the probe-scale views and the time a unit selection takes.
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/bench_probe_views.py [--channels 64 384] [--repeats 20] [--shots DIR]
+
+For each channel count, a simulated two-column probe (20 µm rows, ~1 unit per
+6 channels, 3 s at 10 kHz) is written as a phy folder with its true sort,
+opened for curation, and once its background jobs are done:
+- each probe-scale view is grabbed into DIR (probe, traces as heat map and as
+  stacked traces, units table, waveforms, the whole window);
+- a unit is selected `repeats` times (a different one each time) and timed from
+  `select_units` until every shown view holds the new selection's data
+  (the Waveforms view's read in its worker included), and then with one paint
+  of the whole window. Medians are printed; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PyQt6.QtCore import QSettings  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+
+def wait_until(app: QApplication, condition, timeout_s: float) -> None:
+    deadline = time.perf_counter() + timeout_s
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("benchmark step timed out")
+        app.processEvents()
+        time.sleep(0.001)
+
+
+def open_folder(app: QApplication, folder: Path):
+    from app.main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    window.resize(1600, 1000)
+    window.open_path(folder)
+    wait_until(app, lambda: window.session.curation is not None, 120)
+    wait_until(app, lambda: window.engine.jobs_running == 0, 300)  # metrics, suggestions, the t-SNE map
+    window.docks["probe"].raise_()  # in front of the spike map: the view this issue adds
+    for _ in range(20):
+        app.processEvents()
+    return window
+
+
+def grab_views(app: QApplication, window, shots: Path, n_channels: int) -> None:
+    session, traces = window.session, window.views["traces"]
+    table = session.unit_table
+    session.select_units([int(table.unit_ids[table.n_spikes.argmax()])])
+    session.set_time_window(0.5, 1.0)
+    wait_until(app, lambda: set(window.views["waveforms"].means) == set(session.selected_units), 30)
+    wait_until(app, lambda: traces._cached is not None and traces._cached[1] >= 0.5 * session.recording.sampling_rate - 1, 30)
+    for _ in range(20):
+        app.processEvents()
+    window.grab().save(str(shots / f"window_{n_channels}.png"))
+    for name in ("probe", "traces", "units", "waveforms"):
+        window.views[name].grab().save(str(shots / f"{name}_{n_channels}.png"))
+    traces.heatmap_box.setChecked(not traces.is_heatmap())
+    wait_until(app, lambda: len(traces._cached[3]) == len(traces.visible_channels()), 30)
+    for _ in range(20):
+        app.processEvents()
+    traces.grab().save(str(shots / f"traces_{'heatmap' if traces.is_heatmap() else 'stacked'}_{n_channels}.png"))
+    traces.heatmap_box.setChecked(not traces.is_heatmap())
+
+
+def time_selection(app: QApplication, window, repeats: int) -> tuple[list[float], list[float]]:
+    session, waveforms = window.session, window.views["waveforms"]
+    units = [int(u) for u in session.unit_table.unit_ids]
+    to_data, to_paint = [], []
+    for repeat in range(repeats):
+        unit = units[(repeat * 7 + 1) % len(units)]
+        if session.selected_units == (unit,):
+            unit = units[(repeat * 7 + 2) % len(units)]
+        started = time.perf_counter()
+        session.select_units([unit])
+        wait_until(app, lambda: set(waveforms.means) == {unit} and not waveforms._redraw_pending, 30)
+        app.processEvents()  # the other views' posted redraws
+        to_data.append(time.perf_counter() - started)
+        window.grab()
+        to_paint.append(time.perf_counter() - started)
+    return to_data, to_paint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", type=int, nargs="+", default=[64])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--shots", type=Path, default=None, help="folder for the screenshots (default: a temporary one)")
+    arguments = parser.parse_args()
+    from tests.test_app_probe_scale import write_probe_folder
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, scratch)  # leave the user's layout alone
+        shots = arguments.shots or Path(scratch) / "shots"
+        shots.mkdir(parents=True, exist_ok=True)
+        print(f"load average {os.getloadavg()[0]:.2f}; screenshots in {shots}")
+        for n_channels in arguments.channels:
+            started = time.perf_counter()
+            folder = write_probe_folder(Path(scratch) / f"probe{n_channels}", n_channels=n_channels,
+                                        n_units=max(n_channels // 6, 4))
+            made = time.perf_counter() - started
+            window = open_folder(app, folder)
+            grab_views(app, window, shots, n_channels)
+            to_data, to_paint = time_selection(app, window, arguments.repeats)
+            print(f"{n_channels} channels, {len(window.session.unit_table.unit_ids)} units "
+                  f"(folder made in {made:.1f} s): select a unit -> views hold it: median "
+                  f"{1000 * statistics.median(to_data):.1f} ms, worst {1000 * max(to_data):.1f} ms; "
+                  f"+ one paint of the window: median {1000 * statistics.median(to_paint):.1f} ms "
+                  f"(n={len(to_data)})")
+            window.close()
+            app.processEvents()
+
+
+if __name__ == "__main__":
+    main()
