@@ -21,6 +21,16 @@ class GeometryError(ValueError):
     """Channel positions or a neighbourhood radius that cannot describe a probe; says what to fix."""
 
 
+def duplicate_positions_problem(positions: np.ndarray) -> str | None:
+    """What is wrong when channels share a position, in words (None when each has its own)."""
+    duplicates = duplicate_positions(positions)
+    if not duplicates:
+        return None
+    shown = ", ".join(f"{a} and {b}" for a, b in duplicates[:5])
+    return (f"{len(duplicates)} channel(s) share a position with another ({shown}): each channel needs its own "
+            f"(x, y) in µm; check the probe file or channel_positions")
+
+
 def duplicate_positions(positions: np.ndarray) -> list[tuple[int, int]]:
     """Pairs of channels given the same (x, y)."""
     rounded = np.round(np.asarray(positions, dtype=np.float64), 6)
@@ -38,13 +48,9 @@ def channel_neighbourhoods(positions: np.ndarray, radius_um: float = DEFAULT_RAD
     positions = np.asarray(positions, dtype=np.float64)  # (n_channels, 2) µm
     if not np.isfinite(radius_um) or radius_um <= 0:
         raise GeometryError(f"the neighbourhood radius must be a positive number of µm, got {radius_um!r}")
-    duplicates = duplicate_positions(positions)
-    if duplicates:
-        shown = ", ".join(f"{a} and {b}" for a, b in duplicates[:5])
-        raise GeometryError(
-            f"{len(duplicates)} channel(s) share a position with another ({shown}): each channel needs its own "
-            f"(x, y) in µm; check the probe file or channel_positions"
-        )
+    problem = duplicate_positions_problem(positions)
+    if problem:
+        raise GeometryError(problem)
     distances = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=2)
     neighbours = distances <= radius_um
     if len(positions) > 1:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.io.atomic import write_bytes_atomic, write_text_atomic
-from engine.io.geometry import duplicate_positions, linear_positions
+from engine.io.geometry import duplicate_positions_problem, linear_positions
 from engine.io.params_py import read_params_py
 
 SUPPORTED_DTYPES = ("int16", "uint16", "float32", "float64")
@@ -539,13 +539,9 @@ def _checked_positions(positions, n_channels: int) -> np.ndarray:
         )
     if not np.isfinite(positions).all():
         raise RecordingError("channel_positions contain NaN or inf: give every channel an x and y in µm")
-    duplicates = duplicate_positions(positions)
-    if duplicates:
-        shown = ", ".join(f"{a} and {b}" for a, b in duplicates[:5])
-        raise RecordingError(
-            f"channel_positions give {len(duplicates)} channel(s) the position of another ({shown}): "
-            f"each channel needs its own (x, y) in µm"
-        )
+    problem = duplicate_positions_problem(positions)
+    if problem:
+        raise RecordingError(problem)
     return positions
 
 
