@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import Qt, QTimer
-from PyQt6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
 
 from app.views.base import View
 
@@ -34,6 +34,9 @@ class UnitView(View):
         self.message.setObjectName("view_message")
         self.message.setMargin(16)
         self._pages = QStackedWidget()
+        # What a view shows (new data, a message) never pushes the docks around: the
+        # layout, not the content, sizes a view (the docks jumped when data arrived).
+        self._pages.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self._pages.addWidget(content)
         self._pages.addWidget(self.message)
         layout.addWidget(self._pages)

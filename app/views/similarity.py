@@ -11,7 +11,9 @@ suggestion and Shift+X rejects that suggestion, without leaving the unit.
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout
+from PyQt6.QtWidgets import (
+    QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
+)
 
 from app.palette import unit_color
 from app.views.base import View
@@ -31,6 +33,8 @@ class SimilarityView(View):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         self.header = QLabel(wordWrap=True)
+        # Its text changes as suggestions arrive: it must not resize the dock (the layout jumped).
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
         self.table.verticalHeader().hide()
