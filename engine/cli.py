@@ -171,7 +171,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     if args.demo == bool(args.recording):
         raise ValueError("give either a RECORDING path or --demo (not both, not neither)")
     path = demo_recording_path() if args.demo else Path(args.recording)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say = _say(args)
     for note in check_output_folder(args.out, overwrite=args.overwrite, keep=path):
         say(note)
     recording, config = _open(path, args)  # bad input fails before training, or a cluster, starts
@@ -184,7 +184,7 @@ def _run_sort_many(args: argparse.Namespace) -> int:
     from engine.io.output_folder import check_output_folder
 
     jobs = read_sort_list(Path(args.list))
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say = _say(args)
     # Every file and output folder is checked before any sorting.
     for path, out in jobs:
         for note in check_output_folder(out, overwrite=args.overwrite, keep=path):
@@ -258,7 +258,7 @@ def _chunk_runner(args: argparse.Namespace):
         return
     from engine.pipeline.distributed import DEFAULT_RETRIES, DaskInference, dask_client
 
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say = _say(args)
     with dask_client(args.scheduler, args.workers, say=say) as client:
         retries = DEFAULT_RETRIES if args.retries is None else args.retries
         runner.inference = DaskInference(client, retries=retries, on_task=runner.on_task)
@@ -296,7 +296,7 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     from engine.io.phy import export_phy
     from engine.pipeline.run import SortPipeline
 
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say = _say(args)
     say(f"{recording}\n{recording.describe()}")
     configure_threads(args.threads)
     started = time.perf_counter()
@@ -337,6 +337,11 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
         f"found {sorting.n_units} units, {sorting.n_spikes} spikes "
         f"({', '.join(str(int(c)) for c in counts)}) in {time.perf_counter() - started:.1f} s -> {out}"
     )
+
+
+def _say(args: argparse.Namespace):
+    """print to stderr, or nothing with --quiet."""
+    return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
 
 
 class NoSpikesError(ValueError):

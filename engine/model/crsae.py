@@ -132,23 +132,22 @@ class CRsAE(nn.Module):
         start = torch.zeros_like(correlation)
         state = (start, start, 1.0)
         if torch.is_grad_enabled() and tracked < n_iterations:
-            with torch.no_grad():
-                untracked_gram = self._gram_operator(correlation.shape[-1], filters=self.filters.detach())
-                state = fista_resumable(correlation.detach(), untracked_gram, shrink, step,
+            with torch.no_grad():  # the same operator; no graph is recorded for these steps
+                state = fista_resumable(correlation.detach(), gram, shrink, step,
                                         n_iterations - tracked, state, tolerance)
             n_iterations = tracked
         codes = fista_resumable(correlation, gram, shrink, step, n_iterations, state, tolerance)[0]
         support = (codes > 0).to(codes.dtype)
         return debias(codes, correlation, gram, step, self.n_debias_iterations, support)
 
-    def _gram_operator(self, n_codes: int, method: str = "auto", filters: torch.Tensor | None = None):
+    def _gram_operator(self, n_codes: int, method: str = "auto"):
         """x -> HᵀH x by direct convolutions or, without gradients, by FFT.
 
         Per code sample, the direct route costs about 2·C·L multiply-adds per
         filter; the FFT route a few FFT passes per filter plus K products per
         frequency, which wins once channels × taps is large (tetrodes at 30 kHz).
         """
-        filters = self.filters if filters is None else filters
+        filters = self.filters
         if method == "auto":
             direct_cost = 2 * self.n_channels * self.n_taps
             fft_cost = 6 * math.log2(max(n_codes, 2)) + 4 * self.n_filters
