@@ -77,15 +77,21 @@ def test_working_set_codes_match_the_dense_encoder_on_a_simulated_recording(simu
     sparse_codes = encoder.encode(signal)
     with torch.no_grad():
         dense_codes = model.encode(torch.from_numpy(signal), lipschitz=lipschitz).numpy()
+        converged = model.encode(torch.from_numpy(signal), lipschitz=lipschitz, n_iterations=2000).numpy()
     assert encoder.sparse_chunks == 2 and encoder.dense_chunks == 0
     assert sparse_codes.shape == dense_codes.shape
-    # The same lasso: objective no worse than the dense encoder's, same support almost everywhere.
+    # The same lasso: objective no worse than the dense encoder's T steps reach.
     for row in range(2):
         assert objective(model, signal[row : row + 1], sparse_codes[row : row + 1]) <= \
             objective(model, signal[row : row + 1], dense_codes[row : row + 1]) * (1 + 1e-4)
-    support_sparse, support_dense = sparse_codes > 0, dense_codes > 0
-    assert (support_sparse ^ support_dense).sum() <= 0.05 * support_dense.sum()
-    assert np.abs(sparse_codes - dense_codes).max() < 0.05 * dense_codes.max()
+    # The working set runs FISTA to (near) convergence on few codes, so it lands on the
+    # lasso's solution (2000 dense steps) at least as closely as the dense encoder's T steps:
+    # measured, the same support exactly and codes within 0.5 %.
+    support_sparse, support_dense, support_converged = sparse_codes > 0, dense_codes > 0, converged > 0
+    assert (support_sparse ^ support_converged).sum() <= min((support_dense ^ support_converged).sum(),
+                                                            0.01 * support_converged.sum())
+    assert np.abs(sparse_codes - converged).max() < 0.02 * converged.max()
+    assert np.abs(sparse_codes - dense_codes).max() < 0.1 * dense_codes.max()
 
 
 def test_a_code_the_screening_misses_is_found_by_the_optimality_check():

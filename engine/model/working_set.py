@@ -10,16 +10,22 @@ a working set W of coordinates:
 
 1. Screening. x_k(t) can leave zero only where its gradient Hᵀ(y − Hx) reaches
    λ_k. At x = 0 that gradient is the correlation Hᵀy, so W starts as the
-   coordinates whose correlation exceeds `screen` × λ_k. Measured on the demo
-   with screen = 1: the solution's support lay entirely inside W.
+   coordinates whose correlation exceeds `screen` × λ_k and is the largest of
+   its filter's within a quarter filter length (a peak). Taking every
+   coordinate above the bar instead drowned the solver on probes: a 50-σ spike
+   lifts the correlation of every overlapping filter above λ at ±1 ms of
+   shifts, and on 0.5 s of a 32-channel recording W held 18 % of all codes and
+   its Gram 69 M entries (116 s); with peaks, W grows to 7.7 k codes and 1.1 M
+   entries in 8 rounds (15 s) and reaches a lower objective.
 2. FISTA restricted to W. The gradient needs HᵀH only between coordinates of
    W, and two codes interact only when closer than one filter length, so it
    is a sparse matrix whose entries come from the filters' cross-correlations
    (the Gram tensor, computed once per dictionary).
 3. Optimality check over the whole chunk (two convolutions): a coordinate
    outside W whose gradient exceeds λ_k violates the lasso's optimality
-   conditions, so it joins W and FISTA continues. Then a coordinate outside W
-   is zero in the solution, as in the dense encoder.
+   conditions; the peaks among the violators join W and FISTA continues. When
+   none is left, a coordinate outside W is zero in the solution, as in the
+   dense encoder.
 
 The result agrees with `CRsAE.encode` up to FISTA's not-yet-converged
 transients (tested: same spikes, objective no worse).
@@ -35,6 +41,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sparse
+from scipy.ndimage import maximum_filter1d
 import torch
 
 from engine.model.crsae import CRsAE, debias, fista
@@ -53,8 +60,10 @@ _VIOLATION_MARGIN = 1e-4
 # 9 ns on the tetrode (4 channels, 120 taps, FFT route), whose first working
 # set had 17 entries per code. Below 8 the working set wins on both.
 MAX_ENTRIES_PER_CODE = 8.0
-# Optimality checks before giving up on growing W (each one adds what it finds).
-_MAX_CHECKS = 5
+# Optimality checks before giving up on growing W (each one adds the peaks of what it
+# finds). On the 32-channel recording above the violators fell 1611, 998, 584, ... 93
+# in 8 rounds, the objective by 0.03 % in the last.
+_MAX_CHECKS = 8
 
 
 class WorkingSetEncoder:
@@ -91,7 +100,7 @@ class WorkingSetEncoder:
         with torch.no_grad():
             correlation = self.model.analysis(signal_tensor).numpy()  # (batch, K, m) float32, as the encoder
         lambdas = self.lambdas[None, :, None]
-        in_set = correlation > self.screen * lambdas
+        in_set = (correlation > self.screen * lambdas) & self._peaks(correlation)
         chunks, filters, times = self._coordinates(in_set)
         if gram_entries(times, self.n_taps) * self.interacting_fraction > MAX_ENTRIES_PER_CODE * in_set.size:
             self.dense_chunks += len(signal)
@@ -103,7 +112,8 @@ class WorkingSetEncoder:
             gram = sparse_gram(self.gram, filters, times)
             index = (chunks, filters, times - chunks * self._stride(in_set))
             codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
-            violators = (self._gradient(correlation, codes) > lambdas * (1.0 + _VIOLATION_MARGIN)) & ~in_set
+            gradient = np.where(in_set, -np.inf, self._gradient(correlation, codes))
+            violators = (gradient > lambdas * (1.0 + _VIOLATION_MARGIN)) & self._peaks(gradient)
             if not violators.any():
                 break
             in_set |= violators
@@ -115,6 +125,11 @@ class WorkingSetEncoder:
             index = (chunks, filters, times - chunks * self._stride(support))
             codes[index] = self._debias(gram, correlation[index], codes[index])
         return codes.astype(np.float32)
+
+    def _peaks(self, values: np.ndarray) -> np.ndarray:
+        """Where each filter's values are the largest within a quarter filter length (ties included)."""
+        radius = max(self.n_taps // 4, 1)
+        return values >= maximum_filter1d(values, 2 * radius + 1, axis=2, mode="constant", cval=-np.inf)
 
     def _stride(self, mask: np.ndarray) -> int:
         """Offset between chunks on the common time axis: a chunk plus a filter length of gap."""
