@@ -81,7 +81,9 @@ class WorkingSetEncoder:
         self.gram = gram_tensor(self.model)
         # Filters on far-apart neighbourhoods of a probe never interact (their Gram is exactly 0):
         # the fraction that do scales the size of the sparse problem.
-        self.interacting_fraction = float(np.mean(np.any(self.gram != 0, axis=2))) if self.gram.size else 1.0
+        interacting = np.any(self.gram != 0, axis=2)  # (K, K)
+        self.interacting_fraction = float(np.mean(interacting)) if self.gram.size else 1.0
+        self.partners = [np.flatnonzero(row) for row in interacting]  # the filters each one interacts with
         self.sparse_chunks = 0  # how many chunks each route encoded, for reports
         self.dense_chunks = 0
 
@@ -157,11 +159,33 @@ class WorkingSetEncoder:
         return codes.numpy()
 
     def _gradient(self, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Hᵀ(y − Hx) = Hᵀy − HᵀHx over whole chunks."""
-        with torch.no_grad():
-            codes_tensor = torch.from_numpy(codes.astype(np.float32))
-            gram_codes = self.model.analysis(self.model.synthesis(codes_tensor)).numpy()
-        return correlation - gram_codes
+        """Hᵀ(y − Hx) = Hᵀy − HᵀHx over whole chunks.
+
+        HᵀHx is summed from the Gram tensor, one row of it per non-zero code,
+        not by synthesising the chunks and correlating them again: the codes
+        are sparse, so this costs (non-zeros × interacting filters × 2 filter
+        lengths) instead of two convolutions over every channel and sample
+        (on a 32-channel probe the convolutions were 40 % of the pruning pass).
+        """
+        n_chunks, n_filters, n_codes = codes.shape
+        n_taps = self.n_taps
+        padded = n_codes + 2 * (n_taps - 1)  # room for the lags that fall off either end
+        gram_codes = torch.zeros(n_chunks * n_filters * padded, dtype=torch.float32)
+        chunks, filters, times = np.nonzero(codes)
+        values = codes[chunks, filters, times].astype(np.float32)
+        lags = np.arange(2 * n_taps - 1)
+        for source in np.unique(filters):
+            partners = self.partners[source]
+            rows = torch.from_numpy(self.gram[source, partners])  # (p, 2L - 1)
+            of_source = np.flatnonzero(filters == source)
+            for block in np.array_split(of_source, max(1, of_source.size * partners.size * lags.size // 4_000_000)):
+                # The code at padded time t + L - 1 reaches partner j at padded times t + lag, lag in [0, 2L - 1).
+                targets = ((chunks[block, None, None] * n_filters + partners[None, :, None]) * padded
+                           + times[block, None, None] + lags[None, None, :])
+                weights = torch.from_numpy(values[block])[:, None, None] * rows[None]
+                gram_codes.index_add_(0, torch.from_numpy(targets.ravel()), weights.flatten())
+        gram_codes = gram_codes.view(n_chunks, n_filters, padded)[:, :, n_taps - 1 : n_taps - 1 + n_codes]
+        return correlation - gram_codes.numpy()
 
 
 def gram_tensor(model: CRsAE) -> np.ndarray:
