@@ -141,3 +141,49 @@ def test_the_step_budget_lowers_the_batch_and_refuses_what_cannot_fit():
     assert batch_size_within_budget(config, 8, 4, 6000) == int(100.0 // one) < 32
     with pytest.raises(ConfigError, match="max_step_mb"):
         batch_size_within_budget(TrainingConfig(max_step_mb=1.0), 64, 384, 6000)
+
+
+def _probe_model(n_filters=80, n_channels=64, n_taps=12):
+    """Filters on the neighbourhoods of a 64-channel linear probe (20 µm pitch, 60 µm radius)."""
+    from engine.io.geometry import channel_neighbourhoods
+
+    positions = np.stack([np.zeros(n_channels), 20.0 * np.arange(n_channels)], axis=1)
+    neighbourhoods = channel_neighbourhoods(positions, 60.0)
+    main = np.sort(np.random.default_rng(3).integers(0, n_channels, n_filters))
+    torch.manual_seed(3)
+    return CRsAE(torch.randn(n_filters, n_channels, n_taps), 2.0, channel_mask=neighbourhoods[main])
+
+
+def test_local_convolutions_are_the_dense_ones_on_a_probe():
+    import torch.nn.functional as F
+
+    model = _probe_model()
+    assert model._channel_blocks(torch.device("cpu")) is not None  # the local route is taken
+    signal = torch.randn(2, model.n_channels, 300)
+    codes = torch.randn(2, model.n_filters, 300 - model.n_taps + 1)
+    dense_filters = model.filters.detach()
+    with torch.no_grad():
+        torch.testing.assert_close(model.analysis(signal), F.conv1d(signal, dense_filters), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(model.synthesis(codes), F.conv_transpose1d(codes, dense_filters),
+                                   rtol=1e-4, atol=1e-4)
+    # Gradients reach the filters as through the dense convolutions.
+    local_loss = model.synthesis(model.analysis(signal)).pow(2).sum()
+    (local_gradient,) = torch.autograd.grad(local_loss, model.filters)
+    filters = dense_filters.clone().requires_grad_(True)
+    dense_loss = F.conv_transpose1d(F.conv1d(signal, filters), filters).pow(2).sum()
+    (dense_gradient,) = torch.autograd.grad(dense_loss, filters)
+    mask = model.channel_mask[:, :, None]
+    torch.testing.assert_close(local_gradient * mask, dense_gradient * mask, rtol=1e-3, atol=1e-3 * float(dense_gradient.abs().max()))
+
+
+def test_lipschitz_bounds_the_operator_norm_of_local_filters():
+    model = _probe_model()
+    bound = model.lipschitz()
+    torch.manual_seed(2)
+    with torch.no_grad():
+        codes = torch.randn(1, model.n_filters, 200)
+        for _ in range(60):  # power iteration in time: approaches the true norm from below
+            codes = model.analysis(model.synthesis(codes))
+            codes = codes / codes.norm()
+        norm = float((model.analysis(model.synthesis(codes)) * codes).sum())
+    assert norm <= bound <= 1.3 * norm
