@@ -475,7 +475,15 @@ class TracesView(View):
 
     def on_selection_changed(self, unit_ids) -> None:
         if not self._bring_into_view(unit_ids):
-            self._redraw_cached()
+            self._restyle_spikes()
+
+    def _restyle_spikes(self) -> None:
+        """Only the markers show the selection: the traces or heat map stay as drawn."""
+        if self._cached is None or self.session.recording is None:
+            return
+        _recording, start, stop, channels, index, reduced = self._cached
+        heatmap = len(channels) == self.session.recording.n_channels and self.is_heatmap()
+        self._draw_spikes(start, stop, channels, index, reduced, heatmap)
 
     def _bring_into_view(self, unit_ids) -> bool:
         """Move the stacked range to the first selected unit's main channel when it is off screen; True if moved."""
