@@ -19,7 +19,11 @@ for its median); it is reduced there to a min/max envelope of at most
 MAX_POINTS per channel; the GUI thread stacks the channels into one curve, or
 fills one image, and calls setData/setImage. Dragging pans, the wheel zooms,
 in time only (so do ←/→ and +/− while the view has focus); the gain box
-scales the traces (or the heat map's contrast) without re-reading them.
+scales the traces (or the heat map's contrast) without re-reading them, as
+do Alt+↑/↓ (phy's keys); Ctrl+↑/↓ stack fewer or more channels (zoom along the
+probe). "Per channel" scales each channel by the median noise σ over its own,
+so a noisy or a quiet channel looks like the rest (the µV scale bar is then
+true for a channel of median noise).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ RESIDUAL_COLOUR = "#d76cff"
 HEATMAP_ABOVE_CHANNELS = 32
 VISIBLE_CHANNELS = 32  # channels stacked at once in traces mode, at first
 CHANNEL_STEP_FRACTION = 0.25  # of the visible channels, per Shift+↑/↓ or Shift+wheel notch
+GAIN_STEP = 1.25  # per Alt+↑/↓
+CHANNEL_ZOOM_STEP = 1.5  # channels stacked, per Ctrl+↑/↓
 HEATMAP_SIGMAS = 8.0  # the colour scale spans ± this many noise σ at gain 1
 HEATMAP_COLOURS = "CET-D1"  # diverging: negative spikes blue, positive red, the noise pale
 HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX = 5.0, 9.0
@@ -122,12 +128,20 @@ class TracesView(View):
         self.channel_count_box = QSpinBox(minimum=1, maximum=1, value=1, prefix="Channels ")
         self.channel_count_box.setToolTip("How many channels the traces mode stacks at once")
         self.channel_count_box.valueChanged.connect(self._on_channel_count_changed)
+        self.per_channel_box = QCheckBox("Per channel", checked=False)
+        self.per_channel_box.setObjectName("per_channel_box")
+        self.per_channel_box.setToolTip(
+            "Scale each channel by the median noise σ over its own, so every channel's noise band is "
+            "the same height (the µV scale bar is then true for a channel of median noise)"
+        )
+        self.per_channel_box.toggled.connect(self._redraw_cached)
         self.reconstruction_box = QCheckBox("Reconstruction ŷ", checked=True)
         self.residual_box = QCheckBox("Residual y − ŷ", checked=False)
         self.reconstruction_box.toggled.connect(self._draw_reconstruction)
         self.residual_box.toggled.connect(self._draw_reconstruction)
         self.window_label = QLabel()
-        for widget in (self.gain_box, self.heatmap_box, self.channel_count_box, self.reconstruction_box, self.residual_box):
+        for widget in (self.gain_box, self.per_channel_box, self.heatmap_box, self.channel_count_box,
+                       self.reconstruction_box, self.residual_box):
             controls.addWidget(widget)
         controls.addStretch(1)
         controls.addWidget(self.window_label)
@@ -175,6 +189,10 @@ class TracesView(View):
             (Qt.Key.Key_PageUp, lambda: self.scroll_channels(-1.0)),
             (Qt.Modifier.SHIFT | Qt.Key.Key_Down, lambda: self.scroll_channels(CHANNEL_STEP_FRACTION)),
             (Qt.Modifier.SHIFT | Qt.Key.Key_Up, lambda: self.scroll_channels(-CHANNEL_STEP_FRACTION)),
+            (Qt.Modifier.ALT | Qt.Key.Key_Up, lambda: self.gain_box.setValue(self.gain_box.value() * GAIN_STEP)),
+            (Qt.Modifier.ALT | Qt.Key.Key_Down, lambda: self.gain_box.setValue(self.gain_box.value() / GAIN_STEP)),
+            (Qt.Modifier.CTRL | Qt.Key.Key_Up, lambda: self.zoom_channels(1 / CHANNEL_ZOOM_STEP)),
+            (Qt.Modifier.CTRL | Qt.Key.Key_Down, lambda: self.zoom_channels(CHANNEL_ZOOM_STEP)),
         ):
             shortcut = QShortcut(QKeySequence(key), self.plot_widget, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(action)
@@ -202,6 +220,31 @@ class TracesView(View):
         if first != self.first_channel:
             self.first_channel = first
             self._channels_changed()
+
+    def zoom_channels(self, factor: float) -> None:
+        """Stack `factor` times as many channels (at least one more or fewer), around the middle of those shown."""
+        recording = self.session.recording
+        if recording is None or self.is_heatmap():
+            return
+        count = self.channel_count_box.value()
+        wanted = int(round(count * factor))
+        wanted = max(wanted, count + 1) if factor > 1 else min(wanted, count - 1)
+        wanted = int(np.clip(wanted, 1, recording.n_channels))
+        middle = self.first_channel + count // 2
+        self.first_channel = int(np.clip(middle - wanted // 2, 0, max(recording.n_channels - wanted, 0)))
+        self.channel_count_box.setValue(wanted)  # re-reads through _on_channel_count_changed
+
+    def channel_scales(self, channels: np.ndarray) -> np.ndarray:
+        """(k,) factor each of `channels` is drawn at: 1, or median σ / its σ with Per channel on."""
+        noise = getattr(self.session.recording, "noise_levels", None)
+        if not self.per_channel_box.isChecked() or noise is None or len(noise) == 0:
+            return np.ones(len(channels), dtype=np.float32)
+        noise = np.asarray(noise, dtype=np.float32)
+        return (np.median(noise) / np.maximum(noise[channels], 1e-6 * max(float(np.median(noise)), 1e-12))).astype(np.float32)
+
+    def _scaled(self, channels: np.ndarray, reduced: np.ndarray) -> np.ndarray:
+        """The envelope `reduced` (m, k) of `channels` as drawn (a copy only with Per channel on)."""
+        return reduced * self.channel_scales(channels) if self.per_channel_box.isChecked() else reduced
 
     # ---- layout of channels ------------------------------------------------------------
     def is_heatmap(self) -> bool:
@@ -344,7 +387,7 @@ class TracesView(View):
         if self._cached is None or self.session.recording is None:
             return
         _recording, start, stop, channels, index, reduced = self._cached
-        self.draw_window(start, stop, channels, index, reduced)
+        self.draw_window(start, stop, channels, index, self._scaled(channels, reduced))
         self._draw_reconstruction()
 
     def draw_window(self, start: int, stop: int, channels: np.ndarray, index: np.ndarray, reduced: np.ndarray) -> None:
@@ -447,9 +490,11 @@ class TracesView(View):
         rate = self.session.recording.sampling_rate
         channels = self._cached[3] if self._cached is not None else self.visible_channels()
         offsets, gain = self._offsets(len(channels)), self.gain_box.value()
+        scales = self.channel_scales(channels)
         for curve, wanted, values in (
-            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction[:, channels]),
-            (self.residual_curve, show_residual, lambda: window.traces[:, channels] - window.reconstruction[:, channels]),
+            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction[:, channels] * scales),
+            (self.residual_curve, show_residual,
+             lambda: (window.traces[:, channels] - window.reconstruction[:, channels]) * scales),
         ):
             if wanted:
                 index, reduced = minmax_envelope(values(), MAX_POINTS)
@@ -483,7 +528,7 @@ class TracesView(View):
             return
         _recording, start, stop, channels, index, reduced = self._cached
         heatmap = len(channels) == self.session.recording.n_channels and self.is_heatmap()
-        self._draw_spikes(start, stop, channels, index, reduced, heatmap)
+        self._draw_spikes(start, stop, channels, index, self._scaled(channels, reduced), heatmap)
 
     def _bring_into_view(self, unit_ids) -> bool:
         """Move the stacked range to the first selected unit's main channel when it is off screen; True if moved."""
