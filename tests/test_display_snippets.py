@@ -64,3 +64,33 @@ def test_reference_channels_spread_over_the_probe(n_channels, count):
     channels = reference_channels(n_channels, count)
     assert channels[0] == 0 and channels[-1] == n_channels - 1
     assert len(channels) == min(count, n_channels)
+
+
+def test_block_cached_reads_equal_the_recordings_and_scrolling_reads_only_new_blocks():
+    from engine.curation.block_cache import BlockCachedRecording
+
+    recording = NumpyRecording(np.random.default_rng(0).normal(0, 1, (10_000, 3)).astype(np.float32), 1_000.0)
+    reads = []
+    original = recording._read_block
+    recording._read_block = lambda start, stop, index: reads.append((start, stop)) or original(start, stop, index)
+    cached = BlockCachedRecording(recording, block_s=0.5, max_values=3 * 2_000)  # four blocks of 500 samples fit
+    np.testing.assert_array_equal(cached.get_traces(250, 1_750), recording.get_traces(250, 1_750))
+    reads.clear()
+    np.testing.assert_array_equal(cached.get_traces(750, 2_250), recording.get_traces(750, 2_250))
+    assert reads[:1] == [(2_000, 2_500)], "blocks 0.5-2 s were kept: only the new one is read"
+    assert cached._values <= 3 * 2_000, "the oldest block made room"
+    np.testing.assert_array_equal(cached.get_traces(1_000, 2_600, [2, 0]), recording.get_traces(1_000, 2_600, [2, 0]))
+
+
+def test_the_views_reader_of_a_long_probe_reads_every_channel_with_a_subset_median():
+    from engine.curation.display_snippets import SubsetReferencedRecording, for_views
+
+    recording = _recording(128, common_mode=40.0)
+    reader = for_views(recording)
+    assert isinstance(reader, SubsetReferencedRecording)
+    assert for_views(_recording(64)) is not None and not isinstance(for_views(_recording(64)), SubsetReferencedRecording)
+    every = reader.get_traces(5_000, 8_000)
+    some = reader.get_traces(5_000, 8_000, [40, 41, 100])
+    np.testing.assert_allclose(some, every[:, [40, 41, 100]], atol=1e-4)
+    exact = recording.get_traces(5_000, 8_000)
+    assert np.sqrt(np.mean((every - exact) ** 2)) < 0.5 * float(np.median(recording.noise_levels))

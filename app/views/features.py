@@ -60,8 +60,8 @@ def sample_evenly(spikes: np.ndarray, count: int) -> np.ndarray:
 class FeaturesView(UnitView):
     name = "features"
     title = "Features"
-    default_area = Qt.DockWidgetArea.BottomDockWidgetArea
-    split_from = ("isi", Qt.Orientation.Horizontal)
+    default_area = Qt.DockWidgetArea.LeftDockWidgetArea
+    tabify_with = "embedding"  # the other cluster view with a lasso: a tab beside it and the probe
 
     def build(self) -> None:
         self.lasso = LassoViewBox()

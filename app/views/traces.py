@@ -39,6 +39,8 @@ from app.palette import NEUTRAL, unit_rgba_array
 from app.plot_data import minmax_envelope, read_envelope, signed_extremes, stack_channels
 from app.scale_bar import MicrovoltScaleBar
 from app.views.base import View
+from engine.curation.block_cache import BlockCachedRecording
+from engine.curation.display_snippets import for_views
 
 MAX_POINTS = 3000  # per channel: about two per pixel column of a wide screen
 MAX_VISIBLE_VALUES = 20_000_000  # samples × channels read for one zoomed-out view
@@ -66,11 +68,18 @@ HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX = 5.0, 9.0
 
 
 def _read_window(request):
-    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them)."""
-    recording, start, stop, channels = request
-    index, reduced = read_envelope(recording, start, stop, MAX_POINTS, channels=channels)
+    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them), read through `reader`."""
+    recording, reader, start, stop, channels = request
+    index, reduced = read_envelope(reader, start, stop, MAX_POINTS, channels=channels)
     read = np.arange(recording.n_channels) if channels is None else np.asarray(channels)
     return recording, start, stop, read, index, reduced
+
+
+def window_reader(recording):
+    """How the view reads `recording`: as the curation views do (engine.curation.display_snippets.for_views:
+    on a long probe the common median reference over a subset of channels, and a few channels read
+    without filtering the others), from cached blocks so that scrolling reads only what is new."""
+    return BlockCachedRecording(for_views(recording))
 
 
 class _ShiftWheelFilter(QObject):
@@ -171,6 +180,7 @@ class TracesView(View):
         self.first_channel = 0  # top of the stacked range, in traces mode
         self._channels_of = None  # the recording the mode and channel range were chosen for
         self._cached = None  # (recording, start, stop, channels, index, reduced) of the last window read
+        self._window_reader = (None, None)  # (recording, how it is read: window_reader), made once per recording
         self._reader = self.engine.start_latest_worker("Reading traces", _read_window)
         self._reader.answered.connect(self._on_window_read)
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
@@ -336,7 +346,10 @@ class TracesView(View):
         start, stop = self._visible_samples()
         if stop > start:
             channels = None if self.is_heatmap() else self.visible_channels()
-            self._reader.request((self.session.recording, start, stop, channels))
+            recording = self.session.recording
+            if self._window_reader[0] is not recording:
+                self._window_reader = (recording, window_reader(recording))
+            self._reader.request((recording, self._window_reader[1], start, stop, channels))
 
     def _on_window_read(self, _request_id: int, result) -> None:
         if result[0] is not self.session.recording:
