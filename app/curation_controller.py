@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PyQt6 import sip
 from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import QInputDialog, QMessageBox
@@ -201,6 +202,7 @@ class CurationController(QObject):
         self._in_flight: _CurationHome | None = None
         self._sorting = None  # the sorting the curation (being) opened is of
         self.busy: str | None = None  # what runs on the curation in a worker, if anything
+        self._features_job = None  # app.jobs.Job reading the L-ratio features of the installed curation
         self._build_menu()
         self.aids = CurationAids(self)  # merge suggestions, suggested labels, SpikeInterface files
         self.session.sorting_changed.connect(self._on_sorting_changed)
@@ -337,19 +339,22 @@ class CurationController(QObject):
         metrics = self.metrics
 
         def done(sample) -> None:
-            if sample is None or metrics is not self.metrics:
-                return  # cancelled, or this curation has since been replaced
+            if sample is None or metrics is not self.metrics or sip.isdeleted(self.session):
+                return  # cancelled, or this curation (or the window) has since gone
             metrics.set_feature_sample(sample)
             # Same sorting, new table: the Units view redraws its L-ratio column.
             self.session.set_sorting(self.session.sorting, self._unit_table())
 
-        self.engine.run_job(
+        self._features_job = self.engine.run_job(
             "Reading waveform features (L-ratio)",
             lambda context: feature_sample(sorting, for_views(recording), context), done, lambda _error: None,
         )
 
     def _close(self) -> None:
         """Close the installed curation (its journal is complete on disk already)."""
+        if self._features_job is not None:
+            self._features_job.cancel()
+            self._features_job = None
         if self.curation is not None:
             self.curation.close()
         self.aids.closed()

@@ -164,3 +164,17 @@ def test_traces_keys_scale_and_zoom_along_the_probe_and_per_channel_evens_the_no
     first_channel = ys[: len(ys) // len(channels)]
     _recording, _start, _stop, _channels, _index, reduced = traces._cached
     np.testing.assert_allclose(first_channel - first_channel.mean(), (reduced[:, 0] - reduced[:, 0].mean()) * scales[0], rtol=1e-4, atol=1e-3)
+
+
+def test_the_units_table_shows_the_label_column_at_first_and_space_goes_to_the_next_row_in_its_order(curating, qtbot):
+    from app.views.units import COLUMNS
+
+    units = show_view(qtbot, curating, "units")
+    attributes = [attribute for _header, attribute, _format, _tip in COLUMNS]
+    assert not units.table_view.isColumnHidden(attributes.index("labels"))
+    units.table_view.sortByColumn(attributes.index("n_spikes"), Qt.SortOrder.DescendingOrder)
+    order = [units.model.unit_at(units.proxy.mapToSource(units.proxy.index(row, 0)).row())
+             for row in range(units.proxy.rowCount())]
+    curating.session.select_units([order[0]])
+    curating.curation_controller.next_action.trigger()
+    assert curating.session.selected_units == (order[1],)
