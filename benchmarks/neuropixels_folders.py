@@ -138,8 +138,8 @@ def kilosort4_folder(recording_folder: Path, out: Path) -> Path:
     np.save(out / "spike_times.npy", sorting.spike_times.astype(np.int64))
     np.save(out / "spike_templates.npy", sorting.spike_units.astype(np.int64))
     np.save(out / "spike_clusters.npy", sorting.spike_units.astype(np.int64))
-    np.save(out / "amplitudes.npy", (sorting.amplitudes / np.abs(templates).max(axis=(1, 2))[sorting.spike_units]
-                                     * scale[sorting.spike_units] / NOISE_UV).astype(np.float64))
+    # A spike's size in noise units (its template's scaling after whitening), as Kilosort's amplitudes run.
+    np.save(out / "amplitudes.npy", (sorting.amplitudes / NOISE_UV).astype(np.float64))
     np.save(out / "channel_map.npy", np.arange(N_CHANNELS, dtype=np.int32))
     np.save(out / "channel_positions.npy", probe_positions().astype(np.float32))
     np.save(out / "whitening_mat.npy", whitening)

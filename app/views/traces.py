@@ -14,8 +14,10 @@ zero in its bin, so spikes keep their height zoomed out; chosen by itself
 above HEATMAP_ABOVE_CHANNELS channels, and by the Heat map box.
 
 Only the visible window is ever read, in a worker, and only the channels on
-screen (the common median reference still reads the window's other channels
-for its median); it is reduced there to a min/max envelope of at most
+screen (above 64 channels the common median reference is taken over 32 of
+them spread along the probe, engine.curation.display_snippets; the last 2 s
+read are kept in blocks, so a scroll reads only what is new); it is reduced
+there to a min/max envelope of at most
 MAX_POINTS per channel; the GUI thread stacks the channels into one curve, or
 fills one image, and calls setData/setImage. Dragging pans, the wheel zooms,
 in time only (so do ←/→ and +/− while the view has focus); the gain box
