@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import QFileDialog
 
 from app.label_rules_dialog import LabelRulesDialog
 from app.settings import app_settings
+from engine.curation.display_snippets import for_views
 from engine.curation.labels import DEFAULT_RULES, SuggestedLabel, rules_from_json, rules_to_json, suggest_labels
 from engine.curation.model import Curation
 from engine.curation.si_curation import (
@@ -100,7 +101,7 @@ class CurationAids(QObject):
         self.closed()
         generation = self._generation
         units_now = curation.spike_clusters.copy()  # the worker indexes its own copy, off the GUI thread
-        source = data_template_source(recording, sorting) if recording is not None else None
+        source = data_template_source(for_views(recording), sorting) if recording is not None else None
 
         def work(context):
             try:

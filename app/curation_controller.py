@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PyQt6 import sip
 from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import QInputDialog, QMessageBox
@@ -33,6 +34,7 @@ from engine.curation.model import DEFAULT_GROUP, GROUPS, ChangeRecord, Curation,
 from engine.curation.folder import copy_journal, journal_folder_of, open_curation
 from engine.curation.journal import JournalCorruptError
 from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_template
+from engine.curation.display_snippets import for_views
 from engine.curation.labels import suggested_label_column
 from engine.curation.metrics import MetricsCache, metrics_to_phy_columns
 from engine.curation.unit_positions import main_channel, unit_positions
@@ -158,8 +160,8 @@ def _load(journal_folder: Path, sorting, recording, context, keep_first: int | N
         return damaged
     try:
         context.progress(0.5, "Computing unit metrics")
-        sample = feature_sample(sorting, recording, context)
-        metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording), feature_sample=sample)
+        # L-ratios wait for the features, read after the curation opens (CurationController._read_features).
+        metrics = MetricsCache(curation, sorting, *_duration_and_noise(sorting, recording))
         shapes = {u: unit_shape(sorting, curation.spikes_of(u)) for u in curation.unit_ids.tolist()}
     except BaseException:
         curation.close()
@@ -200,6 +202,7 @@ class CurationController(QObject):
         self._in_flight: _CurationHome | None = None
         self._sorting = None  # the sorting the curation (being) opened is of
         self.busy: str | None = None  # what runs on the curation in a worker, if anything
+        self._features_job = None  # app.jobs.Job reading the L-ratio features of the installed curation
         self._build_menu()
         self.aids = CurationAids(self)  # merge suggestions, suggested labels, SpikeInterface files
         self.session.sorting_changed.connect(self._on_sorting_changed)
@@ -318,6 +321,7 @@ class CurationController(QObject):
         self.session.set_curation(self.curation, self._unit_table())
         self.aids.opened(self.curation, home.sorting, self.session.recording,
                          _duration_and_noise(home.sorting, self.session.recording)[0])
+        self._read_features(home.sorting, self.session.recording)
         self._update_history_actions()
         where = "not saved yet: Ctrl+S saves it" if home.scratch is not None else f"journal in {home.journal_folder}"
         replayed = len(self.curation.undo_descriptions)
@@ -327,8 +331,30 @@ class CurationController(QObject):
         if home.then is not None:
             home.then()
 
+    def _read_features(self, sorting, recording) -> None:
+        """Read the waveform features L-ratios are measured on, in the background: at 384 channels
+        they took 17 s, and the curation waited for them before it opened."""
+        if recording is None:
+            return
+        metrics = self.metrics
+
+        def done(sample) -> None:
+            if sample is None or metrics is not self.metrics or sip.isdeleted(self.session):
+                return  # cancelled, or this curation (or the window) has since gone
+            metrics.set_feature_sample(sample)
+            # Same sorting, new table: the Units view redraws its L-ratio column.
+            self.session.set_sorting(self.session.sorting, self._unit_table())
+
+        self._features_job = self.engine.run_job(
+            "Reading waveform features (L-ratio)",
+            lambda context: feature_sample(sorting, for_views(recording), context), done, lambda _error: None,
+        )
+
     def _close(self) -> None:
         """Close the installed curation (its journal is complete on disk already)."""
+        if self._features_job is not None:
+            self._features_job.cancel()
+            self._features_job = None
         if self.curation is not None:
             self.curation.close()
         self.aids.closed()
@@ -516,7 +542,7 @@ class CurationController(QObject):
         """Split `unit` into `k` by k-means on its spikes' waveform features (read in a worker)."""
         if not self._ready():
             return
-        curation, sorting, recording = self.curation, self.session.sorting, self.session.recording
+        curation, sorting, recording = self.curation, self.session.sorting, for_views(self.session.recording)
         if unit not in set(curation.unit_ids.tolist()):
             self.say(f"Unit {unit} no longer exists")
             return

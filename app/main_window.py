@@ -28,7 +28,7 @@ from engine.io.formats import recording_format
 from engine.io.recording import RecordingError
 
 # Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: the Firing rate and Features docks
 CLOSE_RETRY_MS = 200
 RECORDING_FILTER = (
     "Recordings (*.bin *.dat *.raw *.npy *.meta structure.oebin *.nwb *.rhd *.rhs *.ns5 *.ns6 *.plx *.pl2 *.ncs *.smrx);;"

@@ -1,6 +1,8 @@
 """How responsive the desktop app is. Prints a table; not a test.
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_gui.py [--training-seconds 10] [--repeats 5]
+    QT_QPA_PLATFORM=offscreen nice -n 10 python benchmarks/bench_gui.py --neuropixels [--cache DIR]
+        [--duration 600 --units 500 --rate 7] [--repeats 20] [--settle 600]
 
 - open to interactive: MainWindow() until the demo's traces are on screen (demo already cached);
 - GUI stall while training: a QTimer ticks every 5 ms on the GUI thread while the
@@ -8,6 +10,23 @@
   is the longest time the GUI could not respond;
 - Traces redraw, 32 channels × 1 s at 30 kHz: reading and reducing the window (worker
   side) and stacking + setData + painting it (GUI side).
+
+With --neuropixels, instead: the app on a Neuropixels-like recording (384
+channels, 10 min at 30 kHz, 500 units, ~2.1 M spikes; benchmarks/neuropixels_folders.py
+generates it once, ~14 GB, and caches it with three sort folders of it: this
+app's own phy folder, SpikeInterface's export_to_phy, a Kilosort-4-like one).
+Each folder is opened in its own process (so its peak memory is its own):
+- open to interactive: MainWindow() until the sort is in the Units table, the
+  curation is open and the Traces heat map is drawn; then how long the
+  background work (metrics, merge suggestions, the t-SNE map) took, up to --settle s;
+- selecting a unit (20 different ones): until every shown view holds its data,
+  until Qt painted what changed, until a full repaint of every dock;
+- scrolling the Traces heat map (all 384 channels, 1 s window) by half a window:
+  the GUI thread's work per frame (image + markers + paint), and the time until
+  the new window is on screen (the worker's read and filtering included);
+- the process's peak memory of its own (RssAnon, sampled every 0.1 s), and its
+  peak RSS, which also counts the pages of the memory-mapped recording that
+  reads all along the file bring in (file pages the system reclaims at will).
 """
 
 from __future__ import annotations
@@ -122,7 +141,7 @@ def traces_redraw(app: QApplication, repeats: int) -> tuple[list[float], list[fl
         index, reduced = read_envelope(recording, start, start + int(rate), MAX_POINTS)
         read_ms.append(1000 * (time.perf_counter() - began))
         began = time.perf_counter()
-        view.draw_window(start, start + int(rate), index, reduced)
+        view.draw_window(start, start + int(rate), np.arange(n_channels), index, reduced)
         view.plot_widget.viewport().repaint()
         draw_ms.append(1000 * (time.perf_counter() - began))
     window.close()
@@ -130,11 +149,144 @@ def traces_redraw(app: QApplication, repeats: int) -> tuple[list[float], list[fl
     return read_ms, draw_ms
 
 
+def anonymous_memory_mb() -> float:
+    """This process's resident memory that is its own (RssAnon): not the recording's pages, which the
+    memory map brings in as spikes all along the file are read, and the system takes back when it needs them."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def probe_folder_run(app: QApplication, folder: Path, repeats: int, settle_s: float) -> dict:
+    """One sort folder, in this process: the numbers of the --neuropixels table."""
+    import resource
+
+    from app.main_window import MainWindow
+    from bench_probe_views import time_selection
+
+    peak_own = [anonymous_memory_mb()]
+    sampler = QTimer(interval=100)  # the kernel keeps no peak of RssAnon: sample it
+    sampler.timeout.connect(lambda: peak_own.append(max(peak_own.pop(), anonymous_memory_mb())))
+    sampler.start()
+    started = time.perf_counter()
+    window = MainWindow()
+    window.show()
+    window.resize(1920, 1200)
+    window.open_path(folder)
+    traces = window.views["traces"]
+    session = window.session
+    wait_until(app, lambda: session.curation is not None and session.unit_table is not None
+               and traces._cached is not None, 600)
+    result = {"open_s": time.perf_counter() - started, "units": len(session.unit_table.unit_ids),
+              "spikes": int(session.sorting.n_spikes), "channels": session.recording.n_channels,
+              "duration_s": session.recording.duration}
+    try:
+        wait_until(app, lambda: window.engine.jobs_running == 0, settle_s)
+        result["settled_s"] = time.perf_counter() - started
+    except TimeoutError:
+        result["settled_s"] = None  # still working after settle_s
+    window.docks["probe"].raise_()
+    window.docks["firing_rate"].raise_()
+    for _ in range(20):
+        app.processEvents()
+    result["selection"] = time_selection(app, window, repeats)
+
+    # Scrolling the heat map: half a 1 s window at a time.
+    rate = session.recording.sampling_rate
+    first_s = min(60.0, session.recording.duration / 4)
+    session.set_time_window(first_s, first_s + 1.0)
+    wait_until(app, lambda: abs(traces._cached[1] - first_s * rate) <= 1, 60)
+    frame_s, on_screen_s = [], []
+    for _ in range(repeats):
+        before = traces._cached[1]
+        began = time.perf_counter()
+        traces.scroll(0.5 if traces._cached[2] < session.recording.n_samples - rate else -0.5)
+        wait_until(app, lambda: traces._cached[1] != before, 60)
+        app.processEvents()
+        on_screen_s.append(time.perf_counter() - began)
+        _recording, start, stop, channels, index, reduced = traces._cached
+        began = time.perf_counter()
+        traces.draw_window(start, stop, channels, index, reduced)
+        traces.plot_widget.viewport().repaint()
+        frame_s.append(time.perf_counter() - began)
+    result["scroll_frame_s"], result["scroll_on_screen_s"] = frame_s, on_screen_s
+    result["heatmap_channels"] = int(len(traces._cached[3]))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_own_mb"] = max(peak_own[0], anonymous_memory_mb())
+    sampler.stop()
+    window.close()
+    app.processEvents()
+    return result
+
+
+def neuropixels_table(arguments) -> None:
+    import json
+    import subprocess
+
+    from neuropixels_folders import build_all
+
+    started = time.perf_counter()
+    folders = build_all(arguments.cache, arguments.duration, arguments.units, arguments.rate)
+    print(f"folders ready in {time.perf_counter() - started:.0f} s (cached in {arguments.cache})", flush=True)
+    rows = []
+    for kind, folder in folders.items():
+        command = [sys.executable, __file__, "--one-folder", str(folder), "--repeats", str(arguments.repeats),
+                   "--settle", str(arguments.settle)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            print(f"{kind}: failed ({done.returncode})\n{done.stderr[-3000:]}")
+            continue
+        rows.append((kind, json.loads(lines[-1])))
+    for kind, result in rows:
+        selection = result["selection"]
+        settled = "not within --settle" if result["settled_s"] is None else f"{result['settled_s']:.0f} s"
+        ms = lambda values: f"median {1000 * statistics.median(values):.0f} ms, worst {1000 * max(values):.0f} ms"  # noqa: E731
+        print(f"\n{kind}: {result['channels']} channels, {result['duration_s']:.0f} s, {result['units']} units, "
+              f"{result['spikes']:,} spikes")
+        for name, value, target in (
+            ("open to interactive", f"{result['open_s']:.1f} s (background work done at {settled})", "≤ 5 s"),
+            ("select a unit: views hold its data", ms(selection["data"]), "≤ 100 ms median, ≤ 300 worst"),
+            ("select a unit: painted (what changed)", ms(selection["painted"]), "≤ 100 ms median, ≤ 300 worst"),
+            ("select a unit: full repaint of every dock", ms(selection["full repaint"]), "-"),
+            (f"heat map scroll, {result['heatmap_channels']} ch: GUI per frame", ms(result["scroll_frame_s"]), "≤ 50 ms"),
+            ("heat map scroll: new window on screen", ms(result["scroll_on_screen_s"]), "-"),
+            ("peak memory: the app's own (RssAnon, sampled)", f"{result['peak_own_mb']:.0f} MB", "≤ 2 GB"),
+            ("peak RSS with the recording's mapped pages", f"{result['peak_rss_mb']:.0f} MB", "-"),
+        ):
+            print(f"  {name:<44} {value:<48} {target}")
+    print(f"({os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--training-seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--neuropixels", action="store_true", help="the 384-channel table instead (see above)")
+    parser.add_argument("--cache", type=Path, default=None, help="where the generated folders are kept")
+    parser.add_argument("--duration", type=float, default=600.0)
+    parser.add_argument("--units", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=7.0)
+    parser.add_argument("--settle", type=float, default=600.0, help="seconds to wait for the background work")
+    parser.add_argument("--one-folder", type=Path, default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if arguments.neuropixels:
+        from neuropixels_folders import DEFAULT_CACHE
+
+        arguments.cache = arguments.cache or DEFAULT_CACHE
+        arguments.repeats = max(arguments.repeats, 20)
+        neuropixels_table(arguments)
+        return
+    if arguments.one_folder is not None:
+        import json
+
+        scratch = tempfile.mkdtemp(prefix="sparsort_bench_")
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, scratch)
+        app = QApplication(sys.argv[:1])
+        print(json.dumps(probe_folder_run(app, arguments.one_folder, arguments.repeats, arguments.settle)))
+        return
 
     scratch = tempfile.mkdtemp(prefix="sparsort_bench_")
     # Never touch the person's saved layout; the demo cache is kept where it is.

@@ -21,6 +21,8 @@ VIEW_MODULES = (
     "correlograms",
     "isi",
     "amplitudes",
+    "firing_rate",
+    "features",
 )
 
 

@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
 from app.unit_views import NO_RAW_DATA_MESSAGE, NO_SORTING_MESSAGE, UnitView
+from engine.curation.display_snippets import for_views
 from engine.curation.embedding import MAX_EMBEDDED_SPIKES, embed_spikes, extend_selection
 from engine.curation.features import Cancelled
 
@@ -90,7 +91,7 @@ class EmbeddingView(UnitView):
             self.show_message(NO_RAW_DATA_MESSAGE.format(consequence="the spikes' features cannot be read to map them"))
             return
         if self.embedded_sorting is not session.sorting:
-            self._start(session.sorting, session.recording)
+            self._start(session.sorting, for_views(session.recording))
         if self.embedding is None and self._failure is not None:
             self.show_message(self._failure)
             return
@@ -232,7 +233,7 @@ class EmbeddingView(UnitView):
         unit_spikes = {u: curation.spikes_of(u) for u in units}
         complete = None
         if sum(len(s) for s in unit_spikes.values()) > sum(len(self.unit_rows[u]) for u in units):
-            recording, sorting = self.session.recording, self.session.sorting
+            recording, sorting = for_views(self.session.recording), self.session.sorting  # as the map was read
 
             def complete(progress, should_stop):
                 return extend_selection(embedding, inside, unit_spikes, recording, sorting, progress, should_stop)

@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout
 from app.palette import NEUTRAL, unit_color
 from app.plot_data import stack_channels
 from app.views.base import View
+from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbourhood
 
 CHANNEL_SPACING = 2.2  # in units of the filter's peak |value|
 TITLE_SPACE = 1.4  # above each filter, same units
@@ -89,6 +90,7 @@ class _Cell:
             viewbox.addItem(item)
         self.unit = -1  # the unit its spikes belong to now (most of them), -1: none
         self.split = False  # its spikes now lie in several units
+        self.channels: np.ndarray | None = None  # (k,) channels drawn, on a long probe; None: all of them
 
     def remove_from(self, viewbox: pg.ViewBox) -> None:
         for item in (self.highlight, self.initial, self.current, self.title):
@@ -132,7 +134,7 @@ class FiltersView(View):
         n_filters, n_taps, n_channels = shape
         columns = max(math.ceil(math.sqrt(n_filters)), 1)
         width = n_taps * (1 + CELL_GAP)
-        height = n_channels * CHANNEL_SPACING + TITLE_SPACE
+        height = min(n_channels, MAX_NEIGHBOURS) * CHANNEL_SPACING + TITLE_SPACE
         for k in range(n_filters):
             row, column = divmod(k, columns)
             left, bottom = column * width, -(row + 1) * height
@@ -153,12 +155,12 @@ class FiltersView(View):
         self._ensure_cells(filters.shape)
         self.scale_note.setText(self._describe_scales(filters.shape, is_model=session.filters is not None))
         initial = session.initial_filters if session.filters is not None else None
+        self._draw_current(filters)
         for k, cell in enumerate(self.cells):
             if initial is not None and initial.shape == filters.shape:
                 self._set_shape(cell, cell.initial, initial[k])
             else:
                 cell.initial.setData([], [])
-        self._draw_current(filters)
         self._label_cells()
 
     def _describe_scales(self, shape: tuple[int, ...], is_model: bool) -> str:
@@ -166,17 +168,37 @@ class FiltersView(View):
         source = self.session.recording or self.session.sorting
         rate = getattr(source, "sampling_rate", None)
         width = f"{1000.0 * n_taps / rate:.2g} ms ({n_taps} samples)" if rate else f"{n_taps} samples"
-        channels = f"channels 0–{n_channels - 1} top to bottom" if n_channels > 1 else "one channel"
+        if n_channels > MAX_NEIGHBOURS:
+            channels = f"the {MAX_NEIGHBOURS} channels nearest its largest one, in channel order top to bottom"
+        else:
+            channels = f"channels 0–{n_channels - 1} top to bottom" if n_channels > 1 else "one channel"
         what = "the model's filters (unit norm)" if is_model else "the units' templates"
         return f"Each cell: {width} wide, {channels}; {what}, each scaled to its own peak."
 
     def _draw_current(self, filters: np.ndarray) -> None:
+        positions = self._channel_positions(filters.shape[2])
         for cell, shape in zip(self.cells, filters):
+            if filters.shape[2] > MAX_NEIGHBOURS:
+                # A cell of 384 stacked channels is 384 flat lines and costs a second to paint; the
+                # shape lives on the channels near its largest one (DESIGN.md, at probe scale).
+                cell.channels = np.sort(neighbourhood(positions, main_channel(shape)))
+            else:
+                cell.channels = None
             self._set_shape(cell, cell.current, shape)
+
+    def _channel_positions(self, n_channels: int) -> np.ndarray:
+        """(n_channels, 2) µm of the recording's (or sort's) channels; a straight line when unknown."""
+        for source in (self.session.recording, self.session.sorting):
+            positions = getattr(source, "channel_positions", None)
+            if positions is not None and len(positions) == n_channels:
+                return np.asarray(positions, dtype=np.float64)
+        return np.column_stack([np.zeros(n_channels), np.arange(n_channels, dtype=np.float64)])
 
     @staticmethod
     def _set_shape(cell: _Cell, curve, shape: np.ndarray) -> None:
-        """shape: (n_taps, n_channels), scaled to its own peak, channel 0 on top, inside `cell`."""
+        """shape: (n_taps, n_channels), scaled to its own peak, the cell's channels (channel order) top to bottom."""
+        if cell.channels is not None:
+            shape = shape[:, cell.channels]
         peak = float(np.abs(shape).max()) or 1.0
         top_baseline = cell.rect.top() + cell.rect.height() - TITLE_SPACE - CHANNEL_SPACING / 2
         offsets = top_baseline - np.arange(shape.shape[1]) * CHANNEL_SPACING

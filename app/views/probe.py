@@ -169,4 +169,12 @@ class ProbeView(View):
         self.refresh()
 
     def on_selection_changed(self, _unit_ids) -> None:
-        self._draw_units()
+        if len(self.unit_ids) != len(self.unit_spots.data):
+            self._draw_units()
+            return
+        # The spots stay where they are: only sizes and outlines follow the selection.
+        selected = np.isin(self.unit_ids, self.session.selected_units)
+        outline, no_outline = pg.mkPen("w", width=2), pg.mkPen(None)
+        self.unit_spots.setSize(np.where(selected, SELECTED_UNIT_SIZE_PX, UNIT_SIZE_PX), update=False)
+        self.unit_spots.setPen([outline if s else no_outline for s in selected.tolist()])
+        self._highlight_channels()

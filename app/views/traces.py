@@ -14,12 +14,18 @@ zero in its bin, so spikes keep their height zoomed out; chosen by itself
 above HEATMAP_ABOVE_CHANNELS channels, and by the Heat map box.
 
 Only the visible window is ever read, in a worker, and only the channels on
-screen (the common median reference still reads the window's other channels
-for its median); it is reduced there to a min/max envelope of at most
+screen (above 64 channels the common median reference is taken over 32 of
+them spread along the probe, engine.curation.display_snippets; the last 2 s
+read are kept in blocks, so a scroll reads only what is new); it is reduced
+there to a min/max envelope of at most
 MAX_POINTS per channel; the GUI thread stacks the channels into one curve, or
 fills one image, and calls setData/setImage. Dragging pans, the wheel zooms,
 in time only (so do ←/→ and +/− while the view has focus); the gain box
-scales the traces (or the heat map's contrast) without re-reading them.
+scales the traces (or the heat map's contrast) without re-reading them, as
+do Alt+↑/↓ (phy's keys); Ctrl+↑/↓ stack fewer or more channels (zoom along the
+probe). "Per channel" scales each channel by the median noise σ over its own,
+so a noisy or a quiet channel looks like the rest (the µV scale bar is then
+true for a channel of median noise).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from app.palette import NEUTRAL, unit_rgba_array
 from app.plot_data import minmax_envelope, read_envelope, signed_extremes, stack_channels
 from app.scale_bar import MicrovoltScaleBar
 from app.views.base import View
+from engine.curation.block_cache import BlockCachedRecording
+from engine.curation.display_snippets import for_views
 
 MAX_POINTS = 3000  # per channel: about two per pixel column of a wide screen
 MAX_VISIBLE_VALUES = 20_000_000  # samples × channels read for one zoomed-out view
@@ -54,17 +62,27 @@ RESIDUAL_COLOUR = "#d76cff"
 HEATMAP_ABOVE_CHANNELS = 32
 VISIBLE_CHANNELS = 32  # channels stacked at once in traces mode, at first
 CHANNEL_STEP_FRACTION = 0.25  # of the visible channels, per Shift+↑/↓ or Shift+wheel notch
+GAIN_STEP = 1.25  # per Alt+↑/↓
+CHANNEL_ZOOM_STEP = 1.5  # channels stacked, per Ctrl+↑/↓
 HEATMAP_SIGMAS = 8.0  # the colour scale spans ± this many noise σ at gain 1
 HEATMAP_COLOURS = "CET-D1"  # diverging: negative spikes blue, positive red, the noise pale
 HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX = 5.0, 9.0
+MARKER_PX = (7.0, 12.0)  # traces mode: (other units, selected units)
 
 
 def _read_window(request):
-    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them)."""
-    recording, start, stop, channels = request
-    index, reduced = read_envelope(recording, start, stop, MAX_POINTS, channels=channels)
+    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them), read through `reader`."""
+    recording, reader, start, stop, channels = request
+    index, reduced = read_envelope(reader, start, stop, MAX_POINTS, channels=channels)
     read = np.arange(recording.n_channels) if channels is None else np.asarray(channels)
     return recording, start, stop, read, index, reduced
+
+
+def window_reader(recording):
+    """How the view reads `recording`: as the curation views do (engine.curation.display_snippets.for_views:
+    on a long probe the common median reference over a subset of channels, and a few channels read
+    without filtering the others), from cached blocks so that scrolling reads only what is new."""
+    return BlockCachedRecording(for_views(recording))
 
 
 class _ShiftWheelFilter(QObject):
@@ -122,12 +140,20 @@ class TracesView(View):
         self.channel_count_box = QSpinBox(minimum=1, maximum=1, value=1, prefix="Channels ")
         self.channel_count_box.setToolTip("How many channels the traces mode stacks at once")
         self.channel_count_box.valueChanged.connect(self._on_channel_count_changed)
+        self.per_channel_box = QCheckBox("Per channel", checked=False)
+        self.per_channel_box.setObjectName("per_channel_box")
+        self.per_channel_box.setToolTip(
+            "Scale each channel by the median noise σ over its own, so every channel's noise band is "
+            "the same height (the µV scale bar is then true for a channel of median noise)"
+        )
+        self.per_channel_box.toggled.connect(self._redraw_cached)
         self.reconstruction_box = QCheckBox("Reconstruction ŷ", checked=True)
         self.residual_box = QCheckBox("Residual y − ŷ", checked=False)
         self.reconstruction_box.toggled.connect(self._draw_reconstruction)
         self.residual_box.toggled.connect(self._draw_reconstruction)
         self.window_label = QLabel()
-        for widget in (self.gain_box, self.heatmap_box, self.channel_count_box, self.reconstruction_box, self.residual_box):
+        for widget in (self.gain_box, self.per_channel_box, self.heatmap_box, self.channel_count_box,
+                       self.reconstruction_box, self.residual_box):
             controls.addWidget(widget)
         controls.addStretch(1)
         controls.addWidget(self.window_label)
@@ -157,6 +183,8 @@ class TracesView(View):
         self.first_channel = 0  # top of the stacked range, in traces mode
         self._channels_of = None  # the recording the mode and channel range were chosen for
         self._cached = None  # (recording, start, stop, channels, index, reduced) of the last window read
+        self._window_reader = (None, None)  # (recording, how it is read: window_reader), made once per recording
+        self._main_channels = (None, None)  # (sorting, its templates' main channels)
         self._reader = self.engine.start_latest_worker("Reading traces", _read_window)
         self._reader.answered.connect(self._on_window_read)
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
@@ -175,6 +203,10 @@ class TracesView(View):
             (Qt.Key.Key_PageUp, lambda: self.scroll_channels(-1.0)),
             (Qt.Modifier.SHIFT | Qt.Key.Key_Down, lambda: self.scroll_channels(CHANNEL_STEP_FRACTION)),
             (Qt.Modifier.SHIFT | Qt.Key.Key_Up, lambda: self.scroll_channels(-CHANNEL_STEP_FRACTION)),
+            (Qt.Modifier.ALT | Qt.Key.Key_Up, lambda: self.gain_box.setValue(self.gain_box.value() * GAIN_STEP)),
+            (Qt.Modifier.ALT | Qt.Key.Key_Down, lambda: self.gain_box.setValue(self.gain_box.value() / GAIN_STEP)),
+            (Qt.Modifier.CTRL | Qt.Key.Key_Up, lambda: self.zoom_channels(1 / CHANNEL_ZOOM_STEP)),
+            (Qt.Modifier.CTRL | Qt.Key.Key_Down, lambda: self.zoom_channels(CHANNEL_ZOOM_STEP)),
         ):
             shortcut = QShortcut(QKeySequence(key), self.plot_widget, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(action)
@@ -202,6 +234,31 @@ class TracesView(View):
         if first != self.first_channel:
             self.first_channel = first
             self._channels_changed()
+
+    def zoom_channels(self, factor: float) -> None:
+        """Stack `factor` times as many channels (at least one more or fewer), around the middle of those shown."""
+        recording = self.session.recording
+        if recording is None or self.is_heatmap():
+            return
+        count = self.channel_count_box.value()
+        wanted = int(round(count * factor))
+        wanted = max(wanted, count + 1) if factor > 1 else min(wanted, count - 1)
+        wanted = int(np.clip(wanted, 1, recording.n_channels))
+        middle = self.first_channel + count // 2
+        self.first_channel = int(np.clip(middle - wanted // 2, 0, max(recording.n_channels - wanted, 0)))
+        self.channel_count_box.setValue(wanted)  # re-reads through _on_channel_count_changed
+
+    def channel_scales(self, channels: np.ndarray) -> np.ndarray:
+        """(k,) factor each of `channels` is drawn at: 1, or median σ / its σ with Per channel on."""
+        noise = getattr(self.session.recording, "noise_levels", None)
+        if not self.per_channel_box.isChecked() or noise is None or len(noise) == 0:
+            return np.ones(len(channels), dtype=np.float32)
+        noise = np.asarray(noise, dtype=np.float32)
+        return (np.median(noise) / np.maximum(noise[channels], 1e-6 * max(float(np.median(noise)), 1e-12))).astype(np.float32)
+
+    def _scaled(self, channels: np.ndarray, reduced: np.ndarray) -> np.ndarray:
+        """The envelope `reduced` (m, k) of `channels` as drawn (a copy only with Per channel on)."""
+        return reduced * self.channel_scales(channels) if self.per_channel_box.isChecked() else reduced
 
     # ---- layout of channels ------------------------------------------------------------
     def is_heatmap(self) -> bool:
@@ -293,7 +350,10 @@ class TracesView(View):
         start, stop = self._visible_samples()
         if stop > start:
             channels = None if self.is_heatmap() else self.visible_channels()
-            self._reader.request((self.session.recording, start, stop, channels))
+            recording = self.session.recording
+            if self._window_reader[0] is not recording:
+                self._window_reader = (recording, window_reader(recording))
+            self._reader.request((recording, self._window_reader[1], start, stop, channels))
 
     def _on_window_read(self, _request_id: int, result) -> None:
         if result[0] is not self.session.recording:
@@ -344,7 +404,7 @@ class TracesView(View):
         if self._cached is None or self.session.recording is None:
             return
         _recording, start, stop, channels, index, reduced = self._cached
-        self.draw_window(start, stop, channels, index, reduced)
+        self.draw_window(start, stop, channels, index, self._scaled(channels, reduced))
         self._draw_reconstruction()
 
     def draw_window(self, start: int, stop: int, channels: np.ndarray, index: np.ndarray, reduced: np.ndarray) -> None:
@@ -382,7 +442,10 @@ class TracesView(View):
             self.spikes.setData([], [])
             return
         first, last = np.searchsorted(sorting.spike_times, [start, stop])
-        main_channels = sorting.main_channels()
+        if self._main_channels[0] is not sorting:
+            # Each template's largest channel: 30-60 ms at 500 units × 384 channels, so once per sort.
+            self._main_channels = (sorting, sorting.main_channels())
+        main_channels = self._main_channels[1]
         # Only spikes whose main channel is on screen: a marker belongs on its unit's main channel.
         in_window = np.arange(first, last)
         spike_channels = main_channels[sorting.spike_units[in_window]]
@@ -403,7 +466,7 @@ class TracesView(View):
             # waveform it labels whatever the folder calls an amplitude (µV here, a template scaling in Kilosort's).
             extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, rows, peaks[sort_units] < 0, half)
             y = self._offsets(len(channels))[rows] + self.gain_box.value() * extremes
-            sizes = (7.0, 12.0)
+            sizes = MARKER_PX
         selected = np.isin(units, self.session.selected_units)
         # One brush object per unit, shared by its spikes: making one per spike is the slow part.
         present = np.unique(units)
@@ -447,9 +510,11 @@ class TracesView(View):
         rate = self.session.recording.sampling_rate
         channels = self._cached[3] if self._cached is not None else self.visible_channels()
         offsets, gain = self._offsets(len(channels)), self.gain_box.value()
+        scales = self.channel_scales(channels)
         for curve, wanted, values in (
-            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction[:, channels]),
-            (self.residual_curve, show_residual, lambda: window.traces[:, channels] - window.reconstruction[:, channels]),
+            (self.reconstruction_curve, show_reconstruction, lambda: window.reconstruction[:, channels] * scales),
+            (self.residual_curve, show_residual,
+             lambda: (window.traces[:, channels] - window.reconstruction[:, channels]) * scales),
         ):
             if wanted:
                 index, reduced = minmax_envelope(values(), MAX_POINTS)
@@ -475,7 +540,20 @@ class TracesView(View):
 
     def on_selection_changed(self, unit_ids) -> None:
         if not self._bring_into_view(unit_ids):
-            self._redraw_cached()
+            self._restyle_spikes()
+
+    def _restyle_spikes(self) -> None:
+        """Only the markers show the selection: their sizes and outlines change, nothing is placed
+        again (at 500 units and 384 channels, placing them again was 0.3 s of a selection)."""
+        units = self.spikes.data["data"]
+        if len(units) == 0:
+            return
+        units = units.astype(np.int64)
+        selected = np.isin(units, self.session.selected_units)
+        small, large = (HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX) if self.is_heatmap() else MARKER_PX
+        outline, no_outline = pg.mkPen("w", width=1.5), pg.mkPen(None)
+        self.spikes.setSize(np.where(selected, large, small), update=False)
+        self.spikes.setPen([outline if s else no_outline for s in selected.tolist()])
 
     def _bring_into_view(self, unit_ids) -> bool:
         """Move the stacked range to the first selected unit's main channel when it is off screen; True if moved."""

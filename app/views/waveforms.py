@@ -14,6 +14,9 @@ colour, faint single spikes behind a bold mean. The plot is in ms and µV
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
@@ -22,7 +25,8 @@ from app.palette import unit_color
 from app.plot_data import lay_out_channels
 from app.scale_bar import MicrovoltScaleBar, MillisecondScaleBar
 from app.unit_views import UnitView
-from engine.curation.features import mean_template, read_snippets, snippet_window
+from engine.curation.features import mean_template, snippet_window
+from engine.curation.display_snippets import read_display_snippets
 from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbourhood
 
 MAX_UNITS = 4
@@ -32,15 +36,55 @@ ROW_SPACING = 1.15  # between neighbouring rows, in units of the largest mean pe
 COLUMN_GAP = 0.15  # between columns, as a fraction of a snippet's duration
 SCALE_BAR_ROWS = 0.5  # the µV scale bar is at most this many row spacings tall
 CHANNEL_LABEL_COLOUR = "#8a8c96"
+CACHED_READS = 32  # units' snippets kept: going back to a unit just seen reads nothing
+
+
+class SnippetCache:
+    """The last CACHED_READS reads, keyed by (recording, sorting, unit, channels).
+
+    A unit id is never reused within a curation (a merge or split makes new
+    ids), so a unit's spikes, and hence its sampled snippets, never change.
+    """
+
+    def __init__(self, size: int = CACHED_READS) -> None:
+        self.size = size
+        self._reads: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # the GUI thread clears it; the reader thread fills it
+
+    def get(self, key):
+        with self._lock:
+            if key in self._reads:
+                self._reads.move_to_end(key)
+                return self._reads[key]
+        return None
+
+    def put(self, key, snippets: np.ndarray) -> None:
+        with self._lock:
+            self._reads[key] = snippets
+            while len(self._reads) > self.size:
+                self._reads.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._reads.clear()
 
 
 def _read_waveforms(request):
-    """Worker: (request, [(n, length, k) µV snippets of each unit])."""
-    _curation, sorting, recording, unit_spikes, channels = request
+    """Worker: (request, [(n, length, k) µV snippets of each unit]).
+
+    engine.curation.display_snippets: on a long probe, only the channels shown
+    (and a reference subset) are filtered, not all of them.
+    """
+    _curation, sorting, recording, unit_spikes, channels, cache = request
     before, after = snippet_window(sorting.sampling_rate)
-    snippets = [
-        read_snippets(recording, sorting.spike_times[spikes], channels, before, after) for _, spikes in unit_spikes
-    ]
+    snippets = []
+    for unit, spikes in unit_spikes:
+        key = (id(recording), id(sorting), unit, channels.tobytes())
+        unit_snippets = cache.get(key)
+        if unit_snippets is None:
+            unit_snippets = read_display_snippets(recording, sorting.spike_times[spikes], channels, before, after)
+            cache.put(key, unit_snippets)
+        snippets.append(unit_snippets)
     return request, snippets
 
 
@@ -106,6 +150,8 @@ class WaveformsView(UnitView):
             self.plot.addItem(label, ignoreBounds=True)
         self.channels = np.zeros(0, dtype=np.int64)  # channels drawn, top of the probe first
         self.set_content(self.plot_widget)
+        self._cache = SnippetCache()
+        self._cached_for = (None, None)  # (recording, sorting) the cache's reads are of
         self._reader = self.engine.start_latest_worker("Reading waveforms", _read_waveforms)
         self._reader.answered.connect(self._on_read)
 
@@ -121,7 +167,11 @@ class WaveformsView(UnitView):
             for unit, spikes in unit_spikes
         ]
         channels = channels_to_show(sorting, unit_spikes, self._table_main_channels())
-        self._reader.request((self.session.curation, sorting, self.session.recording, sampled, channels))
+        if self._cached_for[0] is not self.session.recording or self._cached_for[1] is not sorting:
+            # Keys hold ids: a new recording or sorting could reuse an old one's.
+            self._cache.clear()
+            self._cached_for = (self.session.recording, sorting)
+        self._reader.request((self.session.curation, sorting, self.session.recording, sampled, channels, self._cache))
 
     def _table_main_channels(self) -> dict[int, int]:
         table = self.session.unit_table
@@ -130,7 +180,7 @@ class WaveformsView(UnitView):
         return dict(zip(table.unit_ids.tolist(), table.main_channels.tolist()))
 
     def _on_read(self, _request_id: int, result) -> None:
-        (curation, sorting, recording, unit_spikes, channels), snippets = result
+        (curation, sorting, recording, unit_spikes, channels, _cache), snippets = result
         session = self.session
         if curation is not session.curation or sorting is not session.sorting or recording is not session.recording:
             return  # read for a sort, curation or recording that has since been replaced

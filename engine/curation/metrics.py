@@ -196,6 +196,17 @@ class MetricsCache:
         for unit in self._current:
             self._computed[unit] = self._compute(unit)
 
+    def set_feature_sample(self, feature_sample: tuple[np.ndarray, np.ndarray]) -> None:
+        """Features read after the cache was made (in the background, so that a curation opens at once):
+        the L-ratio of every current unit. Units kept aside for an undo are forgotten and computed
+        again if they come back: their spikes now carry other units' labels."""
+        self._feature_sample = feature_sample
+        sample_spikes, features = feature_sample
+        labels = self._curation.spike_clusters[sample_spikes]
+        current = sorted(self._current)
+        ratios = l_ratios(features, labels, current)
+        self._computed = {unit: replace(self._computed[unit], l_ratio=ratios[unit]) for unit in current}
+
     @property
     def metrics(self) -> dict[int, UnitMetrics]:
         """Current unit -> metrics, ascending unit ids."""
