@@ -134,7 +134,7 @@ class SortPipeline:
                                             progress=lambda f: report("training pool", f), should_stop=should_stop)
         if initial_dictionary is not None or self.config.init == "random":
             with self.stage_log.stage("initial dictionary"):
-                filters = self._random_dictionary() if initial_dictionary is None else initial_dictionary
+                filters = self.random_dictionary() if initial_dictionary is None else initial_dictionary
                 self._set_model(np.asarray(filters, dtype=np.float32))
             n = self.model.n_filters
             self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
@@ -164,7 +164,7 @@ class SortPipeline:
             self.initial_pruning.note = f"{before}; split {', '.join(map(str, split))} in two; then "
         self._neurons_found = True
 
-    def _random_dictionary(self) -> np.ndarray:
+    def random_dictionary(self) -> np.ndarray:
         """(n_filters, n_channels, n_taps) unit-norm noise, each filter on the neighbourhood of its own channel,
         the channels taken in turn so that every part of the probe gets filters."""
         n_channels = self.recording.n_channels
