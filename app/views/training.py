@@ -34,7 +34,8 @@ FIELDS = (
     ("n_taps", "Taps", int, "Filter length in samples. Leave empty for 4 ms."),
     ("n_iterations", "Unrolled steps T", int, "FISTA iterations in the encoder."),
     ("lambda_scale", "λ scale", float, "Sparsity: multiplies the universal threshold σ√(2 log N)."),
-    ("learning_rate", "Learning rate", float, "Relative Adam step: each filter moves about this fraction of its norm per step, decaying to 0."),
+    ("learning_rate", "Learning rate", float, "Only for the gradient update (sparsort sort --dictionary-update gradient): the relative Adam step. "
+                   "The default update sets each filter to its least-squares shape and has no step size."),
     ("batch_size", "Batch", int, "Windows per optimiser step."),
     ("window_ms", "Window (ms)", float, "Length of each training window."),
     ("n_epochs", "Epochs", float, "Passes over the training data."),

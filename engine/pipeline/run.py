@@ -31,8 +31,8 @@ from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
-    COINCIDENCE_MS, DEAD_TIME_MS, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
-    MIN_SPLIT_SPIKES, MIN_USE_FRACTION, SHADOW_WINDOW_MS,
+    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
+    MIN_SPLIT_SPIKES, MIN_USE_FRACTION, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording

@@ -1,7 +1,10 @@
-"""Training: back-propagation through the unrolled encoder, and nothing else.
+"""Training: the dictionary learned from the tied encoder's codes, and nothing else.
 
-`Trainer` takes a model and a training pool and runs Adam steps on the
-reconstruction error, renormalising the filters after each. It knows nothing
+`Trainer` takes a model and a training pool and, step by step, codes a batch
+of windows with the tied encoder and updates the filters: by default to their
+least-squares shapes given those codes (engine/pipeline/dictionary_update.py),
+or by Adam on the reconstruction error back-propagated through the unrolled
+encoder; the filters are renormalised after each step. It knows nothing
 of initialisation, pruning or sorting (engine/pipeline/run.py strings those
 together). `run()` blocks; `pause()`, `resume()` and `stop()` are thread-safe
 flags checked between optimiser steps, and a callback receives copies of small
