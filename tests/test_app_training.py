@@ -137,7 +137,7 @@ def test_an_error_in_the_worker_is_shown_and_the_app_keeps_running(window, qtbot
 
 def test_empty_optional_fields_say_what_they_default_to(window):
     training = window.views["training"]
-    assert training.fields["n_filters"].placeholderText() == "8 per channel"
+    assert training.fields["n_filters"].placeholderText() == "8 per channel (4 from noise)"
     assert training.fields["n_taps"].placeholderText() == "4 ms"
 
 

@@ -44,7 +44,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # (TrainingConfig.init value, what the Start-from box shows)
 INIT_CHOICES = (("data", "data (k-means of spikes)"), ("random", "random (noise)"))
 # What an empty optional field means, shown greyed in the empty field.
-OPTIONAL_FIELDS = {"n_filters": "8 per channel", "n_taps": "4 ms"}
+OPTIONAL_FIELDS = {"n_filters": "8 per channel (4 from noise)", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
 CURVES_MIN_HEIGHT_PX = 240
 # Written by `sparsort sort` into its phy folders: a folder without it was sorted by another tool.

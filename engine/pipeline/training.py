@@ -52,7 +52,7 @@ class TrainingConfig:
     n_taps: int | None = None  # filter length; None = 4 ms at the sampling rate
     n_iterations: int = 100  # unrolled FISTA steps T
     lambda_scale: float = 1.0  # multiplies the universal threshold
-    # Relative step: Adam moves each filter value by about learning_rate / sqrt(channels × taps),
+    # dictionary_update="gradient" only. Relative step: Adam moves each filter value by about learning_rate / sqrt(channels × taps),
     # i.e. a unit-norm filter by ~learning_rate per step, whatever its size; decays to 0 (cosine).
     learning_rate: float = 0.001
     batch_size: int = 32  # windows per step, lowered to fit max_step_mb
