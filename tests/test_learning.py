@@ -71,7 +71,7 @@ def test_training_from_a_perturbed_start_lowers_the_dictionary_error(tiny):
     start = shapes.transpose(0, 2, 1) / np.linalg.norm(shapes, axis=(1, 2))[:, None, None]
     noise = rng.standard_normal(start.shape).astype(np.float32)
     start = start + 0.5 * noise / np.linalg.norm(noise, axis=(1, 2), keepdims=True)
-    config = TrainingConfig(n_taps=shapes.shape[1], batch_size=8, window_ms=200.0, n_epochs=1.0)
+    config = TrainingConfig(n_taps=shapes.shape[1], n_epochs=4.0)  # 8 steps of the default batch
     pipeline = SortPipeline(recording, config)
     pipeline.prepare(initial_dictionary=start)
     before = dictionary_error(shapes, pipeline.filters()).errors
@@ -87,7 +87,7 @@ def test_random_start_learns_shapes_from_noise_and_reports_its_error(tmp_path):
     """--init random: noise filters, learned, pruned; the simulation's truth beside the file is found."""
     paths = write_simulation(tmp_path / "sim", duration_s=12.0, n_units=3, sampling_rate=10_000.0, seed=3)
     recording = open_recording(paths.recording)
-    pipeline = SortPipeline(recording, TrainingConfig(init="random", batch_size=8, n_epochs=2.0))
+    pipeline = SortPipeline(recording, TrainingConfig(init="random", n_epochs=6.0))  # 5 steps from noise, 6 after
     assert pipeline.reference_shapes is not None  # GroundTruth.beside found the simulation's truth
     pipeline.prepare()
     start = dictionary_error(pipeline.reference_shapes, pipeline.filters()).mean_error

@@ -29,7 +29,8 @@ from engine.pipeline.dictionary_update import least_squares_update, recentre
 from engine.model.working_set import WorkingSetEncoder
 from engine.pipeline.inference import SOLVERS, uses_working_set
 from engine.pipeline.params import (
-    FILTER_MS, FILTERS_PER_CHANNEL, HELDOUT_INTERVAL_S, MAX_FILTERS, MAX_TAPS, MIN_TAPS, PEAK_FRACTION,
+    FILTER_MS, FILTERS_PER_CHANNEL, FULL_UPDATE_SECONDS, HELDOUT_INTERVAL_S, MAX_FILTERS, MAX_TAPS, MIN_TAPS,
+    PEAK_FRACTION,
 )
 from engine.pipeline.pool import TrainingPool
 
@@ -308,7 +309,12 @@ class Trainer:
         with self.model_lock:
             codes = self._lasso_codes(batch)
             loss = float(torch.mean((batch - self.model.decode(codes)) ** 2))
-            filters = least_squares_update(self.model.filters, codes, batch, self.model.channel_mask)
+            target = least_squares_update(self.model.filters, codes, batch, self.model.channel_mask)
+            # A shape fitted to little data is noisy: move only part of the way (an exponential
+            # average of the recent batches' targets), all of it from FULL_UPDATE_SECONDS up.
+            seconds = batch.shape[0] * batch.shape[2] / self.pool.sampling_rate
+            fraction = min(1.0, seconds / FULL_UPDATE_SECONDS)
+            filters = self.model.filters + fraction * (target - self.model.filters)
             self.model.filters.copy_(recentre(filters, PEAK_FRACTION))
             self.model.normalize_filters_()
         if not math.isfinite(loss):
