@@ -22,6 +22,7 @@ MODEL_FLAGS = (
     ("--n-taps", "n_taps", int),
     ("--n-iterations", "n_iterations", int),
     ("--lambda-scale", "lambda_scale", float),
+    ("--init", "init", str),
     ("--learning-rate", "learning_rate", float),
     ("--batch-size", "batch_size", int),
     ("--window-ms", "window_ms", float),

@@ -10,8 +10,9 @@ preset, cut to the given duration: rates do not depend on it) it builds a
 SortPipeline with the default TrainingConfig (initial filters from the data,
 pruned), then times
 
-  training  `Trainer.train_step()` (engine/pipeline/training.py) (one Adam step: batch of windows, unrolled
-            FISTA forward, backward), a few steps after one warm-up step;
+  training  `Trainer.train_step()` (engine/pipeline/training.py) (one step of the default update: a
+            batch of windows coded by the tied FISTA encoder, then each filter's least-squares
+            shape), a few steps after one warm-up step;
   sorting   `engine.pipeline.inference.infer_spikes` over the whole (preprocessed)
             recording with the trainer's dictionary, noise levels, dead time
             and threshold: the step `SortPipeline.sort` spends its time in; once

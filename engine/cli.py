@@ -127,7 +127,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     from engine.pipeline.inference import SOLVERS
-    from engine.pipeline.training import TrainingConfig
+    from engine.pipeline.training import DICTIONARY_UPDATES, INITS, TrainingConfig
 
     defaults = TrainingConfig()
     group = parser.add_argument_group("model")
@@ -135,7 +135,14 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-taps", type=int, default=None, help="filter length in samples (default 4 ms)")
     group.add_argument("--n-iterations", type=int, default=defaults.n_iterations, help="unrolled FISTA steps T")
     group.add_argument("--lambda-scale", type=float, default=defaults.lambda_scale, help="× the universal threshold")
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group.add_argument("--init", choices=INITS, default=defaults.init,
+                       help="where the filters start: data (k-means of threshold crossings, default) or random "
+                            "(noise: training learns the spike shapes from scratch)")
+    group.add_argument("--dictionary-update", choices=DICTIONARY_UPDATES, default=defaults.dictionary_update,
+                       help="how training updates the filters from the tied encoder's codes: least_squares (closed "
+                            "form, default) or gradient (Adam through the unrolled encoder)")
+    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help="relative Adam step (--dictionary-update gradient only)")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help="windows per training step, lowered to fit --max-step-mb")
     group.add_argument("--gradient-iterations", type=int, default=defaults.gradient_iterations,
@@ -281,6 +288,7 @@ def _open(path: Path, args: argparse.Namespace):
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
         n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
         gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
+        init=args.init, dictionary_update=args.dictionary_update,
     )
     check_not_flat(recording)
     for warning in channel_count_warnings(recording):

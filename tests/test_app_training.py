@@ -137,5 +137,37 @@ def test_an_error_in_the_worker_is_shown_and_the_app_keeps_running(window, qtbot
 
 def test_empty_optional_fields_say_what_they_default_to(window):
     training = window.views["training"]
-    assert training.fields["n_filters"].placeholderText() == "8 per channel"
+    assert training.fields["n_filters"].placeholderText() == "8 per channel (4 from noise)"
     assert training.fields["n_taps"].placeholderText() == "4 ms"
+
+
+def test_the_start_from_choice_reaches_the_training_config(window):
+    training = window.views["training"]
+    assert training.init_box.currentData() == "data"
+    training.init_box.setCurrentIndex(training.init_box.findData("random"))
+    assert window.session.training_config.init == "random"
+    assert training.config().init == "random"
+
+
+def test_curves_show_the_held_out_error_and_the_error_to_the_truth_when_known(window, tmp_path):
+    from engine.pipeline.training import TrainingSnapshot
+
+    training = window.views["training"]
+    filters = np.zeros((2, 8, 1), np.float32)
+
+    def snapshot(step, heldout, truth):
+        return TrainingSnapshot(step, 10, 1.0, filters, 0.1, 1.0, 1.0, heldout, truth)
+
+    for step, heldout in [(1, 0.9), (2, 0.9), (3, 0.8)]:  # one measure repeats until the next
+        window.session.add_snapshot(snapshot(step, heldout, None))
+    steps, values = training.heldout_curve.getData()
+    assert list(steps) == [1.0, 3.0]
+    assert not training.truth_plot.isVisible()  # a recording without known shapes
+
+    for step, error in [(4, 0.7), (5, 0.3)]:
+        window.session.add_snapshot(snapshot(step, 0.7, error))
+    steps, values = training.truth_curve.getData()
+    assert list(steps) == [4.0, 5.0] and list(values) == [0.7, 0.3]
+    assert training.truth_plot.isVisible()
+    assert training.truth_plot.getAxis("bottom").isVisible() and not training.change_plot.getAxis("bottom").isVisible()
+    training.grab().save(str(tmp_path / "training.png"))

@@ -70,3 +70,19 @@ def test_evaluate_accepts_a_session_folder_the_app_saved(sorted_folder, tmp_path
     (session / "settings.json").write_text("{}")
     assert main(["evaluate", str(session), "--truth", str(root / "sim" / "ground_truth")]) == 0
     assert "mean accuracy" in capsys.readouterr().out
+
+
+def test_init_flag_reaches_the_training_config(sorted_folder, capsys):
+    from pathlib import Path
+
+    from engine.cli import _build_parser, _open
+
+    root, _ = sorted_folder
+    recording = root / "sim" / "recording.bin"
+    args = _build_parser().parse_args(["sort", str(recording), "--out", "o", "--init", "random"])
+    assert _open(Path(recording), args)[1].init == "random"
+    args = _build_parser().parse_args(["sort", str(recording), "--out", "o"])
+    assert _open(Path(recording), args)[1].init == "data"
+    with pytest.raises(SystemExit):
+        _build_parser().parse_args(["sort", str(recording), "--out", "o", "--init", "kmeans"])
+    assert "invalid choice: 'kmeans'" in capsys.readouterr().err

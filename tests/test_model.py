@@ -136,7 +136,7 @@ def test_a_truncated_gradient_leaves_the_codes_unchanged():
 def test_the_step_budget_lowers_the_batch_and_refuses_what_cannot_fit():
     from engine.pipeline.training import ConfigError, TrainingConfig, batch_size_within_budget, step_memory_mb
 
-    config = TrainingConfig(batch_size=32, max_step_mb=100.0, gradient_iterations=20)
+    config = TrainingConfig(batch_size=32, max_step_mb=100.0, gradient_iterations=20, dictionary_update="gradient")
     one = step_memory_mb(8, 4, 6000, 20 + 20, 1)
     assert batch_size_within_budget(config, 8, 4, 6000) == int(100.0 // one) < 32
     with pytest.raises(ConfigError, match="max_step_mb"):

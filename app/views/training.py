@@ -34,14 +34,17 @@ FIELDS = (
     ("n_taps", "Taps", int, "Filter length in samples. Leave empty for 4 ms."),
     ("n_iterations", "Unrolled steps T", int, "FISTA iterations in the encoder."),
     ("lambda_scale", "λ scale", float, "Sparsity: multiplies the universal threshold σ√(2 log N)."),
-    ("learning_rate", "Learning rate", float, "Relative Adam step: each filter moves about this fraction of its norm per step, decaying to 0."),
+    ("learning_rate", "Learning rate", float, "Only for the gradient update (sparsort sort --dictionary-update gradient): the relative Adam step. "
+                   "The default update sets each filter to its least-squares shape and has no step size."),
     ("batch_size", "Batch", int, "Windows per optimiser step."),
     ("window_ms", "Window (ms)", float, "Length of each training window."),
     ("n_epochs", "Epochs", float, "Passes over the training data."),
 )
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# (TrainingConfig.init value, what the Start-from box shows)
+INIT_CHOICES = (("data", "data (k-means of spikes)"), ("random", "random (noise)"))
 # What an empty optional field means, shown greyed in the empty field.
-OPTIONAL_FIELDS = {"n_filters": "8 per channel", "n_taps": "4 ms"}
+OPTIONAL_FIELDS = {"n_filters": "8 per channel (4 from noise)", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
 CURVES_MIN_HEIGHT_PX = 240
 # Written by `sparsort sort` into its phy folders: a folder without it was sorted by another tool.
@@ -97,6 +100,13 @@ class TrainingView(View):
             edit.textChanged.connect(self._on_form_edited)
             form.addRow(label, edit)
             self.fields[attr] = edit
+        self.init_box = QComboBox(objectName="init_box")
+        for value, text in INIT_CHOICES:
+            self.init_box.addItem(text, value)
+        self.init_box.setToolTip("Where the filters start: shapes clustered from threshold crossings, "
+                                 "or noise, from which training learns the spike shapes.")
+        self.init_box.currentIndexChanged.connect(self._on_form_edited)
+        form.addRow("Start from", self.init_box)
         self.device_box = QComboBox()
         self.device_box.addItems(DEVICES)
         self.device_box.currentTextChanged.connect(self._on_form_edited)
@@ -127,24 +137,36 @@ class TrainingView(View):
 
         curves = pg.GraphicsLayoutWidget()
         self.loss_plot = curves.addPlot(row=0, col=0)
-        self.loss_plot.setLabel("left", "loss (MSE)")
+        self.loss_plot.setLabel("left", "error (MSE)")
         self.loss_plot.setLogMode(y=True)
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ffb347", width=2))
+        legend = self.loss_plot.addLegend(offset=(-4, 4), labelTextSize="8pt")
+        # The batch's error jumps with the windows drawn; the held-out windows are the same
+        # every time, so their curve moves only when the model learns.
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ffb347", width=1), name="batch")
+        self.heldout_curve = self.loss_plot.plot(pen=pg.mkPen("#ff6f3c", width=3), name="held-out windows")
+        legend.setBrush(pg.mkBrush(0, 0, 0, 120))
         self.change_plot = curves.addPlot(row=1, col=0)
         self.change_plot.setLabel("left", "Δ filters")
-        self.change_plot.setLabel("bottom", "step")
         self.change_plot.setXLink(self.loss_plot)
         self.change_curve = self.change_plot.plot(pen=pg.mkPen("#7fc8ff", width=2))
-        # The step axis is shared: shown once, under the lower plot, so the upper one's
-        # tick labels cannot run into the lower one's axis label.
-        self.loss_plot.hideAxis("bottom")
-        for plot in (self.loss_plot, self.change_plot):
+        # Shown only for a simulation whose true shapes are known (the demo): how far the
+        # filters are from them (engine/evaluation/scoring.py dictionary_error).
+        self.truth_plot = curves.addPlot(row=2, col=0)
+        self.truth_plot.setLabel("left", "error to truth")
+        self.truth_plot.setXLink(self.loss_plot)
+        self.truth_plot.setYRange(0.0, 1.0, padding=0.02)
+        self.truth_curve = self.truth_plot.plot(pen=pg.mkPen("#8fd694", width=2), symbol="o", symbolSize=4,
+                                                symbolBrush="#8fd694", symbolPen=None)
+        self._truth_shown: bool | None = None  # set by _show_step_axis
+        self._curve_plots = (self.loss_plot, self.change_plot, self.truth_plot)
+        for plot in self._curve_plots:
             plot.showGrid(x=True, y=True, alpha=0.2)
             left = plot.getAxis("left")
             # "(x0.001)" prefixes on a loss axis confuse more than they help.
             left.enableAutoSIPrefix(False)
             # One width for both, wide enough for the label beside ticks like "0.001".
             left.setWidth(CURVE_AXIS_WIDTH_PX)
+        self._show_step_axis(truth_shown=False)
         curves.setMinimumHeight(CURVES_MIN_HEIGHT_PX)
         layout.addWidget(curves, 1)
 
@@ -166,7 +188,8 @@ class TrainingView(View):
             except ValueError:
                 kind = "a whole number" if parse is int else "a number"
                 raise ConfigError(f"{attr} must be {kind}, got {text!r}") from None
-        config = TrainingConfig.from_dict({**base.to_dict(), **values, "device": self.device_box.currentText()})
+        config = TrainingConfig.from_dict({**base.to_dict(), **values, "device": self.device_box.currentText(),
+                                           "init": self.init_box.currentData()})
         config.validate()
         return config
 
@@ -202,6 +225,7 @@ class TrainingView(View):
             if self.fields[attr].text() != text:
                 self.fields[attr].setText(text)
         self.device_box.setCurrentText(config.device)
+        self.init_box.setCurrentIndex(max(self.init_box.findData(config.init), 0))
 
     def _on_start(self) -> None:
         try:
@@ -265,6 +289,7 @@ class TrainingView(View):
         for edit in self.fields.values():
             edit.setReadOnly(not editable)
         self.device_box.setEnabled(editable)
+        self.init_box.setEnabled(editable)
 
     def _why_start_is_off(self) -> str:
         """Why Start cannot be pressed for what is open, or "" (nothing to explain)."""
@@ -312,6 +337,47 @@ class TrainingView(View):
             steps = losses = changes = np.zeros(0)
         self.loss_curve.setData(steps, np.maximum(losses, 1e-12))
         self.change_curve.setData(steps[: len(changes)], changes)
+        heldout, truth = self._measured_curves(snapshots, trainer)
+        self.heldout_curve.setData(heldout[0], np.maximum(heldout[1], 1e-12))
+        self.truth_curve.setData(*truth)
+        self._show_step_axis(truth_shown=len(truth[0]) > 0)
+
+    @staticmethod
+    def _measured_curves(snapshots, trainer) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """((steps, held-out error), (steps, dictionary error)): measured at most once a second, so
+        one point per measure."""
+        if snapshots:
+            heldout = {s.step: s.heldout_loss for s in snapshots if np.isfinite(s.heldout_loss)}
+            truth = {s.step: s.dictionary_error for s in snapshots if s.dictionary_error is not None}
+        elif trainer is not None and trainer.trainer is not None:
+            heldout = dict(trainer.trainer.heldout_history)
+            truth = dict(trainer.trainer.dictionary_error_history)
+        else:
+            heldout, truth = {}, {}
+
+        def as_arrays(points: dict) -> tuple[np.ndarray, np.ndarray]:
+            values = np.array(list(points.values()), dtype=float)
+            steps = np.array(list(points.keys()), dtype=float)
+            # A value repeats until the next measure: keep the first step of each.
+            first = np.r_[True, np.diff(values) != 0] if len(values) else np.zeros(0, dtype=bool)
+            return steps[first], values[first]
+
+        return as_arrays(heldout), as_arrays(truth)
+
+    def _show_step_axis(self, truth_shown: bool) -> None:
+        """The step axis is shared: shown once, under the lowest plot, so an upper plot's
+        tick labels cannot run into the lower one's axis label."""
+        if truth_shown == self._truth_shown:
+            return
+        self._truth_shown = truth_shown
+        self.truth_plot.setVisible(truth_shown)
+        lowest = self.truth_plot if truth_shown else self.change_plot
+        for plot in self._curve_plots:
+            if plot is lowest:
+                plot.showAxis("bottom")
+                plot.setLabel("bottom", "step")
+            else:
+                plot.hideAxis("bottom")
 
     def _show_progress(self, snapshot) -> None:
         self.progress.setValue(int(1000 * snapshot.step / max(snapshot.n_steps, 1)))

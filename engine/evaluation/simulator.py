@@ -196,6 +196,23 @@ class GroundTruth:
             raise RecordingError(f"{folder} lacks {files}: simulate it again")
         return cls(sampling_rate=summary["sampling_rate"], **arrays)
 
+    @classmethod
+    def beside(cls, recording) -> GroundTruth | None:
+        """The ground truth `write_simulation` saved next to `recording`'s file (ground_truth/), or None
+        when there is none or it does not fit the recording (another rate or channel count)."""
+        while getattr(recording, "parent", None) is not None:  # through preprocessing to the file
+            recording = recording.parent
+        path = getattr(recording, "path", None)
+        folder = Path(path).parent / "ground_truth" if path is not None else None
+        if folder is None or not (folder / "ground_truth.json").is_file():
+            return None
+        try:
+            truth = cls.load(folder)
+        except RecordingError:
+            return None
+        fits = truth.sampling_rate == recording.sampling_rate and truth.n_channels == recording.n_channels
+        return truth if fits else None
+
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {
             "spike_times": self.spike_times,

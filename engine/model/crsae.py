@@ -150,6 +150,7 @@ class CRsAE(nn.Module):
         lipschitz: float | None = None,
         tolerance: float = 0.0,
         gradient_iterations: int | None = None,
+        n_debias_iterations: int | None = None,
     ) -> torch.Tensor:
         """Unrolled FISTA, then debiasing: (batch, n_channels, n) -> (batch, n_filters, n - n_taps + 1).
 
@@ -172,6 +173,8 @@ class CRsAE(nn.Module):
         many FISTA steps (and the debiasing) in the autograd graph; the steps
         before run without it. The codes are the same either way; the memory
         of a training step then grows with this number instead of T.
+
+        `n_debias_iterations`: overrides the model's (0: the lasso codes as FISTA left them).
         """
         n_iterations = self.n_iterations if n_iterations is None else int(n_iterations)
         step = 1.0 / (lipschitz if lipschitz is not None else self.lipschitz())
@@ -188,7 +191,8 @@ class CRsAE(nn.Module):
             n_iterations = tracked
         codes = fista_resumable(correlation, gram, shrink, step, n_iterations, state, tolerance)[0]
         support = (codes > 0).to(codes.dtype)
-        return debias(codes, correlation, gram, step, self.n_debias_iterations, support)
+        n_debias = self.n_debias_iterations if n_debias_iterations is None else int(n_debias_iterations)
+        return debias(codes, correlation, gram, step, n_debias, support)
 
     def _gram_operator(self, n_codes: int, method: str = "auto"):
         """x -> HᵀH x by direct convolutions or, without gradients, by FFT.

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from engine.io.recording import NumpyRecording, Recording
-from engine.pipeline.params import MAX_POOL_VALUES, POOL_PIECE_S, PRUNE_SECONDS
+from engine.pipeline.params import HELDOUT_WINDOWS, MAX_POOL_VALUES, POOL_PIECE_S, PRUNE_SECONDS
 from engine.pipeline.stages import SortStopped
 
 
@@ -23,6 +23,10 @@ class TrainingPool:
         self.data = data  # (n_channels, n_samples) float32, each channel divided by its noise σ
         self.sampling_rate = float(sampling_rate)
         self.window = int(window)  # samples per training window
+        # The last HELDOUT_WINDOWS windows are held out (when the pool is long enough to spare
+        # them): training never draws them, so their reconstruction error measures learning.
+        spare = self.n_samples >= 4 * HELDOUT_WINDOWS * self.window
+        self.training_samples = self.n_samples - HELDOUT_WINDOWS * self.window if spare else self.n_samples
 
     @property
     def n_channels(self) -> int:
@@ -34,7 +38,16 @@ class TrainingPool:
 
     def sample_batch(self, rng: np.random.Generator, batch_size: int, device: torch.device) -> torch.Tensor:
         """(batch_size, n_channels, window) windows at random starts."""
-        starts = rng.integers(0, self.n_samples - self.window + 1, size=batch_size)
+        starts = rng.integers(0, self.training_samples - self.window + 1, size=batch_size)
+        return self._windows(starts, device)
+
+    def heldout_batch(self, device: torch.device) -> torch.Tensor:
+        """(HELDOUT_WINDOWS, n_channels, window): the same windows every call, from the end of the pool."""
+        last = self.n_samples - self.window
+        starts = np.maximum(last - self.window * np.arange(HELDOUT_WINDOWS), 0)
+        return self._windows(starts, device)
+
+    def _windows(self, starts: np.ndarray, device: torch.device) -> torch.Tensor:
         index = starts[:, None] + np.arange(self.window)[None, :]
         batch = self.data[:, index].transpose(1, 0, 2)
         return torch.from_numpy(np.ascontiguousarray(batch)).to(device)

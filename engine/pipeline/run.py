@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.evaluation.simulator import GroundTruth
 from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
 from engine.pipeline.coincidences import resolve_coincidences
@@ -31,7 +32,7 @@ from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
     COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
-    MIN_SPLIT_SPIKES, MIN_USE_FRACTION, SHADOW_WINDOW_MS,
+    MIN_SPLIT_SPIKES, MIN_USE_FRACTION, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
@@ -96,6 +97,11 @@ class SortPipeline:
         self.initial_pruning: PruneDecision | None = None
         self.final_pruning: PruneDecision | None = None
         self._pool_events: tuple[bytes, SpikeEvents] | None = None  # (dictionary key, events)
+        self._neurons_found = False  # pruned and split to one filter per neuron (after learning, from noise)
+        # (n_units, n_taps, n_channels) true shapes, when the recording is a simulation with its ground
+        # truth beside it (the demo is one): training then reports its dictionary error as it learns.
+        truth = GroundTruth.beside(recording)
+        self.reference_shapes: np.ndarray | None = truth.bandpassed_waveforms() if truth is not None else None
 
     @property
     def dead_time(self) -> int:
@@ -126,27 +132,50 @@ class SortPipeline:
         with self.stage_log.stage("training pool"):
             self.pool = build_training_pool(self.recording, self.noise_levels, self.window,
                                             progress=lambda f: report("training pool", f), should_stop=should_stop)
-        if initial_dictionary is not None:
-            self._set_model(np.asarray(initial_dictionary, dtype=np.float32))
+        if initial_dictionary is not None or self.config.init == "random":
+            with self.stage_log.stage("initial dictionary"):
+                filters = self.random_dictionary() if initial_dictionary is None else initial_dictionary
+                self._set_model(np.asarray(filters, dtype=np.float32))
             n = self.model.n_filters
             self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
+            # Noise has no neurons to prune yet: train() prunes once the filters have learned shapes.
+            self._neurons_found = initial_dictionary is not None
         else:
             with self.stage_log.stage("initial dictionary"):
                 self._set_model(self._initial_dictionary())
-            # Train only filters that code real spikes: idle or duplicate filters
-            # were measured to pull the good ones off the true shapes.
-            with self.stage_log.stage("pruning"):
-                self.initial_pruning = self._prune(report, should_stop)
-            with self.stage_log.stage("splitting mixed filters"):
-                split = self._split_mixed_filters(report, should_stop)
-            if split:
-                before = self.initial_pruning.describe()
-                with self.stage_log.stage("pruning after splits"):
-                    self.initial_pruning = self._prune(report, should_stop)
-                self.initial_pruning.note = f"{before}; split {', '.join(map(str, split))} in two; then "
+            self._find_the_neurons(report, should_stop)
         self.final_pruning = self.initial_pruning
         self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
-        self.trainer = Trainer(self.model, self.pool, self.config, model_lock=self.model_lock)
+        self.trainer = Trainer(self.model, self.pool, self.config, model_lock=self.model_lock,
+                               reference_shapes=self.reference_shapes)
+
+    def _find_the_neurons(self, report=None, should_stop: ShouldStop | None = None) -> None:
+        """Prune, split mixed filters, prune again: the dictionary keeps one filter per neuron found."""
+        # Train only filters that code real spikes: idle or duplicate filters
+        # were measured to pull the good ones off the true shapes.
+        with self.stage_log.stage("pruning"):
+            self.initial_pruning = self._prune(report, should_stop)
+        with self.stage_log.stage("splitting mixed filters"):
+            split = self._split_mixed_filters(report, should_stop)
+        if split:
+            before = self.initial_pruning.describe()
+            with self.stage_log.stage("pruning after splits"):
+                self.initial_pruning = self._prune(report, should_stop)
+            self.initial_pruning.note = f"{before}; split {', '.join(map(str, split))} in two; then "
+        self._neurons_found = True
+
+    def random_dictionary(self) -> np.ndarray:
+        """(n_filters, n_channels, n_taps) unit-norm noise, each filter on the neighbourhood of its own channel,
+        the channels taken in turn so that every part of the probe gets filters."""
+        n_channels = self.recording.n_channels
+        n_filters = self.config.n_filters or min(max(RANDOM_FILTERS_PER_CHANNEL * n_channels, 4), MAX_FILTERS)
+        rng = np.random.default_rng(self.config.seed)
+        filters = rng.standard_normal((n_filters, n_channels, self.n_taps)).astype(np.float32)
+        main_channels = np.arange(n_filters) % n_channels
+        filters *= self.neighbourhoods[main_channels][:, :, None]
+        # The main channel carries the most, so the model puts the filter on the same neighbourhood.
+        filters[np.arange(n_filters), main_channels] *= 2.0
+        return filters / np.linalg.norm(filters, axis=(1, 2), keepdims=True)
 
     def _initial_dictionary(self) -> np.ndarray:
         n_channels = self.recording.n_channels
@@ -158,8 +187,20 @@ class SortPipeline:
     # ---- phase 2: training -------------------------------------------------------
     def train(self, callback: Callable[[TrainingSnapshot], None] | None = None, snapshot_interval_s: float = 0.1) -> None:
         self._require_prepared()
+        if not self._neurons_found:
+            # From noise: learn shapes first, then keep one filter per neuron, then go on learning.
+            with self.stage_log.stage("training from noise"):
+                self.trainer.run(callback, snapshot_interval_s, until_step=self._steps_before_pruning())
+            if self.trainer.is_stopped:
+                return
+            self._find_the_neurons()
+            self.final_pruning = self.initial_pruning
+            self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
         with self.stage_log.stage("training"):
             self.trainer.run(callback, snapshot_interval_s)
+
+    def _steps_before_pruning(self) -> int:
+        return max(min(RANDOM_START_STEPS, self.trainer.n_steps // 2), 1)
 
     # ---- phase 3: every spike of the recording ------------------------------------
     def sort(
