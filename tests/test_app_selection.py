@@ -81,6 +81,17 @@ def test_table_selection_reaches_every_view(sorted_window, qtbot):
     assert brush.color().getRgb()[:3] == unit_rgb(0)
 
 
+def test_a_click_survives_a_table_refresh_before_it_is_published(sorted_window, qtbot):
+    """Background metrics replace the table; a click still inside the selection's debounce must not be lost."""
+    units = sorted_window.views["units"]
+    click_table_row(qtbot, units, row_of_unit(units, 2))
+    assert units._selection_timer.isActive()  # not published yet
+    session = sorted_window.session
+    session.set_sorting(session.sorting, session.unit_table)  # what a finished metrics job does
+    qtbot.waitUntil(lambda: session.selected_units == (2,), timeout=2_000)
+    assert units.selected_units_in_table() == [2]
+
+
 def test_clicking_a_filter_selects_its_unit_in_the_table(sorted_window, qtbot):
     units, filters = sorted_window.views["units"], sorted_window.views["filters"]
     click_filter(qtbot, filters, 2)

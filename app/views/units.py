@@ -238,10 +238,17 @@ class UnitsView(View):
         self.filter_box.setStyleSheet("QLineEdit { border: 1px solid #d05050; }" if problem else "")
 
     def refresh(self) -> None:
+        # A click not yet published (the selection is debounced) must survive a table that
+        # refreshes under it, e.g. when background metrics arrive: else the click is lost.
+        pending = self.selected_units_in_table() if self._selection_timer.isActive() else None
         self.model.set_table(self.session.unit_table)
         self.empty_label.setVisible(self.session.unit_table is None)
         self.apply_filter()
-        self._show_selection(self.session.selected_units)
+        if pending is None:
+            self._show_selection(self.session.selected_units)
+        else:
+            self._show_selection(pending)
+            self._publish_selection()
 
     def on_sorting_changed(self) -> None:
         self.refresh()
