@@ -140,7 +140,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                             "(noise: training learns the spike shapes from scratch)")
     group.add_argument("--dictionary-update", choices=DICTIONARY_UPDATES, default=defaults.dictionary_update,
                        help="how training updates the filters from the tied encoder's codes: least_squares (closed "
-                            "form, default) or gradient (Adam through the unrolled encoder)")
+                            "form), gradient (Adam through the unrolled encoder), or auto (default: least squares "
+                            "from a random start, the gradient from the data start)")
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help="relative Adam step (--dictionary-update gradient only)")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,

@@ -71,7 +71,7 @@ def test_training_from_a_perturbed_start_lowers_the_dictionary_error(tiny):
     start = shapes.transpose(0, 2, 1) / np.linalg.norm(shapes, axis=(1, 2))[:, None, None]
     noise = rng.standard_normal(start.shape).astype(np.float32)
     start = start + 0.5 * noise / np.linalg.norm(noise, axis=(1, 2), keepdims=True)
-    config = TrainingConfig(n_taps=shapes.shape[1], n_epochs=4.0)  # 8 steps of the default batch
+    config = TrainingConfig(n_taps=shapes.shape[1], n_epochs=4.0, dictionary_update="least_squares")  # 8 steps
     pipeline = SortPipeline(recording, config)
     pipeline.prepare(initial_dictionary=start)
     before = dictionary_error(shapes, pipeline.filters()).errors
@@ -111,5 +111,5 @@ def test_ground_truth_is_found_beside_a_simulation_only(tmp_path):
 def test_unknown_init_and_update_are_refused_with_the_choices():
     with pytest.raises(ConfigError, match="init must be one of data, random"):
         TrainingConfig(init="kmeans").validate()
-    with pytest.raises(ConfigError, match="dictionary_update must be one of least_squares, gradient"):
+    with pytest.raises(ConfigError, match="dictionary_update must be one of auto, least_squares, gradient"):
         TrainingConfig(dictionary_update="sgd").validate()
