@@ -77,7 +77,7 @@ class AmplitudesView(UnitView):
             counts, _ = np.histogram(unit_amplitudes, edges)
             distribution.setOpts(x0=0, y=(edges[:-1] + edges[1:]) / 2, height=np.diff(edges), width=counts)
         self.plot.enableAutoRange()
-        self._clear_lasso_unless_current()
+        self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
 
     def _items_of(self, unit: int) -> tuple[pg.ScatterPlotItem, pg.BarGraphItem]:
         if unit not in self.scatters:
@@ -103,10 +103,5 @@ class AmplitudesView(UnitView):
         self.session.select_spikes(SpikeSelection(chosen, tuple(unit for unit, _ in shown), self.name))
 
     def on_spikes_selected(self, selection) -> None:
-        if selection is None or selection.source != self.name:
-            self.lasso.clear_lasso()
-
-    def _clear_lasso_unless_current(self) -> None:
-        selection = self.session.selected_spikes
         if selection is None or selection.source != self.name:
             self.lasso.clear_lasso()

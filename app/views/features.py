@@ -115,7 +115,7 @@ class FeaturesView(UnitView):
         self.plot.setLabel("bottom", f"channel {int(channels[0])} (µV)")
         self.plot.setLabel("left", f"channel {int(channels[1])} (µV)")
         self.plot.enableAutoRange()
-        self._clear_lasso_unless_current()
+        self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
 
     # ---- lasso ---------------------------------------------------------------------------------
     def _on_lasso(self, polygon: np.ndarray) -> None:
@@ -148,10 +148,5 @@ class FeaturesView(UnitView):
         self.session.select_spikes(SpikeSelection(spikes, tuple(units), self.name, complete))
 
     def on_spikes_selected(self, selection) -> None:
-        if selection is None or selection.source != self.name:
-            self.lasso.clear_lasso()
-
-    def _clear_lasso_unless_current(self) -> None:
-        selection = self.session.selected_spikes
         if selection is None or selection.source != self.name:
             self.lasso.clear_lasso()
