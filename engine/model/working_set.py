@@ -73,8 +73,9 @@ class WorkingSetEncoder:
         if not 0.0 < screen <= 1.0:
             raise ValueError(f"screen must be in (0, 1], got {screen}")
         # A CPU copy of the dictionary: the sparse solve runs in numpy whatever the model's device.
+        # The channel mask comes along so that its correlations run as the model's local convolutions.
         self.model = CRsAE(model.filters.detach().cpu(), model.lambdas.detach().cpu(), model.n_iterations,
-                           model.n_debias_iterations)
+                           model.n_debias_iterations, channel_mask=model.channel_mask.detach().cpu())
         self.step = np.float32(1.0 / (lipschitz if lipschitz is not None else model.lipschitz()))
         self.lambdas = self.model.lambdas.numpy().astype(np.float32)
         self.screen = float(screen)
