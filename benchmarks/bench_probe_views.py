@@ -32,14 +32,7 @@ import numpy as np  # noqa: E402
 from PyQt6.QtCore import QSettings  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
-
-def wait_until(app: QApplication, condition, timeout_s: float) -> None:
-    deadline = time.perf_counter() + timeout_s
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("benchmark step timed out")
-        app.processEvents()
-        time.sleep(0.001)
+from bench_gui import wait_until  # noqa: E402  (the benchmarks' folder is on sys.path when run as a script)
 
 
 def open_folder(app: QApplication, folder: Path):
