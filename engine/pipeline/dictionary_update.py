@@ -17,8 +17,12 @@ back-propagation through the encoder with Adam reached 0.36 and then stalled.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms
+from engine.pipeline.inference import code_maxima
 
 # Tikhonov term, relative to a filter's code energy: keeps a filter that codes a
 # handful of spikes from fitting their noise, and the system well conditioned.
@@ -84,3 +88,46 @@ def recentre(filters: torch.Tensor, fraction: float, dead_band: float = 0.1) -> 
         else:
             out[k, :, : n_taps + shift] = filters[k, :, -shift:]
     return out
+
+
+@torch.no_grad()
+def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torch.Tensor,
+                         dead_time: int, min_amplitude: float) -> torch.Tensor:
+    """The codes of the spikes sorting would keep, every other code zeroed.
+
+    Sorting reads the lasso's codes as spikes: each filter's local maxima at least
+    `dead_time` apart, at least `min_amplitude` over the three samples around them,
+    less the events the data do not need (explain_away.py), refitted. The lasso
+    also splits a spike between look-alike filters; least squares on all codes then
+    pulls each filter towards its look-alikes. Measured on a 60 s tetrode simulation
+    (8 units, 0.85–0.93 alike) from the k-means start, 10 steps: on all codes mean
+    accuracy fell 0.986 → 0.676 (two filters drifted to other units' shapes,
+    dictionary error 0.09 → 0.54 and 0.45); on the kept spikes' codes it was 0.987.
+
+    codes: (batch, n_filters, n_codes); batch: (batch, n_channels, n_codes + n_taps − 1);
+    filters: (n_filters, n_channels, n_taps). The windows are laid end to end,
+    a filter length and the dead time apart, so that one pass serves the batch.
+    """
+    n_windows, n_filters, n_codes = codes.shape
+    n_channels, n_samples = batch.shape[1], batch.shape[2]
+    n_taps = filters.shape[2]
+    stride = n_samples + n_taps + 2 + dead_time
+    long_codes = np.zeros((n_filters, n_windows * stride), dtype=np.float32)
+    long_signal = np.zeros((n_channels, n_windows * stride), dtype=np.float64)
+    for window in range(n_windows):
+        long_codes[:, window * stride: window * stride + n_codes] = codes[window].cpu().numpy()
+        long_signal[:, window * stride: window * stride + n_samples] = batch[window].cpu().numpy()
+    spike_filters, indices, triplets = code_maxima(long_codes, dead_time)
+    strong = triplets.sum(axis=1) >= min_amplitude
+    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
+    starts, atoms = event_atoms(indices, spike_filters, triplets, filters.detach().cpu().numpy())
+    keep, scales = eliminate_redundant_events(long_signal, starts, atoms, min_energy=float(min_amplitude) ** 2)
+    spike_filters, indices = spike_filters[keep], indices[keep]
+    triplets = triplets[keep] * scales[keep][:, None]
+    kept = np.zeros_like(long_codes)
+    for offset in range(3):  # the code at index − 1, index, index + 1
+        at = indices + offset - 1
+        inside = (at >= 0) & (at < kept.shape[1])
+        kept[spike_filters[inside], at[inside]] = triplets[inside, offset]
+    windows = kept[:, : n_windows * stride].reshape(n_filters, n_windows, stride)[:, :, :n_codes]
+    return torch.from_numpy(np.ascontiguousarray(windows.transpose(1, 0, 2))).to(codes.device, codes.dtype)

@@ -148,6 +148,8 @@ class SortPipeline:
         self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
         self.trainer = Trainer(self.model, self.pool, self.config, model_lock=self.model_lock,
                                reference_shapes=self.reference_shapes)
+        if self._neurons_found:
+            self.trainer.spike_reading = (self.dead_time, self.lambda_)
 
     def _find_the_neurons(self, report=None, should_stop: ShouldStop | None = None) -> None:
         """Prune, split mixed filters, prune again: the dictionary keeps one filter per neuron found."""
@@ -194,6 +196,7 @@ class SortPipeline:
             if self.trainer.is_stopped:
                 return
             self._find_the_neurons()
+            self.trainer.spike_reading = (self.dead_time, self.lambda_)
             self.final_pruning = self.initial_pruning
             self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
         with self.stage_log.stage("training"):
