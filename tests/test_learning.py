@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from engine.evaluation.scoring import dictionary_error
 from engine.evaluation.simulator import GroundTruth, simulate, write_simulation
 from engine.io.recording import NumpyRecording, open_recording
-from engine.pipeline.dictionary_update import least_squares_update, recentre
+import engine.pipeline.dictionary_update as dictionary_update
+from engine.pipeline.dictionary_update import codes_of_kept_spikes, least_squares_update, recentre
 from engine.pipeline.run import SortPipeline
 from engine.pipeline.training import ConfigError, TrainingConfig
 
@@ -43,6 +44,46 @@ def test_least_squares_keeps_filters_on_their_channels_and_idle_filters_as_they_
     assert torch.all(learned[0, 1] == 0.0)
     assert torch.equal(learned[1], filters[1])
     assert not torch.allclose(learned[0, 0], filters[0, 0])
+
+
+def test_the_update_over_spikes_equals_the_update_by_convolution(monkeypatch):
+    """Sparse codes take the spike-by-spike sums on each filter's channels; the result is the same."""
+    rng = np.random.default_rng(2)
+    filters = torch.from_numpy(rng.standard_normal((6, 5, 16)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((6, 5)) > 0.4).astype(np.float32))
+    mask[:, 0] = 1.0
+    filters *= mask[:, :, None]
+    codes = torch.zeros(3, 6, 900)
+    for window in range(3):
+        for k in range(6):
+            codes[window, k, rng.choice(900, 4, replace=False)] = torch.from_numpy(rng.uniform(1, 4, 4).astype(np.float32))
+    batch = torch.from_numpy(rng.standard_normal((3, 5, 915)).astype(np.float32))
+    monkeypatch.setattr(dictionary_update, "SPARSE_CODE_FRACTION", 1.0)
+    over_spikes = least_squares_update(filters, codes, batch, mask)
+    monkeypatch.setattr(dictionary_update, "SPARSE_CODE_FRACTION", 0.0)
+    by_convolution = least_squares_update(filters, codes, batch, mask)
+    assert not torch.allclose(over_spikes, filters)
+    np.testing.assert_allclose(over_spikes.numpy(), by_convolution.numpy(), atol=1e-5)
+
+
+def test_a_spike_split_between_look_alike_filters_keeps_one_code():
+    """The lasso's split of one spike between two look-alikes: the update sees one spike, on one filter."""
+    rng = np.random.default_rng(3)
+    shape = rng.standard_normal((1, 20)).astype(np.float32)
+    look_alike = shape + 0.2 * rng.standard_normal((1, 20)).astype(np.float32)
+    filters = torch.from_numpy(np.stack([shape, look_alike]))
+    filters /= filters.norm(dim=(1, 2), keepdim=True)
+    codes = torch.zeros(2, 2, 200)
+    codes[0, 0, 50], codes[0, 1, 50] = 6.0, 3.0  # one spike, split
+    codes[1, 1, 120] = 8.0  # a lone spike of the second filter, in the second window
+    codes[1, 0, 160] = 0.5  # too small to be a spike
+    batch = F.conv_transpose1d(torch.zeros(2, 2, 200).index_put_((torch.tensor([0, 1]), torch.tensor([0, 1]),
+                                                                  torch.tensor([50, 120])), torch.tensor([9.0, 8.0])),
+                               filters)
+    kept = codes_of_kept_spikes(codes, batch, filters, dead_time=5, min_amplitude=3.0)
+    assert kept.shape == codes.shape
+    assert kept[0, 0, 50] > 0 and torch.count_nonzero(kept[0, 1]) == 0
+    assert kept[1, 1, 120] > 0 and torch.count_nonzero(kept[1, 0]) == 0
 
 
 def test_recentre_moves_a_spike_caught_at_the_edge_and_leaves_a_centred_one():

@@ -29,6 +29,12 @@ from engine.pipeline.inference import code_maxima
 RIDGE = 1e-3
 
 
+# Below this fraction of non-zero codes (the kept spikes' codes are ~0.1 %), a filter's
+# sums run over its spikes and its channels only; above it (codes of noise filters,
+# early in learning from noise), as convolutions over the whole batch.
+SPARSE_CODE_FRACTION = 0.01
+
+
 @torch.no_grad()
 def least_squares_update(filters: torch.Tensor, codes: torch.Tensor, batch: torch.Tensor,
                          channel_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -37,11 +43,23 @@ def least_squares_update(filters: torch.Tensor, codes: torch.Tensor, batch: torc
     codes: (batch, n_filters, n_codes) from the encoder; batch: (batch, n_channels, n_codes + n_taps − 1).
     A filter without codes in the batch keeps its shape. `channel_mask` (n_filters, n_channels)
     keeps each filter on its channels.
+
+    With sparse codes the cost grows with spikes × a filter's channels × taps, not
+    with filters × channels × samples: on a 32-channel probe with a hundred filters
+    the convolutions over every channel made one step minutes long.
     """
     filters = filters.detach().clone()
     n_filters, n_channels, n_taps = filters.shape
-    n_windows, _, n_codes = codes.shape
-    residual = batch - F.conv_transpose1d(codes, filters)  # (batch, n_channels, n)
+    sparse = bool((codes != 0).sum() <= SPARSE_CODE_FRACTION * codes.numel())
+    all_channels = torch.arange(n_channels, device=filters.device)
+    channels = [all_channels if channel_mask is None else torch.nonzero(channel_mask[k] > 0)[:, 0]
+                for k in range(n_filters)]
+    if sparse:
+        residual = batch.clone()
+        for k in range(n_filters):
+            _add_atoms(residual, codes[:, k], filters[k], channels[k], sign=-1.0)
+    else:
+        residual = batch - F.conv_transpose1d(codes, filters)  # (batch, n_channels, n)
     lags = torch.arange(n_taps, device=filters.device)
     toeplitz_index = (lags[:, None] - lags[None, :]).abs()  # (n_taps, n_taps)
     for k in range(n_filters):
@@ -49,7 +67,15 @@ def least_squares_update(filters: torch.Tensor, codes: torch.Tensor, batch: torc
         if not bool((code != 0).any()):
             continue
         # gradient[c, l] = Σ_b Σ_t residual[b, c, t + l] · code[b, t]: what this filter's codes leave unexplained.
-        gradient = F.conv1d(residual.transpose(0, 1), code[None])[:, 0]  # (n_channels, n_taps)
+        if sparse:
+            windows, times = torch.nonzero(code, as_tuple=True)
+            values = code[windows, times]
+            positions = times[:, None] + lags[None, :]  # (n_codes, n_taps)
+            snippets = residual[windows[:, None, None], channels[k][None, :, None], positions[:, None, :]]
+            gradient = torch.zeros(n_channels, n_taps, dtype=filters.dtype, device=filters.device)
+            gradient[channels[k]] = torch.einsum("i,icl->cl", values, snippets)
+        else:
+            gradient = F.conv1d(residual.transpose(0, 1), code[None])[:, 0]  # (n_channels, n_taps)
         # The codes' autocorrelation at lags 0..n_taps−1 fills the Toeplitz normal matrix of this filter.
         padded = F.pad(code, (0, n_taps - 1))
         autocorrelation = F.conv1d(padded[None], code[None])[0, 0]  # (n_taps,)
@@ -59,8 +85,25 @@ def least_squares_update(filters: torch.Tensor, codes: torch.Tensor, batch: torc
         if channel_mask is not None:
             change = change * channel_mask[k][:, None]
         filters[k] += change
-        residual -= F.conv_transpose1d(code[:, None], change[None])
+        if sparse:
+            _add_atoms(residual, code, change, channels[k], sign=-1.0)
+        else:
+            residual -= F.conv_transpose1d(code[:, None], change[None])
     return filters
+
+
+def _add_atoms(signal: torch.Tensor, code: torch.Tensor, shape: torch.Tensor, channels: torch.Tensor,
+               sign: float) -> None:
+    """signal[b, c, t + l] += sign · code[b, t] · shape[c, l] for every non-zero code, on `channels` only."""
+    windows, times = torch.nonzero(code, as_tuple=True)
+    if windows.numel() == 0:
+        return
+    n_taps = shape.shape[1]
+    positions = times[:, None] + torch.arange(n_taps, device=signal.device)[None, :]  # (n_codes, n_taps)
+    amounts = sign * code[windows, times][:, None, None] * shape[channels][None]  # (n_codes, n_channels_k, n_taps)
+    index = (windows[:, None, None].expand_as(amounts), channels[None, :, None].expand_as(amounts),
+             positions[:, None, :].expand_as(amounts))
+    signal.index_put_(index, amounts, accumulate=True)
 
 
 @torch.no_grad()
