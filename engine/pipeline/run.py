@@ -31,7 +31,8 @@ from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
-    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
+    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
+    LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
     MIN_SPLIT_SPIKES, MIN_USE_FRACTION, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
@@ -224,7 +225,7 @@ class SortPipeline:
         self._require_prepared()
         self.stage_log.should_stop = should_stop
         with self.stage_log.stage("final pruning"):
-            self.final_pruning = self._prune()
+            self.final_pruning = self._prune(duplicate_similarity=FINAL_DUPLICATE_SIMILARITY)
         with self.model_lock:
             model = self.model
             pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
@@ -283,13 +284,14 @@ class SortPipeline:
         self._pool_events = (key, events)
         return events
 
-    def _prune(self, report: Callable[[str, float], None] | None = None,
-               should_stop: ShouldStop | None = None) -> PruneDecision:
+    def _prune(self, report: Callable[[str, float], None] | None = None, should_stop: ShouldStop | None = None,
+               duplicate_similarity: float = DUPLICATE_SIMILARITY) -> PruneDecision:
         """Merge duplicate filters and drop idle ones (engine/pipeline/pruning.py)."""
         with self.model_lock:
             progress = (lambda f: report("pruning", f)) if report is not None else None
             events = self._events_of_pool(progress, should_stop)
-            decision = prune(self.model.filters_numpy(), events, shadow_window=self._samples(SHADOW_WINDOW_MS))
+            decision = prune(self.model.filters_numpy(), events, duplicate_similarity,
+                             shadow_window=self._samples(SHADOW_WINDOW_MS))
             if len(decision.keep) < self.model.n_filters:
                 kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
                 self._set_model(kept)
