@@ -140,8 +140,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                             "(noise: training learns the spike shapes from scratch)")
     group.add_argument("--dictionary-update", choices=DICTIONARY_UPDATES, default=defaults.dictionary_update,
                        help="how training updates the filters from the tied encoder's codes: least_squares (closed "
-                            "form), gradient (Adam through the unrolled encoder), or auto (default: least squares "
-                            "from a random start, the gradient from the data start)")
+                            "form, fitted to the spikes sorting keeps once the filters are spike shapes), gradient "
+                            "(Adam through the unrolled encoder), or auto (default: least squares)")
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help="relative Adam step (--dictionary-update gradient only)")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
@@ -313,9 +313,10 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     pipeline.prepare()
     say(f"device: {pipeline.device_name}; dictionary: {pipeline.initial_pruning.describe()}")
     trainer = pipeline.trainer
-    say(f"training: {trainer.n_steps} steps of {trainer.batch_size} windows x {pipeline.window} samples "
-        f"(gradient through the last {config.gradient_iterations or config.n_iterations} of "
-        f"{config.n_iterations} FISTA steps)")
+    update = (f"gradient through the last {config.gradient_iterations or config.n_iterations} of "
+              f"{config.n_iterations} FISTA steps" if config.update_rule() == "gradient"
+              else f"least-squares shapes from {config.n_iterations} FISTA steps' codes")
+    say(f"training: {trainer.n_steps} steps of {trainer.batch_size} windows x {pipeline.window} samples ({update})")
     bar = ProgressBar("training", enabled=not args.quiet)
     pipeline.train(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
     bar.close()
