@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.curation.features import template_mix
 from engine.pipeline.sorting import Sorting
 
 if TYPE_CHECKING:
@@ -399,7 +400,8 @@ def l_ratios(features: np.ndarray, labels: np.ndarray, unit_ids) -> dict[int, fl
             result[unit] = np.nan
             continue
         offsets = others - own.mean(axis=0)
-        squared = np.einsum("nd,de,ne->n", offsets, inverse, offsets)  # (n_others,) squared distances
+        # (n_others,) squared distances; two matrix products (a three-operand einsum was 20x slower)
+        squared = ((offsets @ inverse) * offsets).sum(axis=1)
         result[unit] = float(np.sum(chi2.sf(squared, features.shape[1])) / len(own))
     return result
 
@@ -439,8 +441,7 @@ def _mean_template(original_units: np.ndarray, templates: np.ndarray) -> np.ndar
     """
     counts = np.bincount(original_units, minlength=len(templates))
     present = np.flatnonzero(counts)
-    weights = counts[present] / counts[present].sum()
-    return np.tensordot(weights, templates[present], axes=1)
+    return template_mix(counts[present] / counts[present].sum(), templates[present])
 
 
 def _row_of_each_spike(spike_clusters: np.ndarray, unit_ids: np.ndarray) -> np.ndarray:
