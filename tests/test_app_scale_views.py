@@ -115,8 +115,11 @@ def test_selecting_a_unit_restyles_the_heat_maps_markers_without_rebuilding_the_
     unit = _largest_unit(curating.session)
     curating.session.select_units([unit])
     assert not rebuilt
-    sizes, units = traces.spikes.data["size"], traces.spikes.data["data"].astype(np.int64)
-    assert len(units) and np.all((sizes == traces_module.HEATMAP_SELECTED_MARKER_PX) == (units == unit))
+    units = traces.spikes.data["data"].astype(np.int64)
+    big = traces.selected_markers.data
+    assert len(units) and np.all(traces.spikes.data["size"] == traces_module.HEATMAP_MARKER_PX)
+    assert np.all(big["size"] == traces_module.HEATMAP_SELECTED_MARKER_PX) and set(big["data"].tolist()) == {unit}
+    assert len(big) == (units == unit).sum()
 
 
 def test_waveforms_of_a_unit_seen_before_are_not_read_again(curating, qtbot, monkeypatch):

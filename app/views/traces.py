@@ -175,7 +175,12 @@ class TracesView(View):
         self.residual_curve = pg.PlotCurveItem(pen=pg.mkPen(RESIDUAL_COLOUR, width=1))
         self.spikes = pg.ScatterPlotItem(pxMode=True, pen=None)
         self.spikes.sigClicked.connect(self._on_spike_clicked)
-        for item in (self.image, self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes):
+        # The selected units' markers, drawn again above the others, larger and outlined: a selection
+        # sets these few points instead of restyling every marker (60-150 ms at 4,000 markers).
+        self.selected_markers = pg.ScatterPlotItem(pxMode=True, pen=pg.mkPen("w", width=1.5))
+        self.selected_markers.sigClicked.connect(self._on_spike_clicked)
+        for item in (self.image, self.traces_curve, self.residual_curve, self.reconstruction_curve, self.spikes,
+                     self.selected_markers):
             self.plot.addItem(item)
         self.scale_bar = MicrovoltScaleBar(self.plot)
         layout.addWidget(self.plot_widget, 1)
@@ -185,6 +190,7 @@ class TracesView(View):
         self._cached = None  # (recording, start, stop, channels, index, reduced) of the last window read
         self._window_reader = (None, None)  # (recording, how it is read: window_reader), made once per recording
         self._main_channels = (None, None)  # (sorting, its templates' main channels)
+        self._marker_sizes = MARKER_PX  # (others, selected) px of the markers drawn last
         self._reader = self.engine.start_latest_worker("Reading traces", _read_window)
         self._reader.answered.connect(self._on_window_read)
         self._range_timer = QTimer(self, singleShot=True, interval=RANGE_DEBOUNCE_MS)
@@ -309,6 +315,7 @@ class TracesView(View):
                 item.setData([], [])
             self.image.clear()
             self.spikes.setData([], [])
+            self.selected_markers.setData([], [])
             self._place_scale_bar()
             self.window_label.setText("No recording")
             return
@@ -440,6 +447,7 @@ class TracesView(View):
         sorting = self.session.sorting
         if sorting is None or sorting.n_spikes == 0 or len(channels) == 0:
             self.spikes.setData([], [])
+            self.selected_markers.setData([], [])
             return
         first, last = np.searchsorted(sorting.spike_times, [start, stop])
         if self._main_channels[0] is not sorting:
@@ -467,19 +475,18 @@ class TracesView(View):
             extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, rows, peaks[sort_units] < 0, half)
             y = self._offsets(len(channels))[rows] + self.gain_box.value() * extremes
             sizes = MARKER_PX
-        selected = np.isin(units, self.session.selected_units)
         # One brush object per unit, shared by its spikes: making one per spike is the slow part.
         present = np.unique(units)
         brush_of = dict(zip(present.tolist(), (pg.mkBrush(*rgba) for rgba in unit_rgba_array(present, alpha=230))))
-        outline, no_outline = pg.mkPen("w", width=1.5), pg.mkPen(None)
         self.spikes.setData(
             x=sorting.spike_times[chosen] / sorting.sampling_rate,
             y=y,
-            size=np.where(selected, sizes[1], sizes[0]),
+            size=np.full(len(chosen), sizes[0]),
             brush=[brush_of[unit] for unit in units.tolist()],
-            pen=[outline if s else no_outline for s in selected.tolist()],
             data=units,
         )
+        self._marker_sizes = sizes
+        self._restyle_spikes()
 
     def _units_now(self, spikes: np.ndarray) -> np.ndarray:
         """(len(spikes),) int64 current unit of each spike: the curation's, or while it opens the id it starts from."""
@@ -543,17 +550,17 @@ class TracesView(View):
             self._restyle_spikes()
 
     def _restyle_spikes(self) -> None:
-        """Only the markers show the selection: their sizes and outlines change, nothing is placed
-        again (at 500 units and 384 channels, placing them again was 0.3 s of a selection)."""
-        units = self.spikes.data["data"]
-        if len(units) == 0:
-            return
-        units = units.astype(np.int64)
-        selected = np.isin(units, self.session.selected_units)
-        small, large = (HEATMAP_MARKER_PX, HEATMAP_SELECTED_MARKER_PX) if self.is_heatmap() else MARKER_PX
-        outline, no_outline = pg.mkPen("w", width=1.5), pg.mkPen(None)
-        self.spikes.setSize(np.where(selected, large, small), update=False)
-        self.spikes.setPen([outline if s else no_outline for s in selected.tolist()])
+        """The selected units' markers, again, above the others: larger and outlined. Nothing else is placed
+        or restyled (at 500 units and 384 channels, placing the markers again was 0.3 s of a selection)."""
+        data = self.spikes.data
+        selected = np.isin(data["data"].astype(np.int64), self.session.selected_units) if len(data) else np.zeros(0, bool)
+        units = data["data"][selected].astype(np.int64)
+        present = np.unique(units)
+        brush_of = dict(zip(present.tolist(), (pg.mkBrush(*rgba) for rgba in unit_rgba_array(present, alpha=230))))
+        self.selected_markers.setData(
+            x=data["x"][selected], y=data["y"][selected], size=np.full(len(units), self._marker_sizes[1]),
+            brush=[brush_of[unit] for unit in units.tolist()], data=units,
+        )
 
     def _bring_into_view(self, unit_ids) -> bool:
         """Move the stacked range to the first selected unit's main channel when it is off screen; True if moved."""
