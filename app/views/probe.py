@@ -20,7 +20,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QLabel, QVBoxLayout
 
-from app.palette import unit_rgba_array
+from app.palette import unit_brushes
 from app.views.base import View
 from engine.curation.unit_positions import neighbourhood
 
@@ -117,8 +117,8 @@ class ProbeView(View):
             self.unit_ids = table.unit_ids.astype(np.int64)
             self.main_channels = table.main_channels.astype(np.int64)
             self.positions = np.asarray(table.positions, dtype=float)
-            brushes = [pg.mkBrush(*rgba) for rgba in unit_rgba_array(self.unit_ids, alpha=230)]
-            self.unit_spots.setData(pos=self.positions, size=np.full(len(self.unit_ids), UNIT_SIZE_PX), brush=brushes,
+            self.unit_spots.setData(pos=self.positions, size=np.full(len(self.unit_ids), UNIT_SIZE_PX),
+                                    brush=unit_brushes(self.unit_ids, alpha=230),
                                     data=self.unit_ids)
         self._draw_selection()
 
@@ -128,21 +128,18 @@ class ProbeView(View):
         rows = [np.flatnonzero(self.unit_ids == unit) for unit in self.session.selected_units]
         rows = np.array([found[0] for found in rows if len(found)], dtype=np.int64)
         units = self.unit_ids[rows]
-        colours = unit_rgba_array(units, alpha=230) if len(units) else np.zeros((0, 4))
         self.selected_unit_spots.setData(
             pos=self.positions[rows] if len(rows) else np.zeros((0, 2)), size=np.full(len(rows), SELECTED_UNIT_SIZE_PX),
-            brush=[pg.mkBrush(*rgba) for rgba in colours], data=units,
+            brush=unit_brushes(units, alpha=230), data=units,
         )
         lit: dict[int, int] = {}  # channel -> the selected unit it is lit for
         for unit, main in zip(units.tolist(), self.main_channels[rows].tolist()):
             for channel in neighbourhood(self.channel_positions, int(main)).tolist():
                 lit.setdefault(channel, unit)
         self.highlighted = np.array(sorted(lit), dtype=np.int64)
-        brush_of = {unit: pg.mkBrush(*rgba) for unit, rgba in
-                    zip(units.tolist(), unit_rgba_array(units, alpha=HIGHLIGHT_ALPHA) if len(units) else [])}
         self.lit_channels.setData(
             pos=self.channel_positions[self.highlighted] if len(self.highlighted) else np.zeros((0, 2)),
-            size=CHANNEL_SIZE_PX, brush=[brush_of[lit[channel]] for channel in self.highlighted.tolist()],
+            size=CHANNEL_SIZE_PX, brush=unit_brushes([lit[channel] for channel in self.highlighted.tolist()], HIGHLIGHT_ALPHA),
             data=self.highlighted,
         )
 

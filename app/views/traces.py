@@ -37,7 +37,7 @@ from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout
 
 from app.curation_controller import starting_units
-from app.palette import NEUTRAL, unit_rgba_array
+from app.palette import NEUTRAL, unit_brushes
 from app.plot_data import minmax_envelope, read_envelope, signed_extremes, stack_channels
 from app.scale_bar import MicrovoltScaleBar
 from app.views.base import View
@@ -475,14 +475,11 @@ class TracesView(View):
             extremes = _trace_extremes(index, reduced, sorting.spike_times[chosen] - start, rows, peaks[sort_units] < 0, half)
             y = self._offsets(len(channels))[rows] + self.gain_box.value() * extremes
             sizes = MARKER_PX
-        # One brush object per unit, shared by its spikes: making one per spike is the slow part.
-        present = np.unique(units)
-        brush_of = dict(zip(present.tolist(), (pg.mkBrush(*rgba) for rgba in unit_rgba_array(present, alpha=230))))
         self.spikes.setData(
             x=sorting.spike_times[chosen] / sorting.sampling_rate,
             y=y,
             size=np.full(len(chosen), sizes[0]),
-            brush=[brush_of[unit] for unit in units.tolist()],
+            brush=unit_brushes(units, alpha=230),
             data=units,
         )
         self._marker_sizes = sizes
@@ -555,11 +552,9 @@ class TracesView(View):
         data = self.spikes.data
         selected = np.isin(data["data"].astype(np.int64), self.session.selected_units) if len(data) else np.zeros(0, bool)
         units = data["data"][selected].astype(np.int64)
-        present = np.unique(units)
-        brush_of = dict(zip(present.tolist(), (pg.mkBrush(*rgba) for rgba in unit_rgba_array(present, alpha=230))))
         self.selected_markers.setData(
             x=data["x"][selected], y=data["y"][selected], size=np.full(len(units), self._marker_sizes[1]),
-            brush=[brush_of[unit] for unit in units.tolist()], data=units,
+            brush=unit_brushes(units, alpha=230), data=units,
         )
 
     def _bring_into_view(self, unit_ids) -> bool:
