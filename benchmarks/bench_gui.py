@@ -19,8 +19,9 @@ Each folder is opened in its own process (so its peak memory is its own):
 - open to interactive: MainWindow() until the sort is in the Units table, the
   curation is open and the Traces heat map is drawn; then how long the
   background work (metrics, merge suggestions, the t-SNE map) took, up to --settle s;
-- selecting a unit (20 different ones): until every shown view holds its data,
-  until Qt painted what changed, until a full repaint of every dock;
+- selecting a unit (20 different ones): until every shown view holds its data (the
+  Waveforms view its first 20 spikes), until Qt painted what changed, until the
+  Waveforms view shows all 100 spikes it samples, until a full repaint of every dock;
 - scrolling the Traces heat map (all 384 channels, 1 s window) by half a window:
   the GUI thread's work per frame (image + markers + paint), and the time until
   the new window is on screen (the worker's read and filtering included);
@@ -249,6 +250,7 @@ def neuropixels_table(arguments) -> None:
             ("open to interactive", f"{result['open_s']:.1f} s (background work done at {settled})", "≤ 5 s"),
             ("select a unit: views hold its data", ms(selection["data"]), "≤ 100 ms median, ≤ 300 worst"),
             ("select a unit: painted (what changed)", ms(selection["painted"]), "≤ 100 ms median, ≤ 300 worst"),
+            ("select a unit: all 100 waveforms painted", ms(selection["all waveforms"]), "-"),
             ("select a unit: full repaint of every dock", ms(selection["full repaint"]), "-"),
             (f"heat map scroll, {result['heatmap_channels']} ch: GUI per frame", ms(result["scroll_frame_s"]), "≤ 50 ms"),
             ("heat map scroll: new window on screen", ms(result["scroll_on_screen_s"]), "-"),

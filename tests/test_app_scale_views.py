@@ -130,10 +130,35 @@ def test_waveforms_of_a_unit_seen_before_are_not_read_again(curating, qtbot, mon
     original = waveforms_module.read_display_snippets
     monkeypatch.setattr(waveforms_module, "read_display_snippets", lambda *a: reads.append(1) or original(*a))
     first, second = (int(u) for u in curating.session.unit_table.unit_ids[:2])
-    for unit in (first, second, first):
+    for unit in (first, second):
         curating.session.select_units([unit])
-        qtbot.waitUntil(lambda: set(view.means) == {unit}, timeout=10_000)
-    assert len(reads) == 2
+        qtbot.waitUntil(lambda: set(view.means) == {unit} and view.complete, timeout=10_000)
+    read_before = len(reads)
+    curating.session.select_units([first])
+    qtbot.waitUntil(lambda: set(view.means) == {first} and view.complete, timeout=10_000)
+    assert read_before > 0 and len(reads) == read_before
+
+
+def test_waveforms_draw_the_first_spikes_then_the_whole_sample(curating, qtbot, monkeypatch):
+    """The first few spikes of a unit are drawn before the rest of its sample is read."""
+    import app.views.waveforms as waveforms_module
+
+    view = show_view(qtbot, curating, "waveforms")
+    counts = []
+    original = view._on_read
+    monkeypatch.setattr(view, "_on_read", lambda request_id, result: counts.append(
+        [len(snippets) for snippets in result[1]]) or original(request_id, result))
+    view._reader.answered.disconnect()
+    view._reader.answered.connect(view._on_read)
+    table = curating.session.unit_table
+    unit = int(table.unit_ids[np.argmax(table.n_spikes)])
+    curating.session.select_units([unit])
+    qtbot.waitUntil(lambda: view.complete and set(view.means) == {unit}, timeout=10_000)
+    n_sample = min(int(table.n_spikes.max()), waveforms_module.WAVEFORMS_PER_UNIT)
+    assert n_sample > waveforms_module.FIRST_WAVEFORMS, "the test needs a unit with more spikes than the first read"
+    assert counts == [[waveforms_module.FIRST_WAVEFORMS], [n_sample]]
+    # Every spike of the sample drawn: one segment per spike and channel, as long as the mean's.
+    assert len(view.single_spikes[unit].xData) == n_sample * view.means[unit].xData.size
 
 
 def test_traces_keys_scale_and_zoom_along_the_probe_and_per_channel_evens_the_noise(curating, qtbot):
