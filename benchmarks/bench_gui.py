@@ -172,6 +172,7 @@ def probe_folder_run(app: QApplication, folder: Path, repeats: int, settle_s: fl
     sampler.start()
     started = time.perf_counter()
     window = MainWindow()
+    window_s = time.perf_counter() - started  # the window and its views (importing what they need) before any file
     window.show()
     window.resize(1920, 1200)
     window.open_path(folder)
@@ -179,7 +180,7 @@ def probe_folder_run(app: QApplication, folder: Path, repeats: int, settle_s: fl
     session = window.session
     wait_until(app, lambda: session.curation is not None and session.unit_table is not None
                and traces._cached is not None, 600)
-    result = {"open_s": time.perf_counter() - started, "units": len(session.unit_table.unit_ids),
+    result = {"open_s": time.perf_counter() - started, "window_s": window_s, "units": len(session.unit_table.unit_ids),
               "spikes": int(session.sorting.n_spikes), "channels": session.recording.n_channels,
               "duration_s": session.recording.duration}
     try:
@@ -247,7 +248,8 @@ def neuropixels_table(arguments) -> None:
         print(f"\n{kind}: {result['channels']} channels, {result['duration_s']:.0f} s, {result['units']} units, "
               f"{result['spikes']:,} spikes")
         for name, value, target in (
-            ("open to interactive", f"{result['open_s']:.1f} s (background work done at {settled})", "≤ 5 s"),
+            ("open to interactive", f"{result['open_s']:.1f} s (window {result['window_s']:.1f} s of it; "
+                                    f"background work done at {settled})", "≤ 5 s"),
             ("select a unit: views hold its data", ms(selection["data"]), "≤ 100 ms median, ≤ 300 worst"),
             ("select a unit: painted (what changed)", ms(selection["painted"]), "≤ 100 ms median, ≤ 300 worst"),
             ("select a unit: all 100 waveforms painted", ms(selection["all waveforms"]), "-"),
