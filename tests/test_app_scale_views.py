@@ -206,3 +206,22 @@ def test_the_units_table_shows_the_label_column_at_first_and_space_goes_to_the_n
     curating.session.select_units([order[0]])
     curating.curation_controller.next_action.trigger()
     assert curating.session.selected_units == (order[1],)
+
+
+def test_hundreds_of_filters_are_drawn_as_envelopes_that_keep_each_peak(window, qtbot):
+    import app.views.filters as filters_module
+
+    view = show_view(qtbot, window, "filters")
+    n_filters, n_taps, n_channels = filters_module.ENVELOPE_ABOVE_CELLS + 36, 120, 2
+    filters = np.zeros((n_filters, n_taps, n_channels), dtype=np.float32)
+    filters[:, 50, 0] = -1.0  # one sharp trough per filter, on its first channel
+    filters[:, 70, 1] = 0.5
+    window.session.filters = filters
+    view.refresh()
+    assert len(view.cells) == n_filters and all(cell.initial is None for cell in view.cells)
+    for cell in view.cells[:5]:
+        xs, ys = cell.current.getData()
+        assert len(xs) <= filters_module.CELL_POINTS * n_channels < n_taps * n_channels
+        top_baseline = cell.rect.top() + cell.rect.height() - filters_module.TITLE_SPACE - filters_module.CHANNEL_SPACING / 2
+        first_channel = ys[: len(ys) // n_channels]
+        assert np.isclose(first_channel.min(), top_baseline - 1.0), "the trough is drawn at its full depth"

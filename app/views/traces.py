@@ -71,11 +71,13 @@ MARKER_PX = (7.0, 12.0)  # traces mode: (other units, selected units)
 
 
 def _read_window(request):
-    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them), read through `reader`."""
+    """Worker: the envelope of samples [start, stop) on `channels` (None: all of them, for the heat map),
+    read through `reader`; for the heat map also its image (signed_extremes), so the GUI thread only sets it."""
     recording, reader, start, stop, channels = request
     index, reduced = read_envelope(reader, start, stop, MAX_POINTS, channels=channels)
     read = np.arange(recording.n_channels) if channels is None else np.asarray(channels)
-    return recording, start, stop, read, index, reduced
+    heat = signed_extremes(index, reduced, stop - start)[1] if channels is None else None
+    return recording, start, stop, read, index, reduced, heat
 
 
 def window_reader(recording):
@@ -188,6 +190,7 @@ class TracesView(View):
         self.first_channel = 0  # top of the stacked range, in traces mode
         self._channels_of = None  # the recording the mode and channel range were chosen for
         self._cached = None  # (recording, start, stop, channels, index, reduced) of the last window read
+        self._heat = (None, None)  # (the `reduced` of `_cached`, its heat-map image made in the worker)
         self._window_reader = (None, None)  # (recording, how it is read: window_reader), made once per recording
         self._main_channels = (None, None)  # (sorting, its templates' main channels)
         self._marker_sizes = MARKER_PX  # (others, selected) px of the markers drawn last
@@ -365,7 +368,8 @@ class TracesView(View):
     def _on_window_read(self, _request_id: int, result) -> None:
         if result[0] is not self.session.recording:
             return  # read from a recording that has since been replaced
-        self._cached = result
+        self._cached = result[:6]
+        self._heat = (result[5], result[6])
         self._redraw_cached()
 
     def _on_mode_changed(self, *_args) -> None:
@@ -422,7 +426,7 @@ class TracesView(View):
         heatmap = len(channels) == self.session.recording.n_channels and self.is_heatmap()
         if heatmap:
             self.traces_curve.setData([], [])
-            starts, values = signed_extremes(index, reduced, n)
+            values = self._heat[1] if self._heat[0] is reduced else signed_extremes(index, reduced, n)[1]
             # Rows flipped: image row 0 is drawn lowest, and channel 0 belongs on top.
             self.image.setImage(values[:, ::-1], autoLevels=False, levels=self._heatmap_levels())
             self.image.setRect(QRectF(start / rate, -(len(channels) - 0.5), n / rate, len(channels)))
