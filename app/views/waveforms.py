@@ -199,6 +199,11 @@ class WaveformsView(UnitView):
         self._latest_request = self._reader.request(
             (self.session.curation, sorting, self.session.recording, sampled, channels, self._cache, True))
 
+    def on_selection_changed(self, _unit_ids) -> None:
+        # At once rather than posted behind the other views' redraws: the read in the worker is
+        # the slowest part of a click, and it overlaps whatever the GUI thread draws meanwhile.
+        self.refresh()
+
     def _table_main_channels(self) -> dict[int, int]:
         table = self.session.unit_table
         if table is None or table.main_channels is None:
