@@ -172,7 +172,7 @@ class MainWindow(QMainWindow):
         # Its size never changes, and its place is kept while hidden: showing it, or a title of
         # another length, re-laid out the whole window, every dock included (1.7 s of the GUI
         # thread while a 384-channel folder opened).
-        self.job_progress.setFixedWidth(260)
+        self.job_progress.setFixedSize(260, self.status_label.sizeHint().height())  # no taller than the bar's text
         policy = self.job_progress.sizePolicy()
         policy.setRetainSizeWhenHidden(True)
         self.job_progress.setSizePolicy(policy)
