@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt, QTimer
+from PyQt6.QtCore import QRectF, Qt
 from PyQt6.QtWidgets import QGraphicsItem, QGraphicsRectItem, QLabel, QVBoxLayout
 
 from app.palette import NEUTRAL, unit_color
@@ -141,7 +141,6 @@ class FiltersView(View):
         self.cells: list[_Cell] = []
         self._grid_shape = None  # (n_filters, n_taps, n_channels) the grid was laid out for
         self._drawn_from = (None, None)  # (filters, initial filters) the cells' curves were drawn from
-        self._refresh_pending = False  # a refresh for a new sort is posted
 
     def _ensure_cells(self, shape: tuple[int, ...]) -> None:
         """Lay the grid out again only when the filters' shape changes (not per update)."""
@@ -286,31 +285,15 @@ class FiltersView(View):
         self._draw_current(snapshot.filters)
 
     def on_sorting_changed(self) -> None:
-        if self._draws_current_filters():
+        session = self.session
+        filters = session.filters if session.filters is not None else getattr(session.sorting, "templates", None)
+        drawn, drawn_initial = self._drawn_from
+        if filters is not None and drawn is filters and drawn_initial is session.initial_filters and self.cells:
             # The same shapes under a new Units table (metrics arriving): only the labels may change.
             # Drawing 500 cells again took 0.2-1.5 s of the GUI thread.
             self._label_cells()
             return
-        # Posted: a new sort's 500 cells take 1-2 s to build, and the curation opening in a worker
-        # (whose job starts from this same signal, after the views) need not wait for them.
-        if not self._refresh_pending:
-            self._refresh_pending = True
-            QTimer.singleShot(0, self._posted_refresh)
-
-    def _draws_current_filters(self) -> bool:
-        session = self.session
-        filters = session.filters if session.filters is not None else getattr(session.sorting, "templates", None)
-        drawn, drawn_initial = self._drawn_from
-        return filters is not None and drawn is filters and drawn_initial is session.initial_filters and bool(self.cells)
-
-    def _posted_refresh(self) -> None:
-        self._refresh_pending = False
-        if not self.is_shown():
-            self._stale = True
-        elif self._draws_current_filters():
-            self._label_cells()  # a refresh since (training's trainer_changed) drew them already
-        else:
-            self.refresh()
+        self.refresh()
 
     def on_curation_changed(self, _record) -> None:
         self._label_cells()
