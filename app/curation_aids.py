@@ -122,7 +122,7 @@ class CurationAids(QObject):
             self.suggestions = suggestions
             self.session.set_merge_suggestions(suggestions)
 
-        self.controller.engine.run_job("Computing merge suggestions", work, done)
+        self.controller.engine.run_job("Computing merge suggestions", work, done, background=True)
 
     def followed(self, record) -> None:
         """An action was done (the controller calls this before redrawing)."""

@@ -36,7 +36,7 @@ from engine.curation.journal import JournalCorruptError
 from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_template
 from engine.curation.display_snippets import for_views
 from engine.curation.labels import suggested_label_column
-from engine.curation.metrics import MetricsCache, metrics_to_phy_columns
+from engine.curation.metrics import MetricsCache, l_ratios, metrics_to_phy_columns
 from engine.curation.unit_positions import main_channel, unit_positions
 from engine.io.session_folder import SORTING_FOLDER
 
@@ -332,22 +332,34 @@ class CurationController(QObject):
             home.then()
 
     def _read_features(self, sorting, recording) -> None:
-        """Read the waveform features L-ratios are measured on, in the background: at 384 channels
-        they took 17 s, and the curation waited for them before it opened."""
+        """Read the waveform features L-ratios are measured on, and measure them, in the background:
+        at 384 channels the read took 17 s and the curation waited for it before it opened; the
+        L-ratios of 500 units then took 6 s on the GUI thread."""
         if recording is None:
             return
         metrics = self.metrics
+        # The worker's own copy: a unit's L-ratio depends only on its own spikes, and an id always
+        # means the same spikes, so what it measures for these units stays true whatever is done meanwhile.
+        units_now, unit_ids = self.curation.spike_clusters.copy(), self.curation.unit_ids.copy()
 
-        def done(sample) -> None:
-            if sample is None or metrics is not self.metrics or sip.isdeleted(self.session):
+        def work(context):
+            sample = feature_sample(sorting, for_views(recording), context)
+            if sample is None:
+                return None
+            context.progress(0.9, "Measuring L-ratios")
+            spikes, features = sample
+            return sample, l_ratios(features, units_now[spikes], unit_ids)
+
+        def done(result) -> None:
+            if result is None or metrics is not self.metrics or sip.isdeleted(self.session):
                 return  # cancelled, or this curation (or the window) has since gone
-            metrics.set_feature_sample(sample)
+            sample, known = result
+            metrics.set_feature_sample(sample, known)
             # Same sorting, new table: the Units view redraws its L-ratio column.
             self.session.set_sorting(self.session.sorting, self._unit_table())
 
         self._features_job = self.engine.run_job(
-            "Reading waveform features (L-ratio)",
-            lambda context: feature_sample(sorting, for_views(recording), context), done, lambda _error: None,
+            "Reading waveform features (L-ratio)", work, done, lambda _error: None, background=True,
         )
 
     def _close(self) -> None:

@@ -138,14 +138,17 @@ class EngineBridge(QObject):
         on_success: Callable[[Any], None],
         on_failure: Callable[[WorkError], None] | None = None,
         on_message: Callable[[str], None] | None = None,
+        background: bool = False,
     ) -> Job:
         """Run `work(context)` in a worker; `on_success(result)` then runs in the GUI thread.
 
         Failures are reported through `error` (and `on_failure`, if given); the
         session is left as it was, so a failed open never loses what is loaded.
         `on_message` gets the job's progress messages (connected before it starts, so none is missed).
+        `background`: work nobody waits for (metrics, suggestions, the t-SNE map), run at the lowest
+        CPU priority so that a click is answered first.
         """
-        job = Job(title, work)
+        job = Job(title, work, background)
         job.progress.connect(lambda fraction, _message: self._report(title, fraction))
         if on_message is not None:
             job.progress.connect(lambda _fraction, message: on_message(message))

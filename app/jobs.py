@@ -8,12 +8,34 @@ which can stop them all when the window closes.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import time
 from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
 from app.errors import describe_error
+
+PROGRESS_INTERVAL_S = 0.1  # a job reports at most 10 times a second (a new message always goes through)
+# A background job's thread runs at this nice value: the GUI thread and the readers that follow a
+# click get the cores first (metrics, merge suggestions and the t-SNE map took both cores for minutes).
+BACKGROUND_NICE = 19
+
+
+def lower_thread_priority() -> None:
+    """Give the calling OS thread (and the threads it starts) the lowest CPU priority.
+
+    Linux keeps a nice value per thread, so this leaves the rest of the process alone; elsewhere
+    the same call would renice the whole process, so it does nothing there.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except OSError:
+        pass  # not allowed (a sandbox): the work runs at the normal priority
 
 
 class JobContext:
@@ -21,8 +43,15 @@ class JobContext:
 
     def __init__(self, job: "Job") -> None:
         self._job = job
+        self._last = (-float("inf"), None)  # (time, message) of the last report sent
 
     def progress(self, fraction: float, message: str = "") -> None:
+        # Every report is a queued call on the GUI thread (status bar, progress bar): a job that
+        # reports per batch of spikes sent hundreds a second, seconds of GUI time while opening.
+        now = time.monotonic()
+        if message == self._last[1] and now - self._last[0] < PROGRESS_INTERVAL_S and fraction < 1:
+            return
+        self._last = (now, message)
         self._job.progress.emit(float(fraction), message)
 
     def should_stop(self) -> bool:
@@ -37,9 +66,10 @@ class Job(QObject):
     failed = pyqtSignal(object)  # WorkError
     finished = pyqtSignal()  # after succeeded or failed, always
 
-    def __init__(self, title: str, work: Callable[[JobContext], Any]) -> None:
+    def __init__(self, title: str, work: Callable[[JobContext], Any], background: bool = False) -> None:
         super().__init__()
         self.title = title  # e.g. "Opening recording", shown with the progress bar
+        self.background = background  # runs at the lowest priority (lower_thread_priority)
         self.cancel_event = threading.Event()
         self._work = work
 
@@ -48,6 +78,8 @@ class Job(QObject):
 
     @pyqtSlot()
     def run(self) -> None:
+        if self.background:
+            lower_thread_priority()
         try:
             result = self._work(JobContext(self))
         except BaseException as error:  # noqa: BLE001 - every failure must reach the person

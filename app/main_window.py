@@ -168,18 +168,22 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         self.status_label = QLabel()
-        self.job_progress = QProgressBar(maximumWidth=260, maximum=1000, textVisible=True)
-        self.job_progress.hide()
+        self.job_progress = QProgressBar(maximum=1000, textVisible=True)
+        # Always shown, at one size, and blank while nothing runs: showing it, or a title of another
+        # length, re-laid out the whole window, every dock and the Units table included (1-2 s of the
+        # GUI thread while a 384-channel folder opened, once per job started).
+        self.job_progress.setFixedSize(260, self.status_label.sizeHint().height())  # no taller than the bar's text
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.job_progress)
+        self._on_progress("", -1.0)
 
     def _on_progress(self, title: str, fraction: float) -> None:
         if fraction < 0:
-            self.job_progress.hide()
+            self.job_progress.setFormat("")
+            self.job_progress.setValue(0)
             return
         self.job_progress.setFormat(f"{title} %p%")
         self.job_progress.setValue(int(fraction * 1000))
-        self.job_progress.show()
 
     def _on_training_state_changed(self, state: TrainingState) -> None:
         # A new file would pull the recording out from under the running trainer.

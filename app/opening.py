@@ -16,7 +16,7 @@ from app.unit_table import build_unit_table
 
 # Raw formats whose parameters live outside the file.
 NUMPY_SUFFIX = ".npy"
-CURATION_NOISE_CHUNKS, CURATION_NOISE_CHUNK_S = 10, 0.1  # noise σ of a sort opened for curation: 1 s of data
+CURATION_NOISE_CHUNKS, CURATION_NOISE_CHUNK_S = 5, 0.1  # noise σ of a sort opened for curation: 0.5 s of data
 
 
 @dataclass

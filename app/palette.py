@@ -7,8 +7,10 @@ distinct from each other and readable on the dark plot background.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from PyQt6.QtGui import QColor
+from PyQt6.QtGui import QBrush, QColor
 
 # 20 hues picked for mutual contrast on a near-black background (after Glasbey/Tableau).
 _PALETTE_RGB = np.array(
@@ -37,3 +39,18 @@ def unit_rgba_array(unit_ids: np.ndarray, alpha: int = 255) -> np.ndarray:
     """(n, 4) uint8 RGBA for many ids at once, e.g. scatter brushes."""
     rgb = _PALETTE_RGB[np.asarray(unit_ids, dtype=np.int64) % len(_PALETTE_RGB)]
     return np.concatenate([rgb, np.full((len(rgb), 1), alpha, dtype=np.uint8)], axis=1)
+
+
+def unit_brushes(unit_ids: np.ndarray, alpha: int = 255) -> list[QBrush]:
+    """One brush per id, shared by every id (and every call) of the same colour and alpha.
+
+    pyqtgraph's scatter items cache each symbol under its brush object: a new brush per
+    draw rendered every symbol again, and kept each one (3,500 heat-map markers a scroll).
+    """
+    indices = np.asarray(unit_ids, dtype=np.int64) % len(_PALETTE_RGB)
+    return [_palette_brush(index, int(alpha)) for index in indices.tolist()]
+
+
+@functools.lru_cache(maxsize=None)
+def _palette_brush(index: int, alpha: int) -> QBrush:
+    return QBrush(QColor(*(int(v) for v in _PALETTE_RGB[index]), alpha))

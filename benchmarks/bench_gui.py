@@ -19,8 +19,9 @@ Each folder is opened in its own process (so its peak memory is its own):
 - open to interactive: MainWindow() until the sort is in the Units table, the
   curation is open and the Traces heat map is drawn; then how long the
   background work (metrics, merge suggestions, the t-SNE map) took, up to --settle s;
-- selecting a unit (20 different ones): until every shown view holds its data,
-  until Qt painted what changed, until a full repaint of every dock;
+- selecting a unit (20 different ones): until every shown view holds its data (the
+  Waveforms view its first 20 spikes), until Qt painted what changed, until the
+  Waveforms view shows all 100 spikes it samples, until a full repaint of every dock;
 - scrolling the Traces heat map (all 384 channels, 1 s window) by half a window:
   the GUI thread's work per frame (image + markers + paint), and the time until
   the new window is on screen (the worker's read and filtering included);
@@ -171,6 +172,7 @@ def probe_folder_run(app: QApplication, folder: Path, repeats: int, settle_s: fl
     sampler.start()
     started = time.perf_counter()
     window = MainWindow()
+    window_s = time.perf_counter() - started  # the window and its views (importing what they need) before any file
     window.show()
     window.resize(1920, 1200)
     window.open_path(folder)
@@ -178,7 +180,7 @@ def probe_folder_run(app: QApplication, folder: Path, repeats: int, settle_s: fl
     session = window.session
     wait_until(app, lambda: session.curation is not None and session.unit_table is not None
                and traces._cached is not None, 600)
-    result = {"open_s": time.perf_counter() - started, "units": len(session.unit_table.unit_ids),
+    result = {"open_s": time.perf_counter() - started, "window_s": window_s, "units": len(session.unit_table.unit_ids),
               "spikes": int(session.sorting.n_spikes), "channels": session.recording.n_channels,
               "duration_s": session.recording.duration}
     try:
@@ -246,9 +248,11 @@ def neuropixels_table(arguments) -> None:
         print(f"\n{kind}: {result['channels']} channels, {result['duration_s']:.0f} s, {result['units']} units, "
               f"{result['spikes']:,} spikes")
         for name, value, target in (
-            ("open to interactive", f"{result['open_s']:.1f} s (background work done at {settled})", "≤ 5 s"),
+            ("open to interactive", f"{result['open_s']:.1f} s (window {result['window_s']:.1f} s of it; "
+                                    f"background work done at {settled})", "≤ 5 s"),
             ("select a unit: views hold its data", ms(selection["data"]), "≤ 100 ms median, ≤ 300 worst"),
             ("select a unit: painted (what changed)", ms(selection["painted"]), "≤ 100 ms median, ≤ 300 worst"),
+            ("select a unit: all 100 waveforms painted", ms(selection["all waveforms"]), "-"),
             ("select a unit: full repaint of every dock", ms(selection["full repaint"]), "-"),
             (f"heat map scroll, {result['heatmap_channels']} ch: GUI per frame", ms(result["scroll_frame_s"]), "≤ 50 ms"),
             ("heat map scroll: new window on screen", ms(result["scroll_on_screen_s"]), "-"),

@@ -89,8 +89,11 @@ def test_the_probe_view_draws_every_channel_and_unit_and_a_click_selects(curatin
     # Its neighbourhood of channels is lit in its colour, the rest stay dark.
     assert table.main_channels[3] in probe.highlighted
     assert 1 < len(probe.highlighted) <= 16
-    spots = probe.unit_spots.data
-    assert spots["size"][spots["data"] == unit][0] > spots["size"][spots["data"] != unit].max()
+    # It is drawn again above the others, larger; the others' spots are left as they were.
+    selected = probe.selected_unit_spots.data
+    assert selected["data"].tolist() == [unit]
+    assert selected["size"][0] > probe.unit_spots.data["size"].max()
+    assert np.allclose([selected["x"][0], selected["y"][0]], table.positions[3])
     save_shot(probe, "probe_64.png")
 
 

@@ -115,8 +115,11 @@ def test_selecting_a_unit_restyles_the_heat_maps_markers_without_rebuilding_the_
     unit = _largest_unit(curating.session)
     curating.session.select_units([unit])
     assert not rebuilt
-    sizes, units = traces.spikes.data["size"], traces.spikes.data["data"].astype(np.int64)
-    assert len(units) and np.all((sizes == traces_module.HEATMAP_SELECTED_MARKER_PX) == (units == unit))
+    units = traces.spikes.data["data"].astype(np.int64)
+    big = traces.selected_markers.data
+    assert len(units) and np.all(traces.spikes.data["size"] == traces_module.HEATMAP_MARKER_PX)
+    assert np.all(big["size"] == traces_module.HEATMAP_SELECTED_MARKER_PX) and set(big["data"].tolist()) == {unit}
+    assert len(big) == (units == unit).sum()
 
 
 def test_waveforms_of_a_unit_seen_before_are_not_read_again(curating, qtbot, monkeypatch):
@@ -127,10 +130,35 @@ def test_waveforms_of_a_unit_seen_before_are_not_read_again(curating, qtbot, mon
     original = waveforms_module.read_display_snippets
     monkeypatch.setattr(waveforms_module, "read_display_snippets", lambda *a: reads.append(1) or original(*a))
     first, second = (int(u) for u in curating.session.unit_table.unit_ids[:2])
-    for unit in (first, second, first):
+    for unit in (first, second):
         curating.session.select_units([unit])
-        qtbot.waitUntil(lambda: set(view.means) == {unit}, timeout=10_000)
-    assert len(reads) == 2
+        qtbot.waitUntil(lambda: set(view.means) == {unit} and view.complete, timeout=10_000)
+    read_before = len(reads)
+    curating.session.select_units([first])
+    qtbot.waitUntil(lambda: set(view.means) == {first} and view.complete, timeout=10_000)
+    assert read_before > 0 and len(reads) == read_before
+
+
+def test_waveforms_draw_the_first_spikes_then_the_whole_sample(curating, qtbot, monkeypatch):
+    """The first few spikes of a unit are drawn before the rest of its sample is read."""
+    import app.views.waveforms as waveforms_module
+
+    view = show_view(qtbot, curating, "waveforms")
+    counts = []
+    original = view._on_read
+    monkeypatch.setattr(view, "_on_read", lambda request_id, result: counts.append(
+        [len(snippets) for snippets in result[1]]) or original(request_id, result))
+    view._reader.answered.disconnect()
+    view._reader.answered.connect(view._on_read)
+    table = curating.session.unit_table
+    unit = int(table.unit_ids[np.argmax(table.n_spikes)])
+    curating.session.select_units([unit])
+    qtbot.waitUntil(lambda: view.complete and set(view.means) == {unit}, timeout=10_000)
+    n_sample = min(int(table.n_spikes.max()), waveforms_module.WAVEFORMS_PER_UNIT)
+    assert n_sample > waveforms_module.FIRST_WAVEFORMS, "the test needs a unit with more spikes than the first read"
+    assert counts == [[waveforms_module.FIRST_WAVEFORMS], [n_sample]]
+    # Every spike of the sample drawn: one segment per spike and channel, as long as the mean's.
+    assert len(view.single_spikes[unit].xData) == n_sample * view.means[unit].xData.size
 
 
 def test_traces_keys_scale_and_zoom_along_the_probe_and_per_channel_evens_the_noise(curating, qtbot):
@@ -178,3 +206,22 @@ def test_the_units_table_shows_the_label_column_at_first_and_space_goes_to_the_n
     curating.session.select_units([order[0]])
     curating.curation_controller.next_action.trigger()
     assert curating.session.selected_units == (order[1],)
+
+
+def test_hundreds_of_filters_are_drawn_as_envelopes_that_keep_each_peak(window, qtbot):
+    import app.views.filters as filters_module
+
+    view = show_view(qtbot, window, "filters")
+    n_filters, n_taps, n_channels = filters_module.ENVELOPE_ABOVE_CELLS + 36, 120, 2
+    filters = np.zeros((n_filters, n_taps, n_channels), dtype=np.float32)
+    filters[:, 50, 0] = -1.0  # one sharp trough per filter, on its first channel
+    filters[:, 70, 1] = 0.5
+    window.session.filters = filters
+    view.refresh()
+    assert len(view.cells) == n_filters and all(cell.initial is None for cell in view.cells)
+    for cell in view.cells[:5]:
+        xs, ys = cell.current.getData()
+        assert len(xs) <= filters_module.CELL_POINTS * n_channels < n_taps * n_channels
+        top_baseline = cell.rect.top() + cell.rect.height() - filters_module.TITLE_SPACE - filters_module.CHANNEL_SPACING / 2
+        first_channel = ys[: len(ys) // n_channels]
+        assert np.isclose(first_channel.min(), top_baseline - 1.0), "the trough is drawn at its full depth"

@@ -75,8 +75,10 @@ def test_table_selection_reaches_every_view(sorted_window, qtbot):
     # Markers of selected units are drawn larger, in their unit's colour.
     qtbot.waitUntil(lambda: len(traces.spikes.data) > 0, timeout=5_000)
     spots = traces.spikes.data
-    big = spots["size"] > 10
-    assert big.any() and np.all(np.isin(spots["data"][big], [1, 2]))
+    big = traces.selected_markers.data
+    assert len(big) and np.all(big["size"] > spots["size"].max()) and np.all(np.isin(big["data"], [1, 2]))
+    # Every marker of a selected unit is drawn again, larger, and none of another unit.
+    assert len(big) == np.isin(spots["data"], [1, 2]).sum()
     brush = spots["brush"][np.flatnonzero(spots["data"] == 0)[0]]
     assert brush.color().getRgb()[:3] == unit_rgb(0)
 

@@ -71,6 +71,7 @@ class EmbeddingView(UnitView):
         self.embedded_sorting = None  # the sorting the map (being) computed is of
         self.unit_rows: dict[int, np.ndarray] = {}  # unit -> rows of the embedding that are its spikes
         self.scatters: dict[int, pg.ScatterPlotItem] = {}  # unit -> its points
+        self._styled_selection: set[int] | None = None  # the selection the points were last styled for
         # (curation, its unit ids) when `unit_rows` was made: ids are never reused, so
         # the same ids mean the same spike sets and the grouping still holds.
         self._grouped_for = (None, np.zeros(0, dtype=np.int64))
@@ -130,7 +131,8 @@ class EmbeddingView(UnitView):
                 return None
 
         self._job = self.engine.run_job(
-            "Spike map (t-SNE)", work, self._on_finished, lambda error: self._on_failed(sorting, error)
+            "Spike map (t-SNE)", work, self._on_finished, lambda error: self._on_failed(sorting, error),
+            background=True,
         )
 
     def _forget_map(self) -> None:
@@ -203,9 +205,16 @@ class EmbeddingView(UnitView):
         self._style_points()
         self._move_points()
 
-    def _style_points(self) -> None:
+    def _style_points(self, only_changed: bool = False) -> None:
+        """Each unit's points by whether it is selected. `only_changed`: restyle only the units whose
+        state changed since the last time (one setBrush per unit of 500 was most of a click here)."""
         selected = set(self.session.selected_units)
-        for unit, scatter in self.scatters.items():
+        previous, self._styled_selection = self._styled_selection, selected
+        units = self.scatters
+        if only_changed and previous is not None and bool(previous) == bool(selected):
+            # While something stays selected (or nothing), the others' alpha is unchanged.
+            units = {unit: self.scatters[unit] for unit in previous ^ selected if unit in self.scatters}
+        for unit, scatter in units.items():
             is_selected = unit in selected
             alpha = 255 if is_selected else (DIMMED_ALPHA if selected else PLAIN_ALPHA)
             scatter.setBrush(pg.mkBrush(unit_color(unit, alpha=alpha)))
@@ -246,6 +255,6 @@ class EmbeddingView(UnitView):
 
     def on_selection_changed(self, _unit_ids) -> None:
         if self.embedding is not None and self._grouping_is_current():
-            self._style_points()
+            self._style_points(only_changed=True)
         else:
             self.schedule_redraw()

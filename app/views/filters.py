@@ -17,10 +17,10 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QRectF, Qt
-from PyQt6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout
+from PyQt6.QtWidgets import QGraphicsItem, QGraphicsRectItem, QLabel, QVBoxLayout
 
 from app.palette import NEUTRAL, unit_color
-from app.plot_data import stack_channels
+from app.plot_data import minmax_envelope, stack_channels
 from app.views.base import View
 from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbourhood
 
@@ -28,6 +28,11 @@ CHANNEL_SPACING = 2.2  # in units of the filter's peak |value|
 TITLE_SPACE = 1.4  # above each filter, same units
 CELL_GAP = 0.15  # between columns, as a fraction of the filter length
 SELECTED_BACKGROUND = (255, 255, 255, 28)
+# Above this many cells each is a few tens of pixels wide: a channel's curve is drawn as the
+# min/max envelope of CELL_POINTS points (peaks kept), not every tap. At 500 templates of 120
+# taps × 16 channels, drawing every tap was 1 M line segments, 0.5 s a full paint.
+ENVELOPE_ABOVE_CELLS = 64
+CELL_POINTS = 32
 INITIAL_FILTER_PEN = pg.mkPen((200, 200, 210, 70), width=1)
 
 
@@ -81,20 +86,35 @@ class _Cell:
         self.highlight.setBrush(pg.mkBrush(SELECTED_BACKGROUND))
         self.highlight.setZValue(-1)
         self.highlight.setVisible(False)
-        self.initial = pg.PlotCurveItem(pen=INITIAL_FILTER_PEN)
+        self.viewbox = viewbox
+        self.initial: pg.PlotCurveItem | None = None  # made when there is a starting shape to draw
         self.current = pg.PlotCurveItem()
         self.title = pg.TextItem(anchor=(0.5, 0.0))
         self.style = None  # (unit, split, selected) it was last drawn with
         self.title.setPos(rect.center().x(), rect.top() + rect.height())
-        for item in (self.highlight, self.initial, self.current, self.title):
+        for item in (self.highlight, self.current, self.title):
             viewbox.addItem(item)
+        # Each item painted once into a pixmap that later paints copy: a repaint of 500 cells
+        # drew every curve again (0.6 s), and a cell is painted anew only when it changes.
+        for item in (self.current, self.title):
+            item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.unit = -1  # the unit its spikes belong to now (most of them), -1: none
         self.split = False  # its spikes now lie in several units
         self.channels: np.ndarray | None = None  # (k,) channels drawn, on a long probe; None: all of them
 
+    def initial_curve(self) -> pg.PlotCurveItem:
+        """The curve of the shape the filter started from, made on first use (a sort opened from a
+        folder has none: 500 empty curves cost building and painting all the same)."""
+        if self.initial is None:
+            self.initial = pg.PlotCurveItem(pen=INITIAL_FILTER_PEN)
+            self.initial.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            self.viewbox.addItem(self.initial)
+        return self.initial
+
     def remove_from(self, viewbox: pg.ViewBox) -> None:
         for item in (self.highlight, self.initial, self.current, self.title):
-            viewbox.removeItem(item)
+            if item is not None:
+                viewbox.removeItem(item)
 
 
 class FiltersView(View):
@@ -120,6 +140,7 @@ class FiltersView(View):
         layout.addWidget(self.scale_note)
         self.cells: list[_Cell] = []
         self._grid_shape = None  # (n_filters, n_taps, n_channels) the grid was laid out for
+        self._drawn_from = (None, None)  # (filters, initial filters) the cells' curves were drawn from
 
     def _ensure_cells(self, shape: tuple[int, ...]) -> None:
         """Lay the grid out again only when the filters' shape changes (not per update)."""
@@ -152,14 +173,15 @@ class FiltersView(View):
             self._ensure_cells(())
             self.scale_note.setText("")
             return
+        self._drawn_from = (filters, session.initial_filters)
         self._ensure_cells(filters.shape)
         self.scale_note.setText(self._describe_scales(filters.shape, is_model=session.filters is not None))
         initial = session.initial_filters if session.filters is not None else None
         self._draw_current(filters)
         for k, cell in enumerate(self.cells):
             if initial is not None and initial.shape == filters.shape:
-                self._set_shape(cell, cell.initial, initial[k])
-            else:
+                self._set_shape(cell, cell.initial_curve(), initial[k])
+            elif cell.initial is not None:
                 cell.initial.setData([], [])
         self._label_cells()
 
@@ -194,15 +216,17 @@ class FiltersView(View):
                 return np.asarray(positions, dtype=np.float64)
         return np.column_stack([np.zeros(n_channels), np.arange(n_channels, dtype=np.float64)])
 
-    @staticmethod
-    def _set_shape(cell: _Cell, curve, shape: np.ndarray) -> None:
+    def _set_shape(self, cell: _Cell, curve, shape: np.ndarray) -> None:
         """shape: (n_taps, n_channels), scaled to its own peak, the cell's channels (channel order) top to bottom."""
         if cell.channels is not None:
             shape = shape[:, cell.channels]
         peak = float(np.abs(shape).max()) or 1.0
         top_baseline = cell.rect.top() + cell.rect.height() - TITLE_SPACE - CHANNEL_SPACING / 2
         offsets = top_baseline - np.arange(shape.shape[1]) * CHANNEL_SPACING
-        xs, ys, connect = stack_channels(cell.rect.left() + np.arange(shape.shape[0], dtype=float), shape / peak, offsets)
+        taps, values = np.arange(shape.shape[0], dtype=float), shape / peak
+        if len(self.cells) > ENVELOPE_ABOVE_CELLS:
+            taps, values = minmax_envelope(values, CELL_POINTS)
+        xs, ys, connect = stack_channels(cell.rect.left() + taps, values, offsets)
         curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
 
     def _label_cells(self) -> None:
@@ -261,6 +285,14 @@ class FiltersView(View):
         self._draw_current(snapshot.filters)
 
     def on_sorting_changed(self) -> None:
+        session = self.session
+        filters = session.filters if session.filters is not None else getattr(session.sorting, "templates", None)
+        drawn, drawn_initial = self._drawn_from
+        if filters is not None and drawn is filters and drawn_initial is session.initial_filters and self.cells:
+            # The same shapes under a new Units table (metrics arriving): only the labels may change.
+            # Drawing 500 cells again took 0.2-1.5 s of the GUI thread.
+            self._label_cells()
+            return
         self.refresh()
 
     def on_curation_changed(self, _record) -> None:

@@ -58,6 +58,8 @@ COLUMNS = (
 )
 
 
+RESIZE_PRECISION_ROWS = 100  # rows a column's width is measured on (Qt's default: 1000)
+
 class UnitTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -165,6 +167,9 @@ class UnitsView(View):
         self.table_view.verticalHeader().setDefaultSectionSize(self.table_view.fontMetrics().height() + 6)
         self.table_view.setAlternatingRowColors(True)
         self.table_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # Columns sized to the rows in view and a sample of the others, not to every row: with 500
+        # units each layout of the window asked the model for every cell (1-2 s while a folder opened).
+        self.table_view.horizontalHeader().setResizeContentsPrecision(RESIZE_PRECISION_ROWS)
         self.table_view.horizontalHeader().setStretchLastSection(True)
         header = self.table_view.horizontalHeader()
         header.setMinimumSectionSize(24)

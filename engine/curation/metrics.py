@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.curation.features import template_mix
 from engine.pipeline.sorting import Sorting
 
 if TYPE_CHECKING:
@@ -196,15 +197,24 @@ class MetricsCache:
         for unit in self._current:
             self._computed[unit] = self._compute(unit)
 
-    def set_feature_sample(self, feature_sample: tuple[np.ndarray, np.ndarray]) -> None:
+    def set_feature_sample(
+        self, feature_sample: tuple[np.ndarray, np.ndarray], known_l_ratios: dict[int, float] | None = None
+    ) -> None:
         """Features read after the cache was made (in the background, so that a curation opens at once):
         the L-ratio of every current unit. Units kept aside for an undo are forgotten and computed
-        again if they come back: their spikes now carry other units' labels."""
+        again if they come back: their spikes now carry other units' labels.
+
+        `known_l_ratios`: unit -> L-ratio already measured on these features (in a worker); a
+        unit's L-ratio depends only on its own spikes, so only the units missing from it are measured here.
+        """
         self._feature_sample = feature_sample
         sample_spikes, features = feature_sample
-        labels = self._curation.spike_clusters[sample_spikes]
         current = sorted(self._current)
-        ratios = l_ratios(features, labels, current)
+        known = known_l_ratios or {}
+        missing = [unit for unit in current if unit not in known]
+        ratios = dict(known)
+        if missing:
+            ratios.update(l_ratios(features, self._curation.spike_clusters[sample_spikes], missing))
         self._computed = {unit: replace(self._computed[unit], l_ratio=ratios[unit]) for unit in current}
 
     @property
@@ -399,7 +409,8 @@ def l_ratios(features: np.ndarray, labels: np.ndarray, unit_ids) -> dict[int, fl
             result[unit] = np.nan
             continue
         offsets = others - own.mean(axis=0)
-        squared = np.einsum("nd,de,ne->n", offsets, inverse, offsets)  # (n_others,) squared distances
+        # (n_others,) squared distances; two matrix products (a three-operand einsum was 20x slower)
+        squared = ((offsets @ inverse) * offsets).sum(axis=1)
         result[unit] = float(np.sum(chi2.sf(squared, features.shape[1])) / len(own))
     return result
 
@@ -439,8 +450,7 @@ def _mean_template(original_units: np.ndarray, templates: np.ndarray) -> np.ndar
     """
     counts = np.bincount(original_units, minlength=len(templates))
     present = np.flatnonzero(counts)
-    weights = counts[present] / counts[present].sum()
-    return np.tensordot(weights, templates[present], axes=1)
+    return template_mix(counts[present] / counts[present].sum(), templates[present])
 
 
 def _row_of_each_spike(spike_clusters: np.ndarray, unit_ids: np.ndarray) -> np.ndarray:

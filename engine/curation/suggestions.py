@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.curation.features import template_mix
 from engine.pipeline.sorting import Sorting
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ class MergeSuggestions:
                 template = sorting.templates[present[0]]
             else:
                 weights = counts[present] / counts.sum()
-                template = np.tensordot(weights, sorting.templates[present], axes=1).astype(np.float32)
+                template = template_mix(weights, sorting.templates[present])
             noise_energy = 0.0
         main = int(np.abs(template).max(axis=0).argmax()) if template.size else 0
         counts, means, spread = self._amplitude_profile(spikes)
