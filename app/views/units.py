@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 from PyQt6.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit, QTableView, QVBoxLayout
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit, QStyle, QTableView, QVBoxLayout
 
 from app.palette import unit_color
 from app.state import UnitTable
@@ -59,6 +59,8 @@ COLUMNS = (
 
 
 RESIZE_PRECISION_ROWS = 100  # rows a column's width is measured on (Qt's default: 1000)
+MIN_ROWS_IN_VIEW = 4  # the table never shrinks below this many rows in view
+
 
 class UnitTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
@@ -166,6 +168,11 @@ class UnitsView(View):
         # Compact rows, as phy's table has them: more units in view.
         self.table_view.verticalHeader().setDefaultSectionSize(self.table_view.fontMetrics().height() + 6)
         self.table_view.setAlternatingRowColors(True)
+        # Room for the header, MIN_ROWS_IN_VIEW rows and the sideways scroll bar the metric
+        # columns bring, whatever the docks around it ask for.
+        row = self.table_view.verticalHeader().defaultSectionSize()
+        scroll_bar = self.table_view.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.table_view.setMinimumHeight(int(row * (MIN_ROWS_IN_VIEW + 1.5) + scroll_bar + 4))
         self.table_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         # Columns sized to the rows in view and a sample of the others, not to every row: with 500
         # units each layout of the window asked the model for every cell (1-2 s while a folder opened).
