@@ -203,6 +203,7 @@ class CurationController(QObject):
         self._sorting = None  # the sorting the curation (being) opened is of
         self.busy: str | None = None  # what runs on the curation in a worker, if anything
         self._features_job = None  # app.jobs.Job reading the L-ratio features of the installed curation
+        self._pending_features = None  # L-ratios measured while an action ran in a worker (applied after it)
         self._build_menu()
         self.aids = CurationAids(self)  # merge suggestions, suggested labels, SpikeInterface files
         self.session.sorting_changed.connect(self._on_sorting_changed)
@@ -351,22 +352,39 @@ class CurationController(QObject):
             return sample, l_ratios(features, units_now[spikes], unit_ids)
 
         def done(result) -> None:
-            if result is None or metrics is not self.metrics or sip.isdeleted(self.session):
+            if result is None or metrics is not self.metrics or self.curation is None or sip.isdeleted(self.session):
                 return  # cancelled, or this curation (or the window) has since gone
-            sample, known = result
-            metrics.set_feature_sample(sample, known)
-            # Same sorting, new table: the Units view redraws its L-ratio column.
-            self.session.set_sorting(self.session.sorting, self._unit_table())
+            if self.busy is not None:
+                # An action (re-clustering) is changing the curation in a worker: its new units have
+                # no metrics until it is published, so the L-ratios wait for that.
+                self._pending_features = (metrics, result)
+                return
+            self._take_features(result)
 
         self._features_job = self.engine.run_job(
             "Reading waveform features (L-ratio)", work, done, lambda _error: None, background=True,
         )
+
+    def _take_features(self, result) -> None:
+        """The L-ratios measured in the background go into the metrics; the Units view redraws them."""
+        sample, known = result
+        self.metrics.set_feature_sample(sample, known)
+        self.session.set_sorting(self.session.sorting, self._unit_table())
+
+    def _take_pending_features(self) -> None:
+        pending, self._pending_features = self._pending_features, None
+        if pending is None or self.curation is None or sip.isdeleted(self.session):
+            return
+        metrics, result = pending
+        if metrics is self.metrics:  # still the curation they were measured for
+            self._take_features(result)
 
     def _close(self) -> None:
         """Close the installed curation (its journal is complete on disk already)."""
         if self._features_job is not None:
             self._features_job.cancel()
             self._features_job = None
+        self._pending_features = None
         if self.curation is not None:
             self.curation.close()
         self.aids.closed()
@@ -431,10 +449,15 @@ class CurationController(QObject):
         self.busy = title
 
         def finished(result) -> None:
-            failed(None)
+            release()
             on_done(result)
+            self._take_pending_features()
 
         def failed(_error) -> None:
+            release()
+            self._take_pending_features()
+
+        def release() -> None:
             if self.busy == title:  # not if the curation was replaced meanwhile and is opening
                 self.busy = None
 
