@@ -157,7 +157,14 @@ class ThreadKeeper(QObject):
 
     @pyqtSlot()
     def _on_thread_finished(self) -> None:
-        self._threads.pop(self.sender(), None)
+        thread = self.sender()
+        # QThread emits `finished` from its own thread just before that thread ends; dropping our
+        # reference deletes the QThread, and deleting one still running aborts the process. A
+        # background thread at nice 19 on a busy CPU can take a while to take that last step
+        # (CI aborted so), so wait for it (it has nothing left to do).
+        if isinstance(thread, QThread):
+            thread.wait()
+        self._threads.pop(thread, None)
 
     def running(self) -> list[QThread]:
         return [thread for thread in self._threads if thread.isRunning()]
