@@ -36,9 +36,6 @@ MODEL_FLAGS = (
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from engine.cli import SUBCOMMANDS
-    from engine.cpu import prefer_sleeping_threads
-
-    prefer_sleeping_threads()  # before anything imports torch (engine/cpu.py says why)
 
     if argv and argv[0] in SUBCOMMANDS:
         from engine.cli import main as cli_main

@@ -3,10 +3,10 @@
 Qt-free. Everything the desktop app does, a script can do from here.
 """
 
-import os as _os
+from engine.cpu import prefer_sleeping_threads as _prefer_sleeping_threads
 
-# Idle OpenMP threads sleep rather than spin (engine/cpu.py says why); this only
-# takes effect when the engine is imported before torch, as the CLI and app do.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads sleep rather than spin (engine/cpu.py says why): set on import of
+# the engine, which the CLI, the app and scripts all do before they import torch.
+_prefer_sleeping_threads()
 
 __version__ = "0.1.0"

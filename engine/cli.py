@@ -33,9 +33,6 @@ sorting on a Dask cluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.cpu import prefer_sleeping_threads
-
-    prefer_sleeping_threads()  # before anything imports torch (engine/cpu.py says why)
     parser = _build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.curation.features import template_mix
+from engine.pipeline.sorting import template_mix
 from engine.curation.metrics import MetricsCache, l_ratios
 from engine.curation.model import Curation
 from engine.io.phy import _mix_templates, load_phy

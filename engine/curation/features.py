@@ -26,7 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from engine.io.recording import Recording
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, template_mix
 
 SNIPPET_BEFORE_MS = 1.0  # snippet start, before the spike's extremum
 SNIPPET_AFTER_MS = 1.5  # snippet end, after it: the repolarisation is the longer half
@@ -146,17 +146,6 @@ def mean_template(sorting: Sorting, spike_indices: np.ndarray) -> np.ndarray:
     if len(present) == 0:
         return np.zeros(sorting.templates.shape[1:], dtype=np.float32)
     return template_mix(counts[present] / counts[present].sum(), sorting.templates[present])
-
-
-def template_mix(weights: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """(n_taps, n_channels) float32 Σ_k weights[k] · templates[k], for templates (k, n_taps, n_channels).
-
-    One matrix product: np.tensordot of a single 384-channel template took 7 ms
-    (a slow path for a length-1 sum), 3.5 s for the 500 units of a probe sort.
-    """
-    k = len(templates)
-    flat = np.asarray(templates, dtype=np.float32).reshape(k, -1)
-    return (np.asarray(weights, dtype=np.float32) @ flat).reshape(templates.shape[1:])
 
 
 def best_channels(template: np.ndarray, n_channels: int) -> np.ndarray:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.curation.features import template_mix
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, template_mix
 
 if TYPE_CHECKING:
     from engine.curation.model import ChangeRecord, Curation

@@ -39,7 +39,7 @@ from engine.io.recording import BinaryRecording, Recording, RecordingError
 from engine.model.similarity import normalised_cross_correlation
 from engine.io.geometry import linear_positions
 from engine.io.params_py import read_params_py
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, template_mix
 
 PARAMS_FILE = "params.py"
 EXPORTED_DATA_FILE = "recording.dat"
@@ -541,11 +541,9 @@ def _mix_templates(counts: np.ndarray, templates: np.ndarray) -> np.ndarray:
     used = counts > 0
     single = used.sum(axis=1) == 1
     mixed[single] = templates[counts[single].argmax(axis=1)]
-    flat = templates.reshape(n_templates, -1)
     for unit in np.flatnonzero(used.sum(axis=1) > 1).tolist():
         present = np.flatnonzero(used[unit])
-        weights = (counts[unit, present] / counts[unit, present].sum()).astype(np.float32)
-        mixed[unit] = (weights @ flat[present]).reshape(templates.shape[1:])
+        mixed[unit] = template_mix(counts[unit, present] / counts[unit, present].sum(), templates[present])
     return mixed
 
 

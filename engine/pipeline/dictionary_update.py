@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms
-from engine.pipeline.inference import code_maxima
+from engine.pipeline.inference import kept_events
 
 # Tikhonov term, relative to a filter's code energy: keeps a filter that codes a
 # handful of spikes from fitting their noise, and the system well conditioned.
@@ -152,25 +151,19 @@ def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torc
     a filter length and the dead time apart, so that one pass serves the batch.
     """
     n_windows, n_filters, n_codes = codes.shape
-    n_channels, n_samples = batch.shape[1], batch.shape[2]
-    n_taps = filters.shape[2]
-    stride = n_samples + n_taps + 2 + dead_time
-    long_codes = np.zeros((n_filters, n_windows * stride), dtype=np.float32)
-    long_signal = np.zeros((n_channels, n_windows * stride), dtype=np.float64)
-    for window in range(n_windows):
-        long_codes[:, window * stride: window * stride + n_codes] = codes[window].cpu().numpy()
-        long_signal[:, window * stride: window * stride + n_samples] = batch[window].cpu().numpy()
-    spike_filters, indices, triplets = code_maxima(long_codes, dead_time)
-    strong = triplets.sum(axis=1) >= min_amplitude
-    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
-    starts, atoms = event_atoms(indices, spike_filters, triplets, filters.detach().cpu().numpy())
-    keep, scales = eliminate_redundant_events(long_signal, starts, atoms, min_energy=float(min_amplitude) ** 2)
-    spike_filters, indices = spike_filters[keep], indices[keep]
-    triplets = triplets[keep] * scales[keep][:, None]
+    stride = batch.shape[2] + filters.shape[2] + 2 + dead_time
+
+    def end_to_end(windows: np.ndarray) -> np.ndarray:  # (n_windows, rows, n) -> (rows, n_windows * stride)
+        padded = np.pad(windows, ((0, 0), (0, 0), (0, stride - windows.shape[2])))
+        return padded.transpose(1, 0, 2).reshape(windows.shape[1], -1)
+
+    long_codes = end_to_end(codes.detach().cpu().numpy())
+    spike_filters, indices, triplets, _starts, _atoms, _scales = kept_events(
+        long_codes, end_to_end(batch.detach().cpu().numpy()), filters.detach().cpu().numpy(), dead_time, min_amplitude)
     kept = np.zeros_like(long_codes)
     for offset in range(3):  # the code at index − 1, index, index + 1
         at = indices + offset - 1
         inside = (at >= 0) & (at < kept.shape[1])
         kept[spike_filters[inside], at[inside]] = triplets[inside, offset]
-    windows = kept[:, : n_windows * stride].reshape(n_filters, n_windows, stride)[:, :, :n_codes]
+    windows = kept.reshape(n_filters, n_windows, stride)[:, :, :n_codes]
     return torch.from_numpy(np.ascontiguousarray(windows.transpose(1, 0, 2))).to(codes.device, codes.dtype)

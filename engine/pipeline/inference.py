@@ -261,18 +261,13 @@ def spikes_from_codes(
     """
     if codes.size == 0:
         return SpikeEvents.empty()
-    spike_filters, indices, triplets = code_maxima(codes, dead_time)
-    strong = triplets.sum(axis=1) >= min_amplitude
-    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
-    starts, atoms = event_atoms(indices, spike_filters, triplets, filters)
-    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2)
-    spike_filters, indices = spike_filters[keep], indices[keep]
-    triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
+    spike_filters, indices, triplets, starts, atoms, scales = kept_events(codes, signal, filters, dead_time,
+                                                                          min_amplitude)
     if prior is None:
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
     else:
-        reconstruction = place_atoms(signal.shape, starts[keep], atoms[keep] * scales[keep][:, None, None])
+        reconstruction = place_atoms(signal.shape, starts, atoms * scales[:, None, None])
         times, spike_filters, amplitudes = refine_spikes(
             signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior,
             max_shift=dead_time,
@@ -282,6 +277,22 @@ def spikes_from_codes(
     events = SpikeEvents(times[inside].astype(np.int64), spike_filters[inside].astype(np.int32),
                          amplitudes[inside].astype(np.float32))
     return _one_per_dead_time(events, dead_time)
+
+
+def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float):
+    """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
+
+    Returns, for the kept events only: (filters, code indices, (n, 3) codes at i-1, i, i+1
+    refitted (float32), atom starts, atoms, refit scales); training's dictionary update reads
+    the same spikes (dictionary_update.codes_of_kept_spikes).
+    """
+    spike_filters, indices, triplets = code_maxima(codes, dead_time)
+    strong = triplets.sum(axis=1) >= min_amplitude
+    spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
+    starts, atoms = event_atoms(indices, spike_filters, triplets, filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2)
+    triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
+    return spike_filters[keep], indices[keep], triplets, starts[keep], atoms[keep], scales[keep]
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

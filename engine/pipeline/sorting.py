@@ -107,3 +107,14 @@ def peak_taps(templates: np.ndarray) -> np.ndarray:
     main = np.ptp(templates, axis=1).argmax(axis=1)
     on_main = templates[np.arange(templates.shape[0]), :, main]  # (n_units, n_taps)
     return np.abs(on_main).argmax(axis=1).astype(np.int64)
+
+
+def template_mix(weights: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """(n_taps, n_channels) float32 Σ_k weights[k] · templates[k], for templates (k, n_taps, n_channels).
+
+    One matrix product: np.tensordot of a single 384-channel template took 7 ms
+    (a slow path for a length-1 sum), 3.5 s for the 500 units of a probe sort.
+    """
+    k = len(templates)
+    flat = np.asarray(templates, dtype=np.float32).reshape(k, -1)
+    return (np.asarray(weights, dtype=np.float32) @ flat).reshape(templates.shape[1:])

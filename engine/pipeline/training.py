@@ -360,7 +360,7 @@ class Trainer:
         from counts as one batch's worth.
         """
         energy = codes.pow(2).sum(dim=(0, 2))  # (n_filters,)
-        if self._spike_energy is None or self._spike_energy.shape != energy.shape:
+        if self._spike_energy is None:  # replace_model() starts it again for new filters
             self._spike_energy = energy.clone()
         self._spike_energy = self._spike_energy + energy
         return energy / self._spike_energy.clamp_min(1e-12)
