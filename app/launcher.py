@@ -27,6 +27,7 @@ MODEL_FLAGS = (
     ("--batch-size", "batch_size", int),
     ("--window-ms", "window_ms", float),
     ("--epochs", "n_epochs", float),
+    ("--settle-tolerance", "settle_tolerance", float),
     ("--seed", "seed", int),
     ("--device", "device", str),
     ("--solver", "solver", str),

@@ -150,7 +150,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
                        help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)
-    group.add_argument("--epochs", dest="n_epochs", type=float, default=defaults.n_epochs)
+    group.add_argument("--epochs", dest="n_epochs", type=float, default=defaults.n_epochs,
+                       help="passes over the training pool at most (default %(default)s)")
+    group.add_argument("--settle-tolerance", type=float, default=defaults.settle_tolerance,
+                       help="end training sooner once the filters' shapes are known to within this standard error "
+                            "(mean over filters, dictionary-error units; default %(default)s; 0 runs every epoch)")
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--device", default=defaults.device, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     group.add_argument("--solver", default=defaults.solver, choices=SOLVERS,
@@ -284,7 +288,7 @@ def _open(path: Path, args: argparse.Namespace):
     config = TrainingConfig(
         n_filters=args.n_filters, n_taps=args.n_taps, n_iterations=args.n_iterations, lambda_scale=args.lambda_scale,
         learning_rate=args.learning_rate, batch_size=args.batch_size, window_ms=args.window_ms,
-        n_epochs=args.n_epochs, seed=args.seed, device=args.device, solver=args.solver,
+        n_epochs=args.n_epochs, settle_tolerance=args.settle_tolerance, seed=args.seed, device=args.device, solver=args.solver,
         gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
         init=args.init, dictionary_update=args.dictionary_update,
     )
@@ -317,6 +321,9 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     bar = ProgressBar("training", enabled=not args.quiet)
     pipeline.train(lambda snap: bar.update(snap.step / snap.n_steps, f"loss {snap.loss:.4f}"))
     bar.close()
+    if trainer.settled_at is not None:
+        say(f"training: the filters' shapes settled after {trainer.settled_at} steps "
+            f"(mean standard error below {config.settle_tolerance:g}); the epoch's other steps were not needed")
     bar = ProgressBar("sorting ", enabled=not args.quiet)
     sorting = pipeline.sort(progress=lambda fraction: bar.update(fraction, runner.progress_note()),
                             infer=runner.inference)

@@ -11,6 +11,7 @@ from engine.io.recording import NumpyRecording, open_recording
 import engine.pipeline.dictionary_update as dictionary_update
 from engine.pipeline.dictionary_update import codes_of_kept_spikes, least_squares_update, recentre
 from engine.pipeline.run import SortPipeline
+from engine.pipeline.params import MIN_SETTLE_STEPS
 from engine.pipeline.training import ConfigError, TrainingConfig
 
 
@@ -121,6 +122,38 @@ def test_training_from_a_perturbed_start_lowers_the_dictionary_error(tiny):
     assert before.mean() > 0.3, before
     assert after.mean() < before.mean() - 0.1, (before, after)
     assert np.all(after < before), (before, after)
+
+
+def test_training_ends_once_the_shapes_settle_and_runs_every_epoch_when_told_not_to(tiny):
+    """From the data start, the standard error of the averaged shapes falls batch by batch; training
+    ends when it is below settle_tolerance (the last snapshot says done), and runs on with 0."""
+    recording, _ = tiny
+    runs = {}
+    for tolerance in (0.0, 1.0):
+        config = TrainingConfig(n_epochs=12.0, settle_tolerance=tolerance)
+        pipeline = SortPipeline(recording, config)
+        pipeline.prepare()
+        planned = pipeline.trainer.n_steps
+        uncertainties, snapshots = [], []
+
+        def keep(snapshot, trainer=pipeline.trainer):
+            snapshots.append(snapshot)
+            uncertainties.append(np.nanmean(trainer.shape_uncertainty()))
+
+        pipeline.train(keep, snapshot_interval_s=0.0)
+        runs[tolerance] = (pipeline.trainer, planned, uncertainties, snapshots[-1])
+    trainer, planned, uncertainties, last = runs[0.0]
+    assert planned > MIN_SETTLE_STEPS + 5
+    assert trainer.settled_at is None and trainer.step == planned
+    assert uncertainties[-1] < 0.7 * uncertainties[0], uncertainties
+    trainer, planned, _, last = runs[1.0]
+    assert trainer.settled_at == MIN_SETTLE_STEPS and trainer.step == MIN_SETTLE_STEPS < planned
+    assert last.step == last.n_steps == MIN_SETTLE_STEPS  # the views show training done, not stopped midway
+
+
+def test_settle_tolerance_is_checked():
+    with pytest.raises(ConfigError, match="settle_tolerance"):
+        TrainingConfig(settle_tolerance=-0.1).validate()
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from engine.evaluation.scoring import compare_to_ground_truth
 from engine.evaluation.simulator import simulate
 from engine.pipeline.run import SortPipeline
 from engine.pipeline.training import ConfigError, TrainingConfig
-from engine.model.working_set import WorkingSetEncoder, gram_tensor, sparse_gram
+from engine.model.working_set import ROUGH_SETTLED_FRACTION, WorkingSetEncoder, gram_tensor, sparse_gram
 
 
 def biphasic(n_taps=24, width=2.0):
@@ -92,6 +92,30 @@ def test_working_set_codes_match_the_dense_encoder_on_a_simulated_recording(simu
                                                             0.01 * support_converged.sum())
     assert np.abs(sparse_codes - converged).max() < 0.02 * converged.max()
     assert np.abs(sparse_codes - dense_codes).max() < 0.1 * dense_codes.max()
+
+
+def test_rough_coding_stops_its_checks_sooner_and_stays_near_the_solution(simulated, monkeypatch):
+    """settled_fraction (pruning's and training's passes): fewer optimality checks, nearly the same codes."""
+    _, _, trainer = simulated
+    model = trainer.model
+    signal = np.stack([trainer.recording.get_traces(start, start + 10_000).T / trainer.noise_levels[:, None]
+                       for start in (0, 20_000)]).astype(np.float32)
+    passes = []
+    solve = WorkingSetEncoder._fista
+    monkeypatch.setattr(WorkingSetEncoder, "_fista", lambda self, *args: passes.append(1) or solve(self, *args))
+    found = {}
+    for fraction in (0.0, ROUGH_SETTLED_FRACTION):
+        passes.clear()
+        codes = WorkingSetEncoder(model, settled_fraction=fraction).encode(signal)
+        found[fraction] = (len(passes), codes)
+    # Measured: 2 FISTA passes instead of 4, the objective 0.006 % lower, the signals 1.8 % apart.
+    (exact_passes, exact), (rough_passes, rough) = found[0.0], found[ROUGH_SETTLED_FRACTION]
+    assert rough_passes < exact_passes
+    assert objective(model, signal, rough) <= objective(model, signal, exact) * 1.01
+    # They explain the signal alike (look-alike filters may share a spike's code differently).
+    with torch.no_grad():
+        rough_signal, exact_signal = (model.decode(torch.from_numpy(codes)).numpy() for codes in (rough, exact))
+    assert np.linalg.norm(rough_signal - exact_signal) < 0.05 * np.linalg.norm(exact_signal)
 
 
 def test_a_code_the_screening_misses_is_found_by_the_optimality_check():

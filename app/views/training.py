@@ -38,7 +38,9 @@ FIELDS = (
                    "The default update sets each filter to its least-squares shape and has no step size."),
     ("batch_size", "Batch", int, "Windows per optimiser step."),
     ("window_ms", "Window (ms)", float, "Length of each training window."),
-    ("n_epochs", "Epochs", float, "Passes over the training data."),
+    ("n_epochs", "Epochs", float, "Passes over the training data, at most."),
+    ("settle_tolerance", "Settle at", float, "Training ends sooner once the filters' shapes are known to within this "
+                         "standard error (mean over the filters; distinct neurons differ by 0.1 or more). 0 runs every epoch."),
 )
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # (TrainingConfig.init value, what the Start-from box shows)

@@ -178,10 +178,13 @@ class SpikeSettings:
     prior: AmplitudePrior | None
     solver: str
     device: str  # where the model ran: the same device type gives the same solver and the same spikes
+    # > 0: the working set's optimality checks may stop early (working_set.ROUGH_SETTLED_FRACTION);
+    # only for passes that decide which filters are neurons, never for the sort's spikes.
+    settled_fraction: float = 0.0
 
     @classmethod
     def of(cls, model: CRsAE, noise_levels: np.ndarray, dead_time: int, min_amplitude: float,
-           prior: AmplitudePrior | None = None, solver: str = "auto") -> "SpikeSettings":
+           prior: AmplitudePrior | None = None, solver: str = "auto", settled_fraction: float = 0.0) -> "SpikeSettings":
         uses_working_set(solver, model.filters.device)  # refuse an unknown solver before any work
         return cls(
             filters=model.filters.detach().cpu().numpy().copy(),
@@ -195,6 +198,7 @@ class SpikeSettings:
             prior=prior,
             solver=solver,
             device=model.filters.device.type,
+            settled_fraction=float(settled_fraction),
         )
 
     def model(self) -> CRsAE:
@@ -220,7 +224,7 @@ class ChunkSpikeFinder:
         self.filter_peaks = peak_taps(settings.filters.transpose(0, 2, 1))
         self.scale = noise_scale(settings.noise_levels)
         self.working_set = (
-            WorkingSetEncoder(self.model, settings.lipschitz)
+            WorkingSetEncoder(self.model, settings.lipschitz, settled_fraction=settings.settled_fraction)
             if uses_working_set(settings.solver, self.model.filters.device) else None
         )
 
@@ -333,8 +337,11 @@ def infer_spikes(
     should_stop: Callable[[], bool] | None = None,
     prior: AmplitudePrior | None = None,
     solver: str = "auto",
+    settled_fraction: float = 0.0,
 ) -> SpikeEvents:
     """Spikes of every filter over [start, stop) of a (preprocessed) recording.
+
+    `settled_fraction` > 0 codes more roughly and faster (SpikeSettings.settled_fraction).
 
     See `spikes_from_codes` for how a chunk's codes become spikes; with an
     amplitude `prior`, every spike is relabelled by its best filter given its
@@ -343,7 +350,8 @@ def infer_spikes(
     chunk_size = chunk_size or default_chunk_size(recording, model.n_taps)
     batches = chunk_batches(recording.n_samples, chunk_size, batch_chunks, start, stop)
     total = sum(b - a for batch in batches for a, b in batch)
-    finder = ChunkSpikeFinder(SpikeSettings.of(model, noise_levels, dead_time, min_amplitude, prior, solver), model)
+    settings = SpikeSettings.of(model, noise_levels, dead_time, min_amplitude, prior, solver, settled_fraction)
+    finder = ChunkSpikeFinder(settings, model)
     parts: list[SpikeEvents] = []
     done = 0
     for batch_cores in batches:

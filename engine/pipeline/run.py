@@ -26,6 +26,7 @@ import torch
 from engine.evaluation.simulator import GroundTruth
 from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
+from engine.model.working_set import ROUGH_SETTLED_FRACTION
 from engine.pipeline.coincidences import resolve_coincidences
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
@@ -277,6 +278,7 @@ class SortPipeline:
         events = infer_spikes(
             self.model, self.pool.prune_recording(), np.ones(self.recording.n_channels, np.float32),
             self.dead_time, self.lambda_, solver=self.config.solver, progress=progress, should_stop=should_stop,
+            settled_fraction=ROUGH_SETTLED_FRACTION,  # which filters are neurons: counts, not exact spikes
         )
         if should_stop is not None and should_stop():
             raise SortStopped("stopped while coding the training pool")
