@@ -46,3 +46,18 @@ def test_other_load_excludes_our_own_work(monkeypatch):
     monkeypatch.setattr(cpu.time, "process_time", lambda: next(cpu_time))
     policy._last_own = cpu.time.process_time()
     assert policy.other_load() == pytest.approx(0.0)
+
+
+def test_single_thread_runs_on_one_and_gives_the_count_back():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu.single_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with cpu.single_thread():
+                raise RuntimeError("the count comes back after an error too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

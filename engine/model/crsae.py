@@ -301,27 +301,32 @@ def _channels_of_filters(channel_mask: torch.Tensor) -> np.ndarray:
 
 
 def fista(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,
-          codes: torch.Tensor | None = None, tolerance: float = 0.0) -> torch.Tensor:
+          codes: torch.Tensor | None = None, tolerance: float = 0.0, restart: bool = False) -> torch.Tensor:
     """FISTA steps on 0.5‖y − Hx‖² + Σλ‖x‖₁, x ≥ 0, from `codes` (zeros when None).
 
     correlation: Hᵀy; gram: a function applying HᵀH (convolutions, the FFT
     route, or the working set's sparse matrix); shrink: λ·step, broadcast
     against the codes. With `tolerance` > 0, stops once the largest code
-    update is below it.
+    update is below it. With `restart`, the momentum starts again whenever it
+    points against the step just taken (O'Donoghue and Candès' gradient
+    restart): no longer T unrolled steps of the encoder's FISTA, but the same
+    lasso solved to `tolerance` in far fewer steps.
     """
     codes = torch.zeros_like(correlation) if codes is None else codes
-    return fista_resumable(correlation, gram, shrink, step, n_iterations, (codes, codes, 1.0), tolerance)[0]
+    return fista_resumable(correlation, gram, shrink, step, n_iterations, (codes, codes, 1.0), tolerance, restart)[0]
 
 
 FistaState = tuple  # (codes, momentum point, momentum): where FISTA stands after some steps
 
 
 def fista_resumable(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,
-                    state: FistaState, tolerance: float = 0.0) -> FistaState:
+                    state: FistaState, tolerance: float = 0.0, restart: bool = False) -> FistaState:
     """`n_iterations` FISTA steps from `state`; returns the new state, so a run can be continued exactly."""
     codes, momentum_point, momentum = state
     for _ in range(n_iterations):
         codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
+        if restart and float(torch.dot((momentum_point - codes_next).flatten(), (codes_next - codes).flatten())) > 0:
+            momentum = 1.0
         momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
         momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
         if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:

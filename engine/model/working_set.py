@@ -4,9 +4,9 @@ On a recording almost every code is zero: 0.5% of the demo's coordinates are
 non-zero after the encoder's 100 FISTA steps. The dense encoder still updates
 all of them at every step, with two convolutions over the whole chunk; on a
 CPU that is the whole cost of sorting. This module solves the same problem,
-0.5‖y − Hx‖² + Σ_k λ_k‖x_k‖₁ with x ≥ 0, with the same FISTA (same step 1/L,
-same thresholds, same number of steps T, same debiasing after), but only over
-a working set W of coordinates:
+0.5‖y − Hx‖² + Σ_k λ_k‖x_k‖₁ with x ≥ 0, with FISTA (same step 1/L, same
+thresholds, same debiasing after), but only over a working set W of coordinates,
+and to convergence rather than for T steps:
 
 1. Screening. x_k(t) can leave zero only where its gradient Hᵀ(y − Hx) reaches
    λ_k. At x = 0 that gradient is the correlation Hᵀy, so W starts as the
@@ -20,12 +20,16 @@ a working set W of coordinates:
 2. FISTA restricted to W. The gradient needs HᵀH only between coordinates of
    W, and two codes interact only when closer than one filter length, so it
    is a sparse matrix whose entries come from the filters' cross-correlations
-   (the Gram tensor, computed once per dictionary).
-3. Optimality check over the whole chunk (two convolutions): a coordinate
-   outside W whose gradient exceeds λ_k violates the lasso's optimality
-   conditions; the peaks among the violators join W and FISTA continues. When
-   none is left, a coordinate outside W is zero in the solution, as in the
-   dense encoder.
+   (the Gram tensor, computed once per dictionary). The momentum restarts when
+   it points uphill, and the solve stops when no code moves by CONVERGED_CHANGE.
+   Converged codes sort better than T steps' worth: on the 5-minute tetrode
+   simulation, 0.988 mean accuracy against 0.982.
+3. Optimality check over the whole chunk: a coordinate outside W whose gradient
+   exceeds λ_k violates the lasso's optimality conditions; the peaks among the
+   violators join W, and the codes of W near them are solved again with the
+   others held fixed, the gradient updated by what changed. When no violator
+   is left, a coordinate outside W is zero in the solution, as in the dense
+   encoder.
 
 The result agrees with `CRsAE.encode` up to FISTA's not-yet-converged
 transients (tested: same spikes, objective no worse).
@@ -44,6 +48,7 @@ import scipy.sparse as sparse
 from scipy.ndimage import maximum_filter1d
 import torch
 
+from engine.cpu import single_thread
 from engine.model.crsae import CRsAE, _fast_fft_length, debias, fista
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
@@ -64,6 +69,9 @@ MAX_ENTRIES_PER_CODE = 8.0
 # finds). On the 32-channel recording above the violators fell 1611, 998, 584, ... 93
 # in 8 rounds, the objective by 0.03 % in the last.
 _MAX_CHECKS = 8
+# A working-set FISTA solve has converged when no code moves by more than this in one step
+# (codes are in noise-σ units; a spike's are 5-100).
+CONVERGED_CHANGE = 1e-3
 # Where a rougher solution does (deciding which filters are neurons, training's codes), the
 # checks may stop once one finds fewer new violators than this fraction of W. Measured on the
 # 5-minute tetrode simulation: coding 20 s with the 32 filters of the k-means start, W grew
@@ -122,17 +130,20 @@ class WorkingSetEncoder:
                 return self.model.encode(signal_tensor, lipschitz=1.0 / self.step).numpy()
         self.sparse_chunks += len(signal)
         codes = np.zeros_like(correlation)
+        gram = sparse_gram(self.gram, filters, times)
+        index = (chunks, filters, times - chunks * self._stride(in_set))
+        codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
+        gradient = correlation - self._gram_product(codes)
+        set_size = len(times)
         for _ in range(_MAX_CHECKS):
-            gram = sparse_gram(self.gram, filters, times)
-            index = (chunks, filters, times - chunks * self._stride(in_set))
-            codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
-            gradient = np.where(in_set, -np.inf, self._gradient(correlation, codes))
-            violators = (gradient > lambdas * (1.0 + _VIOLATION_MARGIN)) & self._peaks(gradient)
+            outside = np.where(in_set, -np.inf, gradient)
+            violators = (outside > lambdas * (1.0 + _VIOLATION_MARGIN)) & self._peaks(outside)
             n_violators = int(violators.sum())
-            if n_violators == 0 or n_violators < self.settled_fraction * len(times):
+            if n_violators == 0 or n_violators < self.settled_fraction * set_size:
                 break
             in_set |= violators
-            chunks, filters, times = self._coordinates(in_set)
+            set_size += n_violators
+            gradient -= self._solve_near(violators, in_set, codes, gradient)
         support = codes > 0
         if support.any() and self.model.n_debias_iterations > 0:
             chunks, filters, times = self._coordinates(support)
@@ -157,24 +168,58 @@ class WorkingSetEncoder:
 
     def _fista(self, gram: sparse.csr_matrix, correlation: np.ndarray, lambdas: np.ndarray,
                start: np.ndarray) -> np.ndarray:
-        """T steps of FISTA on the working set from `start`: the dense encoder's loop, restricted."""
+        """FISTA on the working set from `start`: the dense encoder's loop, restricted, run on until no
+        code moves by CONVERGED_CHANGE in a step (at most _MAX_CHECKS × T steps).
+
+        Each solve is final (later checks re-solve only near what they add), so it must be the
+        lasso's solution, not T steps towards it: with T = 100 steps the demo's codes were 7.8 %
+        of the largest from the converged ones, where the dense encoder's were 3 %."""
         matrix = _torch_csr(gram)
-        codes = fista(torch.from_numpy(correlation), lambda codes: matrix @ codes,
-                      torch.from_numpy(lambdas * self.step), float(self.step), self.model.n_iterations,
-                      codes=torch.from_numpy(start))
+        rough = self.settled_fraction > 0  # T steps are enough there
+        with single_thread():  # hundreds of steps of small operations (engine/cpu.py says why)
+            codes = fista(torch.from_numpy(correlation), lambda codes: matrix @ codes,
+                          torch.from_numpy(lambdas * self.step), float(self.step),
+                          self.model.n_iterations if rough else _MAX_CHECKS * self.model.n_iterations,
+                          codes=torch.from_numpy(start), tolerance=0.0 if rough else CONVERGED_CHANGE, restart=not rough)
         return codes.numpy()
 
     def _debias(self, gram: sparse.csr_matrix, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The encoder's debiasing; every coordinate here is on the support, so no mask."""
         matrix = _torch_csr(gram)
-        codes = debias(torch.from_numpy(codes), torch.from_numpy(correlation), lambda codes: matrix @ codes,
-                       float(self.step), self.model.n_debias_iterations)
+        with single_thread():
+            codes = debias(torch.from_numpy(codes), torch.from_numpy(correlation), lambda codes: matrix @ codes,
+                           float(self.step), self.model.n_debias_iterations)
         return codes.numpy()
 
-    def _gradient(self, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Hᵀ(y − Hx) = Hᵀy − HᵀHx over whole chunks.
+    def _solve_near(self, violators: np.ndarray, in_set: np.ndarray, codes: np.ndarray,
+                    gradient: np.ndarray) -> np.ndarray:
+        """FISTA again on the working set's codes near the new `violators` (updating `codes` in
+        place), the others held where they are; returns HᵀH times the change, for the gradient.
 
-        HᵀHx is summed from the Gram tensor, one row of it per non-zero code,
+        A check's violators are few (the tetrode's: 15 %, then 6 %, 2 % ... of W) and interact only
+        with the codes within a filter length, so re-solving all of W for them, and taking the
+        gradient over whole chunks again, cost most of a sort's time; the codes within two filter
+        lengths of a violator (its partners and theirs) are re-solved, the rest keep their values,
+        and their pull on the local codes is in `gradient`.
+        """
+        reach = 2 * (self.n_taps - 1)
+        near_in_time = maximum_filter1d(violators.any(axis=1), 2 * reach + 1, axis=1, mode="constant")
+        local = in_set & near_in_time[:, None, :]
+        chunks, filters, times = self._coordinates(local)
+        index = (chunks, filters, times - chunks * self._stride(local))
+        gram = sparse_gram(self.gram, filters, times)
+        before = codes[index]
+        # This block's lasso with the rest fixed: Hᵀy less the fixed codes' pull, i.e. the gradient plus the block's own.
+        local_correlation = (gradient[index] + gram @ before).astype(np.float32)
+        codes[index] = self._fista(gram, local_correlation, self.lambdas[filters], before)
+        change = np.zeros_like(codes)
+        change[index] = codes[index] - before
+        return self._gram_product(change)
+
+    def _gram_product(self, codes: np.ndarray) -> np.ndarray:
+        """HᵀHx over whole chunks (batch, K, m): what the codes explain, seen through the filters.
+
+        Hᵀ(y − Hx) = Hᵀy − HᵀHx is the lasso's gradient. HᵀHx is summed from the Gram tensor, one row of it per non-zero code,
         not by synthesising the chunks and correlating them again: the codes
         are sparse, so this costs (non-zeros × interacting filters × 2 filter
         lengths) instead of two convolutions over every channel and sample
@@ -198,7 +243,7 @@ class WorkingSetEncoder:
                 weights = torch.from_numpy(values[block])[:, None, None] * rows[None]
                 gram_codes.index_add_(0, torch.from_numpy(targets.ravel()), weights.flatten())
         gram_codes = gram_codes.view(n_chunks, n_filters, padded)[:, :, n_taps - 1 : n_taps - 1 + n_codes]
-        return correlation - gram_codes.numpy()
+        return gram_codes.numpy()
 
 
 def gram_tensor(model: CRsAE) -> np.ndarray:
