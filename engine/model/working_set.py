@@ -104,6 +104,9 @@ class WorkingSetEncoder:
         interacting = np.any(self.gram != 0, axis=2)  # (K, K)
         self.interacting_fraction = float(np.mean(interacting)) if self.gram.size else 1.0
         self.partners = [np.flatnonzero(row) for row in interacting]  # the filters each one interacts with
+        # ... and those its partners interact with: what re-solving near a new code may touch.
+        two_steps = (interacting.astype(np.int32) @ interacting.astype(np.int32)) > 0
+        self.nearby_filters = [np.flatnonzero(row) for row in two_steps]
         self.sparse_chunks = 0  # how many chunks each route encoded, for reports
         self.dense_chunks = 0
 
@@ -199,12 +202,16 @@ class WorkingSetEncoder:
         A check's violators are few (the tetrode's: 15 %, then 6 %, 2 % ... of W) and interact only
         with the codes within a filter length, so re-solving all of W for them, and taking the
         gradient over whole chunks again, cost most of a sort's time; the codes within two filter
-        lengths of a violator (its partners and theirs) are re-solved, the rest keep their values,
+        lengths of a violator, on the filters it interacts with and theirs, are re-solved, the rest keep their values,
         and their pull on the local codes is in `gradient`.
         """
         reach = 2 * (self.n_taps - 1)
-        near_in_time = maximum_filter1d(violators.any(axis=1), 2 * reach + 1, axis=1, mode="constant")
-        local = in_set & near_in_time[:, None, :]
+        near = np.zeros_like(in_set)
+        for source in np.flatnonzero(violators.any(axis=(0, 2))):
+            # On a probe a violator reaches only the filters near its channels, not the whole chunk's.
+            near_in_time = maximum_filter1d(violators[:, source, :], 2 * reach + 1, axis=1, mode="constant")
+            near[:, self.nearby_filters[source], :] |= near_in_time[:, None, :]
+        local = in_set & near
         chunks, filters, times = self._coordinates(local)
         index = (chunks, filters, times - chunks * self._stride(local))
         gram = sparse_gram(self.gram, filters, times)
