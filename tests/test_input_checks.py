@@ -81,7 +81,7 @@ class NothingFound:
         self.recording, self.config = PreprocessedRecording(recording), config
         self.device_name, self.lambda_, self.window = "CPU", 3.7, 400
         self.initial_pruning = self.final_pruning = type("P", (), {"describe": lambda self: "kept 1"})()
-        self.trainer = type("T", (), {"n_steps": 1, "batch_size": 1, "step": 0})()
+        self.trainer = type("T", (), {"n_steps": 1, "batch_size": 1, "step": 0, "settled_at": None})()
 
     def prepare(self):
         pass
