@@ -25,7 +25,7 @@ def click(qtbot, button) -> None:
 
 def test_live_updates_reach_the_filters_and_training_views(window, qtbot, shown_errors):
     training, filters = window.views["training"], window.views["filters"]
-    fill_training_form(window, {"n_epochs": "50"})  # long enough that we stop it ourselves
+    fill_training_form(window, {"n_epochs": "50", "settle_tolerance": "0"})  # long enough that we stop it ourselves
     snapshots = []
     window.session.training_snapshot.connect(snapshots.append)
 
@@ -55,7 +55,7 @@ def test_live_updates_reach_the_filters_and_training_views(window, qtbot, shown_
 
 def test_pause_resume_and_stop_buttons(window, qtbot, shown_errors):
     training = window.views["training"]
-    fill_training_form(window, {"n_epochs": "50"})
+    fill_training_form(window, {"n_epochs": "50", "settle_tolerance": "0"})
     click(qtbot, training.start_button)
     qtbot.waitUntil(lambda: window.session.training_state == TrainingState.TRAINING, timeout=20_000)
     trainer = window.session.trainer.trainer
@@ -84,7 +84,7 @@ def test_pause_resume_and_stop_buttons(window, qtbot, shown_errors):
 
 
 def test_closing_during_training_stops_the_worker(window, qtbot):
-    fill_training_form(window, {"n_epochs": "50"})
+    fill_training_form(window, {"n_epochs": "50", "settle_tolerance": "0"})
     click(qtbot, window.views["training"].start_button)
     qtbot.waitUntil(lambda: window.session.training_state == TrainingState.TRAINING, timeout=20_000)
     threads = list(window.engine.threads.running())
@@ -171,3 +171,20 @@ def test_curves_show_the_held_out_error_and_the_error_to_the_truth_when_known(wi
     assert training.truth_plot.isVisible()
     assert training.truth_plot.getAxis("bottom").isVisible() and not training.change_plot.getAxis("bottom").isVisible()
     training.grab().save(str(tmp_path / "training.png"))
+
+
+def test_training_that_settles_early_shows_done_and_a_step_axis_of_its_length(window, qtbot, shown_errors):
+    """'Settle at': training ends when the shapes settle; the view says done, not stopped, and its
+    step axis shrinks to the steps run."""
+    training = window.views["training"]
+    fill_training_form(window, {"n_epochs": "5", "settle_tolerance": "1"})  # anything settles at the 5th step
+    snapshots = []
+    window.session.training_snapshot.connect(snapshots.append)
+    click(qtbot, training.start_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.IDLE and bool(snapshots), timeout=60_000)
+    last = snapshots[-1]
+    assert last.step == last.n_steps == 5
+    planned = window.session.trainer.trainer
+    assert planned.settled_at == 5
+    assert training.loss_plot.getViewBox().viewRange()[0][1] < 6  # was the planned run's length
+    assert not shown_errors

@@ -161,6 +161,7 @@ class TrainingView(View):
                                                 symbolBrush="#8fd694", symbolPen=None)
         self._truth_shown: bool | None = None  # set by _show_step_axis
         self._curve_plots = (self.loss_plot, self.change_plot, self.truth_plot)
+        self._fitted_steps: int | None = None  # the step axis spans this many steps
         for plot in self._curve_plots:
             plot.showGrid(x=True, y=True, alpha=0.2)
             left = plot.getAxis("left")
@@ -406,9 +407,12 @@ class TrainingView(View):
         # step axis is not re-laid out (and repainted) with every snapshot.
         trainer = self.session.trainer
         if trainer is not None and trainer.trainer is not None:
-            self.loss_plot.setXRange(0, max(trainer.trainer.n_steps, 1), padding=0.02)
+            self._fitted_steps = trainer.trainer.n_steps
+            self.loss_plot.setXRange(0, max(self._fitted_steps, 1), padding=0.02)
 
     def on_training_snapshot(self, snapshot) -> None:
+        if self._fitted_steps is not None and snapshot.n_steps != self._fitted_steps:
+            self._fit_steps_axis()  # training settled before its planned end: the run is shorter
         self._draw_curves()
         self._show_progress(snapshot)
 
