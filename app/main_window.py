@@ -271,6 +271,9 @@ class MainWindow(QMainWindow):
             self.session.set_trainer(opened.trainer, *opened.dictionary)
         if opened.sorting is not None:
             self.session.set_sorting(opened.sorting, opened.unit_table)
+        elif opened.recording is not None:
+            # A recording to sort: the training form is needed now (a sort opened for curation never needs it).
+            self.views["training"].load_settings()
         self.setWindowTitle(f"Sparsort — {Path(opened.path).name}")
         self.status_label.setText(opened.note)
         self._fill_recent_menu(remember_recent_file(opened.path))
@@ -287,6 +290,8 @@ class MainWindow(QMainWindow):
         from engine.io.session_folder import save_session
 
         session = self.session
+        if session.source is not None and session.training_config is None:
+            self.views["training"].load_settings()  # a sort opened for curation: its config is the defaults
         if session.source is None or session.training_config is None:
             self.status_label.setText("Nothing to save: open a recording first")
             return
