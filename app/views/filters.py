@@ -13,10 +13,11 @@ unit (Ctrl-click adds to the selection).
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt
+from PyQt6.QtCore import QRectF, Qt, QTimer
 from PyQt6.QtWidgets import QGraphicsItem, QGraphicsRectItem, QLabel, QVBoxLayout
 
 from app.palette import NEUTRAL, unit_color
@@ -33,6 +34,11 @@ SELECTED_BACKGROUND = (255, 255, 255, 28)
 # taps × 16 channels, drawing every tap was 1 M line segments, 0.5 s a full paint.
 ENVELOPE_ABOVE_CELLS = 64
 CELL_POINTS = 32
+# Cells are graphics items, made on the GUI thread (about 4 ms each with their curve and title):
+# a grid up to this size is made at once, a larger one in slices of at most SLICE_S of the GUI
+# thread each (500 cells took 1.9 s in one go while a 384-channel folder opened).
+CELLS_AT_ONCE = 64
+SLICE_S = 0.03
 INITIAL_FILTER_PEN = pg.mkPen((200, 200, 210, 70), width=1)
 
 
@@ -138,9 +144,12 @@ class FiltersView(View):
         # gives the scales instead.
         self.scale_note = QLabel(objectName="filters_scale_note", wordWrap=True)
         layout.addWidget(self.scale_note)
-        self.cells: list[_Cell] = []
+        self.cells: list[_Cell] = []  # made so far, in filter order (a large grid fills in slices)
+        self._rects: list[QRectF] = []  # every cell's place in the grid
         self._grid_shape = None  # (n_filters, n_taps, n_channels) the grid was laid out for
+        self._grid_generation = 0  # slices of an older grid stop
         self._drawn_from = (None, None)  # (filters, initial filters) the cells' curves were drawn from
+        self._cell_units = None  # filter_units_now of the whole grid, for the cells made later
 
     def _ensure_cells(self, shape: tuple[int, ...]) -> None:
         """Lay the grid out again only when the filters' shape changes (not per update)."""
@@ -148,8 +157,9 @@ class FiltersView(View):
             return
         for cell in self.cells:
             cell.remove_from(self.viewbox)
-        self.cells = []
+        self.cells, self._rects = [], []
         self._grid_shape = shape
+        self._grid_generation += 1
         if not shape or shape[0] == 0:
             return
         n_filters, n_taps, n_channels = shape
@@ -159,10 +169,25 @@ class FiltersView(View):
         for k in range(n_filters):
             row, column = divmod(k, columns)
             left, bottom = column * width, -(row + 1) * height
-            self.cells.append(_Cell(self.viewbox, QRectF(left, bottom, n_taps, height)))
+            self._rects.append(QRectF(left, bottom, n_taps, height))
         # The grid's own bounds: auto-range would also count the titles, whose size is in pixels.
         n_rows = math.ceil(n_filters / columns)
         self.viewbox.setRange(QRectF(0, -n_rows * height, columns * width - CELL_GAP * n_taps, n_rows * height), padding=0.02)
+        if n_filters <= CELLS_AT_ONCE:
+            self.cells = [_Cell(self.viewbox, rect) for rect in self._rects]
+        else:
+            QTimer.singleShot(0, lambda generation=self._grid_generation: self._add_slice(generation))
+
+    def _add_slice(self, generation: int) -> None:
+        """Make and draw the next cells of a large grid, for at most SLICE_S; then let the GUI do the rest of its work."""
+        if generation != self._grid_generation or len(self.cells) >= len(self._rects):
+            return
+        first, started = len(self.cells), time.perf_counter()
+        while len(self.cells) < len(self._rects) and time.perf_counter() - started < SLICE_S:
+            self.cells.append(_Cell(self.viewbox, self._rects[len(self.cells)]))
+        self._draw_cells(first, len(self.cells), relabel=False)
+        if len(self.cells) < len(self._rects):
+            QTimer.singleShot(0, lambda: self._add_slice(generation))
 
     # ---- what to draw ---------------------------------------------------------------------
     def refresh(self) -> None:
@@ -176,14 +201,22 @@ class FiltersView(View):
         self._drawn_from = (filters, session.initial_filters)
         self._ensure_cells(filters.shape)
         self.scale_note.setText(self._describe_scales(filters.shape, is_model=session.filters is not None))
-        initial = session.initial_filters if session.filters is not None else None
-        self._draw_current(filters)
-        for k, cell in enumerate(self.cells):
+        self._draw_cells(0, len(self.cells), relabel=True)
+
+    def _draw_cells(self, first: int, stop: int, relabel: bool) -> None:
+        """Draw cells first..stop-1 from `_drawn_from`; `relabel`: find which unit each filter belongs to now."""
+        filters, initial_filters = self._drawn_from
+        if filters is None:
+            return
+        initial = initial_filters if self.session.filters is not None else None
+        self._draw_current(filters, first, stop)
+        for k in range(first, stop):
+            cell = self.cells[k]
             if initial is not None and initial.shape == filters.shape:
                 self._set_shape(cell, cell.initial_curve(), initial[k])
             elif cell.initial is not None:
                 cell.initial.setData([], [])
-        self._label_cells()
+        self._label_cells(first, stop, relabel)
 
     def _describe_scales(self, shape: tuple[int, ...], is_model: bool) -> str:
         _n, n_taps, n_channels = shape
@@ -197,9 +230,10 @@ class FiltersView(View):
         what = "the model's filters (unit norm)" if is_model else "the units' templates"
         return f"Each cell: {width} wide, {channels}; {what}, each scaled to its own peak."
 
-    def _draw_current(self, filters: np.ndarray) -> None:
+    def _draw_current(self, filters: np.ndarray, first: int = 0, stop: int | None = None) -> None:
         positions = self._channel_positions(filters.shape[2])
-        for cell, shape in zip(self.cells, filters):
+        stop = len(self.cells) if stop is None else stop
+        for cell, shape in zip(self.cells[first:stop], filters[first:stop]):
             if filters.shape[2] > MAX_NEIGHBOURS:
                 # A cell of 384 stacked channels is 384 flat lines and costs a second to paint; the
                 # shape lives on the channels near its largest one (DESIGN.md, at probe scale).
@@ -224,35 +258,42 @@ class FiltersView(View):
         top_baseline = cell.rect.top() + cell.rect.height() - TITLE_SPACE - CHANNEL_SPACING / 2
         offsets = top_baseline - np.arange(shape.shape[1]) * CHANNEL_SPACING
         taps, values = np.arange(shape.shape[0], dtype=float), shape / peak
-        if len(self.cells) > ENVELOPE_ABOVE_CELLS:
+        if len(self._rects) > ENVELOPE_ABOVE_CELLS:
             taps, values = minmax_envelope(values, CELL_POINTS)
         xs, ys, connect = stack_channels(cell.rect.left() + taps, values, offsets)
         curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
 
-    def _label_cells(self) -> None:
-        units, split = filter_units_now(self.session, len(self.cells))
-        for cell, unit, is_split in zip(self.cells, units.tolist(), split.tolist()):
+    def _label_cells(self, first: int = 0, stop: int | None = None, relabel: bool = True) -> None:
+        if relabel or self._cell_units is None:
+            self._cell_units = filter_units_now(self.session, len(self._rects))
+        units, split = self._cell_units
+        stop = len(self.cells) if stop is None else stop
+        for cell, unit, is_split in zip(self.cells[first:stop], units[first:stop].tolist(), split[first:stop].tolist()):
             cell.unit, cell.split = unit, is_split
-        self._style_cells()
+        self._style_cells(first, stop)
 
-    def _style_cells(self) -> None:
+    def _style_cells(self, first: int = 0, stop: int | None = None) -> None:
         selected = set(self.session.selected_units)
-        for k, cell in enumerate(self.cells):
+        stop = len(self.cells) if stop is None else stop
+        for k, cell in enumerate(self.cells[first:stop], start=first):
             is_selected = cell.unit in selected
             style = (cell.unit, cell.split, is_selected)
             if cell.style == style:
                 # Unchanged: restyling would repaint its curve, and at 384 channels × hundreds of
                 # filters repainting every cell was most of a selection's time.
                 continue
+            renamed = cell.style is None or cell.style[:2] != style[:2]
             cell.style = style
             colour = unit_color(cell.unit) if cell.unit >= 0 else NEUTRAL
             cell.current.setPen(pg.mkPen(colour, width=3 if is_selected else 1.5))
-            if cell.unit < 0:
-                name = f"filter {k} (unused)"
-            else:
-                name = f"unit {cell.unit} (split)" if cell.split else f"unit {cell.unit}"
-            weight = "bold" if is_selected else "normal"
-            cell.title.setHtml(f'<span style="color:{colour.name()}; font-weight:{weight}">{name}</span>')
+            if renamed:
+                # The title says which unit, not whether it is selected (the background and the
+                # bold curve do): a title set anew lays itself out and the grid painted twice a click.
+                if cell.unit < 0:
+                    name = f"filter {k} (unused)"
+                else:
+                    name = f"unit {cell.unit} (split)" if cell.split else f"unit {cell.unit}"
+                cell.title.setHtml(f'<span style="color:{colour.name()}">{name}</span>')
             cell.highlight.setVisible(is_selected)
 
     # ---- selection by click -------------------------------------------------------------------
@@ -282,6 +323,7 @@ class FiltersView(View):
         if snapshot.filters.shape != self._grid_shape:
             self.refresh()
             return
+        self._drawn_from = (snapshot.filters, self._drawn_from[1])  # what cells still to be made draw
         self._draw_current(snapshot.filters)
 
     def on_sorting_changed(self) -> None:
