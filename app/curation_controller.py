@@ -372,7 +372,8 @@ class CurationController(QObject):
             if self.busy is None:  # else the action running in a worker publishes the table when it is done
                 self.session.set_sorting(self.session.sorting, self._unit_table())
 
-        self.engine.run_job("Computing unit metrics", lambda _context: measure(), done, lambda _error: None)
+        self.engine.run_job("Computing unit metrics", lambda context: measure(context.should_stop), done,
+                            lambda _error: None, background=True)
 
     def _read_features(self, sorting, recording) -> None:
         """Read the waveform features L-ratios are measured on, and measure them, in the background:

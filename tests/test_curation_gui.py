@@ -49,6 +49,8 @@ def open_for_curation(qtbot, folder) -> MainWindow:
     with qtbot.waitSignal(window.opened, timeout=20_000):
         window.open_path(folder)
     qtbot.waitUntil(lambda: window.session.curation is not None, timeout=20_000)
+    # The unit metrics follow in the background (the table shows spike counts meanwhile).
+    qtbot.waitUntil(lambda: not window.curation_controller.metrics.pending, timeout=20_000)
     return window
 
 

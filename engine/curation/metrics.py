@@ -216,15 +216,22 @@ class MetricsCache:
         for unit, metrics in computed.items():
             self._computed.setdefault(int(unit), replace(metrics, l_ratio=np.nan))
 
-    def unit_metrics_of(self, units) -> Callable[[], dict[int, UnitMetrics]]:
+    def unit_metrics_of(self, units) -> Callable[..., dict[int, UnitMetrics]]:
         """A function computing the metrics of `units` (current ones) that a worker can call while the
-        curation moves on: it holds their spikes, which an id keeps for good."""
+        curation moves on: it holds their spikes, which an id keeps for good. Called with
+        `should_stop`, it checks it between units and returns those done when it turns true."""
         spikes = {int(unit): self._curation.spikes_of(int(unit)) for unit in units}
         sorting, duration_s, noise_levels, settings = self._sorting, self._duration_s, self._noise_levels, self._settings
-        return lambda: {
-            unit: _metrics_of_spikes(sorting, unit_spikes, duration_s, noise_levels, settings)
-            for unit, unit_spikes in spikes.items()
-        }
+
+        def measure(should_stop: Callable[[], bool] | None = None) -> dict[int, UnitMetrics]:
+            done = {}
+            for unit, unit_spikes in spikes.items():
+                if should_stop is not None and should_stop():
+                    break
+                done[unit] = _metrics_of_spikes(sorting, unit_spikes, duration_s, noise_levels, settings)
+            return done
+
+        return measure
 
     def set_feature_sample(
         self, feature_sample: tuple[np.ndarray, np.ndarray], known_l_ratios: dict[int, float] | None = None
