@@ -37,7 +37,7 @@ from engine.curation.features import Cancelled, SpikeFeatureExtractor, mean_temp
 from engine.curation.display_snippets import for_views
 from engine.curation.labels import suggested_label_column
 from engine.curation.metrics import MetricsCache, l_ratios, metrics_to_phy_columns
-from engine.curation.unit_positions import main_channel, unit_positions
+from engine.curation.unit_positions import main_channel, positions_from_peak_to_peak, unit_positions
 from engine.io.session_folder import SORTING_FOLDER
 
 RECLUSTER_MAX_K = 12
@@ -112,9 +112,8 @@ def unit_shapes(sorting, unit_spikes: dict[int, np.ndarray]) -> dict[int, UnitSh
         else:
             shapes[unit] = unit_shape(sorting, spikes)
     if whole:
-        templates = sorting.templates[list(whole.values())]  # (k, n_taps, n_channels)
-        peak_to_peak = np.ptp(templates, axis=1)  # (k, n_channels)
-        positions = unit_positions(templates, sorting.channel_positions)
+        peak_to_peak = np.ptp(sorting.templates, axis=1)[list(whole.values())]  # (k, n_channels), no copy of the templates
+        positions = positions_from_peak_to_peak(peak_to_peak, sorting.channel_positions)
         for row, unit in enumerate(whole):
             shapes[unit] = UnitShape(float(peak_to_peak[row].max()), (float(positions[row, 0]), float(positions[row, 1])),
                                      int(peak_to_peak[row].argmax()))

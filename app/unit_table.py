@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.state import UnitTable
-from engine.curation.unit_positions import unit_positions
+from engine.curation.unit_positions import positions_from_peak_to_peak
 from engine.pipeline.sorting import Sorting
 
 
@@ -42,9 +42,10 @@ def build_unit_table(sorting: Sorting, recording=None, labels: dict[int, str] | 
         )
         snr = np.array([_or_nan(metrics[u].snr) for u in unit_ids], dtype=float)
         isi_violation_ratio = np.array([_or_nan(metrics[u].isi_violation_ratio) for u in unit_ids], dtype=float)
-    main_channels = sorting.main_channels()
+    peak_to_peak = np.ptp(sorting.templates, axis=1)  # (n_units, n_channels) µV, one pass over the templates
+    main_channels = peak_to_peak.argmax(axis=1) if sorting.n_units else np.zeros(0, dtype=np.int64)
     # (n_units,) µV peak-to-peak of each template on its main channel
-    peak_amplitude = np.ptp(sorting.templates[np.arange(sorting.n_units), :, main_channels], axis=1)
+    peak_amplitude = peak_to_peak.max(axis=1) if sorting.n_units else np.zeros(0)
     labels = labels or {}
     return UnitTable(
         unit_ids=unit_ids,
@@ -54,7 +55,7 @@ def build_unit_table(sorting: Sorting, recording=None, labels: dict[int, str] | 
         snr=snr,
         isi_violation_ratio=isi_violation_ratio,
         labels=[labels.get(int(u), "") for u in unit_ids],
-        positions=unit_positions(sorting.templates, sorting.channel_positions),
+        positions=positions_from_peak_to_peak(peak_to_peak, sorting.channel_positions),
         main_channels=main_channels.astype(np.int64),
     )
 
