@@ -326,3 +326,32 @@ def test_a_sort_without_raw_data_curates_and_says_what_it_cannot_show(qtbot, tmp
     assert "raw data" in window.status_label.text()
     window.close()
     assert not shown_errors
+
+
+def test_opening_a_sort_for_curation_imports_no_torch(phy_folder, tmp_path):
+    """Torch takes 1.5-3 s to import and only training needs it: the Training form loads it when asked."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys, time\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from PyQt6.QtCore import QSettings\n"
+        "from PyQt6.QtWidgets import QApplication\n"
+        "QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, sys.argv[2])\n"
+        "app = QApplication([])\n"
+        "from app.main_window import MainWindow\n"
+        "window = MainWindow(); window.show(); window.open_path(sys.argv[1])\n"
+        "deadline = time.monotonic() + 60\n"
+        "while window.session.curation is None and time.monotonic() < deadline:\n"
+        "    app.processEvents(); time.sleep(0.01)\n"
+        "print('curating', window.session.curation is not None, 'torch', 'torch' in sys.modules)\n"
+        "window.views['training'].config()\n"
+        "print('training form', 'torch' in sys.modules, window.views['training'].fields['n_iterations'].text() != '')\n"
+        "window.close()\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", probe, str(phy_folder), str(tmp_path)], cwd=repo,
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("curating", "training"))]
+    assert lines == ["curating True torch False", "training form True True"], result.stderr[-2000:]

@@ -255,7 +255,8 @@ class TrainingView(View):
             edit.style().polish(edit)
 
     def _show_config(self, config: TrainingConfig) -> None:
-        self.load_settings()  # a config given from outside (a session, the launcher): its module is loaded
+        # A config given from outside (a session, the launcher) fills every field: no defaults to load.
+        self._settings_loaded = True
         for attr, _label, _parse, _tooltip in FIELDS:
             value = getattr(config, attr)
             text = "" if value is None else f"{value:g}"
