@@ -27,6 +27,10 @@ from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbo
 
 CHANNEL_SPACING = 2.2  # in units of the filter's peak |value|
 TITLE_SPACE = 1.4  # above each filter, same units
+# A title is shown when its cell is at least this many pixels wide. Narrower, the titles of a
+# large grid ran into each other unread, and each one, a Python item, cost the grid's every
+# repaint (two per selection, 24 ms each at 500 cells) its boundingRect and layout calls.
+TITLE_MIN_PX = 56
 CELL_GAP = 0.15  # between columns, as a fraction of the filter length
 SELECTED_BACKGROUND = (255, 255, 255, 28)
 # Above this many cells each is a few tens of pixels wide: a channel's curve is drawn as the
@@ -138,6 +142,7 @@ class FiltersView(View):
         self.viewbox.setMouseEnabled(x=False, y=False)
         self.viewbox.setMenuEnabled(False)
         self.viewbox.enableAutoRange(x=False, y=False)
+        self.viewbox.sigTransformChanged.connect(self._fit_titles)  # resized, or the grid re-laid out
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
         layout.addWidget(self.graphics)
         # The grid has no axes (one per filter would cost more than the filters): this line
@@ -150,6 +155,7 @@ class FiltersView(View):
         self._grid_generation = 0  # slices of an older grid stop
         self._drawn_from = (None, None)  # (filters, initial filters) the cells' curves were drawn from
         self._cell_units = None  # filter_units_now of the whole grid, for the cells made later
+        self._titles_shown: bool | None = None  # whether cells are wide enough for their titles (None: not decided)
 
     def _ensure_cells(self, shape: tuple[int, ...]) -> None:
         """Lay the grid out again only when the filters' shape changes (not per update)."""
@@ -173,10 +179,22 @@ class FiltersView(View):
         # The grid's own bounds: auto-range would also count the titles, whose size is in pixels.
         n_rows = math.ceil(n_filters / columns)
         self.viewbox.setRange(QRectF(0, -n_rows * height, columns * width - CELL_GAP * n_taps, n_rows * height), padding=0.02)
+        self._titles_shown = None  # decided for the new cells by _fit_titles
         if n_filters <= CELLS_AT_ONCE:
             self.cells = [_Cell(self.viewbox, rect) for rect in self._rects]
         else:
             QTimer.singleShot(0, lambda generation=self._grid_generation: self._add_slice(generation))
+
+    def _fit_titles(self, *_args) -> None:
+        """Show the cells' titles only where a cell is wide enough on screen for one (TITLE_MIN_PX)."""
+        if not self._rects:
+            return
+        pixel_width = self.viewbox.viewPixelSize()[0]  # view units per pixel along x
+        shown = pixel_width > 0 and self._rects[0].width() / pixel_width >= TITLE_MIN_PX
+        if shown != self._titles_shown:
+            self._titles_shown = shown
+            for cell in self.cells:
+                cell.title.setVisible(shown)
 
     def _add_slice(self, generation: int) -> None:
         """Make and draw the next cells of a large grid, for at most SLICE_S; then let the GUI do the rest of its work."""
@@ -209,6 +227,10 @@ class FiltersView(View):
         if filters is None:
             return
         initial = initial_filters if self.session.filters is not None else None
+        if self._titles_shown is None:
+            self._fit_titles()
+        for cell in self.cells[first:stop]:
+            cell.title.setVisible(bool(self._titles_shown))
         self._draw_current(filters, first, stop)
         for k in range(first, stop):
             cell = self.cells[k]
