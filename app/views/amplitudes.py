@@ -17,7 +17,7 @@ from PyQt6.QtCore import Qt
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
 from app.point_cloud import PointCloudItem
-from app.unit_views import UnitView
+from app.unit_views import UnitView, fit_range
 
 MAX_UNITS = 8
 MAX_POINTS_PER_UNIT = 50_000  # drawn; beyond this a unit's spikes are thinned evenly in time
@@ -77,7 +77,9 @@ class AmplitudesView(UnitView):
             scatter.setZValue(len(shown) - z)
             counts, _ = np.histogram(unit_amplitudes, edges)
             distribution.setOpts(x0=0, y=(edges[:-1] + edges[1:]) / 2, height=np.diff(edges), width=counts)
-        self.plot.enableAutoRange()
+        times = [sorting.spike_times[spikes[[0, -1]]] / sorting.sampling_rate for _, spikes in shown if len(spikes)]
+        if times:
+            fit_range(self.plot, (min(t[0] for t in times), max(t[-1] for t in times)), (edges[0], edges[-1]))
         self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
 
     def _items_of(self, unit: int) -> tuple[PointCloudItem, pg.BarGraphItem]:
