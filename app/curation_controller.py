@@ -41,6 +41,7 @@ from engine.curation.unit_positions import main_channel, positions_from_peak_to_
 from engine.io.session_folder import SORTING_FOLDER
 
 RECLUSTER_MAX_K = 12
+METRICS_PENDING = "its metrics are still being computed"
 LABEL_KEYS = (("good", "Alt+G"), ("mua", "Alt+M"), ("noise", "Alt+N"))
 
 
@@ -145,8 +146,11 @@ def curated_unit_table(
         rp_contamination=column("rp_contamination"),
         amplitude_cutoff=column("amplitude_cutoff"),
         l_ratio=column("l_ratio"),
-        suggested_labels=None if suggested is None else [suggested[u].label for u in unit_ids.tolist()],
-        suggested_reasons=None if suggested is None else ["; ".join(suggested[u].reasons) for u in unit_ids.tolist()],
+        # A unit whose metrics are still being computed has no suggestion yet (an empty cell).
+        suggested_labels=None if suggested is None else [
+            suggested[u].label if u in suggested else "" for u in unit_ids.tolist()],
+        suggested_reasons=None if suggested is None else [
+            "; ".join(suggested[u].reasons) if u in suggested else METRICS_PENDING for u in unit_ids.tolist()],
         positions=np.array([shapes[u].position for u in unit_ids.tolist()], dtype=float).reshape(-1, 2),
         main_channels=np.array([shapes[u].main_channel for u in unit_ids.tolist()], dtype=np.int64),
     )
@@ -484,7 +488,10 @@ class CurationController(QObject):
 
     def _unit_table(self) -> UnitTable:
         metrics = self.metrics.metrics
-        return curated_unit_table(self.curation, metrics, self.shapes, self.aids.suggested_labels(metrics))
+        pending = set(self.metrics.pending)
+        # Rules on a pending unit's placeholders (nan passes every rule) would suggest "good" for all of them.
+        suggested = self.aids.suggested_labels({u: m for u, m in metrics.items() if u not in pending})
+        return curated_unit_table(self.curation, metrics, self.shapes, suggested)
 
     def _run(self, title: str, work, on_done) -> None:
         """Run `work(context)` in a worker while other actions wait; `on_done(result)` on the GUI thread."""

@@ -355,3 +355,20 @@ def test_opening_a_sort_for_curation_imports_no_torch(phy_folder, tmp_path):
                             capture_output=True, text=True, timeout=120)
     lines = [line for line in result.stdout.splitlines() if line.startswith(("curating", "training"))]
     assert lines == ["curating True torch False", "training form True True"], result.stderr[-2000:]
+
+
+def test_units_whose_metrics_are_pending_have_no_suggested_label_yet(tiny_recording):
+    from app.curation_controller import METRICS_PENDING, curated_unit_table, unit_shapes
+    from engine.curation.labels import suggest_labels
+    from engine.curation.metrics import MetricsCache
+
+    sorting = tiny_sorting(tiny_recording)
+    curation = Curation(sorting.spike_units)
+    metrics = MetricsCache(curation, sorting, 2.0, compute=False)
+    metrics.fill(metrics.unit_metrics_of([0])())
+    shapes = unit_shapes(sorting, {u: curation.spikes_of(u) for u in curation.unit_ids.tolist()})
+    suggested = suggest_labels({u: m for u, m in metrics.metrics.items() if u not in metrics.pending})
+    table = curated_unit_table(curation, metrics.metrics, shapes, suggested)
+    assert table.suggested_labels[0] != "" and table.suggested_labels[1:] == [""] * (len(table.unit_ids) - 1)
+    assert table.suggested_reasons[1] == METRICS_PENDING
+    assert np.isnan(table.snr[1]) and table.n_spikes[1] == curation.spike_count(1)
