@@ -171,3 +171,23 @@ def test_curves_show_the_held_out_error_and_the_error_to_the_truth_when_known(wi
     assert training.truth_plot.isVisible()
     assert training.truth_plot.getAxis("bottom").isVisible() and not training.change_plot.getAxis("bottom").isVisible()
     training.grab().save(str(tmp_path / "training.png"))
+
+
+def test_a_config_given_while_the_training_view_was_hidden_survives_opening_a_recording(qtbot, tiny_recording):
+    from dataclasses import replace
+
+    from app.main_window import MainWindow
+    from engine.pipeline.training import TrainingConfig
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    window.docks["training"].close()  # as the launcher's flags may find it: hidden, its form not loaded
+    given = replace(TrainingConfig(), n_iterations=7, batch_size=5)
+    window.session.set_training_config(given)
+    with qtbot.waitSignal(window.opened, timeout=20_000):
+        window.open_path(tiny_recording)
+    assert window.session.training_config.n_iterations == 7 and window.session.training_config.batch_size == 5
+    window.docks["training"].show()
+    assert window.views["training"].fields["n_iterations"].text() == "7"
+    window.close()

@@ -190,6 +190,11 @@ class TrainingView(View):
         """
         if self._settings_loaded:
             return
+        if self.session.training_config is not None:
+            # Given while this view was hidden (the launcher's flags): the form shows it, not the defaults.
+            self._show_config(self.session.training_config)
+            self._on_form_edited()
+            return
         from engine.pipeline.training import TrainingConfig
 
         defaults = TrainingConfig()
