@@ -14,10 +14,13 @@ import threading
 import time
 from typing import Any, Callable
 
-from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from app.errors import describe_error
 
+# A thread that has emitted `finished` is waited for this long at a time, until it has ended.
+THREAD_END_WAIT_MS = 50
+THREAD_END_RETRY_MS = 100
 PROGRESS_INTERVAL_S = 0.1  # a job reports at most 10 times a second (a new message always goes through)
 # A background job's thread runs at this nice value: the GUI thread and the readers that follow a
 # click get the cores first (metrics, merge suggestions and the t-SNE map took both cores for minutes).
@@ -206,13 +209,23 @@ class ThreadKeeper(QObject):
     @pyqtSlot()
     def _on_thread_finished(self) -> None:
         thread = self.sender()
+        if isinstance(thread, QThread):
+            self._forget_when_ended(thread)
+
+    def _forget_when_ended(self, thread: QThread) -> None:
         # QThread emits `finished` from its own thread just before that thread ends; dropping our
         # reference deletes the QThread, and deleting one still running aborts the process. A
         # background thread at nice 19 on a busy CPU can take a while to take that last step
-        # (CI aborted so), so wait for it (it has nothing left to do).
-        if isinstance(thread, QThread):
-            thread.wait()
-        self._threads.pop(thread, None)
+        # (CI aborted so). Waiting for it without a bound hung the GUI thread, once in a few runs of
+        # the test suite: the reference is kept, and looked at again, until the thread has ended.
+        if thread not in self._threads:
+            return
+        if thread.wait(THREAD_END_WAIT_MS):
+            self._threads.pop(thread, None)
+            return
+        retry = QTimer(self, singleShot=True, interval=THREAD_END_RETRY_MS)  # a child: gone with the keeper
+        retry.timeout.connect(lambda: (retry.deleteLater(), self._forget_when_ended(thread)))
+        retry.start()
 
     def running(self) -> list[QThread]:
         return [thread for thread in self._threads if thread.isRunning()]
