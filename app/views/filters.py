@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
+from PyQt6 import sip
 from PyQt6.QtCore import QRectF, Qt, QTimer
 from PyQt6.QtWidgets import QGraphicsItem, QGraphicsRectItem, QLabel, QVBoxLayout
 
@@ -198,8 +199,8 @@ class FiltersView(View):
 
     def _add_slice(self, generation: int) -> None:
         """Make and draw the next cells of a large grid, for at most SLICE_S; then let the GUI do the rest of its work."""
-        if generation != self._grid_generation or len(self.cells) >= len(self._rects):
-            return
+        if sip.isdeleted(self) or generation != self._grid_generation or len(self.cells) >= len(self._rects):
+            return  # the window closed meanwhile, or the grid was laid out anew, or it is complete
         first, started = len(self.cells), time.perf_counter()
         while len(self.cells) < len(self._rects) and time.perf_counter() - started < SLICE_S:
             self.cells.append(_Cell(self.viewbox, self._rects[len(self.cells)]))
