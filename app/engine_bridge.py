@@ -18,7 +18,7 @@ from PyQt6 import sip
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
 from app.errors import WorkError
-from app.jobs import Job, JobContext, LatestRequestWorker, ThreadKeeper
+from app.jobs import ForegroundGate, Job, JobContext, LatestRequestWorker, ThreadKeeper
 from app.state import Session, TrainingState
 from app.training_worker import TrainingWorker, reconstruct_visible
 
@@ -34,6 +34,8 @@ class EngineBridge(QObject):
         super().__init__(parent)
         self.session = session
         self.threads = ThreadKeeper(self)
+        # Reads that follow a click or a scroll (start_latest_worker) hold back background jobs.
+        self.foreground = ForegroundGate()
         self._training: TrainingWorker | None = None
         self.jobs_running = 0  # one-shot jobs (run_job) not finished yet
         self._reconstructor = self.start_latest_worker("Reconstructing the visible window", self._reconstruct)
@@ -148,7 +150,7 @@ class EngineBridge(QObject):
         `background`: work nobody waits for (metrics, suggestions, the t-SNE map), run at the lowest
         CPU priority so that a click is answered first.
         """
-        job = Job(title, work, background)
+        job = Job(title, work, background, self.foreground)
         job.progress.connect(lambda fraction, _message: self._report(title, fraction))
         if on_message is not None:
             job.progress.connect(lambda _fraction, message: on_message(message))
@@ -169,7 +171,7 @@ class EngineBridge(QObject):
 
     def start_latest_worker(self, title: str, work: Callable[[Any], Any]) -> LatestRequestWorker:
         """A worker thread for scroll-driven reads: ask with `.request(payload)`, answers come on `.answered`."""
-        worker = self.threads.start_worker(LatestRequestWorker(title, work))
+        worker = self.threads.start_worker(LatestRequestWorker(title, work, self.foreground))
         worker.failed.connect(self.error)
         return worker
 

@@ -14,14 +14,56 @@ import threading
 import time
 from typing import Any, Callable
 
-from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from app.errors import describe_error
 
+# A thread that has emitted `finished` is waited for this long at a time, until it has ended.
+THREAD_END_WAIT_MS = 50
+THREAD_END_RETRY_MS = 100
 PROGRESS_INTERVAL_S = 0.1  # a job reports at most 10 times a second (a new message always goes through)
 # A background job's thread runs at this nice value: the GUI thread and the readers that follow a
 # click get the cores first (metrics, merge suggestions and the t-SNE map took both cores for minutes).
 BACKGROUND_NICE = 19
+
+
+# After the last foreground read, background jobs stay paused this long: the GUI thread draws the answer.
+FOREGROUND_GRACE_S = 0.3
+
+
+class ForegroundGate:
+    """Whether work someone waits for is in flight: a read that follows a click or a scroll.
+
+    Background jobs share the process, hence the GIL, with those reads and the GUI thread;
+    at the lowest CPU priority, on a busy machine, a background thread holding the GIL can wait
+    long for a core, and the read or the click waits with it. So background jobs pause, at their
+    next `should_stop()` check, while any foreground read is in flight and for FOREGROUND_GRACE_S
+    after, sleeping (without the GIL) until then. One gate per window (its EngineBridge): a read
+    left unanswered when a window closed holds back no other window's jobs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._quiet_from = 0.0  # time.monotonic() after which, with nothing in flight, background may go on
+
+    def enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight = max(self._in_flight - 1, 0)
+            self._quiet_from = time.monotonic() + FOREGROUND_GRACE_S
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._in_flight > 0 or time.monotonic() < self._quiet_from
+
+    def wait_until_quiet(self, cancel: threading.Event, poll_s: float = 0.02) -> None:
+        while self.busy() and not cancel.is_set():
+            time.sleep(poll_s)
+
 
 
 def lower_thread_priority() -> None:
@@ -55,6 +97,8 @@ class JobContext:
         self._job.progress.emit(float(fraction), message)
 
     def should_stop(self) -> bool:
+        if self._job.background and self._job.gate is not None:
+            self._job.gate.wait_until_quiet(self._job.cancel_event)  # a click's reads go first
         return self._job.cancel_event.is_set()
 
 
@@ -66,10 +110,12 @@ class Job(QObject):
     failed = pyqtSignal(object)  # WorkError
     finished = pyqtSignal()  # after succeeded or failed, always
 
-    def __init__(self, title: str, work: Callable[[JobContext], Any], background: bool = False) -> None:
+    def __init__(self, title: str, work: Callable[[JobContext], Any], background: bool = False,
+                 gate: ForegroundGate | None = None) -> None:
         super().__init__()
         self.title = title  # e.g. "Opening recording", shown with the progress bar
         self.background = background  # runs at the lowest priority (lower_thread_priority)
+        self.gate = gate  # a background job pauses while it says foreground work runs
         self.cancel_event = threading.Event()
         self._work = work
 
@@ -102,29 +148,34 @@ class LatestRequestWorker(QObject):
     failed = pyqtSignal(object)  # WorkError
     _requested = pyqtSignal(int, object)
 
-    def __init__(self, title: str, work: Callable[[Any], Any]) -> None:
+    def __init__(self, title: str, work: Callable[[Any], Any], gate: ForegroundGate | None = None) -> None:
         super().__init__()
         self.title = title
         self._work = work
+        self._gate = gate or ForegroundGate()  # told while a request waits for its answer
         self._latest_id = 0  # only ever written by the GUI thread; an int read is atomic
         self._requested.connect(self._answer)  # queued: this object lives in the worker thread
 
     def request(self, payload: Any) -> int:
         """Ask for `work(payload)`; returns the id the answer will carry."""
         self._latest_id += 1
+        self._gate.enter()  # left when this request is answered or dropped (_answer runs once per request)
         self._requested.emit(self._latest_id, payload)
         return self._latest_id
 
     @pyqtSlot(int, object)
     def _answer(self, request_id: int, payload: Any) -> None:
-        if request_id != self._latest_id:
-            return
         try:
-            result = self._work(payload)
-        except BaseException as error:  # noqa: BLE001 - shown to the person, the worker keeps serving
-            self.failed.emit(describe_error(error, doing=self.title))
-            return
-        self.answered.emit(request_id, result)
+            if request_id != self._latest_id:
+                return
+            try:
+                result = self._work(payload)
+            except BaseException as error:  # noqa: BLE001 - shown to the person, the worker keeps serving
+                self.failed.emit(describe_error(error, doing=self.title))
+                return
+            self.answered.emit(request_id, result)
+        finally:
+            self._gate.leave()
 
 
 class ThreadKeeper(QObject):
@@ -158,13 +209,23 @@ class ThreadKeeper(QObject):
     @pyqtSlot()
     def _on_thread_finished(self) -> None:
         thread = self.sender()
+        if isinstance(thread, QThread):
+            self._forget_when_ended(thread)
+
+    def _forget_when_ended(self, thread: QThread) -> None:
         # QThread emits `finished` from its own thread just before that thread ends; dropping our
         # reference deletes the QThread, and deleting one still running aborts the process. A
         # background thread at nice 19 on a busy CPU can take a while to take that last step
-        # (CI aborted so), so wait for it (it has nothing left to do).
-        if isinstance(thread, QThread):
-            thread.wait()
-        self._threads.pop(thread, None)
+        # (CI aborted so). Waiting for it without a bound hung the GUI thread, once in a few runs of
+        # the test suite: the reference is kept, and looked at again, until the thread has ended.
+        if thread not in self._threads:
+            return
+        if thread.wait(THREAD_END_WAIT_MS):
+            self._threads.pop(thread, None)
+            return
+        retry = QTimer(self, singleShot=True, interval=THREAD_END_RETRY_MS)  # a child: gone with the keeper
+        retry.timeout.connect(lambda: (retry.deleteLater(), self._forget_when_ended(thread)))
+        retry.start()
 
     def running(self) -> list[QThread]:
         return [thread for thread in self._threads if thread.isRunning()]

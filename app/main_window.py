@@ -12,13 +12,14 @@ from pathlib import Path
 
 from PyQt6.QtCore import QByteArray, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar
+from PyQt6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow
 
 from app import opening
 from app.curation_controller import CurationController
 from app.dialogs import RawParametersDialog, SaveFolderDialog
 from app.engine_bridge import EngineBridge
 from app.errors import WorkError, describe_error, show_error
+from app.job_progress import JobProgress
 from app.settings import app_settings, recent_files, remember_recent_file
 from app.state import RecordingSource, Session, TrainingState
 from app.theme import configure_plots
@@ -168,7 +169,7 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         self.status_label = QLabel()
-        self.job_progress = QProgressBar(maximum=1000, textVisible=True)
+        self.job_progress = JobProgress()
         # Always shown, at one size, and blank while nothing runs: showing it, or a title of another
         # length, re-laid out the whole window, every dock and the Units table included (1-2 s of the
         # GUI thread while a 384-channel folder opened, once per job started).
@@ -178,12 +179,7 @@ class MainWindow(QMainWindow):
         self._on_progress("", -1.0)
 
     def _on_progress(self, title: str, fraction: float) -> None:
-        if fraction < 0:
-            self.job_progress.setFormat("")
-            self.job_progress.setValue(0)
-            return
-        self.job_progress.setFormat(f"{title} %p%")
-        self.job_progress.setValue(int(fraction * 1000))
+        self.job_progress.show_progress(title, fraction)
 
     def _on_training_state_changed(self, state: TrainingState) -> None:
         # A new file would pull the recording out from under the running trainer.
@@ -271,6 +267,9 @@ class MainWindow(QMainWindow):
             self.session.set_trainer(opened.trainer, *opened.dictionary)
         if opened.sorting is not None:
             self.session.set_sorting(opened.sorting, opened.unit_table)
+        elif opened.recording is not None:
+            # A recording to sort: the training form is needed now (a sort opened for curation never needs it).
+            self.views["training"].load_settings()
         self.setWindowTitle(f"Sparsort — {Path(opened.path).name}")
         self.status_label.setText(opened.note)
         self._fill_recent_menu(remember_recent_file(opened.path))
@@ -287,6 +286,8 @@ class MainWindow(QMainWindow):
         from engine.io.session_folder import save_session
 
         session = self.session
+        if session.source is not None and session.training_config is None:
+            self.views["training"].load_settings()  # a sort opened for curation: its config is the defaults
         if session.source is None or session.training_config is None:
             self.status_label.setText("Nothing to save: open a recording first")
             return

@@ -111,11 +111,11 @@ def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Op
         source = RecordingSource(path=str(phy.recording.path))
     else:
         note = phy.missing_data_reason or "the recording this sorting was made from was not found"
-    _report(context, 0.8, "Computing unit metrics")
     labels = {
         int(unit): group for unit, group in sorting.unit_groups.items() if group != UNLABELLED_GROUP
     }
-    table = build_unit_table(sorting, recording, labels)
+    # The curation opened on it next computes the metrics, in the background (app/curation_controller.py).
+    table = build_unit_table(sorting, recording, labels, with_metrics=False)
     return Opened(path=str(folder), recording=recording, source=source, sorting=sorting, unit_table=table, note=note)
 
 

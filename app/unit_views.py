@@ -114,3 +114,18 @@ class UnitView(View):
         if not any(unit in alive for unit in self.session.selected_units):
             return NO_SELECTION_MESSAGE
         return None
+
+
+def fit_range(plot, x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None) -> None:
+    """Show the data's bounds now (with pyqtgraph's usual padding) on the axes given.
+
+    enableAutoRange() fits them on the next paint, which moves the axes and so paints the whole
+    plot a second time: each selection painted Amplitudes, Firing rate and ISI twice.
+    """
+
+    def widened(bounds):
+        low, high = float(bounds[0]), float(bounds[1])
+        return (low - 0.5, high + 0.5) if not high > low else (low, high)
+
+    plot.setRange(xRange=None if x_range is None else widened(x_range),
+                  yRange=None if y_range is None else widened(y_range))

@@ -32,6 +32,8 @@ def curating(qtbot, tmp_path, tiny_recording, monkeypatch):
     with qtbot.waitSignal(window.opened, timeout=20_000):
         window.open_path(folder)
     qtbot.waitUntil(lambda: window.session.curation is not None, timeout=20_000)
+    # The unit metrics follow in the background (the table shows spike counts meanwhile).
+    qtbot.waitUntil(lambda: not window.curation_controller.metrics.pending, timeout=20_000)
     yield window
     window.close()
     assert not errors

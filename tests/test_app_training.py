@@ -188,3 +188,23 @@ def test_training_that_settles_early_shows_done_and_a_step_axis_of_its_length(wi
     assert planned.settled_at == 5
     assert training.loss_plot.getViewBox().viewRange()[0][1] < 6  # was the planned run's length
     assert not shown_errors
+
+
+def test_a_config_given_while_the_training_view_was_hidden_survives_opening_a_recording(qtbot, tiny_recording):
+    from dataclasses import replace
+
+    from app.main_window import MainWindow
+    from engine.pipeline.training import TrainingConfig
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    window.docks["training"].close()  # as the launcher's flags may find it: hidden, its form not loaded
+    given = replace(TrainingConfig(), n_iterations=7, batch_size=5)
+    window.session.set_training_config(given)
+    with qtbot.waitSignal(window.opened, timeout=20_000):
+        window.open_path(tiny_recording)
+    assert window.session.training_config.n_iterations == 7 and window.session.training_config.batch_size == 5
+    window.docks["training"].show()
+    assert window.views["training"].fields["n_iterations"].text() == "7"
+    window.close()

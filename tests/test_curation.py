@@ -297,3 +297,17 @@ def test_save_phy_refuses_a_folder_of_other_spikes(tmp_path):
 def test_save_phy_refuses_to_shadow_built_in_columns(tmp_path):
     with pytest.raises(CurationError, match="n_spikes"):
         Curation(INITIAL_UNITS).save_phy(tmp_path, extra_columns={"n_spikes": {}})
+
+
+def test_spikes_grouped_by_unit_as_a_stable_argsort_groups_them():
+    from engine.curation.grouping import group_by_unit, order_by_unit
+
+    rng = np.random.default_rng(3)
+    for units in (rng.integers(0, 500, 5_000), rng.integers(0, 200_000, 5_000), rng.integers(0, 3, 7).astype(np.int32)):
+        np.testing.assert_array_equal(order_by_unit(units), np.argsort(units, kind="stable"))
+        order, ids, bounds = group_by_unit(units)
+        np.testing.assert_array_equal(ids, np.unique(units))
+        for unit, first, stop in zip(ids, bounds[:-1], bounds[1:]):
+            np.testing.assert_array_equal(order[first:stop], np.flatnonzero(units == unit))
+    order, ids, bounds = group_by_unit(np.zeros(0, dtype=np.int64))
+    assert len(order) == len(ids) == 0 and bounds.tolist() == [0]

@@ -49,6 +49,8 @@ def open_for_curation(qtbot, folder) -> MainWindow:
     with qtbot.waitSignal(window.opened, timeout=20_000):
         window.open_path(folder)
     qtbot.waitUntil(lambda: window.session.curation is not None, timeout=20_000)
+    # The unit metrics follow in the background (the table shows spike counts meanwhile).
+    qtbot.waitUntil(lambda: not window.curation_controller.metrics.pending, timeout=20_000)
     return window
 
 
@@ -324,3 +326,49 @@ def test_a_sort_without_raw_data_curates_and_says_what_it_cannot_show(qtbot, tmp
     assert "raw data" in window.status_label.text()
     window.close()
     assert not shown_errors
+
+
+def test_opening_a_sort_for_curation_imports_no_torch(phy_folder, tmp_path):
+    """Torch takes 1.5-3 s to import and only training needs it: the Training form loads it when asked."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys, time\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from PyQt6.QtCore import QSettings\n"
+        "from PyQt6.QtWidgets import QApplication\n"
+        "QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, sys.argv[2])\n"
+        "app = QApplication([])\n"
+        "from app.main_window import MainWindow\n"
+        "window = MainWindow(); window.show(); window.open_path(sys.argv[1])\n"
+        "deadline = time.monotonic() + 60\n"
+        "while window.session.curation is None and time.monotonic() < deadline:\n"
+        "    app.processEvents(); time.sleep(0.01)\n"
+        "print('curating', window.session.curation is not None, 'torch', 'torch' in sys.modules)\n"
+        "window.views['training'].config()\n"
+        "print('training form', 'torch' in sys.modules, window.views['training'].fields['n_iterations'].text() != '')\n"
+        "window.close()\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", probe, str(phy_folder), str(tmp_path)], cwd=repo,
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("curating", "training"))]
+    assert lines == ["curating True torch False", "training form True True"], result.stderr[-2000:]
+
+
+def test_units_whose_metrics_are_pending_have_no_suggested_label_yet(tiny_recording):
+    from app.curation_controller import METRICS_PENDING, curated_unit_table, unit_shapes
+    from engine.curation.labels import suggest_labels
+    from engine.curation.metrics import MetricsCache
+
+    sorting = tiny_sorting(tiny_recording)
+    curation = Curation(sorting.spike_units)
+    metrics = MetricsCache(curation, sorting, 2.0, compute=False)
+    metrics.fill(metrics.unit_metrics_of([0])())
+    shapes = unit_shapes(sorting, {u: curation.spikes_of(u) for u in curation.unit_ids.tolist()})
+    suggested = suggest_labels({u: m for u, m in metrics.metrics.items() if u not in metrics.pending})
+    table = curated_unit_table(curation, metrics.metrics, shapes, suggested)
+    assert table.suggested_labels[0] != "" and table.suggested_labels[1:] == [""] * (len(table.unit_ids) - 1)
+    assert table.suggested_reasons[1] == METRICS_PENDING
+    assert np.isnan(table.snr[1]) and table.n_spikes[1] == curation.spike_count(1)

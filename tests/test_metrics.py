@@ -200,3 +200,39 @@ def test_metrics_cache_measures_l_ratio_of_new_units_on_the_feature_sample():
     cache.update(curation.merge([0, 1]))
     assert cache.metrics[3].l_ratio < before[0].l_ratio  # the merged unit is better isolated than its halves
     assert np.isnan(MetricsCache(curation, sorting, 60.0).metrics[2].l_ratio)
+
+
+def test_a_cache_made_without_computing_fills_in_to_what_computing_at_once_gives():
+    rng = np.random.default_rng(8)
+    sorting = make_sorting(rng)
+    noise = np.full(4, 0.5)
+    curation = Curation(sorting.spike_units)
+    at_once = MetricsCache(curation, sorting, duration_s=60.0, noise_levels=noise)
+    later = MetricsCache(curation, sorting, duration_s=60.0, noise_levels=noise, compute=False)
+    assert later.pending == list(range(6))
+    placeholder = later.metrics[2]
+    assert placeholder.n_spikes == curation.spike_count(2) and placeholder.firing_rate == curation.spike_count(2) / 60.0
+    assert np.isnan(placeholder.snr) and np.isnan(placeholder.presence_ratio)
+
+    measure = later.unit_metrics_of(later.pending)
+    # A merge while the metrics are measured (in a worker): the new unit is computed at once,
+    # the measured ones are handed over afterwards.
+    record = curation.merge([0, 1])
+    later.update(record)
+    at_once.update(record)
+    assert later.pending == [2, 3, 4, 5]
+    later.fill(measure())
+    assert later.pending == []
+    assert later.metrics == at_once.metrics
+
+
+def test_measuring_stops_between_units_when_asked():
+    rng = np.random.default_rng(9)
+    sorting = make_sorting(rng)
+    cache = MetricsCache(Curation(sorting.spike_units), sorting, duration_s=60.0, compute=False)
+    asked = []
+    done = cache.unit_metrics_of(cache.pending)(lambda: asked.append(1) or len(asked) > 2)
+    assert sorted(done) == [0, 1]
+    cache.fill(done)
+    assert cache.pending == [2, 3, 4, 5]
+

@@ -16,7 +16,8 @@ from PyQt6.QtCore import Qt
 
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
-from app.unit_views import UnitView
+from app.point_cloud import PointCloudItem
+from app.unit_views import UnitView, fit_range
 
 MAX_UNITS = 8
 MAX_POINTS_PER_UNIT = 50_000  # drawn; beyond this a unit's spikes are thinned evenly in time
@@ -48,7 +49,7 @@ class AmplitudesView(UnitView):
         layout = self.graphics.ci.layout
         layout.setColumnStretchFactor(0, round((1 - HISTOGRAM_WIDTH) * 100))
         layout.setColumnStretchFactor(1, round(HISTOGRAM_WIDTH * 100))
-        self.scatters: dict[int, pg.ScatterPlotItem] = {}  # unit -> its spikes
+        self.scatters: dict[int, PointCloudItem] = {}  # unit -> its spikes
         self.distributions: dict[int, pg.BarGraphItem] = {}  # unit -> its amplitude histogram, bars lying sideways
         self.set_content(self.graphics)
 
@@ -76,12 +77,14 @@ class AmplitudesView(UnitView):
             scatter.setZValue(len(shown) - z)
             counts, _ = np.histogram(unit_amplitudes, edges)
             distribution.setOpts(x0=0, y=(edges[:-1] + edges[1:]) / 2, height=np.diff(edges), width=counts)
-        self.plot.enableAutoRange()
+        times = [sorting.spike_times[spikes[[0, -1]]] / sorting.sampling_rate for _, spikes in shown if len(spikes)]
+        if times:
+            fit_range(self.plot, (min(t[0] for t in times), max(t[-1] for t in times)), (edges[0], edges[-1]))
         self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
 
-    def _items_of(self, unit: int) -> tuple[pg.ScatterPlotItem, pg.BarGraphItem]:
+    def _items_of(self, unit: int) -> tuple[PointCloudItem, pg.BarGraphItem]:
         if unit not in self.scatters:
-            scatter = pg.ScatterPlotItem(size=3, pen=None, brush=unit_color(unit, alpha=170))
+            scatter = PointCloudItem(size=3, colour=unit_color(unit, alpha=170))
             distribution = pg.BarGraphItem(
                 x0=0, y=[], height=[], width=[], pen=pg.mkPen(None), brush=unit_color(unit, alpha=110)
             )

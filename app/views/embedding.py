@@ -92,6 +92,11 @@ class EmbeddingView(UnitView):
             self.show_message(NO_RAW_DATA_MESSAGE.format(consequence="the spikes' features cannot be read to map them"))
             return
         if self.embedded_sorting is not session.sorting:
+            if session.curation is None:
+                # The map waits for the curation: started with the sort, it took the cores the opening needed.
+                self._forget_map()
+                self.show_message("Opening the curation…")
+                return
             self._start(session.sorting, for_views(session.recording))
         if self.embedding is None and self._failure is not None:
             self.show_message(self._failure)

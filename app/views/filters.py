@@ -13,10 +13,12 @@ unit (Ctrl-click adds to the selection).
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt
+from PyQt6 import sip
+from PyQt6.QtCore import QRectF, Qt, QTimer
 from PyQt6.QtWidgets import QGraphicsItem, QGraphicsRectItem, QLabel, QVBoxLayout
 
 from app.palette import NEUTRAL, unit_color
@@ -26,6 +28,10 @@ from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbo
 
 CHANNEL_SPACING = 2.2  # in units of the filter's peak |value|
 TITLE_SPACE = 1.4  # above each filter, same units
+# A title is shown when its cell is at least this many pixels wide. Narrower, the titles of a
+# large grid ran into each other unread, and each one, a Python item, cost the grid's every
+# repaint (two per selection, 24 ms each at 500 cells) its boundingRect and layout calls.
+TITLE_MIN_PX = 56
 CELL_GAP = 0.15  # between columns, as a fraction of the filter length
 SELECTED_BACKGROUND = (255, 255, 255, 28)
 # Above this many cells each is a few tens of pixels wide: a channel's curve is drawn as the
@@ -33,6 +39,11 @@ SELECTED_BACKGROUND = (255, 255, 255, 28)
 # taps × 16 channels, drawing every tap was 1 M line segments, 0.5 s a full paint.
 ENVELOPE_ABOVE_CELLS = 64
 CELL_POINTS = 32
+# Cells are graphics items, made on the GUI thread (about 4 ms each with their curve and title):
+# a grid up to this size is made at once, a larger one in slices of at most SLICE_S of the GUI
+# thread each (500 cells took 1.9 s in one go while a 384-channel folder opened).
+CELLS_AT_ONCE = 64
+SLICE_S = 0.03
 INITIAL_FILTER_PEN = pg.mkPen((200, 200, 210, 70), width=1)
 
 
@@ -132,15 +143,20 @@ class FiltersView(View):
         self.viewbox.setMouseEnabled(x=False, y=False)
         self.viewbox.setMenuEnabled(False)
         self.viewbox.enableAutoRange(x=False, y=False)
+        self.viewbox.sigTransformChanged.connect(self._fit_titles)  # resized, or the grid re-laid out
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
         layout.addWidget(self.graphics)
         # The grid has no axes (one per filter would cost more than the filters): this line
         # gives the scales instead.
         self.scale_note = QLabel(objectName="filters_scale_note", wordWrap=True)
         layout.addWidget(self.scale_note)
-        self.cells: list[_Cell] = []
+        self.cells: list[_Cell] = []  # made so far, in filter order (a large grid fills in slices)
+        self._rects: list[QRectF] = []  # every cell's place in the grid
         self._grid_shape = None  # (n_filters, n_taps, n_channels) the grid was laid out for
+        self._grid_generation = 0  # slices of an older grid stop
         self._drawn_from = (None, None)  # (filters, initial filters) the cells' curves were drawn from
+        self._cell_units = None  # filter_units_now of the whole grid, for the cells made later
+        self._titles_shown: bool | None = None  # whether cells are wide enough for their titles (None: not decided)
 
     def _ensure_cells(self, shape: tuple[int, ...]) -> None:
         """Lay the grid out again only when the filters' shape changes (not per update)."""
@@ -148,8 +164,9 @@ class FiltersView(View):
             return
         for cell in self.cells:
             cell.remove_from(self.viewbox)
-        self.cells = []
+        self.cells, self._rects = [], []
         self._grid_shape = shape
+        self._grid_generation += 1
         if not shape or shape[0] == 0:
             return
         n_filters, n_taps, n_channels = shape
@@ -159,10 +176,37 @@ class FiltersView(View):
         for k in range(n_filters):
             row, column = divmod(k, columns)
             left, bottom = column * width, -(row + 1) * height
-            self.cells.append(_Cell(self.viewbox, QRectF(left, bottom, n_taps, height)))
+            self._rects.append(QRectF(left, bottom, n_taps, height))
         # The grid's own bounds: auto-range would also count the titles, whose size is in pixels.
         n_rows = math.ceil(n_filters / columns)
         self.viewbox.setRange(QRectF(0, -n_rows * height, columns * width - CELL_GAP * n_taps, n_rows * height), padding=0.02)
+        self._titles_shown = None  # decided for the new cells by _fit_titles
+        if n_filters <= CELLS_AT_ONCE:
+            self.cells = [_Cell(self.viewbox, rect) for rect in self._rects]
+        else:
+            QTimer.singleShot(0, lambda generation=self._grid_generation: self._add_slice(generation))
+
+    def _fit_titles(self, *_args) -> None:
+        """Show the cells' titles only where a cell is wide enough on screen for one (TITLE_MIN_PX)."""
+        if not self._rects:
+            return
+        pixel_width = self.viewbox.viewPixelSize()[0]  # view units per pixel along x
+        shown = pixel_width > 0 and self._rects[0].width() / pixel_width >= TITLE_MIN_PX
+        if shown != self._titles_shown:
+            self._titles_shown = shown
+            for cell in self.cells:
+                cell.title.setVisible(shown)
+
+    def _add_slice(self, generation: int) -> None:
+        """Make and draw the next cells of a large grid, for at most SLICE_S; then let the GUI do the rest of its work."""
+        if sip.isdeleted(self) or generation != self._grid_generation or len(self.cells) >= len(self._rects):
+            return  # the window closed meanwhile, or the grid was laid out anew, or it is complete
+        first, started = len(self.cells), time.perf_counter()
+        while len(self.cells) < len(self._rects) and time.perf_counter() - started < SLICE_S:
+            self.cells.append(_Cell(self.viewbox, self._rects[len(self.cells)]))
+        self._draw_cells(first, len(self.cells), relabel=False)
+        if len(self.cells) < len(self._rects):
+            QTimer.singleShot(0, lambda: self._add_slice(generation))
 
     # ---- what to draw ---------------------------------------------------------------------
     def refresh(self) -> None:
@@ -176,14 +220,26 @@ class FiltersView(View):
         self._drawn_from = (filters, session.initial_filters)
         self._ensure_cells(filters.shape)
         self.scale_note.setText(self._describe_scales(filters.shape, is_model=session.filters is not None))
-        initial = session.initial_filters if session.filters is not None else None
-        self._draw_current(filters)
-        for k, cell in enumerate(self.cells):
+        self._draw_cells(0, len(self.cells), relabel=True)
+
+    def _draw_cells(self, first: int, stop: int, relabel: bool) -> None:
+        """Draw cells first..stop-1 from `_drawn_from`; `relabel`: find which unit each filter belongs to now."""
+        filters, initial_filters = self._drawn_from
+        if filters is None:
+            return
+        initial = initial_filters if self.session.filters is not None else None
+        if self._titles_shown is None:
+            self._fit_titles()
+        for cell in self.cells[first:stop]:
+            cell.title.setVisible(bool(self._titles_shown))
+        self._draw_current(filters, first, stop)
+        for k in range(first, stop):
+            cell = self.cells[k]
             if initial is not None and initial.shape == filters.shape:
                 self._set_shape(cell, cell.initial_curve(), initial[k])
             elif cell.initial is not None:
                 cell.initial.setData([], [])
-        self._label_cells()
+        self._label_cells(first, stop, relabel)
 
     def _describe_scales(self, shape: tuple[int, ...], is_model: bool) -> str:
         _n, n_taps, n_channels = shape
@@ -197,9 +253,10 @@ class FiltersView(View):
         what = "the model's filters (unit norm)" if is_model else "the units' templates"
         return f"Each cell: {width} wide, {channels}; {what}, each scaled to its own peak."
 
-    def _draw_current(self, filters: np.ndarray) -> None:
+    def _draw_current(self, filters: np.ndarray, first: int = 0, stop: int | None = None) -> None:
         positions = self._channel_positions(filters.shape[2])
-        for cell, shape in zip(self.cells, filters):
+        stop = len(self.cells) if stop is None else stop
+        for cell, shape in zip(self.cells[first:stop], filters[first:stop]):
             if filters.shape[2] > MAX_NEIGHBOURS:
                 # A cell of 384 stacked channels is 384 flat lines and costs a second to paint; the
                 # shape lives on the channels near its largest one (DESIGN.md, at probe scale).
@@ -224,35 +281,42 @@ class FiltersView(View):
         top_baseline = cell.rect.top() + cell.rect.height() - TITLE_SPACE - CHANNEL_SPACING / 2
         offsets = top_baseline - np.arange(shape.shape[1]) * CHANNEL_SPACING
         taps, values = np.arange(shape.shape[0], dtype=float), shape / peak
-        if len(self.cells) > ENVELOPE_ABOVE_CELLS:
+        if len(self._rects) > ENVELOPE_ABOVE_CELLS:
             taps, values = minmax_envelope(values, CELL_POINTS)
         xs, ys, connect = stack_channels(cell.rect.left() + taps, values, offsets)
         curve.setData(xs, ys, connect=connect, skipFiniteCheck=True)
 
-    def _label_cells(self) -> None:
-        units, split = filter_units_now(self.session, len(self.cells))
-        for cell, unit, is_split in zip(self.cells, units.tolist(), split.tolist()):
+    def _label_cells(self, first: int = 0, stop: int | None = None, relabel: bool = True) -> None:
+        if relabel or self._cell_units is None:
+            self._cell_units = filter_units_now(self.session, len(self._rects))
+        units, split = self._cell_units
+        stop = len(self.cells) if stop is None else stop
+        for cell, unit, is_split in zip(self.cells[first:stop], units[first:stop].tolist(), split[first:stop].tolist()):
             cell.unit, cell.split = unit, is_split
-        self._style_cells()
+        self._style_cells(first, stop)
 
-    def _style_cells(self) -> None:
+    def _style_cells(self, first: int = 0, stop: int | None = None) -> None:
         selected = set(self.session.selected_units)
-        for k, cell in enumerate(self.cells):
+        stop = len(self.cells) if stop is None else stop
+        for k, cell in enumerate(self.cells[first:stop], start=first):
             is_selected = cell.unit in selected
             style = (cell.unit, cell.split, is_selected)
             if cell.style == style:
                 # Unchanged: restyling would repaint its curve, and at 384 channels × hundreds of
                 # filters repainting every cell was most of a selection's time.
                 continue
+            renamed = cell.style is None or cell.style[:2] != style[:2]
             cell.style = style
             colour = unit_color(cell.unit) if cell.unit >= 0 else NEUTRAL
             cell.current.setPen(pg.mkPen(colour, width=3 if is_selected else 1.5))
-            if cell.unit < 0:
-                name = f"filter {k} (unused)"
-            else:
-                name = f"unit {cell.unit} (split)" if cell.split else f"unit {cell.unit}"
-            weight = "bold" if is_selected else "normal"
-            cell.title.setHtml(f'<span style="color:{colour.name()}; font-weight:{weight}">{name}</span>')
+            if renamed:
+                # The title says which unit, not whether it is selected (the background and the
+                # bold curve do): a title set anew lays itself out and the grid painted twice a click.
+                if cell.unit < 0:
+                    name = f"filter {k} (unused)"
+                else:
+                    name = f"unit {cell.unit} (split)" if cell.split else f"unit {cell.unit}"
+                cell.title.setHtml(f'<span style="color:{colour.name()}">{name}</span>')
             cell.highlight.setVisible(is_selected)
 
     # ---- selection by click -------------------------------------------------------------------
@@ -282,6 +346,7 @@ class FiltersView(View):
         if snapshot.filters.shape != self._grid_shape:
             self.refresh()
             return
+        self._drawn_from = (snapshot.filters, self._drawn_from[1])  # what cells still to be made draw
         self._draw_current(snapshot.filters)
 
     def on_sorting_changed(self) -> None:

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 
 from app.palette import unit_color
-from app.unit_views import UnitView
+from app.unit_views import UnitView, fit_range
 
 MAX_UNITS = 8
 BIN_S = 1.0
@@ -69,14 +69,16 @@ class FiringRateView(UnitView):
         for unit in set(self.curves) - {unit for unit, _ in shown}:
             self.plot.removeItem(self.curves.pop(unit))
             self.plot.removeItem(self.means.pop(unit))
+        highest = 0.0
         for z, (unit, spikes) in enumerate(shown):
             curve, mean = self._items_of(unit)
             edges, rates = firing_rate(sorting.spike_times[spikes], sorting.sampling_rate, duration, self.bin_s)
             curve.setData(edges, rates, stepMode="center")
+            highest = max(highest, float(rates.max()) if len(rates) else 0.0)
             mean.setValue(len(spikes) / max(duration, 1e-9))
             curve.setZValue(len(shown) - z)  # the first selected unit in front
         self.plot.setTitle(f"spikes per second, {self.bin_s:.3g} s bins", size="9pt")
-        self.plot.enableAutoRange()
+        fit_range(self.plot, (0.0, duration), (0.0, highest))
 
     def _items_of(self, unit: int) -> tuple[pg.PlotCurveItem, pg.InfiniteLine]:
         if unit not in self.curves:

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 
 from app.palette import unit_color
-from app.unit_views import UnitView
+from app.unit_views import UnitView, fit_range
 from engine.curation.metrics import MetricSettings, isi_histogram
 
 MAX_UNITS = 8
@@ -51,8 +51,10 @@ class IsiView(UnitView):
         shown = self.selected_unit_spikes(MAX_UNITS)
         for unit in set(self.histograms) - {unit for unit, _ in shown}:
             self.plot.removeItem(self.histograms.pop(unit))
+        highest = 0
         for unit, spikes in shown:
             counts, edges = isi_histogram(sorting.spike_times[spikes], sorting.sampling_rate, BIN_MS, MAX_ISI_MS)
+            highest = max(highest, int(counts.max()) if len(counts) else 0)
             curve = self.histograms.get(unit)
             if curve is None:
                 colour = unit_color(unit)
@@ -61,4 +63,4 @@ class IsiView(UnitView):
                 self.histograms[unit] = curve
                 self.plot.addItem(curve)
             curve.setData(edges, counts)
-        self.plot.enableAutoRange(axis="y")
+        fit_range(self.plot, y_range=(0, highest))

@@ -3,11 +3,16 @@
 The form is checked by the engine's own `TrainingConfig.validate()`, so the
 GUI and the CLI refuse exactly the same values with the same message; while
 a value is impossible the field is marked and Start stays disabled.
+
+TrainingConfig lives beside the trainer, which imports torch (1.5-3 s): the form
+is filled only once there is something to train on (`load_settings`), so a sort
+opened for curation never imports it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -26,7 +31,9 @@ from PyQt6.QtWidgets import (
 
 from app.state import TrainingState
 from app.views.base import View
-from engine.pipeline.training import ConfigError, TrainingConfig
+
+if TYPE_CHECKING:
+    from engine.pipeline.training import TrainingConfig
 
 # (config field, label, parse function, tooltip). An empty n_filters or n_taps means the default rule.
 FIELDS = (
@@ -90,13 +97,12 @@ class TrainingView(View):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.fields: dict[str, QLineEdit] = {}
-        defaults = TrainingConfig()
+        self._settings_loaded = False  # the defaults are in the form (load_settings)
+        self._config_valid = False
         for attr, label, _parse, tooltip in FIELDS:
             edit = QLineEdit()
             edit.setObjectName(f"{attr}_field")
             edit.setToolTip(tooltip)
-            value = getattr(defaults, attr)
-            edit.setText("" if value is None else f"{value:g}")
             if attr in OPTIONAL_FIELDS:
                 edit.setPlaceholderText(OPTIONAL_FIELDS[attr])
             edit.textChanged.connect(self._on_form_edited)
@@ -174,11 +180,41 @@ class TrainingView(View):
         layout.addWidget(curves, 1)
 
         self.engine.progress.connect(self._on_engine_progress)
-        self._on_form_edited()
+        self.message.setText("The settings' defaults appear when a recording is opened, or when a field is edited.")
+        self._update_buttons()
 
     # ---- the form ------------------------------------------------------------------------
+    def load_settings(self) -> None:
+        """Fill the form with the defaults (fields already typed in are kept) and check it.
+
+        Called when a recording to sort is opened, when a config comes from outside (a session,
+        the launcher), and when the person edits the form or presses Start: never while curating
+        a sort, unless the person turns to training.
+        """
+        if self._settings_loaded:
+            return
+        if self.session.training_config is not None:
+            # Given while this view was hidden (the launcher's flags): the form shows it, not the defaults.
+            self._show_config(self.session.training_config)
+            self._on_form_edited()
+            return
+        from engine.pipeline.training import TrainingConfig
+
+        defaults = TrainingConfig()
+        self._settings_loaded = True
+        for attr, edit in self.fields.items():
+            value = getattr(defaults, attr)
+            if not edit.text():
+                edit.blockSignals(True)  # one check once all are filled, not one per field
+                edit.setText("" if value is None else f"{value:g}")
+                edit.blockSignals(False)
+        self._on_form_edited()
+
     def config(self) -> TrainingConfig:
         """The config the form describes; raises ConfigError naming the bad field."""
+        from engine.pipeline.training import ConfigError, TrainingConfig
+
+        self.load_settings()
         values = {}
         base = self.session.training_config or TrainingConfig()
         for attr, label, parse, _tooltip in FIELDS:
@@ -197,6 +233,11 @@ class TrainingView(View):
         return config
 
     def _on_form_edited(self, *_args) -> None:
+        if not self._settings_loaded:
+            self.load_settings()  # the person turned to the form: the rest of it gets its defaults
+            return
+        from engine.pipeline.training import ConfigError
+
         for edit in self.fields.values():
             self._mark(edit, False)
         try:
@@ -222,6 +263,8 @@ class TrainingView(View):
             edit.style().polish(edit)
 
     def _show_config(self, config: TrainingConfig) -> None:
+        # A config given from outside (a session, the launcher) fills every field: no defaults to load.
+        self._settings_loaded = True
         for attr, _label, _parse, _tooltip in FIELDS:
             value = getattr(config, attr)
             text = "" if value is None else f"{value:g}"
@@ -231,6 +274,8 @@ class TrainingView(View):
         self.init_box.setCurrentIndex(max(self.init_box.findData(config.init), 0))
 
     def _on_start(self) -> None:
+        from engine.pipeline.training import ConfigError
+
         try:
             config = self.config()
         except ConfigError as error:
@@ -284,7 +329,9 @@ class TrainingView(View):
         why_not = self._why_start_is_off()
         self.start_note.setText(why_not)
         self.start_note.setVisible(bool(why_not))
-        self.start_button.setEnabled(state == TrainingState.IDLE and has_recording and self._config_valid and not why_not)
+        # Before the form is loaded (a sort opened for curation) Start loads it and checks it when pressed.
+        valid = self._config_valid or not self._settings_loaded
+        self.start_button.setEnabled(state == TrainingState.IDLE and has_recording and valid and not why_not)
         self.pause_button.setEnabled(state == TrainingState.TRAINING)
         self.resume_button.setEnabled(state == TrainingState.PAUSED)
         self.stop_button.setEnabled(state in (TrainingState.STARTING, TrainingState.TRAINING, TrainingState.PAUSED))

@@ -62,6 +62,12 @@ RESIZE_PRECISION_ROWS = 100  # rows a column's width is measured on (Qt's defaul
 MIN_ROWS_IN_VIEW = 4  # the table never shrinks below this many rows in view
 
 
+_ROLES_ANSWERED = frozenset({
+    Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.DecorationRole,
+    Qt.ItemDataRole.TextAlignmentRole, SORT_ROLE,
+})
+
+
 class UnitTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -95,7 +101,9 @@ class UnitTableModel(QAbstractTableModel):
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or self.table is None:
+        # The view asks each shown cell for a dozen roles on every repaint (a selection repaints the
+        # table): the ones this model has nothing for are answered before looking anything up.
+        if role not in _ROLES_ANSWERED or not index.isValid() or self.table is None:
             return None
         _header, attribute, text_format, _tooltip = COLUMNS[index.column()]
         column = getattr(self.table, attribute)

@@ -12,8 +12,8 @@ of them visible in a waveform:
   few channels does not move a median of channels spread along the probe;
 - each snippet is filtered with a shorter margin either side (where the
   band-pass impulse response falls to DISPLAY_TAIL of its peak, not 1e-7: at
-  30 kHz 170 samples instead of 456); what the cut tail changes is a
-  thousandth of a spike's size;
+  30 kHz 170 samples instead of 456), and the margin read is all the padding
+  the filter gets; what the cut tail changes is a thousandth of a spike's size;
 - all snippets are filtered in one call, as a (spikes, samples, channels)
   block, instead of one call per group of nearby spikes.
 Measured on 384 channels at 30 kHz, 100 spikes on 16 channels: 2.2 s through
@@ -146,7 +146,9 @@ def read_display_snippets(
             _read_padded(parent, int(t) - before - margin, span, np.concatenate([own, reference]))
             for t, own in zip(times.tolist(), columns)
         ])
-        filtered = sosfiltfilt(sos, raw, axis=1, padtype="odd", padlen=margin)[:, margin: margin + length]
+        # The margins read are the padding: the filter's start-up dies out within them, so no extension is
+        # added (it doubled the samples filtered; measured on a 384-channel sort the snippets moved by 0.7 % of σ rms).
+        filtered = sosfiltfilt(sos, raw, axis=1, padtype=None)[:, margin: margin + length]
         if len(reference):
             filtered = filtered[:, :, :k] - np.median(filtered[:, :, k:], axis=2, keepdims=True)
         snippets[first: first + len(times)] = filtered[:, :, :k]

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from engine.curation.features import Cancelled, SpikeFeatureExtractor, progress_part
+from engine.curation.grouping import group_by_unit
 from engine.io.recording import Recording
 from engine.pipeline.sorting import Sorting
 
@@ -49,8 +50,8 @@ def stratified_subsample(spike_units: np.ndarray, max_spikes: int = MAX_EMBEDDED
     spike_units = np.asarray(spike_units)
     if len(spike_units) <= max_spikes:
         return np.arange(len(spike_units), dtype=np.int64)
-    order = np.argsort(spike_units, kind="stable")  # spikes grouped by unit, ascending in time within
-    units, starts, counts = np.unique(spike_units[order], return_index=True, return_counts=True)
+    order, _units, bounds = group_by_unit(spike_units)  # spikes grouped by unit, ascending in time within
+    starts, counts = bounds[:-1], np.diff(bounds)
     quota = _water_level(counts, max_spikes)
     chosen = []
     for start, count in zip(starts, counts):

@@ -9,12 +9,13 @@ each against SpikeInterface on one sorting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.curation.grouping import group_by_unit
 from engine.pipeline.sorting import Sorting, template_mix
 
 if TYPE_CHECKING:
@@ -116,12 +117,13 @@ def compute_unit_metrics(
     indexed by unit id; a unit without a template gets snr = nan.
     """
     spike_clusters = np.asarray(spike_clusters)
-    # One sort groups every unit's spikes, instead of one full scan per unit.
-    order = np.argsort(spike_clusters, kind="stable")  # (n_spikes,) spike indices grouped by unit
-    sorted_clusters = spike_clusters[order]
+    # One sort groups every unit's spikes, instead of one full scan per unit (a searchsorted per
+    # unit, its ids of another dtype than the spikes', copied all 2 M spikes each time: 1.1 s).
+    order, present, bounds = group_by_unit(spike_clusters)  # (n_spikes,) spike indices grouped by unit
+    where = dict(zip(present.tolist(), zip(bounds[:-1].tolist(), bounds[1:].tolist())))
     result = {}
     for unit in map(int, unit_ids):
-        start, stop = np.searchsorted(sorted_clusters, [unit, unit + 1])
+        start, stop = where.get(unit, (0, 0))
         spikes = order[start:stop]
         result[unit] = unit_metrics(
             spike_times[spikes],
@@ -172,6 +174,11 @@ class MetricsCache:
     `feature_sample`: (spike indices (m,), their features (m, d)) to measure
     each unit's L-ratio on; without it l_ratio stays nan. A unit's L-ratio
     depends only on which sampled spikes are its own, so it too never changes.
+
+    `compute=False` makes the cache at once, its units' metrics `pending`: they are
+    computed elsewhere (`unit_metrics_of` in a worker, as a curation opens) and
+    handed over with `fill`; meanwhile `metrics` gives a pending unit its spike
+    count and firing rate, nan for the rest.
     """
 
     def __init__(
@@ -182,6 +189,7 @@ class MetricsCache:
         noise_levels: np.ndarray | None = None,
         settings: MetricSettings = MetricSettings(),
         feature_sample: tuple[np.ndarray, np.ndarray] | None = None,
+        compute: bool = True,
     ) -> None:
         if curation.n_spikes != sorting.n_spikes:
             raise ValueError(f"curation has {curation.n_spikes} spikes, sorting {sorting.n_spikes}")
@@ -191,10 +199,39 @@ class MetricsCache:
         self._noise_levels = noise_levels
         self._settings = settings
         self._feature_sample = feature_sample
-        self._computed: dict[int, UnitMetrics] = {}
+        self._computed: dict[int, UnitMetrics] = {}  # without their L-ratio
+        self._l_ratios: dict[int, float] = {}  # unit -> L-ratio on the feature sample
         self._current: set[int] = set(map(int, curation.unit_ids))
-        for unit in self._current:
-            self._computed[unit] = self._compute(unit)
+        if compute:
+            for unit in self._current:
+                self._add(unit)
+
+    @property
+    def pending(self) -> list[int]:
+        """Current units whose metrics are not computed yet, ascending."""
+        return sorted(unit for unit in self._current if unit not in self._computed)
+
+    def fill(self, computed: Mapping[int, UnitMetrics]) -> None:
+        """Metrics of this curation's units computed elsewhere (`unit_metrics_of`); an id's never change."""
+        for unit, metrics in computed.items():
+            self._computed.setdefault(int(unit), replace(metrics, l_ratio=np.nan))
+
+    def unit_metrics_of(self, units) -> Callable[..., dict[int, UnitMetrics]]:
+        """A function computing the metrics of `units` (current ones) that a worker can call while the
+        curation moves on: it holds their spikes, which an id keeps for good. Called with
+        `should_stop`, it checks it between units and returns those done when it turns true."""
+        spikes = {int(unit): self._curation.spikes_of(int(unit)) for unit in units}
+        sorting, duration_s, noise_levels, settings = self._sorting, self._duration_s, self._noise_levels, self._settings
+
+        def measure(should_stop: Callable[[], bool] | None = None) -> dict[int, UnitMetrics]:
+            done = {}
+            for unit, unit_spikes in spikes.items():
+                if should_stop is not None and should_stop():
+                    break
+                done[unit] = _metrics_of_spikes(sorting, unit_spikes, duration_s, noise_levels, settings)
+            return done
+
+        return measure
 
     def set_feature_sample(
         self, feature_sample: tuple[np.ndarray, np.ndarray], known_l_ratios: dict[int, float] | None = None
@@ -214,37 +251,59 @@ class MetricsCache:
         ratios = dict(known)
         if missing:
             ratios.update(l_ratios(features, self._curation.spike_clusters[sample_spikes], missing))
-        self._computed = {unit: replace(self._computed[unit], l_ratio=ratios[unit]) for unit in current}
+        self._computed = {unit: metrics for unit, metrics in self._computed.items() if unit in self._current}
+        self._l_ratios = {unit: ratios[unit] for unit in current}
 
     @property
     def metrics(self) -> dict[int, UnitMetrics]:
-        """Current unit -> metrics, ascending unit ids."""
-        return {u: self._computed[u] for u in sorted(self._current)}
+        """Current unit -> metrics, ascending unit ids (a pending unit's: see the class)."""
+        result = {}
+        for unit in sorted(self._current):
+            metrics = self._computed.get(unit)
+            if metrics is None:
+                metrics = self._placeholder(unit)
+            ratio = self._l_ratios.get(unit)
+            result[unit] = metrics if ratio is None else replace(metrics, l_ratio=ratio)
+        return result
 
     def update(self, record: ChangeRecord) -> None:
         self._current.difference_update(record.deleted)
         for unit in record.added:
             if unit not in self._computed:
-                self._computed[unit] = self._compute(unit)
+                self._add(unit)
             self._current.add(unit)
 
-    def _compute(self, unit: int) -> UnitMetrics:
+    def _add(self, unit: int) -> None:
         spikes = self._curation.spikes_of(unit)
-        sorting = self._sorting
-        metrics = unit_metrics(
-            sorting.spike_times[spikes],
-            sorting.sampling_rate,
-            self._duration_s,
-            amplitudes=sorting.amplitudes[spikes],
-            template=_mean_template(sorting.spike_units[spikes], sorting.templates),
-            noise_levels=self._noise_levels,
-            settings=self._settings,
+        self._computed[unit] = _metrics_of_spikes(
+            self._sorting, spikes, self._duration_s, self._noise_levels, self._settings
         )
-        if self._feature_sample is None:
-            return metrics
-        sample_spikes, features = self._feature_sample
-        labels = self._curation.spike_clusters[sample_spikes]
-        return replace(metrics, l_ratio=l_ratios(features, labels, [unit])[unit])
+        if self._feature_sample is not None and unit not in self._l_ratios:
+            sample_spikes, features = self._feature_sample
+            labels = self._curation.spike_clusters[sample_spikes]
+            self._l_ratios[unit] = l_ratios(features, labels, [unit])[unit]
+
+    def _placeholder(self, unit: int) -> UnitMetrics:
+        n_spikes = len(self._curation.spikes_of(unit))
+        return UnitMetrics(
+            n_spikes=n_spikes, firing_rate=n_spikes / self._duration_s, snr=np.nan, isi_violation_ratio=np.nan,
+            isi_violation_count=0, presence_ratio=np.nan, amplitude_median=np.nan,
+        )
+
+
+def _metrics_of_spikes(
+    sorting: Sorting, spikes: np.ndarray, duration_s: float, noise_levels: np.ndarray | None, settings: MetricSettings
+) -> UnitMetrics:
+    """unit_metrics of the unit made of `spikes` (indices into `sorting`)."""
+    return unit_metrics(
+        sorting.spike_times[spikes],
+        sorting.sampling_rate,
+        duration_s,
+        amplitudes=sorting.amplitudes[spikes],
+        template=_mean_template(sorting.spike_units[spikes], sorting.templates),
+        noise_levels=noise_levels,
+        settings=settings,
+    )
 
 
 def correlograms(

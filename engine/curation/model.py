@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.cluster import KMeans
 
+from engine.curation.grouping import group_by_unit
 from engine.curation.journal import Journal, JournalCorruptError, JournalMismatchError, journal_path
 from engine.io.phy import write_cluster_groups, write_cluster_info, write_spike_clusters
 
@@ -394,6 +394,8 @@ class Curation:
             )
         if not 2 <= int(k) <= n_unit_spikes:
             raise CurationError(f"k must lie in [2, {n_unit_spikes}] for unit {unit}, got {k}")
+        from sklearn.cluster import KMeans  # scikit-learn takes a second to import: only re-clustering needs it
+
         assignment = KMeans(n_clusters=int(k), n_init=10, random_state=RECLUSTER_SEED).fit_predict(features)
         return self._recluster_with_assignment(unit, assignment)
 
@@ -667,11 +669,9 @@ def _unreplayable(journal: Journal, entry: dict, why: str) -> JournalCorruptErro
 
 def _index_by_unit(spike_clusters: np.ndarray) -> dict[int, np.ndarray]:
     """unit -> (n_unit_spikes,) int64 ascending spike indices, read-only views."""
-    order = np.argsort(spike_clusters, kind="stable")  # (n_spikes,) grouped by unit, ascending within
+    order, units, bounds = group_by_unit(spike_clusters)  # order: grouped by unit, ascending within
     order.flags.writeable = False
-    sorted_units = spike_clusters[order]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_units)) + 1, [len(order)]])
-    return {int(sorted_units[a]): order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a}
+    return {unit: order[a:b] for unit, a, b in zip(units.tolist(), bounds[:-1].tolist(), bounds[1:].tolist())}
 
 
 def _is_single_id(value: object) -> bool:

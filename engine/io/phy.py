@@ -537,9 +537,12 @@ def _mix_templates(counts: np.ndarray, templates: np.ndarray) -> np.ndarray:
     others are mixed (a dense einsum over every template took 11 s at 500 units × 384 channels).
     """
     n_units, n_templates = counts.shape
-    mixed = np.zeros((n_units,) + templates.shape[1:], dtype=np.float32)
     used = counts > 0
     single = used.sum(axis=1) == 1
+    if n_units == n_templates and single.all() and np.array_equal(counts.argmax(axis=1), np.arange(n_units)):
+        # Cluster k is template k, as in a folder nobody curated yet: the templates themselves.
+        return templates
+    mixed = np.zeros((n_units,) + templates.shape[1:], dtype=np.float32)
     mixed[single] = templates[counts[single].argmax(axis=1)]
     for unit in np.flatnonzero(used.sum(axis=1) > 1).tolist():
         present = np.flatnonzero(used[unit])
@@ -599,7 +602,10 @@ def _read_templates(folder: Path, n_channels: int) -> np.ndarray | None:
     """Dense, un-whitened templates, or None when the folder has none."""
     if not (folder / "templates.npy").exists():
         return None
-    templates = np.nan_to_num(_read_npy(folder, "templates.npy").astype(np.float32))
+    # No copy when the file holds float32 already (137 MB at 500 units × 179 taps × 384 channels).
+    templates = _read_npy(folder, "templates.npy").astype(np.float32, copy=False)
+    if not np.isfinite(templates).all():  # the check alone: nan_to_num copied them all
+        templates = np.nan_to_num(templates, copy=False)
     if templates.ndim != 3:
         raise PhyFolderError(f"templates.npy must be (n_templates, n_samples, n_channels), got {templates.shape}")
     # phy's sparse layout (SpikeInterface writes it): template_ind.npy lists the
@@ -618,11 +624,14 @@ def _read_templates(folder: Path, n_channels: int) -> np.ndarray | None:
         # (templates × taps, channels) product: the stacked 3-D matmul took 12 s at 500 × 384 channels.
         unwhitening = _read_npy(folder, "whitening_mat_inv.npy").astype(np.float32)
         flat = templates.reshape(-1, templates.shape[2])
-        if np.count_nonzero(unwhitening - np.diag(np.diag(unwhitening))) == 0:
-            flat = flat * np.diag(unwhitening)  # diagonal (an identity, a per-channel scale): no product needed
+        scale = np.diag(unwhitening)
+        if np.count_nonzero(unwhitening - np.diag(scale)) == 0:
+            # Diagonal (an identity, a per-channel scale): no product needed, and none at all for an identity.
+            if not np.all(scale == 1):
+                flat = flat * scale
         else:
             flat = flat @ unwhitening
-        templates = flat.astype(np.float32).reshape(templates.shape)
+        templates = flat.astype(np.float32, copy=False).reshape(templates.shape)
     return templates
 
 
