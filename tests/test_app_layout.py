@@ -136,3 +136,20 @@ def test_one_replayed_action_is_said_in_the_singular(qtbot, four_unit_folder):
     reopened = open_for_curation(qtbot, four_unit_folder)
     assert "1 action replayed" in reopened.status_label.text()
     reopened.close()
+
+
+def test_the_default_layout_gives_every_unit_view_room(qtbot, four_unit_folder):
+    """Amplitudes, Firing rate, Correlograms, ISI and Waveforms are readable at 1600 × 1000, not
+    squeezed to slivers beside the Codes view and under the Units table (as they were)."""
+    window = open_for_curation(qtbot, four_unit_folder)
+    window.resize(1600, 1000)
+    window.reset_layout()
+    qtbot.wait(100)
+    for name in ("amplitudes", "firing_rate", "correlograms", "isi", "waveforms"):
+        size = window.docks[name].size()
+        # Measured before the dock weights: Amplitudes 73 px wide, Waveforms 20 px tall.
+        assert size.width() >= 240 and size.height() >= 100, (name, size)
+    assert window.views["units"].proxy.rowCount() == 4
+    assert window.views["units"].table_view.verticalScrollBar().maximum() == 0, "4 rows do not fit"
+    save_shot(window, "default_layout.png")
+    window.close()
