@@ -172,11 +172,12 @@ class WorkingSetEncoder:
     def _fista(self, gram: sparse.csr_matrix, correlation: np.ndarray, lambdas: np.ndarray,
                start: np.ndarray) -> np.ndarray:
         """FISTA on the working set from `start`: the dense encoder's loop, restricted, run on until no
-        code moves by CONVERGED_CHANGE in a step (at most _MAX_CHECKS × T steps).
+        code moves by CONVERGED_CHANGE in a step (at most _MAX_CHECKS × T steps); a rough encoder
+        (settled_fraction > 0) takes the encoder's T steps.
 
-        Each solve is final (later checks re-solve only near what they add), so it must be the
-        lasso's solution, not T steps towards it: with T = 100 steps the demo's codes were 7.8 %
-        of the largest from the converged ones, where the dense encoder's were 3 %."""
+        Each solve is final (later checks re-solve only near what they add), so for sorting it must
+        be the lasso's solution, not T steps towards it: with T = 100 steps the demo's codes were
+        7.8 % of the largest from the converged ones, where the dense encoder's were 3 %."""
         matrix = _torch_csr(gram)
         rough = self.settled_fraction > 0  # T steps are enough there
         with single_thread():  # hundreds of steps of small operations (engine/cpu.py says why)
@@ -219,12 +220,19 @@ class WorkingSetEncoder:
         # This block's lasso with the rest fixed: Hᵀy less the fixed codes' pull, i.e. the gradient plus the block's own.
         local_correlation = (gradient[index] + gram @ before).astype(np.float32)
         codes[index] = self._fista(gram, local_correlation, self.lambdas[filters], before)
-        change = np.zeros_like(codes)
-        change[index] = codes[index] - before
-        return self._gram_product(change)
+        change = codes[index] - before
+        moved = change != 0
+        return self._gram_product_at(index[0][moved], index[1][moved], index[2][moved], change[moved], codes.shape)
 
     def _gram_product(self, codes: np.ndarray) -> np.ndarray:
-        """HᵀHx over whole chunks (batch, K, m): what the codes explain, seen through the filters.
+        """HᵀHx over whole chunks (batch, K, m) of dense `codes`: `_gram_product_at` their non-zeros."""
+        chunks, filters, times = np.nonzero(codes)
+        return self._gram_product_at(chunks, filters, times, codes[chunks, filters, times], codes.shape)
+
+    def _gram_product_at(self, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray, values: np.ndarray,
+                         shape: tuple[int, int, int]) -> np.ndarray:
+        """HᵀHx over whole chunks (`shape` = batch, K, m), x given by its non-zero `values` at
+        (chunks, filters, times): what the codes explain, seen through the filters.
 
         Hᵀ(y − Hx) = Hᵀy − HᵀHx is the lasso's gradient. HᵀHx is summed from the Gram tensor, one row of it per non-zero code,
         not by synthesising the chunks and correlating them again: the codes
@@ -232,12 +240,11 @@ class WorkingSetEncoder:
         lengths) instead of two convolutions over every channel and sample
         (on a 32-channel probe the convolutions were 40 % of the pruning pass).
         """
-        n_chunks, n_filters, n_codes = codes.shape
+        n_chunks, n_filters, n_codes = shape
         n_taps = self.n_taps
         padded = n_codes + 2 * (n_taps - 1)  # room for the lags that fall off either end
         gram_codes = torch.zeros(n_chunks * n_filters * padded, dtype=torch.float32)
-        chunks, filters, times = np.nonzero(codes)
-        values = codes[chunks, filters, times].astype(np.float32)
+        values = np.asarray(values, dtype=np.float32)
         lags = np.arange(2 * n_taps - 1)
         for source in np.unique(filters):
             partners = self.partners[source]
