@@ -84,14 +84,26 @@ def test_working_set_codes_match_the_dense_encoder_on_a_simulated_recording(simu
     for row in range(2):
         assert objective(model, signal[row : row + 1], sparse_codes[row : row + 1]) <= \
             objective(model, signal[row : row + 1], dense_codes[row : row + 1]) * (1 + 1e-4)
-    # The working set runs FISTA to (near) convergence on few codes, so it lands on the
-    # lasso's solution (2000 dense steps) at least as closely as the dense encoder's T steps:
-    # measured, the same support exactly and codes within 0.5 %.
-    support_sparse, support_dense, support_converged = sparse_codes > 0, dense_codes > 0, converged > 0
+    # The working set runs FISTA to convergence, so it lands on the lasso's solution (dense FISTA run
+    # for 3000 steps) more closely than the dense encoder's T steps. Compared before debiasing: the
+    # 6 look-alike filters make the solution nearly degenerate, and debiasing a support that differs
+    # by one 0.03 code (allowed below) turns it into a 2.7 one, where the lasso itself agrees.
+    lasso = CRsAE(model.filters.detach(), model.lambdas.detach(), model.n_iterations, n_debias_iterations=0)
+    sparse_lasso = WorkingSetEncoder(lasso, lipschitz).encode(signal)
+    with torch.no_grad():
+        dense_lasso = lasso.encode(torch.from_numpy(signal), lipschitz=lipschitz).numpy()
+        converged = lasso.encode(torch.from_numpy(signal), lipschitz=lipschitz, n_iterations=3000).numpy()
+    support_sparse, support_dense, support_converged = sparse_lasso > 0, dense_lasso > 0, converged > 0
     assert (support_sparse ^ support_converged).sum() <= min((support_dense ^ support_converged).sum(),
                                                             0.01 * support_converged.sum())
-    assert np.abs(sparse_codes - converged).max() < 0.02 * converged.max()
-    assert np.abs(sparse_codes - dense_codes).max() < 0.1 * dense_codes.max()
+    # Measured: 0.5 % of the largest code apart, the dense encoder's T steps 2.4 %.
+    assert np.abs(sparse_lasso - converged).max() < 0.02 * converged.max()
+    assert np.abs(sparse_lasso - converged).max() < np.abs(dense_lasso - converged).max()
+    assert objective(lasso, signal, sparse_lasso) <= objective(lasso, signal, converged) * (1 + 1e-5)
+    # After debiasing, both explain the signal alike.
+    with torch.no_grad():
+        sparse_signal, dense_signal = (model.decode(torch.from_numpy(codes)).numpy() for codes in (sparse_codes, dense_codes))
+    assert np.linalg.norm(sparse_signal - dense_signal) < 0.05 * np.linalg.norm(dense_signal)
 
 
 def test_rough_coding_stops_its_checks_sooner_and_stays_near_the_solution(simulated, monkeypatch):
@@ -193,3 +205,37 @@ def test_filters_on_far_apart_channels_do_not_interact():
     dense = matrix.toarray()
     assert dense[0, 1] == 0 and dense[1, 2] == 0 and dense[0, 2] != 0
     assert matrix.nnz == 5  # three diagonal entries and the 0-0 pair both ways
+
+
+def test_a_spike_starts_with_one_code_not_one_per_overlapping_filter():
+    """The screen keeps a spike's best code and drops the shadows it casts on look-alike filters,
+    but keeps a second spike the first cannot explain, however close."""
+    shape = biphasic()
+    look_alike = np.roll(shape, 1) + 0.3 * biphasic(width=3.0)  # overlaps the first filter's shape closely
+    taps = np.arange(len(shape))
+    other = np.sin(taps / 0.8) * np.exp(-0.5 * ((taps - 12) / 5.0) ** 2)  # a different shape
+    model = CRsAE(np.stack([shape, look_alike, other])[:, None, :], 4.0, n_debias_iterations=0)
+    similarity = gram_tensor(model).max(axis=2)
+    assert similarity[0, 1] > 0.9 and similarity[0, 2] < 0.3
+    filters = model.filters.detach().numpy()[:, 0].astype(np.float64)
+    signal = np.zeros((1, 1, 300), dtype=np.float32)
+    signal[0, 0, 100 : 100 + len(shape)] += 50.0 * filters[0]
+    encoder = WorkingSetEncoder(model)
+    with torch.no_grad():
+        correlation = model.analysis(torch.from_numpy(signal)).numpy()
+    candidates = (correlation > encoder.screen * encoder.lambdas[None, :, None]) & encoder._peaks(correlation)
+    assert candidates[0, 1].any()  # the look-alike correlates above its threshold: a shadow
+    kept = encoder._distinct(candidates, correlation)
+    assert np.flatnonzero(kept[0, 0]).tolist() == [100] and not kept[0, 1].any()
+    # A spike of the third filter 8 samples later is no shadow of the first: it stays.
+    signal[0, 0, 108 : 108 + len(shape)] += 30.0 * filters[2]
+    with torch.no_grad():
+        correlation = model.analysis(torch.from_numpy(signal)).numpy()
+    candidates = (correlation > encoder.screen * encoder.lambdas[None, :, None]) & encoder._peaks(correlation)
+    kept = encoder._distinct(candidates, correlation)
+    assert kept[0, 0, 100] and kept[0, 2, 108]
+    # And the solution is still the lasso's.
+    codes = encoder.encode(signal)[0]
+    with torch.no_grad():
+        converged = model.encode(torch.from_numpy(signal), n_iterations=3000)[0].numpy()
+    np.testing.assert_allclose(codes[[0, 2], [100, 108]], converged[[0, 2], [100, 108]], rtol=0.02)

@@ -23,7 +23,7 @@ from engine.cpu import adapt_threads
 from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
 from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms, place_atoms
-from engine.pipeline.refinement import AmplitudePrior, refine_spikes
+from engine.pipeline.refinement import AmplitudePrior, filters_sharing_channels, refine_spikes
 from engine.pipeline.sorting import peak_taps
 from engine.model.working_set import WorkingSetEncoder
 
@@ -223,6 +223,8 @@ class ChunkSpikeFinder:
         self.filters = settings.filters  # (n_filters, n_channels, n_taps)
         self.filter_peaks = peak_taps(settings.filters.transpose(0, 2, 1))
         self.scale = noise_scale(settings.noise_levels)
+        # What refinement may relabel each filter's spikes to (computed once, not per chunk).
+        self.candidates_of = filters_sharing_channels(settings.filters) if settings.prior is not None else None
         self.working_set = (
             WorkingSetEncoder(self.model, settings.lipschitz, settled_fraction=settings.settled_fraction)
             if uses_working_set(settings.solver, self.model.filters.device) else None
@@ -233,7 +235,7 @@ class ChunkSpikeFinder:
         s = self.settings
         return [
             spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
-                              s.dead_time, s.min_amplitude, s.prior)
+                              s.dead_time, s.min_amplitude, s.prior, self.candidates_of)
             for core_start, core_stop, window_start, codes, signal in encode_batch(
                 self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set)
         ]
@@ -249,6 +251,7 @@ def spikes_from_codes(
     dead_time: int,
     min_amplitude: float,
     prior: AmplitudePrior | None = None,
+    candidates_of: list[np.ndarray] | None = None,
 ) -> SpikeEvents:
     """The spikes of one chunk: code maxima, less the redundant ones, optionally relabelled.
 
@@ -260,7 +263,7 @@ def spikes_from_codes(
        own bar for a lone spike, λ², as the energy an event must explain.
     3. With an amplitude `prior`, each spike is relabelled by its best filter
        given its neighbours (engine/pipeline/refinement.py).
-    Only spikes whose time falls inside `core` are kept.
+    Only spikes whose time falls inside `core` are kept. `candidates_of`: see refinement.filters_sharing_channels.
     signal: (n_channels, n_window) noise-normalised; filters: (n_filters, n_channels, n_taps).
     """
     if codes.size == 0:
@@ -274,7 +277,7 @@ def spikes_from_codes(
         reconstruction = place_atoms(signal.shape, starts, atoms * scales[:, None, None])
         times, spike_filters, amplitudes = refine_spikes(
             signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior,
-            max_shift=dead_time,
+            max_shift=dead_time, candidates_of=candidates_of,
         )
     times = times + window_start
     inside = (times >= core[0]) & (times < core[1]) & (amplitudes >= min_amplitude)
