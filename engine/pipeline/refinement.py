@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+import torch
 
 
 @dataclass
@@ -117,40 +117,32 @@ def _refit(residual: np.ndarray, code_index: np.ndarray, spike_filters: np.ndarr
     windows = padded[:, offsets].transpose(1, 0, 2).copy()  # (n_spikes, n_channels, width)
     # Put each spike's own contribution back: its code at i - 1, i, i + 1.
     own_filters = filters[spike_filters]  # (n_spikes, n_channels, n_taps)
-    rows = np.arange(n_spikes)[:, None]
+    rows = np.broadcast_to(np.arange(n_spikes)[:, None], (n_spikes, n_taps))
     for delta in (-1, 0, 1):
         place = code_index + delta - starts  # window offset of that code's first tap
         taps = place[:, None] + np.arange(n_taps)[None, :]  # (n_spikes, n_taps)
         inside = (taps >= 0) & (taps < width)
-        amount = code_triplets[:, delta + 1][:, None, None] * own_filters
-        row_index = np.broadcast_to(rows, taps.shape)[inside]
-        for channel in range(n_channels):
-            np.add.at(windows[:, channel, :], (row_index, taps[inside]), amount[:, channel, :][inside])
-    # Inner product of every candidate at every position of the window.
-    views = sliding_window_view(windows, n_taps, axis=2)  # (n_spikes, n_channels, n_positions, n_taps)
-    fit = np.einsum("scpt,kct->skp", views, filters[candidates], optimize=True)  # (n_spikes, n_candidates, n_positions)
-    # Position p places filter k's extremum at starts + p + peak_k; allow ±max_shift around the spike.
-    best_cost = np.full(n_spikes, np.inf)
-    best_filter = spike_filters.copy()
-    best_time = spike_times.copy()
-    best_amplitude = np.zeros(n_spikes)
-    energy = np.einsum("sct,sct->s", windows, windows)
-    for column, k in enumerate(candidates):
-        for shift in range(-max_shift, max_shift + 1):
-            position = lead + shift - peaks[k]
-            if position < 0 or position >= fit.shape[2]:
-                continue
-            projection = fit[:, column, position]
-            inverse_variance = 1.0 / prior.variances[k]
-            amplitude = (projection + prior.means[k] * inverse_variance) / (1.0 + inverse_variance)
-            cost = (
-                energy - 2.0 * amplitude * projection + amplitude**2
-                + (amplitude - prior.means[k]) ** 2 * inverse_variance
-                + np.log(prior.variances[k])
-            )
-            better = cost < best_cost
-            best_cost[better] = cost[better]
-            best_filter[better] = k
-            best_time[better] = spike_times[better] + shift
-            best_amplitude[better] = amplitude[better]
-    return best_time, best_filter, best_amplitude
+        amount = code_triplets[:, delta + 1][:, None, None] * own_filters  # (n_spikes, n_channels, n_taps)
+        # Each (spike, tap) is placed once per delta, so a plain indexed add is exact.
+        windows[rows[inside], :, taps[inside]] += amount.transpose(0, 2, 1)[inside]
+    # Inner product of every candidate at every position of the window: a cross-correlation, which
+    # torch runs without materialising the (spikes × channels × positions × taps) windows einsum needed.
+    with torch.no_grad():
+        fit = torch.nn.functional.conv1d(torch.from_numpy(windows), torch.from_numpy(
+            np.ascontiguousarray(filters[candidates], dtype=np.float32))).numpy()  # (n_spikes, n_candidates, n_positions)
+    energy = np.einsum("sct,sct->s", windows, windows).astype(np.float64)
+    # Position lead + shift − peak_k places filter k's extremum at spike time + shift.
+    shifts = np.arange(-max_shift, max_shift + 1)
+    positions = lead + shifts[None, :] - peaks[candidates][:, None]  # (n_candidates, n_shifts)
+    valid = (positions >= 0) & (positions < fit.shape[2])  # (n_candidates, n_shifts)
+    projection = np.take_along_axis(fit, np.clip(positions, 0, fit.shape[2] - 1)[None], axis=2).astype(np.float64)
+    inverse_variance = (1.0 / prior.variances[candidates])[None, :, None]
+    means = prior.means[candidates][None, :, None]
+    amplitude = (projection + means * inverse_variance) / (1.0 + inverse_variance)
+    cost = (energy[:, None, None] - 2.0 * amplitude * projection + amplitude**2
+            + (amplitude - means) ** 2 * inverse_variance + np.log(prior.variances[candidates])[None, :, None])
+    cost = np.where(valid[None], cost, np.inf).reshape(n_spikes, -1)
+    best = np.argmin(cost, axis=1)  # the first of equal costs: candidates in order, shifts from −max_shift
+    column, shift_index = np.unravel_index(best, positions.shape)
+    return (spike_times + shifts[shift_index], candidates[column].astype(spike_filters.dtype),
+            amplitude.reshape(n_spikes, -1)[np.arange(n_spikes), best])
