@@ -8,7 +8,7 @@ bigger, 0.85-0.93 similar units, so it matched none of its own.
 
 Each event is an atom: its filter spread over the three code samples around
 its maximum, i.e. exactly what the codes put into the reconstruction. Events
-whose atoms overlap form a group; within a group the atoms' amplitudes are
+whose atoms overlap in time on a shared channel form a group; within a group the atoms' amplitudes are
 refitted by least squares, and the event whose removal costs the least
 explained energy is dropped while that cost is below `min_energy`; then the
 rest are refitted, and so on. For a lone spike of amplitude a the cost is a²,
@@ -21,6 +21,8 @@ take up a different neuron's shape.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sparse
+from scipy.sparse.csgraph import connected_components
 
 # Relative ridge on each group's Gram matrix: keeps the solve stable when two
 # atoms are nearly the same (the very case this module exists for).
@@ -75,22 +77,19 @@ def eliminate_redundant_events(
     atoms_sorted = atoms[order]
     correlations = _atom_correlations(signal, starts_sorted, atoms_sorted)
     norms = np.einsum("ecw,ecw->e", atoms_sorted, atoms_sorted)
-    # Groups: runs of events whose atoms overlap the one before (sorted by start).
-    reach = np.maximum.accumulate(starts_sorted + width)
-    new_group = np.ones(n_events, dtype=bool)
-    new_group[1:] = starts_sorted[1:] >= reach[:-1]
-    bounds = np.flatnonzero(np.append(new_group, True))
+    groups = _overlapping_groups(starts_sorted, atoms_sorted)
+    sizes = np.bincount(groups)
 
     keep_sorted = np.ones(n_events, dtype=bool)
     scale_sorted = np.ones(n_events)
     # Lone events: the least-squares scale and explained energy in closed form.
-    sizes = np.diff(bounds)
-    lone = np.repeat(sizes == 1, sizes)
+    lone = sizes[groups] == 1
     safe_norms = np.maximum(norms, 1e-12)
     scale_sorted[lone] = correlations[lone] / safe_norms[lone]
     keep_sorted[lone] = (correlations[lone] > 0) & (correlations[lone] ** 2 / safe_norms[lone] >= min_energy)
-    for group in np.flatnonzero(sizes > 1):
-        members = np.arange(bounds[group], bounds[group + 1])
+    shared = np.flatnonzero(~lone)
+    by_group = shared[np.argsort(groups[shared], kind="stable")]  # each group's members stay in start order
+    for members in np.split(by_group, np.flatnonzero(np.diff(groups[by_group])) + 1) if by_group.size else []:
         kept, fitted = _eliminate_in_group(starts_sorted[members], atoms_sorted[members], correlations[members],
                                            min_energy)
         keep_sorted[members] = kept
@@ -98,6 +97,25 @@ def eliminate_redundant_events(
     keep[order] = keep_sorted
     scales[order] = np.where(keep_sorted, scale_sorted, 0.0)
     return keep, scales
+
+
+def _overlapping_groups(starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """(n_events,) group label of each event (`starts` sorted): events are linked when their atoms
+    overlap in time and share a channel, and a group is what is linked, directly or through others.
+
+    Time alone is not enough on a probe: at 384 channels spikes far apart on the shank overlap in
+    time all the time, and a 1-second chunk became one group of thousands of events (its
+    elimination loop costs the group's size to the fourth power)."""
+    n_events, width = len(starts), atoms.shape[2]
+    channels = np.packbits(np.any(atoms != 0, axis=2), axis=1)  # (n_events, bytes): each atom's channels
+    last = np.searchsorted(starts, starts + width, side="left")  # events from i + 1 to last - 1 overlap i
+    counts = np.maximum(last - np.arange(n_events) - 1, 0)
+    first_pair = np.repeat(np.arange(n_events), counts)
+    second_pair = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + first_pair + 1
+    linked = np.any(channels[first_pair] & channels[second_pair], axis=1)
+    graph = sparse.coo_matrix((np.ones(int(linked.sum()), dtype=np.int8), (first_pair[linked], second_pair[linked])),
+                              shape=(n_events, n_events))
+    return connected_components(graph, directed=False)[1]
 
 
 def _atom_correlations(signal: np.ndarray, starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
