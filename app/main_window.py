@@ -88,7 +88,10 @@ class MainWindow(QMainWindow):
             dock = QDockWidget(view_class.title, self)
             dock.setObjectName(f"{view_class.name}_dock")
             dock.setWidget(view)
-            dock.visibilityChanged.connect(lambda visible, view=view: visible and view.became_visible())
+            # A bound method of the view, not a lambda holding it: when the garbage collector broke the
+            # window's reference cycles it cleared such a lambda's defaults first, and each dock hidden as
+            # the window was then destroyed called it as "() missing 1 required positional argument: 'view'".
+            dock.visibilityChanged.connect(view.on_dock_visibility_changed)
             dock.setFeatures(
                 QDockWidget.DockWidgetFeature.DockWidgetMovable
                 | QDockWidget.DockWidgetFeature.DockWidgetClosable

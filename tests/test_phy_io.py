@@ -243,6 +243,31 @@ def test_reads_a_kilosort_folder(tmp_path):
     assert result.templates[0, 2, 0] == 2.0 and result.templates[1, 2, 1] == 3.0  # un-whitened
 
 
+def without_params(folder, *names):
+    """`folder`'s params.py without the lines that set `names` (what another tool's params.py lacks)."""
+    params = folder / "params.py"
+    lines = params.read_text(encoding="utf-8").splitlines(keepends=True)
+    params.write_text("".join(line for line in lines if line.split("=")[0].strip() not in names), encoding="utf-8")
+    return folder
+
+
+def test_amplitudes_are_microvolts_in_our_folders_and_a_template_scaling_in_another_tools(tmp_path, sorting):
+    import shutil
+
+    ours = export_phy(sorting, tmp_path / "ours")
+    assert load_phy(ours).to_sorting().amplitude_unit == "µV"
+    # Folders we wrote before params.py named the unit held µV too; their gain_to_uv says they are ours.
+    older = without_params(shutil.copytree(ours, tmp_path / "older"), "amplitude_unit")
+    assert load_phy(older).to_sorting().amplitude_unit == "µV"
+    kilosort = without_params(shutil.copytree(ours, tmp_path / "kilosort"), "amplitude_unit", "gain_to_uv")
+    foreign = load_phy(kilosort).to_sorting()
+    assert foreign.amplitude_unit == "template scaling"
+    # Another tool's sort that we save again (a session) keeps saying what its amplitudes are.
+    assert load_phy(export_phy(foreign, tmp_path / "resaved")).to_sorting().amplitude_unit == "template scaling"
+    (kilosort / "amplitudes.npy").unlink()
+    assert load_phy(kilosort).to_sorting().amplitude_unit == "template peak"
+
+
 def test_reads_a_spikeinterface_export_with_sparse_templates(tmp_path):
     folder = tmp_path / "si"
     (folder).mkdir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QDockWidget
 
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
@@ -37,7 +38,7 @@ class AmplitudesView(UnitView):
         self.lasso.lasso_drawn.connect(self._on_lasso)
         self.plot = self.graphics.addPlot(row=0, col=0, viewBox=self.lasso)
         self.plot.setLabel("bottom", "time", units="s")
-        self.plot.setLabel("left", "amplitude (µV)")
+        # No label up the y axis: the dock's title says what y is in (_show_amplitude_unit).
         self.plot.hideButtons()
         self.histogram = self.graphics.addPlot(row=0, col=1)
         self.histogram.setYLink(self.plot)
@@ -52,6 +53,9 @@ class AmplitudesView(UnitView):
         self.scatters: dict[int, PointCloudItem] = {}  # unit -> its spikes
         self.distributions: dict[int, pg.BarGraphItem] = {}  # unit -> its amplitude histogram, bars lying sideways
         self.set_content(self.graphics)
+        # Whether or not the view is shown: a tab behind another shows the dock's title too.
+        self.session.recording_changed.connect(self._show_amplitude_unit)
+        self.session.sorting_changed.connect(self._show_amplitude_unit)
 
     def redraw(self) -> None:
         message = self.missing_content_message()
@@ -81,6 +85,20 @@ class AmplitudesView(UnitView):
         if times:
             fit_range(self.plot, (min(t[0] for t in times), max(t[-1] for t in times)), (edges[0], edges[-1]))
         self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
+
+    def _show_amplitude_unit(self) -> None:
+        """Name what the amplitudes are in, in the dock's title: "Amplitudes (µV)".
+
+        Our sorts' amplitudes are µV; a Kilosort folder's amplitudes.npy holds unitless
+        template scalings. Not up the y axis: in the default layout the plot is ~60 px tall,
+        and "amplitude (µV)" written there was cut to "amplitude ("; a title row above the
+        plot left the spikes 5 px.
+        """
+        sorting = self.session.sorting
+        title = self.title if sorting is None else f"{self.title} ({sorting.amplitude_unit})"
+        dock = self.parentWidget()
+        if isinstance(dock, QDockWidget) and dock.windowTitle() != title:
+            dock.setWindowTitle(title)
 
     def _items_of(self, unit: int) -> tuple[PointCloudItem, pg.BarGraphItem]:
         if unit not in self.scatters:

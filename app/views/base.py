@@ -76,6 +76,11 @@ class View(QWidget):
             self._stale = False
             self.refresh()
 
+    def on_dock_visibility_changed(self, visible: bool) -> None:
+        """Connected to the dock's visibilityChanged: a tab brought to the front redraws if stale."""
+        if visible:
+            self.became_visible()
+
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self.became_visible()

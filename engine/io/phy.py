@@ -17,7 +17,9 @@ What is in a folder (one row per spike unless said otherwise):
     cluster_group.tsv      cluster_id<TAB>group (good / mua / noise / unsorted)
 
 We add `gain_to_uv` to params.py (µV per raw unit) so that the raw data reads
-back in µV; phy and SpikeInterface ignore names they do not know.
+back in µV, and `amplitude_unit` (what amplitudes.npy holds: "µV" for our own
+sorts), so that a view can label the axis; phy and SpikeInterface ignore names
+they do not know.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def export_phy(
     staging.mkdir()
     try:
         data_params, channel_map = _place_raw_data(recording, staging, out_dir, sorting.n_channels)
-        _write_params(staging, data_params, sorting.sampling_rate, hp_filtered)
+        _write_params(staging, data_params, sorting.sampling_rate, hp_filtered, sorting.amplitude_unit)
         _write_spikes(staging, sorting)
         _write_templates(staging, sorting, channel_map)
         write_cluster_groups(staging, groups)
@@ -211,10 +213,20 @@ def _write_int16(recording: Recording, path: Path) -> float:
     return gain_to_uv
 
 
-def _write_params(folder: Path, data_params: dict, sampling_rate: float, hp_filtered: bool) -> None:
-    values = {**data_params, "sample_rate": float(sampling_rate), "hp_filtered": bool(hp_filtered)}
-    order = ["dat_path", "n_channels_dat", "dtype", "offset", "sample_rate", "hp_filtered", "gain_to_uv"]
-    lines = ["# Written by Sparsort. gain_to_uv: µV per raw data unit (read by Sparsort, ignored by phy)."]
+def _write_params(
+    folder: Path, data_params: dict, sampling_rate: float, hp_filtered: bool, amplitude_unit: str
+) -> None:
+    values = {
+        **data_params, "sample_rate": float(sampling_rate), "hp_filtered": bool(hp_filtered),
+        "amplitude_unit": amplitude_unit,
+    }
+    order = [
+        "dat_path", "n_channels_dat", "dtype", "offset", "sample_rate", "hp_filtered", "gain_to_uv", "amplitude_unit"
+    ]
+    lines = [
+        "# Written by Sparsort. gain_to_uv: µV per raw data unit; amplitude_unit: what amplitudes.npy holds "
+        "(both read by Sparsort, ignored by phy)."
+    ]
     lines += [f"{name} = {values[name]!r}" for name in order]
     write_text_atomic(folder / PARAMS_FILE, "\n".join(lines) + "\n")
 
@@ -403,6 +415,22 @@ class PhyFolder:
     def cluster_ids(self) -> np.ndarray:
         return np.unique(self.spike_clusters)
 
+    @property
+    def written_by_sparsort(self) -> bool:
+        # Every params.py we write carries gain_to_uv; Kilosort's and SpikeInterface's do not.
+        return "gain_to_uv" in self.params
+
+    @property
+    def amplitude_unit(self) -> str:
+        """What amplitudes.npy holds: "µV" in a folder we wrote, Kilosort's unitless "template scaling" otherwise.
+
+        Our params.py names it (folders we wrote before it did held µV); another
+        tool's amplitudes scale its templates, whatever those are in.
+        """
+        if "amplitude_unit" in self.params:
+            return str(self.params["amplitude_unit"])
+        return "µV" if self.written_by_sparsort else "template scaling"
+
     def sorted_recording(self) -> Recording | None:
         """The raw data of the sorted channels only (channel_map's columns), or None without raw data."""
         whole = self.recording
@@ -424,10 +452,12 @@ class PhyFolder:
         spike_units = np.searchsorted(cluster_ids, self.spike_clusters).astype(np.int32)  # (n_spikes,)
         templates, source = self._unit_templates(len(cluster_ids), spike_units, max_waveforms_per_unit)
         if self.amplitudes is not None:
-            amplitudes = self.amplitudes
+            amplitudes, amplitude_unit = self.amplitudes, self.amplitude_unit
         else:
-            # Without amplitudes, each spike gets its unit's peak: flat, but in the right units.
+            # Without amplitudes, each spike gets its unit's peak: flat, in the templates' units
+            # (µV in our folders; another tool's templates may be whitened or in raw data units).
             amplitudes = np.abs(templates).max(axis=(1, 2))[spike_units] if len(templates) else np.zeros(0)
+            amplitude_unit = "µV" if self.written_by_sparsort else "template peak"
         unit_groups = {
             unit: self.cluster_groups.get(int(cluster), DEFAULT_GROUP) for unit, cluster in enumerate(cluster_ids)
         }
@@ -442,6 +472,7 @@ class PhyFolder:
             unit_groups=unit_groups,
             templates_source=source,
             phy_folder=str(self.path),
+            amplitude_unit=amplitude_unit,
         )
 
     def _unit_templates(self, n_units: int, spike_units: np.ndarray, max_waveforms: int) -> tuple[np.ndarray, str]:

@@ -29,7 +29,7 @@ class SortProvenance:
 class Sorting:
     spike_times: np.ndarray  # (n_spikes,) int64 sample index, sorted ascending
     spike_units: np.ndarray  # (n_spikes,) int32 unit id (index into `templates`)
-    amplitudes: np.ndarray  # (n_spikes,) float32 spike amplitude (code value x filter peak, µV)
+    amplitudes: np.ndarray  # (n_spikes,) float32 spike amplitude (code value x filter peak), in `amplitude_unit`
     templates: np.ndarray  # (n_units, n_taps, n_channels) float32 unit shapes in µV
     sampling_rate: float  # Hz
     # (n_units,) int: tap of each template's extremum on its main channel, so a
@@ -47,6 +47,8 @@ class Sorting:
     unit_groups: dict[int, str] = field(default_factory=dict)  # unit index -> phy group (good, mua, noise, ...)
     templates_source: str | None = None  # "templates.npy", "raw data" or "none"
     phy_folder: str | None = None  # the folder it was read from
+    # What `amplitudes` are in: "µV" for our sorts; Kilosort's amplitudes.npy holds a unitless "template scaling".
+    amplitude_unit: str = "µV"
 
     def __post_init__(self) -> None:
         self.spike_times = np.asarray(self.spike_times, dtype=np.int64)
