@@ -28,8 +28,8 @@ def test_a_spike_split_between_two_lookalike_filters_keeps_only_the_right_one():
     index = np.array([50, 50])
     which = np.array([0, 1])
     triplets = np.array([[0.0, 13.0, 0.0], [0.0, 7.5, 0.0]])
-    starts, atoms = event_atoms(index, which, triplets, filters)
-    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2)
+    starts, atoms, channels = event_atoms(index, which, triplets, filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
     assert keep.tolist() == [True, False]
     assert abs(13.0 * scales[0] - 20.0) < 0.5  # refitted to the whole spike
 
@@ -37,8 +37,8 @@ def test_a_spike_split_between_two_lookalike_filters_keeps_only_the_right_one():
 def test_two_neurons_overlapping_are_both_kept():
     filters = shapes()
     signal = place(filters, 200, [(0, 50, 12.0), (2, 58, 10.0)])
-    starts, atoms = event_atoms(np.array([50, 58]), np.array([0, 2]), np.array([[0, 11.0, 0], [0, 9.0, 0]]), filters)
-    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2)
+    starts, atoms, channels = event_atoms(np.array([50, 58]), np.array([0, 2]), np.array([[0, 11.0, 0], [0, 9.0, 0]]), filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
     assert keep.all()
     np.testing.assert_allclose([11.0 * scales[0], 9.0 * scales[1]], [12.0, 10.0], rtol=0.02)
 
@@ -47,8 +47,8 @@ def test_a_lone_event_below_the_bar_is_dropped_and_one_above_is_kept():
     filters = shapes()
     rng = np.random.default_rng(0)
     signal = place(filters, 400, [(2, 40, 3.0), (2, 200, 9.0)]) + 0.01 * rng.standard_normal((1, 400))
-    starts, atoms = event_atoms(np.array([40, 200]), np.array([2, 2]), np.array([[0, 3.0, 0], [0, 9.0, 0]]), filters)
-    keep, _ = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2)
+    starts, atoms, channels = event_atoms(np.array([40, 200]), np.array([2, 2]), np.array([[0, 3.0, 0], [0, 9.0, 0]]), filters)
+    keep, _ = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
     assert keep.tolist() == [False, True]
 
 
@@ -103,3 +103,29 @@ def test_a_filter_that_follows_a_bigger_units_spikes_is_a_shadow_and_a_neighbour
     assert decision.keep.tolist() == [0, 2]
     assert "dropped shadows 1 (of 0)" in decision.describe()
     assert prune(shapes, events).keep.tolist() == [0, 1, 2]  # no window, no shadow rule
+
+
+def test_atoms_live_on_their_filters_channels_and_far_apart_spikes_are_not_grouped():
+    """On a probe an atom holds only its filter's channels; spikes overlapping in time on other
+    channels are decided apart, with the same result as full-width atoms."""
+    one = shapes()[:, 0, :]  # (3, n_taps)
+    filters = np.zeros((3, 4, one.shape[1]), dtype=np.float32)
+    filters[0, :2] = one[0] / np.sqrt(2)  # channels 0-1
+    filters[1, :2] = one[1] / np.sqrt(2)  # its look-alike, same channels
+    filters[2, 2:] = one[0] / np.sqrt(2)  # channels 2-3, the same shape far away
+    signal = np.zeros((4, 200))
+    signal[:, 50:80] += 20.0 * filters[0]
+    signal[:, 52:82] += 15.0 * filters[2]
+    index, which = np.array([50, 50, 52]), np.array([0, 1, 2])
+    triplets = np.array([[0, 13.0, 0], [0, 7.5, 0], [0, 15.0, 0]])
+    starts, atoms, channels = event_atoms(index, which, triplets, filters)
+    assert atoms.shape[1] == 2 and channels.tolist() == [[0, 1], [0, 1], [2, 3]]
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
+    assert keep.tolist() == [True, False, True]
+    # The same decision with every atom spread over all four channels.
+    full = np.zeros((3, 4, atoms.shape[2]))
+    for event in range(3):
+        full[event, channels[event]] = atoms[event]
+    keep_full, scales_full = eliminate_redundant_events(signal, starts, full, min_energy=5.0**2)
+    assert keep_full.tolist() == keep.tolist()
+    np.testing.assert_allclose(scales, scales_full, rtol=1e-4)  # the ridge scales with the group it is in

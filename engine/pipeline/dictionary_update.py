@@ -158,7 +158,7 @@ def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torc
         return padded.transpose(1, 0, 2).reshape(windows.shape[1], -1)
 
     long_codes = end_to_end(codes.detach().cpu().numpy())
-    spike_filters, indices, triplets, _starts, _atoms, _scales = kept_events(
+    spike_filters, indices, triplets, _starts, _atoms, _channels, _scales = kept_events(
         long_codes, end_to_end(batch.detach().cpu().numpy()), filters.detach().cpu().numpy(), dead_time, min_amplitude)
     kept = np.zeros_like(long_codes)
     for offset in range(3):  # the code at index − 1, index, index + 1

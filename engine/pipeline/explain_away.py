@@ -30,28 +30,50 @@ _RIDGE = 1e-6
 
 
 def event_atoms(code_index: np.ndarray, spike_filters: np.ndarray, code_triplets: np.ndarray,
-                filters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, atoms): atom e spans samples [starts[e], starts[e] + n_taps + 2).
+                filters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, atoms, channels): atom e spans samples [starts[e], starts[e] + n_taps + 2) on its
+    filter's channels only.
 
     filters: (n_filters, n_channels, n_taps); code_triplets: (n, 3) the codes
-    at code index i - 1, i, i + 1. atoms: (n, n_channels, n_taps + 2) float64.
+    at code index i - 1, i, i + 1. atoms: (n, most channels of a filter, n_taps + 2) float64,
+    row j on channel channels[e, j]; channels: (n, same) int64, −1 (and a zero row) where a filter
+    has fewer. On a 384-channel probe full-width atoms took 3.7 GB for one training batch.
     """
-    n_filters, n_channels, n_taps = filters.shape
-    own = filters[spike_filters].astype(np.float64)  # (n, n_channels, n_taps)
-    atoms = np.zeros((len(code_index), n_channels, n_taps + 2))
+    n_taps = filters.shape[2]
+    filter_channels = channels_of_filters(filters)[spike_filters]  # (n, width)
+    own = np.where(filter_channels[:, :, None] >= 0,
+                   filters[spike_filters[:, None], np.maximum(filter_channels, 0)], 0.0)  # (n, width, n_taps)
+    atoms = np.zeros((len(code_index), filter_channels.shape[1], n_taps + 2))
     for offset in range(3):
         atoms[:, :, offset : offset + n_taps] += code_triplets[:, offset][:, None, None] * own
-    return np.asarray(code_index, dtype=np.int64) - 1, atoms
+    return np.asarray(code_index, dtype=np.int64) - 1, atoms, filter_channels
 
 
-def place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """Sum of atoms placed at their starts, cropped to a (n_channels, n) signal."""
+def channels_of_filters(filters: np.ndarray) -> np.ndarray:
+    """(n_filters, most channels of a filter) int64: the channels each filter is non-zero on, −1 padded."""
+    on_channel = np.any(np.asarray(filters) != 0, axis=2)
+    width = max(int(on_channel.sum(axis=1).max()), 1) if on_channel.size else 1
+    # Each row's channels first (stable sort of "off" flags), then −1 for the rest.
+    order = np.argsort(~on_channel, axis=1, kind="stable")[:, :width]
+    return np.where(np.take_along_axis(on_channel, order, axis=1), order, -1).astype(np.int64)
+
+
+def _all_channels(n_events: int, n_channels: int) -> np.ndarray:
+    return np.broadcast_to(np.arange(n_channels, dtype=np.int64), (n_events, n_channels))
+
+
+def place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray,
+                channels: np.ndarray | None = None) -> np.ndarray:
+    """Sum of atoms placed at their starts, cropped to a (n_channels, n) signal; `channels` as
+    event_atoms gives them (None: row j of every atom is channel j)."""
     n_channels, n = shape
     width = atoms.shape[2]
+    channels = _all_channels(len(starts), atoms.shape[1]) if channels is None else channels
     placed = np.zeros((n_channels, n + 2 * width), dtype=np.float64)
     columns = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
-    for channel in range(n_channels):
-        np.add.at(placed[channel], columns.ravel(), atoms[:, channel, :].ravel())
+    for row in range(atoms.shape[1]):
+        on = channels[:, row] >= 0
+        np.add.at(placed, (channels[on, row][:, None], columns[on]), atoms[on, row, :])
     return placed[:, width : width + n].astype(np.float32)
 
 
@@ -60,24 +82,27 @@ def eliminate_redundant_events(
     starts: np.ndarray,
     atoms: np.ndarray,
     min_energy: float,
+    channels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(keep, scales): which events to keep, and each kept atom's refitted scale.
 
     signal: (n_channels, n) noise-normalised; starts: (n_events,) sorted or
-    not; atoms: (n_events, n_channels, width). Dropped events get scale 0.
+    not; atoms and channels as event_atoms gives them (channels None: atoms are
+    (n_events, n_channels, width)). Dropped events get scale 0.
     """
     n_events = len(starts)
     keep = np.ones(n_events, dtype=bool)
     scales = np.ones(n_events)
     if n_events == 0:
         return keep, scales
-    width = atoms.shape[2]
+    channels = _all_channels(n_events, atoms.shape[1]) if channels is None else channels
     order = np.argsort(starts, kind="stable")
     starts_sorted = starts[order]
     atoms_sorted = atoms[order]
-    correlations = _atom_correlations(signal, starts_sorted, atoms_sorted)
+    channels_sorted = channels[order]
+    correlations = _atom_correlations(signal, starts_sorted, atoms_sorted, channels_sorted)
     norms = np.einsum("ecw,ecw->e", atoms_sorted, atoms_sorted)
-    groups = _overlapping_groups(starts_sorted, atoms_sorted)
+    groups = _overlapping_groups(starts_sorted, atoms.shape[2], channels_sorted, signal.shape[0])
     sizes = np.bincount(groups)
 
     keep_sorted = np.ones(n_events, dtype=bool)
@@ -90,8 +115,8 @@ def eliminate_redundant_events(
     shared = np.flatnonzero(~lone)
     by_group = shared[np.argsort(groups[shared], kind="stable")]  # each group's members stay in start order
     for members in np.split(by_group, np.flatnonzero(np.diff(groups[by_group])) + 1) if by_group.size else []:
-        kept, fitted = _eliminate_in_group(starts_sorted[members], atoms_sorted[members], correlations[members],
-                                           min_energy)
+        atoms_here = _on_shared_channels(atoms_sorted[members], channels_sorted[members])
+        kept, fitted = _eliminate_in_group(starts_sorted[members], atoms_here, correlations[members], min_energy)
         keep_sorted[members] = kept
         scale_sorted[members] = fitted
     keep[order] = keep_sorted
@@ -99,33 +124,45 @@ def eliminate_redundant_events(
     return keep, scales
 
 
-def _overlapping_groups(starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+def _overlapping_groups(starts: np.ndarray, width: int, channels: np.ndarray, n_channels: int) -> np.ndarray:
     """(n_events,) group label of each event (`starts` sorted): events are linked when their atoms
     overlap in time and share a channel, and a group is what is linked, directly or through others.
 
     Time alone is not enough on a probe: at 384 channels spikes far apart on the shank overlap in
     time all the time, and a 1-second chunk became one group of thousands of events (its
     elimination loop costs the group's size to the fourth power)."""
-    n_events, width = len(starts), atoms.shape[2]
-    channels = np.packbits(np.any(atoms != 0, axis=2), axis=1)  # (n_events, bytes): each atom's channels
+    n_events = len(starts)
+    on_channel = np.zeros((n_events, n_channels + 1), dtype=bool)  # the last column takes the −1 padding
+    on_channel[np.arange(n_events)[:, None], channels] = True
+    bits = np.packbits(on_channel[:, :n_channels], axis=1)  # (n_events, bytes): each atom's channels
     last = np.searchsorted(starts, starts + width, side="left")  # events from i + 1 to last - 1 overlap i
     counts = np.maximum(last - np.arange(n_events) - 1, 0)
     first_pair = np.repeat(np.arange(n_events), counts)
     second_pair = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + first_pair + 1
-    linked = np.any(channels[first_pair] & channels[second_pair], axis=1)
+    linked = np.any(bits[first_pair] & bits[second_pair], axis=1)
     graph = sparse.coo_matrix((np.ones(int(linked.sum()), dtype=np.int8), (first_pair[linked], second_pair[linked])),
                               shape=(n_events, n_events))
     return connected_components(graph, directed=False)[1]
 
 
-def _atom_correlations(signal: np.ndarray, starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+def _on_shared_channels(atoms: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """A group's atoms on the union of their channels, (size, n_union, width), so that they can be compared."""
+    union = np.unique(channels[channels >= 0])
+    dense = np.zeros((len(atoms), len(union), atoms.shape[2]))
+    events, rows = np.nonzero(channels >= 0)
+    dense[events, np.searchsorted(union, channels[events, rows])] = atoms[events, rows]
+    return dense
+
+
+def _atom_correlations(signal: np.ndarray, starts: np.ndarray, atoms: np.ndarray, channels: np.ndarray) -> np.ndarray:
     """<atom_e, signal> for each event, zero outside the signal."""
-    n_channels, n = signal.shape
     width = atoms.shape[2]
-    padded = np.pad(signal.astype(np.float64), ((0, 0), (width, width)))
+    padded = np.pad(signal.astype(np.float64), ((0, 1), (width, width)))  # row −1 (padding channels) is zeros
     index = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
-    windows = padded[:, index]  # (n_channels, n_events, width)
-    return np.einsum("cew,ecw->e", windows, atoms)
+    correlations = np.zeros(len(starts))
+    for row in range(atoms.shape[1]):
+        correlations += np.einsum("ew,ew->e", padded[channels[:, row][:, None], index], atoms[:, row])
+    return correlations
 
 
 def _gram(starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:

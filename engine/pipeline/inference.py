@@ -268,13 +268,13 @@ def spikes_from_codes(
     """
     if codes.size == 0:
         return SpikeEvents.empty()
-    spike_filters, indices, triplets, starts, atoms, scales = kept_events(codes, signal, filters, dead_time,
-                                                                          min_amplitude)
+    spike_filters, indices, triplets, starts, atoms, channels, scales = kept_events(codes, signal, filters, dead_time,
+                                                                                    min_amplitude)
     if prior is None:
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
     else:
-        reconstruction = place_atoms(signal.shape, starts, atoms * scales[:, None, None])
+        reconstruction = place_atoms(signal.shape, starts, atoms * scales[:, None, None], channels)
         times, spike_filters, amplitudes = refine_spikes(
             signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior,
             max_shift=dead_time, candidates_of=candidates_of,
@@ -290,16 +290,17 @@ def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead
     """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
 
     Returns, for the kept events only: (filters, code indices, (n, 3) codes at i-1, i, i+1
-    refitted (float32), atom starts, atoms, refit scales); training's dictionary update reads
+    refitted (float32), atom starts, atoms, their channels (explain_away.event_atoms), refit scales); training's dictionary update reads
     the same spikes (dictionary_update.codes_of_kept_spikes).
     """
     spike_filters, indices, triplets = code_maxima(codes, dead_time)
     strong = triplets.sum(axis=1) >= min_amplitude
     spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
-    starts, atoms = event_atoms(indices, spike_filters, triplets, filters)
-    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2)
+    starts, atoms, channels = event_atoms(indices, spike_filters, triplets, filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2,
+                                              channels=channels)
     triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
-    return spike_filters[keep], indices[keep], triplets, starts[keep], atoms[keep], scales[keep]
+    return spike_filters[keep], indices[keep], triplets, starts[keep], atoms[keep], channels[keep], scales[keep]
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from engine.model.similarity import shift_invariant_similarity
-from engine.pipeline.explain_away import place_atoms
+from engine.pipeline.explain_away import channels_of_filters, place_atoms
 from engine.pipeline.params import DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, MIN_USE_FRACTION, PEAK_FRACTION
 
 
@@ -205,7 +205,11 @@ def split_mixed_filters(
     n_filters, n_channels, n_taps = filters.shape
     valid = (code_index >= 0) & (code_index + n_taps <= signal.shape[1])
     code_index, spike_filters, amplitudes = code_index[valid], spike_filters[valid], amplitudes[valid]
-    fitted = place_atoms(signal.shape, code_index, amplitudes[:, None, None] * filters[spike_filters])
+    # Each filter on its own channels only: at 384 channels full-width spikes and snippets took GBs.
+    channels = channels_of_filters(filters)  # (n_filters, most channels of a filter), −1 padded
+    spike_channels = channels[spike_filters]
+    own = np.where(spike_channels[:, :, None] >= 0, filters[spike_filters[:, None], np.maximum(spike_channels, 0)], 0.0)
+    fitted = place_atoms(signal.shape, code_index, amplitudes[:, None, None] * own, spike_channels)
     residual = signal.astype(np.float32) - fitted
     result = [f for f in filters]
     split = []
@@ -214,15 +218,18 @@ def split_mixed_filters(
         starts = code_index[mine]
         if starts.size < 2 * min_spikes:
             continue
-        snippets = residual[:, starts[:, None] + np.arange(n_taps)[None, :]]  # (n_channels, n_spikes, n_taps)
-        snippets = snippets.transpose(1, 0, 2) + amplitudes[mine][:, None, None] * filters[k][None]
+        on = channels[k][channels[k] >= 0]  # the channels filter k lives on: the rest is other neurons' and noise
+        snippets = residual[on][:, starts[:, None] + np.arange(n_taps)[None, :]]  # (n_on, n_spikes, n_taps)
+        snippets = snippets.transpose(1, 0, 2) + amplitudes[mine][:, None, None] * filters[k][on][None]
         snippets = snippets.reshape(starts.size, -1)
         features = PCA(n_components=min(5, snippets.shape[1]), random_state=seed).fit_transform(snippets)
         labels = KMeans(n_clusters=2, n_init=4, random_state=seed).fit_predict(features)
         sizes = np.bincount(labels, minlength=2)
         if sizes.min() < min_spikes:
             continue
-        halves = np.stack([snippets[labels == half].mean(axis=0).reshape(n_channels, n_taps) for half in (0, 1)])
+        halves = np.zeros((2, n_channels, n_taps))
+        for half in (0, 1):
+            halves[half, on] = snippets[labels == half].mean(axis=0).reshape(len(on), n_taps)
         halves /= np.maximum(np.linalg.norm(halves.reshape(2, -1), axis=1), 1e-12)[:, None, None]
         similarity = shift_invariant_similarity(halves.transpose(0, 2, 1))[0, 1]
         if similarity < distinct_below:
