@@ -291,13 +291,17 @@ class ChannelBlocks:
 
 def _channels_of_filters(channel_mask: torch.Tensor) -> np.ndarray:
     """(n_filters, most channels of a filter) int64: each filter's channels in order, padded with -1."""
-    mask = channel_mask.detach().cpu().numpy() > 0
-    width = max(int(mask.sum(axis=1).max()), 1) if mask.size else 1
-    channels = np.full((mask.shape[0], width), -1, dtype=np.int64)
-    for row, used in enumerate(mask):
-        indices = np.flatnonzero(used)
-        channels[row, : len(indices)] = indices
-    return channels
+    return channel_lists(channel_mask.detach().cpu().numpy() > 0)
+
+
+def channel_lists(on_channel: np.ndarray) -> np.ndarray:
+    """(n_filters, most channels of a filter) int64 from a (n_filters, n_channels) bool mask: each
+    row's channels in order, padded with -1."""
+    on_channel = np.asarray(on_channel, dtype=bool)
+    width = max(int(on_channel.sum(axis=1).max()), 1) if on_channel.size else 1
+    # Each row's channels first (stable sort of "off" flags), then -1 for the rest.
+    order = np.argsort(~on_channel, axis=1, kind="stable")[:, :width]
+    return np.where(np.take_along_axis(on_channel, order, axis=1), order, -1).astype(np.int64)
 
 
 def fista(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,

@@ -24,6 +24,8 @@ import numpy as np
 import scipy.sparse as sparse
 from scipy.sparse.csgraph import connected_components
 
+from engine.model.crsae import channel_lists
+
 # Relative ridge on each group's Gram matrix: keeps the solve stable when two
 # atoms are nearly the same (the very case this module exists for).
 _RIDGE = 1e-6
@@ -40,22 +42,19 @@ def event_atoms(code_index: np.ndarray, spike_filters: np.ndarray, code_triplets
     has fewer. On a 384-channel probe full-width atoms took 3.7 GB for one training batch.
     """
     n_taps = filters.shape[2]
-    filter_channels = channels_of_filters(filters)[spike_filters]  # (n, width)
-    own = np.where(filter_channels[:, :, None] >= 0,
-                   filters[spike_filters[:, None], np.maximum(filter_channels, 0)], 0.0)  # (n, width, n_taps)
+    own, filter_channels = filters_on_their_channels(filters, spike_filters)
     atoms = np.zeros((len(code_index), filter_channels.shape[1], n_taps + 2))
     for offset in range(3):
         atoms[:, :, offset : offset + n_taps] += code_triplets[:, offset][:, None, None] * own
     return np.asarray(code_index, dtype=np.int64) - 1, atoms, filter_channels
 
 
-def channels_of_filters(filters: np.ndarray) -> np.ndarray:
-    """(n_filters, most channels of a filter) int64: the channels each filter is non-zero on, −1 padded."""
-    on_channel = np.any(np.asarray(filters) != 0, axis=2)
-    width = max(int(on_channel.sum(axis=1).max()), 1) if on_channel.size else 1
-    # Each row's channels first (stable sort of "off" flags), then −1 for the rest.
-    order = np.argsort(~on_channel, axis=1, kind="stable")[:, :width]
-    return np.where(np.take_along_axis(on_channel, order, axis=1), order, -1).astype(np.int64)
+def filters_on_their_channels(filters: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shapes, channels) of filters[which], each on the channels it is non-zero on: shapes
+    (n, most channels of a filter, n_taps) with zero rows where channels (n, same) is −1."""
+    channels = channel_lists(np.any(np.asarray(filters) != 0, axis=2))[which]
+    shapes = np.where(channels[:, :, None] >= 0, filters[np.asarray(which)[:, None], np.maximum(channels, 0)], 0.0)
+    return shapes, channels
 
 
 def _all_channels(n_events: int, n_channels: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from engine.model.similarity import shift_invariant_similarity
-from engine.pipeline.explain_away import channels_of_filters, place_atoms
+from engine.pipeline.explain_away import filters_on_their_channels, place_atoms
 from engine.pipeline.params import DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, MIN_USE_FRACTION, PEAK_FRACTION
 
 
@@ -208,9 +208,7 @@ def split_mixed_filters(
     # The fitted spikes on their filters' channels only (full-width, they took GBs at 384 channels).
     # The snippets below keep every channel: taken on the filter's channels only, the small probe
     # of tests/test_probe_scale.py lost a unit (3 well detected of 5 -> 2), so that was not kept.
-    channels = channels_of_filters(filters)
-    spike_channels = channels[spike_filters]
-    own = np.where(spike_channels[:, :, None] >= 0, filters[spike_filters[:, None], np.maximum(spike_channels, 0)], 0.0)
+    own, spike_channels = filters_on_their_channels(filters, spike_filters)
     fitted = place_atoms(signal.shape, code_index, amplitudes[:, None, None] * own, spike_channels)
     residual = signal.astype(np.float32) - fitted
     result = [f for f in filters]
