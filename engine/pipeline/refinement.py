@@ -84,7 +84,9 @@ def refine_spikes(
         candidates_of = filters_sharing_channels(filters)
     peaks = np.asarray(filter_peak_taps, dtype=np.int64)
     spike_times = code_index + peaks[spike_filters]  # extremum sample, chunk-relative
-    residual = signal - reconstruction
+    # Padded once, wide enough for any group's windows (see _refit), which read only their channels.
+    margin = 2 * (int(peaks.max()) + 2 * max_shift + filters.shape[2]) - int(peaks.min())
+    residual = np.pad(signal - reconstruction, ((0, 0), (margin, margin)))
     on_channel = np.any(filters != 0, axis=2)  # (n_filters, n_channels)
     best_time, best_filter = spike_times.copy(), spike_filters.astype(np.int32)
     best_amplitude = np.zeros(n_spikes)
@@ -93,43 +95,44 @@ def refine_spikes(
         candidates = candidates_of[k]
         channels = np.flatnonzero(on_channel[candidates].any(axis=0))
         times, labels, amplitudes = _refit(
-            residual[channels], code_index[group], spike_filters[group], code_triplets[group],
-            filters[:, channels], peaks, candidates, prior, max_shift)
+            residual, margin, channels, code_index[group], k, code_triplets[group],
+            filters[np.ix_(candidates, channels)], peaks, candidates, prior, max_shift)
         best_time[group], best_filter[group], best_amplitude[group] = times, labels, amplitudes
     return best_time, best_filter, best_amplitude.astype(np.float32)
 
 
-def _refit(residual: np.ndarray, code_index: np.ndarray, spike_filters: np.ndarray, code_triplets: np.ndarray,
-           filters: np.ndarray, peaks: np.ndarray, candidates: np.ndarray, prior: AmplitudePrior,
-           max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best (time, filter, amplitude) among `candidates` for spikes, on the channels of `residual`
-    (and of `filters`, (n_filters, those channels, n_taps)); see `refine_spikes`."""
+def _refit(residual: np.ndarray, margin: int, channels: np.ndarray, code_index: np.ndarray, own: int,
+           code_triplets: np.ndarray, candidate_filters: np.ndarray, peaks: np.ndarray, candidates: np.ndarray,
+           prior: AmplitudePrior, max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (time, filter, amplitude) among `candidates` for spikes of filter `own` (one of them), on
+    `channels` of `residual` (all channels, padded by `margin` samples each side);
+    candidate_filters: (n_candidates, those channels, n_taps). Only the candidates' filters and the
+    spikes' windows are copied: at 384 channels every filter on a group's channels, or the group's
+    channels of the whole chunk, was ~10 MB a group."""
     n_spikes = len(code_index)
-    n_channels, n_taps = filters.shape[1], filters.shape[2]
-    spike_times = code_index + peaks[spike_filters]
+    n_taps = candidate_filters.shape[2]
+    spike_times = code_index + peaks[own]
     # One window per spike, wide enough for every candidate at every shift.
     lead = int(peaks[candidates].max()) + max_shift
     width = n_taps + 2 * max_shift + int(peaks[candidates].max() - peaks[candidates].min())
     starts = spike_times - lead  # (n_spikes,)
-    pad = lead + width + n_taps
-    padded = np.pad(residual, ((0, 0), (pad, pad)))
-    offsets = starts[:, None] + pad + np.arange(width)[None, :]  # (n_spikes, width)
-    windows = padded[:, offsets].transpose(1, 0, 2).copy()  # (n_spikes, n_channels, width)
+    offsets = starts[:, None] + margin + np.arange(width)[None, :]  # (n_spikes, width)
+    windows = residual[channels[:, None, None], offsets[None]].transpose(1, 0, 2).copy()  # (n_spikes, n_channels, width)
     # Put each spike's own contribution back: its code at i - 1, i, i + 1.
-    own_filters = filters[spike_filters]  # (n_spikes, n_channels, n_taps)
+    own_filter = candidate_filters[int(np.searchsorted(candidates, own))]  # (n_channels, n_taps)
     rows = np.broadcast_to(np.arange(n_spikes)[:, None], (n_spikes, n_taps))
     for delta in (-1, 0, 1):
         place = code_index + delta - starts  # window offset of that code's first tap
         taps = place[:, None] + np.arange(n_taps)[None, :]  # (n_spikes, n_taps)
         inside = (taps >= 0) & (taps < width)
-        amount = code_triplets[:, delta + 1][:, None, None] * own_filters  # (n_spikes, n_channels, n_taps)
+        amount = code_triplets[:, delta + 1][:, None, None] * own_filter  # (n_spikes, n_channels, n_taps)
         # Each (spike, tap) is placed once per delta, so a plain indexed add is exact.
         windows[rows[inside], :, taps[inside]] += amount.transpose(0, 2, 1)[inside]
     # Inner product of every candidate at every position of the window: a cross-correlation, which
     # torch runs without materialising the (spikes × channels × positions × taps) windows einsum needed.
     with torch.no_grad():
         fit = torch.nn.functional.conv1d(torch.from_numpy(windows), torch.from_numpy(
-            np.ascontiguousarray(filters[candidates], dtype=np.float32))).numpy()  # (n_spikes, n_candidates, n_positions)
+            np.ascontiguousarray(candidate_filters, dtype=np.float32))).numpy()  # (n_spikes, n_candidates, n_positions)
     energy = np.einsum("sct,sct->s", windows, windows).astype(np.float64)
     # Position lead + shift − peak_k places filter k's extremum at spike time + shift.
     shifts = np.arange(-max_shift, max_shift + 1)
@@ -144,5 +147,5 @@ def _refit(residual: np.ndarray, code_index: np.ndarray, spike_filters: np.ndarr
     cost = np.where(valid[None], cost, np.inf).reshape(n_spikes, -1)
     best = np.argmin(cost, axis=1)  # the first of equal costs: candidates in order, shifts from −max_shift
     column, shift_index = np.unravel_index(best, positions.shape)
-    return (spike_times + shifts[shift_index], candidates[column].astype(spike_filters.dtype),
+    return (spike_times + shifts[shift_index], candidates[column],
             amplitude.reshape(n_spikes, -1)[np.arange(n_spikes), best])
