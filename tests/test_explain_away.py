@@ -129,3 +129,31 @@ def test_atoms_live_on_their_filters_channels_and_far_apart_spikes_are_not_group
     keep_full, scales_full = eliminate_redundant_events(signal, starts, full, min_energy=5.0**2)
     assert keep_full.tolist() == keep.tolist()
     np.testing.assert_allclose(scales, scales_full, rtol=1e-4)  # the ridge scales with the group it is in
+
+
+def test_small_groups_solved_together_decide_as_one_by_one(monkeypatch):
+    """Groups up to MAX_BATCHED_GROUP are eliminated all at once (stacked solves); the decisions and
+    scales must be those of the one-group-at-a-time loop, on a many-channel signal with groups of every size."""
+    from engine.pipeline import explain_away
+
+    rng = np.random.default_rng(3)
+    n_channels, n_taps, n = 6, 30, 20_000
+    filters = np.zeros((8, n_channels, n_taps), dtype=np.float32)
+    for k in range(8):  # each filter on 3 neighbouring channels, some of them look-alikes
+        channels = (np.arange(3) + k // 2) % n_channels
+        filters[k, channels] = shapes(n_taps)[k % 3, 0] * rng.uniform(0.5, 1.0, (3, 1))
+    filters /= np.linalg.norm(filters, axis=(1, 2), keepdims=True)
+    n_events = 600
+    index = np.sort(rng.integers(1, n - n_taps - 2, n_events))
+    which = rng.integers(0, 8, n_events)
+    triplets = rng.uniform(0, 12, (n_events, 3)) * np.array([0.2, 1.0, 0.2])
+    signal = rng.standard_normal((n_channels, n))
+    for filter_index, start, amplitude in zip(which, index, rng.uniform(2, 20, n_events)):
+        signal[:, start : start + n_taps] += amplitude * filters[filter_index]
+    starts, atoms, channels = event_atoms(index, which, triplets, filters)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
+    monkeypatch.setattr(explain_away, "MAX_BATCHED_GROUP", 1)  # every group through the loop
+    keep_loop, scales_loop = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
+    assert 0 < keep.sum() < n_events  # some dropped, some kept: the test decides something
+    assert keep.tolist() == keep_loop.tolist()
+    np.testing.assert_allclose(scales, scales_loop, rtol=1e-6, atol=1e-9)
