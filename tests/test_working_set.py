@@ -266,3 +266,11 @@ def test_a_spike_starts_with_one_code_not_one_per_overlapping_filter():
     with torch.no_grad():
         converged = model.encode(torch.from_numpy(signal), n_iterations=3000)[0].numpy()
     np.testing.assert_allclose(codes[[0, 2], [100, 108]], converged[[0, 2], [100, 108]], rtol=0.02)
+
+
+def test_pairs_in_runs_lists_every_pair_of_each_run():
+    from engine.model.pairs import pairs_in_runs
+
+    first, last = np.array([0, 2, 5, 3]), np.array([2, 2, 7, 1])  # an empty and a reversed run give nothing
+    rows, columns = pairs_in_runs(first, last, offset=10)
+    assert list(zip(rows.tolist(), columns.tolist())) == [(10, 0), (10, 1), (12, 5), (12, 6)]

@@ -53,6 +53,7 @@ import torch
 
 from engine.cpu import single_thread
 from engine.model.crsae import CRsAE, _fast_fft_length, debias, fista
+from engine.model.pairs import pairs_in_runs
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
 # threshold start in the working set. Lower admits more coordinates up front
@@ -220,9 +221,7 @@ class WorkingSetEncoder:
         pairs_before = np.concatenate([[0], np.cumsum(last - first)])
         block_starts = np.searchsorted(pairs_before, np.arange(0, pairs_before[-1], _PAIRS_PER_BLOCK), side="right") - 1
         for start, stop in zip(block_starts, [*block_starts[1:], times.size]):  # bounded memory on big probes
-            counts = last[start:stop] - first[start:stop]
-            rows = np.repeat(np.arange(start, stop), counts)  # every pair of candidates within the radius
-            columns = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - first[start:stop], counts)
+            rows, columns = pairs_in_runs(first[start:stop], last[start:stop], offset=start)  # pairs within the radius
             bigger = (score[columns] > score[rows]) | ((score[columns] == score[rows]) & (columns < rows))
             lags = times[columns] - times[rows] + self.n_taps - 1
             shadow = self.gram[filters[rows], filters[columns], lags] * value[columns]
@@ -384,12 +383,10 @@ def sparse_gram(gram: np.ndarray, filters: np.ndarray, times: np.ndarray) -> spa
     order = np.lexsort((filters, times))
     sorted_filters, sorted_times = filters[order], times[order]
     first, last = _partner_runs(sorted_times, n_taps)
-    counts = last - first
-    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indptr = np.concatenate([[0], np.cumsum(last - first)])
     # 32-bit indices where they fit: scipy's product is faster with them.
     index_type = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
-    rows = np.repeat(np.arange(n), counts)
-    columns = np.arange(indptr[-1]) - np.repeat(indptr[:-1] - first, counts)
+    rows, columns = pairs_in_runs(first, last)
     values = gram[sorted_filters[rows], sorted_filters[columns], sorted_times[columns] - sorted_times[rows] + n_taps - 1]
     matrix = sparse.csr_matrix((values, columns.astype(index_type), indptr.astype(index_type)), shape=(n, n))
     matrix.eliminate_zeros()  # pairs of filters on far-apart channels: no interaction, no work

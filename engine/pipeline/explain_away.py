@@ -25,6 +25,7 @@ import scipy.sparse as sparse
 from scipy.sparse.csgraph import connected_components
 
 from engine.model.crsae import channel_lists
+from engine.model.pairs import pairs_in_runs
 
 # Relative ridge on each group's Gram matrix: keeps the solve stable when two
 # atoms are nearly the same (the very case this module exists for).
@@ -147,9 +148,7 @@ def _overlapping_groups(starts: np.ndarray, width: int, channels: np.ndarray, n_
     on_channel[np.arange(n_events)[:, None], channels] = True
     bits = np.packbits(on_channel[:, :n_channels], axis=1)  # (n_events, bytes): each atom's channels
     last = np.searchsorted(starts, starts + width, side="left")  # events from i + 1 to last - 1 overlap i
-    counts = np.maximum(last - np.arange(n_events) - 1, 0)
-    first_pair = np.repeat(np.arange(n_events), counts)
-    second_pair = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + first_pair + 1
+    first_pair, second_pair = pairs_in_runs(np.arange(n_events) + 1, last)
     linked = np.any(bits[first_pair] & bits[second_pair], axis=1)
     graph = sparse.coo_matrix((np.ones(int(linked.sum()), dtype=np.int8), (first_pair[linked], second_pair[linked])),
                               shape=(n_events, n_events))
