@@ -26,7 +26,7 @@ from PyQt6.QtCore import Qt
 from app.palette import unit_color
 from app.plot_data import lay_out_channels
 from app.scale_bar import MicrovoltScaleBar, MillisecondScaleBar
-from app.unit_views import UnitView
+from app.unit_views import UnitView, apply_range_now
 from engine.curation.features import mean_template, snippet_window
 from engine.curation.display_snippets import read_display_snippets
 from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbourhood
@@ -247,6 +247,7 @@ class WaveformsView(UnitView):
         self.channels = channels
         self.plot.enableAutoRange()
         self.plot.autoRange()
+        apply_range_now(self.plot)
         self.scale_bar.show(1.0, SCALE_BAR_ROWS * row_spacing)  # y is in µV
         self.time_bar.show(1.0, 0.8 * max(duration_ms, 1e-3))  # x is in ms
         if request_id == self._latest_request:

@@ -41,7 +41,10 @@ from engine.pipeline.preprocessing import bandpass_sos
 
 REFERENCE_CHANNELS = 32  # channels whose median stands for the common reference
 DISPLAY_TAIL = 1e-3  # of the band-pass impulse response's peak: where a snippet's margin ends
-BATCH_VALUES = 1 << 22  # raw values (spikes × samples × channels) filtered at once: 32 MB of float64
+# Raw values (spikes × samples × channels) filtered at once: 4 MB of float64, 10-20 ms of filtering. Background
+# reads (merge suggestions, the t-SNE map, L-ratio) check `should_stop` between batches, where they pause for a
+# click's reads: at 1 << 22 a batch was 100-200 ms on shared cores, and a click waited behind it.
+BATCH_VALUES = 1 << 19
 
 
 @functools.lru_cache(maxsize=32)
