@@ -8,6 +8,7 @@ which can stop them all when the window closes.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -178,6 +179,12 @@ class LatestRequestWorker(QObject):
             self._gate.leave()
 
 
+# Threads that had not ended when their keeper was deleted (a step that cannot be interrupted):
+# kept, with their workers, for the rest of the process, since deleting a running QThread aborts it.
+_OUTLIVING: list[tuple[QThread, QObject]] = []
+DELETED_KEEPER_WAIT_MS = 10_000
+
+
 class ThreadKeeper(QObject):
     """Owns worker threads so that none outlives the window or is destroyed while running."""
 
@@ -186,6 +193,10 @@ class ThreadKeeper(QObject):
         # thread -> the worker living in it. Holding both Python references is what
         # keeps a running QThread from being garbage-collected mid-run.
         self._threads: dict[QThread, QObject] = {}
+        # A keeper deleted without stop_all (its window deleted or collected without being closed) would
+        # drop running QThreads, and Qt aborts the process ("QThread: Destroyed while thread is still
+        # running"). `destroyed` comes first; its slot holds the threads, not the keeper, which is going.
+        self.destroyed.connect(functools.partial(_end_threads_of_deleted_keeper, self._threads))
 
     def start_job(self, job: Job) -> Job:
         thread = self._new_thread(job)
@@ -239,3 +250,16 @@ class ThreadKeeper(QObject):
         if all_stopped:
             self._threads.clear()
         return all_stopped
+
+
+def _end_threads_of_deleted_keeper(threads: dict, *_destroyed) -> None:
+    """Cancel every worker, end every thread's loop and wait for it; any still running is kept (_OUTLIVING)."""
+    for thread, worker in list(threads.items()):
+        cancel = getattr(worker, "cancel", None)
+        if cancel is not None:
+            cancel()
+        thread.quit()
+    for thread, worker in list(threads.items()):
+        if not thread.wait(DELETED_KEEPER_WAIT_MS):
+            _OUTLIVING.append((thread, worker))
+    threads.clear()

@@ -280,7 +280,7 @@ class MainWindow(QMainWindow):
             # Training started while the file was loading: keep the run, drop the file.
             self.status_label.setText(f"{opened.path} was not opened: stop training first")
             return
-        self.session.set_recording(opened.recording, opened.source)
+        self.session.set_recording(opened.recording, opened.source, opened.signal_units)
         if opened.training_config is not None:
             self.session.set_training_config(opened.training_config)
         if opened.trainer is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.jobs import JobContext
-from app.state import RecordingSource, UnitTable
+from app.state import RecordingSource, SignalUnits, UnitTable
 from app.unit_table import build_unit_table
 
 # Raw formats whose parameters live outside the file.
@@ -32,6 +32,7 @@ class Opened:
     sorting: object | None = None  # engine.pipeline.sorting.Sorting
     unit_table: UnitTable | None = None
     note: str = ""  # something the person should know, e.g. why the traces are missing
+    signal_units: SignalUnits = SignalUnits()  # what the recording and the templates are in
 
 
 def kind_of_path(path: str | Path) -> str:
@@ -116,7 +117,10 @@ def open_phy_folder(folder: str | Path, context: JobContext | None = None) -> Op
     }
     # The curation opened on it next computes the metrics, in the background (app/curation_controller.py).
     table = build_unit_table(sorting, recording, labels, with_metrics=False)
-    return Opened(path=str(folder), recording=recording, source=source, sorting=sorting, unit_table=table, note=note)
+    # Another tool's folder gives no gain to µV: its data and templates are labelled as what they are.
+    units = SignalUnits(data=phy.data_unit, templates=phy.template_unit)
+    return Opened(path=str(folder), recording=recording, source=source, sorting=sorting, unit_table=table, note=note,
+                  signal_units=units)
 
 
 def open_session_folder(folder: str | Path, context: JobContext | None = None) -> Opened:

@@ -22,6 +22,9 @@ def nice_length(at_most: float) -> float:
 
 
 class MicrovoltScaleBar:
+    """A vertical bar of a round number of µV, or of the data's raw units where no gain to µV is known
+    (`show(..., unit=)`: app.state.SignalUnits.data); `microvolts` is its length in that unit."""
+
     def __init__(self, plot: pg.PlotItem) -> None:
         self.plot = plot
         self.bar = pg.PlotCurveItem(pen=pg.mkPen(SCALE_BAR_COLOUR, width=2))
@@ -29,11 +32,13 @@ class MicrovoltScaleBar:
         plot.addItem(self.bar, ignoreBounds=True)
         plot.addItem(self.label, ignoreBounds=True)
         self._scale = None  # (y units per µV, longest bar in y units), or None: hidden
+        self.unit = "µV"  # what the bar's number counts
         plot.sigRangeChanged.connect(lambda *_: self._place())
 
-    def show(self, units_per_microvolt: float, longest: float) -> None:
-        """A bar of a round number of µV, at most `longest` tall in y units, `units_per_microvolt` y per µV."""
+    def show(self, units_per_microvolt: float, longest: float, unit: str = "µV") -> None:
+        """A bar of a round number of µV (or `unit`), at most `longest` tall in y units, `units_per_microvolt` y per µV."""
         self._scale = (units_per_microvolt, longest)
+        self.unit = unit
         self._place()
 
     def hide(self) -> None:
@@ -57,7 +62,7 @@ class MicrovoltScaleBar:
         x = x1 - MARGIN * (x1 - x0)
         top = y1 - MARGIN * (y1 - y0)
         self.bar.setData([x, x], [top, top - height])
-        self.label.setText(f"{self.microvolts:g} µV")
+        self.label.setText(f"{self.microvolts:g} {self.unit}")
         self.label.setPos(x - 0.5 * MARGIN * (x1 - x0), top - height / 2)
 
 

@@ -55,6 +55,19 @@ class RecordingSource:
         }
 
 
+@dataclass(frozen=True)
+class SignalUnits:
+    """What the views' voltages are in: µV, unless a folder says too little to convert its numbers.
+
+    `data`: the recording as read (traces, waveforms, features, noise σ): µV, or the file's own raw
+    units when no gain to µV is known (another tool's phy folder). `templates`: the sort's templates
+    (the Units table's peak-to-peak): µV for our sorts, another tool's own template units.
+    """
+
+    data: str = "µV"
+    templates: str = "µV"
+
+
 @dataclass
 class UnitTable:
     """Per-unit quality numbers for the Units table, aligned on `unit_ids`."""
@@ -62,7 +75,7 @@ class UnitTable:
     unit_ids: np.ndarray  # (n_units,) int32
     n_spikes: np.ndarray  # (n_units,) int64
     firing_rate: np.ndarray  # (n_units,) float Hz
-    peak_amplitude: np.ndarray  # (n_units,) float µV, template peak-to-peak on its main channel
+    peak_amplitude: np.ndarray  # (n_units,) float template peak-to-peak on its main channel, in SignalUnits.templates
     snr: np.ndarray  # (n_units,) float, NaN when the noise level is unknown
     isi_violation_ratio: np.ndarray  # (n_units,) float
     labels: list[str] = field(default_factory=list)  # (n_units,) "good" / "mua" / "noise" / ""
@@ -108,6 +121,7 @@ class Session(QObject):
         super().__init__(parent)
         self.recording = None  # engine Recording, preprocessed: what the views draw
         self.source: RecordingSource | None = None
+        self.signal_units = SignalUnits()  # what the recording and the templates are in (set with the recording)
         self.trainer = None  # engine.pipeline.training.Trainer
         # The model's dictionary as last reported by a worker (the GUI never asks the
         # trainer itself: that would wait on its model lock). (n_filters, n_taps,
@@ -127,10 +141,13 @@ class Session(QObject):
         self.merge_suggestions = None  # engine.curation.suggestions.MergeSuggestions of `curation`, or None
 
     # ---- recording -------------------------------------------------------------
-    def set_recording(self, recording, source: RecordingSource | None) -> None:
-        """Replace the recording; drops the trainer, sorting and selection that belonged to the old one."""
+    def set_recording(self, recording, source: RecordingSource | None, signal_units: SignalUnits | None = None) -> None:
+        """Replace the recording; drops the trainer, sorting and selection that belonged to the old one.
+
+        `signal_units`: what it (and the sort that comes with it) is in; None: µV."""
         self.recording = recording
         self.source = source
+        self.signal_units = signal_units or SignalUnits()
         self.trainer = None
         self.filters = self.initial_filters = None
         self.snapshots = []

@@ -19,9 +19,12 @@ Each folder is opened in its own process (so its peak memory is its own):
 - open to interactive: MainWindow() until the sort is in the Units table, the
   curation is open and the Traces heat map is drawn; then how long the
   background work (metrics, merge suggestions, the t-SNE map) took, up to --settle s;
-- selecting a unit (20 different ones): until every shown view holds its data (the
+- selecting a unit (20 different ones, each 50 ms after the previous one's last paint, as a
+  person's pause gives the event loop): until every shown view holds its data (the
   Waveforms view its first 20 spikes), until Qt painted what changed, until the
   Waveforms view shows all 100 spikes it samples, until a full repaint of every dock;
+  while the background work still runs unless --settle gave it the time to finish
+  (the open row says which);
 - scrolling the Traces heat map (all 384 channels, 1 s window) by half a window:
   the GUI thread's work per frame (image + markers + paint), and the time until
   the new window is on screen (the worker's read and filtering included);

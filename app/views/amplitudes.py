@@ -18,7 +18,7 @@ from PyQt6.QtWidgets import QDockWidget
 from app.lasso import LassoViewBox, SpikeSelection, points_inside
 from app.palette import unit_color
 from app.point_cloud import PointCloudItem
-from app.unit_views import UnitView, fit_range
+from app.unit_views import UnitView, apply_range_now, fit_range
 
 MAX_UNITS = 8
 MAX_POINTS_PER_UNIT = 50_000  # drawn; beyond this a unit's spikes are thinned evenly in time
@@ -84,6 +84,7 @@ class AmplitudesView(UnitView):
         times = [sorting.spike_times[spikes[[0, -1]]] / sorting.sampling_rate for _, spikes in shown if len(spikes)]
         if times:
             fit_range(self.plot, (min(t[0] for t in times), max(t[-1] for t in times)), (edges[0], edges[-1]))
+            apply_range_now(self.histogram)  # its y follows the scatter's, its x auto-ranges on the counts
         self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
 
     def _show_amplitude_unit(self) -> None:

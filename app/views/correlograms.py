@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 
 from app.palette import NEUTRAL, unit_color
-from app.unit_views import UnitView
+from app.unit_views import UnitView, apply_range_now
 from engine.curation.metrics import correlograms
 
 MAX_UNITS = 6
@@ -79,6 +79,9 @@ class CorrelogramsView(UnitView):
                 self.cells[i][j].setTitle(title, color=colour.name(), size="8pt")
             row = self.cells[i]
             row[0].setYRange(0, max(float(counts[i].max()), 1.0), padding=0.05)
+        for row in self.cells:
+            for cell in row:
+                apply_range_now(cell)
         self.shown_units = units
 
     def _ensure_grid(self, n: int) -> None:

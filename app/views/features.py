@@ -112,8 +112,9 @@ class FeaturesView(UnitView):
                 self.plot.addItem(self.scatters[unit])
             self.scatters[unit].setData(unit_amplitudes[:, 0], unit_amplitudes[:, 1])
             self.scatters[unit].setZValue(len(self.drawn) - z)  # the first selected unit on top
-        self.plot.setLabel("bottom", f"channel {int(channels[0])} (µV)")
-        self.plot.setLabel("left", f"channel {int(channels[1])} (µV)")
+        unit = self.session.signal_units.data  # µV, or the data file's raw units without a gain
+        self.plot.setLabel("bottom", f"channel {int(channels[0])} ({unit})")
+        self.plot.setLabel("left", f"channel {int(channels[1])} ({unit})")
         self.plot.enableAutoRange()
         self.on_spikes_selected(self.session.selected_spikes)  # a lasso drawn elsewhere goes
 

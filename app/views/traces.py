@@ -25,7 +25,9 @@ scales the traces (or the heat map's contrast) without re-reading them, as
 do Alt+↑/↓ (phy's keys); Ctrl+↑/↓ stack fewer or more channels (zoom along the
 probe). "Per channel" scales each channel by the median noise σ over its own,
 so a noisy or a quiet channel looks like the rest (the µV scale bar is then
-true for a channel of median noise).
+true for a channel of median noise). A folder that gives no gain to µV
+(another tool's phy folder) is read in the data file's raw units, and the bar
+and the heat map's colour scale say so.
 """
 
 from __future__ import annotations
@@ -294,7 +296,7 @@ class TracesView(View):
         if self.session.recording is None or self.is_heatmap():
             self.scale_bar.hide()
             return
-        self.scale_bar.show(self.gain_box.value(), SCALE_BAR_SPACINGS * self._spacing())
+        self.scale_bar.show(self.gain_box.value(), SCALE_BAR_SPACINGS * self._spacing(), self.session.signal_units.data)
 
     def _place_channels(self) -> None:
         """The y range and the channel ticks of what is on screen now."""
@@ -432,7 +434,7 @@ class TracesView(View):
             self.image.setRect(QRectF(start / rate, -(len(channels) - 0.5), n / rate, len(channels)))
             self.image.setVisible(True)
             levels = self._heatmap_levels()[1]
-            where = f"all {len(channels)} channels, colour ±{levels:.0f} µV"
+            where = f"all {len(channels)} channels, colour ±{levels:.0f} {self.session.signal_units.data}"
         else:
             self.image.setVisible(False)
             xs, ys, connect = stack_channels((start + index) / rate, reduced, self._offsets(len(channels)), self.gain_box.value())

@@ -27,6 +27,8 @@ FILTER_HINT = "Filter: good, snr > 5, depth < 500, a unit id, a word of a label�
 # Units on a second header line: the columns are then as narrow as their numbers, and the
 # whole table fits the dock without scrolling sideways.
 PEAK_TO_PEAK_HEADER = "Ptp\n(µV)"
+# The header's unit, shortened, for a sort whose templates are not in µV (app.state.SignalUnits.templates).
+SHORT_UNITS = {"µV": "µV", "raw units": "raw", "template units": "tmpl."}
 SORT_ROLE = Qt.ItemDataRole.UserRole
 # Shown on demand (right-click the header): with them all, the table no longer fits its dock.
 HIDDEN_AT_FIRST = ("presence_ratio", "rp_contamination", "amplitude_cutoff", "l_ratio")
@@ -72,10 +74,12 @@ class UnitTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.table: UnitTable | None = None
+        self.template_unit = "µV"  # what the peak-to-peak column is in
 
-    def set_table(self, table: UnitTable | None) -> None:
+    def set_table(self, table: UnitTable | None, template_unit: str = "µV") -> None:
         self.beginResetModel()
         self.table = table
+        self.template_unit = template_unit
         self.endResetModel()
 
     def unit_at(self, row: int) -> int:
@@ -94,10 +98,16 @@ class UnitTableModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation != Qt.Orientation.Horizontal:
             return None
+        header, attribute, _format, tooltip = COLUMNS[section]
+        if attribute == "peak_amplitude" and self.template_unit != "µV":
+            # Another tool's templates: named as what they are, not as µV they are not.
+            header = f"Ptp\n({SHORT_UNITS.get(self.template_unit, self.template_unit)})"
+            tooltip = (f"Peak-to-peak of the unit's template on its main channel, in the folder's {self.template_unit} "
+                       "(its params.py gives no gain to µV; Kilosort's templates are scaled per spike by its amplitudes)")
         if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section][0]
+            return header
         if role == Qt.ItemDataRole.ToolTipRole:
-            return COLUMNS[section][3]
+            return tooltip
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -261,7 +271,7 @@ class UnitsView(View):
         # A click not yet published (the selection is debounced) must survive a table that
         # refreshes under it, e.g. when background metrics arrive: else the click is lost.
         pending = self.selected_units_in_table() if self._selection_timer.isActive() else None
-        self.model.set_table(self.session.unit_table)
+        self.model.set_table(self.session.unit_table, self.session.signal_units.templates)
         self.empty_label.setVisible(self.session.unit_table is None)
         self.apply_filter()
         if pending is None:

@@ -11,7 +11,9 @@ Each channel's snippet is drawn where the channel sits: one column per
 distinct x on the probe, rows at their depth, so a spike's spread over the
 probe reads as it does in phy's waveform view. Each unit is drawn in its
 colour, faint single spikes behind a bold mean. The plot is in ms and µV
-(each channel shifted to its place), so the two scale bars read directly.
+(each channel shifted to its place), so the two scale bars read directly; a
+folder that gives no gain to µV (another tool's) is drawn, and its bar
+labelled, in the data file's raw units.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from PyQt6.QtCore import Qt
 from app.palette import unit_color
 from app.plot_data import lay_out_channels
 from app.scale_bar import MicrovoltScaleBar, MillisecondScaleBar
-from app.unit_views import UnitView
+from app.unit_views import UnitView, apply_range_now
 from engine.curation.features import mean_template, snippet_window
 from engine.curation.display_snippets import read_display_snippets
 from engine.curation.unit_positions import MAX_NEIGHBOURS, main_channel, neighbourhood
@@ -247,7 +249,8 @@ class WaveformsView(UnitView):
         self.channels = channels
         self.plot.enableAutoRange()
         self.plot.autoRange()
-        self.scale_bar.show(1.0, SCALE_BAR_ROWS * row_spacing)  # y is in µV
+        apply_range_now(self.plot)
+        self.scale_bar.show(1.0, SCALE_BAR_ROWS * row_spacing, session.signal_units.data)  # y is in µV (or raw units)
         self.time_bar.show(1.0, 0.8 * max(duration_ms, 1e-3))  # x is in ms
         if request_id == self._latest_request:
             self.complete = complete

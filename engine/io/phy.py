@@ -383,6 +383,8 @@ def _tsv_cell(value) -> str:
 # ---------------------------------------------------------------------------
 
 REQUIRED_FILES = ("params.py", "spike_times.npy", "spike_templates.npy")
+RAW_DATA_UNIT = "raw units"  # the data file's own numbers, for want of a gain to µV
+TEMPLATE_UNIT = "template units"  # another tool's templates.npy: its own scale
 
 
 @dataclass
@@ -419,6 +421,25 @@ class PhyFolder:
     def written_by_sparsort(self) -> bool:
         # Every params.py we write carries gain_to_uv; Kilosort's and SpikeInterface's do not.
         return "gain_to_uv" in self.params
+
+    @property
+    def data_unit(self) -> str:
+        """What the raw data read from this folder is in: µV where params.py gives gain_to_uv (ours do);
+        else the file's own numbers (RAW_DATA_UNIT), read with a gain of 1: Kilosort's and SpikeInterface's
+        params.py give no gain, and an int16 Neuropixels value is ~0.2-2.3 µV depending on the probe."""
+        return "µV" if "gain_to_uv" in self.params else RAW_DATA_UNIT
+
+    @property
+    def template_unit(self) -> str:
+        """What the templates are in: µV in a folder we wrote; another tool's templates.npy (un-whitened
+        here) in that tool's own TEMPLATE_UNIT (Kilosort's are scaled per spike by amplitudes.npy;
+        SpikeInterface's are µV only when its recording had gains, which the folder does not say);
+        without templates.npy, means of the raw data, in its unit."""
+        if "template_unit" in self.params:
+            return str(self.params["template_unit"])
+        if self.templates is None:
+            return self.data_unit
+        return "µV" if self.written_by_sparsort else TEMPLATE_UNIT
 
     @property
     def amplitude_unit(self) -> str:
