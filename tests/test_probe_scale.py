@@ -43,3 +43,18 @@ def test_a_radius_leaving_a_channel_alone_is_refused_before_any_work(probe_recor
     recording, _ = probe_recording
     with pytest.raises(GeometryError, match="at least 20 µm"):
         SortPipeline(recording, TrainingConfig(radius_um=5.0))
+
+
+def test_spikes_at_once_on_far_apart_channels_are_all_detected():
+    """Local detection: a big spike hides a smaller one only on its own neighbourhood."""
+    from engine.pipeline.initialization import detect_peaks, detect_peaks_locally
+
+    signal = np.zeros((8, 200), dtype=np.float32)
+    signal[0, 100] = -30.0  # big spike on channel 0
+    signal[1, 101] = -20.0  # its own footprint on the neighbouring channel: not a second spike
+    signal[7, 102] = -8.0   # a smaller neuron far away on the probe, at the same moment
+    neighbourhoods = np.abs(np.subtract.outer(np.arange(8), np.arange(8))) <= 2
+    times, channels = detect_peaks_locally(signal, 5.0, 10, neighbourhoods)
+    assert list(zip(times.tolist(), channels.tolist())) == [(100, 0), (102, 7)]
+    global_times, _ = detect_peaks(signal, 5.0, 10)
+    assert global_times.tolist() == [100]  # the probe-wide dead time loses the far spike

@@ -8,12 +8,15 @@ cluster in a fraction of a second, and back-propagation refines it.
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.explain_away import filters_on_their_channels, place_atoms
-from engine.pipeline.params import DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, MIN_USE_FRACTION, PEAK_FRACTION
+from engine.pipeline.params import (DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, LOCAL_DETECTION_MIN_CHANNELS,
+                                    MIN_USE_FRACTION, PEAK_FRACTION)
 
 
 def detect_peaks(signal: np.ndarray, threshold: float, dead_time: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +44,41 @@ def detect_peaks(signal: np.ndarray, threshold: float, dead_time: int) -> tuple[
             taken[time] = True
     kept_times = np.sort(np.asarray(kept, dtype=np.int64))
     return kept_times, channels[kept_times]
+
+
+def detect_peaks_locally(signal: np.ndarray, threshold: float, dead_time: int,
+                         neighbourhoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Negative peaks below -threshold, each the lowest within `dead_time` samples on its own
+    channel's neighbourhood (locally exclusive), so that spikes at once on far-apart channels are all kept.
+
+    `detect_peaks` keeps one spike per dead time on the whole probe: at 384 channels, where the
+    probe fires ~1,500 spikes a second, the biggest of each millisecond hid the rest, and units of
+    5-12 σ never got a cluster (measured: 22 of 100 units of a 20 s Neuropixels-like recording had
+    no filter). signal: (n_channels, n_samples) noise-normalised; neighbourhoods: (n_channels,
+    n_channels) bool. Returns (times, channels), in time order.
+    """
+    found = []
+    for start in range(0, signal.shape[0], 32):  # a block of channels at a time: the pool can be 64 M values
+        block = signal[start : start + 32]
+        lowest_nearby_in_time = -maximum_filter1d(-block, 2 * dead_time + 1, axis=1, mode="nearest")
+        rows, columns = np.nonzero((block < -threshold) & (block <= lowest_nearby_in_time))
+        found.append((rows + start, columns))
+    channels, times = (np.concatenate(parts) for parts in zip(*found))
+    if times.size == 0:
+        return times.astype(np.int64), channels.astype(np.int64)
+    order = np.lexsort((channels, times))
+    times, channels = times[order].astype(np.int64), channels[order].astype(np.int64)
+    values = signal[channels, times]
+    # A candidate loses to a lower one (ties: the earlier) within the dead time on a neighbouring channel.
+    first = np.searchsorted(times, times - dead_time, side="left")
+    last = np.searchsorted(times, times + dead_time, side="right")
+    beaten = np.zeros(times.size, dtype=bool)
+    rows, columns = pairs_in_runs(first, last)
+    other = (rows != columns) & neighbourhoods[channels[rows], channels[columns]]
+    rows, columns = rows[other], columns[other]
+    lower = (values[columns] < values[rows]) | ((values[columns] == values[rows]) & (columns < rows))
+    beaten[rows[lower]] = True
+    return times[~beaten], channels[~beaten]
 
 
 def initial_filters(
@@ -101,7 +139,7 @@ def initial_filters_by_neighbourhood(
 ) -> np.ndarray:
     """(n_filters, n_channels, n_taps) unit-norm filters, clustered channel by channel on a probe.
 
-    Each detected spike belongs to the channel where it is biggest; the spikes
+    Spikes are detected locally on big probes (`detect_peaks_locally`); each belongs to the channel where it is biggest; the spikes
     of a channel are cut on that channel's neighbourhood only and clustered
     there, so a cluster's mean is a filter that lives on the neighbourhood
     (zero elsewhere). This keeps the clustering's size that of a neighbourhood,
@@ -122,7 +160,11 @@ def initial_filters_by_neighbourhood(
     rng = np.random.default_rng(seed)
     n_channels, n_samples = signal.shape
     peak_tap = int(PEAK_FRACTION * n_taps)
-    times, channels = detect_peaks(signal, threshold, dead_time=max(n_taps // 4, 1))
+    dead_time = max(n_taps // 4, 1)
+    if n_channels >= LOCAL_DETECTION_MIN_CHANNELS:
+        times, channels = detect_peaks_locally(signal, threshold, dead_time, neighbourhoods)
+    else:
+        times, channels = detect_peaks(signal, threshold, dead_time)
     inside = (times - peak_tap >= 0) & (times - peak_tap + n_taps <= n_samples)
     times, channels = times[inside], channels[inside]
     if times.size > max_snippets:
