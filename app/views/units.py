@@ -4,8 +4,9 @@ A QAbstractTableModel over the session's UnitTable, behind a
 QSortFilterProxyModel that sorts on the raw numbers (not the formatted text)
 and keeps the rows the filter box's text allows (app.unit_filter). Space and
 Shift+Space step through the rows in this order, filtered ones left out.
-Selection reaches the rest of the app after a short debounce, as in phy, so
-holding an arrow key does not redraw every view for every row passed.
+Selection by keyboard reaches the rest of the app after a short debounce, as in
+phy, so holding an arrow key does not redraw every view for every row passed; a
+mouse click is published at once (rows then passed in a drag are debounced).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PyQt6.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
+from PyQt6.QtCore import QAbstractTableModel, QEvent, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit, QStyle, QTableView, QVBoxLayout
 
 from app.palette import unit_color
@@ -203,7 +204,9 @@ class UnitsView(View):
         for column, (_header, attribute, _format, _tooltip) in enumerate(COLUMNS):
             self.table_view.setColumnHidden(column, attribute in HIDDEN_AT_FIRST)
         self.table_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.table_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_timer.start())
+        self.table_view.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+        self._clicked = False  # a mouse press on the rows whose selection change is not yet published
+        self.table_view.viewport().installEventFilter(self)
         self.empty_label = QLabel("Units appear here when training ends and the recording is sorted.", wordWrap=True)
         self.filter_box = QLineEdit(placeholderText=FILTER_HINT, clearButtonEnabled=True)
         self.filter_box.setObjectName("unit_filter")
@@ -224,6 +227,24 @@ class UnitsView(View):
         layout.addWidget(self.table_view, 1)
         self._selection_timer = QTimer(self, singleShot=True, interval=SELECTION_DEBOUNCE_MS)
         self._selection_timer.timeout.connect(self._publish_selection)
+
+    def eventFilter(self, watched, event) -> bool:
+        # Seen before the table handles the press, which is when it changes the selection.
+        if watched is self.table_view.viewport():
+            if event.type() == QEvent.Type.MouseButtonPress:
+                self._clicked = True
+            elif event.type() == QEvent.Type.MouseButtonRelease:
+                self._clicked = False
+        return super().eventFilter(watched, event)
+
+    def _on_table_selection_changed(self, *_changes) -> None:
+        if self._clicked:
+            # A click is one selection, not a stream of them: waiting out the debounce only delays the views.
+            self._clicked = False
+            self._selection_timer.stop()
+            self._publish_selection()
+        else:
+            self._selection_timer.start()
 
     def selected_units_in_table(self) -> list[int]:
         rows = self.table_view.selectionModel().selectedRows()
