@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PyQt6.QtCore import QAbstractTableModel, QEvent, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
+from PyQt6.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit, QStyle, QTableView, QVBoxLayout
 
 from app.palette import unit_color
@@ -204,9 +204,10 @@ class UnitsView(View):
         for column, (_header, attribute, _format, _tooltip) in enumerate(COLUMNS):
             self.table_view.setColumnHidden(column, attribute in HIDDEN_AT_FIRST)
         self.table_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.table_view.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
-        self._clicked = False  # a mouse press on the rows whose selection change is not yet published
-        self.table_view.viewport().installEventFilter(self)
+        self.table_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_timer.start())
+        # (A signal, not an event filter on the viewport: a filter's Python object crashed the
+        # garbage collector's teardown of a window, test_app_dock_visibility.)
+        self.table_view.pressed.connect(self._on_row_pressed)
         self.empty_label = QLabel("Units appear here when training ends and the recording is sorted.", wordWrap=True)
         self.filter_box = QLineEdit(placeholderText=FILTER_HINT, clearButtonEnabled=True)
         self.filter_box.setObjectName("unit_filter")
@@ -228,23 +229,12 @@ class UnitsView(View):
         self._selection_timer = QTimer(self, singleShot=True, interval=SELECTION_DEBOUNCE_MS)
         self._selection_timer.timeout.connect(self._publish_selection)
 
-    def eventFilter(self, watched, event) -> bool:
-        # Seen before the table handles the press, which is when it changes the selection.
-        if watched is self.table_view.viewport():
-            if event.type() == QEvent.Type.MouseButtonPress:
-                self._clicked = True
-            elif event.type() == QEvent.Type.MouseButtonRelease:
-                self._clicked = False
-        return super().eventFilter(watched, event)
-
-    def _on_table_selection_changed(self, *_changes) -> None:
-        if self._clicked:
-            # A click is one selection, not a stream of them: waiting out the debounce only delays the views.
-            self._clicked = False
+    def _on_row_pressed(self, _index) -> None:
+        # Emitted once the press has changed the selection: a click is one selection, not a stream
+        # of them, so waiting out the debounce would only delay every view.
+        if self._selection_timer.isActive():
             self._selection_timer.stop()
             self._publish_selection()
-        else:
-            self._selection_timer.start()
 
     def selected_units_in_table(self) -> list[int]:
         rows = self.table_view.selectionModel().selectedRows()
