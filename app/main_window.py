@@ -30,6 +30,14 @@ from engine.io.recording import RecordingError
 
 # Bump when the default dock arrangement changes, so old saved layouts are not applied to it.
 LAYOUT_VERSION = 3  # 3: the Firing rate and Features docks
+# Two layouts, each remembered on its own: one while a recording is sorted (or a session with its
+# model is open), one while another tool's sort is curated without a model (`curation`).
+SORTING_LAYOUT, CURATION_LAYOUT = "sorting", "curation"
+LAYOUT_KEYS = {SORTING_LAYOUT: "window/state", CURATION_LAYOUT: "window/state_curation"}
+# Curating without a model, the docks that serve training go behind a curation view, a click away:
+# (dock sent back, dock it becomes a tab of, which stays in front). At 1920 x 1200 Training and the
+# empty Codes plot took a third of the window, the Probe was a tab and Waveforms had ~250 px.
+CURATION_TABS = (("training", "probe"), ("codes", "amplitudes"), ("filters", "waveforms"))
 CLOSE_RETRY_MS = 200
 RECORDING_FILTER = (
     "Recordings (*.bin *.dat *.raw *.npy *.meta structure.oebin *.nwb *.rhd *.rhs *.ns5 *.ns6 *.plx *.pl2 *.ncs *.smrx);;"
@@ -42,6 +50,12 @@ DOCK_WEIGHTS = (
     (Qt.Orientation.Horizontal, {"codes": 3, "amplitudes": 2}),
     (Qt.Orientation.Vertical, {"codes": 3, "correlograms": 2}),
     (Qt.Orientation.Vertical, {"filters": 4, "units": 4, "similarity": 3, "waveforms": 5}),
+)
+# The curation layout's, where Codes and Filters are tabs: without these, Firing rate under
+# Amplitudes was a 20 px title bar.
+CURATION_DOCK_WEIGHTS = (
+    (Qt.Orientation.Vertical, {"amplitudes": 2, "firing_rate": 2, "correlograms": 4}),
+    (Qt.Orientation.Vertical, {"units": 4, "similarity": 3, "waveforms": 6}),
 )
 
 
@@ -63,8 +77,11 @@ class MainWindow(QMainWindow):
         self.engine.progress.connect(self._on_progress)
         self.views = {}  # view name -> View
         self.docks = {}  # view name -> QDockWidget
+        self.layout_mode = SORTING_LAYOUT
         self._build_docks()
-        self._default_layout = self.saveState(LAYOUT_VERSION)
+        self._default_layouts = {SORTING_LAYOUT: self.saveState(LAYOUT_VERSION)}
+        self._default_layouts[CURATION_LAYOUT] = self._curation_default_layout()
+        self.restoreState(self._default_layouts[SORTING_LAYOUT], LAYOUT_VERSION)
         self._build_menus()
         self._build_status_bar()
         self.curation_controller = CurationController(self)
@@ -113,7 +130,8 @@ class MainWindow(QMainWindow):
     def _size_columns(self) -> None:
         by_area = {}
         for name, dock in self.docks.items():
-            by_area.setdefault(self.dockWidgetArea(dock), dock)
+            if self._in_layout(dock):
+                by_area.setdefault(self.dockWidgetArea(dock), dock)
         widths = {Qt.DockWidgetArea.LeftDockWidgetArea: 330, Qt.DockWidgetArea.RightDockWidgetArea: 430}
         sized = [(by_area[area], width) for area, width in widths.items() if area in by_area]
         if sized:
@@ -126,30 +144,59 @@ class MainWindow(QMainWindow):
         # squeezed Amplitudes and Firing rate to ~60 px, Correlograms and ISI to their title bars,
         # and Waveforms under the Units table to a sliver (1600 × 1000 and 1920 × 1200
         # screenshots), though a unit is judged by them.
-        for orientation, weights in DOCK_WEIGHTS:
-            docks = [self.docks[name] for name in weights if name in self.docks and not self.docks[name].isFloating()]
+        for orientation, weights in DOCK_WEIGHTS + (CURATION_DOCK_WEIGHTS if self.layout_mode == CURATION_LAYOUT else ()):
+            docks = [self.docks[name] for name in weights if name in self.docks and self._in_layout(self.docks[name])]
             if len(docks) > 1:
                 self.resizeDocks(docks, [weights[d.widget().name] for d in docks], orientation)
+
+    def _in_layout(self, dock: QDockWidget) -> bool:
+        # Sizes are shared among the docks in place: one floating, closed or behind a tab has none of its own.
+        behind = {name for name, _front in CURATION_TABS} if self.layout_mode == CURATION_LAYOUT else set()
+        return not dock.isFloating() and not dock.isHidden() and dock.objectName()[: -len("_dock")] not in behind
+
+    def _curation_default_layout(self) -> QByteArray:
+        for behind, front in CURATION_TABS:
+            self.tabifyDockWidget(self.docks[front], self.docks[behind])
+            self.docks[front].raise_()
+        return self.saveState(LAYOUT_VERSION)
 
     def _restore_layout(self) -> None:
         settings = app_settings()
         geometry = settings.value("window/geometry")
-        state = settings.value("window/state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray):
-            self.restoreState(state, LAYOUT_VERSION)
+        self._restore_mode_layout(self.layout_mode)
+
+    def _restore_mode_layout(self, mode: str) -> None:
+        state = app_settings().value(LAYOUT_KEYS[mode])
+        if not (isinstance(state, QByteArray) and self.restoreState(state, LAYOUT_VERSION)):
+            self._apply_default_layout(mode)
+
+    def set_layout_mode(self, mode: str) -> None:
+        """Switch between the sorting and the curation layout, keeping the one left for next time."""
+        if mode == self.layout_mode:
+            return
+        app_settings().setValue(LAYOUT_KEYS[self.layout_mode], self.saveState(LAYOUT_VERSION))
+        self.layout_mode = mode
+        self._restore_mode_layout(mode)
 
     def save_layout(self) -> None:
         settings = app_settings()
         settings.setValue("window/geometry", self.saveGeometry())
-        settings.setValue("window/state", self.saveState(LAYOUT_VERSION))
+        settings.setValue(LAYOUT_KEYS[self.layout_mode], self.saveState(LAYOUT_VERSION))
         settings.sync()
 
     def reset_layout(self) -> None:
-        self.restoreState(self._default_layout, LAYOUT_VERSION)
+        self._apply_default_layout(self.layout_mode)
+
+    def _apply_default_layout(self, mode: str) -> None:
+        self.restoreState(self._default_layouts[mode], LAYOUT_VERSION)
         for dock in self.docks.values():
+            dock.setFloating(False)
             dock.show()
+        if mode == CURATION_LAYOUT:
+            for _behind, front in CURATION_TABS:
+                self.docks[front].raise_()
         self._size_columns()  # the saved state was taken before the window had its size
 
     # ---- menus and status bar --------------------------------------------------------
@@ -280,6 +327,9 @@ class MainWindow(QMainWindow):
             # Training started while the file was loading: keep the run, drop the file.
             self.status_label.setText(f"{opened.path} was not opened: stop training first")
             return
+        # A sort opened without its model is curated: the curation views get the room.
+        curating = opened.sorting is not None and opened.trainer is None
+        self.set_layout_mode(CURATION_LAYOUT if curating else SORTING_LAYOUT)
         self.session.set_recording(opened.recording, opened.source, opened.signal_units)
         if opened.training_config is not None:
             self.session.set_training_config(opened.training_config)

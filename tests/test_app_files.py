@@ -74,8 +74,9 @@ def test_a_phy_folder_opens_with_its_units_and_labels(window, qtbot, tmp_path, t
     assert window.session.unit_table.labels == ["", "good"]
     assert window.session.recording is not None and window.session.recording.n_channels == 4
     assert window.views["units"].proxy.rowCount() == 2
-    # Without a trained model, the Filters view shows the units' templates.
-    assert [cell.unit for cell in window.views["filters"].cells] == [0, 1]
+    # Without a trained model, the Filters view shows the units' templates (a tab behind Waveforms).
+    window.docks["filters"].raise_()
+    qtbot.waitUntil(lambda: [cell.unit for cell in window.views["filters"].cells] == [0, 1], timeout=5_000)
 
 
 def test_a_session_reopens_with_the_same_filters_and_sort(window, qtbot, tmp_path, shown_errors):

@@ -64,6 +64,7 @@ def click_filter(qtbot, filters, index: int) -> None:
 def test_traces_and_filters_follow_merge_undo_and_split(curating, qtbot):
     window, session = curating, curating.session
     traces, filters = window.views["traces"], window.views["filters"]
+    window.docks["filters"].raise_()  # curating, a tab behind Waveforms
     qtbot.waitUntil(lambda: len(traces.spikes.data) > 0, timeout=5_000)
     assert marker_units(traces) == {5, 17}
     assert filter_titles(filters) == ["unit 5", "unit 17"]
@@ -103,6 +104,7 @@ def test_traces_and_filters_follow_merge_undo_and_split(curating, qtbot):
 
 def test_the_codes_hint_wraps_inside_its_plot(curating, qtbot):
     codes = curating.views["codes"]
+    curating.docks["codes"].raise_()  # curating, a tab behind Amplitudes
     curating.docks["codes"].resize(220, 200)
     curating.resizeDocks([curating.docks["codes"]], [220], Qt.Orientation.Horizontal)
     qtbot.waitUntil(lambda: codes.plot.getViewBox().boundingRect().width() < 300, timeout=2_000)

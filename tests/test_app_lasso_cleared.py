@@ -44,6 +44,7 @@ def test_k_undo_and_space_erase_the_lasso(curating, qtbot):  # noqa: F811
 
 def test_an_embedding_lasso_is_erased_after_k(curating, qtbot):  # noqa: F811
     window = curating
+    window.docks["embedding"].raise_()  # curating, a tab behind the Probe
     embedding = window.views["embedding"]
     embedding.refresh()
     qtbot.waitUntil(lambda: embedding.embedding is not None and embedding._grouping_is_current(), timeout=30_000)

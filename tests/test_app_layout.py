@@ -84,6 +84,7 @@ def test_the_training_curves_labels_fit_beside_their_plots(window, qtbot):
 def test_the_layout_does_not_jump_when_the_tsne_finishes(qtbot, four_unit_folder):
     window = open_for_curation(qtbot, four_unit_folder)
     window.resize(1280, 800)  # a laptop
+    window.docks["embedding"].raise_()  # curating, the Probe is the left column's tab in front
     embedding = window.views["embedding"]
     qtbot.waitUntil(lambda: embedding.embedding is not None, timeout=30_000)
     window.resizeDocks([window.docks["embedding"]], [300], Qt.Orientation.Horizontal)
@@ -104,6 +105,7 @@ def test_waveforms_correlograms_and_filters_say_their_units(qtbot, four_unit_fol
     window = open_for_curation(qtbot, four_unit_folder)
     window.session.select_units([0, 1])
     waveforms, correlograms, filters = (window.views[name] for name in ("waveforms", "correlograms", "filters"))
+    window.docks["filters"].raise_()  # curating, a tab behind Waveforms
     for view in (waveforms, correlograms):
         view.refresh()
     qtbot.waitUntil(lambda: waveforms.scale_bar.microvolts is not None, timeout=10_000)
@@ -153,3 +155,45 @@ def test_the_default_layout_gives_every_unit_view_room(qtbot, four_unit_folder):
     assert window.views["units"].table_view.verticalScrollBar().maximum() == 0, "4 rows do not fit"
     save_shot(window, "default_layout.png")
     window.close()
+
+
+def in_front(window, name) -> bool:
+    """The dock is docked and drawn: not closed, not floating, not a tab behind another."""
+    dock = window.docks[name]
+    return dock.isVisible() and not dock.isFloating() and not dock.visibleRegion().isEmpty()
+
+
+def test_curating_another_tools_sort_gives_the_training_docks_room_to_the_curation_views(
+    qtbot, tiny_recording, four_unit_folder
+):
+    from app.main_window import MainWindow
+    from tests.conftest import open_window
+
+    window = open_for_curation(qtbot, four_unit_folder)
+    window.resize(1920, 1200)
+    qtbot.wait(100)
+    assert window.layout_mode == "curation"
+    for behind, front in (("training", "probe"), ("codes", "amplitudes"), ("filters", "waveforms")):
+        assert in_front(window, front), f"{front} is in front while curating"
+        assert not in_front(window, behind), f"{behind} waits behind {front}'s tab"
+        assert window.docks[behind] in window.tabifiedDockWidgets(window.docks[front]), f"{behind} is a click away"
+    assert window.docks["probe"].height() > 0.8 * window.docks["traces"].height() + window.docks["amplitudes"].height()
+    window.docks["similarity"].close()  # the person's own change to the curation layout
+    window.close()
+
+    # A recording to sort gets the sorting layout, every dock in place...
+    sorting = open_window(qtbot, tiny_recording)
+    assert sorting.layout_mode == "sorting"
+    for name in ("training", "codes", "filters", "amplitudes", "waveforms"):
+        assert in_front(sorting, name), name
+    sorting.close()
+
+    # ...and the curation layout comes back as the person left it; Reset Layout restores its default.
+    again = open_for_curation(qtbot, four_unit_folder)
+    assert not again.docks["similarity"].isVisible()
+    again.reset_layout()
+    qtbot.wait(50)
+    assert again.layout_mode == "curation" and again.docks["similarity"].isVisible()
+    assert in_front(again, "probe") and not in_front(again, "training")
+    save_shot(again, "curation_layout.png")
+    again.close()

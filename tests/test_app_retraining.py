@@ -38,6 +38,7 @@ def test_curating_a_foreign_phy_folder_builds_no_model_and_start_explains_itself
     qtbot, phy_folder, shown_errors, no_model_built  # noqa: F811
 ):
     window = open_for_curation(qtbot, phy_folder)
+    window.docks["training"].raise_()  # curating, a tab behind the Probe
     training = window.views["training"]
     assert window.session.recording is not None
     assert not training.start_button.isEnabled()
@@ -56,6 +57,7 @@ def test_start_on_a_sparsort_sort_asks_first_and_cancel_keeps_the_curation(
 ):
     (phy_folder / "sparsort.json").write_text(json.dumps({"n_units": 3}))
     window = open_for_curation(qtbot, phy_folder)
+    window.docks["training"].raise_()  # curating, a tab behind the Probe
     training = window.views["training"]
     assert training.start_button.isEnabled() and not training.start_note.isVisible()
     qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
@@ -83,6 +85,7 @@ def test_the_bar_follows_merges_and_resets_when_a_new_recording_opens(
     qtbot, phy_folder, shown_errors, tiny_probe_recording  # noqa: F811
 ):
     window = open_for_curation(qtbot, phy_folder)
+    window.docks["training"].raise_()  # curating, a tab behind the Probe
     progress = window.views["training"].progress
     n_spikes = window.session.sorting.n_spikes
     assert progress.text() == f"Sorted: 3 units, {n_spikes:,} spikes"

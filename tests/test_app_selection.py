@@ -83,10 +83,23 @@ def test_table_selection_reaches_every_view(sorted_window, qtbot):
     assert brush.color().getRgb()[:3] == unit_rgb(0)
 
 
-def test_a_click_survives_a_table_refresh_before_it_is_published(sorted_window, qtbot):
-    """Background metrics replace the table; a click still inside the selection's debounce must not be lost."""
+def test_a_click_is_published_at_once_and_arrow_keys_after_the_debounce(sorted_window, qtbot):
+    units, session = sorted_window.views["units"], sorted_window.session
+    click_table_row(qtbot, units, row_of_unit(units, 1))
+    assert session.selected_units == (1,), "a click waits for no debounce"
+    assert not units._selection_timer.isActive()
+    units.table_view.setFocus()
+    qtbot.keyClick(units.table_view, Qt.Key.Key_Down)
+    assert units.selected_units_in_table() == [2] and session.selected_units == (1,), "a key is debounced"
+    qtbot.waitUntil(lambda: session.selected_units == (2,), timeout=2_000)
+
+
+def test_a_key_press_survives_a_table_refresh_before_it_is_published(sorted_window, qtbot):
+    """Background metrics replace the table; a row chosen inside the selection's debounce must not be lost."""
     units = sorted_window.views["units"]
-    click_table_row(qtbot, units, row_of_unit(units, 2))
+    click_table_row(qtbot, units, row_of_unit(units, 1))
+    units.table_view.setFocus()
+    qtbot.keyClick(units.table_view, Qt.Key.Key_Down)
     assert units._selection_timer.isActive()  # not published yet
     session = sorted_window.session
     session.set_sorting(session.sorting, session.unit_table)  # what a finished metrics job does

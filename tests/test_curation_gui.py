@@ -249,6 +249,7 @@ def test_a_fresh_sort_is_curated_in_memory_until_saved_then_its_history_moves_in
 
 def test_a_lasso_on_the_tsne_map_splits_its_spikes(curating, qtbot):
     window, session = curating, curating.session
+    window.docks["embedding"].raise_()  # curating, a tab behind the Probe
     view = window.views["embedding"]
     qtbot.waitUntil(lambda: view.embedding is not None and view.embedding.tsne_fraction >= 1.0, timeout=30_000)
     view.refresh()
@@ -271,6 +272,7 @@ def test_a_lasso_on_a_sampled_map_also_takes_the_spikes_it_did_not_show(qtbot, p
     monkeypatch.setattr("app.views.embedding.MAX_EMBEDDED_SPIKES", 60)
     window = open_for_curation(qtbot, phy_folder)
     session, view = window.session, window.views["embedding"]
+    window.docks["embedding"].raise_()  # curating, a tab behind the Probe
     qtbot.waitUntil(lambda: view.embedding is not None and view.embedding.tsne_fraction >= 1.0, timeout=30_000)
     view.refresh()
     assert len(view.embedding.spike_indices) == 60 < session.sorting.n_spikes

@@ -4,8 +4,9 @@ A QAbstractTableModel over the session's UnitTable, behind a
 QSortFilterProxyModel that sorts on the raw numbers (not the formatted text)
 and keeps the rows the filter box's text allows (app.unit_filter). Space and
 Shift+Space step through the rows in this order, filtered ones left out.
-Selection reaches the rest of the app after a short debounce, as in phy, so
-holding an arrow key does not redraw every view for every row passed.
+Selection by keyboard reaches the rest of the app after a short debounce, as in
+phy, so holding an arrow key does not redraw every view for every row passed; a
+mouse click is published at once (rows then passed in a drag are debounced).
 """
 
 from __future__ import annotations
@@ -204,6 +205,9 @@ class UnitsView(View):
             self.table_view.setColumnHidden(column, attribute in HIDDEN_AT_FIRST)
         self.table_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_timer.start())
+        # (A signal, not an event filter on the viewport: a filter's Python object crashed the
+        # garbage collector's teardown of a window, test_app_dock_visibility.)
+        self.table_view.pressed.connect(self._on_row_pressed)
         self.empty_label = QLabel("Units appear here when training ends and the recording is sorted.", wordWrap=True)
         self.filter_box = QLineEdit(placeholderText=FILTER_HINT, clearButtonEnabled=True)
         self.filter_box.setObjectName("unit_filter")
@@ -224,6 +228,13 @@ class UnitsView(View):
         layout.addWidget(self.table_view, 1)
         self._selection_timer = QTimer(self, singleShot=True, interval=SELECTION_DEBOUNCE_MS)
         self._selection_timer.timeout.connect(self._publish_selection)
+
+    def _on_row_pressed(self, _index) -> None:
+        # Emitted once the press has changed the selection: a click is one selection, not a stream
+        # of them, so waiting out the debounce would only delay every view.
+        if self._selection_timer.isActive():
+            self._selection_timer.stop()
+            self._publish_selection()
 
     def selected_units_in_table(self) -> list[int]:
         rows = self.table_view.selectionModel().selectedRows()
