@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms
+from engine.pipeline.explain_away import _overlapping_groups, eliminate_redundant_events, event_atoms
 
 
 def shapes(n_taps=30):
@@ -131,9 +131,43 @@ def test_atoms_live_on_their_filters_channels_and_far_apart_spikes_are_not_group
     np.testing.assert_allclose(scales, scales_full, rtol=1e-4)  # the ridge scales with the group it is in
 
 
-def test_small_groups_solved_together_decide_as_one_by_one(monkeypatch):
-    """Groups up to MAX_BATCHED_GROUP are eliminated all at once (stacked solves); the decisions and
-    scales must be those of the one-group-at-a-time loop, on a many-channel signal with groups of every size."""
+def _one_by_one(signal, starts, atoms, channels, min_energy, ridge=1e-6):
+    """The elimination written plainly, as the oracle: each group's atoms placed on the probe, refitted,
+    the cheapest dropped while under the bar, one group and one event at a time."""
+    n_events, width = len(starts), atoms.shape[2]
+    dense = np.zeros((n_events, signal.shape[0], signal.shape[1] + 2 * width))
+    for event in range(n_events):
+        for row, channel in enumerate(channels[event]):
+            if channel >= 0:
+                dense[event, channel, starts[event] + width : starts[event] + 2 * width] = atoms[event, row]
+    dense = dense.reshape(n_events, -1)
+    padded = np.pad(signal, ((0, 0), (width, width))).ravel()
+    order = np.argsort(starts, kind="stable")  # the module's own grouping: what is under test is the elimination
+    group = np.empty(n_events, dtype=np.int64)
+    group[order] = _overlapping_groups(starts[order], width, channels[order], signal.shape[0])
+    keep, scales = np.zeros(n_events, bool), np.zeros(n_events)
+    for label in np.unique(group):
+        active = np.flatnonzero(group == label)
+        alone = active.size == 1  # a lone event's scale in closed form, without the ridge
+        while active.size:
+            gram = dense[active] @ dense[active].T
+            gram += (0.0 if alone else ridge) * np.trace(gram) / active.size * np.eye(active.size)
+            inverse = np.linalg.inv(gram)
+            fitted = inverse @ (dense[active] @ padded)
+            cost = fitted**2 / np.maximum(np.diag(inverse), 1e-12)
+            cost[fitted <= 0] = -np.inf
+            weakest = int(np.argmin(cost))
+            if cost[weakest] >= min_energy:
+                keep[active], scales[active] = True, fitted
+                break
+            active = np.delete(active, weakest)
+    return keep, scales
+
+
+def test_small_groups_solved_together_decide_as_the_plain_elimination(monkeypatch):
+    """Groups are eliminated a size at a time (stacked solves; above MAX_BATCHED_GROUP one at a time);
+    the decisions and scales must be those of the plain elimination, on a many-channel signal with groups
+    of every size."""
     from engine.pipeline import explain_away
 
     rng = np.random.default_rng(3)
@@ -151,9 +185,10 @@ def test_small_groups_solved_together_decide_as_one_by_one(monkeypatch):
     for filter_index, start, amplitude in zip(which, index, rng.uniform(2, 20, n_events)):
         signal[:, start : start + n_taps] += amplitude * filters[filter_index]
     starts, atoms, channels = event_atoms(index, which, triplets, filters)
-    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
-    monkeypatch.setattr(explain_away, "MAX_BATCHED_GROUP", 1)  # every group through the loop
-    keep_loop, scales_loop = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
-    assert 0 < keep.sum() < n_events  # some dropped, some kept: the test decides something
-    assert keep.tolist() == keep_loop.tolist()
-    np.testing.assert_allclose(scales, scales_loop, rtol=1e-6, atol=1e-9)
+    expected_keep, expected_scales = _one_by_one(signal, starts, atoms, channels, 5.0**2)
+    assert 0 < expected_keep.sum() < n_events  # some dropped, some kept: the test decides something
+    for batched in (explain_away.MAX_BATCHED_GROUP, 1):  # stacked by size, and every group alone
+        monkeypatch.setattr(explain_away, "MAX_BATCHED_GROUP", batched)
+        keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
+        assert keep.tolist() == expected_keep.tolist()
+        np.testing.assert_allclose(np.where(keep, scales, 0.0), expected_scales, rtol=1e-6, atol=1e-9)

@@ -31,7 +31,7 @@ from engine.model.pairs import pairs_in_runs
 # atoms are nearly the same (the very case this module exists for).
 _RIDGE = 1e-6
 # Groups up to this size are eliminated all together, a size at a time (stacked
-# solves); bigger ones one by one.
+# solves); bigger ones, rare, one at a time.
 MAX_BATCHED_GROUP = 8
 
 
@@ -115,22 +115,16 @@ def eliminate_redundant_events(
     safe_norms = np.maximum(norms, 1e-12)
     scale_sorted[lone] = correlations[lone] / safe_norms[lone]
     keep_sorted[lone] = (correlations[lone] > 0) & (correlations[lone] ** 2 / safe_norms[lone] >= min_energy)
-    # Small groups (most of them: a spike and the shadow or neighbour it overlaps), a whole size at a
-    # time: per-group Python cost 0.3 ms, and a 1-channel pool from noise had 3,000 groups a pass.
-    for size in range(2, MAX_BATCHED_GROUP + 1):
-        members = _groups_of_size(groups, sizes, size)
-        if members.size:
+    # Small groups (most of them: a spike and the shadow or neighbour it overlaps) a whole size at a
+    # time: one group at a time cost 0.3 ms of Python each, and a 1-channel pool from noise had 3,000
+    # groups a pass. Bigger groups, rare, one at a time.
+    for size in np.unique(sizes[sizes > 1]):
+        members = _groups_of_size(groups, sizes, int(size))
+        for block in [members] if size <= MAX_BATCHED_GROUP else np.split(members, len(members)):
             kept, fitted = _eliminate_in_groups_of_a_size(starts_sorted, atoms_sorted, channels_sorted,
-                                                          correlations, members, min_energy)
-            keep_sorted[members] = kept
-            scale_sorted[members] = fitted
-    large = np.flatnonzero(sizes[groups] > MAX_BATCHED_GROUP)
-    by_group = large[np.argsort(groups[large], kind="stable")]  # each group's members stay in start order
-    for members in np.split(by_group, np.flatnonzero(np.diff(groups[by_group])) + 1) if by_group.size else []:
-        atoms_here = _on_shared_channels(atoms_sorted[members], channels_sorted[members])
-        kept, fitted = _eliminate_in_group(starts_sorted[members], atoms_here, correlations[members], min_energy)
-        keep_sorted[members] = kept
-        scale_sorted[members] = fitted
+                                                          correlations, block, min_energy)
+            keep_sorted[block] = kept
+            scale_sorted[block] = fitted
     keep[order] = keep_sorted
     scales[order] = np.where(keep_sorted, scale_sorted, 0.0)
     return keep, scales
@@ -155,15 +149,6 @@ def _overlapping_groups(starts: np.ndarray, width: int, channels: np.ndarray, n_
     return connected_components(graph, directed=False)[1]
 
 
-def _on_shared_channels(atoms: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """A group's atoms on the union of their channels, (size, n_union, width), so that they can be compared."""
-    union = np.unique(channels[channels >= 0])
-    dense = np.zeros((len(atoms), len(union), atoms.shape[2]))
-    events, rows = np.nonzero(channels >= 0)
-    dense[events, np.searchsorted(union, channels[events, rows])] = atoms[events, rows]
-    return dense
-
-
 def _atom_correlations(signal: np.ndarray, starts: np.ndarray, atoms: np.ndarray, channels: np.ndarray) -> np.ndarray:
     """<atom_e, signal> for each event, zero outside the signal."""
     width = atoms.shape[2]
@@ -173,21 +158,6 @@ def _atom_correlations(signal: np.ndarray, starts: np.ndarray, atoms: np.ndarray
     for row in range(atoms.shape[1]):
         correlations += np.einsum("ew,ew->e", padded[channels[:, row][:, None], index], atoms[:, row])
     return correlations
-
-
-def _gram(starts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """Inner products of a group's atoms, at their relative positions."""
-    size, n_channels, width = atoms.shape
-    gram = np.zeros((size, size))
-    for a in range(size):
-        gram[a, a] = float(np.sum(atoms[a] * atoms[a]))
-        for b in range(a + 1, size):
-            lag = int(starts[b] - starts[a])
-            if lag >= width:
-                break  # sorted by start: later atoms are further away
-            value = float(np.sum(atoms[a][:, lag:] * atoms[b][:, : width - lag]))
-            gram[a, b] = gram[b, a] = value
-    return gram
 
 
 def _groups_of_size(groups: np.ndarray, sizes: np.ndarray, size: int) -> np.ndarray:
@@ -212,8 +182,13 @@ def _pair_products(first: np.ndarray, second: np.ndarray, lags: np.ndarray, atom
 def _eliminate_in_groups_of_a_size(starts: np.ndarray, atoms: np.ndarray, channels: np.ndarray,
                                    correlations: np.ndarray, members: np.ndarray,
                                    min_energy: float) -> tuple[np.ndarray, np.ndarray]:
-    """`_eliminate_in_group` on every group of `members` (n_groups, size) at once: the same drops, one
-    event per round, each group's solve a stacked (size × size) inverse with dropped events as identity."""
+    """Backward elimination in every group of `members` (n_groups, size; each row in start order) at once.
+
+    Each round refits the group's active atoms by least squares (ridge `_RIDGE`), and drops the event
+    whose removal costs the least explained energy, a_e² / (G⁻¹)_ee, while that is under `min_energy`
+    (an event fitted negative goes first); a group whose weakest event clears the bar is settled with
+    its fitted scales. The solves are stacked (size × size) inverses, dropped events as identity rows.
+    Returns (keep, scales), each (n_groups, size)."""
     n_groups, size = members.shape
     gram = np.zeros((n_groups, size, size))
     for a in range(size):
@@ -221,9 +196,10 @@ def _eliminate_in_groups_of_a_size(starts: np.ndarray, atoms: np.ndarray, channe
         for b in range(a + 1, size):
             lags = starts[members[:, b]] - starts[members[:, a]]
             near = np.flatnonzero(lags < atoms.shape[2])
-            if near.size:
-                products = _pair_products(members[near, a], members[near, b], lags[near], atoms, channels)
-                gram[near, a, b] = gram[near, b, a] = products
+            if near.size == 0:
+                break  # members in start order: later ones are further away still
+            products = _pair_products(members[near, a], members[near, b], lags[near], atoms, channels)
+            gram[near, a, b] = gram[near, b, a] = products
     wanted = correlations[members]
     active = np.ones((n_groups, size), dtype=bool)
     settled = np.zeros(n_groups, dtype=bool)
@@ -248,26 +224,3 @@ def _eliminate_in_groups_of_a_size(starts: np.ndarray, atoms: np.ndarray, channe
         if settled.all():
             break
     return active, scales
-
-
-def _eliminate_in_group(starts: np.ndarray, atoms: np.ndarray, correlations: np.ndarray,
-                        min_energy: float) -> tuple[np.ndarray, np.ndarray]:
-    gram = _gram(starts, atoms)
-    active = np.arange(len(starts))
-    scales = np.zeros(len(starts))
-    while active.size:
-        sub = gram[np.ix_(active, active)]
-        sub = sub + _RIDGE * np.trace(sub) / active.size * np.eye(active.size)
-        inverse = np.linalg.inv(sub)
-        fitted = inverse @ correlations[active]
-        # Energy lost by removing one event with the others refitted: a_e² / (G⁻¹)_ee.
-        cost = fitted**2 / np.maximum(np.diag(inverse), 1e-12)
-        cost[fitted <= 0] = -np.inf  # a negative amplitude is never a spike: drop those first
-        weakest = int(np.argmin(cost))
-        if cost[weakest] >= min_energy:
-            scales[active] = fitted
-            break
-        active = np.delete(active, weakest)
-    keep = np.zeros(len(starts), dtype=bool)
-    keep[active] = True
-    return keep, scales
