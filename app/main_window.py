@@ -152,7 +152,7 @@ class MainWindow(QMainWindow):
     def _in_layout(self, dock: QDockWidget) -> bool:
         # Sizes are shared among the docks in place: one floating, closed or behind a tab has none of its own.
         behind = {name for name, _front in CURATION_TABS} if self.layout_mode == CURATION_LAYOUT else set()
-        return not dock.isFloating() and not dock.isHidden() and dock.objectName()[: -len("_dock")] not in behind
+        return not dock.isFloating() and not dock.isHidden() and dock.widget().name not in behind
 
     def _curation_default_layout(self) -> QByteArray:
         for behind, front in CURATION_TABS:

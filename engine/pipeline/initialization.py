@@ -139,8 +139,9 @@ def initial_filters_by_neighbourhood(
 ) -> np.ndarray:
     """(n_filters, n_channels, n_taps) unit-norm filters, clustered channel by channel on a probe.
 
-    Spikes are detected locally on big probes (`detect_peaks_locally`); each belongs to the channel where it is biggest; the spikes
-    of a channel are cut on that channel's neighbourhood only and clustered
+    Spikes are detected per neighbourhood on big probes (`detect_peaks_locally`); each
+    belongs to the channel where it is biggest; the spikes of a channel are cut on
+    that channel's neighbourhood only and clustered
     there, so a cluster's mean is a filter that lives on the neighbourhood
     (zero elsewhere). This keeps the clustering's size that of a neighbourhood,
     not of the probe: a snippet on 384 channels × 120 taps is 46,080 values, on
