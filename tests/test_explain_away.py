@@ -73,15 +73,22 @@ def test_a_filter_holding_two_neurons_is_split_and_one_neuron_is_not():
     labels = np.zeros(starts.size, dtype=np.int64)
     amplitudes = np.full(starts.size, 12.0)
     start_filters = filters[:1].copy()
-    new, split = split_mixed_filters(signal, start_filters, starts, labels, amplitudes, 0.97, 20)
+    result = split_mixed_filters(signal, start_filters, starts, labels, amplitudes, 0.97, 20)
+    new, split = result.filters, result.split
     assert split == [0] and len(new) == 2
     best = [max(abs(float(np.sum(f * g))) for f in new) for g in (filters[0], filters[2])]
     assert min(best) > 0.95  # each neuron has its own filter back
+    # Each spike goes with its neuron's half: pruning after the split counts them without coding again.
+    first_half = int(np.argmax([abs(float(np.sum(f * filters[0]))) for f in new]))
+    is_first = np.arange(starts.size) < first_times.size
+    assert np.mean(result.spike_filters[is_first] == first_half) > 0.98
+    assert np.mean(result.spike_filters[~is_first] == 1 - first_half) > 0.98
 
     only_first = labels[: first_times.size]
-    new, split = split_mixed_filters(signal, start_filters, first_times, only_first, amplitudes[: first_times.size],
-                                     0.97, 20)
-    assert split == [] and len(new) == 1  # amplitude jitter alone is not two neurons
+    result = split_mixed_filters(signal, start_filters, first_times, only_first, amplitudes[: first_times.size],
+                                 0.97, 20)
+    assert result.split == [] and len(result.filters) == 1  # amplitude jitter alone is not two neurons
+    assert np.array_equal(result.spike_filters, only_first)
 
 
 def test_a_filter_that_follows_a_bigger_units_spikes_is_a_shadow_and_a_neighbour_is_not():

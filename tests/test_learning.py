@@ -87,6 +87,24 @@ def test_a_spike_split_between_look_alike_filters_keeps_one_code():
     assert kept[1, 1, 120] > 0 and torch.count_nonzero(kept[1, 0]) == 0
 
 
+def test_a_filters_spikes_far_above_its_usual_size_are_left_out_of_its_fit():
+    """A filter that codes another neuron's far bigger spike must not be fitted to it."""
+    rng = np.random.default_rng(5)
+    filters = torch.from_numpy(rng.standard_normal((2, 2, 16)).astype(np.float32))
+    filters /= filters.norm(dim=(1, 2), keepdim=True)
+    spikes = torch.zeros(1, 2, 400)
+    spikes[0, 0, [40, 140]] = torch.tensor([10.0, 12.0])  # filter 0's own spikes
+    spikes[0, 0, 240] = 60.0  # a spike five times its usual size
+    spikes[0, 1, 320] = 60.0  # filter 1's usual size is that big
+    batch = F.conv_transpose1d(spikes, filters)
+    usual = np.array([11.0, 60.0])
+    everything = codes_of_kept_spikes(spikes, batch, filters, dead_time=5, min_amplitude=3.0)
+    kept = codes_of_kept_spikes(spikes, batch, filters, dead_time=5, min_amplitude=3.0, max_amplitudes=3.0 * usual)
+    assert everything[0, 0, 240] > 0  # without the bound, the big spike counts
+    assert kept[0, 0, 240] == 0 and kept[0, 0, 40] > 0 and kept[0, 0, 140] > 0
+    assert kept[0, 1, 320] > 0
+
+
 def test_recentre_moves_a_spike_caught_at_the_edge_and_leaves_a_centred_one():
     filters = torch.zeros(2, 1, 40)
     filters[0, 0, 1:4] = torch.tensor([-1.0, -2.0, -1.0])  # caught at the start, cut by the edge
@@ -149,6 +167,25 @@ def test_training_ends_once_the_shapes_settle_and_runs_every_epoch_when_told_not
     trainer, planned, _, last = runs[1.0]
     assert trainer.settled_at == MIN_SETTLE_STEPS and trainer.step == MIN_SETTLE_STEPS < planned
     assert last.step == last.n_steps == MIN_SETTLE_STEPS  # the views show training done, not stopped midway
+
+
+def test_training_bounds_each_filters_spikes_by_its_size_at_the_pruning_and_not_from_a_checkpoint(tiny):
+    from engine.pipeline.params import OUTLIER_AMPLITUDE_FACTOR
+
+    recording, _ = tiny
+    pipeline = SortPipeline(recording, TrainingConfig())
+    pipeline.prepare()
+    dead_time, min_amplitude, largest = pipeline.trainer.spike_reading
+    events = pipeline._events_of_pool()  # the pool coded with the pruned dictionary
+    medians = np.array([np.median(events.amplitudes[events.filters == k]) for k in range(pipeline.model.n_filters)])
+    assert largest.shape == (pipeline.model.n_filters,) and np.all(np.isfinite(largest))
+    # Pruning judged the dictionary before it dropped filters; the kept ones code the pool as they did.
+    np.testing.assert_allclose(largest, OUTLIER_AMPLITUDE_FACTOR * medians, rtol=0.05)
+    assert np.all(largest > 2 * min_amplitude)
+
+    resumed = SortPipeline(recording, TrainingConfig())
+    resumed.prepare(initial_dictionary=pipeline.model.filters.detach().numpy())
+    assert resumed.trainer.spike_reading[2] is None  # no pruning yet: nothing to bound by
 
 
 def test_settle_tolerance_is_checked():

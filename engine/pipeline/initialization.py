@@ -7,6 +7,8 @@ cluster in a fraction of a second, and back-propagation refines it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 from sklearn.cluster import KMeans
@@ -218,6 +220,18 @@ def _random_spike_like(rng: np.random.Generator, n_channels: int, n_taps: int, p
     return (weights * bump[None, :] + 0.05 * rng.standard_normal((n_channels, n_taps))).astype(np.float32)
 
 
+@dataclass
+class FilterSplit:
+    """What split_mixed_filters did."""
+
+    filters: np.ndarray  # (n_filters + len(split), n_channels, n_taps): the split filters keep their
+    # index and hold their bigger half; each smaller half is appended, in the order of `split`
+    split: list[int]  # the filters split in two
+    # (n_spikes,) the filter each given spike now belongs to: its half's, for a split filter's spikes
+    # (spikes too near the signal's ends to be clustered stay with the filter they had)
+    spike_filters: np.ndarray
+
+
 def split_mixed_filters(
     signal: np.ndarray,
     filters: np.ndarray,
@@ -227,8 +241,8 @@ def split_mixed_filters(
     distinct_below: float,
     min_spikes: int,
     seed: int = 0,
-) -> tuple[np.ndarray, list[int]]:
-    """Split each filter whose spikes form two distinct shapes; returns (filters, split filter indices).
+) -> FilterSplit:
+    """Split each filter whose spikes form two distinct shapes (see FilterSplit for what is returned).
 
     k-means over all snippets folds a rare neuron into a similar, busier one
     (measured on the tetrode: a 3 Hz unit 0.93 alike to a 13 Hz one). Such a
@@ -246,7 +260,9 @@ def split_mixed_filters(
     amplitude. New filters are appended.
     """
     n_filters, n_channels, n_taps = filters.shape
+    regrouped = np.array(spike_filters, dtype=np.int64, copy=True)
     valid = (code_index >= 0) & (code_index + n_taps <= signal.shape[1])
+    spike_index = np.flatnonzero(valid)
     code_index, spike_filters, amplitudes = code_index[valid], spike_filters[valid], amplitudes[valid]
     # The fitted spikes on their filters' channels only (full-width, they took GBs at 384 channels).
     # The snippets below keep every channel: taken on the filter's channels only, the small probe
@@ -276,5 +292,6 @@ def split_mixed_filters(
             bigger = int(np.argmax(sizes))
             result[k] = halves[bigger].astype(np.float32)
             result.append(halves[1 - bigger].astype(np.float32))
+            regrouped[spike_index[mine][labels != bigger]] = len(result) - 1
             split.append(k)
-    return np.stack(result).astype(np.float32), split
+    return FilterSplit(np.stack(result).astype(np.float32), split, regrouped)

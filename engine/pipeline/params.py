@@ -36,6 +36,13 @@ FULL_UPDATE_SECONDS = 6.4
 SETTLE_TOLERANCE = 0.015
 MIN_SETTLE_STEPS = 5
 
+# Training fits no filter to its spikes bigger than this many times its median amplitude on
+# the training pool (another neuron's, coded by a filter that partly fits them:
+# dictionary_update.codes_of_kept_spikes has the measurement). Two neurons that share a
+# filter and differ in size stay within it: the SpikeInterface pairs were 3.1× apart at most.
+OUTLIER_AMPLITUDE_FACTOR = 3.0
+MIN_AMPLITUDE_SPIKES = 5  # a filter's median amplitude is trusted from this many spikes on
+
 # ---- initial dictionary (engine/pipeline/initialization.py) --------------------
 DETECTION_THRESHOLD = 5.0  # noise σ: threshold crossings that seed the k-means of snippets
 # Where the extremum sits inside a filter: spikes are asymmetric (a short

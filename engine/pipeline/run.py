@@ -27,14 +27,14 @@ from engine.evaluation.simulator import GroundTruth
 from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
 from engine.model.working_set import ROUGH_SETTLED_FRACTION
-from engine.pipeline.coincidences import resolve_coincidences
+from engine.pipeline.coincidences import group_medians, resolve_coincidences
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
     COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
-    LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS,
-    MIN_SPLIT_SPIKES, MIN_USE_FRACTION, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
+    LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
+    OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
@@ -100,6 +100,9 @@ class SortPipeline:
         self.final_pruning: PruneDecision | None = None
         self._pool_events: tuple[bytes, SpikeEvents] | None = None  # (dictionary key, events)
         self._neurons_found = False  # pruned and split to one filter per neuron (after learning, from noise)
+        # (n_filters,) each kept filter's median spike amplitude on the pool at the last pruning (inf
+        # for a filter with too few spikes to tell): training leaves out spikes far above it.
+        self._usual_amplitudes: np.ndarray | None = None
         # (n_units, n_taps, n_channels) true shapes, when the recording is a simulation with its ground
         # truth beside it (the demo is one): training then reports its dictionary error as it learns.
         truth = GroundTruth.beside(recording)
@@ -108,6 +111,14 @@ class SortPipeline:
     @property
     def dead_time(self) -> int:
         return self._samples(DEAD_TIME_MS)
+
+    def _spike_reading(self) -> tuple[int, float, np.ndarray | None]:
+        """How training reads spikes from the codes once the filters are spike shapes (Trainer.spike_reading):
+        the dead time, λ, and the largest amplitude each filter's spikes may have (none when the
+        dictionary came without a pruning, from a checkpoint)."""
+        usual = self._usual_amplitudes
+        largest = None if usual is None or len(usual) != self.model.n_filters else OUTLIER_AMPLITUDE_FACTOR * usual
+        return self.dead_time, self.lambda_, largest
 
     @property
     def is_prepared(self) -> bool:
@@ -151,7 +162,7 @@ class SortPipeline:
         self.trainer = Trainer(self.model, self.pool, self.config, model_lock=self.model_lock,
                                reference_shapes=self.reference_shapes)
         if self._neurons_found:
-            self.trainer.spike_reading = (self.dead_time, self.lambda_)
+            self.trainer.spike_reading = self._spike_reading()
 
     def _find_the_neurons(self, report=None, should_stop: ShouldStop | None = None) -> None:
         """Prune, split mixed filters, prune again: the dictionary keeps one filter per neuron found."""
@@ -160,11 +171,13 @@ class SortPipeline:
         with self.stage_log.stage("pruning"):
             self.initial_pruning = self._prune(report, should_stop)
         with self.stage_log.stage("splitting mixed filters"):
-            split = self._split_mixed_filters(report, should_stop)
+            split, regrouped = self._split_mixed_filters(report, should_stop)
         if split:
             before = self.initial_pruning.describe()
+            # On the pool's spikes as the split regrouped them, not coded again: the split's
+            # clusters are the halves' spikes (at 32 channels the coding took as long as all of training).
             with self.stage_log.stage("pruning after splits"):
-                self.initial_pruning = self._prune(report, should_stop)
+                self.initial_pruning = self._prune(report, should_stop, events=regrouped)
             self.initial_pruning.note = f"{before}; split {', '.join(map(str, split))} in two; then "
         self._neurons_found = True
 
@@ -198,7 +211,7 @@ class SortPipeline:
             if self.trainer.is_stopped:
                 return
             self._find_the_neurons()
-            self.trainer.spike_reading = (self.dead_time, self.lambda_)
+            self.trainer.spike_reading = self._spike_reading()
             self.final_pruning = self.initial_pruning
             self.initial_filters = self.model.filters.detach().cpu().numpy().copy()
         with self.stage_log.stage("training"):
@@ -287,13 +300,17 @@ class SortPipeline:
         return events
 
     def _prune(self, report: Callable[[str, float], None] | None = None, should_stop: ShouldStop | None = None,
-               duplicate_similarity: float = DUPLICATE_SIMILARITY) -> PruneDecision:
-        """Merge duplicate filters and drop idle ones (engine/pipeline/pruning.py)."""
+               duplicate_similarity: float = DUPLICATE_SIMILARITY, events: SpikeEvents | None = None) -> PruneDecision:
+        """Merge duplicate filters and drop idle ones (engine/pipeline/pruning.py), judged on `events`
+        (default: the pool coded with the current dictionary)."""
         with self.model_lock:
             progress = (lambda f: report("pruning", f)) if report is not None else None
-            events = self._events_of_pool(progress, should_stop)
+            if events is None:
+                events = self._events_of_pool(progress, should_stop)
             decision = prune(self.model.filters_numpy(), events, duplicate_similarity,
                              shadow_window=self._samples(SHADOW_WINDOW_MS))
+            medians = group_medians(events.amplitudes, events.filters, len(decision.counts))
+            self._usual_amplitudes = np.where(decision.counts >= MIN_AMPLITUDE_SPIKES, medians, np.inf)[decision.keep]
             if len(decision.keep) < self.model.n_filters:
                 kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
                 self._set_model(kept)
@@ -303,24 +320,26 @@ class SortPipeline:
         return decision
 
     def _split_mixed_filters(self, report: Callable[[str, float], None] | None = None,
-                             should_stop: ShouldStop | None = None) -> list[int]:
-        """Give a neuron folded into a look-alike filter its own filter (engine/pipeline/initialization.py)."""
+                             should_stop: ShouldStop | None = None) -> tuple[list[int], SpikeEvents]:
+        """Give a neuron folded into a look-alike filter its own filter (engine/pipeline/initialization.py);
+        returns the filters split and the pool's spikes with each split filter's given to its halves."""
         with self.model_lock:
             progress = (lambda f: report("splitting mixed filters", f)) if report is not None else None
             events = self._events_of_pool(progress, should_stop)
             if len(events) == 0:
-                return []
+                return [], events
             filters = self.model.filters.detach().cpu().numpy()
             code_index = events.times - peak_taps(self.model.filters_numpy())[events.filters]
             busiest = int(np.bincount(events.filters).max())
             min_spikes = max(MIN_SPLIT_SPIKES, int(MIN_USE_FRACTION * busiest))
-            new_filters, split = split_mixed_filters(
+            result = split_mixed_filters(
                 self.pool.prune_segment(), filters, code_index, events.filters, events.amplitudes,
                 DUPLICATE_SIMILARITY, min_spikes, seed=self.config.seed,
             )
-            if split:
-                self._set_model(new_filters)
-            return split
+            if result.split:
+                self._set_model(result.filters)
+            return result.split, SpikeEvents(events.times, result.spike_filters.astype(events.filters.dtype),
+                                             events.amplitudes)
 
     def _require_prepared(self) -> None:
         if not self.is_prepared:

@@ -242,12 +242,14 @@ class Trainer:
         # seconds spent measuring them, which a benchmark takes off its clock.
         self.measure_interval_s = HELDOUT_INTERVAL_S
         self.measuring_s = 0.0
-        # (dead time in samples, least spike amplitude): once the filters are spike shapes
+        # Once the filters are spike shapes
         # (the k-means start, or noise after pruning), least squares fits them to the spikes
         # sorting would keep, not to every code (codes_of_kept_spikes says why). While they are
         # still noise, every code: on SpikeInterface's 1-channel recording from noise, the kept
         # spikes alone lost a unit (mean dictionary error 0.70 against 0.07).
-        self.spike_reading: tuple[int, float] | None = None
+        # (dead time in samples, least spike amplitude, each filter's largest amplitude or None):
+        # codes_of_kept_spikes's arguments.
+        self.spike_reading: tuple[int, float, np.ndarray | None] | None = None
         self._spike_energy: torch.Tensor | None = None  # (n_filters,) code energy averaged so far
         # (n_filters,) sums over the averaged batches, for the shapes' standard errors (shape_uncertainty):
         # energy², and energy × the squared distance from the batch's shape to the filter it moved.
@@ -342,8 +344,7 @@ class Trainer:
             codes = self._lasso_codes(batch)
             loss = float(torch.mean((batch - self.model.decode(codes)) ** 2))
             if self.spike_reading is not None:
-                dead_time, min_amplitude = self.spike_reading
-                codes = codes_of_kept_spikes(codes, batch, self.model.filters, dead_time, min_amplitude)
+                codes = codes_of_kept_spikes(codes, batch, self.model.filters, *self.spike_reading)
             target = least_squares_update(self.model.filters, codes, batch, self.model.channel_mask)
             if self.spike_reading is None:
                 # From noise: move only part of the way on a small batch (an exponential average
