@@ -253,7 +253,8 @@ class SortPipeline:
         if should_stop is not None and should_stop():
             raise SortStopped("sorting was stopped before the end of the recording")
         with self.stage_log.stage("coincidences"):
-            events = resolve_coincidences(events, self._samples(COINCIDENCE_MS))
+            mask = model.channel_mask.detach().cpu().numpy()
+            events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), sharing=(mask @ mask.T) > 0)
         with self.stage_log.stage("templates"):
             return assemble_sorting(
                 events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
