@@ -242,13 +242,12 @@ class Trainer:
         # seconds spent measuring them, which a benchmark takes off its clock.
         self.measure_interval_s = HELDOUT_INTERVAL_S
         self.measuring_s = 0.0
-        # Once the filters are spike shapes
-        # (the k-means start, or noise after pruning), least squares fits them to the spikes
-        # sorting would keep, not to every code (codes_of_kept_spikes says why). While they are
-        # still noise, every code: on SpikeInterface's 1-channel recording from noise, the kept
-        # spikes alone lost a unit (mean dictionary error 0.70 against 0.07).
-        # (dead time in samples, least spike amplitude, each filter's largest amplitude or None):
-        # codes_of_kept_spikes's arguments.
+        # Once the filters are spike shapes (the k-means start, or noise after pruning), least
+        # squares fits them to the spikes sorting would keep, not to every code
+        # (codes_of_kept_spikes says why). While they are still noise, every code: on
+        # SpikeInterface's 1-channel recording from noise, the kept spikes alone lost a unit (mean
+        # dictionary error 0.70 against 0.07). The tuple is codes_of_kept_spikes's arguments: dead
+        # time in samples, least spike amplitude, each filter's largest amplitude (or None).
         self.spike_reading: tuple[int, float, np.ndarray | None] | None = None
         self._spike_energy: torch.Tensor | None = None  # (n_filters,) code energy averaged so far
         # (n_filters,) sums over the averaged batches, for the shapes' standard errors (shape_uncertainty):
