@@ -41,7 +41,9 @@ MIN_SETTLE_STEPS = 5
 # dictionary_update.codes_of_kept_spikes has the measurement). Two neurons that share a
 # filter and differ in size stay within it: the SpikeInterface pairs were 3.1× apart at most.
 OUTLIER_AMPLITUDE_FACTOR = 3.0
-MIN_AMPLITUDE_SPIKES = 5  # a filter's median amplitude is trusted from this many spikes on
+# A filter's median amplitude is trusted from this many spikes on (training's bound above, and
+# sorting's amplitude prior, refinement.AmplitudePrior).
+MIN_AMPLITUDE_SPIKES = 5
 
 # ---- initial dictionary (engine/pipeline/initialization.py) --------------------
 DETECTION_THRESHOLD = 5.0  # noise σ: threshold crossings that seed the k-means of snippets

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.pipeline.params import MIN_AMPLITUDE_SPIKES
+
 
 @dataclass
 class AmplitudePrior:
@@ -32,7 +34,7 @@ class AmplitudePrior:
         variances = np.full(n_filters, 1e6)  # a filter with no spikes gets a flat prior
         for k in range(n_filters):
             mine = amplitudes[filters == k]
-            if mine.size >= 5:
+            if mine.size >= MIN_AMPLITUDE_SPIKES:
                 median = float(np.median(mine))
                 spread = 1.4826 * float(np.median(np.abs(mine - median)))  # robust σ
                 means[k], variances[k] = median, max(spread**2, floor)
