@@ -1,5 +1,7 @@
 """The working-set encoder solves the encoder's lasso on the codes that can be non-zero, and finds the same spikes."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -274,3 +276,74 @@ def test_pairs_in_runs_lists_every_pair_of_each_run():
     first, last = np.array([0, 2, 5, 3]), np.array([2, 2, 7, 1])  # an empty and a reversed run give nothing
     rows, columns = pairs_in_runs(first, last, offset=10)
     assert list(zip(rows.tolist(), columns.tolist())) == [(10, 0), (10, 1), (12, 5), (12, 6)]
+
+
+def test_coordinate_steps_bound_the_working_sets_curvature():
+    """Each code's step is 1 / its Gram row's absolute sum: diag(r) − HᵀH must be positive semi-definite,
+    i.e. the scaled Gram D½ G D½ has no eigenvalue above 1, or FISTA with those steps could diverge."""
+    rng = np.random.default_rng(3)
+    model = CRsAE(np.stack([biphasic(), biphasic(width=3.0), -biphasic()])[:, None, :] + 0.1 * rng.standard_normal((3, 1, 24)),
+                  1.0)
+    filters = rng.integers(0, 3, 60)
+    times = np.sort(rng.choice(400, 60, replace=False))
+    gram = sparse_gram(gram_tensor(model), filters, times)
+    steps = working_set.coordinate_steps(gram)
+    scaled = np.sqrt(steps)[:, None] * gram.toarray() * np.sqrt(steps)[None, :]
+    assert np.linalg.eigvalsh(scaled).max() <= 1 + 1e-5
+    # Far longer than the dense encoder's 1/L wherever codes are few: that is the point.
+    assert np.median(steps) > 2.0 / model.lipschitz()
+
+
+def test_parallel_batches_find_the_same_spikes_as_one_at_a_time(simulated):
+    _, _, trainer = simulated
+    args = (trainer.model, trainer.recording, trainer.noise_levels, trainer.dead_time, trainer.lambda_)
+    fractions = []
+    one = infer_spikes(*args, chunk_size=5_000, batch_chunks=2, parallel=1)
+    both = infer_spikes(*args, chunk_size=5_000, batch_chunks=2, parallel=2, progress=fractions.append)
+    assert len(one) > 100
+    np.testing.assert_array_equal(one.times, both.times)
+    np.testing.assert_array_equal(one.filters, both.filters)
+    np.testing.assert_allclose(one.amplitudes, both.amplitudes, rtol=1e-4)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)  # 6 batches, reported in order done
+
+
+def test_parallel_batches_stop_when_asked(simulated):
+    _, _, trainer = simulated
+    args = (trainer.model, trainer.recording, trainer.noise_levels, trainer.dead_time, trainer.lambda_)
+    everything = infer_spikes(*args, chunk_size=2_000, batch_chunks=1, parallel=2)
+    finished = []
+    partial = infer_spikes(*args, chunk_size=2_000, batch_chunks=1, parallel=2,
+                           progress=finished.append, should_stop=lambda: len(finished) >= 2)
+    assert 0 < len(partial) < len(everything)
+    assert len(finished) < 30  # 30 batches of one chunk: the rest never started
+
+
+class _OneReaderAtATime(NumpyRecording):
+    """A reader that is not safe to call from two threads: it records whether it ever was."""
+
+    concurrent_reads = False
+
+    def __init__(self, *args, **kwargs):
+        self.inside = 0
+        self.most_inside = 0
+        super().__init__(*args, **kwargs)
+
+    def _read_block(self, start, stop, channel_index):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        try:
+            time.sleep(0.002)  # long enough for another thread to come in if it could
+            return super()._read_block(start, stop, channel_index)
+        finally:
+            self.inside -= 1
+
+
+def test_readers_that_keep_state_are_read_one_thread_at_a_time(simulated):
+    recording, _, trainer = simulated
+    from engine.pipeline.preprocessing import PreprocessedRecording
+
+    raw = _OneReaderAtATime(recording.get_traces(), recording.sampling_rate)
+    target = PreprocessedRecording(raw)
+    spikes = infer_spikes(trainer.model, target, trainer.noise_levels, trainer.dead_time, trainer.lambda_,
+                          chunk_size=2_000, batch_chunks=1, parallel=2)
+    assert len(spikes) > 100 and raw.most_inside == 1

@@ -18,6 +18,7 @@ import json
 import math
 import numbers
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,10 @@ _PARAMETER_SOURCES = {
 _OTHER_FLAGS = {"offset": "--offset", "gain_to_uv": "--gain-to-uv"}
 
 
+# Reads of recordings whose readers are not `concurrent_reads`, one at a time in this process.
+_SERIAL_READS = threading.Lock()
+
+
 class RecordingError(ValueError):
     """A recording (or its parameters) cannot be used; the message says how to fix it."""
 
@@ -59,6 +64,12 @@ class Recording:
 
     Subclasses implement `_read_block(start, stop, channel_index)`.
     """
+
+    # Whether `_read_block` may run in several threads at once (sorting reads batches of chunks in
+    # parallel, engine/pipeline/inference.py). Readers of memory-mapped files are; a reader that
+    # keeps state between reads (a cache, a file handle, another library's object) is not, and its
+    # reads are taken one at a time.
+    concurrent_reads = False
 
     def __init__(
         self,
@@ -110,7 +121,11 @@ class Recording:
         if stop == start:
             n_selected = self.n_channels if channel_index is None else len(channel_index)
             return np.zeros((0, n_selected), dtype=np.float32)
-        traces = self._read_block(start, stop, channel_index)
+        if self.concurrent_reads:
+            traces = self._read_block(start, stop, channel_index)
+        else:
+            with _SERIAL_READS:
+                traces = self._read_block(start, stop, channel_index)
         # Integer sources cannot hold NaN/inf; float sources can, and one NaN
         # would silently poison filtering and training downstream.
         if self.source_dtype.kind == "f":
@@ -196,6 +211,8 @@ class BinaryRecording(Recording):
     per presented channel (SpikeGLX, Open Ephys).
     """
 
+    concurrent_reads = True  # slices of a read-only memory map
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -251,6 +268,8 @@ class BinaryRecording(Recording):
 
 class NumpyRecording(Recording):
     """Traces already in an array (in memory, or a `np.load(..., mmap_mode='r')` memmap)."""
+
+    concurrent_reads = True  # slices of an array or a read-only memory map
 
     def __init__(
         self,

@@ -304,13 +304,14 @@ def channel_lists(on_channel: np.ndarray) -> np.ndarray:
     return np.where(np.take_along_axis(on_channel, order, axis=1), order, -1).astype(np.int64)
 
 
-def fista(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,
+def fista(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
           codes: torch.Tensor | None = None, tolerance: float = 0.0, restart: bool = False) -> torch.Tensor:
     """FISTA steps on 0.5‖y − Hx‖² + Σλ‖x‖₁, x ≥ 0, from `codes` (zeros when None).
 
     correlation: Hᵀy; gram: a function applying HᵀH (convolutions, the FFT
-    route, or the working set's sparse matrix); shrink: λ·step, broadcast
-    against the codes. With `tolerance` > 0, stops once the largest code
+    route, or the working set's sparse matrix); step: 1/L, or a tensor of one
+    step per code (a diagonal metric, as the working set's); shrink: λ·step,
+    broadcast against the codes. With `tolerance` > 0, stops once the largest code
     update is below it. With `restart`, the momentum starts again whenever it
     points against the step just taken (O'Donoghue and Candès' gradient
     restart): no longer T unrolled steps of the encoder's FISTA, but the same
@@ -323,13 +324,15 @@ def fista(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: in
 FistaState = tuple  # (codes, momentum point, momentum): where FISTA stands after some steps
 
 
-def fista_resumable(correlation: torch.Tensor, gram, shrink, step: float, n_iterations: int,
+def fista_resumable(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
                     state: FistaState, tolerance: float = 0.0, restart: bool = False) -> FistaState:
     """`n_iterations` FISTA steps from `state`; returns the new state, so a run can be continued exactly."""
     codes, momentum_point, momentum = state
     for _ in range(n_iterations):
         codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
-        if restart and float(torch.dot((momentum_point - codes_next).flatten(), (codes_next - codes).flatten())) > 0:
+        # Measured in the step's own metric (a per-code `step` is a diagonal one): same sign for a scalar step.
+        if restart and float(torch.dot(((momentum_point - codes_next) / step).flatten(),
+                                       (codes_next - codes).flatten())) > 0:
             momentum = 1.0
         momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
         momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)

@@ -132,6 +132,10 @@ def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_durati
 class PreprocessedRecording(Recording):
     """A recording seen through the band-pass and (optionally) common median reference."""
 
+    # Its own work is a function of the samples; its parent's get_traces takes the parent's reads
+    # one at a time if that reader needs it.
+    concurrent_reads = True
+
     def __init__(self, recording: Recording, freq_min: float = 300.0, freq_max: float | None = None,
                  common_reference: bool | None = None) -> None:
         super().__init__(recording.sampling_rate, recording.n_channels, recording.n_samples,
