@@ -105,6 +105,54 @@ def test_a_filters_spikes_far_above_its_usual_size_are_left_out_of_its_fit():
     assert kept[0, 1, 320] > 0
 
 
+def test_a_small_spike_overlapping_a_far_bigger_one_on_a_shared_channel_is_left_out():
+    """What a big spike leaves unexplained is coded by the small filters around it: not their shape."""
+    filters = np.zeros((3, 3, 10), dtype=np.float32)
+    filters[0, :2] = 1.0  # filters 0 and 1 share channel 1
+    filters[1, 1:] = 1.0
+    filters[2, 2] = 1.0  # filter 2 shares channel 2 with filter 1, not with filter 0
+    spike_filters = np.array([0, 1, 0, 2, 0, 1])
+    indices = np.array([100, 105, 300, 402, 700, 705])
+    amplitudes = np.array([5.0, 50.0, 5.0, 5.0, 20.0, 30.0])
+    dominated = dictionary_update.dominated_by_overlap(spike_filters, indices, amplitudes, filters)
+    # 100 overlaps a spike ten times bigger on a shared channel; 300 is alone; 402 overlaps
+    # nothing it shares a channel with; 700 and 705 are of comparable size: both stay.
+    assert dominated.tolist() == [True, False, False, False, False, False]
+    far = dictionary_update.dominated_by_overlap(np.array([0, 1]), np.array([100, 112]), np.array([5.0, 50.0]),
+                                                 filters)  # 12 samples apart: atoms of 12 do not overlap
+    assert not far.any()
+
+
+def test_a_batch_whose_shape_is_not_the_filters_does_not_move_it(tiny, monkeypatch):
+    """From spike shapes, a batch whose least-squares shape for a filter is another neuron's (under
+    MIN_BATCH_SHAPE_SIMILARITY alike) leaves that filter as it was; the others learn as usual."""
+    import engine.pipeline.training as training
+
+    recording, _ = tiny
+    moved = {}
+    for guard in (True, False):
+        pipeline = SortPipeline(recording, TrainingConfig(seed=0))
+        pipeline.prepare()
+        before = pipeline.model.filters.detach().clone()
+        foreign = torch.roll(before[1], 7, dims=-1)  # another shape: under 0.8 alike to filter 0
+
+        def swapped_target(filters, codes, batch, channel_mask=None, update=least_squares_update):
+            target = update(filters, codes, batch, channel_mask)
+            target[0] = foreign * target[0].norm()
+            return target
+
+        monkeypatch.setattr(training, "least_squares_update", swapped_target)
+        if not guard:
+            monkeypatch.setattr(training, "MIN_BATCH_SHAPE_SIMILARITY", -1.0)
+        pipeline.trainer.train_step()
+        after = pipeline.model.filters.detach()
+        moved[guard] = (after - before).norm(dim=(1, 2))
+        monkeypatch.undo()
+    assert float((before[0] * foreign).sum() / foreign.norm()) < 0.8
+    assert moved[True][0] < 1e-5 and moved[False][0] > 0.1
+    assert moved[True][1:].max() > 1e-4  # the rest still learn from the batch
+
+
 def test_recentre_moves_a_spike_caught_at_the_edge_and_leaves_a_centred_one():
     filters = torch.zeros(2, 1, 40)
     filters[0, 0, 1:4] = torch.tensor([-1.0, -2.0, -1.0])  # caught at the start, cut by the edge

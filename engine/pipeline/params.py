@@ -41,6 +41,22 @@ MIN_SETTLE_STEPS = 5
 # dictionary_update.codes_of_kept_spikes has the measurement). Two neurons that share a
 # filter and differ in size stay within it: the SpikeInterface pairs were 3.1× apart at most.
 OUTLIER_AMPLITUDE_FACTOR = 3.0
+# From spike shapes, a batch moves a filter only when the shape its spikes in that batch fit is
+# at least this alike to it (cosine, both unit-norm); else the batch's spikes are not its
+# neuron's, or too few to tell, and the filter keeps its shape for that batch. Measured on
+# SpikeInterface's 32-channel probe, 5 min (24 units, 11 training steps): a 9 σ unit's filter,
+# 0.97 alike to its unit at the start, coded a 69 σ neighbour's spikes in one batch (that
+# batch's shape 0.61 alike to the filter), took half of it (the first batches weigh most), and
+# ended the training 0.74 alike to its unit and 0.89 to the neighbour; so did three more filters,
+# and a filter of a 7 σ unit coding 6-20 spikes a batch (shapes 0.3-0.5 alike) drifted 0.90 → 0.75.
+# Filters that stay on their neuron had batch shapes 0.83-1.0 alike at every step.
+MIN_BATCH_SHAPE_SIMILARITY = 0.8
+# Training fits no filter to its spikes that overlap (atoms within a filter length, on a shared
+# channel) a spike of another filter more than this many times bigger: what such a spike leaves
+# unexplained (its filter is never exactly its shape) is coded by the small filters around it,
+# and least squares would pull them towards it. dictionary_update.codes_of_kept_spikes has the
+# measurement. A small neuron's genuine spikes under a big one are few (they overlap it by chance).
+DOMINATED_OVERLAP_FACTOR = 2.0
 # A filter's median amplitude is trusted from this many spikes on (training's bound above, and
 # sorting's amplitude prior, refinement.AmplitudePrior).
 MIN_AMPLITUDE_SPIKES = 5

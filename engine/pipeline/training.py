@@ -30,7 +30,7 @@ from engine.model.working_set import ROUGH_SETTLED_FRACTION, WorkingSetEncoder
 from engine.pipeline.inference import SOLVERS, uses_working_set
 from engine.pipeline.params import (
     FILTER_MS, FILTERS_PER_CHANNEL, FULL_UPDATE_SECONDS, HELDOUT_INTERVAL_S, MAX_FILTERS, MAX_TAPS, MIN_TAPS,
-    MIN_SETTLE_STEPS, PEAK_FRACTION, SETTLE_TOLERANCE,
+    MIN_BATCH_SHAPE_SIMILARITY, MIN_SETTLE_STEPS, PEAK_FRACTION, SETTLE_TOLERANCE,
 )
 from engine.pipeline.pool import TrainingPool
 
@@ -353,8 +353,10 @@ class Trainer:
             else:
                 energy = codes.pow(2).sum(dim=(0, 2))  # (n_filters,)
                 target = target / target.norm(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-                self._track_scatter(energy, target)
-                fraction = self._spike_weighted_fraction(energy)[:, None, None]
+                # A batch whose shape is not this filter's neuron does not count (MIN_BATCH_SHAPE_SIMILARITY).
+                alike = (target * self.model.filters).sum(dim=(1, 2)) >= MIN_BATCH_SHAPE_SIMILARITY
+                self._track_scatter(energy * alike, target)
+                fraction = self._spike_weighted_fraction(energy * alike, start_weight=energy)[:, None, None]
             filters = self.model.filters + fraction * (target - self.model.filters)
             self.model.filters.copy_(recentre(filters, PEAK_FRACTION))
             self.model.normalize_filters_()
@@ -363,7 +365,7 @@ class Trainer:
                                      "check the recording for artefacts (NaN or huge values)")
         return loss
 
-    def _spike_weighted_fraction(self, energy: torch.Tensor) -> torch.Tensor:
+    def _spike_weighted_fraction(self, energy: torch.Tensor, start_weight: torch.Tensor | None = None) -> torch.Tensor:
         """(n_filters,) how far each filter moves to this batch's shape: its share of all the code
         energy it has had since the averaging began, so that each shape is the mean of every batch's.
 
@@ -371,10 +373,11 @@ class Trainer:
         are: on the 60 s tetrode simulation, a 3 Hz unit (20 spikes a batch) went from dictionary
         error 0.09 to 0.18 when each step took the batch's shape whole, where the least-squares
         shape from all its true spikes is 0.09 from the truth. The shape the averaging starts
-        from counts as one batch's worth.
+        from counts as one batch's worth (`start_weight`, default this batch's energy: a batch
+        that does not count for a filter still sizes its start).
         """
         if self._spike_energy is None:  # replace_model() starts it again for new filters
-            self._spike_energy = energy.clone()
+            self._spike_energy = (energy if start_weight is None else start_weight).clone()
         self._spike_energy = self._spike_energy + energy
         return energy / self._spike_energy.clamp_min(1e-12)
 
