@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from engine.model.pairs import pairs_in_runs
 from engine.pipeline.inference import kept_events
 from engine.pipeline.params import DOMINATED_OVERLAP_FACTOR
+from engine.pipeline.refinement import channel_sharing
 
 # Tikhonov term, relative to a filter's code energy: keeps a filter that codes a
 # handful of spikes from fitting their noise, and the system well conditioned.
@@ -147,8 +148,7 @@ def dominated_by_overlap(spike_filters: np.ndarray, indices: np.ndarray, amplitu
     dominated = np.zeros(n, dtype=bool)
     if n < 2:
         return dominated
-    on_channel = np.any(filters != 0, axis=2).astype(np.float32)
-    sharing = (on_channel @ on_channel.T) > 0  # (n_filters, n_filters)
+    sharing = channel_sharing(filters)
     width = filters.shape[2] + 2
     order = np.argsort(indices, kind="stable")
     times = indices[order]

@@ -395,20 +395,20 @@ def spikes_of_batches(
             done += sum(b - a for a, b in batch_cores)
             if progress is not None:
                 progress(done / total)
-        return [part for chunk_parts in parts if chunk_parts is not None for part in chunk_parts]
-    with single_thread(), ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="sparsort-batch") as pool:
-        futures = {pool.submit(finder.batch_spikes, recording, batch_cores): index
-                   for index, batch_cores in enumerate(batches)}
-        try:
-            for future in as_completed(futures):
-                index = futures[future]
-                parts[index] = future.result()
-                done += sum(b - a for a, b in batches[index])
-                if progress is not None:
-                    progress(done / total)
-                if should_stop is not None and should_stop():
-                    break
-        finally:
-            for future in futures:
-                future.cancel()  # those not started; the pool waits for those under way
+    else:
+        with single_thread(), ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="sparsort-batch") as pool:
+            futures = {pool.submit(finder.batch_spikes, recording, batch_cores): index
+                       for index, batch_cores in enumerate(batches)}
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    parts[index] = future.result()
+                    done += sum(b - a for a, b in batches[index])
+                    if progress is not None:
+                        progress(done / total)
+                    if should_stop is not None and should_stop():
+                        break
+            finally:
+                for future in futures:
+                    future.cancel()  # those not started; the pool waits for those under way
     return [part for chunk_parts in parts if chunk_parts is not None for part in chunk_parts]
