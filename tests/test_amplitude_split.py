@@ -44,3 +44,18 @@ def test_split_units_keep_their_filter_and_unsplit_filters_keep_their_number():
     assert set(units[400:600]) == {3} and set(units[600:800]) == {1}
     assert "filter 1" in describe_amplitude_splits(splits)
     assert describe_amplitude_splits({}) == "no filter split by amplitude"
+
+
+def test_a_filter_holding_three_sizes_becomes_three_units():
+    rng = np.random.default_rng(4)
+    filters = np.zeros(900, dtype=np.int64)
+    # Small events, a neuron at 136 and one at 346 (code amplitudes of one filter on a probe).
+    amplitudes = np.concatenate([14.0 * np.exp(0.3 * rng.standard_normal(300)),
+                                 136.0 * np.exp(0.05 * rng.standard_normal(300)),
+                                 346.0 * np.exp(0.05 * rng.standard_normal(300))])
+    units, unit_filters, splits = split_by_amplitude(amplitudes, filters, 1, min_spikes=20, min_fraction=0.05)
+    assert unit_filters.tolist() == [0, 0, 0]
+    assert len(splits[0]) == 2
+    # Each size is one unit, smallest keeping the filter's number.
+    assert set(units[:300]) == {0} and set(units[300:600]) == {1} and set(units[600:]) == {2}
+    assert "filter 0 in 3" in describe_amplitude_splits(splits)

@@ -199,3 +199,37 @@ def test_small_groups_solved_together_decide_as_the_plain_elimination(monkeypatc
         keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
         assert keep.tolist() == expected_keep.tolist()
         np.testing.assert_allclose(np.where(keep, scales, 0.0), expected_scales, rtol=1e-6, atol=1e-9)
+
+
+def test_two_neurons_of_one_shape_and_different_sizes_get_a_filter_each_and_stay_apart():
+    from engine.pipeline.initialization import split_mixed_filters
+    from engine.pipeline.inference import SpikeEvents
+    from engine.pipeline.pruning import prune
+
+    filters = shapes()
+    rng = np.random.default_rng(5)
+    n = 40_000
+    small_times = np.arange(100, n - 100, 400)
+    large_times = small_times[:-1] + 200
+    small_sizes = 12.0 * np.exp(0.05 * rng.standard_normal(small_times.size))
+    large_sizes = 36.0 * np.exp(0.05 * rng.standard_normal(large_times.size))
+    signal = place(filters, n, [(0, t, a) for t, a in zip(small_times, small_sizes)])
+    signal += place(filters, n, [(0, t, a) for t, a in zip(large_times, large_sizes)])
+    signal += 0.5 * rng.standard_normal(signal.shape)
+    starts = np.concatenate([small_times, large_times])
+    amplitudes = np.concatenate([small_sizes, large_sizes])
+    labels = np.zeros(starts.size, dtype=np.int64)
+    result = split_mixed_filters(signal, filters[:1].copy(), starts, labels, amplitudes, 0.97, 20)
+    assert result.split == [0] and len(result.filters) == 2
+    # One shape, so both filters are the shape; each size group went with one of them.
+    assert all(abs(float(np.sum(f * filters[0]))) > 0.99 for f in result.filters)
+    is_small = np.arange(starts.size) < small_times.size
+    assert len(set(result.spike_filters[is_small])) == 1 and len(set(result.spike_filters[~is_small])) == 1
+    assert result.spike_filters[0] != result.spike_filters[-1]
+    # The pruning after the split does not merge them back as duplicates: they differ 3× in size ...
+    events = SpikeEvents(starts, result.spike_filters.astype(np.int32), amplitudes.astype(np.float32))
+    decision = prune(result.filters.transpose(0, 2, 1), events)
+    assert decision.merged_into == {} and len(decision.keep) == 2
+    # ... while two filters of one shape and one size are.
+    events = SpikeEvents(starts, result.spike_filters.astype(np.int32), np.full(starts.size, 12.0, np.float32))
+    assert len(prune(result.filters.transpose(0, 2, 1), events).merged_into) == 1

@@ -7,6 +7,7 @@ from engine.evaluation.scoring import compare_to_ground_truth
 from engine.evaluation.simulator import simulate
 from engine.io.geometry import GeometryError, linear_positions
 from engine.io.recording import NumpyRecording
+from engine.pipeline.params import FOOTPRINT_MAX_RADIUS_FACTOR
 from engine.pipeline.run import SortPipeline
 from engine.pipeline.training import TrainingConfig
 
@@ -26,13 +27,23 @@ def test_a_probe_is_sorted_with_filters_on_their_neighbourhoods(probe_recording)
     pipeline = SortPipeline(recording, config)
     pipeline.prepare()
     filters = pipeline.model.filters.detach().numpy()  # (n_filters, n_channels, n_taps)
+    mask = pipeline.model.channel_mask.numpy() > 0  # (n_filters, n_channels)
     main = np.linalg.norm(filters, axis=2).argmax(axis=1)
-    outside = ~pipeline.neighbourhoods[main]  # (n_filters, n_channels)
-    assert np.all(filters[outside] == 0)
-    assert outside.any()  # 60 µm on a 300 µm probe: every filter leaves channels out
+    # Each filter has its neighbourhood, and beyond it only channels where its neuron is still big,
+    # within FOOTPRINT_MAX_RADIUS_FACTOR radii (engine/pipeline/footprint.py).
+    assert np.all(mask[pipeline.neighbourhoods[main]])
+    distance = np.abs(recording.channel_positions[main, 1][:, None] - recording.channel_positions[None, :, 1])
+    assert np.all(distance[mask] <= FOOTPRINT_MAX_RADIUS_FACTOR * config.radius_um)
+    assert np.all(filters[~mask] == 0)
+    assert (~mask).any()  # 60 µm on a 300 µm probe: every filter leaves channels out
     pipeline.train()
     filters = pipeline.model.filters.detach().numpy()
-    assert np.all(filters[~pipeline.neighbourhoods[main]] == 0)  # training keeps them local
+    assert np.all(filters[~mask] == 0)  # training keeps them local
+    # A saved dictionary, opened again, keeps each filter's channels.
+    reopened = SortPipeline(recording, config)
+    reopened.prepare(initial_dictionary=filters)
+    assert np.array_equal(reopened.model.channel_mask.numpy() > 0, mask | np.any(filters != 0, axis=2))
+    assert np.all(np.any(filters != 0, axis=2) <= mask)
     sorting = pipeline.sort()
     comparison = compare_to_ground_truth(truth.spike_times, truth.spike_units, sorting.spike_times,
                                          sorting.spike_units, recording.sampling_rate)

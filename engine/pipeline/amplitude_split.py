@@ -52,32 +52,54 @@ def amplitude_groups(amplitudes: np.ndarray, min_spikes: int) -> tuple[float, fl
 
 
 def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: int, min_spikes: int,
-                       min_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+                       min_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[int, list[float]]]:
     """(units, unit_filters, splits): a unit label per spike, the filter of each unit, and
-    {filter: separation} for the filters that were split.
+    {filter: [separation of each split made]} for the filters that were split.
 
     Each group must hold at least `min_spikes` spikes and `min_fraction` of the filter's.
 
-    Units are numbered by filter; a split filter's larger spikes get a new unit
-    after all the filters' own (so unit k is still filter k where nothing was split).
+    A split group is tested again, so a filter holding three sizes becomes three units:
+    measured on SpikeInterface's 32-channel probe, one filter held two neurons (code
+    amplitudes about 346 and 136) and a crowd of small events (about 14); the one split
+    took the small events off and left the two neurons in one unit.
+
+    Units are numbered by filter: the smallest spikes of a split filter keep its unit,
+    each larger group gets a new unit after all the filters' own, smallest first (so unit k
+    is still filter k where nothing was split).
     """
     units = filters.astype(np.int64).copy()
     unit_filters = list(range(n_filters))
-    splits: dict[int, float] = {}
+    splits: dict[int, list[float]] = {}
     for k in range(n_filters):
         mine = np.flatnonzero(filters == k)
-        found = amplitude_groups(amplitudes[mine], max(min_spikes, int(min_fraction * len(mine))))
-        if found is None:
-            continue
-        threshold, separation = found
-        units[mine[amplitudes[mine] > threshold]] = len(unit_filters)
-        unit_filters.append(k)
-        splits[k] = separation
+        smallest_group = max(min_spikes, int(min_fraction * len(mine)))
+        groups = _amplitude_groups_of(amplitudes, mine, smallest_group, splits.setdefault(k, []))
+        for group in groups[1:]:  # ascending amplitude; the first keeps unit k
+            units[group] = len(unit_filters)
+            unit_filters.append(k)
+        if not splits[k]:
+            del splits[k]
     return units, np.asarray(unit_filters, dtype=np.int64), splits
 
 
-def describe_amplitude_splits(splits: dict[int, float]) -> str:
+def _amplitude_groups_of(amplitudes: np.ndarray, members: np.ndarray, min_spikes: int,
+                         separations: list[float]) -> list[np.ndarray]:
+    """`members` (spike indices) split again and again while a part has two amplitude groups,
+    as a list of index arrays in ascending amplitude; each split's separation is appended to
+    `separations`."""
+    found = amplitude_groups(amplitudes[members], min_spikes)
+    if found is None:
+        return [members]
+    threshold, separation = found
+    separations.append(separation)
+    above = amplitudes[members] > threshold
+    return (_amplitude_groups_of(amplitudes, members[~above], min_spikes, separations)
+            + _amplitude_groups_of(amplitudes, members[above], min_spikes, separations))
+
+
+def describe_amplitude_splits(splits: dict[int, list[float]]) -> str:
     if not splits:
         return "no filter split by amplitude"
-    parts = [f"{k} (groups {separation:.1f} SD apart)" for k, separation in sorted(splits.items())]
+    parts = [f"{k} in {len(separations) + 1} (groups {', '.join(f'{s:.1f}' for s in separations)} SD apart)"
+             for k, separations in sorted(splits.items())]
     return "split by amplitude: filter " + ", ".join(parts)

@@ -16,6 +16,7 @@ from sklearn.decomposition import PCA
 
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
+from engine.pipeline.amplitude_split import amplitude_groups
 from engine.pipeline.explain_away import filters_on_their_channels, place_atoms
 from engine.pipeline.params import (DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, LOCAL_DETECTION_MIN_CHANNELS,
                                     MIN_USE_FRACTION, PEAK_FRACTION)
@@ -220,6 +221,12 @@ def _random_spike_like(rng: np.random.Generator, n_channels: int, n_taps: int, p
     return (weights * bump[None, :] + 0.05 * rng.standard_normal((n_channels, n_taps))).astype(np.float32)
 
 
+def _unit_norm_means(snippets: np.ndarray, labels: np.ndarray, n_channels: int, n_taps: int) -> np.ndarray:
+    """(2, n_channels, n_taps) the unit-norm mean of the snippets (n, n_channels × n_taps) labelled 0 and 1."""
+    halves = np.stack([snippets[labels == half].mean(axis=0).reshape(n_channels, n_taps) for half in (0, 1)])
+    return halves / np.maximum(np.linalg.norm(halves.reshape(2, -1), axis=1), 1e-12)[:, None, None]
+
+
 @dataclass
 class FilterSplit:
     """What split_mixed_filters did."""
@@ -249,8 +256,11 @@ def split_mixed_filters(
     filter's own spikes, clustered in two, give two means that are less alike
     than `distinct_below` (the duplicate threshold); one neuron's spikes give
     two near-identical means (they differ in amplitude jitter only) and stay
-    one. Both halves need `min_spikes`. A wrong split is undone by pruning,
-    which merges duplicates and drops filters that win too few spikes.
+    one, unless their code amplitudes fall into two groups well apart
+    (amplitude_split.amplitude_groups): then they are two neurons of one shape,
+    and each group's mean becomes a filter. Both halves need `min_spikes`. A
+    wrong split is undone by pruning, which merges duplicates (of like size)
+    and drops filters that win too few spikes.
 
     Each snippet has the other spikes' fitted shapes subtracted: otherwise the
     halves split clean spikes from overlapped ones instead of neuron from neuron.
@@ -285,10 +295,20 @@ def split_mixed_filters(
         sizes = np.bincount(labels, minlength=2)
         if sizes.min() < min_spikes:
             continue
-        halves = np.stack([snippets[labels == half].mean(axis=0).reshape(n_channels, n_taps) for half in (0, 1)])
-        halves /= np.maximum(np.linalg.norm(halves.reshape(2, -1), axis=1), 1e-12)[:, None, None]
+        groups = None
+        halves = _unit_norm_means(snippets, labels, n_channels, n_taps)
         similarity = shift_invariant_similarity(halves.transpose(0, 2, 1))[0, 1]
-        if similarity < distinct_below:
+        if similarity >= distinct_below:
+            # One shape; but two neurons of one shape at different distances differ in size (measured on
+            # SpikeInterface's 32-channel probe: code amplitudes ~377 and ~134, shapes 0.97-0.99 alike).
+            # One filter for both fits neither, and its residual on every spike of the bigger one became
+            # thousands of false spikes of that filter and its neighbours'.
+            groups = amplitude_groups(amplitudes[mine], min_spikes)
+            if groups is not None:
+                labels = (amplitudes[mine] > groups[0]).astype(np.int64)
+                sizes = np.bincount(labels, minlength=2)
+                halves = _unit_norm_means(snippets, labels, n_channels, n_taps)
+        if similarity < distinct_below or groups is not None:
             bigger = int(np.argmax(sizes))
             result[k] = halves[bigger].astype(np.float32)
             result.append(halves[1 - bigger].astype(np.float32))

@@ -104,6 +104,11 @@ DUPLICATE_SIMILARITY = 0.97
 # units' filters at 0.97 were kept apart before least-squares training and merged
 # after it (with 3 other losses, 21 -> 18 units well detected).
 FINAL_DUPLICATE_SIMILARITY = 0.99
+# Filters alike in shape whose spikes' median sizes differ by this factor or more are two
+# neurons of one shape, not duplicates (pruning.find_duplicates). Two k-means clusters of one
+# neuron differ in size by its amplitude jitter (tens of %); the two neurons of one shape on
+# SpikeInterface's 32-channel probe, by 2.8×.
+DISTINCT_AMPLITUDE_RATIO = 2.0
 # A filter that wins fewer spikes than this fraction of the busiest filter's
 # count explains leftovers, not a neuron (overlap clusters won ~5 %).
 MIN_USE_FRACTION = 0.1
@@ -118,6 +123,15 @@ SHADOW_WINDOW_MS = 1.0
 # A filter is split in two (initialization.split_mixed_filters) only if each
 # half has at least this many spikes (or MIN_USE_FRACTION of the busiest's).
 MIN_SPLIT_SPIKES = 20
+# A filter's channels grow beyond its neighbourhood where its median spike on the training
+# pool still peaks above this many noise SDs (engine/pipeline/footprint.py). The median of
+# FOOTPRINT_SPIKES snippets has a noise SD of about 0.09, its largest of 120 taps about 0.3:
+# 2 is far above it, and far under the 9-11 σ that the biggest neurons of SpikeInterface's
+# 32-channel probe left outside 100 µm.
+FOOTPRINT_MIN_PEAK_SIGMA = 2.0
+FOOTPRINT_SPIKES = 200
+# ... but never farther from the main channel than this many neighbourhood radii.
+FOOTPRINT_MAX_RADIUS_FACTOR = 2.5
 
 # ---- spikes from codes (engine/pipeline/inference.py, explain_away.py) ---------
 DEAD_TIME_MS = 0.5  # spikes of one unit closer than this are one spike

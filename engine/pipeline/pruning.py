@@ -22,7 +22,8 @@ import numpy as np
 from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
-from engine.pipeline.params import DUPLICATE_SIMILARITY, MIN_USE_FRACTION, SHADOW_FRACTION
+from engine.pipeline.params import (DISTINCT_AMPLITUDE_RATIO, DUPLICATE_SIMILARITY, MIN_AMPLITUDE_SPIKES,
+                                    MIN_USE_FRACTION, SHADOW_FRACTION)
 
 @dataclass
 class PruneDecision:
@@ -44,9 +45,20 @@ class PruneDecision:
         return "; ".join(parts)
 
 
-def find_duplicates(filters: np.ndarray, counts: np.ndarray, threshold: float = DUPLICATE_SIMILARITY) -> dict:
-    """Map each duplicate filter to the busiest filter it duplicates."""
+def find_duplicates(filters: np.ndarray, counts: np.ndarray, threshold: float = DUPLICATE_SIMILARITY,
+                    amplitudes: np.ndarray | None = None) -> dict:
+    """Map each duplicate filter to the busiest filter it duplicates.
+
+    amplitudes: (n_filters,) each filter's median spike amplitude, when known. Two filters alike in
+    shape whose spikes differ in size by DISTINCT_AMPLITUDE_RATIO or more are two neurons of one
+    shape (at different distances from the probe), not duplicates: the lasso's choice between them
+    is refined by amplitude (engine/pipeline/refinement.py).
+    """
     similarity = shift_invariant_similarity(filters)
+    if amplitudes is not None:
+        sizes = np.maximum(np.asarray(amplitudes, dtype=np.float64), 1e-12)
+        ratio = np.maximum(sizes[:, None] / sizes[None, :], sizes[None, :] / sizes[:, None])
+        similarity = np.where(ratio >= DISTINCT_AMPLITUDE_RATIO, -np.inf, similarity)
     merged_into: dict[int, int] = {}
     for filter_index in np.argsort(-counts, kind="stable"):
         if filter_index in merged_into:
@@ -105,7 +117,10 @@ def prune(
 ) -> PruneDecision:
     """Merge duplicates, drop shadows (when `shadow_window` > 0 samples), then drop idle filters."""
     counts = np.bincount(events.filters, minlength=len(filters)).astype(np.int64)
-    merged_into = find_duplicates(filters, counts, duplicate_similarity)
+    # A filter with too few spikes to tell its size (NaN median) is compared on shape alone.
+    sizes = group_medians(events.amplitudes, events.filters, len(filters))
+    sizes = np.where((counts >= MIN_AMPLITUDE_SPIKES) & np.isfinite(sizes), sizes, np.nan)
+    merged_into = find_duplicates(filters, counts, duplicate_similarity, amplitudes=sizes)
     shadow_of = find_shadows(events, len(filters), shadow_window) if shadow_window > 0 else {}
     shadow_of = {k: host for k, host in shadow_of.items() if k not in merged_into and host not in merged_into}
     survivors = [k for k in range(len(filters)) if k not in merged_into and k not in shadow_of]

@@ -30,6 +30,7 @@ from engine.model.working_set import ROUGH_SETTLED_FRACTION
 from engine.pipeline.coincidences import group_medians, resolve_coincidences
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
+from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
     COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
@@ -48,6 +49,16 @@ from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
 
 Progress = Callable[[float], None]
 ShouldStop = Callable[[], bool]
+
+
+def _events_of_kept(events: SpikeEvents, keep: np.ndarray, n_filters: int) -> SpikeEvents:
+    """`events` of a dictionary of `n_filters` with only the spikes of the filters kept, renumbered as
+    the kept filters are (in the order of `keep`)."""
+    new_index = np.full(n_filters, -1, dtype=np.int64)
+    new_index[keep] = np.arange(len(keep))
+    mine = new_index[events.filters] >= 0
+    return SpikeEvents(events.times[mine], new_index[events.filters[mine]].astype(events.filters.dtype),
+                       events.amplitudes[mine])
 
 
 def run_sort(
@@ -98,6 +109,7 @@ class SortPipeline:
         self.initial_filters: np.ndarray | None = None  # (n_kept, n_channels, n_taps): where training started
         self.initial_pruning: PruneDecision | None = None
         self.final_pruning: PruneDecision | None = None
+        self.footprints = ""  # which filters grew beyond their neighbourhood, for reports
         self._pool_events: tuple[bytes, SpikeEvents] | None = None  # (dictionary key, events)
         self._neurons_found = False  # pruned and split to one filter per neuron (after learning, from noise)
         # (n_filters,) each kept filter's median spike amplitude on the pool at the last pruning (inf
@@ -148,7 +160,10 @@ class SortPipeline:
         if initial_dictionary is not None or self.config.init == "random":
             with self.stage_log.stage("initial dictionary"):
                 filters = self.random_dictionary() if initial_dictionary is None else initial_dictionary
-                self._set_model(np.asarray(filters, dtype=np.float32))
+                filters = np.asarray(filters, dtype=np.float32)
+                # A saved dictionary keeps the channels its filters had grown to (engine/pipeline/footprint.py).
+                self._set_model(filters, channel_mask=None if initial_dictionary is None else
+                                self._neighbourhoods_of(filters) | np.any(filters != 0, axis=2))
             n = self.model.n_filters
             self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
             # Noise has no neurons to prune yet: train() prunes once the filters have learned shapes.
@@ -172,6 +187,7 @@ class SortPipeline:
             self.initial_pruning = self._prune(report, should_stop)
         with self.stage_log.stage("splitting mixed filters"):
             split, regrouped = self._split_mixed_filters(report, should_stop)
+        events = regrouped
         if split:
             before = self.initial_pruning.describe()
             # On the pool's spikes as the split regrouped them, not coded again: the split's
@@ -179,7 +195,26 @@ class SortPipeline:
             with self.stage_log.stage("pruning after splits"):
                 self.initial_pruning = self._prune(report, should_stop, events=regrouped)
             self.initial_pruning.note = f"{before}; split {', '.join(map(str, split))} in two; then "
+            events = _events_of_kept(regrouped, self.initial_pruning.keep, len(self.initial_pruning.counts))
+        with self.stage_log.stage("footprints"):
+            self.footprints = self._widen_footprints(events)
         self._neurons_found = True
+
+    def _widen_footprints(self, events: SpikeEvents) -> str:
+        """Give each filter the channels beyond its neighbourhood where its neuron is still big
+        (engine/pipeline/footprint.py), judged on `events`, the pool's spikes of the current dictionary."""
+        with self.model_lock:
+            if len(events) == 0 or self.recording.n_channels == 1:
+                return describe_footprints([], None, None)
+            filters = self.model.filters.detach().cpu().numpy()
+            before = self.model.channel_mask.detach().cpu().numpy() > 0
+            code_index = events.times - peak_taps(self.model.filters_numpy())[events.filters]
+            widened_filters, mask, widened = widen_footprints(
+                self.pool.prune_segment(), filters, before, code_index, events.filters, events.amplitudes,
+                self.recording.channel_positions, self.config.radius_um, seed=self.config.seed)
+            if widened:
+                self._set_model(widened_filters, channel_mask=mask)
+            return describe_footprints(widened, before, mask)
 
     def random_dictionary(self) -> np.ndarray:
         """(n_filters, n_channels, n_taps) unit-norm noise, each filter on the neighbourhood of its own channel,
@@ -258,8 +293,13 @@ class SortPipeline:
         with self.stage_log.stage("templates"):
             return assemble_sorting(
                 events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
-                self.lambda_, (self.initial_pruning.describe(), self.final_pruning.describe()),
+                self.lambda_, (self._initial_note(), self.final_pruning.describe()),
             )
+
+    def _initial_note(self) -> str:
+        """What the pruning before training decided, and which filters grew beyond their neighbourhood."""
+        note = self.initial_pruning.describe()
+        return f"{note}; {self.footprints}" if self.footprints else note
 
     def _sorting_target(self, recording: Recording | None) -> tuple[Recording, np.ndarray]:
         if recording is None or recording is self.recording or recording is self.recording.parent:
@@ -273,15 +313,22 @@ class SortPipeline:
         return target, np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
 
     # ---- the model between stages ---------------------------------------------------
-    def _set_model(self, filters: np.ndarray) -> None:
-        """Make `filters` (n_filters, n_channels, n_taps) the dictionary; training goes on with it."""
-        main_channels = np.linalg.norm(filters, axis=2).argmax(axis=1)  # (n_filters,)
-        model = CRsAE(filters, self.lambda_, self.config.n_iterations,
-                      channel_mask=self.neighbourhoods[main_channels]).to(self.device)
+    def _set_model(self, filters: np.ndarray, channel_mask: np.ndarray | None = None) -> None:
+        """Make `filters` (n_filters, n_channels, n_taps) the dictionary; training goes on with it.
+
+        channel_mask: (n_filters, n_channels) bool, the channels of each filter (default: the
+        neighbourhood of its main channel); the filters are zero elsewhere."""
+        if channel_mask is None:
+            channel_mask = self._neighbourhoods_of(filters)
+        model = CRsAE(filters, self.lambda_, self.config.n_iterations, channel_mask=channel_mask).to(self.device)
         with self.model_lock:
             self.model = model
             if self.trainer is not None:
                 self.trainer.replace_model(model)
+
+    def _neighbourhoods_of(self, filters: np.ndarray) -> np.ndarray:
+        """(n_filters, n_channels) bool: the neighbourhood of each filter's main channel."""
+        return self.neighbourhoods[np.linalg.norm(filters, axis=2).argmax(axis=1)]
 
     def _events_of_pool(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> SpikeEvents:
         """Spikes of every filter over the pool's prune segment, computed once per dictionary."""
@@ -313,8 +360,9 @@ class SortPipeline:
             medians = group_medians(events.amplitudes, events.filters, len(decision.counts))
             self._usual_amplitudes = np.where(decision.counts >= MIN_AMPLITUDE_SPIKES, medians, np.inf)[decision.keep]
             if len(decision.keep) < self.model.n_filters:
-                kept = self.model.filters.detach()[torch.as_tensor(decision.keep, device=self.device)].cpu().numpy()
-                self._set_model(kept)
+                keep = torch.as_tensor(decision.keep, device=self.device)
+                kept = self.model.filters.detach()[keep].cpu().numpy()
+                self._set_model(kept, channel_mask=self.model.channel_mask[keep].cpu().numpy() > 0)
                 # The starting shapes follow their filters, so views can still pair them.
                 if self.initial_filters is not None and len(self.initial_filters) == len(decision.counts):
                     self.initial_filters = self.initial_filters[decision.keep]
