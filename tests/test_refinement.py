@@ -35,3 +35,18 @@ def test_a_spike_coded_by_the_wrong_filter_takes_the_one_that_fits():
             filters, peaks, prior, max_shift=3, candidates_of=candidates_of)
         assert labels.tolist() == [1] and times.tolist() == [80 + peaks[1]]
         assert abs(float(amplitudes[0]) - 12.0) < 0.5
+
+
+def test_a_filter_holding_two_sizes_has_the_prior_of_its_main_neuron():
+    rng = np.random.default_rng(7)
+    big = 108.0 * np.exp(0.05 * rng.standard_normal(600))  # its own neuron
+    small = 35.0 * np.exp(0.05 * rng.standard_normal(300))  # a smaller neuron of the same shape
+    one = 20.0 * np.exp(0.15 * rng.standard_normal(500))  # filter 1: one neuron, jitter only
+    amplitudes = np.concatenate([big, small, one])
+    filters = np.repeat([0, 0, 1], [600, 300, 500])
+    prior = AmplitudePrior.from_events(amplitudes, filters, 2)
+    # Filter 0's prior is its big neuron's, narrow: a spike of 35 costs far more there than a spike of 108.
+    assert abs(prior.means[0] - 108.0) < 3.0
+    assert np.sqrt(prior.variances[0]) < 10.0
+    # One neuron keeps the prior of all its spikes.
+    assert abs(prior.means[1] - np.median(one)) < 1e-6

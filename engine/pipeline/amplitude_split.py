@@ -73,7 +73,7 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
     for k in range(n_filters):
         mine = np.flatnonzero(filters == k)
         smallest_group = max(min_spikes, int(min_fraction * len(mine)))
-        groups = _amplitude_groups_of(amplitudes, mine, smallest_group, splits.setdefault(k, []))
+        groups = amplitude_group_members(amplitudes, mine, smallest_group, splits.setdefault(k, []))
         for group in groups[1:]:  # ascending amplitude; the first keeps unit k
             units[group] = len(unit_filters)
             unit_filters.append(k)
@@ -82,19 +82,27 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
     return units, np.asarray(unit_filters, dtype=np.int64), splits
 
 
-def _amplitude_groups_of(amplitudes: np.ndarray, members: np.ndarray, min_spikes: int,
-                         separations: list[float]) -> list[np.ndarray]:
+def amplitude_group_members(amplitudes: np.ndarray, members: np.ndarray, min_spikes: int,
+                            separations: list[float] | None = None) -> list[np.ndarray]:
     """`members` (spike indices) split again and again while a part has two amplitude groups,
     as a list of index arrays in ascending amplitude; each split's separation is appended to
-    `separations`."""
+    `separations` when given."""
     found = amplitude_groups(amplitudes[members], min_spikes)
     if found is None:
         return [members]
     threshold, separation = found
-    separations.append(separation)
+    if separations is not None:
+        separations.append(separation)
     above = amplitudes[members] > threshold
-    return (_amplitude_groups_of(amplitudes, members[~above], min_spikes, separations)
-            + _amplitude_groups_of(amplitudes, members[above], min_spikes, separations))
+    return (amplitude_group_members(amplitudes, members[~above], min_spikes, separations)
+            + amplitude_group_members(amplitudes, members[above], min_spikes, separations))
+
+
+def main_amplitude_group(amplitudes: np.ndarray, min_spikes: int, min_fraction: float = 0.0) -> np.ndarray:
+    """The amplitudes of the biggest of the groups these amplitudes fall into (all of them when one)."""
+    groups = amplitude_group_members(amplitudes, np.arange(len(amplitudes)),
+                                     max(min_spikes, int(min_fraction * len(amplitudes))))
+    return amplitudes[max(groups, key=len)]
 
 
 def describe_amplitude_splits(splits: dict[int, list[float]]) -> str:

@@ -107,7 +107,7 @@ FINAL_DUPLICATE_SIMILARITY = 0.99
 # Filters alike in shape whose spikes' median sizes differ by this factor or more are two
 # neurons of one shape, not duplicates (pruning.find_duplicates). Two k-means clusters of one
 # neuron differ in size by its amplitude jitter (tens of %); the two neurons of one shape on
-# SpikeInterface's 32-channel probe, by 2.8×.
+# SpikeInterface's 32-channel probe, by 2.8× (and their sizes are two groups: pruning.distinct_sizes).
 DISTINCT_AMPLITUDE_RATIO = 2.0
 # A filter that wins fewer spikes than this fraction of the busiest filter's
 # count explains leftovers, not a neuron (overlap clusters won ~5 %).
