@@ -57,14 +57,19 @@ def test_no_events_is_not_an_error():
     assert keep.size == 0 and scales.size == 0
 
 
+def interleaved_trains(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two spike trains 400 samples apart each, the second halfway between the first's spikes."""
+    first = np.arange(100, n - 100, 400)
+    return first, first[:-1] + 200
+
+
 def test_a_filter_holding_two_neurons_is_split_and_one_neuron_is_not():
     from engine.pipeline.initialization import split_mixed_filters
 
     filters = shapes()
     rng = np.random.default_rng(1)
     n = 40_000
-    first_times = np.arange(100, n - 100, 400)
-    second_times = first_times[:-1] + 200
+    first_times, second_times = interleaved_trains(n)
     signal = place(filters, n, [(0, t, 12.0 * (1 + 0.1 * rng.standard_normal())) for t in first_times])
     signal += place(filters, n, [(2, t, 12.0) for t in second_times])
     signal += 0.5 * rng.standard_normal(signal.shape)
@@ -209,8 +214,7 @@ def test_two_neurons_of_one_shape_and_different_sizes_get_a_filter_each_and_stay
     filters = shapes()
     rng = np.random.default_rng(5)
     n = 40_000
-    small_times = np.arange(100, n - 100, 400)
-    large_times = small_times[:-1] + 200
+    small_times, large_times = interleaved_trains(n)
     small_sizes = 12.0 * np.exp(0.05 * rng.standard_normal(small_times.size))
     large_sizes = 36.0 * np.exp(0.05 * rng.standard_normal(large_times.size))
     signal = place(filters, n, [(0, t, a) for t, a in zip(small_times, small_sizes)])
