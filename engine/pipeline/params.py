@@ -109,6 +109,13 @@ FINAL_DUPLICATE_SIMILARITY = 0.99
 # neuron differ in size by its amplitude jitter (tens of %); the two neurons of one shape on
 # SpikeInterface's 32-channel probe, by 2.8× (and their sizes are two groups: pruning.distinct_sizes).
 DISTINCT_AMPLITUDE_RATIO = 2.0
+# Two filters sharing a channel of which at least this fraction of each one's spikes fire within
+# CO_FIRING_MS of the other's, at their usual sizes (within this ratio), are one neuron coded
+# as their sum: the final pruning joins them (engine/pipeline/co_firing.py). Chance
+# coincidences of two 15 Hz neurons within 0.1 ms are ~0.3 %.
+CO_FIRING_FRACTION = 0.5
+CO_FIRING_SIZE_RATIO = 1.5
+CO_FIRING_MS = 0.1
 # A filter that wins fewer spikes than this fraction of the busiest filter's
 # count explains leftovers, not a neuron (overlap clusters won ~5 %).
 MIN_USE_FRACTION = 0.1

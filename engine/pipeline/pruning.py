@@ -34,6 +34,13 @@ class PruneDecision:
     counts: np.ndarray  # (n_filters,) spikes won by each filter
     note: str = ""  # what happened before this decision (earlier pruning, splits)
     shadow_of: dict = field(default_factory=dict)  # dropped shadow -> the filter whose spikes it follows
+    joined: str = ""  # filters that coded one neuron together and were made one (co_firing.py)
+
+    def without(self, absorbed: dict[int, int], note: str) -> "PruneDecision":
+        """This decision with the filters `absorbed` ({filter: the kept filter it joins}) dropped too."""
+        keep = np.array([k for k in self.keep if k not in absorbed], dtype=np.int64)
+        return PruneDecision(keep, self.merged_into, self.idle, self.counts, self.note, self.shadow_of,
+                             joined=note)
 
     def describe(self) -> str:
         parts = [f"{self.note}kept {len(self.keep)} of {len(self.counts)} filters"]
@@ -43,6 +50,8 @@ class PruneDecision:
             parts.append("dropped shadows " + ", ".join(f"{a} (of {b})" for a, b in sorted(self.shadow_of.items())))
         if self.idle:
             parts.append("dropped idle " + ", ".join(str(i) for i in self.idle))
+        if self.joined:
+            parts.append(self.joined)
         return "; ".join(parts)
 
 

@@ -30,10 +30,11 @@ from engine.model.working_set import ROUGH_SETTLED_FRACTION
 from engine.pipeline.coincidences import group_medians, resolve_coincidences
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
+from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
-    COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
+    CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
     OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
@@ -41,7 +42,7 @@ from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.pruning import PruneDecision, prune
 from engine.pipeline.reconstruction import WindowReconstruction, reconstruct_window
-from engine.pipeline.refinement import AmplitudePrior
+from engine.pipeline.refinement import AmplitudePrior, channel_sharing
 from engine.pipeline.sorting import Sorting, peak_taps
 from engine.pipeline.stages import SortStopped, StageLog
 from engine.pipeline.templates import assemble_sorting
@@ -274,7 +275,7 @@ class SortPipeline:
         self._require_prepared()
         self.stage_log.should_stop = should_stop
         with self.stage_log.stage("final pruning"):
-            self.final_pruning = self._prune(duplicate_similarity=FINAL_DUPLICATE_SIMILARITY)
+            self.final_pruning = self._prune(duplicate_similarity=FINAL_DUPLICATE_SIMILARITY, join_co_firing=True)
         with self.model_lock:
             model = self.model
             pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
@@ -348,21 +349,34 @@ class SortPipeline:
         return events
 
     def _prune(self, report: Callable[[str, float], None] | None = None, should_stop: ShouldStop | None = None,
-               duplicate_similarity: float = DUPLICATE_SIMILARITY, events: SpikeEvents | None = None) -> PruneDecision:
+               duplicate_similarity: float = DUPLICATE_SIMILARITY, events: SpikeEvents | None = None,
+               join_co_firing: bool = False) -> PruneDecision:
         """Merge duplicate filters and drop idle ones (engine/pipeline/pruning.py), judged on `events`
-        (default: the pool coded with the current dictionary)."""
+        (default: the pool coded with the current dictionary); with `join_co_firing`, also make one
+        filter of two that code one neuron together (engine/pipeline/co_firing.py)."""
         with self.model_lock:
             progress = (lambda f: report("pruning", f)) if report is not None else None
             if events is None:
                 events = self._events_of_pool(progress, should_stop)
-            decision = prune(self.model.filters_numpy(), events, duplicate_similarity,
-                             shadow_window=self._samples(SHADOW_WINDOW_MS))
+            filters = self.model.filters_numpy()
+            decision = prune(filters, events, duplicate_similarity, shadow_window=self._samples(SHADOW_WINDOW_MS))
+            mask = self.model.channel_mask.detach().cpu().numpy() > 0
+            if join_co_firing:
+                absorbed = find_co_firing(events, decision.keep.tolist(), self._samples(CO_FIRING_MS),
+                                          channel_sharing(filters.transpose(0, 2, 1)))
+                if absorbed:
+                    decision = decision.without(absorbed, describe_co_firing(absorbed))
+                    joined = combine_co_firing(filters, events, absorbed, self._samples(CO_FIRING_MS), peak_taps(filters))
+                    for gone, kept in absorbed.items():
+                        mask[kept] |= mask[gone]
+                    with torch.no_grad():
+                        self.model.filters.copy_(torch.as_tensor(joined.transpose(0, 2, 1), device=self.device))
             medians = group_medians(events.amplitudes, events.filters, len(decision.counts))
             self._usual_amplitudes = np.where(decision.counts >= MIN_AMPLITUDE_SPIKES, medians, np.inf)[decision.keep]
             if len(decision.keep) < self.model.n_filters:
                 keep = torch.as_tensor(decision.keep, device=self.device)
                 kept = self.model.filters.detach()[keep].cpu().numpy()
-                self._set_model(kept, channel_mask=self.model.channel_mask[keep].cpu().numpy() > 0)
+                self._set_model(kept, channel_mask=mask[decision.keep])
                 # The starting shapes follow their filters, so views can still pair them.
                 if self.initial_filters is not None and len(self.initial_filters) == len(decision.counts):
                     self.initial_filters = self.initial_filters[decision.keep]
