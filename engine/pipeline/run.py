@@ -366,16 +366,13 @@ class SortPipeline:
                                           channel_sharing(filters.transpose(0, 2, 1)))
                 if absorbed:
                     decision = decision.without(absorbed, describe_co_firing(absorbed))
-                    joined = combine_co_firing(filters, events, absorbed, self._samples(CO_FIRING_MS), peak_taps(filters))
+                    filters = combine_co_firing(filters, events, absorbed, self._samples(CO_FIRING_MS), peak_taps(filters))
                     for gone, kept in absorbed.items():
                         mask[kept] |= mask[gone]
-                    with torch.no_grad():
-                        self.model.filters.copy_(torch.as_tensor(joined.transpose(0, 2, 1), device=self.device))
             medians = group_medians(events.amplitudes, events.filters, len(decision.counts))
             self._usual_amplitudes = np.where(decision.counts >= MIN_AMPLITUDE_SPIKES, medians, np.inf)[decision.keep]
             if len(decision.keep) < self.model.n_filters:
-                keep = torch.as_tensor(decision.keep, device=self.device)
-                kept = self.model.filters.detach()[keep].cpu().numpy()
+                kept = np.ascontiguousarray(filters.transpose(0, 2, 1)[decision.keep])  # (n_kept, n_channels, n_taps)
                 self._set_model(kept, channel_mask=mask[decision.keep])
                 # The starting shapes follow their filters, so views can still pair them.
                 if self.initial_filters is not None and len(self.initial_filters) == len(decision.counts):
