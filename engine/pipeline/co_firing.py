@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import amplitude_group_members
+from engine.pipeline.amplitude_split import groups_of
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import (AMPLITUDE_SPLIT_MIN_FRACTION, CO_FIRING_FRACTION, CO_FIRING_SIZE_RATIO,
                                     MIN_SPLIT_SPIKES)
@@ -99,9 +99,8 @@ def _usual_size(amplitudes: np.ndarray) -> float | None:
     """The median size of a filter's spikes; None when too few to tell or when they are two sizes."""
     if len(amplitudes) < MIN_SPLIT_SPIKES:
         return None
-    groups = amplitude_group_members(amplitudes, np.arange(len(amplitudes)),
-                                     max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * len(amplitudes))))
-    return float(np.median(amplitudes)) if len(groups) == 1 else None
+    one_size = len(groups_of(amplitudes, MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION)) == 1
+    return float(np.median(amplitudes)) if one_size else None
 
 
 def _typical(sizes: np.ndarray, usual: float, ratio: float) -> bool:

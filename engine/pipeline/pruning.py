@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.model.similarity import shift_invariant_similarity
-from engine.pipeline.amplitude_split import amplitude_groups
+from engine.pipeline.amplitude_split import amplitude_groups, spikes_of_each_filter
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import (DISTINCT_AMPLITUDE_RATIO, DUPLICATE_SIMILARITY, MIN_AMPLITUDE_SPIKES,
@@ -140,8 +140,7 @@ def prune(
 ) -> PruneDecision:
     """Merge duplicates, drop shadows (when `shadow_window` > 0 samples), then drop idle filters."""
     counts = np.bincount(events.filters, minlength=len(filters)).astype(np.int64)
-    order = np.argsort(events.filters, kind="stable")
-    amplitudes = np.split(events.amplitudes[order], np.cumsum(counts)[:-1])  # each filter's spikes' sizes
+    amplitudes = [events.amplitudes[mine] for mine in spikes_of_each_filter(events.filters, len(filters))]
     merged_into = find_duplicates(filters, counts, duplicate_similarity, amplitudes=amplitudes)
     shadow_of = find_shadows(events, len(filters), shadow_window) if shadow_window > 0 else {}
     shadow_of = {k: host for k, host in shadow_of.items() if k not in merged_into and host not in merged_into}
