@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 import pytest
 import torch
 
@@ -252,7 +253,7 @@ def test_a_spike_starts_with_one_code_not_one_per_overlapping_filter():
     encoder = WorkingSetEncoder(model)
     with torch.no_grad():
         correlation = model.analysis(torch.from_numpy(signal)).numpy()
-    candidates = (correlation > encoder.screen * encoder.lambdas[None, :, None]) & encoder._peaks(correlation)
+    candidates = encoder._peaks_above(correlation, encoder.screen * encoder.lambdas[None, :, None])
     assert candidates[0, 1].any()  # the look-alike correlates above its threshold: a shadow
     kept = encoder._distinct(candidates, correlation)
     assert np.flatnonzero(kept[0, 0]).tolist() == [100] and not kept[0, 1].any()
@@ -260,7 +261,7 @@ def test_a_spike_starts_with_one_code_not_one_per_overlapping_filter():
     signal[0, 0, 108 : 108 + len(shape)] += 30.0 * filters[2]
     with torch.no_grad():
         correlation = model.analysis(torch.from_numpy(signal)).numpy()
-    candidates = (correlation > encoder.screen * encoder.lambdas[None, :, None]) & encoder._peaks(correlation)
+    candidates = encoder._peaks_above(correlation, encoder.screen * encoder.lambdas[None, :, None])
     kept = encoder._distinct(candidates, correlation)
     assert kept[0, 0, 100] and kept[0, 2, 108]
     # And the solution is still the lasso's.
@@ -347,3 +348,50 @@ def test_readers_that_keep_state_are_read_one_thread_at_a_time(simulated):
     spikes = infer_spikes(trainer.model, target, trainer.noise_levels, trainer.dead_time, trainer.lambda_,
                           chunk_size=2_000, batch_chunks=1, parallel=2)
     assert len(spikes) > 100 and raw.most_inside == 1
+
+
+def test_peaks_are_found_where_they_stand_as_a_running_maximum_finds_them():
+    """_peaks_above compares each coordinate above the bar with its own window only; it must
+    pick exactly what a running maximum over the whole batch picks, W's coordinates not counting."""
+    rng = np.random.default_rng(3)
+    model = CRsAE(rng.standard_normal((3, 2, 16)).astype(np.float32), 1.0)
+    encoder = WorkingSetEncoder(model)
+    values = rng.standard_normal((2, 3, 400)).astype(np.float32)
+    values[:, :, 50:60] = 3.0  # a plateau: ties are peaks
+    thresholds = np.array([0.5, 1.0, 1.5], dtype=np.float32)[None, :, None]
+    excluded = rng.random(values.shape) < 0.2
+    radius = max(encoder.n_taps // 4, 1)
+    for skip in (None, excluded):
+        outside = values if skip is None else np.where(skip, -np.inf, values)
+        running = maximum_filter1d(outside, 2 * radius + 1, axis=2, mode="constant", cval=-np.inf)
+        expected = (outside > thresholds) & (outside >= running)
+        np.testing.assert_array_equal(encoder._peaks_above(values, thresholds, excluded=skip), expected)
+
+
+def test_codes_near_a_moved_one_are_those_a_dilation_of_its_filter_reaches():
+    """_near pairs W's coordinates with the moved ones by binary search; it must mark the same
+    codes as dilating each moved filter's coordinates in time over the filters it reaches."""
+    rng = np.random.default_rng(4)
+    filters = np.zeros((4, 8, 12), dtype=np.float32)
+    for k, channel in enumerate((0, 1, 5, 6)):  # 0-1 and 2-3 share a channel; the pairs do not
+        filters[k, channel : channel + 2] = rng.standard_normal((2, 12))
+    encoder = WorkingSetEncoder(CRsAE(filters, 1.0))
+    shape = (3, 4, 300)
+    in_set = rng.random(shape) < 0.05
+    moved_mask = in_set & (rng.random(shape) < 0.1)
+    # At the chunks' edges, with codes just across: a moved code reaches no further than its chunk.
+    moved_mask[2, :2, :40] = moved_mask[1, 2:, 260:] = False
+    moved_mask[1, 0, 299] = moved_mask[2, 2, 0] = True
+    in_set[2, 0, 5] = in_set[1, 3, 295] = True
+    in_set |= moved_mask
+    reach = 2 * (encoder.n_taps - 1)
+    near = np.zeros(shape, dtype=bool)
+    for source in range(4):
+        dilated = maximum_filter1d(moved_mask[:, source, :], 2 * reach + 1, axis=1, mode="constant")
+        near[:, encoder.nearby[source], :] |= dilated[:, None, :]
+    members = encoder._coordinates(in_set)
+    found = encoder._near(encoder._coordinates(moved_mask), members, reach)
+    chunks, kinds, times = members
+    np.testing.assert_array_equal(found, near[chunks, kinds, times - chunks * encoder._stride(in_set)])
+    assert not near[2, 0, 5] and not near[1, 3, 295]
+    assert found.any() and not found.all()

@@ -49,7 +49,6 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sparse
-from scipy.ndimage import maximum_filter1d
 import torch
 
 from engine.cpu import single_thread
@@ -87,6 +86,8 @@ _MAX_CHECKS = 8
 CONVERGED_CHANGE = 1e-3
 # Pairs of candidates compared at once when telling spikes from their shadows (_distinct).
 _PAIRS_PER_BLOCK = 2_000_000
+# Candidate peaks compared with their windows at once (_peaks_above): bounded memory on big probes.
+_WINDOWS_PER_BLOCK = 50_000
 # A code of W is unsettled when its gradient is off the lasso's optimality conditions by more
 # than this fraction of its λ (WorkingSetEncoder._unsettled).
 UNSETTLED_GAP = 0.01
@@ -128,7 +129,7 @@ class WorkingSetEncoder:
         self.partners = [np.flatnonzero(row) for row in interacting]  # the filters each one interacts with
         # ... and those its partners interact with: what re-solving near a new code may touch.
         two_steps = (interacting.astype(np.int32) @ interacting.astype(np.int32)) > 0
-        self.nearby_filters = [np.flatnonzero(row) for row in two_steps]
+        self.nearby = two_steps  # (K, K) bool: the filters a moved code's re-solve reaches
         self.sparse_chunks = 0  # how many chunks each route encoded, for reports
         self.dense_chunks = 0
         self._counts_lock = threading.Lock()  # batches may be encoded in several threads at once
@@ -148,7 +149,7 @@ class WorkingSetEncoder:
         with torch.no_grad():
             correlation = self.model.analysis(signal_tensor).numpy()  # (batch, K, m) float32, as the encoder
         lambdas = self.lambdas[None, :, None]
-        in_set = self._distinct((correlation > self.screen * lambdas) & self._peaks(correlation), correlation)
+        in_set = self._distinct(self._peaks_above(correlation, self.screen * lambdas), correlation)
         chunks, filters, times = self._coordinates(in_set)
         if gram_entries(times, self.n_taps) * self.interacting_fraction > MAX_ENTRIES_PER_CODE * in_set.size:
             with self._counts_lock:
@@ -164,10 +165,11 @@ class WorkingSetEncoder:
         gradient = correlation - self._gram_product(codes)
         set_size = len(times)
         for _ in range(_MAX_CHECKS):
-            outside = np.where(in_set, -np.inf, gradient)
-            violators = self._distinct((outside > lambdas * (1.0 + self.violation_margin)) & self._peaks(outside), outside)
+            violators = self._distinct(
+                self._peaks_above(gradient, lambdas * (1.0 + self.violation_margin), excluded=in_set), gradient)
             # Codes of W whose neighbours moved since they were solved (see _unsettled).
-            unsettled = in_set & self._unsettled(codes, gradient)
+            members = self._coordinates(in_set)
+            unsettled = self._unsettled(codes, gradient, members)
             n_violators = int(violators.sum())
             if n_violators == 0 and not unsettled.any():
                 break
@@ -175,7 +177,9 @@ class WorkingSetEncoder:
                 break
             in_set |= violators
             set_size += n_violators
-            gradient -= self._solve_near(violators | unsettled, in_set, codes, gradient)
+            moved = tuple(np.concatenate([new, old[unsettled]])
+                          for new, old in zip(self._coordinates(violators), members))
+            gradient -= self._solve_near(moved, self._coordinates(in_set), codes, gradient)
         support = codes > 0
         if support.any() and self.model.n_debias_iterations > 0:
             chunks, filters, times = self._coordinates(support)
@@ -184,22 +188,66 @@ class WorkingSetEncoder:
             codes[index] = self._debias(gram, correlation[index], codes[index])
         return codes.astype(np.float32)
 
-    def _peaks(self, values: np.ndarray) -> np.ndarray:
-        """Where each filter's values are the largest within a quarter filter length (ties included)."""
-        radius = max(self.n_taps // 4, 1)
-        return values >= maximum_filter1d(values, 2 * radius + 1, axis=2, mode="constant", cval=-np.inf)
+    def _peaks_above(self, values: np.ndarray, thresholds: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+        """(batch, K, m) bool: where `values` exceed their filter's `thresholds` and are the largest of
+        their filter's within a quarter filter length (ties included), `excluded` coordinates (W's)
+        neither counting nor competing.
 
-    def _unsettled(self, codes: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-        """Where the codes of W break the lasso's optimality conditions by more than UNSETTLED_GAP × λ: a
-        non-zero code whose gradient is not λ, or a zero one whose gradient exceeds it.
+        Only the coordinates above the bar can be the largest of a window that holds one (the others
+        are under it), so each is compared with its window where it stands, not the whole batch run
+        through a running maximum: that filter, over every coordinate at every check, was a quarter
+        of the tetrode's sorting time."""
+        above = values > thresholds
+        if excluded is not None:
+            above &= ~excluded
+        positions = np.flatnonzero(above)
+        if positions.size == 0:
+            return above
+        n_codes = values.shape[2]
+        flat_values = np.ascontiguousarray(values).reshape(-1)
+        flat_excluded = None if excluded is None else np.ascontiguousarray(excluded).reshape(-1)
+        times = positions % n_codes
+        # The immediate neighbours first: most coordinates above the bar sit on a peak's flanks.
+        on_top = self._largest_near(flat_values, flat_excluded, positions, times, n_codes, np.array([-1, 1]))
+        positions, times = positions[on_top], times[on_top]
+        radius = max(self.n_taps // 4, 1)
+        offsets = np.arange(-radius, radius + 1)
+        peaks = np.zeros(positions.size, dtype=bool)
+        for start in range(0, positions.size, _WINDOWS_PER_BLOCK):  # bounded memory on big probes
+            block = slice(start, start + _WINDOWS_PER_BLOCK)
+            peaks[block] = self._largest_near(flat_values, flat_excluded, positions[block], times[block], n_codes, offsets)
+        result = np.zeros(values.shape, dtype=bool)
+        result.reshape(-1)[positions[peaks]] = True
+        return result
+
+    @staticmethod
+    def _largest_near(flat_values: np.ndarray, flat_excluded: np.ndarray | None, positions: np.ndarray,
+                      times: np.ndarray, n_codes: int, offsets: np.ndarray) -> np.ndarray:
+        """(n,) whether the value at each flat position is at least every other at `offsets` from it along
+        its own row (time axis of n_codes), excluded coordinates not counting."""
+        shifted = times[:, None] + offsets[None, :]
+        inside = (shifted >= 0) & (shifted < n_codes)
+        neighbours = np.where(inside, positions[:, None] + offsets[None, :], positions[:, None])
+        values = flat_values[neighbours]
+        if flat_excluded is not None:
+            values = np.where(flat_excluded[neighbours], -np.inf, values)
+        return flat_values[positions] >= values.max(axis=1)
+
+    def _unsettled(self, codes: np.ndarray, gradient: np.ndarray,
+                   members: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """(len(W),) bool for W's coordinates `members` (chunks, filters, common-axis times): whether each
+        breaks the lasso's optimality conditions by more than UNSETTLED_GAP × λ, a non-zero code whose
+        gradient is not λ, or a zero one whose gradient exceeds it.
 
         A check re-solves only the codes near what it adds; the codes just beyond keep their values
         though their neighbours moved. They are re-solved at the next check, so that W ends at the
         lasso's solution, not at a point that is only optimal outside W. (FISTA's own stop leaves a
         gap of about CONVERGED_CHANGE × the Lipschitz constant: far below this bar.)"""
-        lambdas = self.lambdas[None, :, None]
+        chunks, filters, times = members
+        index = (chunks, filters, times - chunks * self._stride(codes))
+        values, slopes, lambdas = codes[index], gradient[index], self.lambdas[filters]
         gap = UNSETTLED_GAP * lambdas
-        return np.where(codes > 0, np.abs(gradient - lambdas) > gap, gradient > lambdas + gap)
+        return np.where(values > 0, np.abs(slopes - lambdas) > gap, slopes > lambdas + gap)
 
     def _distinct(self, candidates: np.ndarray, correlation: np.ndarray) -> np.ndarray:
         """The `candidates` that are not another candidate's shadow: one code per spike to start from, not
@@ -240,7 +288,13 @@ class WorkingSetEncoder:
 
     def _coordinates(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(chunk, filter, time on the common axis) of the set coordinates, in time order."""
-        chunks, times, filters = np.nonzero(mask.transpose(0, 2, 1))
+        n_chunks, n_filters, n_codes = mask.shape
+        # The set coordinates are few: found in memory order, then sorted, rather than read
+        # through a transposed (strided) view of the whole batch.
+        chunks, within = np.divmod(np.flatnonzero(mask), n_filters * n_codes)
+        filters, times = np.divmod(within, n_codes)
+        order = np.lexsort((filters, times, chunks))
+        chunks, filters, times = chunks[order], filters[order], times[order]
         return chunks, filters, times + chunks * self._stride(mask)
 
     def _fista(self, gram: sparse.csr_matrix, correlation: np.ndarray, lambdas: np.ndarray,
@@ -270,10 +324,13 @@ class WorkingSetEncoder:
                            float(self.step), self.model.n_debias_iterations)
         return codes.numpy()
 
-    def _solve_near(self, violators: np.ndarray, in_set: np.ndarray, codes: np.ndarray,
+    def _solve_near(self, moved: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    members: tuple[np.ndarray, np.ndarray, np.ndarray], codes: np.ndarray,
                     gradient: np.ndarray) -> np.ndarray:
-        """FISTA again on the working set's codes near the new `violators` (updating `codes` in
-        place), the others held where they are; returns HᵀH times the change, for the gradient.
+        """FISTA again on the working set's codes near the coordinates that `moved` (new violators,
+        unsettled codes), updating `codes` in place, the others held where they are; returns HᵀH
+        times the change, for the gradient. Both are (chunks, filters, common-axis times); `members`
+        is all of W, in `_coordinates` order.
 
         A check's violators are few (the tetrode's: 15 %, then 6 %, 2 % ... of W) and interact only
         with the codes within a filter length, so re-solving all of W for them, and taking the
@@ -281,15 +338,9 @@ class WorkingSetEncoder:
         lengths of a violator, on the filters it interacts with and theirs, are re-solved, the rest keep their values,
         and their pull on the local codes is in `gradient`.
         """
-        reach = 2 * (self.n_taps - 1)
-        near = np.zeros_like(in_set)
-        for source in np.flatnonzero(violators.any(axis=(0, 2))):
-            # On a probe a violator reaches only the filters near its channels, not the whole chunk's.
-            near_in_time = maximum_filter1d(violators[:, source, :], 2 * reach + 1, axis=1, mode="constant")
-            near[:, self.nearby_filters[source], :] |= near_in_time[:, None, :]
-        local = in_set & near
-        chunks, filters, times = self._coordinates(local)
-        index = (chunks, filters, times - chunks * self._stride(local))
+        near = self._near(moved, members, reach=2 * (self.n_taps - 1))
+        chunks, filters, times = (axis[near] for axis in members)
+        index = (chunks, filters, times - chunks * self._stride(codes))
         gram = sparse_gram(self.gram, filters, times)
         before = codes[index]
         # This block's lasso with the rest fixed: Hᵀy less the fixed codes' pull, i.e. the gradient plus the block's own.
@@ -298,6 +349,34 @@ class WorkingSetEncoder:
         change = codes[index] - before
         moved = change != 0
         return self._gram_product_at(index[0][moved], index[1][moved], index[2][moved], change[moved], codes.shape)
+
+    def _near(self, moved: tuple[np.ndarray, np.ndarray, np.ndarray],
+              members: tuple[np.ndarray, np.ndarray, np.ndarray], reach: int) -> np.ndarray:
+        """(len(members),) bool: the members within `reach` samples of a moved coordinate of the same
+        chunk on a nearby filter (`nearby`: on a probe, a violator reaches only the filters
+        near its channels). Pairs are found by binary search over both lists in time order, so the
+        cost follows the coordinates, not the batch's size."""
+        moved_chunks, moved_filters, moved_times = moved
+        chunks, filters, times = members
+        near = np.zeros(times.size, dtype=bool)
+        if moved_times.size == 0 or times.size == 0:
+            return near
+        # Common-axis chunks are a filter length apart: spread them by `reach` more, so that no pair spans two.
+        spacing = 2 * reach + 1
+        moved_key = moved_times + moved_chunks * spacing
+        order = np.argsort(moved_key, kind="stable")
+        moved_key, moved_filters = moved_key[order], moved_filters[order]
+        key = times + chunks * spacing
+        first = np.searchsorted(moved_key, key - reach, side="left")
+        last = np.searchsorted(moved_key, key + reach, side="right")
+        counts = last - first
+        pairs_before = np.concatenate([[0], np.cumsum(counts)])
+        block_starts = np.searchsorted(pairs_before, np.arange(0, pairs_before[-1], _PAIRS_PER_BLOCK), side="right") - 1
+        for start, stop in zip(block_starts, [*block_starts[1:], times.size]):
+            rows, columns = pairs_in_runs(first[start:stop], last[start:stop], offset=start)
+            reaches = self.nearby[moved_filters[columns], filters[rows]]
+            near[rows[reaches]] = True
+        return near
 
     def _gram_product(self, codes: np.ndarray) -> np.ndarray:
         """HᵀHx over whole chunks (batch, K, m) of dense `codes`: `_gram_product_at` their non-zeros."""
