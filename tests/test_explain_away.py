@@ -237,3 +237,44 @@ def test_two_neurons_of_one_shape_and_different_sizes_get_a_filter_each_and_stay
     # ... while two filters of one shape and one size are.
     events = SpikeEvents(starts, result.spike_filters.astype(np.int32), np.full(starts.size, 12.0, np.float32))
     assert len(prune(result.filters.transpose(0, 2, 1), events).merged_into) == 1
+
+
+def test_atom_products_from_the_gram_tensor_match_the_atoms_samples():
+    """Explaining away during sorting takes the atoms' products from the filters' Gram tensor
+    (nine entries a pair); they must be the products of the atoms' samples, over the channels two
+    filters share, at every lag the atoms overlap, and the decisions the same."""
+    import torch
+
+    from engine.model.crsae import CRsAE
+    from engine.model.working_set import gram_tensor
+    from engine.pipeline.explain_away import AtomProducts, _pair_products
+
+    rng = np.random.default_rng(5)
+    n_taps = 20
+    filters = np.zeros((4, 5, n_taps), dtype=np.float32)
+    for k, first_channel in enumerate((0, 1, 2, 3)):  # overlapping channel sets, one filter on two channels
+        filters[k, first_channel : first_channel + (2 if k == 3 else 3)] = rng.standard_normal((2 if k == 3 else 3, n_taps))
+    filters /= np.linalg.norm(filters, axis=(1, 2), keepdims=True)
+    gram = gram_tensor(CRsAE(torch.from_numpy(filters), 1.0))
+    n = 60
+    which = rng.integers(0, 4, n)
+    triplets = rng.uniform(0.0, 10.0, (n, 3))
+    starts, atoms, channels = event_atoms(np.sort(rng.integers(0, 300, n)), which, triplets, filters)
+    first, second = np.triu_indices(n, k=1)
+    lags = starts[second] - starts[first]
+    overlapping = lags < atoms.shape[2]
+    first, second, lags = first[overlapping], second[overlapping], lags[overlapping]
+    assert len(first) > 20 and (lags > n_taps - 2).any()  # some pairs overlap only at the atoms' ends
+    products = AtomProducts(gram, which, triplets)
+    np.testing.assert_allclose(products.pairs(first, second, lags),
+                               _pair_products(first, second, lags, atoms, channels), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(products.norms(), np.einsum("ecw,ecw->e", atoms, atoms), rtol=1e-4)
+    signal = rng.standard_normal((5, 340))
+    for event in range(n):
+        signal[channels[event][channels[event] >= 0], starts[event] : starts[event] + atoms.shape[2]] += \
+            atoms[event][channels[event] >= 0] * rng.uniform(0.5, 1.5)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, 5.0**2, channels=channels)
+    keep_gram, scales_gram = eliminate_redundant_events(signal, starts, atoms, 5.0**2, channels=channels,
+                                                        products=products)
+    assert keep.tolist() == keep_gram.tolist() and 0 < keep.sum() < n
+    np.testing.assert_allclose(scales, scales_gram, rtol=1e-4, atol=1e-6)

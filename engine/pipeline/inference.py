@@ -23,10 +23,10 @@ from scipy.ndimage import maximum_filter1d
 from engine.cpu import adapt_threads, single_thread
 from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
-from engine.pipeline.explain_away import eliminate_redundant_events, event_atoms, place_atoms
+from engine.pipeline.explain_away import AtomProducts, eliminate_redundant_events, event_atoms, place_atoms
 from engine.pipeline.refinement import AmplitudePrior, filters_sharing_channels, refine_spikes
 from engine.pipeline.sorting import peak_taps
-from engine.model.working_set import WorkingSetEncoder
+from engine.model.working_set import WorkingSetEncoder, gram_tensor
 
 # How chunks are encoded: "dense" runs the CRsAE encoder on every code sample;
 # "working-set" the same FISTA on the codes that can be non-zero; "auto" picks
@@ -230,13 +230,15 @@ class ChunkSpikeFinder:
             WorkingSetEncoder(self.model, settings.lipschitz, settled_fraction=settings.settled_fraction)
             if uses_working_set(settings.solver, self.model.filters.device) else None
         )
+        # The filters' cross-correlations, for explaining away (the working set has them already).
+        self.gram = self.working_set.gram if self.working_set is not None else gram_tensor(self.model)
 
     def batch_spikes(self, recording: Recording, batch_cores: list[tuple[int, int]]) -> list[SpikeEvents]:
         """One SpikeEvents per chunk of the batch, in the batch's order."""
         s = self.settings
         return [
             spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
-                              s.dead_time, s.min_amplitude, s.prior, self.candidates_of)
+                              s.dead_time, s.min_amplitude, s.prior, self.candidates_of, self.gram)
             for core_start, core_stop, window_start, codes, signal in encode_batch(
                 self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set)
         ]
@@ -253,6 +255,7 @@ def spikes_from_codes(
     min_amplitude: float,
     prior: AmplitudePrior | None = None,
     candidates_of: list[np.ndarray] | None = None,
+    gram: np.ndarray | None = None,
 ) -> SpikeEvents:
     """The spikes of one chunk: code maxima, less the redundant ones, optionally relabelled.
 
@@ -265,12 +268,13 @@ def spikes_from_codes(
     3. With an amplitude `prior`, each spike is relabelled by its best filter
        given its neighbours (engine/pipeline/refinement.py).
     Only spikes whose time falls inside `core` are kept. `candidates_of`: see refinement.filters_sharing_channels.
-    signal: (n_channels, n_window) noise-normalised; filters: (n_filters, n_channels, n_taps).
+    signal: (n_channels, n_window) noise-normalised; filters: (n_filters, n_channels, n_taps);
+    gram: the filters' Gram tensor (working_set.gram_tensor), for step 2's products (optional, faster).
     """
     if codes.size == 0:
         return SpikeEvents.empty()
     spike_filters, indices, triplets, starts, atoms, channels, scales = kept_events(codes, signal, filters, dead_time,
-                                                                                    min_amplitude)
+                                                                                    min_amplitude, gram)
     if prior is None:
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
@@ -287,7 +291,8 @@ def spikes_from_codes(
     return _one_per_dead_time(events, dead_time)
 
 
-def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float):
+def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float,
+                gram: np.ndarray | None = None):
     """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
 
     Returns, for the kept events only: (filters, code indices, (n, 3) codes at i-1, i, i+1
@@ -298,8 +303,9 @@ def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead
     strong = triplets.sum(axis=1) >= min_amplitude
     spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
     starts, atoms, channels = event_atoms(indices, spike_filters, triplets, filters)
+    products = None if gram is None else AtomProducts(gram, spike_filters, triplets.astype(np.float64))
     keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2,
-                                              channels=channels)
+                                              channels=channels, products=products)
     triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
     return spike_filters[keep], indices[keep], triplets, starts[keep], atoms[keep], channels[keep], scales[keep]
 
