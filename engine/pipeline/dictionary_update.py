@@ -165,7 +165,8 @@ def dominated_by_overlap(spike_filters: np.ndarray, indices: np.ndarray, amplitu
 
 @torch.no_grad()
 def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torch.Tensor,
-                         dead_time: int, min_amplitude: float, max_amplitudes: np.ndarray | None = None) -> torch.Tensor:
+                         dead_time: int, min_amplitude: float, max_amplitudes: np.ndarray | None = None,
+                         gram: np.ndarray | None = None) -> torch.Tensor:
     """The codes of the spikes sorting would keep, every other code zeroed.
 
     Sorting reads the lasso's codes as spikes: each filter's local maxima at least
@@ -180,6 +181,8 @@ def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torc
     codes: (batch, n_filters, n_codes); batch: (batch, n_channels, n_codes + n_taps − 1);
     filters: (n_filters, n_channels, n_taps). The windows are laid end to end,
     a filter length and the dead time apart, so that one pass serves the batch.
+
+    `gram`: the filters' Gram tensor, when the encoder has it (explaining away's products; faster).
 
     `max_amplitudes` (n_filters,): a filter's spikes bigger than this are left out too. A
     filter sometimes codes a far bigger spike of another neuron (or a part of it), and least
@@ -205,7 +208,8 @@ def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torc
 
     long_codes = end_to_end(codes.detach().cpu().numpy())
     spike_filters, indices, triplets, _starts, _atoms, _channels, _scales = kept_events(
-        long_codes, end_to_end(batch.detach().cpu().numpy()), filters.detach().cpu().numpy(), dead_time, min_amplitude)
+        long_codes, end_to_end(batch.detach().cpu().numpy()), filters.detach().cpu().numpy(), dead_time, min_amplitude,
+        gram)
     if max_amplitudes is not None:
         usual = triplets.sum(axis=1) <= np.asarray(max_amplitudes)[spike_filters]  # amplitudes as sorting reads them
         spike_filters, indices, triplets = spike_filters[usual], indices[usual], triplets[usual]

@@ -340,10 +340,10 @@ class Trainer:
     def _least_squares_step(self, batch: torch.Tensor) -> float:
         """Code the batch with the tied encoder, then give every filter its least-squares shape."""
         with self.model_lock:
-            codes = self._lasso_codes(batch)
+            codes, gram = self._lasso_codes(batch)
             loss = float(torch.mean((batch - self.model.decode(codes)) ** 2))
             if self.spike_reading is not None:
-                codes = codes_of_kept_spikes(codes, batch, self.model.filters, *self.spike_reading)
+                codes = codes_of_kept_spikes(codes, batch, self.model.filters, *self.spike_reading, gram=gram)
             target = least_squares_update(self.model.filters, codes, batch, self.model.channel_mask)
             if self.spike_reading is None:
                 # From noise: move only part of the way on a small batch (an exponential average
@@ -421,8 +421,9 @@ class Trainer:
         steps_averaged = self.step - self._averaging_began
         return steps_averaged >= MIN_SETTLE_STEPS and float(np.nanmean(uncertainty)) < self.config.settle_tolerance
 
-    def _lasso_codes(self, batch: torch.Tensor) -> torch.Tensor:
-        """The tied encoder's codes of `batch`, not debiased: debiasing blows up the small codes FISTA
+    def _lasso_codes(self, batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+        """The tied encoder's codes of `batch`, and the filters' Gram tensor when the working set
+        computed it (explaining away reuses it), else None. Not debiased: debiasing blows up the small codes FISTA
         gives noise, and least squares then fits that noise (measured from the true shapes on the
         demo: dictionary error 0.09 after 10 steps with debiased codes, 0.05 without).
 
@@ -432,11 +433,11 @@ class Trainer:
         5-minute tetrode, with pruning's passes rough too, the sort scored 0.983 against 0.984
         with every pass exact)."""
         if not uses_working_set(self.config.solver, self.device):
-            return self.model.encode(batch, n_debias_iterations=0)
+            return self.model.encode(batch, n_debias_iterations=0), None
         undebiased = CRsAE(self.model.filters.detach(), self.model.lambdas, self.model.n_iterations,
                            n_debias_iterations=0, channel_mask=self.model.channel_mask)
         encoder = WorkingSetEncoder(undebiased, settled_fraction=ROUGH_SETTLED_FRACTION)
-        return torch.from_numpy(encoder.encode(batch.numpy()))
+        return torch.from_numpy(encoder.encode(batch.numpy())), encoder.gram
 
     @torch.no_grad()
     def heldout_loss(self) -> float:
