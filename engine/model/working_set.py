@@ -45,13 +45,11 @@ the dense encoder's convolutions; such a chunk goes to the dense encoder.
 from __future__ import annotations
 
 import threading
-import warnings
 
 import numpy as np
 import scipy.sparse as sparse
 import torch
 
-from engine.cpu import single_thread
 from engine.model.crsae import CRsAE, _fast_fft_length, debias, fista
 from engine.model.pairs import pairs_in_runs
 
@@ -306,23 +304,16 @@ class WorkingSetEncoder:
         Each solve is final (later checks re-solve only near what they add), so for sorting it must
         be the lasso's solution, not T steps towards it: with T = 100 steps the demo's codes were
         7.8 % of the largest from the converged ones, where the dense encoder's were 3 %."""
-        matrix = _torch_csr(gram)
         rough = self.settled_fraction > 0  # T steps are enough there
-        steps = torch.from_numpy(coordinate_steps(gram))
-        with single_thread():  # hundreds of steps of small operations (engine/cpu.py says why)
-            codes = fista(torch.from_numpy(correlation), lambda codes: matrix @ codes,
-                          torch.from_numpy(lambdas) * steps, steps,
-                          self.model.n_iterations if rough else _MAX_CHECKS * self.model.n_iterations,
-                          codes=torch.from_numpy(start), tolerance=0.0 if rough else CONVERGED_CHANGE, restart=not rough)
-        return codes.numpy()
+        steps = coordinate_steps(gram)
+        # In numpy and scipy, on one thread: hundreds of steps of small operations (engine/cpu.py says why).
+        return fista(correlation, lambda codes: gram @ codes, lambdas * steps, steps,
+                     self.model.n_iterations if rough else _MAX_CHECKS * self.model.n_iterations,
+                     codes=start.astype(np.float32), tolerance=0.0 if rough else CONVERGED_CHANGE, restart=not rough)
 
     def _debias(self, gram: sparse.csr_matrix, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The encoder's debiasing; every coordinate here is on the support, so no mask."""
-        matrix = _torch_csr(gram)
-        with single_thread():
-            codes = debias(torch.from_numpy(codes), torch.from_numpy(correlation), lambda codes: matrix @ codes,
-                           float(self.step), self.model.n_debias_iterations)
-        return codes.numpy()
+        return debias(codes, correlation, lambda codes: gram @ codes, float(self.step), self.model.n_debias_iterations)
 
     def _solve_near(self, moved: tuple[np.ndarray, np.ndarray, np.ndarray],
                     members: tuple[np.ndarray, np.ndarray, np.ndarray], codes: np.ndarray,
@@ -494,14 +485,3 @@ def sparse_gram(gram: np.ndarray, filters: np.ndarray, times: np.ndarray) -> spa
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     return matrix[inverse][:, inverse].tocsr()
-
-
-def _torch_csr(matrix: sparse.csr_matrix) -> torch.Tensor:
-    """The same matrix as a torch CSR tensor: its product with a vector was measured
-    2.7× faster than scipy's on the 2-core CPU (it uses both cores)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr), torch.from_numpy(matrix.indices), torch.from_numpy(matrix.data),
-            size=matrix.shape, check_invariants=False,
-        )
