@@ -395,3 +395,24 @@ def test_codes_near_a_moved_one_are_those_a_dilation_of_its_filter_reaches():
     np.testing.assert_array_equal(found, near[chunks, kinds, times - chunks * encoder._stride(in_set)])
     assert not near[2, 0, 5] and not near[1, 3, 295]
     assert found.any() and not found.all()
+
+
+def test_the_compiled_gram_product_is_the_models_own_operator():
+    """HᵀHx from the Gram rows (engine/model/gram_rows.py) over whole chunks, with local filters
+    (some pairs never interact) and codes at both ends of a chunk, equals the model's synthesis
+    then analysis."""
+    rng = np.random.default_rng(6)
+    filters = rng.standard_normal((4, 6, 11)).astype(np.float32)
+    mask = np.zeros((4, 6), dtype=np.float32)
+    for k, first_channel in enumerate((0, 1, 3, 4)):
+        mask[k, first_channel : first_channel + 2] = 1.0  # 0-1 share a channel, 2-3 too, the pairs do not
+    model = CRsAE(filters, 1.0, channel_mask=mask)
+    encoder = WorkingSetEncoder(model)
+    assert len(encoder.partners[0]) == 2  # filter 0 meets only itself and filter 1
+    codes = np.zeros((3, 4, 120), dtype=np.float32)
+    chosen = rng.random(codes.shape) < 0.03
+    chosen[0, 1, 0] = chosen[2, 3, 119] = True
+    codes[chosen] = rng.uniform(0.5, 5.0, int(chosen.sum()))
+    with torch.no_grad():
+        expected = model.analysis(model.synthesis(torch.from_numpy(codes))).numpy()
+    np.testing.assert_allclose(encoder._gram_product(codes), expected, atol=1e-4)

@@ -51,6 +51,7 @@ import scipy.sparse as sparse
 import torch
 
 from engine.model.crsae import CRsAE, _fast_fft_length, debias, fista
+from engine.model.gram_rows import GramRows
 from engine.model.pairs import pairs_in_runs
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
@@ -125,6 +126,7 @@ class WorkingSetEncoder:
         interacting = np.any(self.gram != 0, axis=2)  # (K, K)
         self.interacting_fraction = float(np.mean(interacting)) if self.gram.size else 1.0
         self.partners = [np.flatnonzero(row) for row in interacting]  # the filters each one interacts with
+        self._gram_rows = GramRows(self.gram, self.partners)
         # ... and those its partners interact with: what re-solving near a new code may touch.
         two_steps = (interacting.astype(np.int32) @ interacting.astype(np.int32)) > 0
         self.nearby = two_steps  # (K, K) bool: the filters a moved code's re-solve reaches
@@ -383,26 +385,10 @@ class WorkingSetEncoder:
         not by synthesising the chunks and correlating them again: the codes
         are sparse, so this costs (non-zeros × interacting filters × 2 filter
         lengths) instead of two convolutions over every channel and sample
-        (on a 32-channel probe the convolutions were 40 % of the pruning pass).
+        (on a 32-channel probe the convolutions were 40 % of the pruning pass), in one compiled
+        loop (engine/model/gram_rows.py).
         """
-        n_chunks, n_filters, n_codes = shape
-        n_taps = self.n_taps
-        padded = n_codes + 2 * (n_taps - 1)  # room for the lags that fall off either end
-        gram_codes = torch.zeros(n_chunks * n_filters * padded, dtype=torch.float32)
-        values = np.asarray(values, dtype=np.float32)
-        lags = np.arange(2 * n_taps - 1)
-        for source in np.unique(filters):
-            partners = self.partners[source]
-            rows = torch.from_numpy(self.gram[source, partners])  # (p, 2L - 1)
-            of_source = np.flatnonzero(filters == source)
-            for block in np.array_split(of_source, max(1, of_source.size * partners.size * lags.size // 4_000_000)):
-                # The code at padded time t + L - 1 reaches partner j at padded times t + lag, lag in [0, 2L - 1).
-                targets = ((chunks[block, None, None] * n_filters + partners[None, :, None]) * padded
-                           + times[block, None, None] + lags[None, None, :])
-                weights = torch.from_numpy(values[block])[:, None, None] * rows[None]
-                gram_codes.index_add_(0, torch.from_numpy(targets.ravel()), weights.flatten())
-        gram_codes = gram_codes.view(n_chunks, n_filters, padded)[:, :, n_taps - 1 : n_taps - 1 + n_codes]
-        return gram_codes.numpy()
+        return self._gram_rows.product(chunks, filters, times, values, shape)
 
 
 def gram_tensor(model: CRsAE) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""HᵀHx from the Gram tensor, one compiled loop: the working set's inner product.
+
+The working-set encoder keeps the lasso's gradient Hᵀy − HᵀHx over whole chunks,
+and each check adds HᵀH times the codes that moved: for every moved code, its
+value times the Gram row of its filter and each filter it interacts with
+(2·n_taps − 1 lags), added along that filter's row at the code's time. In numpy
+and torch that took one 64-bit index and one product per lag, written out and
+scattered (index_add_): 4-9 ns per lag, 40 % of sorting a 32-channel probe.
+Compiled (numba), each row is one contiguous multiply-add the CPU vectorises:
+12-16× faster on the same calls, and the sort no longer waits on it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+class GramRows:
+    """The Gram rows of every pair of interacting filters, stacked, and where each filter's begin."""
+
+    def __init__(self, gram: np.ndarray, partners: list[np.ndarray]) -> None:
+        """gram: (n_filters, n_filters, 2·n_taps − 1) float32; partners[k]: the filters k interacts with."""
+        self.n_lags = gram.shape[2]
+        counts = np.array([len(row) for row in partners], dtype=np.int64)
+        self.first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.counts = counts
+        self.partner = np.concatenate([*partners, np.zeros(0, np.int64)]).astype(np.int64)
+        self.rows = np.ascontiguousarray(
+            np.concatenate([gram[k, row] for k, row in enumerate(partners)] + [np.zeros((0, self.n_lags))]),
+            dtype=np.float32)
+
+    def product(self, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray, values: np.ndarray,
+                shape: tuple[int, int, int]) -> np.ndarray:
+        """HᵀHx over whole chunks (`shape` = batch, n_filters, n_codes), x given by its non-zero
+        `values` at (chunks, filters, times): (batch, n_filters, n_codes) float32."""
+        n_chunks, n_filters, n_codes = shape
+        reach = (self.n_lags - 1) // 2  # n_taps − 1: the lags that fall off either end of a row
+        row_length = n_codes + 2 * reach
+        padded = np.zeros(n_chunks * n_filters * row_length, dtype=np.float32)
+        _add_rows(padded, n_filters * row_length, row_length, np.asarray(chunks, np.int64),
+                  np.asarray(filters, np.int64), np.asarray(times, np.int64), np.asarray(values, np.float32),
+                  self.first, self.counts, self.partner, self.rows)
+        return padded.reshape(n_chunks, n_filters, row_length)[:, :, reach : reach + n_codes]
+
+
+# nogil: sorting codes two batches at once in threads; cache: compiled once per machine, not per run.
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _add_rows(padded, chunk_length, row_length, chunks, filters, times, values, first, counts, partner, rows):
+    """padded[chunk, partner, time + lag] += value × rows[pair, lag] for each code and each pair of its filter.
+
+    The code at (padded) time t + n_taps − 1 reaches its partners at t + lag, lag in [0, 2·n_taps − 1)."""
+    n_lags = rows.shape[1]
+    for code in range(values.size):
+        value = values[code]
+        start = chunks[code] * chunk_length + times[code]
+        source = filters[code]
+        for pair in range(first[source], first[source] + counts[source]):
+            at = start + partner[pair] * row_length
+            for lag in range(n_lags):
+                padded[at + lag] += value * rows[pair, lag]
