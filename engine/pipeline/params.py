@@ -11,6 +11,7 @@ one place. Numbers a person sets per run live in `TrainingConfig` instead.
 # a tetrode or seconds-long pieces spread over a 384-channel probe.
 MAX_POOL_VALUES = 64_000_000
 POOL_PIECE_S = 2.0  # when the pool is capped, it is made of pieces this long, spread over the recording
+POOL_READ_S = 10.0  # when it is not, the whole recording is read this much at a time
 # Deciding which filters are neurons codes this much of the pool: enough
 # spikes of a 1 Hz unit to count, little enough to take a second or two.
 PRUNE_SECONDS = 20.0

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from engine.io.recording import NumpyRecording, Recording
-from engine.pipeline.params import HELDOUT_WINDOWS, MAX_POOL_VALUES, POOL_PIECE_S, PRUNE_SECONDS
+from engine.pipeline.params import HELDOUT_WINDOWS, MAX_POOL_VALUES, POOL_PIECE_S, POOL_READ_S, PRUNE_SECONDS
 from engine.pipeline.stages import SortStopped
 
 
@@ -73,7 +73,10 @@ def build_training_pool(
     sampling_rate = float(recording.sampling_rate)
     budget = MAX_POOL_VALUES // n_channels
     if n_samples <= budget:
-        pieces = [(0, n_samples)]
+        # All of it, read a few seconds at a time: the band-pass of one read holds several float64
+        # copies of it (a 5-minute tetrode's pool of 144 MB took the process up by 820 MB at once).
+        step = max(int(POOL_READ_S * sampling_rate), window)
+        pieces = [(start, min(start + step, n_samples)) for start in range(0, n_samples, step)]
     else:
         piece = max(int(POOL_PIECE_S * sampling_rate), window)
         n_pieces = max(budget // piece, 1)
