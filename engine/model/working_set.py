@@ -126,10 +126,10 @@ class WorkingSetEncoder:
         interacting = np.any(self.gram != 0, axis=2)  # (K, K)
         self.interacting_fraction = float(np.mean(interacting)) if self.gram.size else 1.0
         self.partners = [np.flatnonzero(row) for row in interacting]  # the filters each one interacts with
-        self._gram_rows = GramRows(self.gram, self.partners)
         # ... and those its partners interact with: what re-solving near a new code may touch.
         two_steps = (interacting.astype(np.int32) @ interacting.astype(np.int32)) > 0
         self.nearby = two_steps  # (K, K) bool: the filters a moved code's re-solve reaches
+        self._gram_rows = GramRows(self.gram, self.partners)  # HᵀHx's compiled loop reads these
         self.sparse_chunks = 0  # how many chunks each route encoded, for reports
         self.dense_chunks = 0
         self._counts_lock = threading.Lock()  # batches may be encoded in several threads at once

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import groups_of
+from engine.pipeline.amplitude_split import groups_of, spikes_of_each_filter
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import (AMPLITUDE_SPLIT_MIN_FRACTION, CO_FIRING_FRACTION, CO_FIRING_SIZE_RATIO,
                                     MIN_SPLIT_SPIKES)
@@ -32,8 +32,9 @@ def find_co_firing(events: SpikeEvents, candidates: list[int], window: int, shar
     (n_filters, n_filters) bool) of which at least `min_fraction` of each one's spikes have one of the
     other's within `window` samples, at the usual size of both (within `size_ratio` of each filter's
     median), neither filter's spikes being two amplitude groups. The busier filter of a pair stays; a filter is in one pair at most."""
-    times = {k: events.times[events.filters == k] for k in candidates}
-    amplitudes = {k: events.amplitudes[events.filters == k] for k in candidates}
+    spikes = _spikes_of_each_filter(events, candidates)
+    times = {k: events.times[spikes[k]] for k in candidates}
+    amplitudes = {k: events.amplitudes[spikes[k]] for k in candidates}
     usual = {k: _usual_size(amplitudes[k]) for k in candidates}
     pairs = []
     for a_index, first in enumerate(candidates):
@@ -67,11 +68,10 @@ def combine_co_firing(filters: np.ndarray, events: SpikeEvents, absorbed: dict[i
     peaks: (n_filters,) each filter's extremum tap (events' times are extremum times)."""
     combined = np.array(filters, dtype=np.float32, copy=True)
     n_taps = filters.shape[1]
+    spikes = _spikes_of_each_filter(events, [*absorbed, *absorbed.values()])
     for gone, kept in absorbed.items():
-        kept_times = events.times[events.filters == kept]
-        gone_times = events.times[events.filters == gone]
-        kept_sizes = events.amplitudes[events.filters == kept]
-        gone_sizes = events.amplitudes[events.filters == gone]
+        kept_times, kept_sizes = events.times[spikes[kept]], events.amplitudes[spikes[kept]]
+        gone_times, gone_sizes = events.times[spikes[gone]], events.amplitudes[spikes[gone]]
         partner = _nearest(kept_times, gone_times)  # index into gone_times per kept spike
         close = np.abs(gone_times[partner] - kept_times) <= window
         if not close.any():
@@ -93,6 +93,13 @@ def combine_co_firing(filters: np.ndarray, events: SpikeEvents, absorbed: dict[i
 
 def describe_co_firing(absorbed: dict[int, int]) -> str:
     return "joined co-firing " + ", ".join(f"{gone}+{kept}" for gone, kept in sorted(absorbed.items()))
+
+
+def _spikes_of_each_filter(events: SpikeEvents, filters: list[int]) -> list[np.ndarray]:
+    """Each filter's spike indices (time order), for every filter up to the highest of `filters`
+    and of the events: one sort of the spikes, not one pass over them per filter."""
+    n_filters = max(max(filters, default=-1), int(events.filters.max(initial=-1))) + 1
+    return spikes_of_each_filter(events.filters, n_filters)
 
 
 def _usual_size(amplitudes: np.ndarray) -> float | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.pipeline.amplitude_split import main_amplitude_group
+from engine.pipeline.amplitude_split import main_amplitude_group, spikes_of_each_filter
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES
 
 
@@ -33,8 +33,8 @@ class AmplitudePrior:
     def from_events(cls, amplitudes: np.ndarray, filters: np.ndarray, n_filters: int, floor: float = 0.25) -> "AmplitudePrior":
         means = np.ones(n_filters)
         variances = np.full(n_filters, 1e6)  # a filter with no spikes gets a flat prior
-        for k in range(n_filters):
-            mine = amplitudes[filters == k]
+        for k, spikes in enumerate(spikes_of_each_filter(filters, n_filters)):
+            mine = amplitudes[spikes]
             if mine.size >= MIN_AMPLITUDE_SPIKES:
                 # A filter whose spikes are two neurons of its shape at two sizes has the prior of
                 # the one with more spikes: a prior over both was so wide that it did not hold the
