@@ -21,8 +21,11 @@ and to convergence rather than for T steps:
 2. FISTA restricted to W. The gradient needs HᵀH only between coordinates of
    W, and two codes interact only when closer than one filter length, so it
    is a sparse matrix whose entries come from the filters' cross-correlations
-   (the Gram tensor, computed once per dictionary). The momentum restarts when
-   it points uphill, and the solve stops when no code moves by CONVERGED_CHANGE.
+   (the Gram tensor, computed once per dictionary). Codes that do not interact,
+   even through others, form independent blocks (a spike, a few overlapping
+   ones), and each block runs FISTA on its own (engine/model/block_fista.py):
+   its momentum restarts when it points uphill, and it stops when none of its
+   codes moves by CONVERGED_CHANGE.
    Converged codes sort better than T steps' worth: on the 5-minute tetrode
    simulation, 0.988 mean accuracy against 0.982.
 3. Optimality check over the whole chunk: a coordinate outside W whose gradient
@@ -50,6 +53,7 @@ import numpy as np
 import scipy.sparse as sparse
 import torch
 
+from engine.model.block_fista import fista_by_block
 from engine.model.crsae import CRsAE, _fast_fft_length, debias, fista
 from engine.model.gram_rows import GramRows
 from engine.model.pairs import pairs_in_runs
@@ -306,12 +310,14 @@ class WorkingSetEncoder:
         Each solve is final (later checks re-solve only near what they add), so for sorting it must
         be the lasso's solution, not T steps towards it: with T = 100 steps the demo's codes were
         7.8 % of the largest from the converged ones, where the dense encoder's were 3 %."""
-        rough = self.settled_fraction > 0  # T steps are enough there
         steps = coordinate_steps(gram)
-        # In numpy and scipy, on one thread: hundreds of steps of small operations (engine/cpu.py says why).
-        return fista(correlation, lambda codes: gram @ codes, lambdas * steps, steps,
-                     self.model.n_iterations if rough else _MAX_CHECKS * self.model.n_iterations,
-                     codes=start.astype(np.float32), tolerance=0.0 if rough else CONVERGED_CHANGE, restart=not rough)
+        if self.settled_fraction > 0:  # rough: T steps of the whole set are enough there
+            # In numpy and scipy: at a fixed step count scipy's product is 1.5× faster than the compiled blocks.
+            return fista(correlation, lambda codes: gram @ codes, lambdas * steps, steps, self.model.n_iterations,
+                         codes=start.astype(np.float32))
+        # To convergence, block by block: most blocks settle in a few steps, the slowest sets none's count.
+        return fista_by_block(gram, correlation, lambdas * steps, steps, start, _MAX_CHECKS * self.model.n_iterations,
+                              tolerance=CONVERGED_CHANGE, restart=True)
 
     def _debias(self, gram: sparse.csr_matrix, correlation: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The encoder's debiasing; every coordinate here is on the support, so no mask."""

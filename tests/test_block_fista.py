@@ -1,0 +1,57 @@
+"""The working set's FISTA run block by block solves the same lasso as FISTA over the whole set."""
+
+import numpy as np
+import scipy.sparse as sparse
+
+from engine.model.block_fista import fista_by_block, independent_blocks
+from engine.model.crsae import CRsAE, fista
+from engine.model.working_set import coordinate_steps, gram_tensor, sparse_gram
+
+
+def problem(seed=5):
+    """A working set of three filters' codes in clusters far apart in time: several independent blocks."""
+    rng = np.random.default_rng(seed)
+    taps = np.arange(24.0)
+    shapes = [-(taps - 8) * np.exp(-0.5 * ((taps - 8) / w) ** 2) for w in (2.0, 3.0, 2.5)]
+    model = CRsAE(np.stack(shapes)[:, None, :] + 0.1 * rng.standard_normal((3, 1, 24)), 1.0)
+    times = np.sort(np.concatenate([c + rng.choice(30, 8, replace=False) for c in (0, 200, 400, 1000, 1030)]))
+    filters = rng.integers(0, 3, times.size)
+    gram = sparse_gram(gram_tensor(model), filters, times)
+    correlation = (gram @ rng.gamma(2.0, 3.0, times.size) * (rng.random(times.size) < 0.4)
+                   + 0.3 * rng.standard_normal(times.size)).astype(np.float32)
+    steps = coordinate_steps(gram)
+    shrink = (np.full(times.size, 1.0) * steps).astype(np.float32)
+    return gram, correlation, shrink, steps
+
+
+def test_blocks_are_the_connected_groups_of_interacting_codes():
+    gram = sparse.csr_matrix(np.array([[1, 0, 0.5, 0], [0, 1, 0, 0], [0.5, 0, 1, 0], [0, 0, 0, 1.0]]))
+    order, starts = independent_blocks(gram)
+    blocks = sorted(sorted(order[a:b].tolist()) for a, b in zip(starts[:-1], starts[1:]))
+    assert blocks == [[0, 2], [1], [3]]
+
+
+def test_fixed_steps_without_restart_are_fista_over_the_whole_set():
+    """Without restarts the momentum sequence is the same in every block: the iterates must be FISTA's."""
+    gram, correlation, shrink, steps = problem()
+    start = np.zeros_like(correlation)
+    assert len(independent_blocks(gram)[1]) - 1 >= 3  # the problem does split
+    for n_steps in (1, 3, 40):
+        whole = fista(correlation, lambda codes: gram @ codes, shrink, steps, n_steps, codes=start)
+        blocks = fista_by_block(gram, correlation, shrink, steps, start, n_steps, tolerance=0.0, restart=False)
+        np.testing.assert_allclose(blocks, whole, atol=1e-4 * np.abs(whole).max())
+
+
+def test_to_convergence_it_reaches_the_lasso_solution():
+    """The converged codes meet the lasso's optimality conditions, as FISTA's run to convergence do."""
+    gram, correlation, shrink, steps = problem()
+    lambdas = shrink / steps
+    codes = fista_by_block(gram, correlation, shrink, steps, np.zeros_like(correlation), 5000, tolerance=1e-6,
+                           restart=True)
+    gradient = correlation - gram @ codes
+    on = codes > 0
+    assert on.any() and (~on).any()
+    np.testing.assert_allclose(gradient[on], lambdas[on], atol=1e-3)
+    assert np.all(gradient[~on] <= lambdas[~on] + 1e-3)
+    reference = fista(correlation, lambda c: gram @ c, shrink, steps, 20000, tolerance=1e-7, restart=True)
+    np.testing.assert_allclose(codes, reference, atol=1e-3 * np.abs(reference).max())
