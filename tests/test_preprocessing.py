@@ -139,3 +139,12 @@ def test_noise_levels_of_a_preprocessed_recording_are_cached():
     rec = PreprocessedRecording(NumpyRecording(_test_signal(), FS))
     assert rec.noise_levels is rec.noise_levels
     np.testing.assert_array_equal(rec.noise_levels, estimate_noise_levels(rec))
+
+
+def test_many_channels_are_filtered_as_each_one_alone():
+    """The band-pass runs a block of channels at a time (for speed): each channel's result is its own."""
+    traces = np.random.default_rng(2).standard_normal((3000, 37)).astype(np.float32) * 50
+    filtered = bandpass_filter(traces, 30_000.0)
+    assert filtered.dtype == np.float32 and filtered.shape == traces.shape
+    for channel in (0, 15, 16, 36):
+        np.testing.assert_allclose(filtered[:, channel], bandpass_filter(traces[:, channel], 30_000.0), atol=1e-5)
