@@ -148,3 +148,15 @@ def test_many_channels_are_filtered_as_each_one_alone():
     assert filtered.dtype == np.float32 and filtered.shape == traces.shape
     for channel in (0, 15, 16, 36):
         np.testing.assert_allclose(filtered[:, channel], bandpass_filter(traces[:, channel], 30_000.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("n_channels", [2, 5, 6, 384])
+def test_medians_are_numpys(n_channels):
+    from engine.pipeline.preprocessing import median_absolute_deviations, median_of_rows
+
+    traces = np.random.default_rng(n_channels).standard_normal((1001, n_channels)).astype(np.float32)
+    np.testing.assert_array_equal(median_of_rows(traces), np.median(traces, axis=1))
+    np.testing.assert_allclose(median_absolute_deviations(traces),
+                               np.median(np.abs(traces - np.median(traces, axis=0)), axis=0), rtol=1e-6)
+    np.testing.assert_allclose(median_absolute_deviations(traces[:1000]),
+                               np.median(np.abs(traces[:1000] - np.median(traces[:1000], axis=0)), axis=0), rtol=1e-6)
