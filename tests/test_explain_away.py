@@ -278,3 +278,20 @@ def test_atom_products_from_the_gram_tensor_match_the_atoms_samples():
                                                         products=products)
     assert keep.tolist() == keep_gram.tolist() and 0 < keep.sum() < n
     np.testing.assert_allclose(scales, scales_gram, rtol=1e-4, atol=1e-6)
+
+
+def test_a_splits_clustering_sees_the_channels_that_hold_spikes_and_not_pure_noise():
+    """A filter on channels 0-1 whose spikes also carry a second neuron on channel 5: channels 0, 1 and 5
+    are clustered, the noise-only channels are not."""
+    from engine.pipeline.initialization import channels_with_spikes
+
+    rng = np.random.default_rng(0)
+    n_spikes, n_channels, n_taps = 300, 8, 30
+    snippets = rng.standard_normal((n_spikes, n_channels, n_taps)).astype(np.float32)
+    shape = np.exp(-0.5 * ((np.arange(n_taps) - 10) / 2.0) ** 2)
+    snippets[:, 0] += 8 * shape
+    snippets[::3, 5] += 5 * shape  # a third of the spikes are another neuron's, seen further along the probe
+    own_filter = np.zeros((n_channels, n_taps), np.float32)
+    own_filter[:2] = shape
+    chosen = channels_with_spikes(snippets.reshape(n_spikes, -1), own_filter)
+    assert chosen.tolist() == [True, True, False, False, False, True, False, False]

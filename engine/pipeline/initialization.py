@@ -239,6 +239,28 @@ class FilterSplit:
     spike_filters: np.ndarray
 
 
+# A channel joins a split's clustering when its snippets carry this much more energy than noise
+# (the signal is noise-normalised: 1 per sample). A neuron of peak SNR 5 folded into a third of a
+# filter's spikes adds about 0.25 at its channel; the estimate's own spread over 200 spikes of
+# 90 taps is 0.01.
+CLUSTERING_EXCESS_ENERGY = 0.1
+
+
+def channels_with_spikes(snippets: np.ndarray, own_filter: np.ndarray) -> np.ndarray:
+    """(n_channels,) bool: the channels a filter's snippets (n_spikes, n_channels × n_taps) carry
+    spikes on, i.e. the channels that can tell its neurons apart: its own, and any whose mean
+    energy per sample exceeds the noise's by CLUSTERING_EXCESS_ENERGY.
+
+    On a Neuropixels probe every other channel is noise for one filter's spikes, and clustering
+    them all (46 k features a spike at 384 channels) was 70 % of the split's 25 s; taking only
+    the filter's own channels (or those within 2.5 radii) instead lost a unit that lives beyond
+    them on a small probe (tests/test_probe_scale.py), so channels are chosen by what they hold."""
+    n_channels, n_taps = own_filter.shape
+    per_channel = snippets.reshape(-1, n_channels, n_taps)
+    energy = np.einsum("sct,sct->c", per_channel, per_channel) / (per_channel.shape[0] * n_taps)
+    return (energy > 1.0 + CLUSTERING_EXCESS_ENERGY) | np.any(own_filter != 0, axis=1)
+
+
 def split_mixed_filters(
     signal: np.ndarray,
     filters: np.ndarray,
@@ -290,7 +312,9 @@ def split_mixed_filters(
         snippets = residual[:, starts[:, None] + np.arange(n_taps)[None, :]]  # (n_channels, n_spikes, n_taps)
         snippets = snippets.transpose(1, 0, 2) + amplitudes[mine][:, None, None] * filters[k][None]
         snippets = snippets.reshape(starts.size, -1)
-        features = PCA(n_components=min(5, snippets.shape[1]), random_state=seed).fit_transform(snippets)
+        features = PCA(n_components=min(5, snippets.shape[1]), random_state=seed).fit_transform(
+            snippets.reshape(starts.size, n_channels, n_taps)[:, channels_with_spikes(snippets, filters[k])]
+            .reshape(starts.size, -1))
         labels = KMeans(n_clusters=2, n_init=4, random_state=seed).fit_predict(features)
         sizes = np.bincount(labels, minlength=2)
         if sizes.min() < min_spikes:
