@@ -209,3 +209,33 @@ def test_restarted_fista_reaches_the_lasso_solution_in_fewer_steps():
         steps[restart] = len(calls)
         np.testing.assert_allclose(codes.numpy(), solution.numpy(), atol=1e-3 * float(solution.max()))
     assert steps[True] < 0.5 * steps[False], steps
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 5, 90, 2000), (1, 4, 3, 40, 1024), (2, 40, 7, 60, 5000), (1, 4, 3, 90, 1100)])
+def test_correlation_by_fft_is_conv1ds(shape):
+    """Overlap-save correlation gives conv1d's "valid" correlation, segment edges included."""
+    from engine.model.crsae import correlate_by_fft
+
+    batch, n_channels, n_filters, n_taps, n = shape
+    generator = torch.Generator().manual_seed(n)
+    signal = torch.randn(batch, n_channels, n, generator=generator)
+    filters = torch.randn(n_filters, n_channels, n_taps, generator=generator)
+    direct = torch.nn.functional.conv1d(signal, filters)
+    by_fft = correlate_by_fft(signal, filters)
+    assert by_fft.shape == direct.shape
+    assert float((by_fft - direct).abs().max()) < 1e-5 * float(direct.abs().max())
+
+
+def test_training_gradients_go_through_the_direct_correlation(monkeypatch):
+    """The FFT route is for coding without gradients; with them, conv1d (and its gradient) is used."""
+    from engine.model import crsae
+
+    used = []
+    monkeypatch.setattr(crsae, "correlate_by_fft", lambda s, f: used.append(True) or torch.nn.functional.conv1d(s, f))
+    model = CRsAE(torch.randn(3, 4, 90), 1.0)
+    signal = torch.randn(2, 4, 3000)
+    model.analysis(signal).sum().backward()
+    assert not used and model.filters.grad is not None
+    with torch.no_grad():
+        model.analysis(signal)
+    assert used

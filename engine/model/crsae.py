@@ -69,10 +69,10 @@ class CRsAE(nn.Module):
         filters = self.filters if filters is None else filters
         blocks = self._channel_blocks(filters.device)
         if blocks is None:
-            return F.conv1d(signal, filters)
+            return correlate(signal, filters)
         # One convolution per block of neighbouring filters, over the channels they
         # use; the rows come back in block order and one gather restores filter order.
-        parts = [F.conv1d(signal.index_select(1, channels), filters[members][:, channels])
+        parts = [correlate(signal.index_select(1, channels), filters[members][:, channels])
                  for members, channels in blocks.parts]
         return torch.cat(parts, dim=1).index_select(1, blocks.inverse_order)
 
@@ -302,6 +302,50 @@ def channel_lists(on_channel: np.ndarray) -> np.ndarray:
     # Each row's channels first (stable sort of "off" flags), then -1 for the rest.
     order = np.argsort(~on_channel, axis=1, kind="stable")[:, :width]
     return np.where(np.take_along_axis(on_channel, order, axis=1), order, -1).astype(np.int64)
+
+
+# The CPU correlates by FFT (overlap-save) once a filter spans this many channels × taps, and the
+# signal is long enough for a few segments. Measured on the 2-core CPU (one thread, 8 chunks of
+# 1.2 s at 30 kHz, 90 taps): 32 channels × 28 filters 0.52 -> 0.15 s, a 384-channel probe's block
+# of 32 filters on 50 channels 0.89 -> 0.25 s, a tetrode 0.027 -> 0.017 s; one channel × 20 taps
+# was faster direct (0.001 s against 0.002 s).
+FFT_MIN_CHANNEL_TAPS = 256
+# Segment length of the overlap-save correlation: 512 was the fastest of 256, 512 and 1024 for
+# 90 taps (each segment gives 512 − 89 outputs).
+FFT_SEGMENT = 512
+
+
+def correlate(signal: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """Hᵀy for one block: (batch, C, n) correlated with (K, C, L) -> (batch, K, n − L + 1), conv1d's
+    "valid" correlation. On the CPU without gradients, and where it is cheaper, by FFT: the direct
+    convolution's cost grows as K × C × L a sample, the FFT's as (K + C) log L + K × C."""
+    n_filters, n_channels, n_taps = filters.shape
+    by_fft = (signal.device.type == "cpu" and n_channels * n_taps >= FFT_MIN_CHANNEL_TAPS
+              and FFT_SEGMENT >= 2 * n_taps and signal.shape[-1] >= 2 * FFT_SEGMENT
+              and not (torch.is_grad_enabled() and (signal.requires_grad or filters.requires_grad)))
+    return correlate_by_fft(signal, filters) if by_fft else F.conv1d(signal, filters)
+
+
+def correlate_by_fft(signal: torch.Tensor, filters: torch.Tensor, n_fft: int = FFT_SEGMENT) -> torch.Tensor:
+    """conv1d(signal, filters) by overlap-save: the signal cut into segments of `n_fft` samples that
+    overlap by L − 1, each correlated in the frequency domain, the wrapped-around L − 1 outputs of
+    each dropped. Every segment of every chunk goes through one batched complex product per
+    frequency (filters × channels by channels × segments), so the CPU's matrix kernels do the work."""
+    batch, n_channels, n = signal.shape
+    n_filters, _, n_taps = filters.shape
+    n_out = n - n_taps + 1
+    step = n_fft - n_taps + 1  # valid outputs per segment
+    n_segments = -(-n_out // step)
+    padded = F.pad(signal, (0, n_segments * step + n_taps - 1 - n))
+    segments = padded.unfold(2, n_fft, step)  # (batch, C, S, n_fft), a view
+    spectra = torch.fft.rfft(segments, dim=-1)  # (batch, C, S, F)
+    n_freqs = spectra.shape[-1]
+    # Correlation is the product with the filters' conjugate spectra, summed over channels.
+    filter_spectra = torch.fft.rfft(filters, n_fft, dim=-1).conj().permute(2, 0, 1)  # (F, K, C)
+    products = torch.matmul(filter_spectra, spectra.permute(3, 1, 0, 2).reshape(n_freqs, n_channels, -1))
+    products = products.reshape(n_freqs, n_filters, batch, n_segments).permute(2, 1, 3, 0)  # (batch, K, S, F)
+    outputs = torch.fft.irfft(products, n_fft, dim=-1)[..., :step]  # (batch, K, S, step)
+    return outputs.reshape(batch, n_filters, n_segments * step)[..., :n_out]
 
 
 def fista(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
