@@ -329,8 +329,9 @@ def correlate(signal: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
 def correlate_by_fft(signal: torch.Tensor, filters: torch.Tensor, n_fft: int = FFT_SEGMENT) -> torch.Tensor:
     """conv1d(signal, filters) by overlap-save: the signal cut into segments of `n_fft` samples that
     overlap by L − 1, each correlated in the frequency domain, the wrapped-around L − 1 outputs of
-    each dropped. Every segment of every chunk goes through one batched complex product per
-    frequency (filters × channels by channels × segments), so the CPU's matrix kernels do the work."""
+    each dropped. A run of segments goes through one batched complex product per frequency
+    (filters × channels by channels × segments), so the CPU's matrix kernels do the work; runs are
+    sized so that their spectra stay within FFT_WORK_BYTES whatever the probe."""
     batch, n_channels, n = signal.shape
     n_filters, _, n_taps = filters.shape
     n_out = n - n_taps + 1
@@ -338,14 +339,24 @@ def correlate_by_fft(signal: torch.Tensor, filters: torch.Tensor, n_fft: int = F
     n_segments = -(-n_out // step)
     padded = F.pad(signal, (0, n_segments * step + n_taps - 1 - n))
     segments = padded.unfold(2, n_fft, step)  # (batch, C, S, n_fft), a view
-    spectra = torch.fft.rfft(segments, dim=-1)  # (batch, C, S, F)
-    n_freqs = spectra.shape[-1]
     # Correlation is the product with the filters' conjugate spectra, summed over channels.
     filter_spectra = torch.fft.rfft(filters, n_fft, dim=-1).conj().permute(2, 0, 1)  # (F, K, C)
-    products = torch.matmul(filter_spectra, spectra.permute(3, 1, 0, 2).reshape(n_freqs, n_channels, -1))
-    products = products.reshape(n_freqs, n_filters, batch, n_segments).permute(2, 1, 3, 0)  # (batch, K, S, F)
-    outputs = torch.fft.irfft(products, n_fft, dim=-1)[..., :step]  # (batch, K, S, step)
-    return outputs.reshape(batch, n_filters, n_segments * step)[..., :n_out]
+    n_freqs = filter_spectra.shape[0]
+    per_segment = n_freqs * (n_channels + n_filters) * 8 * 2  # complex64 spectra and products, and a copy
+    run = max(1, min(n_segments, FFT_WORK_BYTES // per_segment))
+    outputs = signal.new_empty(batch, n_filters, n_segments * step)
+    for row in range(batch):
+        for first in range(0, n_segments, run):
+            last = min(first + run, n_segments)
+            spectra = torch.fft.rfft(segments[row, :, first:last], dim=-1)  # (C, P, F)
+            products = torch.matmul(filter_spectra, spectra.permute(2, 0, 1))  # (F, K, P)
+            pieces = torch.fft.irfft(products.permute(1, 2, 0), n_fft, dim=-1)[..., :step]  # (K, P, step)
+            outputs[row, :, first * step : last * step] = pieces.reshape(n_filters, -1)
+    return outputs[..., :n_out]
+
+
+# The overlap-save correlation's spectra take at most about this much memory at once.
+FFT_WORK_BYTES = 32 * 2**20
 
 
 def fista(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
