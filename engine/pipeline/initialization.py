@@ -298,7 +298,8 @@ def split_mixed_filters(
     code_index, spike_filters, amplitudes = code_index[valid], spike_filters[valid], amplitudes[valid]
     # The fitted spikes on their filters' channels only (full-width, they took GBs at 384 channels).
     # The snippets below keep every channel: taken on the filter's channels only, the small probe
-    # of tests/test_probe_scale.py lost a unit (3 well detected of 5 -> 2), so that was not kept.
+    # of tests/test_probe_scale.py lost a unit (3 well detected of 5 -> 2), so that was not kept;
+    # they are clustered on the channels that hold spikes (channels_with_spikes).
     own, spike_channels = filters_on_their_channels(filters, spike_filters)
     fitted = place_atoms(signal.shape, code_index, amplitudes[:, None, None] * own, spike_channels)
     residual = signal.astype(np.float32) - fitted
@@ -312,9 +313,9 @@ def split_mixed_filters(
         snippets = residual[:, starts[:, None] + np.arange(n_taps)[None, :]]  # (n_channels, n_spikes, n_taps)
         snippets = snippets.transpose(1, 0, 2) + amplitudes[mine][:, None, None] * filters[k][None]
         snippets = snippets.reshape(starts.size, -1)
-        features = PCA(n_components=min(5, snippets.shape[1]), random_state=seed).fit_transform(
-            snippets.reshape(starts.size, n_channels, n_taps)[:, channels_with_spikes(snippets, filters[k])]
-            .reshape(starts.size, -1))
+        clustered = snippets.reshape(starts.size, n_channels, n_taps)[:, channels_with_spikes(snippets, filters[k])]
+        features = PCA(n_components=min(5, clustered[0].size), random_state=seed).fit_transform(
+            clustered.reshape(starts.size, -1))
         labels = KMeans(n_clusters=2, n_init=4, random_state=seed).fit_predict(features)
         sizes = np.bincount(labels, minlength=2)
         if sizes.min() < min_spikes:
