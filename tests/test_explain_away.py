@@ -295,3 +295,20 @@ def test_a_splits_clustering_sees_the_channels_that_hold_spikes_and_not_pure_noi
     own_filter[:2] = shape
     chosen = channels_with_spikes(snippets.reshape(n_spikes, -1), own_filter)
     assert chosen.tolist() == [True, True, False, False, False, True, False, False]
+
+
+def test_atom_correlations_are_the_atoms_products_with_the_signal_at_edges_and_padding():
+    from engine.pipeline.explain_away import _atom_correlations
+
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal((6, 200)).astype(np.float32)
+    starts = np.array([-10, 0, 50, 190, 199])
+    channels = np.array([[0, 1], [2, -1], [5, 3], [4, -1], [1, 0]])
+    atoms = rng.standard_normal((5, 2, 20))
+    expected = np.zeros(5)
+    for event, start in enumerate(starts):
+        for row, channel in enumerate(channels[event]):
+            for tap in range(20):
+                if channel >= 0 and 0 <= start + tap < 200:
+                    expected[event] += atoms[event, row, tap] * signal[channel, start + tap]
+    np.testing.assert_allclose(_atom_correlations(signal, starts, atoms, channels), expected, rtol=1e-10)

@@ -199,13 +199,20 @@ def _overlapping_groups(starts: np.ndarray, width: int, channels: np.ndarray, n_
 
 
 def _atom_correlations(signal: np.ndarray, starts: np.ndarray, atoms: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """<atom_e, signal> for each event, zero outside the signal."""
+    """<atom_e, signal> for each event, zero outside the signal and on padding channels (−1).
+
+    Gathered from the signal where it is, not from a zero-padded float64 copy of it: at 384
+    channels that copy was 110 MB a chunk, and making it 4 % of a sort."""
     width = atoms.shape[2]
-    padded = np.pad(signal.astype(np.float64), ((0, 1), (width, width)))  # row −1 (padding channels) is zeros
-    index = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
+    index = starts[:, None] + np.arange(width)[None, :]  # (n_events, width)
+    inside = (index >= 0) & (index < signal.shape[1])
+    index = np.clip(index, 0, signal.shape[1] - 1)
     correlations = np.zeros(len(starts))
     for row in range(atoms.shape[1]):
-        correlations += np.einsum("ew,ew->e", padded[channels[:, row][:, None], index], atoms[:, row])
+        channel = channels[:, row]
+        samples = signal[np.maximum(channel, 0)[:, None], index].astype(np.float64)
+        samples *= inside & (channel >= 0)[:, None]
+        correlations += np.einsum("ew,ew->e", samples, atoms[:, row])
     return correlations
 
 
