@@ -232,10 +232,22 @@ def test_training_gradients_go_through_the_direct_correlation(monkeypatch):
 
     used = []
     monkeypatch.setattr(crsae, "correlate_by_fft", lambda s, f: used.append(True) or torch.nn.functional.conv1d(s, f))
-    model = CRsAE(torch.randn(3, 4, 90), 1.0)
-    signal = torch.randn(2, 4, 3000)
+    model = CRsAE(torch.randn(12, 8, 90), 1.0)  # 12 × 8 × 90 >= FFT_MIN_WORK
+    signal = torch.randn(2, 8, 3000)
     model.analysis(signal).sum().backward()
     assert not used and model.filters.grad is not None
     with torch.no_grad():
         model.analysis(signal)
     assert used
+
+
+def test_synthesis_without_gradients_is_the_transposed_convolution():
+    """Hx by FFT (no gradients, many channels × taps) is conv_transpose1d's, to float precision."""
+    generator = torch.Generator().manual_seed(3)
+    model = CRsAE(torch.randn(12, 8, 90, generator=generator), 1.0)  # 12 × 8 × 90 >= FFT_MIN_WORK
+    codes = torch.relu(torch.randn(2, 12, 3000, generator=generator) - 2.0)
+    expected = torch.nn.functional.conv_transpose1d(codes, model.filters.detach())
+    with torch.no_grad():
+        synthesised = model.synthesis(codes)
+    assert synthesised.shape == expected.shape
+    assert float((synthesised - expected).abs().max()) < 1e-5 * float(expected.abs().max())

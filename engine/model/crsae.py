@@ -82,16 +82,17 @@ class CRsAE(nn.Module):
         The transposed convolution, written as a plain one with the filters
         flipped in time and channels swapped with filters: the same sums, and
         3-4× faster on the CPU than conv_transpose1d (32 channels, 23 filters,
-        5 × 1.2 s chunks: 0.64 s against 2.9 s), whose gradient path is slow too.
+        5 × 1.2 s chunks: 0.64 s against 2.9 s), whose gradient path is slow too;
+        and without gradients, where filters × taps is large, by FFT (`correlate`).
         """
         filters = self.filters if filters is None else filters
         padded = F.pad(codes, (self.n_taps - 1, self.n_taps - 1))
         blocks = self._channel_blocks(filters.device)
         if blocks is None:
-            return F.conv1d(padded, filters.transpose(0, 1).flip(-1))
+            return correlate(padded, filters.transpose(0, 1).flip(-1))
         signal = codes.new_zeros(codes.shape[0], self.n_channels, codes.shape[-1] + self.n_taps - 1)
         for members, channels in blocks.parts:
-            part = F.conv1d(padded.index_select(1, members), filters[members][:, channels].transpose(0, 1).flip(-1))
+            part = correlate(padded.index_select(1, members), filters[members][:, channels].transpose(0, 1).flip(-1))
             signal = signal.index_add(1, channels, part)
         return signal
 
@@ -304,23 +305,23 @@ def channel_lists(on_channel: np.ndarray) -> np.ndarray:
     return np.where(np.take_along_axis(on_channel, order, axis=1), order, -1).astype(np.int64)
 
 
-# The CPU correlates by FFT (overlap-save) once a filter spans this many channels × taps, and the
-# signal is long enough for a few segments. Measured on the 2-core CPU (one thread, 8 chunks of
-# 1.2 s at 30 kHz, 90 taps): 32 channels × 28 filters 0.52 -> 0.15 s, a 384-channel probe's block
-# of 32 filters on 50 channels 0.89 -> 0.25 s, a tetrode 0.027 -> 0.017 s; one channel × 20 taps
-# was faster direct (0.001 s against 0.002 s).
-FFT_MIN_CHANNEL_TAPS = 256
+# The CPU correlates by FFT (overlap-save) once inputs × outputs × taps reach this, and the signal
+# is long enough for a few segments. The direct convolution's cost grows with that product, the
+# FFT's with (inputs + outputs) × log(segment) + inputs × outputs. Measured on the 2-core CPU
+# (2 threads; 8 chunks of 1.2 s, or training's 32 windows of 0.2 s, at 30 kHz, 90 taps): 30 filters
+# on 32 channels 294 -> 102 ms (windows 187 -> 112 ms); a tetrode's 4 channels × 8 filters (2880)
+# 16 vs 19 ms and 14 vs 35 ms, so it stays direct; one channel × 3 filters × 40 taps, direct.
+FFT_MIN_WORK = 8192
 # Segment length of the overlap-save correlation: 512 was the fastest of 256, 512 and 1024 for
 # 90 taps (each segment gives 512 − 89 outputs).
 FFT_SEGMENT = 512
 
 
 def correlate(signal: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-    """Hᵀy for one block: (batch, C, n) correlated with (K, C, L) -> (batch, K, n − L + 1), conv1d's
-    "valid" correlation. On the CPU without gradients, and where it is cheaper, by FFT: the direct
-    convolution's cost grows as K × C × L a sample, the FFT's as (K + C) log L + K × C."""
+    """(batch, C, n) correlated with (K, C, L) -> (batch, K, n − L + 1), conv1d's "valid" correlation
+    (Hᵀy, and Hx written as one). On the CPU without gradients, where it is cheaper, by FFT."""
     n_filters, n_channels, n_taps = filters.shape
-    by_fft = (signal.device.type == "cpu" and n_channels * n_taps >= FFT_MIN_CHANNEL_TAPS
+    by_fft = (signal.device.type == "cpu" and n_filters * n_channels * n_taps >= FFT_MIN_WORK
               and FFT_SEGMENT >= 2 * n_taps and signal.shape[-1] >= 2 * FFT_SEGMENT
               and not (torch.is_grad_enabled() and (signal.requires_grad or filters.requires_grad)))
     return correlate_by_fft(signal, filters) if by_fft else F.conv1d(signal, filters)
@@ -345,13 +346,18 @@ def correlate_by_fft(signal: torch.Tensor, filters: torch.Tensor, n_fft: int = F
     per_segment = n_freqs * (n_channels + n_filters) * 8 * 2  # complex64 spectra and products, and a copy
     run = max(1, min(n_segments, FFT_WORK_BYTES // per_segment))
     outputs = signal.new_empty(batch, n_filters, n_segments * step)
-    for row in range(batch):
+    # Short chunks (training's windows): several whole rows a run; long ones: a row's segments in runs.
+    rows_per_run = max(1, run // n_segments)
+    for first_row in range(0, batch, rows_per_run):
+        rows = slice(first_row, min(first_row + rows_per_run, batch))
         for first in range(0, n_segments, run):
             last = min(first + run, n_segments)
-            spectra = torch.fft.rfft(segments[row, :, first:last], dim=-1)  # (C, P, F)
-            products = torch.matmul(filter_spectra, spectra.permute(2, 0, 1))  # (F, K, P)
-            pieces = torch.fft.irfft(products.permute(1, 2, 0), n_fft, dim=-1)[..., :step]  # (K, P, step)
-            outputs[row, :, first * step : last * step] = pieces.reshape(n_filters, -1)
+            spectra = torch.fft.rfft(segments[rows, :, first:last], dim=-1)  # (R, C, P, F)
+            n_rows, _, n_pieces, _ = spectra.shape
+            columns = spectra.permute(3, 1, 0, 2).reshape(n_freqs, n_channels, n_rows * n_pieces)
+            products = torch.matmul(filter_spectra, columns).reshape(n_freqs, n_filters, n_rows, n_pieces)
+            pieces = torch.fft.irfft(products.permute(2, 1, 3, 0), n_fft, dim=-1)[..., :step]  # (R, K, P, step)
+            outputs[rows, :, first * step : last * step] = pieces.reshape(n_rows, n_filters, -1)
     return outputs[..., :n_out]
 
 
