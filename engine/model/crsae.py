@@ -83,7 +83,7 @@ class CRsAE(nn.Module):
         flipped in time and channels swapped with filters: the same sums, and
         3-4× faster on the CPU than conv_transpose1d (32 channels, 23 filters,
         5 × 1.2 s chunks: 0.64 s against 2.9 s), whose gradient path is slow too;
-        and without gradients, where filters × taps is large, by FFT (`correlate`).
+        and without gradients, where filters × channels × taps is large, by FFT (`correlate`).
         """
         filters = self.filters if filters is None else filters
         padded = F.pad(codes, (self.n_taps - 1, self.n_taps - 1))
@@ -315,6 +315,8 @@ FFT_MIN_WORK = 8192
 # Segment length of the overlap-save correlation: 512 was the fastest of 256, 512 and 1024 for
 # 90 taps (each segment gives 512 − 89 outputs).
 FFT_SEGMENT = 512
+# The overlap-save correlation's spectra take at most about this much memory at once.
+FFT_WORK_BYTES = 32 * 2**20
 
 
 def correlate(signal: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
@@ -360,9 +362,6 @@ def correlate_by_fft(signal: torch.Tensor, filters: torch.Tensor, n_fft: int = F
             outputs[rows, :, first * step : last * step] = pieces.reshape(n_rows, n_filters, -1)
     return outputs[..., :n_out]
 
-
-# The overlap-save correlation's spectra take at most about this much memory at once.
-FFT_WORK_BYTES = 32 * 2**20
 
 
 def fista(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
