@@ -363,7 +363,6 @@ def correlate_by_fft(signal: torch.Tensor, filters: torch.Tensor, n_fft: int = F
     return outputs[..., :n_out]
 
 
-
 def fista(correlation: torch.Tensor, gram, shrink, step: "float | torch.Tensor", n_iterations: int,
           codes: torch.Tensor | None = None, tolerance: float = 0.0, restart: bool = False) -> torch.Tensor:
     """FISTA steps on 0.5‖y − Hx‖² + Σλ‖x‖₁, x ≥ 0, from `codes` (zeros when None).

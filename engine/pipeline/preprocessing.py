@@ -69,7 +69,9 @@ def filter_margin(sampling_rate: float, freq_min: float = 300.0, freq_max: float
     return int(above_tail[-1]) + 1
 
 
-_CHANNELS_PER_FILTER_BLOCK = 16
+# The band-pass and the noise's medians work on this many channels at a time: their float64
+# copies and transposes then stay in the CPU's caches.
+_CHANNELS_AT_A_TIME = 16
 
 
 def bandpass_filter(traces: np.ndarray, sampling_rate: float, freq_min: float = 300.0,
@@ -94,8 +96,8 @@ def bandpass_filter(traces: np.ndarray, sampling_rate: float, freq_min: float = 
     # A few channels at a time: the same filter, but the float64 copies scipy makes stay in the
     # CPU's caches. At 384 channels that is 2.6× faster (10 s: 6.9 -> 2.7 s), at 32 channels 2.2×.
     filtered = np.empty(traces.shape, dtype=np.float32)
-    for first in range(0, traces.shape[1], _CHANNELS_PER_FILTER_BLOCK):
-        block = slice(first, first + _CHANNELS_PER_FILTER_BLOCK)
+    for first in range(0, traces.shape[1], _CHANNELS_AT_A_TIME):
+        block = slice(first, first + _CHANNELS_AT_A_TIME)
         filtered[:, block] = sosfiltfilt(sos, traces[:, block], axis=0, padtype="odd", padlen=padlen)
     return filtered
 
@@ -132,9 +134,9 @@ def median_absolute_deviations(traces: np.ndarray) -> np.ndarray:
     medians along time give them, a block of channels at a time laid out along time: numpy's medians
     down the columns of 10 s of 384 channels took 10.3 s, these 2.4 s."""
     result = np.empty(traces.shape[1], dtype=np.float32)
-    for first in range(0, traces.shape[1], _CHANNELS_PER_FILTER_BLOCK):
-        block = np.ascontiguousarray(traces[:, first : first + _CHANNELS_PER_FILTER_BLOCK].T)
-        result[first : first + _CHANNELS_PER_FILTER_BLOCK] = median_of_rows(np.abs(block - median_of_rows(block)[:, None]))
+    for first in range(0, traces.shape[1], _CHANNELS_AT_A_TIME):
+        block = np.ascontiguousarray(traces[:, first : first + _CHANNELS_AT_A_TIME].T)
+        result[first : first + _CHANNELS_AT_A_TIME] = median_of_rows(np.abs(block - median_of_rows(block)[:, None]))
     return result
 
 
