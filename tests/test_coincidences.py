@@ -12,25 +12,41 @@ def events(rows):
     return SpikeEvents(np.array(times, np.int64), np.array(filters, np.int32), np.array(amplitudes, np.float32))
 
 
-def test_a_small_filters_event_under_a_far_bigger_neighbours_spike_is_its_residual():
-    # Filter 1 codes its own spikes at ~10 and, as often, what a big spike of filter 0 leaves (also ~10:
-    # its median cannot tell them apart). Filter 2 is as small but on other channels.
-    own = [(1000 + 400 * i, 1, 10.0) for i in range(5)]
-    far = [(1001 + 400 * i, 2, 10.0) for i in range(5, 10)]
-    big = [(3000 + 400 * i, 0, 100.0) for i in range(5, 10)]
-    beside_big = [(3002 + 400 * i, 1, 10.0) for i in range(5, 10)]
-    far_beside_big = [(3003 + 400 * i, 2, 10.0) for i in range(5, 10)]
-    pooled = events(own + far + big + beside_big + far_beside_big)
-    sharing = np.array([[True, True, False], [True, True, False], [False, False, True]])
-
-    before = resolve_coincidences(pooled, window=5)
-    assert np.sum(before.filters == 1) == 10  # the median rule alone keeps the residuals
+def test_residuals_beside_bigger_neighbours_go_even_where_they_outnumber_the_filters_own_spikes():
+    # Filter 1 codes its own spikes at ~10 and, twice as often, what a big spike of filter 0 leaves
+    # (~5): a median over all its events (5) would call the residuals usual and keep them.
+    own = [(1000 + 400 * i, 1, 10.0 + 0.1 * i) for i in range(5)]
+    big = [(3000 + 400 * i, 0, 100.0) for i in range(10)]
+    residuals = [(3002 + 400 * i, 1, 5.0) for i in range(10)]
+    pooled = events(own + big + residuals)
+    sharing = np.ones((2, 2), bool)
 
     after = resolve_coincidences(pooled, window=5, sharing=sharing)
-    kept_1 = after.times[after.filters == 1]
-    assert set(kept_1) == {t for t, _, _ in own}  # its own spikes stay, the residuals go
-    assert np.sum(after.filters == 2) == 10  # no shared channel: a coincidence, not a residual
-    assert np.sum(after.filters == 0) == 5
+
+    assert set(after.times[after.filters == 1]) == {t for t, _, _ in own}
+    assert np.sum(after.filters == 0) == 10
+
+
+def test_a_small_units_real_spike_on_a_far_bigger_neighbours_stays():
+    # Filter 1's unit fires at its usual size (~10) on top of a 20x bigger neighbour's spike: a
+    # real coincidence, not a residual (residuals are weaker than the filter's own spikes).
+    own = [(1000 + 400 * i, 1, 10.0 + 0.1 * i) for i in range(6)]
+    big = [(5000 + 400 * i, 0, 200.0) for i in range(3)]
+    on_big = [(5002 + 400 * i, 1, 9.8) for i in range(3)]
+    after = resolve_coincidences(events(own + big + on_big), window=5, sharing=np.ones((2, 2), bool))
+    assert np.sum(after.filters == 1) == 9
+
+
+def test_filters_without_a_shared_channel_do_not_take_each_others_events():
+    # Filter 2 is on other channels: its weak event beside filter 0's spike is a coincidence.
+    own_2 = [(1000 + 400 * i, 2, 10.0) for i in range(5)]
+    big = [(5000, 0, 100.0), (5400, 0, 100.0)]
+    weak_2 = [(5001, 2, 4.0)]
+    sharing = np.array([[True, True, False], [True, True, False], [False, False, True]])
+    pooled = events(own_2 + big + weak_2)
+    assert np.sum(resolve_coincidences(pooled, window=5, sharing=sharing).filters == 2) == 6
+    # ... where a shared channel would have made it a residual.
+    assert np.sum(resolve_coincidences(pooled, window=5).filters == 2) == 5
 
 
 def test_two_neighbours_of_comparable_size_firing_together_both_stay():

@@ -144,15 +144,9 @@ FOOTPRINT_MAX_RADIUS_FACTOR = 2.5
 # ---- spikes from codes (engine/pipeline/inference.py, explain_away.py) ---------
 DEAD_TIME_MS = 0.5  # spikes of one unit closer than this are one spike
 COINCIDENCE_MS = 0.5  # events of two filters this close may be one spike
-# An event coinciding with a bigger event of another filter is kept only if
-# it is at least this fraction of its own filter's median amplitude.
+# An event coinciding with a bigger event of a filter it shares a channel with is kept only if
+# it is at least this fraction of its own filter's usual amplitude (coincidences.resolve_coincidences).
 COINCIDENT_MIN_FRACTION = 0.7
-# ... and, whatever that median, when it is under this fraction of a coincident event of a filter
-# sharing a channel with it: that spike's residual (coincidences.resolve_coincidences says why).
-# Measured on 20 s of SpikeInterface's 384-channel probe: 0.818 without, 0.838 at 0.25, 0.846 at
-# 0.15; on its 5-minute tetrode, where a small unit's real spikes fall on far bigger ones, 0.811,
-# 0.804 and 0.807. The demo and the tetrode preset did not move.
-RESIDUAL_FRACTION = 0.15
 
 # ---- two neurons, one shape (engine/pipeline/amplitude_split.py) ---------------
 # Otsu's split of a filter's log-amplitudes must leave the two means this many

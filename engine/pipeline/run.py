@@ -289,8 +289,7 @@ class SortPipeline:
         if should_stop is not None and should_stop():
             raise SortStopped("sorting was stopped before the end of the recording")
         with self.stage_log.stage("coincidences"):
-            mask = model.channel_mask.detach().cpu().numpy()
-            events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), sharing=(mask @ mask.T) > 0)
+            events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), sharing=self._channel_sharing(model))
         with self.stage_log.stage("templates"):
             return assemble_sorting(
                 events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
@@ -331,6 +330,11 @@ class SortPipeline:
         """(n_filters, n_channels) bool: the neighbourhood of each filter's main channel."""
         return self.neighbourhoods[np.linalg.norm(filters, axis=2).argmax(axis=1)]
 
+    def _channel_sharing(self, model: CRsAE | None = None) -> np.ndarray:
+        """(n_filters, n_filters) bool: which filters of `model` (default: the current one) share a channel."""
+        mask = (model or self.model).channel_mask.detach().cpu().numpy()
+        return (mask @ mask.T) > 0
+
     def _events_of_pool(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> SpikeEvents:
         """Spikes of every filter over the pool's prune segment, computed once per dictionary."""
         filters = self.model.filters.detach().cpu().numpy()
@@ -344,7 +348,7 @@ class SortPipeline:
         )
         if should_stop is not None and should_stop():
             raise SortStopped("stopped while coding the training pool")
-        events = resolve_coincidences(events, self._samples(COINCIDENCE_MS))
+        events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), sharing=self._channel_sharing())
         self._pool_events = (key, events)
         return events
 
