@@ -19,7 +19,7 @@ def group_medians(values: np.ndarray, labels: np.ndarray, n_groups: int) -> np.n
 
 
 def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float = COINCIDENT_MIN_FRACTION,
-                         sharing: np.ndarray | None = None) -> SpikeEvents:
+                         sharing: np.ndarray | None = None, usual_of_lone_events: bool = True) -> SpikeEvents:
     """Count an event explained by two filters once.
 
     When a spike's shape differs slightly from its filter, the residual is
@@ -44,6 +44,9 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
     SpikeInterface's 32-channel probe, 60 s: 0.787 with that rule, 0.799 with this one, a 0.94
     unit to 0.996; 384 channels, 20 s: 0.863 → 0.866; its tetrode, 60 s: 0.810 → 0.815; the
     tetrode preset 0.989 either way).
+
+    `usual_of_lone_events` False: the median of all a filter's events, as pruning reads the pool
+    (SortPipeline._events_of_pool says why).
     """
     if len(events) < 2:
         return events
@@ -51,10 +54,12 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
     losers = _weaker_of_coincident_pairs(events, window, sharing)
     overlapped = np.zeros(len(events), dtype=bool)
     overlapped[losers] = True
-    usual = group_medians(events.amplitudes[~overlapped], events.filters[~overlapped], n_filters)
-    # A filter whose events nearly all overlap bigger ones has no usual amplitude of its own: all its events'.
-    alone = np.bincount(events.filters[~overlapped], minlength=n_filters)
-    usual = np.where(alone >= MIN_AMPLITUDE_SPIKES, usual, group_medians(events.amplitudes, events.filters, n_filters))
+    usual = group_medians(events.amplitudes, events.filters, n_filters)
+    if usual_of_lone_events:
+        # A filter whose events nearly all overlap bigger ones has no usual amplitude of its own: all its events'.
+        alone = np.bincount(events.filters[~overlapped], minlength=n_filters)
+        usual = np.where(alone >= MIN_AMPLITUDE_SPIKES,
+                         group_medians(events.amplitudes[~overlapped], events.filters[~overlapped], n_filters), usual)
     relative = events.amplitudes / np.maximum(usual[events.filters], 1e-6)
     drop = np.zeros(len(events), dtype=bool)
     drop[losers[relative[losers] < min_fraction]] = True
