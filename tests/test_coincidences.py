@@ -30,13 +30,16 @@ def test_residuals_beside_bigger_neighbours_go_even_where_they_outnumber_the_fil
 
 
 def test_a_small_units_real_spike_on_a_far_bigger_neighbours_stays():
-    # Filter 1's unit fires at its usual size (~10) on top of a 20x bigger neighbour's spike: a
-    # real coincidence, not a residual (residuals are weaker than the filter's own spikes).
+    # Filter 1's unit fires at its usual size (~10) on top of a 10x bigger neighbour's spike: a
+    # real coincidence (the earlier 15 % bar took it for that spike's residual).
     own = [(1000 + 400 * i, 1, 10.0 + 0.1 * i) for i in range(6)]
-    big = [(5000 + 400 * i, 0, 200.0) for i in range(3)]
+    big = [(5000 + 400 * i, 0, 100.0) for i in range(3)]
     on_big = [(5002 + 400 * i, 1, 9.8) for i in range(3)]
     after = resolve_coincidences(events(own + big + on_big), window=5, sharing=np.ones((2, 2), bool))
     assert np.sum(after.filters == 1) == 9
+    # ... but at its usual size beside a 40x bigger spike it is that spike's residual.
+    huge = events(own + [(5000, 0, 400.0), (5002, 1, 9.8)])
+    assert np.sum(resolve_coincidences(huge, window=5, sharing=np.ones((2, 2), bool)).filters == 1) == 6
 
 
 def test_filters_without_a_shared_channel_do_not_take_each_others_events():

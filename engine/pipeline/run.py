@@ -344,11 +344,13 @@ class SortPipeline:
         )
         if should_stop is not None and should_stop():
             raise SortStopped("stopped while coding the training pool")
-        # Pruning counts each filter's events here, so the median of all of them is its usual amplitude, and every
-        # pair may coincide. A filter that codes its unit beside a bigger look-alike has most of its pool events
-        # under that one's: read as sorting reads them (lone events' median, pairs sharing a channel), a filter
-        # whose unit the sort then found (SpikeInterface's tetrode, 5 min: 0.95) fell under the idle count and went.
-        events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), usual_of_lone_events=False)
+        # Pruning counts each filter's events here, so the median of all of them is its usual amplitude, every
+        # pair may coincide and no bar is set beside bigger events. A filter that codes its unit beside a bigger
+        # look-alike has most of its pool events under that one's: read as sorting reads them (lone events'
+        # median, pairs sharing a channel), a filter whose unit the sort then found (SpikeInterface's tetrode,
+        # 5 min: 0.95) fell under the idle count and went.
+        events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), usual_of_lone_events=False,
+                                      residual_fraction=0.0)
         self._pool_events = (key, events)
         return events
 
