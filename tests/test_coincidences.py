@@ -26,7 +26,8 @@ def test_residuals_beside_bigger_neighbours_go_even_where_they_outnumber_the_fil
     assert set(after.times[after.filters == 1]) == {t for t, _, _ in own}
     assert np.sum(after.filters == 0) == 10
     # Pruning's reading (the median of all its events) keeps them: it counts the filter's events.
-    assert np.sum(resolve_coincidences(pooled, window=5, usual_of_lone_events=False).filters == 1) == 15
+    as_pruning_reads = resolve_coincidences(pooled, window=5, usual_of_lone_events=False, residual_fraction=0.0)
+    assert np.sum(as_pruning_reads.filters == 1) == 15
 
 
 def test_a_small_units_real_spike_on_a_far_bigger_neighbours_stays():

@@ -147,8 +147,8 @@ COINCIDENCE_MS = 0.5  # events of two filters this close may be one spike
 # An event coinciding with a bigger event of a filter it shares a channel with is kept only if
 # it is at least this fraction of its own filter's usual amplitude (coincidences.resolve_coincidences).
 COINCIDENT_MIN_FRACTION = 0.7
-# ... and, whatever that, when it is under this fraction of the bigger event: a residual as big as the
-# filter's own spikes (coincidences.resolve_coincidences has what it gained and cost).
+# ... and, whatever its usual amplitude, when it is under this fraction of the bigger event: a residual
+# as big as the filter's own spikes (coincidences.resolve_coincidences has what it gained and cost).
 RESIDUAL_FRACTION = 0.05
 
 # ---- two neurons, one shape (engine/pipeline/amplitude_split.py) ---------------
