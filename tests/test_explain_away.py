@@ -1,8 +1,9 @@
 """Counting each spike once and each neuron once: backward elimination of split events, splitting mixed filters."""
 
 import numpy as np
+import pytest
 
-from engine.pipeline.explain_away import _overlapping_groups, eliminate_redundant_events, event_atoms
+from engine.pipeline.explain_away import _overlapping_groups, eliminate_redundant_events, event_atoms, place_atoms
 
 
 def shapes(n_taps=30):
@@ -312,3 +313,26 @@ def test_atom_correlations_are_the_atoms_products_with_the_signal_at_edges_and_p
                 if channel >= 0 and 0 <= start + tap < 200:
                     expected[event] += atoms[event, row, tap] * signal[channel, start + tap]
     np.testing.assert_allclose(_atom_correlations(signal, starts, atoms, channels), expected, rtol=1e-10)
+
+
+def test_atoms_are_placed_on_their_own_channels_and_cropped_to_the_signal():
+    """place_atoms' compiled loop must sum what a plain loop over events sums (atoms overlapping one
+    another and both ends of the signal, rows of −1 channels left out), and refuse atoms beyond its
+    padding rather than write outside it."""
+    rng = np.random.default_rng(5)
+    n_channels, n, width = 5, 60, 7
+    starts = np.array([-width, -3, 0, 10, 12, 52, n])
+    atoms = rng.standard_normal((len(starts), 3, width))
+    channels = rng.integers(-1, n_channels, size=(len(starts), 3))
+    expected = np.zeros((n_channels, n + 2 * width))
+    for event, start in enumerate(starts):
+        for row in range(3):
+            if channels[event, row] >= 0:
+                expected[channels[event, row], start + width : start + 2 * width] += atoms[event, row]
+    placed = place_atoms((n_channels, n), starts, atoms, channels)
+    np.testing.assert_allclose(placed, expected[:, width : width + n], rtol=1e-6, atol=1e-6)
+    assert placed.dtype == np.float32
+    with pytest.raises(ValueError, match="outside"):
+        place_atoms((n_channels, n), np.array([n + 1]), atoms[:1], channels[:1])
+    with pytest.raises(ValueError, match="channel 5"):
+        place_atoms((n_channels, n), np.array([0]), atoms[:1], np.full((1, 3), n_channels))

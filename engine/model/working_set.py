@@ -56,6 +56,7 @@ import torch
 from engine.model.block_fista import fista_by_block
 from engine.model.crsae import CRsAE, _fast_fft_length, debias, fista
 from engine.model.gram_rows import GramRows
+from engine.model.local_peaks import peaks_above
 from engine.model.pairs import pairs_in_runs
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
@@ -89,8 +90,6 @@ _MAX_CHECKS = 8
 CONVERGED_CHANGE = 1e-3
 # Pairs of candidates compared at once when telling spikes from their shadows (_distinct).
 _PAIRS_PER_BLOCK = 2_000_000
-# Candidate peaks compared with their windows at once (_peaks_above): bounded memory on big probes.
-_WINDOWS_PER_BLOCK = 50_000
 # A code of W is unsettled when its gradient is off the lasso's optimality conditions by more
 # than this fraction of its λ (WorkingSetEncoder._unsettled).
 UNSETTLED_GAP = 0.01
@@ -204,47 +203,8 @@ class WorkingSetEncoder:
     def _peaks_above(self, values: np.ndarray, thresholds: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
         """(batch, K, m) bool: where `values` exceed their filter's `thresholds` and are the largest of
         their filter's within a quarter filter length (ties included), `excluded` coordinates (W's)
-        neither counting nor competing.
-
-        Only the coordinates above the bar can be the largest of a window that holds one (the others
-        are under it), so each is compared with its window where it stands, not the whole batch run
-        through a running maximum: that filter, over every coordinate at every check, was a quarter
-        of the tetrode's sorting time."""
-        above = values > thresholds
-        if excluded is not None:
-            above &= ~excluded
-        positions = np.flatnonzero(above)
-        if positions.size == 0:
-            return above
-        n_codes = values.shape[2]
-        flat_values = np.ascontiguousarray(values).reshape(-1)
-        flat_excluded = None if excluded is None else np.ascontiguousarray(excluded).reshape(-1)
-        times = positions % n_codes
-        # The immediate neighbours first: most coordinates above the bar sit on a peak's flanks.
-        on_top = self._largest_near(flat_values, flat_excluded, positions, times, n_codes, np.array([-1, 1]))
-        positions, times = positions[on_top], times[on_top]
-        radius = max(self.n_taps // 4, 1)
-        offsets = np.arange(-radius, radius + 1)
-        peaks = np.zeros(positions.size, dtype=bool)
-        for start in range(0, positions.size, _WINDOWS_PER_BLOCK):  # bounded memory on big probes
-            block = slice(start, start + _WINDOWS_PER_BLOCK)
-            peaks[block] = self._largest_near(flat_values, flat_excluded, positions[block], times[block], n_codes, offsets)
-        result = np.zeros(values.shape, dtype=bool)
-        result.reshape(-1)[positions[peaks]] = True
-        return result
-
-    @staticmethod
-    def _largest_near(flat_values: np.ndarray, flat_excluded: np.ndarray | None, positions: np.ndarray,
-                      times: np.ndarray, n_codes: int, offsets: np.ndarray) -> np.ndarray:
-        """(n,) whether the value at each flat position is at least every other at `offsets` from it along
-        its own row (time axis of n_codes), excluded coordinates not counting."""
-        shifted = times[:, None] + offsets[None, :]
-        inside = (shifted >= 0) & (shifted < n_codes)
-        neighbours = np.where(inside, positions[:, None] + offsets[None, :], positions[:, None])
-        values = flat_values[neighbours]
-        if flat_excluded is not None:
-            values = np.where(flat_excluded[neighbours], -np.inf, values)
-        return flat_values[positions] >= values.max(axis=1)
+        neither counting nor competing (engine/model/local_peaks.py)."""
+        return peaks_above(values, thresholds, max(self.n_taps // 4, 1), excluded)
 
     def _unsettled(self, codes: np.ndarray, gradient: np.ndarray,
                    members: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:

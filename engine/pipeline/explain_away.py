@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sparse
 from scipy.sparse.csgraph import connected_components
@@ -113,12 +114,32 @@ def place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray,
     n_channels, n = shape
     width = atoms.shape[2]
     channels = _all_channels(len(starts), atoms.shape[1]) if channels is None else channels
+    starts = np.asarray(starts, np.int64)
+    if starts.size and (starts.min() < -width or starts.max() > n):
+        # The compiled loop does not check its bounds: an atom outside the padded signal is refused here.
+        raise ValueError(f"atoms start at samples {starts.min()}..{starts.max()}, outside [-{width}, {n}] "
+                         f"of a {n}-sample signal with {width}-sample atoms")
+    channels = np.ascontiguousarray(channels, dtype=np.int64)
+    if channels.size and channels.max() >= n_channels:
+        raise ValueError(f"atoms on channel {channels.max()} of a {n_channels}-channel signal")
     placed = np.zeros((n_channels, n + 2 * width), dtype=np.float64)
-    columns = starts[:, None] + width + np.arange(width)[None, :]  # (n_events, width)
-    for row in range(atoms.shape[1]):
-        on = channels[:, row] >= 0
-        np.add.at(placed, (channels[on, row][:, None], columns[on]), atoms[on, row, :])
+    _add_atoms(placed, starts + width, np.asarray(atoms, np.float64), channels)
     return placed[:, width : width + n].astype(np.float32)
+
+
+# Compiled: np.add.at (unbuffered, one index tuple per sample) was 4 % of inference on a 32-channel probe.
+# The sums run in np.add.at's order (row by row, then event by event), so the result is the same to the bit.
+@numba.njit(nogil=True, cache=True)
+def _add_atoms(placed, columns, atoms, channels):
+    n_events, n_rows, width = atoms.shape
+    for row in range(n_rows):
+        for event in range(n_events):
+            channel = channels[event, row]
+            if channel < 0:
+                continue
+            at = columns[event]
+            for tap in range(width):
+                placed[channel, at + tap] += atoms[event, row, tap]
 
 
 def eliminate_redundant_events(

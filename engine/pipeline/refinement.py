@@ -133,14 +133,13 @@ def _refit(residual: np.ndarray, margin: int, channels: np.ndarray, code_index: 
     windows = residual[channels[:, None, None], offsets[None]].transpose(1, 0, 2).copy()  # (n_spikes, n_channels, width)
     # Put each spike's own contribution back: its code at i - 1, i, i + 1.
     own_filter = candidate_filters[int(np.searchsorted(candidates, own))]  # (n_channels, n_taps)
-    rows = np.broadcast_to(np.arange(n_spikes)[:, None], (n_spikes, n_taps))
     for delta in (-1, 0, 1):
-        place = code_index + delta - starts  # window offset of that code's first tap
-        taps = place[:, None] + np.arange(n_taps)[None, :]  # (n_spikes, n_taps)
-        inside = (taps >= 0) & (taps < width)
-        amount = code_triplets[:, delta + 1][:, None, None] * own_filter  # (n_spikes, n_channels, n_taps)
-        # Each (spike, tap) is placed once per delta, so a plain indexed add is exact.
-        windows[rows[inside], :, taps[inside]] += amount.transpose(0, 2, 1)[inside]
+        # Window offset of that code's first tap: code_index + delta − starts, the same for every spike
+        # (each window starts `lead` before its spike), so one slice of all windows takes it.
+        place = lead - int(peaks[own]) + delta
+        first, last = max(place, 0), min(place + n_taps, width)
+        if first < last:
+            windows[:, :, first:last] += code_triplets[:, delta + 1][:, None, None] * own_filter[:, first - place : last - place]
     # Inner product of every candidate at every position of the window: a cross-correlation, which
     # torch runs without materialising the (spikes × channels × positions × taps) windows einsum needed.
     with torch.no_grad():
