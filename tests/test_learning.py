@@ -67,6 +67,35 @@ def test_the_update_over_spikes_equals_the_update_by_convolution(monkeypatch):
     np.testing.assert_allclose(over_spikes.numpy(), by_convolution.numpy(), atol=1e-5)
 
 
+def test_codes_closer_than_a_filter_fit_and_score_as_by_convolution(monkeypatch):
+    """Codes a few samples apart (a spike between two samples, overlapping spikes) pair up in the
+    normal matrix's autocorrelation; the sums over pairs of non-zeros must equal the convolution's,
+    and the step's reported loss over each filter's non-zeros the dense decode's."""
+    rng = np.random.default_rng(6)
+    n_taps = 16
+    filters = torch.from_numpy(rng.standard_normal((4, 3, n_taps)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((4, 3)) > 0.3).astype(np.float32))
+    mask[:, 0] = 1.0
+    filters *= mask[:, :, None]
+    codes = torch.zeros(2, 4, 600)
+    for window in range(2):
+        for k in range(4):
+            for start in rng.choice(580, 3, replace=False):
+                lags = np.unique(np.r_[0, rng.integers(1, n_taps + 4, 3)])  # some closer than a filter, some not
+                codes[window, k, start + lags] = torch.from_numpy(rng.uniform(1, 4, lags.size).astype(np.float32))
+    codes[1, 2, -1] = 2.0  # at the window's end: its lags run off the window
+    batch = torch.from_numpy(rng.standard_normal((2, 3, 600 + n_taps - 1)).astype(np.float32))
+    monkeypatch.setattr(dictionary_update, "SPARSE_CODE_FRACTION", 1.0)
+    over_pairs = least_squares_update(filters, codes, batch, mask)
+    sparse_loss = dictionary_update.reconstruction_error(filters, codes, batch, mask)
+    monkeypatch.setattr(dictionary_update, "SPARSE_CODE_FRACTION", 0.0)
+    by_convolution = least_squares_update(filters, codes, batch, mask)
+    dense_loss = dictionary_update.reconstruction_error(filters, codes, batch, mask)
+    np.testing.assert_allclose(over_pairs.numpy(), by_convolution.numpy(), atol=1e-5)
+    expected_loss = float(torch.mean((batch - F.conv_transpose1d(codes, filters)) ** 2))
+    assert sparse_loss == pytest.approx(expected_loss, rel=1e-5) and dense_loss == pytest.approx(expected_loss, rel=1e-5)
+
+
 def test_a_spike_split_between_look_alike_filters_keeps_one_code():
     """The lasso's split of one spike between two look-alikes: the update sees one spike, on one filter."""
     rng = np.random.default_rng(3)

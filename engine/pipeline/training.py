@@ -25,7 +25,7 @@ import torch
 from engine.cpu import adapt_threads
 from engine.evaluation.scoring import dictionary_error
 from engine.model.crsae import N_DEBIAS_ITERATIONS, CRsAE, select_device
-from engine.pipeline.dictionary_update import codes_of_kept_spikes, least_squares_update, recentre
+from engine.pipeline.dictionary_update import codes_of_kept_spikes, least_squares_update, reconstruction_error, recentre
 from engine.model.working_set import ROUGH_SETTLED_FRACTION, WorkingSetEncoder
 from engine.pipeline.inference import SOLVERS, uses_working_set
 from engine.pipeline.params import (
@@ -341,7 +341,7 @@ class Trainer:
         """Code the batch with the tied encoder, then give every filter its least-squares shape."""
         with self.model_lock:
             codes, gram = self._lasso_codes(batch)
-            loss = float(torch.mean((batch - self.model.decode(codes)) ** 2))
+            loss = reconstruction_error(self.model.filters, codes, batch, self.model.channel_mask)
             if self.spike_reading is not None:
                 codes = codes_of_kept_spikes(codes, batch, self.model.filters, *self.spike_reading, gram=gram)
             target = least_squares_update(self.model.filters, codes, batch, self.model.channel_mask)
