@@ -228,7 +228,7 @@ class Trainer:
         self.model_lock = model_lock or threading.RLock()
         self.device = next(model.parameters()).device
         self._rng = np.random.default_rng(config.seed)
-        self.optimizer = self._new_optimizer()
+        self._optimizer: torch.optim.Optimizer | None = None  # made when first used (`optimizer`)
         self.batch_size = batch_size_within_budget(config, model.n_filters, model.n_channels, pool.window)
         windows_per_epoch = max(pool.n_samples / pool.window, 1.0)
         self.n_steps = max(1, int(math.ceil(config.n_epochs * windows_per_epoch / self.batch_size)))
@@ -281,14 +281,19 @@ class Trainer:
         progress = min(step / max(self.n_steps, 1), 1.0)
         return self.base_learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.base_learning_rate)
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the filters, for the back-propagation rule (and checkpoints). Made when first asked:
+        the least-squares rule never steps it, and torch's first optimizer costs ~1 s of imports."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.base_learning_rate)
+        return self._optimizer
 
     def replace_model(self, model: CRsAE) -> None:
         """Go on with `model` (a pruned or split dictionary); Adam's moments belonged to the old filters."""
         with self.model_lock:
             self.model = model
-            self.optimizer = self._new_optimizer()
+            self._optimizer = None  # a new one over the new filters when next asked
             self._spike_energy = None  # new filters: their averages begin again
             self._energy_squares = self._energy_scatter = None
 
