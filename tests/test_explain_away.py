@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.pipeline.explain_away import _overlapping_groups, eliminate_redundant_events, event_atoms, place_atoms
+from engine.pipeline.explain_away import (_overlapping_groups, eliminate_redundant_codes, eliminate_redundant_events,
+                                         event_atoms, place_atoms)
 
 
 def shapes(n_taps=30):
@@ -279,6 +280,12 @@ def test_atom_products_from_the_gram_tensor_match_the_atoms_samples():
                                                         products=products)
     assert keep.tolist() == keep_gram.tolist() and 0 < keep.sum() < n
     np.testing.assert_allclose(scales, scales_gram, rtol=1e-4, atol=1e-6)
+    # Given by their codes, the atoms never built (and the events in no particular order): the same decisions.
+    shuffle = rng.permutation(n)
+    keep_codes, scales_codes = eliminate_redundant_codes(signal, (starts + 1)[shuffle], which[shuffle],
+                                                         triplets[shuffle], filters, gram, 5.0**2)
+    assert keep_codes.tolist() == keep[shuffle].tolist()
+    np.testing.assert_allclose(scales_codes, scales[shuffle], rtol=1e-4, atol=1e-6)
 
 
 def test_a_splits_clustering_sees_the_channels_that_hold_spikes_and_not_pure_noise():

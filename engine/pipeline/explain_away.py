@@ -176,10 +176,8 @@ def eliminate_redundant_events(
     filters' Gram tensor (faster; default: from the atoms' samples). Dropped events get scale 0.
     """
     n_events = len(starts)
-    keep = np.ones(n_events, dtype=bool)
-    scales = np.ones(n_events)
     if n_events == 0:
-        return keep, scales
+        return np.ones(0, dtype=bool), np.ones(0)
     channels = _all_channels(n_events, atoms.shape[1]) if channels is None else channels
     order = np.argsort(starts, kind="stable")
     starts_sorted = starts[order]
@@ -197,7 +195,48 @@ def eliminate_redundant_events(
     else:
         products = products.subset(order)
         norms, pair_products = products.norms(), products.pairs
-    groups = _overlapping_groups(starts_sorted, atoms.shape[2], channels_sorted, signal.shape[0])
+    return _eliminate(order, starts_sorted, atoms.shape[2], channels_sorted, signal.shape[0], correlations, norms,
+                      pair_products, min_energy)
+
+
+def eliminate_redundant_codes(
+    signal: np.ndarray,
+    code_index: np.ndarray,
+    spike_filters: np.ndarray,
+    code_triplets: np.ndarray,
+    filters: np.ndarray,
+    gram: np.ndarray,
+    min_energy: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`eliminate_redundant_events` for events given by their codes (as `event_atoms` takes them), with
+    the filters' Gram tensor for the atoms' products: the atoms themselves are never built. Each atom's
+    product with the signal is summed from its filter and codes in one compiled pass; the atoms were
+    100 MB a training batch on a 32-channel probe (120 taps), and their first touch of fresh memory
+    most of a step's explaining away."""
+    n_events = len(code_index)
+    if n_events == 0:
+        return np.ones(0, dtype=bool), np.ones(0)
+    shapes, channels = filters_on_their_channels(filters)
+    spike_filters = np.asarray(spike_filters, dtype=np.int64)
+    starts = np.asarray(code_index, dtype=np.int64) - 1
+    order = np.argsort(starts, kind="stable")
+    code_triplets = np.asarray(code_triplets)
+    correlations = _code_correlations(signal, starts[order], shapes, channels, spike_filters[order],
+                                      np.ascontiguousarray(code_triplets[order]))
+    products = AtomProducts(gram, spike_filters[order], code_triplets[order].astype(np.float64))
+    return _eliminate(order, starts[order], filters.shape[2] + 2, channels[spike_filters[order]], signal.shape[0],
+                      correlations, products.norms(), products.pairs, min_energy)
+
+
+def _eliminate(order: np.ndarray, starts_sorted: np.ndarray, width: int, channels_sorted: np.ndarray, n_channels: int,
+               correlations: np.ndarray, norms: np.ndarray, pair_products, min_energy: float,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, scales) in the callers' event order, from the events in start order (`order` maps one to the
+    other): their atoms' width, channels, products with the signal, squared norms, and `pair_products`."""
+    n_events = len(starts_sorted)
+    keep = np.ones(n_events, dtype=bool)
+    scales = np.ones(n_events)
+    groups = _overlapping_groups(starts_sorted, width, channels_sorted, n_channels)
     sizes = np.bincount(groups)
 
     keep_sorted = np.ones(n_events, dtype=bool)
@@ -213,13 +252,41 @@ def eliminate_redundant_events(
     for size in np.unique(sizes[sizes > 1]):
         members = _groups_of_size(groups, sizes, int(size))
         for block in [members] if size <= MAX_BATCHED_GROUP else np.split(members, len(members)):
-            kept, fitted = _eliminate_in_groups_of_a_size(starts_sorted, atoms.shape[2], norms, pair_products,
+            kept, fitted = _eliminate_in_groups_of_a_size(starts_sorted, width, norms, pair_products,
                                                           correlations, block, min_energy)
             keep_sorted[block] = kept
             scale_sorted[block] = fitted
     keep[order] = keep_sorted
     scales[order] = np.where(keep_sorted, scale_sorted, 0.0)
     return keep, scales
+
+
+@numba.njit(nogil=True, cache=True)
+def _code_correlations(signal, starts, shapes, channels, spike_filters, code_triplets):
+    """<atom_e, signal> for events given by their codes (see eliminate_redundant_codes): each atom's
+    sample summed as _build_atoms sums it, times the signal there; zero outside the signal."""
+    n_taps = shapes.shape[2]
+    n_samples = signal.shape[1]
+    correlations = np.zeros(starts.size)
+    for event in range(starts.size):
+        k = spike_filters[event]
+        total = 0.0
+        for row in range(shapes.shape[1]):
+            channel = channels[k, row]
+            if channel < 0:
+                continue
+            for sample in range(n_taps + 2):
+                time = starts[event] + sample
+                if time < 0 or time >= n_samples:
+                    continue
+                atom = 0.0
+                for offset in range(3):
+                    tap = sample - offset
+                    if 0 <= tap < n_taps:
+                        atom += code_triplets[event, offset] * shapes[k, row, tap]
+                total += atom * signal[channel, time]
+        correlations[event] = total
+    return correlations
 
 
 def _overlapping_groups(starts: np.ndarray, width: int, channels: np.ndarray, n_channels: int) -> np.ndarray:

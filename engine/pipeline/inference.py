@@ -23,7 +23,7 @@ from scipy.ndimage import maximum_filter1d
 from engine.cpu import adapt_threads, single_thread
 from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
-from engine.pipeline.explain_away import AtomProducts, eliminate_redundant_events, event_atoms, place_atoms
+from engine.pipeline.explain_away import eliminate_redundant_codes, eliminate_redundant_events, event_atoms, place_atoms
 from engine.pipeline.refinement import AmplitudePrior, filters_sharing_channels, refine_spikes
 from engine.pipeline.sorting import peak_taps
 from engine.model.working_set import WorkingSetEncoder, gram_tensor
@@ -273,8 +273,8 @@ def spikes_from_codes(
     """
     if codes.size == 0:
         return SpikeEvents.empty()
-    spike_filters, indices, triplets, starts, atoms, channels, scales = kept_events(codes, signal, filters, dead_time,
-                                                                                    min_amplitude, gram)
+    spike_filters, indices, triplets, starts, atoms, channels, scales = kept_events(
+        codes, signal, filters, dead_time, min_amplitude, gram, with_atoms=prior is not None)
     if prior is None:
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
@@ -292,22 +292,29 @@ def spikes_from_codes(
 
 
 def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float,
-                gram: np.ndarray | None = None):
+                gram: np.ndarray | None = None, with_atoms: bool = True):
     """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
 
     Returns, for the kept events only: (filters, code indices, (n, 3) codes at i-1, i, i+1
-    refitted (float32), atom starts, atoms, their channels (explain_away.event_atoms), refit scales); training's dictionary update reads
+    refitted (float32), atom starts, atoms, their channels (explain_away.event_atoms; None, None, None
+    when `gram` is given and not `with_atoms`), refit scales); training's dictionary update reads
     the same spikes (dictionary_update.codes_of_kept_spikes).
     """
     spike_filters, indices, triplets = code_maxima(codes, dead_time)
     strong = triplets.sum(axis=1) >= min_amplitude
     spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
-    starts, atoms, channels = event_atoms(indices, spike_filters, triplets, filters)
-    products = None if gram is None else AtomProducts(gram, spike_filters, triplets.astype(np.float64))
-    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2,
-                                              channels=channels, products=products)
+    if gram is None:
+        starts, atoms, channels = event_atoms(indices, spike_filters, triplets, filters)
+        keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2,
+                                                  channels=channels)
+        starts, atoms, channels = starts[keep], atoms[keep], channels[keep]
+    else:  # the atoms' products from the Gram tensor: only the kept events' atoms are built, when asked for
+        keep, scales = eliminate_redundant_codes(signal, indices, spike_filters, triplets, filters, gram,
+                                                 min_energy=float(min_amplitude) ** 2)
+        starts, atoms, channels = (event_atoms(indices[keep], spike_filters[keep], triplets[keep], filters)
+                                   if with_atoms else (None, None, None))
     triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
-    return spike_filters[keep], indices[keep], triplets, starts[keep], atoms[keep], channels[keep], scales[keep]
+    return spike_filters[keep], indices[keep], triplets, starts, atoms, channels, scales[keep]
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
