@@ -29,6 +29,24 @@ def test_synthesis_is_the_exact_adjoint_of_analysis():
     assert float(left) == pytest.approx(float(right), rel=1e-5)
 
 
+def test_lipschitz_is_found_once_per_dictionary_and_again_when_it_changes(monkeypatch):
+    """Every pass over the pool asks for the bound; the same filters must not pay the power iteration
+    twice, and any in-place change of the filters (a training step, a normalisation) must."""
+    model = make_model()
+    calls = []
+    original = model._lipschitz_by_power_iteration
+    monkeypatch.setattr(model, "_lipschitz_by_power_iteration", lambda n: calls.append(n) or original(n))
+    first = model.lipschitz()
+    assert model.lipschitz() == first and len(calls) == 1
+    with torch.no_grad():
+        model.filters.mul_(2.0)
+    assert model.lipschitz() == pytest.approx(4.0 * first, rel=1e-6) and len(calls) == 2
+    model.normalize_filters_()
+    assert model.lipschitz() == pytest.approx(first, rel=1e-6) and len(calls) == 3
+    model.lipschitz(n_power_iterations=5)
+    assert len(calls) == 4
+
+
 def test_lipschitz_bounds_the_operator_norm():
     model = make_model()
     bound = model.lipschitz()
