@@ -343,3 +343,15 @@ def test_atoms_are_placed_on_their_own_channels_and_cropped_to_the_signal():
         place_atoms((n_channels, n), np.array([n + 1]), atoms[:1], channels[:1])
     with pytest.raises(ValueError, match="channel 5"):
         place_atoms((n_channels, n), np.array([0]), atoms[:1], np.full((1, 3), n_channels))
+
+
+def test_events_naming_a_filter_outside_the_dictionary_are_refused_before_the_compiled_loops():
+    filters = shapes()
+    with pytest.raises(ValueError, match="filters 0..3 of a 3-filter"):
+        event_atoms(np.array([5, 40]), np.array([0, 3]), np.ones((2, 3)), filters)
+    with pytest.raises(ValueError, match=r"\(2, 3\) codes"):
+        eliminate_redundant_codes(np.zeros((1, 100)), np.array([5, 40]), np.array([0, 1]), np.ones((2, 2)),
+                                  filters, np.zeros((3, 3, 59)), 1.0)
+    with pytest.raises(ValueError, match="2-channel signal for 1-channel filters"):
+        eliminate_redundant_codes(np.zeros((2, 100)), np.array([5]), np.array([0]), np.ones((1, 3)),
+                                  filters, np.zeros((3, 3, 59)), 1.0)

@@ -84,13 +84,25 @@ def event_atoms(code_index: np.ndarray, spike_filters: np.ndarray, code_triplets
     has fewer. On a 384-channel probe full-width atoms took 3.7 GB for one training batch.
     """
     shapes, channels = filters_on_their_channels(filters)
-    spike_filters = np.asarray(spike_filters, dtype=np.int64)
+    spike_filters = _checked_events(spike_filters, code_triplets, len(code_index), len(shapes))
     atoms = np.zeros((len(code_index), channels.shape[1], filters.shape[2] + 2))
     # Compiled, each event's three placements summed where they land: built with numpy (a gather of
     # every event's filter, then three broadcast products) this was 40 % of a training step on a
     # 32-channel probe, whose ~3,000 events a batch make 100 MB of atoms.
     _build_atoms(atoms, shapes, spike_filters, np.asarray(code_triplets))
     return np.asarray(code_index, dtype=np.int64) - 1, atoms, channels[spike_filters]
+
+
+def _checked_events(spike_filters: np.ndarray, code_triplets: np.ndarray, n_events: int, n_filters: int) -> np.ndarray:
+    """spike_filters as int64, refused (before a compiled loop reads past an array) unless every event has a
+    filter of the dictionary and three codes."""
+    spike_filters = np.asarray(spike_filters, dtype=np.int64)
+    if spike_filters.shape != (n_events,) or np.shape(code_triplets) != (n_events, 3):
+        raise ValueError(f"{n_events} events need {n_events} filters and ({n_events}, 3) codes, got "
+                         f"{spike_filters.shape} and {np.shape(code_triplets)}")
+    if n_events and (spike_filters.min() < 0 or spike_filters.max() >= n_filters):
+        raise ValueError(f"events name filters {spike_filters.min()}..{spike_filters.max()} of a {n_filters}-filter dictionary")
+    return spike_filters
 
 
 @numba.njit(nogil=True, cache=True)
@@ -216,8 +228,10 @@ def eliminate_redundant_codes(
     n_events = len(code_index)
     if n_events == 0:
         return np.ones(0, dtype=bool), np.ones(0)
+    if signal.shape[0] != filters.shape[1]:
+        raise ValueError(f"a {signal.shape[0]}-channel signal for {filters.shape[1]}-channel filters")
     shapes, channels = filters_on_their_channels(filters)
-    spike_filters = np.asarray(spike_filters, dtype=np.int64)
+    spike_filters = _checked_events(spike_filters, code_triplets, n_events, len(shapes))
     starts = np.asarray(code_index, dtype=np.int64) - 1
     order = np.argsort(starts, kind="stable")
     code_triplets = np.asarray(code_triplets)
