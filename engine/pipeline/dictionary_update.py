@@ -52,16 +52,9 @@ def least_squares_update(filters: torch.Tensor, codes: torch.Tensor, batch: torc
     """
     filters = filters.detach().clone()
     n_filters, n_channels, n_taps = filters.shape
-    sparse = bool((codes != 0).sum() <= SPARSE_CODE_FRACTION * codes.numel())
-    all_channels = torch.arange(n_channels, device=filters.device)
-    channels = [all_channels if channel_mask is None else torch.nonzero(channel_mask[k] > 0)[:, 0]
-                for k in range(n_filters)]
-    if sparse:
-        residual = batch.clone()
-        for k in range(n_filters):
-            _add_atoms(residual, codes[:, k], filters[k], channels[k], sign=-1.0)
-    else:
-        residual = batch - F.conv_transpose1d(codes, filters)  # (batch, n_channels, n)
+    sparse = _codes_are_sparse(codes)
+    channels = _channels_per_filter(filters, channel_mask)
+    residual = _residual(batch, codes, filters, channels, sparse)  # (batch, n_channels, n)
     lags = torch.arange(n_taps, device=filters.device)
     toeplitz_index = (lags[:, None] - lags[None, :]).abs()  # (n_taps, n_taps)
     for k in range(n_filters):
@@ -100,16 +93,32 @@ def reconstruction_error(filters: torch.Tensor, codes: torch.Tensor, batch: torc
                          channel_mask: torch.Tensor | None = None) -> float:
     """Mean of (batch − H codes)², the training loss reported each step; with sparse codes, from each
     filter's non-zeros on its channels (the dense decode of the whole batch was 14 % of a tetrode's step)."""
-    n_filters, n_channels, _ = filters.shape
-    if bool((codes != 0).sum() > SPARSE_CODE_FRACTION * codes.numel()):
-        residual = batch - F.conv_transpose1d(codes, filters)
-    else:
-        residual = batch.clone()
-        all_channels = torch.arange(n_channels, device=filters.device)
-        for k in range(n_filters):
-            channels = all_channels if channel_mask is None else torch.nonzero(channel_mask[k] > 0)[:, 0]
-            _add_atoms(residual, codes[:, k], filters[k], channels, sign=-1.0)
+    residual = _residual(batch, codes, filters, _channels_per_filter(filters, channel_mask), _codes_are_sparse(codes))
     return float(torch.mean(residual**2))
+
+
+def _codes_are_sparse(codes: torch.Tensor) -> bool:
+    """Whether sums over each filter's non-zeros beat convolutions over the batch (SPARSE_CODE_FRACTION)."""
+    return bool((codes != 0).sum() <= SPARSE_CODE_FRACTION * codes.numel())
+
+
+def _channels_per_filter(filters: torch.Tensor, channel_mask: torch.Tensor | None) -> list[torch.Tensor]:
+    """Each filter's channels (all of them without a mask)."""
+    n_filters, n_channels, _ = filters.shape
+    all_channels = torch.arange(n_channels, device=filters.device)
+    return [all_channels if channel_mask is None else torch.nonzero(channel_mask[k] > 0)[:, 0]
+            for k in range(n_filters)]
+
+
+def _residual(batch: torch.Tensor, codes: torch.Tensor, filters: torch.Tensor, channels: list[torch.Tensor],
+              sparse: bool) -> torch.Tensor:
+    """batch − H codes: each filter's non-zeros placed on its channels when `sparse`, else one convolution."""
+    if not sparse:
+        return batch - F.conv_transpose1d(codes, filters)
+    residual = batch.clone()
+    for k in range(filters.shape[0]):
+        _add_atoms(residual, codes[:, k], filters[k], channels[k], sign=-1.0)
+    return residual
 
 
 def _sparse_autocorrelation(windows: torch.Tensor, times: torch.Tensor, values: torch.Tensor, n_lags: int,
