@@ -47,13 +47,18 @@ def test_least_squares_keeps_filters_on_their_channels_and_idle_filters_as_they_
     assert not torch.allclose(learned[0, 0], filters[0, 0])
 
 
+def masked_filters(rng, n_filters, n_channels, n_taps, off_fraction):
+    """Random filters, each on a random subset of the channels (channel 0 always), and their mask."""
+    filters = torch.from_numpy(rng.standard_normal((n_filters, n_channels, n_taps)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((n_filters, n_channels)) > off_fraction).astype(np.float32))
+    mask[:, 0] = 1.0
+    return filters * mask[:, :, None], mask
+
+
 def test_the_update_over_spikes_equals_the_update_by_convolution(monkeypatch):
     """Sparse codes take the spike-by-spike sums on each filter's channels; the result is the same."""
     rng = np.random.default_rng(2)
-    filters = torch.from_numpy(rng.standard_normal((6, 5, 16)).astype(np.float32))
-    mask = torch.from_numpy((rng.random((6, 5)) > 0.4).astype(np.float32))
-    mask[:, 0] = 1.0
-    filters *= mask[:, :, None]
+    filters, mask = masked_filters(rng, 6, 5, 16, off_fraction=0.4)
     codes = torch.zeros(3, 6, 900)
     for window in range(3):
         for k in range(6):
@@ -73,10 +78,7 @@ def test_codes_closer_than_a_filter_fit_and_score_as_by_convolution(monkeypatch)
     and the step's reported loss over each filter's non-zeros the dense decode's."""
     rng = np.random.default_rng(6)
     n_taps = 16
-    filters = torch.from_numpy(rng.standard_normal((4, 3, n_taps)).astype(np.float32))
-    mask = torch.from_numpy((rng.random((4, 3)) > 0.3).astype(np.float32))
-    mask[:, 0] = 1.0
-    filters *= mask[:, :, None]
+    filters, mask = masked_filters(rng, 4, 3, n_taps, off_fraction=0.3)
     codes = torch.zeros(2, 4, 600)
     for window in range(2):
         for k in range(4):
