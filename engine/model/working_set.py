@@ -135,7 +135,7 @@ class WorkingSetEncoder:
         # ... and those its partners interact with: what re-solving near a new code may touch.
         two_steps = (interacting.astype(np.int32) @ interacting.astype(np.int32)) > 0
         self.nearby = two_steps  # (K, K) bool: the filters a moved code's re-solve reaches
-        self._gram_rows = GramRows(self.gram, self.partners)  # HᵀHx's compiled loop reads these
+        self.gram_rows = GramRows(self.gram, self.partners)  # HᵀHx's compiled loop reads these
         self.sparse_chunks = 0  # how many chunks each route encoded, for reports
         self.dense_chunks = 0
         self._counts_lock = threading.Lock()  # batches may be encoded in several threads at once
@@ -157,6 +157,11 @@ class WorkingSetEncoder:
         coordinates laid end to end, more than a filter length apart, so they
         never interact): numpy's per-call overhead is paid once per batch.
         """
+        return self.encode_with_correlation(signal)[0]
+
+    def encode_with_correlation(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, Hᵀy): `encode`'s codes and the signal's correlation with every filter (batch, n_filters,
+        n - n_taps + 1) float32, which the encoder computes first; refinement reads the residual's from it."""
         signal_tensor = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
         with torch.no_grad():
             correlation = self.model.analysis(signal_tensor).numpy()  # (batch, K, m) float32, as the encoder
@@ -167,7 +172,7 @@ class WorkingSetEncoder:
             with self._counts_lock:
                 self.dense_chunks += len(signal)
             with torch.no_grad():
-                return self.model.encode(signal_tensor, lipschitz=1.0 / self.step).numpy()
+                return self.model.encode(signal_tensor, lipschitz=1.0 / self.step).numpy(), correlation
         with self._counts_lock:
             self.sparse_chunks += len(signal)
         codes = np.zeros_like(correlation)
@@ -198,7 +203,7 @@ class WorkingSetEncoder:
             gram = sparse_gram(self.gram, filters, times)
             index = (chunks, filters, times - chunks * self._stride(support))
             codes[index] = self._debias(gram, correlation[index], codes[index])
-        return codes.astype(np.float32)
+        return codes.astype(np.float32), correlation
 
     def _peaks_above(self, values: np.ndarray, thresholds: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
         """(batch, K, m) bool: where `values` exceed their filter's `thresholds` and are the largest of
@@ -364,7 +369,7 @@ class WorkingSetEncoder:
         (on a 32-channel probe the convolutions were 40 % of the pruning pass), in one compiled
         loop (engine/model/gram_rows.py).
         """
-        return self._gram_rows.product(chunks, filters, times, values, shape)
+        return self.gram_rows.product(chunks, filters, times, values, shape)
 
 
 def gram_tensor(model: CRsAE) -> np.ndarray:
@@ -393,6 +398,11 @@ def gram_tensor(model: CRsAE) -> np.ndarray:
         lags = np.fft.irfft(cross_spectra[start : start + 64], n_fft, axis=-1)
         gram[start : start + 64] = np.concatenate([lags[..., n_fft - n_taps + 1 :], lags[..., :n_taps]], axis=-1)
     return gram
+
+
+def interacting_partners(gram: np.ndarray) -> list[np.ndarray]:
+    """For each filter, the filters whose Gram rows with it are not all zero (those sharing a channel)."""
+    return [np.flatnonzero(row) for row in np.any(gram != 0, axis=2)]
 
 
 def coordinate_steps(gram: sparse.csr_matrix) -> np.ndarray:

@@ -250,9 +250,9 @@ def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torc
         return padded.transpose(1, 0, 2).reshape(windows.shape[1], -1)
 
     long_codes = end_to_end(codes.detach().cpu().numpy())
-    spike_filters, indices, triplets, _starts, _atoms, _channels, _scales = kept_events(
+    spike_filters, indices, triplets = kept_events(
         long_codes, end_to_end(batch.detach().cpu().numpy()), filters.detach().cpu().numpy(), dead_time, min_amplitude,
-        gram, with_atoms=False)
+        gram)
     if max_amplitudes is not None:
         usual = triplets.sum(axis=1) <= np.asarray(max_amplitudes)[spike_filters]  # amplitudes as sorting reads them
         spike_filters, indices, triplets = spike_filters[usual], indices[usual], triplets[usual]

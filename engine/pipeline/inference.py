@@ -23,10 +23,11 @@ from scipy.ndimage import maximum_filter1d
 from engine.cpu import adapt_threads, single_thread
 from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
-from engine.pipeline.explain_away import eliminate_redundant_codes, eliminate_redundant_events, event_atoms, place_atoms
+from engine.model.gram_rows import GramRows
+from engine.pipeline.explain_away import eliminate_redundant_codes, eliminate_redundant_events, event_atoms
 from engine.pipeline.refinement import AmplitudePrior, filters_sharing_channels, refine_spikes
 from engine.pipeline.sorting import peak_taps
-from engine.model.working_set import WorkingSetEncoder, gram_tensor
+from engine.model.working_set import WorkingSetEncoder, gram_tensor, interacting_partners
 
 # How chunks are encoded: "dense" runs the CRsAE encoder on every code sample;
 # "working-set" the same FISTA on the codes that can be non-zero; "auto" picks
@@ -91,14 +92,16 @@ def encode_batch(
     batch_cores: list[tuple[int, int]],
     lipschitz: float,
     working_set: WorkingSetEncoder | None,
-) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
-    """Yield (core_start, core_stop, window_start, codes, signal) for each chunk of one batch.
+    with_correlation: bool = False,
+) -> Iterator[tuple]:
+    """Yield (core_start, core_stop, window_start, codes, signal, correlation) for each chunk of one batch.
 
     Each chunk is read with margins of two filter lengths each side: a code
     interacts with neighbours up to n_taps - 1 away, so the codes of the core
     do not depend on the chunk boundaries. The batch is encoded at once, by
     `working_set` when given, else by the model's dense encoder on its device.
-    scale: (n_channels, 1) float32, 1 / noise σ.
+    scale: (n_channels, 1) float32, 1 / noise σ. correlation: the signal's correlation with every
+    filter, Hᵀy, shaped as the codes, when the working set computed it or `with_correlation`; else None.
     """
     margin = 2 * model.n_taps
     windows = [(max(a - margin, 0), min(b + margin, recording.n_samples)) for a, b in batch_cores]
@@ -106,13 +109,19 @@ def encode_batch(
     signal = np.zeros((len(windows), recording.n_channels, length), dtype=np.float32)
     for row, (w0, w1) in enumerate(windows):
         signal[row, :, : w1 - w0] = recording.get_traces(w0, w1).T * scale
+    correlation = None
     if working_set is None:
         with torch.no_grad():
-            codes = model.encode(torch.from_numpy(signal).to(model.filters.device), lipschitz=lipschitz).cpu().numpy()
+            on_device = torch.from_numpy(signal).to(model.filters.device)
+            codes = model.encode(on_device, lipschitz=lipschitz).cpu().numpy()
+            if with_correlation:
+                correlation = model.analysis(on_device).cpu().numpy()
     else:
-        codes = working_set.encode(signal)
+        codes, correlation = working_set.encode_with_correlation(signal)
     for row, ((a, b), (w0, w1)) in enumerate(zip(batch_cores, windows)):
-        yield a, b, w0, codes[row, :, : max(w1 - w0 - model.n_taps + 1, 0)], signal[row, :, : w1 - w0]
+        n_codes = max(w1 - w0 - model.n_taps + 1, 0)
+        yield (a, b, w0, codes[row, :, :n_codes], signal[row, :, : w1 - w0],
+               correlation[row, :, :n_codes] if correlation is not None else None)
 
 
 def noise_scale(noise_levels: np.ndarray) -> np.ndarray:
@@ -156,7 +165,7 @@ def iter_code_chunks(
         if should_stop is not None and should_stop():
             return
         adapt_threads()
-        for a, b, w0, codes, signal in encode_batch(model, recording, scale, batch_cores, lipschitz, working_set):
+        for a, b, w0, codes, signal, _ in encode_batch(model, recording, scale, batch_cores, lipschitz, working_set):
             yield (a, b, w0, codes, signal) if with_signal else (a, b, w0, codes)
         done += sum(b - a for a, b in batch_cores)
         if progress is not None:
@@ -230,17 +239,21 @@ class ChunkSpikeFinder:
             WorkingSetEncoder(self.model, settings.lipschitz, settled_fraction=settings.settled_fraction)
             if uses_working_set(settings.solver, self.model.filters.device) else None
         )
-        # The filters' cross-correlations, for explaining away (the working set has them already).
+        # The filters' cross-correlations, for explaining away and refinement (the working set has them already).
         self.gram = self.working_set.gram if self.working_set is not None else gram_tensor(self.model)
+        self.gram_rows = (self.working_set.gram_rows if self.working_set is not None
+                          else GramRows(self.gram, interacting_partners(self.gram)))
 
     def batch_spikes(self, recording: Recording, batch_cores: list[tuple[int, int]]) -> list[SpikeEvents]:
         """One SpikeEvents per chunk of the batch, in the batch's order."""
         s = self.settings
         return [
             spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
-                              s.dead_time, s.min_amplitude, s.prior, self.candidates_of, self.gram)
-            for core_start, core_stop, window_start, codes, signal in encode_batch(
-                self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set)
+                              s.dead_time, s.min_amplitude, s.prior, self.candidates_of, self.gram,
+                              correlation, self.gram_rows)
+            for core_start, core_stop, window_start, codes, signal, correlation in encode_batch(
+                self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set,
+                with_correlation=s.prior is not None)
         ]
 
 
@@ -256,6 +269,8 @@ def spikes_from_codes(
     prior: AmplitudePrior | None = None,
     candidates_of: list[np.ndarray] | None = None,
     gram: np.ndarray | None = None,
+    correlation: np.ndarray | None = None,
+    gram_rows: GramRows | None = None,
 ) -> SpikeEvents:
     """The spikes of one chunk: code maxima, less the redundant ones, optionally relabelled.
 
@@ -266,23 +281,33 @@ def spikes_from_codes(
        removed and the rest refitted (engine/pipeline/explain_away.py), with the lasso's
        own bar for a lone spike, λ², as the energy an event must explain.
     3. With an amplitude `prior`, each spike is relabelled by its best filter
-       given its neighbours (engine/pipeline/refinement.py).
+       given its neighbours (engine/pipeline/refinement.py), which reads the residual's
+       correlation with every filter: `correlation` (the signal's, Hᵀy, as the codes)
+       less what the kept spikes explain, summed from the Gram rows (`gram_rows`, built
+       from `gram` when not given).
     Only spikes whose time falls inside `core` are kept. `candidates_of`: see refinement.filters_sharing_channels.
     signal: (n_channels, n_window) noise-normalised; filters: (n_filters, n_channels, n_taps);
-    gram: the filters' Gram tensor (working_set.gram_tensor), for step 2's products (optional, faster).
+    gram: the filters' Gram tensor (working_set.gram_tensor), for step 2's products (optional
+    without a prior, faster) and step 3's.
     """
+    if prior is not None and (gram is None or correlation is None):
+        raise ValueError("relabelling spikes with an amplitude prior needs the filters' Gram tensor and the "
+                         "signal's correlation with them (encode_batch(..., with_correlation=True))")
     if codes.size == 0:
         return SpikeEvents.empty()
-    spike_filters, indices, triplets, starts, atoms, channels, scales = kept_events(
-        codes, signal, filters, dead_time, min_amplitude, gram, with_atoms=prior is not None)
+    spike_filters, indices, triplets = kept_events(codes, signal, filters, dead_time, min_amplitude, gram)
     if prior is None:
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
     else:
-        reconstruction = place_atoms(signal.shape, starts, atoms * scales[:, None, None], channels)
+        if gram_rows is None:
+            gram_rows = GramRows(gram, interacting_partners(gram))
+        residual_correlation = correlation - explained_correlation(gram_rows, indices, spike_filters, triplets,
+                                                                   codes.shape)
         times, spike_filters, amplitudes = refine_spikes(
-            signal, reconstruction, indices, spike_filters, triplets, filters, filter_peak_taps, prior,
-            max_shift=dead_time, candidates_of=candidates_of,
+            residual_correlation, indices, spike_filters, triplets, gram, filter_peak_taps, prior,
+            max_shift=dead_time, candidates_of=candidates_of if candidates_of is not None
+            else filters_sharing_channels(filters),
         )
     times = times + window_start
     inside = (times >= core[0]) & (times < core[1]) & (amplitudes >= min_amplitude)
@@ -291,14 +316,26 @@ def spikes_from_codes(
     return _one_per_dead_time(events, dead_time)
 
 
+def explained_correlation(gram_rows: GramRows, code_index: np.ndarray, spike_filters: np.ndarray,
+                          code_triplets: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(n_filters, n_codes) HᵀHx for the spikes' codes x (each spike's at index − 1, index, index + 1):
+    their reconstruction's correlation with every filter, summed from the Gram rows."""
+    times = (np.asarray(code_index, np.int64)[:, None] + np.arange(-1, 2)[None, :]).ravel()
+    filters = np.repeat(np.asarray(spike_filters, np.int64), 3)
+    values = np.asarray(code_triplets, np.float32).ravel()
+    placed = values != 0  # a maximum's neighbour outside the chunk is 0 (code_maxima pads with zeros)
+    return gram_rows.product(np.zeros(int(placed.sum()), np.int64), filters[placed], times[placed], values[placed],
+                             (1, *shape))[0]
+
+
 def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float,
-                gram: np.ndarray | None = None, with_atoms: bool = True):
+                gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
 
     Returns, for the kept events only: (filters, code indices, (n, 3) codes at i-1, i, i+1
-    refitted (float32), atom starts, atoms, their channels (explain_away.event_atoms; None, None, None
-    when `gram` is given and not `with_atoms`), refit scales); training's dictionary update reads
-    the same spikes (dictionary_update.codes_of_kept_spikes).
+    refitted (float32)); training's dictionary update reads the same spikes
+    (dictionary_update.codes_of_kept_spikes). With `gram`, the events' products come from it
+    (explain_away.eliminate_redundant_codes), else from their atoms.
     """
     spike_filters, indices, triplets = code_maxima(codes, dead_time)
     strong = triplets.sum(axis=1) >= min_amplitude
@@ -307,14 +344,11 @@ def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead
         starts, atoms, channels = event_atoms(indices, spike_filters, triplets, filters)
         keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2,
                                                   channels=channels)
-        starts, atoms, channels = starts[keep], atoms[keep], channels[keep]
-    else:  # the atoms' products from the Gram tensor: only the kept events' atoms are built, when asked for
+    else:
         keep, scales = eliminate_redundant_codes(signal, indices, spike_filters, triplets, filters, gram,
                                                  min_energy=float(min_amplitude) ** 2)
-        starts, atoms, channels = (event_atoms(indices[keep], spike_filters[keep], triplets[keep], filters)
-                                   if with_atoms else (None, None, None))
     triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
-    return spike_filters[keep], indices[keep], triplets, starts, atoms, channels, scales[keep]
+    return spike_filters[keep], indices[keep], triplets
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

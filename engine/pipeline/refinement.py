@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from engine.pipeline.amplitude_split import main_amplitude_group, spikes_of_each_filter
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES
@@ -65,99 +64,79 @@ def channel_sharing(filters: np.ndarray) -> np.ndarray:
 
 
 def refine_spikes(
-    signal: np.ndarray,
-    reconstruction: np.ndarray,
+    residual_correlation: np.ndarray,
     code_index: np.ndarray,
     spike_filters: np.ndarray,
     code_triplets: np.ndarray,
-    filters: np.ndarray,
+    gram: np.ndarray,
     filter_peak_taps: np.ndarray,
     prior: AmplitudePrior,
     max_shift: int,
-    candidates_of: list[np.ndarray] | None = None,
+    candidates_of: list[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Relabel the spikes of one chunk.
 
-    signal, reconstruction: (n_channels, n) noise-normalised chunk and H x.
+    residual_correlation: (n_filters, n_codes) Hᵀ(y − Hx): the correlation of every filter, at every
+      code index, with what the kept spikes leave of the noise-normalised chunk.
     code_index: (n_spikes,) int code index of each spike (filter placed at
       [i, i + n_taps)); spike_filters: (n_spikes,) its filter;
     code_triplets: (n_spikes, 3) codes at i - 1, i, i + 1 (its own contribution).
-    filters: (n_filters, n_channels, n_taps) unit norm.
-    candidates_of: per filter, the filters its spikes may take (`filters_sharing_channels`, computed when None).
+    gram: (n_filters, n_filters, 2·n_taps − 1) the filters' Gram tensor (working_set.gram_tensor), unit-norm filters.
+    candidates_of: per filter, the filters its spikes may take (`filters_sharing_channels`).
     Returns (times relative to the chunk, filters, amplitudes) per spike.
 
-    The spikes of one filter are refitted together, with the filters sharing its channels only and on
-    their channels only: on a probe a spike is never fitted with a filter on the other end of the
-    shank (at 384 channels every filter on every channel would be ~10⁹ products per spike).
+    A candidate's fit to the spike with its own contribution put back is the residual's correlation
+    with the candidate where it would sit, plus the spike's own codes seen through the candidate (their
+    Gram entries): no window of the signal is cut or correlated again. (Correlating each spike's
+    window with every candidate was 15 % of sorting a 32-channel probe.) Only filters sharing the
+    spike's channels are candidates: on a probe a spike is never fitted with a filter on the other
+    end of the shank.
     """
     n_spikes = len(code_index)
     if n_spikes == 0:
         return code_index.copy(), spike_filters.copy(), np.zeros(0, np.float32)
-    if candidates_of is None:
-        candidates_of = filters_sharing_channels(filters)
     peaks = np.asarray(filter_peak_taps, dtype=np.int64)
     spike_times = code_index + peaks[spike_filters]  # extremum sample, chunk-relative
-    # Padded once, wide enough for any group's windows (see _refit), which read only their channels.
-    margin = 2 * (int(peaks.max()) + 2 * max_shift + filters.shape[2]) - int(peaks.min())
-    residual = np.pad(signal - reconstruction, ((0, 0), (margin, margin)))
-    on_channel = np.any(filters != 0, axis=2)  # (n_filters, n_channels)
     best_time, best_filter = spike_times.copy(), spike_filters.astype(np.int32)
     best_amplitude = np.zeros(n_spikes)
     for k in np.unique(spike_filters):
         group = np.flatnonzero(spike_filters == k)
-        candidates = candidates_of[k]
-        channels = np.flatnonzero(on_channel[candidates].any(axis=0))
-        times, labels, amplitudes = _refit(
-            residual, margin, channels, code_index[group], k, code_triplets[group],
-            filters[np.ix_(candidates, channels)], peaks, candidates, prior, max_shift)
+        times, labels, amplitudes = _refit(residual_correlation, code_index[group], k, code_triplets[group], gram,
+                                           peaks, candidates_of[k], prior, max_shift)
         best_time[group], best_filter[group], best_amplitude[group] = times, labels, amplitudes
     return best_time, best_filter, best_amplitude.astype(np.float32)
 
 
-def _refit(residual: np.ndarray, margin: int, channels: np.ndarray, code_index: np.ndarray, own: int,
-           code_triplets: np.ndarray, candidate_filters: np.ndarray, peaks: np.ndarray, candidates: np.ndarray,
-           prior: AmplitudePrior, max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best (time, filter, amplitude) among `candidates` for spikes of filter `own` (one of them), on
-    `channels` of `residual` (all channels, padded by `margin` samples each side);
-    candidate_filters: (n_candidates, those channels, n_taps). Only the candidates' filters and the
-    spikes' windows are copied: at 384 channels every filter on a group's channels, or the group's
-    channels of the whole chunk, was ~10 MB a group."""
-    n_spikes = len(code_index)
-    n_taps = candidate_filters.shape[2]
+def _refit(residual_correlation: np.ndarray, code_index: np.ndarray, own: int, code_triplets: np.ndarray,
+           gram: np.ndarray, peaks: np.ndarray, candidates: np.ndarray, prior: AmplitudePrior,
+           max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (time, filter, amplitude) among `candidates` for spikes of filter `own`, each at every shift
+    within ±max_shift of its extremum."""
+    n_codes = residual_correlation.shape[1]
+    n_taps = (gram.shape[2] + 1) // 2
     spike_times = code_index + peaks[own]
-    # One window per spike, wide enough for every candidate at every shift.
-    lead = int(peaks[candidates].max()) + max_shift
-    width = n_taps + 2 * max_shift + int(peaks[candidates].max() - peaks[candidates].min())
-    starts = spike_times - lead  # (n_spikes,)
-    offsets = starts[:, None] + margin + np.arange(width)[None, :]  # (n_spikes, width)
-    windows = residual[channels[:, None, None], offsets[None]].transpose(1, 0, 2).copy()  # (n_spikes, n_channels, width)
-    # Put each spike's own contribution back: its code at i - 1, i, i + 1.
-    own_filter = candidate_filters[int(np.searchsorted(candidates, own))]  # (n_channels, n_taps)
-    for delta in (-1, 0, 1):
-        # Window offset of that code's first tap: code_index + delta − starts, the same for every spike
-        # (each window starts `lead` before its spike), so one slice of all windows takes it.
-        place = lead - int(peaks[own]) + delta
-        first, last = max(place, 0), min(place + n_taps, width)
-        if first < last:
-            windows[:, :, first:last] += code_triplets[:, delta + 1][:, None, None] * own_filter[:, first - place : last - place]
-    # Inner product of every candidate at every position of the window: a cross-correlation, which
-    # torch runs without materialising the (spikes × channels × positions × taps) windows einsum needed.
-    with torch.no_grad():
-        fit = torch.nn.functional.conv1d(torch.from_numpy(windows), torch.from_numpy(
-            np.ascontiguousarray(candidate_filters, dtype=np.float32))).numpy()  # (n_spikes, n_candidates, n_positions)
-    energy = np.einsum("sct,sct->s", windows, windows).astype(np.float64)
-    # Position lead + shift − peak_k places filter k's extremum at spike time + shift.
     shifts = np.arange(-max_shift, max_shift + 1)
-    positions = lead + shifts[None, :] - peaks[candidates][:, None]  # (n_candidates, n_shifts)
-    valid = (positions >= 0) & (positions < fit.shape[2])  # (n_candidates, n_shifts)
-    projection = np.take_along_axis(fit, np.clip(positions, 0, fit.shape[2] - 1)[None], axis=2).astype(np.float64)
+    # Code index where candidate c puts its extremum at spike time + shift: (n_spikes, n_candidates, n_shifts).
+    at = spike_times[:, None, None] + shifts[None, None, :] - peaks[candidates][None, :, None]
+    valid = (at >= 0) & (at < n_codes)
+    at = np.clip(at, 0, n_codes - 1)
+    projection = residual_correlation[candidates[None, :, None], at].astype(np.float64)
+    # Put the spike's own codes back: ⟨h_c at `at`, h_own at i + delta⟩ = G[c, own, i + delta − at + n_taps − 1].
+    own_rows = gram[candidates, own].astype(np.float64)  # (n_candidates, 2·n_taps − 1)
+    for delta in (-1, 0, 1):
+        lag = (code_index + delta)[:, None, None] - at + n_taps - 1
+        reached = (lag >= 0) & (lag < own_rows.shape[1])
+        entries = own_rows[np.arange(len(candidates))[None, :, None], np.clip(lag, 0, own_rows.shape[1] - 1)]
+        projection += code_triplets[:, delta + 1].astype(np.float64)[:, None, None] * np.where(reached, entries, 0.0)
+    # The fit's cost, less what every candidate and shift of one spike share (the window's energy):
+    # −2·a·p + a² + (a − μ)²/σ² + log σ², with a the prior-weighted amplitude.
     inverse_variance = (1.0 / prior.variances[candidates])[None, :, None]
     means = prior.means[candidates][None, :, None]
     amplitude = (projection + means * inverse_variance) / (1.0 + inverse_variance)
-    cost = (energy[:, None, None] - 2.0 * amplitude * projection + amplitude**2
+    cost = (-2.0 * amplitude * projection + amplitude**2
             + (amplitude - means) ** 2 * inverse_variance + np.log(prior.variances[candidates])[None, :, None])
-    cost = np.where(valid[None], cost, np.inf).reshape(n_spikes, -1)
+    cost = np.where(valid, cost, np.inf).reshape(len(code_index), -1)
     best = np.argmin(cost, axis=1)  # the first of equal costs: candidates in order, shifts from −max_shift
-    column, shift_index = np.unravel_index(best, positions.shape)
+    column, shift_index = np.unravel_index(best, valid.shape[1:])
     return (spike_times + shifts[shift_index], candidates[column],
-            amplitude.reshape(n_spikes, -1)[np.arange(n_spikes), best])
+            amplitude.reshape(len(code_index), -1)[np.arange(len(code_index)), best])
