@@ -1,9 +1,10 @@
 """The working set's FISTA run block by block solves the same lasso as FISTA over the whole set."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sparse
 
-from engine.model.block_fista import fista_by_block, independent_blocks
+from engine.model.block_fista import DENSE_FILL, fista_by_block, independent_blocks
 from engine.model.crsae import CRsAE, fista
 from engine.model.working_set import coordinate_steps, gram_tensor, sparse_gram
 
@@ -31,23 +32,30 @@ def test_blocks_are_the_connected_groups_of_interacting_codes():
     assert blocks == [[0, 2], [1], [3]]
 
 
-def test_fixed_steps_without_restart_are_fista_over_the_whole_set():
+# Every block on a dense copy of its Gram rows, every block on the sparse rows, and the default mix.
+DENSE_FILLS = (0.0, 2.0, DENSE_FILL)
+
+
+@pytest.mark.parametrize("dense_fill", DENSE_FILLS)
+def test_fixed_steps_without_restart_are_fista_over_the_whole_set(dense_fill):
     """Without restarts the momentum sequence is the same in every block: the iterates must be FISTA's."""
     gram, correlation, shrink, steps = problem()
     start = np.zeros_like(correlation)
     assert len(independent_blocks(gram)[1]) - 1 >= 3  # the problem does split
     for n_steps in (1, 3, 40):
         whole = fista(correlation, lambda codes: gram @ codes, shrink, steps, n_steps, codes=start)
-        blocks = fista_by_block(gram, correlation, shrink, steps, start, n_steps, tolerance=0.0, restart=False)
+        blocks = fista_by_block(gram, correlation, shrink, steps, start, n_steps, tolerance=0.0, restart=False,
+                                dense_fill=dense_fill)
         np.testing.assert_allclose(blocks, whole, atol=1e-4 * np.abs(whole).max())
 
 
-def test_to_convergence_it_reaches_the_lasso_solution():
+@pytest.mark.parametrize("dense_fill", DENSE_FILLS)
+def test_to_convergence_it_reaches_the_lasso_solution(dense_fill):
     """The converged codes meet the lasso's optimality conditions, as FISTA's run to convergence do."""
     gram, correlation, shrink, steps = problem()
     lambdas = shrink / steps
     codes = fista_by_block(gram, correlation, shrink, steps, np.zeros_like(correlation), 5000, tolerance=1e-6,
-                           restart=True)
+                           restart=True, dense_fill=dense_fill)
     gradient = correlation - gram @ codes
     on = codes > 0
     assert on.any() and (~on).any()
