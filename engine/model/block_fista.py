@@ -81,21 +81,8 @@ def _fista_blocks(indptr, indices, data, correlation, shrink, steps, codes, orde
                     explained += data[entry] * momentum_point[indices[entry]]
                 value = momentum_point[i] + steps[i] * (correlation[i] - explained) - shrink[i]
                 codes_next[i] = value if value > 0.0 else 0.0
-            if restart:
-                uphill = 0.0  # ⟨momentum point − next, next − codes⟩ in the step's metric
-                for i in members:
-                    uphill += (momentum_point[i] - codes_next[i]) / steps[i] * (codes_next[i] - codes[i])
-                if uphill > 0.0:
-                    momentum = 1.0
-            momentum_next = (1.0 + np.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
-            weight = (momentum - 1.0) / momentum_next
-            largest_change = 0.0
-            for i in members:
-                change = codes_next[i] - codes[i]
-                largest_change = max(largest_change, abs(change))
-                momentum_point[i] = codes_next[i] + weight * change
-                codes[i] = codes_next[i]
-            momentum = momentum_next
+            momentum, largest_change = _momentum_step(members, codes, codes_next, momentum_point, steps, momentum,
+                                                      restart)
             if tolerance > 0.0 and largest_change < tolerance:
                 break
 
@@ -122,6 +109,7 @@ def _fista_dense_block(members, local, indptr, indices, data, correlation, shrin
         c[position], step[position], cut[position], x[position] = correlation[i], steps[i], shrink[i], codes[i]
     point = x.copy()
     x_next = np.empty(size, dtype=np.float32)
+    everyone = np.arange(size)
     momentum = 1.0
     for _ in range(n_iterations):
         for a in range(size):
@@ -130,22 +118,30 @@ def _fista_dense_block(members, local, indptr, indices, data, correlation, shrin
                 explained += gram[a, b] * point[b]
             value = point[a] + step[a] * (c[a] - explained) - cut[a]
             x_next[a] = value if value > 0.0 else 0.0
-        if restart:
-            uphill = 0.0
-            for a in range(size):
-                uphill += (point[a] - x_next[a]) / step[a] * (x_next[a] - x[a])
-            if uphill > 0.0:
-                momentum = 1.0
-        momentum_next = (1.0 + np.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
-        weight = (momentum - 1.0) / momentum_next
-        largest_change = 0.0
-        for a in range(size):
-            change = x_next[a] - x[a]
-            largest_change = max(largest_change, abs(change))
-            point[a] = x_next[a] + weight * change
-            x[a] = x_next[a]
-        momentum = momentum_next
+        momentum, largest_change = _momentum_step(everyone, x, x_next, point, step, momentum, restart)
         if tolerance > 0.0 and largest_change < tolerance:
             break
     for position in range(size):
         codes[members[position]] = x[position]
+
+
+@numba.njit(nogil=True, cache=True)
+def _momentum_step(members, codes, codes_next, momentum_point, steps, momentum, restart):
+    """FISTA's move to `codes_next` for the coordinates `members`: the momentum restarts (with `restart`)
+    when the step points uphill, the momentum point moves on, `codes` takes `codes_next`.
+    Returns (the next momentum, the largest change of a code)."""
+    if restart:
+        uphill = 0.0  # ⟨momentum point − next, next − codes⟩ in the step's metric
+        for i in members:
+            uphill += (momentum_point[i] - codes_next[i]) / steps[i] * (codes_next[i] - codes[i])
+        if uphill > 0.0:
+            momentum = 1.0
+    momentum_next = (1.0 + np.sqrt(1.0 + 4.0 * momentum * momentum)) / 2.0
+    weight = (momentum - 1.0) / momentum_next
+    largest_change = 0.0
+    for i in members:
+        change = codes_next[i] - codes[i]
+        largest_change = max(largest_change, abs(change))
+        momentum_point[i] = codes_next[i] + weight * change
+        codes[i] = codes_next[i]
+    return momentum_next, largest_change
