@@ -13,6 +13,7 @@ import pytest
 
 from engine.cli import main, read_sort_list
 from engine.evaluation.scoring import compare_to_ground_truth
+from engine.model.crsae import CRsAE
 from engine.evaluation.simulator import write_simulation
 from engine.io.recording import NumpyRecording, RecordingError, open_recording
 from engine.pipeline import distributed as distributed_module
@@ -119,6 +120,20 @@ def test_a_worker_rebuilds_the_model_bit_for_bit(simulated):
     for a, b in zip(live, rebuilt):
         np.testing.assert_array_equal(a.times, b.times)
         np.testing.assert_array_equal(a.amplitudes, b.amplitudes)
+
+
+def test_a_worker_convolves_each_filter_on_its_own_channels():
+    """A probe's filters live on a few channels: the model a worker rebuilds keeps that channel mask,
+    so its convolutions stay local as the live model's do, with the same filters bit for bit."""
+    rng = np.random.default_rng(2)
+    mask = np.zeros((4, 16), np.float32)
+    for k in range(4):
+        mask[k, 4 * k : 4 * k + 5] = 1.0  # neighbourhoods of five channels, overlapping by one
+    live = CRsAE(rng.standard_normal((4, 16, 12)).astype(np.float32), 1.0, channel_mask=mask)
+    settings = SpikeSettings.of(live, np.ones(16, np.float32), 3, 1.0)
+    rebuilt = settings.model()
+    np.testing.assert_array_equal(rebuilt.channel_mask.numpy(), mask)
+    np.testing.assert_array_equal(rebuilt.filters.detach().numpy(), live.filters.detach().numpy())
 
 
 def test_a_recording_source_reopens_binaries_and_npy_files_as_the_client_sees_them(tiny_recording, tmp_path):

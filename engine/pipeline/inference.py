@@ -213,7 +213,10 @@ class SpikeSettings:
 
     def model(self) -> CRsAE:
         """The CRsAE these settings came from, on a device of the same type."""
-        model = CRsAE(self.filters, self.lambdas, self.n_iterations, self.n_debias_iterations)
+        # Each filter's channels are where it is not zero: with them the model convolves locally, as the
+        # sort's own model does (without, a worker's analysis at 384 channels was one dense convolution).
+        model = CRsAE(self.filters, self.lambdas, self.n_iterations, self.n_debias_iterations,
+                      channel_mask=np.any(self.filters != 0, axis=2))
         with torch.no_grad():
             model.filters.copy_(torch.from_numpy(self.filters))  # not re-normalised: the same bits
         return model.to(select_device(self.device))
