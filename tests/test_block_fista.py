@@ -6,7 +6,8 @@ import scipy.sparse as sparse
 
 from engine.model.block_fista import DENSE_FILL, fista_by_block, independent_blocks
 from engine.model.crsae import CRsAE, fista
-from engine.model.working_set import coordinate_steps, gram_tensor, sparse_gram
+from engine.model.sparse_gram import coordinate_steps, sparse_gram
+from engine.model.working_set import gram_tensor
 
 
 def problem(seed=5):

@@ -15,8 +15,8 @@ from engine.evaluation.scoring import compare_to_ground_truth
 from engine.evaluation.simulator import simulate
 from engine.pipeline.run import SortPipeline
 from engine.pipeline.training import ConfigError, TrainingConfig
-from engine.model.working_set import (ROUGH_SETTLED_FRACTION, VIOLATION_MARGIN, WorkingSetEncoder, gram_tensor,
-                                      sparse_gram)
+from engine.model.sparse_gram import coordinate_steps, sparse_gram
+from engine.model.working_set import ROUGH_SETTLED_FRACTION, VIOLATION_MARGIN, WorkingSetEncoder, gram_tensor
 
 # A margin this small makes the working set solve the lasso itself (float32 noise on the gradient is ~1e-6).
 EXACT_MARGIN = 1e-4
@@ -62,6 +62,28 @@ def test_sparse_gram_equals_the_dense_gram_between_the_chosen_codes():
     filters, times = unique // n_codes, unique % n_codes  # in (filter, time) order: not time order
     matrix = sparse_gram(gram_tensor(model), filters, times).toarray()
     np.testing.assert_allclose(matrix, dense[np.ix_(unique, unique)], atol=1e-5)
+
+
+def test_sparse_gram_stores_no_entry_between_filters_on_far_apart_channels():
+    # Filters 0 and 1 share channel 1; filter 2 lives on channel 3 alone and meets only itself.
+    rng = np.random.default_rng(4)
+    filters = np.zeros((3, 4, 6), dtype=np.float32)
+    filters[0, :2] = rng.standard_normal((2, 6))
+    filters[1, 1:3] = rng.standard_normal((2, 6))
+    filters[2, 3] = rng.standard_normal(6)
+    gram = gram_tensor(CRsAE(torch.from_numpy(filters), 1.0))
+    codes = np.array([0, 1, 2, 0, 2, 1])
+    times = np.array([3, 4, 4, 9, 12, 30])  # time order; the last is more than a filter length from all
+    matrix = sparse_gram(gram, codes, times)
+    expected = np.zeros((6, 6), dtype=np.float32)
+    for i in range(6):
+        for j in range(6):
+            lag = times[j] - times[i]
+            if abs(lag) < 6:
+                expected[i, j] = gram[codes[i], codes[j], lag + 5]
+    np.testing.assert_array_equal(matrix.toarray(), expected)
+    assert matrix.nnz == np.count_nonzero(expected)  # zeros are not stored: no work for far-apart pairs
+    assert matrix[2, 0] == 0 and matrix[1, 2] == 0
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +310,7 @@ def test_coordinate_steps_bound_the_working_sets_curvature():
     filters = rng.integers(0, 3, 60)
     times = np.sort(rng.choice(400, 60, replace=False))
     gram = sparse_gram(gram_tensor(model), filters, times)
-    steps = working_set.coordinate_steps(gram)
+    steps = coordinate_steps(gram)
     scaled = np.sqrt(steps)[:, None] * gram.toarray() * np.sqrt(steps)[None, :]
     assert np.linalg.eigvalsh(scaled).max() <= 1 + 1e-5
     # Far longer than the dense encoder's 1/L wherever codes are few: that is the point.
@@ -366,6 +388,37 @@ def test_peaks_are_found_where_they_stand_as_a_running_maximum_finds_them():
         running = maximum_filter1d(outside, 2 * radius + 1, axis=2, mode="constant", cval=-np.inf)
         expected = (outside > thresholds) & (outside >= running)
         np.testing.assert_array_equal(encoder._peaks_above(values, thresholds, excluded=skip), expected)
+
+
+
+def test_shadows_are_the_candidates_a_bigger_neighbour_explains_below_their_threshold():
+    """The compiled screen walks each candidate's neighbours and stops at the first that explains it
+    away; it must mark the candidates the rule marks when every pair is written out, ties included."""
+    from engine.model.local_peaks import shadows
+
+    rng = np.random.default_rng(6)
+    gram = rng.uniform(-0.2, 1.0, (3, 3, 2 * 16 - 1)).astype(np.float32)
+    lambdas = np.array([1.0, 1.5, 0.8], dtype=np.float32)
+    # 300 candidates at random, then two alone with equal scores (the earlier one wins the tie).
+    times = np.concatenate([np.sort(rng.integers(0, 2_000, 300)), [3_000, 3_002]])
+    filters = np.concatenate([rng.integers(0, 3, 300), [2, 2]])
+    values = np.concatenate([rng.uniform(0.8, 6.0, 300), [3.0, 3.0]]).astype(np.float32)
+    gram[2, 2, 15 - 2 : 15 + 3] = 1.0
+    n = len(times)
+    radius = 8
+    expected = np.zeros(n, dtype=bool)
+    score = values / lambdas[filters]
+    for i in range(n):
+        for j in range(n):
+            if abs(int(times[j]) - int(times[i])) > radius:
+                continue
+            bigger = score[j] > score[i] or (score[j] == score[i] and j < i)
+            shadow = gram[filters[i], filters[j], times[j] - times[i] + 15] * values[j]
+            if bigger and values[i] - shadow < lambdas[filters[i]]:
+                expected[i] = True
+    found = shadows(gram, filters, times, values, lambdas, radius)
+    np.testing.assert_array_equal(found, expected)
+    assert 0 < expected.sum() < n and not expected[-2] and expected[-1]
 
 
 def test_codes_near_a_moved_one_are_those_a_dilation_of_its_filter_reaches():

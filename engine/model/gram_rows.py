@@ -34,28 +34,45 @@ class GramRows:
                 shape: tuple[int, int, int]) -> np.ndarray:
         """HᵀHx over whole chunks (`shape` = batch, n_filters, n_codes), x given by its non-zero
         `values` at (chunks, filters, times): (batch, n_filters, n_codes) float32."""
-        n_chunks, n_filters, n_codes = shape
-        reach = (self.n_lags - 1) // 2  # n_taps − 1: the lags that fall off either end of a row
-        row_length = n_codes + 2 * reach
-        padded = np.zeros(n_chunks * n_filters * row_length, dtype=np.float32)
-        _add_rows(padded, n_filters * row_length, row_length, np.asarray(chunks, np.int64),
-                  np.asarray(filters, np.int64), np.asarray(times, np.int64), np.asarray(values, np.float32),
-                  self.first, self.counts, self.partner, self.rows)
-        return padded.reshape(n_chunks, n_filters, row_length)[:, :, reach : reach + n_codes]
+        explained = np.zeros(shape, dtype=np.float32)
+        self.add_to(explained, chunks, filters, times, values)
+        return explained
+
+    def subtract_from(self, out: np.ndarray, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray,
+                      values: np.ndarray) -> None:
+        """out −= HᵀHx in place (the lasso's gradient after codes moved by `values`): no batch-sized
+        temporary, where `out -= product(...)` wrote and read one (10 % of inference on a 32-channel probe)."""
+        self.add_to(out, chunks, filters, times, -np.asarray(values, dtype=np.float32))
+
+    def add_to(self, out: np.ndarray, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray,
+               values: np.ndarray) -> None:
+        """out += HᵀHx in place; `out` is a C-contiguous (batch, n_filters, n_codes) float32 array."""
+        if out.dtype != np.float32 or not out.flags.c_contiguous or out.ndim != 3:
+            raise ValueError("out must be a C-contiguous (batch, n_filters, n_codes) float32 array")
+        _add_rows(out, np.asarray(chunks, np.int64), np.asarray(filters, np.int64), np.asarray(times, np.int64),
+                  np.asarray(values, np.float32), self.first, self.counts, self.partner, self.rows)
 
 
 # nogil: sorting codes two batches at once in threads; cache: compiled once per machine, not per run.
 @numba.njit(nogil=True, cache=True, fastmath=True)
-def _add_rows(padded, chunk_length, row_length, chunks, filters, times, values, first, counts, partner, rows):
-    """padded[chunk, partner, time + lag] += value × rows[pair, lag] for each code and each pair of its filter.
-
-    The code at (padded) time t + n_taps − 1 reaches its partners at t + lag, lag in [0, 2·n_taps − 1)."""
+def _add_rows(out, chunks, filters, times, values, first, counts, partner, rows):
+    """out[chunk, partner, time + lag − (n_taps − 1)] += value × rows[pair, lag] for each code and each pair of its
+    filter, the lags that fall off either end of the chunk left out."""
+    n_codes = out.shape[2]
     n_lags = rows.shape[1]
+    reach = (n_lags - 1) // 2  # n_taps − 1
     for code in range(values.size):
         value = values[code]
-        start = chunks[code] * chunk_length + times[code]
+        time = times[code]
+        low = max(0, reach - time)
+        high = min(n_lags, n_codes + reach - time)
+        if low >= high:
+            continue
         source = filters[code]
         for pair in range(first[source], first[source] + counts[source]):
-            at = start + partner[pair] * row_length
-            for lag in range(n_lags):
-                padded[at + lag] += value * rows[pair, lag]
+            # Through a slice and a row view: the compiler then knows both runs are contiguous and
+            # vectorises the loop (4× faster than indexing element by element).
+            target = out[chunks[code], partner[pair], time - reach + low : time - reach + high]
+            row = rows[pair, low:high]
+            for lag in range(high - low):
+                target[lag] += value * row[lag]

@@ -56,8 +56,9 @@ import torch
 from engine.model.block_fista import fista_by_block
 from engine.model.crsae import CRsAE, _fast_fft_length, debias
 from engine.model.gram_rows import GramRows
-from engine.model.local_peaks import peaks_above
+from engine.model.local_peaks import peaks_above, shadows
 from engine.model.pairs import pairs_in_runs
+from engine.model.sparse_gram import coordinate_steps, gram_entries, sparse_gram
 
 # Coordinates whose correlation with the signal exceeds this fraction of their
 # threshold start in the working set. Lower admits more coordinates up front
@@ -179,7 +180,7 @@ class WorkingSetEncoder:
         gram = sparse_gram(self.gram, filters, times)
         index = (chunks, filters, times - chunks * self._stride(in_set))
         codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
-        gradient = correlation - self._gram_product(codes)
+        gradient = correlation - self._gram_product(codes)  # the lasso's gradient, kept up to date as codes move
         set_size = len(times)
         for _ in range(_MAX_CHECKS):
             violators = self._distinct(
@@ -196,7 +197,7 @@ class WorkingSetEncoder:
             set_size += n_violators
             moved = tuple(np.concatenate([new, old[unsettled]])
                           for new, old in zip(self._coordinates(violators), members))
-            gradient -= self._solve_near(moved, self._coordinates(in_set), codes, gradient)
+            self._solve_near(moved, self._coordinates(in_set), codes, gradient)
         support = codes > 0
         if support.any() and self.model.n_debias_iterations > 0:
             chunks, filters, times = self._coordinates(support)
@@ -242,20 +243,8 @@ class WorkingSetEncoder:
         if times.size < 2:
             return candidates
         index = (chunks, filters, times - chunks * self._stride(candidates))
-        value = correlation[index]
-        score = value / self.lambdas[filters]
         radius = max(self.n_taps // 2, 1)
-        first = np.searchsorted(times, times - radius, side="left")
-        last = np.searchsorted(times, times + radius, side="right")
-        outdone = np.zeros(times.size, dtype=bool)
-        pairs_before = np.concatenate([[0], np.cumsum(last - first)])
-        block_starts = np.searchsorted(pairs_before, np.arange(0, pairs_before[-1], _PAIRS_PER_BLOCK), side="right") - 1
-        for start, stop in zip(block_starts, [*block_starts[1:], times.size]):  # bounded memory on big probes
-            rows, columns = pairs_in_runs(first[start:stop], last[start:stop], offset=start)  # pairs within the radius
-            bigger = (score[columns] > score[rows]) | ((score[columns] == score[rows]) & (columns < rows))
-            lags = times[columns] - times[rows] + self.n_taps - 1
-            shadow = self.gram[filters[rows], filters[columns], lags] * value[columns]
-            outdone[rows[bigger & (value[rows] - shadow < self.lambdas[filters[rows]])]] = True
+        outdone = shadows(self.gram, filters, times, correlation[index], self.lambdas, radius)
         kept = candidates.copy()
         kept[tuple(axis[outdone] for axis in index)] = False
         return kept
@@ -301,11 +290,11 @@ class WorkingSetEncoder:
 
     def _solve_near(self, moved: tuple[np.ndarray, np.ndarray, np.ndarray],
                     members: tuple[np.ndarray, np.ndarray, np.ndarray], codes: np.ndarray,
-                    gradient: np.ndarray) -> np.ndarray:
+                    gradient: np.ndarray) -> None:
         """FISTA again on the working set's codes near the coordinates that `moved` (new violators,
-        unsettled codes), updating `codes` in place, the others held where they are; returns HᵀH
-        times the change, for the gradient. Both are (chunks, filters, common-axis times); `members`
-        is all of W, in `_coordinates` order.
+        unsettled codes), updating `codes` in place, the others held where they are, and `gradient`
+        by HᵀH times the change. Both are (chunks, filters, common-axis times); `members` is all of
+        W, in `_coordinates` order.
 
         A check's violators are few (the tetrode's: 15 %, then 6 %, 2 % ... of W) and interact only
         with the codes within a filter length, so re-solving all of W for them, and taking the
@@ -323,7 +312,7 @@ class WorkingSetEncoder:
         codes[index] = self._fista(gram, local_correlation, self.lambdas[filters], before)
         change = codes[index] - before
         moved = change != 0
-        return self._gram_product_at(index[0][moved], index[1][moved], index[2][moved], change[moved], codes.shape)
+        self.gram_rows.subtract_from(gradient, index[0][moved], index[1][moved], index[2][moved], change[moved])
 
     def _near(self, moved: tuple[np.ndarray, np.ndarray, np.ndarray],
               members: tuple[np.ndarray, np.ndarray, np.ndarray], reach: int) -> np.ndarray:
@@ -354,23 +343,17 @@ class WorkingSetEncoder:
         return near
 
     def _gram_product(self, codes: np.ndarray) -> np.ndarray:
-        """HᵀHx over whole chunks (batch, K, m) of dense `codes`: `_gram_product_at` their non-zeros."""
-        chunks, filters, times = np.nonzero(codes)
-        return self._gram_product_at(chunks, filters, times, codes[chunks, filters, times], codes.shape)
+        """HᵀHx over whole chunks (batch, K, m) of dense `codes`: what the codes explain, seen through the filters.
 
-    def _gram_product_at(self, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray, values: np.ndarray,
-                         shape: tuple[int, int, int]) -> np.ndarray:
-        """HᵀHx over whole chunks (`shape` = batch, K, m), x given by its non-zero `values` at
-        (chunks, filters, times): what the codes explain, seen through the filters.
-
-        Hᵀ(y − Hx) = Hᵀy − HᵀHx is the lasso's gradient. HᵀHx is summed from the Gram tensor, one row of it per non-zero code,
-        not by synthesising the chunks and correlating them again: the codes
-        are sparse, so this costs (non-zeros × interacting filters × 2 filter
-        lengths) instead of two convolutions over every channel and sample
-        (on a 32-channel probe the convolutions were 40 % of the pruning pass), in one compiled
-        loop (engine/model/gram_rows.py).
+        Hᵀ(y − Hx) = Hᵀy − HᵀHx is the lasso's gradient. HᵀHx is summed from the Gram tensor, one row of it
+        per non-zero code, not by synthesising the chunks and correlating them again: the codes are
+        sparse, so this costs (non-zeros × interacting filters × 2 filter lengths) instead of two
+        convolutions over every channel and sample (on a 32-channel probe the convolutions were 40 % of
+        the pruning pass), in one compiled loop (engine/model/gram_rows.py), which the checks also use
+        to update the gradient in place as codes move (`_solve_near`).
         """
-        return self.gram_rows.product(chunks, filters, times, values, shape)
+        chunks, filters, times = np.nonzero(codes)
+        return self.gram_rows.product(chunks, filters, times, codes[chunks, filters, times], codes.shape)
 
 
 def gram_tensor(model: CRsAE) -> np.ndarray:
@@ -404,57 +387,3 @@ def gram_tensor(model: CRsAE) -> np.ndarray:
 def interacting_partners(gram: np.ndarray) -> list[np.ndarray]:
     """For each filter, the filters whose Gram rows with it are not all zero (those sharing a channel)."""
     return [np.flatnonzero(row) for row in np.any(gram != 0, axis=2)]
-
-
-def coordinate_steps(gram: sparse.csr_matrix) -> np.ndarray:
-    """(n,) float32 FISTA step of each coordinate of a working set: 1 / the sum of |HᵀH| along its row.
-
-    The dense encoder's step 1/L is set by the whole convolutional dictionary, where a code at every
-    sample adds up coherently: L was 148 for the 32-channel probe's 27 filters. A working set holds
-    a few codes per spike, and its Gram's rows sum to 6-12 there. Each coordinate's step is 1 / its
-    row's absolute sum r_i: diag(r) − HᵀH is diagonally dominant, so HᵀH ⪯ diag(r), and FISTA with
-    this diagonal metric is plain FISTA after the change of variables x = diag(r)^-½ z: the same lasso,
-    the same fixed point, with steps up to r_i / L times longer (an isolated spike's code: step 1,
-    solved in a step or two instead of hundreds).
-    """
-    row_sums = np.asarray(abs(gram).sum(axis=1), dtype=np.float64).ravel()
-    return (1.0 / np.maximum(row_sums, 1e-12)).astype(np.float32)
-
-
-def gram_entries(sorted_times: np.ndarray, n_taps: int) -> int:
-    """Non-zeros `sparse_gram` would hold for coordinates at these (sorted) times."""
-    first, last = _partner_runs(sorted_times, n_taps)
-    return int(np.sum(last - first))
-
-
-def _partner_runs(sorted_times: np.ndarray, n_taps: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each coordinate, [first, last): the coordinates closer than one filter length."""
-    first = np.searchsorted(sorted_times, sorted_times - n_taps + 1, side="left")
-    last = np.searchsorted(sorted_times, sorted_times + n_taps - 1, side="right")
-    return first, last
-
-
-def sparse_gram(gram: np.ndarray, filters: np.ndarray, times: np.ndarray) -> sparse.csr_matrix:
-    """HᵀH between the coordinates (filters[i], times[i]), as a sparse matrix in that order.
-
-    Only pairs closer than one filter length are non-zero. Rows are built in
-    time order, so each coordinate's partners are one contiguous run found by
-    binary search; the matrix is then permuted back to the callers' order.
-    """
-    n = len(times)
-    n_taps = (gram.shape[2] + 1) // 2
-    order = np.lexsort((filters, times))
-    sorted_filters, sorted_times = filters[order], times[order]
-    first, last = _partner_runs(sorted_times, n_taps)
-    indptr = np.concatenate([[0], np.cumsum(last - first)])
-    # 32-bit indices where they fit: scipy's product is faster with them.
-    index_type = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
-    rows, columns = pairs_in_runs(first, last)
-    values = gram[sorted_filters[rows], sorted_filters[columns], sorted_times[columns] - sorted_times[rows] + n_taps - 1]
-    matrix = sparse.csr_matrix((values, columns.astype(index_type), indptr.astype(index_type)), shape=(n, n))
-    matrix.eliminate_zeros()  # pairs of filters on far-apart channels: no interaction, no work
-    if np.all(order == np.arange(n)):
-        return matrix
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.arange(n)
-    return matrix[inverse][:, inverse].tocsr()
