@@ -33,6 +33,23 @@ def test_blocks_are_the_connected_groups_of_interacting_codes():
     assert blocks == [[0, 2], [1], [3]]
 
 
+def test_blocks_are_scipys_connected_components_on_a_big_sparse_gram():
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(9)
+    n = 2_000
+    upper = sparse.random(n, n, density=0.0006, random_state=rng, format="csr")
+    gram = (upper + upper.T + sparse.identity(n)).tocsr()  # symmetric, as a Gram matrix is
+    order, starts = independent_blocks(gram)
+    n_blocks, labels = connected_components(gram, directed=False)
+    assert len(starts) - 1 == n_blocks and 1 < n_blocks < n
+    assert sorted(order.tolist()) == list(range(n))
+    for a, b in zip(starts[:-1], starts[1:]):
+        members = order[a:b]
+        assert np.all(np.diff(members) > 0)  # increasing within a block
+        assert np.all(labels[members] == labels[members[0]]) and np.sum(labels == labels[members[0]]) == b - a
+
+
 # Every block on a dense copy of its Gram rows, every block on the sparse rows, and the default mix.
 DENSE_FILLS = (0.0, 2.0, DENSE_FILL)
 

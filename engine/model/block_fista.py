@@ -16,7 +16,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 import scipy.sparse as sparse
-from scipy.sparse.csgraph import connected_components
 
 # A block of codes interacts densely: on the 32-channel probe a block held a median 69 codes with 52 Gram
 # entries a row (75 % of its square). Its sparse rows cost a gathered load per entry (~1.3 ns); a dense
@@ -29,10 +28,47 @@ MAX_DENSE_CODES = 2048
 
 def independent_blocks(gram: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(order, starts): the coordinates grouped by block (connected component of `gram`'s non-zeros),
-    block b being order[starts[b]:starts[b + 1]]."""
-    n_blocks, labels = connected_components(gram, directed=False)
-    order = np.argsort(labels, kind="stable").astype(np.int64)
-    starts = np.searchsorted(labels[order], np.arange(n_blocks + 1)).astype(np.int64)
+    block b being order[starts[b]:starts[b + 1]], its coordinates in increasing order.
+
+    `gram` is a Gram matrix, symmetric in its non-zeros, so following each row's entries finds every
+    coordinate of a block. A compiled walk over the rows: scipy's connected_components first built
+    the transpose of the matrix to treat it as undirected (5 % of inference on a 32-channel probe)."""
+    return _blocks_of(gram.indptr.astype(np.int64), gram.indices.astype(np.int64))
+
+
+@numba.njit(nogil=True, cache=True)
+def _blocks_of(indptr, indices):
+    n = indptr.size - 1
+    labels = np.full(n, -1, dtype=np.int64)
+    waiting = np.empty(n, dtype=np.int64)  # coordinates found but not yet followed
+    n_blocks = 0
+    for seed in range(n):
+        if labels[seed] >= 0:
+            continue
+        labels[seed] = n_blocks
+        waiting[0] = seed
+        n_waiting = 1
+        while n_waiting > 0:
+            n_waiting -= 1
+            i = waiting[n_waiting]
+            for entry in range(indptr[i], indptr[i + 1]):
+                j = indices[entry]
+                if labels[j] < 0:
+                    labels[j] = n_blocks
+                    waiting[n_waiting] = j
+                    n_waiting += 1
+        n_blocks += 1
+    # Counting sort by block: each block's coordinates in increasing order, as a stable sort gives them.
+    starts = np.zeros(n_blocks + 1, dtype=np.int64)
+    for i in range(n):
+        starts[labels[i] + 1] += 1
+    for block in range(n_blocks):
+        starts[block + 1] += starts[block]
+    filled = starts[:-1].copy()
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        order[filled[labels[i]]] = i
+        filled[labels[i]] += 1
     return order, starts
 
 
