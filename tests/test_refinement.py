@@ -102,6 +102,24 @@ def test_the_fit_read_from_the_correlations_is_the_fit_of_each_spikes_window():
         assert abs(amplitudes[s] - best[3]) < 1e-3 * abs(best[3])
 
 
+
+def test_between_twin_filters_with_equal_means_the_narrower_prior_is_the_likelier():
+    # Filters 0 and 1 have one shape on the same channels: the spike fits both alike, and its amplitude is
+    # both means. What is left of the cost is log σ²: the filter whose amplitudes vary less explains it
+    # better (a broad prior spreads its probability over amplitudes this spike does not have).
+    filters = _filters()
+    filters[1] = filters[0]
+    peaks = np.abs(filters).max(axis=1).argmax(axis=1)
+    signal = np.zeros((4, 200), dtype=np.float32)
+    signal[:, 80:100] += 10.0 * filters[0]
+    # Equal priors too: a tie, which goes to the first candidate.
+    for variances, expected in (([4.0, 1.0, 4.0], 1), ([1.0, 4.0, 4.0], 0), ([4.0, 4.0, 4.0], 0)):
+        prior = AmplitudePrior(means=np.full(3, 10.0), variances=np.array(variances))
+        _, labels, amplitudes = _refined(signal, np.array([80]), np.array([0]), [[0.0, 10.0, 0.0]], filters, peaks,
+                                         prior, max_shift=2)
+        assert labels.tolist() == [expected] and abs(float(amplitudes[0]) - 10.0) < 1e-3
+
+
 def test_a_filter_holding_two_sizes_has_the_prior_of_its_main_neuron():
     rng = np.random.default_rng(7)
     big = 108.0 * np.exp(0.05 * rng.standard_normal(600))  # its own neuron
