@@ -31,6 +31,10 @@ def test_blocks_are_the_connected_groups_of_interacting_codes():
     order, starts = independent_blocks(gram)
     blocks = sorted(sorted(order[a:b].tolist()) for a, b in zip(starts[:-1], starts[1:]))
     assert blocks == [[0, 2], [1], [3]]
+    # An entry in one direction only (a rounding's zero on the other side) joins the two as well.
+    one_way = sparse.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 1e-18, 0, 1.0]]))
+    order, starts = independent_blocks(one_way)
+    assert sorted(sorted(order[a:b].tolist()) for a, b in zip(starts[:-1], starts[1:])) == [[0], [1, 3], [2]]
 
 
 def test_blocks_are_scipys_connected_components_on_a_big_sparse_gram():

@@ -45,6 +45,22 @@ def test_gram_tensor_is_the_encoders_operator_on_an_impulse():
     np.testing.assert_allclose(gram[1, :, :], response[:, 20 - 8 : 20 + 9], atol=1e-5)
 
 
+
+def test_gram_tensor_is_exactly_symmetric_where_filters_do_not_meet():
+    """G[k, j, d] = G[j, k, −d] bit for bit, zeros included: filters with silent taps at both ends on
+    partly shared channels leave the transform's rounding (±1e-18) at the lags where they do not meet,
+    which made a working set's Gram matrix non-zero in one direction only."""
+    rng = np.random.default_rng(0)
+    filters = np.zeros((6, 8, 30), dtype=np.float32)
+    for k in range(6):
+        filters[k, k : k + 3, 5:25] = rng.standard_normal((3, 20))
+    gram = gram_tensor(CRsAE(torch.from_numpy(filters), 1.0))
+    mirrored = gram.transpose(1, 0, 2)[:, :, ::-1]
+    np.testing.assert_array_equal(gram, mirrored)
+    assert np.all(gram[0, 1, :9] == 0) and np.all(gram[0, 1, -9:] == 0)  # taps 5-24 of each: no overlap past ±19
+    assert gram[0, 1, 29] != 0 and np.all(gram[0, 4] == 0)  # channels 1-2 shared; none with filter 4
+
+
 def test_sparse_gram_equals_the_dense_gram_between_the_chosen_codes():
     rng = np.random.default_rng(1)
     model = CRsAE(rng.standard_normal((2, 1, 6)), 1.0)

@@ -381,7 +381,12 @@ def gram_tensor(model: CRsAE) -> np.ndarray:
     for start in range(0, n_filters, 64):  # a block of rows at a time: the full inverse would be K² × n_fft
         lags = np.fft.irfft(cross_spectra[start : start + 64], n_fft, axis=-1)
         gram[start : start + 64] = np.concatenate([lags[..., n_fft - n_taps + 1 :], lags[..., :n_taps]], axis=-1)
-    return gram
+    # The transform's rounding leaves ±1e-18 where two filters' taps do not meet at a lag, on one side of the
+    # pair and not the other: below what float32 resolves next to the largest entry, they are zeros. Then
+    # G[k, j, d] = G[j, k, −d] exactly, as HᵀH is symmetric: a working set's Gram matrix has the same
+    # non-zeros in both directions.
+    gram[np.abs(gram) <= np.finfo(np.float32).eps * float(np.abs(gram).max(initial=0.0))] = 0.0
+    return 0.5 * (gram + gram.transpose(1, 0, 2)[:, :, ::-1])
 
 
 def interacting_partners(gram: np.ndarray) -> list[np.ndarray]:

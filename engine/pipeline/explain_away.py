@@ -158,18 +158,21 @@ def place_atoms(shape: tuple[int, int], starts: np.ndarray, atoms: np.ndarray,
 
 
 # Compiled: np.add.at (unbuffered, one index tuple per sample) was 4 % of inference on a 32-channel probe.
-# The sums run in np.add.at's order (row by row, then event by event), so the result is the same to the bit.
+# Event by event, each atom's rows in turn: the samples it adds to are then near each other in memory (row by row
+# over every event crossed the whole signal once per row: 4 s of a 5-minute 32-channel sort's filter splitting).
 @numba.njit(nogil=True, cache=True)
 def _add_atoms(placed, columns, atoms, channels):
     n_events, n_rows, width = atoms.shape
-    for row in range(n_rows):
-        for event in range(n_events):
+    for event in range(n_events):
+        at = columns[event]
+        for row in range(n_rows):
             channel = channels[event, row]
             if channel < 0:
                 continue
-            at = columns[event]
+            target = placed[channel, at : at + width]
+            atom = atoms[event, row]
             for tap in range(width):
-                placed[channel, at + tap] += atoms[event, row, tap]
+                target[tap] += atom[tap]
 
 
 def eliminate_redundant_events(

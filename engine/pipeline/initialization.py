@@ -197,7 +197,9 @@ def initial_filters_by_neighbourhood(
         n_clusters = min(filters_per_channel, mine.size // 2)
         if n_clusters < 1:
             continue
-        snippets = signal[near][:, mine[:, None] + offsets[None, :]]  # (n_near, n_spikes, n_taps)
+        # (n_near, n_spikes, n_taps), gathered in one step: signal[near] first copied the neighbourhood's whole
+        # signal for every channel (5 s of a 5-minute 32-channel sort).
+        snippets = signal[near[:, None, None], (mine[:, None] + offsets[None, :])[None]]
         snippets = snippets.transpose(1, 0, 2).reshape(mine.size, -1)
         n_components = min(10, snippets.shape[1], snippets.shape[0])
         features = PCA(n_components=n_components, random_state=seed).fit_transform(snippets)
