@@ -98,6 +98,25 @@ def test_codes_closer_than_a_filter_fit_and_score_as_by_convolution(monkeypatch)
     assert sparse_loss == pytest.approx(expected_loss, rel=1e-5) and dense_loss == pytest.approx(expected_loss, rel=1e-5)
 
 
+
+def test_atoms_added_by_the_compiled_loop_equal_torchs_scattered_sum():
+    """On a CPU a filter's atoms are added by a compiled loop; elsewhere (a GPU) by index_put_. Both add
+    the same products in the same order (codes at both ends of a window, a code every few samples)."""
+    rng = np.random.default_rng(8)
+    code = torch.zeros(3, 200)
+    code[0, [0, 3, 5, 199]] = torch.tensor([1.5, -2.0, 0.5, 3.0])
+    code[2, rng.choice(200, 20, replace=False)] = torch.from_numpy(rng.uniform(0.5, 4, 20).astype(np.float32))
+    shape = torch.from_numpy(rng.standard_normal((6, 12)).astype(np.float32))
+    channels = torch.tensor([1, 4, 5])
+    start = torch.from_numpy(rng.standard_normal((3, 6, 211)).astype(np.float32))
+    compiled = start.clone()
+    dictionary_update._add_atoms(compiled, code, shape, channels, sign=-1.0)
+    scattered = start.clone().transpose(0, 1).contiguous().transpose(0, 1)  # not contiguous: the torch route
+    dictionary_update._add_atoms(scattered, code, shape, channels, sign=-1.0)
+    np.testing.assert_array_equal(compiled.numpy(), scattered.numpy())
+    assert not torch.equal(compiled, start) and torch.equal(compiled[:, [0, 2, 3]], start[:, [0, 2, 3]])
+
+
 def test_a_spike_split_between_look_alike_filters_keeps_one_code():
     """The lasso's split of one spike between two look-alikes: the update sees one spike, on one filter."""
     rng = np.random.default_rng(3)

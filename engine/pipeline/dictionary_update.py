@@ -17,6 +17,7 @@ back-propagation through the encoder with Adam reached 0.36 and then stalled.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,12 @@ def _sparse_autocorrelation(windows: torch.Tensor, times: torch.Tensor, values: 
 def _add_atoms(signal: torch.Tensor, code: torch.Tensor, shape: torch.Tensor, channels: torch.Tensor,
                sign: float) -> None:
     """signal[b, c, t + l] += sign · code[b, t] · shape[c, l] for every non-zero code, on `channels` only."""
+    if signal.device.type == "cpu" and signal.dtype == torch.float32 and signal.is_contiguous():
+        # In place through numpy views, one compiled pass: index_put_ with 64-bit index tuples was
+        # 16 % of a training step on a 32-channel probe. The same products, added in the same order.
+        _add_code_atoms(signal.numpy(), code.detach().numpy(), shape.detach().to(torch.float32).numpy(),
+                        channels.numpy().astype(np.int64), np.float32(sign))
+        return
     windows, times = torch.nonzero(code, as_tuple=True)
     if windows.numel() == 0:
         return
@@ -149,6 +156,24 @@ def _add_atoms(signal: torch.Tensor, code: torch.Tensor, shape: torch.Tensor, ch
     index = (windows[:, None, None].expand_as(amounts), channels[None, :, None].expand_as(amounts),
              positions[:, None, :].expand_as(amounts))
     signal.index_put_(index, amounts, accumulate=True)
+
+
+# nogil, cache: compiled once per machine.
+@numba.njit(nogil=True, cache=True)
+def _add_code_atoms(signal, code, shape, channels, sign):
+    n_windows, n_codes = code.shape
+    n_taps = shape.shape[1]
+    for window in range(n_windows):
+        for time in range(n_codes):
+            value = code[window, time]
+            if value == 0.0:
+                continue
+            scaled = sign * value
+            for channel in channels:
+                target = signal[window, channel, time : time + n_taps]
+                row = shape[channel]
+                for tap in range(n_taps):
+                    target[tap] += scaled * row[tap]
 
 
 @torch.no_grad()
@@ -246,8 +271,10 @@ def codes_of_kept_spikes(codes: torch.Tensor, batch: torch.Tensor, filters: torc
     stride = batch.shape[2] + filters.shape[2] + 2 + dead_time
 
     def end_to_end(windows: np.ndarray) -> np.ndarray:  # (n_windows, rows, n) -> (rows, n_windows * stride)
-        padded = np.pad(windows, ((0, 0), (0, 0), (0, stride - windows.shape[2])))
-        return padded.transpose(1, 0, 2).reshape(windows.shape[1], -1)
+        # One zeroed array and one copy into it (np.pad, then a transposed copy, was 10 % of a training step).
+        laid = np.zeros((windows.shape[1], n_windows, stride), dtype=windows.dtype)
+        laid[:, :, : windows.shape[2]] = windows.transpose(1, 0, 2)
+        return laid.reshape(windows.shape[1], -1)
 
     long_codes = end_to_end(codes.detach().cpu().numpy())
     spike_filters, indices, triplets = kept_events(
