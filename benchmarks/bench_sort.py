@@ -20,6 +20,11 @@ Three recordings, every sorter on the same traces:
            --probe-units (24) units, 30 kHz; Sparsort's cost per stage (time
            and peak memory) is printed after its result.
 
+With --cli, tetrode, si and probe are also sorted by `sparsort sort FILE` in a process
+of its own (the traces saved as a float32 binary with its sidecar), as a user runs it:
+the whole command's wall time and that process's own peak resident memory ("own peak
+MB"; in-process rows share the benchmark's process, which holds every recording).
+
 Peers (tridesclous2, spykingcircus2, mountainsort5 when installed) run through
 spikeinterface.sorters.run_sorter on the same traces, saved once as a SpikeInterface
 binary folder with a probe of the channel positions, in a temporary folder, with
@@ -114,6 +119,7 @@ class Result:
     sorted_units: np.ndarray | None = field(default=None, repr=False)
     sorted_unit_ids: np.ndarray | None = field(default=None, repr=False)
     stage_table: str = ""  # Sparsort's time and peak memory per stage
+    peak_mb: float | None = None  # peak resident memory of the sort's own process (CLI runs)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -276,28 +282,45 @@ def accuracy_by_snr(comparison: GroundTruthComparison, truth: Truth) -> str:
 
 # ---- sorters --------------------------------------------------------------------------------
 
-def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | None) -> Result:
-    """`sparsort sort --demo` as a user runs it: wall time of the whole command, median of repeats."""
+def run_measured(command: list[str], env: dict) -> tuple[float, int, float, str]:
+    """Run a command; (wall seconds, exit code, its own peak resident memory in MB, its stderr's last line).
+
+    The peak is the child's ru_maxrss, read by wait4 on its pid: its own, not this process's (which
+    holds the recordings and the peers' imports) nor any other child's."""
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        lines = errors.read().strip().splitlines()
+    return seconds, process.returncode, usage.ru_maxrss / 1024.0, lines[-1] if lines else ""
+
+
+def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | None,
+                     recording: Path | None = None) -> Result:
+    """`sparsort sort --demo`, or `sparsort sort RECORDING`, as a user runs it: wall time of the whole
+    command (median of repeats) and the command's own peak memory (the largest of the repeats)."""
     from engine.io.phy import load_phy
 
-    out = workdir / "sparsort-demo"
+    out = workdir / f"sparsort-{truth.name}"
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     # The installed command, as a user types it; the module when the package is not installed.
     command = [shutil.which("sparsort")] if shutil.which("sparsort") else [sys.executable, "-m", "engine.cli"]
-    times = []
+    source = ["--demo"] if recording is None else [str(recording)]
+    times, peaks = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        completed = subprocess.run([*command, "sort", "--demo", "--out", str(out), "--quiet"],
-                                   capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - started)
-        if completed.returncode != 0:
-            tail = (completed.stderr or completed.stdout).strip().splitlines()
-            return Result(truth.name, "sparsort (CLI)", times[-1],
-                          note=f"exit {completed.returncode}: {tail[-1] if tail else ''}")
+        seconds, code, peak_mb, last_error = run_measured(
+            [*command, "sort", *source, "--out", str(out), "--quiet", "--overwrite"], env)
+        times.append(seconds)
+        peaks.append(peak_mb)
+        if code != 0:
+            return Result(truth.name, "sparsort (CLI)", seconds, note=f"exit {code}: {last_error}")
     folder = load_phy(out)
-    result = Result(truth.name, "sparsort (CLI)", statistics.median(times))
+    result = Result(truth.name, "sparsort (CLI)", statistics.median(times), peak_mb=max(peaks))
     result.comparison = score(truth, folder.spike_times, folder.spike_clusters, folder.cluster_ids)
     if folder.templates is not None and folder.templates.size and truth.waveforms is not None:
         errors = dictionary_error(truth.waveforms, folder.templates)
@@ -309,12 +332,21 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
         info = json.loads(summary.read_text())
         result.note = (f"{info.get('n_steps')} steps; in-command {info.get('seconds')} s; "
                        f"pruning: {info.get('final_pruning')}")
-    result.note += f"; {'OMP_NUM_THREADS=' + str(threads) if threads else 'torch default threads'}"
+    result.note += (f"; {'OMP_NUM_THREADS=' + str(threads) if threads else 'torch default threads'}; "
+                    f"own peak RSS {max(peaks):.0f} MB")
     if repeats > 1:
         result.note += f"; wall times {', '.join(f'{t:.1f}' for t in times)} s"
     result.sorted_times, result.sorted_units = folder.spike_times, folder.spike_clusters
     result.sorted_unit_ids = folder.cluster_ids
     return result
+
+
+def saved_recording(truth: Truth, workdir: Path) -> Path:
+    """The traces as a float32 binary with its sidecar (sampling rate, channel positions), for the CLI."""
+    from engine.io.recording import write_recording
+
+    return write_recording(workdir / f"{truth.name}.bin", truth.traces, truth.sampling_rate, dtype="float32",
+                           channel_positions=truth.channel_positions)
 
 
 def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, epochs: float | None) -> Result:
@@ -460,7 +492,7 @@ def cross_check(truth: Truth, results: list[Result]) -> None:
 
 def summary_table(results: list[Result], truths: dict[str, Truth]) -> str:
     header = ["recording", "sorter", "mean acc", f"acc SNR>={DETECTABLE_SNR:g}", "min acc", "well det.", "dict err",
-              "time s", "note"]
+              "time s", "own peak MB", "note"]
     rows = []
     for r in results:
         c = r.comparison
@@ -474,6 +506,7 @@ def summary_table(results: list[Result], truths: dict[str, Truth]) -> str:
             f"{c.n_well_detected}/{n}" if c else f"-/{n}",
             f"{r.dict_error:.3f}" if r.dict_error is not None else "-",
             f"{r.seconds:.1f}" if r.seconds is not None else "-",
+            f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-",  # CLI runs only: a process of their own
             "" if c else r.note,
         ])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
@@ -536,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Sparsort's n_epochs on the tetrode and SI recordings (default: TrainingConfig's); "
                              "training steps scale with epochs x recording length")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cli", action="store_true",
+                        help="also sort the tetrode/si/probe recordings with `sparsort sort FILE` in a process of "
+                             "its own, saved as a float32 binary: the whole command's time and its own peak memory")
     args = parser.parse_args(argv)
 
     import torch
@@ -608,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
                 if section_results[0].stage_table:
                     print("   Sparsort's stages:\n" + "\n".join("   " + line for line in
                                                             section_results[0].stage_table.splitlines()))
+            if args.cli and not args.no_sparsort:
+                result = run_sparsort_cli(truth, workdir, 1, args.threads, recording=saved_recording(truth, workdir))
+                print_result(result, truth)
+                section_results.append(result)
             for peer in peers:
                 result = run_peer(peer, truth, workdir, args.jobs, args.seed)
                 print_result(result, truth)
