@@ -24,14 +24,12 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
+from machine_state import engine_version, load_note, run_measured  # noqa: E402  (benchmarks/ is the script's folder)
 
 POLICIES = {
     "adaptive": ({}, []),
@@ -46,17 +44,14 @@ def busy_loop() -> None:
 
 
 def run_sort(policy: str, out: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one `sparsort sort --demo`."""
+    """(wall seconds, peak RSS MB) of one `sparsort sort --demo` (the command's own: machine_state.run_measured)."""
     environment, flags = POLICIES[policy]
     env = {**os.environ, **environment}
     command = [sys.executable, "-m", "engine.cli", "sort", "--demo", "--quiet", "--out", str(out), *flags]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1])
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{policy}: sparsort sort --demo failed with status {status}")
-    return seconds, usage.ru_maxrss / 1024.0
+    seconds, code, peak_mb, last_error = run_measured(command, env, cwd=Path(__file__).resolve().parents[1])
+    if code != 0:
+        raise RuntimeError(f"{policy}: sparsort sort --demo failed with status {code}: {last_error}")
+    return seconds, peak_mb
 
 
 def main() -> int:

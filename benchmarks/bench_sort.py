@@ -45,7 +45,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +56,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
+from machine_state import engine_version, load_note, run_measured  # noqa: E402  (benchmarks/ is the script's folder)
 from engine.evaluation.scoring import (  # noqa: E402
     GroundTruthComparison,
     compare_to_ground_truth,
@@ -281,35 +280,6 @@ def accuracy_by_snr(comparison: GroundTruthComparison, truth: Truth) -> str:
 
 
 # ---- sorters --------------------------------------------------------------------------------
-
-def run_measured(command: list[str], env: dict) -> tuple[float, int, float, str]:
-    """Run a command; (wall seconds, exit code, the highest peak resident memory read from it in MB, its
-    stderr's last line).
-
-    The peak is the child's own VmHWM (/proc/PID/status), read every 50 ms while it runs. Not ru_maxrss:
-    a child forked from this process starts with this process's pages mapped, and the kernel keeps that
-    high-water mark across exec, so wait4 reported this benchmark's own size (1.5 GB) for a 1.1 GB sort.
-    The sort resets VmHWM at each stage (its own per-stage peaks, in sparsort.json), so a reading can miss
-    a stage's peak: run_sparsort_cli takes the larger of these readings and the stages' own."""
-    status = None
-    peak_mb = 0.0
-    with tempfile.TemporaryFile("w+") as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env, text=True)
-        status = Path(f"/proc/{process.pid}/status")
-        while process.poll() is None:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak_mb = max(peak_mb, int(line.split()[1]) / 1024.0)
-            except (OSError, ValueError):  # not Linux, or the process has just ended
-                pass
-            time.sleep(0.05)
-        seconds = time.perf_counter() - started
-        errors.seek(0)
-        lines = errors.read().strip().splitlines()
-    return seconds, process.returncode, peak_mb, lines[-1] if lines else ""
-
 
 def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | None,
                      recording: Path | None = None) -> Result:

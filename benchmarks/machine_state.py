@@ -1,9 +1,12 @@
-"""What a benchmark's figures depend on besides the code path: machine load and engine version."""
+"""What a benchmark's figures depend on besides the code path (machine load, engine version), and how a
+command's own time and memory are read."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 
@@ -23,3 +26,32 @@ def engine_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"commit {commit}" + (" + uncommitted changes in engine/" if dirty else "")
+
+
+def run_measured(command: list[str], env: dict, cwd: Path | None = None) -> tuple[float, int, float, str]:
+    """Run a command; (wall seconds, exit code, the highest peak resident memory read from it in MB, its
+    stderr's last line).
+
+    The peak is the child's own VmHWM (/proc/PID/status), read every 50 ms while it runs. Not ru_maxrss:
+    a child forked from this process starts with this process's pages mapped, and the kernel keeps that
+    high-water mark across exec, so wait4 reported this benchmark's own size (1.5 GB) for a 1.1 GB sort.
+    The sort resets VmHWM at each stage (its own per-stage peaks, in sparsort.json), so a reading can miss
+    a stage's peak: bench_sort's run_sparsort_cli takes the larger of these readings and the stages' own."""
+    status = None
+    peak_mb = 0.0
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env, text=True, cwd=cwd)
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_mb = max(peak_mb, int(line.split()[1]) / 1024.0)
+            except (OSError, ValueError):  # not Linux, or the process has just ended
+                pass
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        errors.seek(0)
+        lines = errors.read().strip().splitlines()
+    return seconds, process.returncode, peak_mb, lines[-1] if lines else ""
