@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.pipeline.explain_away import (_overlapping_groups, eliminate_redundant_codes, eliminate_redundant_events,
-                                         event_atoms, place_atoms)
+                                         event_atoms, place_filters)
 
 
 def shapes(n_taps=30):
@@ -322,27 +322,30 @@ def test_atom_correlations_are_the_atoms_products_with_the_signal_at_edges_and_p
     np.testing.assert_allclose(_atom_correlations(signal, starts, atoms, channels), expected, rtol=1e-10)
 
 
-def test_atoms_are_placed_on_their_own_channels_and_cropped_to_the_signal():
-    """place_atoms' compiled loop must sum what a plain loop over events sums (atoms overlapping one
-    another and both ends of the signal, rows of −1 channels left out), and refuse atoms beyond its
-    padding rather than write outside it."""
+def test_scaled_filters_are_placed_on_their_own_channels_and_cropped_to_the_signal():
+    """place_filters' compiled loop must sum what a plain loop over events sums (filters on some channels
+    only, atoms overlapping one another and both ends of the signal), and refuse atoms beyond its padding
+    or filters of another width of probe rather than read or write outside them."""
     rng = np.random.default_rng(5)
     n_channels, n, width = 5, 60, 7
+    filters = rng.standard_normal((3, n_channels, width)).astype(np.float32)
+    filters[0, 2:] = 0.0  # filter 0 on channels 0-1, filter 2 on 3-4
+    filters[2, :3] = 0.0
     starts = np.array([-width, -3, 0, 10, 12, 52, n])
-    atoms = rng.standard_normal((len(starts), 3, width))
-    channels = rng.integers(-1, n_channels, size=(len(starts), 3))
+    spike_filters = np.array([0, 1, 2, 0, 2, 1, 0])
+    scales = rng.uniform(0.5, 4.0, len(starts)).astype(np.float32)
     expected = np.zeros((n_channels, n + 2 * width))
-    for event, start in enumerate(starts):
-        for row in range(3):
-            if channels[event, row] >= 0:
-                expected[channels[event, row], start + width : start + 2 * width] += atoms[event, row]
-    placed = place_atoms((n_channels, n), starts, atoms, channels)
-    np.testing.assert_allclose(placed, expected[:, width : width + n], rtol=1e-6, atol=1e-6)
+    for start, k, scale in zip(starts, spike_filters, scales):
+        expected[:, start + width : start + 2 * width] += (scale * filters[k]).astype(np.float64)
+    placed = place_filters((n_channels, n), starts, scales, filters, spike_filters)
+    np.testing.assert_array_equal(placed, expected[:, width : width + n].astype(np.float32))
     assert placed.dtype == np.float32
     with pytest.raises(ValueError, match="outside"):
-        place_atoms((n_channels, n), np.array([n + 1]), atoms[:1], channels[:1])
-    with pytest.raises(ValueError, match="channel 5"):
-        place_atoms((n_channels, n), np.array([0]), atoms[:1], np.full((1, 3), n_channels))
+        place_filters((n_channels, n), np.array([n + 1]), scales[:1], filters, spike_filters[:1])
+    with pytest.raises(ValueError, match="5-channel filters for a 4-channel signal"):
+        place_filters((4, n), starts, scales, filters, spike_filters)
+    with pytest.raises(ValueError, match=r"filters 3\.\.3 of a 3-filter"):
+        place_filters((n_channels, n), starts[:1], scales[:1], filters, np.array([3]))
 
 
 def test_events_naming_a_filter_outside_the_dictionary_are_refused_before_the_compiled_loops():

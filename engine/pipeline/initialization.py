@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.amplitude_split import amplitude_groups
-from engine.pipeline.explain_away import filters_on_their_channels, place_atoms
+from engine.pipeline.explain_away import place_filters
 from engine.pipeline.params import (DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, LOCAL_DETECTION_MIN_CHANNELS,
                                     MIN_USE_FRACTION, PEAK_FRACTION)
 
@@ -317,8 +317,7 @@ def split_mixed_filters(
     # The snippets below keep every channel: taken on the filter's channels only, the small probe
     # of tests/test_probe_scale.py lost a unit (3 well detected of 5 -> 2), so that was not kept;
     # they are clustered on the channels that hold spikes (channels_with_spikes).
-    own, spike_channels = filters_on_their_channels(filters, spike_filters)
-    fitted = place_atoms(signal.shape, code_index, amplitudes[:, None, None] * own, spike_channels)
+    fitted = place_filters(signal.shape, code_index, amplitudes, filters, spike_filters)
     residual = signal.astype(np.float32) - fitted
     result = [f for f in filters]
     split = []
