@@ -388,3 +388,34 @@ def test_params_py_with_a_numpy_dtype_opens_like_a_quoted_one(tmp_path):
     recording = open_recording(tmp_path / "params.py")
     assert recording.n_channels == 4 and recording.n_samples == 100
     assert read_params(tmp_path / "params.py")["dtype"] == "int16"
+
+
+def _resident_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident set from /proc (Linux)")
+@pytest.mark.parametrize("suffix", [".bin", ".npy"])
+def test_reading_a_file_through_leaves_its_pages_out_of_the_resident_set(tmp_path, suffix, monkeypatch):
+    """Every block read from a memory-mapped file is dropped from the process's resident memory once
+    copied (the file cache keeps it): reading a 128 MB file through must not grow it by the file's size,
+    and what is read again is what was read first. Without the release it grew by 139 MB."""
+    traces = np.random.default_rng(0).standard_normal((2_000_000, 16)).astype(np.float32)
+    if suffix == ".bin":
+        path = write_recording(tmp_path / "big.bin", traces, 30_000.0, dtype="float32")
+    else:
+        path = tmp_path / "big.npy"
+        np.save(path, traces)
+        (tmp_path / "big.json").write_text(json.dumps({"sampling_rate": 30_000.0}))
+    expected = traces[123_456:130_000].copy()
+    del traces
+    before = _resident_mb()
+    recording = open_recording(path)
+    for start in range(0, recording.n_samples, 100_000):
+        recording.get_traces(start, start + 100_000)
+    assert _resident_mb() - before < 64.0
+    np.testing.assert_array_equal(recording.get_traces(123_456, 130_000), expected)
+    np.testing.assert_array_equal(recording.get_traces(123_456, 130_000), expected)
