@@ -89,7 +89,7 @@ _MAX_CHECKS = 8
 # A working-set FISTA solve has converged when no code moves by more than this in one step
 # (codes are in noise-σ units; a spike's are 5-100).
 CONVERGED_CHANGE = 1e-3
-# Pairs of candidates compared at once when telling spikes from their shadows (_distinct).
+# Pairs of (working-set code, moved code) compared at once when finding what a check re-solves (_near).
 _PAIRS_PER_BLOCK = 2_000_000
 # A code of W is unsettled when its gradient is off the lasso's optimality conditions by more
 # than this fraction of its λ (WorkingSetEncoder._unsettled).
