@@ -115,6 +115,8 @@ def test_atoms_added_by_the_compiled_loop_equal_torchs_scattered_sum():
     dictionary_update._add_atoms(scattered, code, shape, channels, sign=-1.0)
     np.testing.assert_array_equal(compiled.numpy(), scattered.numpy())
     assert not torch.equal(compiled, start) and torch.equal(compiled[:, [0, 2, 3]], start[:, [0, 2, 3]])
+    with pytest.raises(ValueError, match="do not fit"):  # a code whose atom would end past the window
+        dictionary_update._add_atoms(compiled, torch.zeros(3, 201), shape, channels, sign=-1.0)
 
 
 def test_a_spike_split_between_look_alike_filters_keeps_one_code():

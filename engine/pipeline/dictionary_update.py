@@ -144,6 +144,11 @@ def _add_atoms(signal: torch.Tensor, code: torch.Tensor, shape: torch.Tensor, ch
     if signal.device.type == "cpu" and signal.dtype == torch.float32 and signal.is_contiguous():
         # In place through numpy views, one compiled pass: index_put_ with 64-bit index tuples was
         # 16 % of a training step on a 32-channel probe. The same products, added in the same order.
+        # The loop does not check its bounds (index_put_ does): what would write outside is refused here.
+        if (signal.shape[0] != code.shape[0] or signal.shape[2] < code.shape[1] + shape.shape[1] - 1
+                or shape.shape[0] != signal.shape[1] or (channels.numel() and int(channels.max()) >= signal.shape[1])):
+            raise ValueError(f"codes {tuple(code.shape)} and a filter {tuple(shape.shape)} on channels up to "
+                             f"{int(channels.max()) if channels.numel() else -1} do not fit a signal {tuple(signal.shape)}")
         _add_code_atoms(signal.numpy(), code.detach().numpy(), shape.detach().to(torch.float32).numpy(),
                         channels.numpy().astype(np.int64), np.float32(sign))
         return
