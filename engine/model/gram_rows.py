@@ -15,6 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from engine.model.pairs import ragged
+
 
 class GramRows:
     """The Gram rows of every pair of interacting filters, stacked, and where each filter's begin."""
@@ -22,10 +24,7 @@ class GramRows:
     def __init__(self, gram: np.ndarray, partners: list[np.ndarray]) -> None:
         """gram: (n_filters, n_filters, 2·n_taps − 1) float32; partners[k]: the filters k interacts with."""
         self.n_lags = gram.shape[2]
-        counts = np.array([len(row) for row in partners], dtype=np.int64)
-        self.first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self.counts = counts
-        self.partner = np.concatenate([*partners, np.zeros(0, np.int64)]).astype(np.int64)
+        self.starts, self.partner = ragged(partners)  # filter k's pairs: starts[k]:starts[k + 1]
         self.rows = np.ascontiguousarray(
             np.concatenate([gram[k, row] for k, row in enumerate(partners)] + [np.zeros((0, self.n_lags))]),
             dtype=np.float32)
@@ -50,12 +49,12 @@ class GramRows:
         if out.dtype != np.float32 or not out.flags.c_contiguous or out.ndim != 3:
             raise ValueError("out must be a C-contiguous (batch, n_filters, n_codes) float32 array")
         _add_rows(out, np.asarray(chunks, np.int64), np.asarray(filters, np.int64), np.asarray(times, np.int64),
-                  np.asarray(values, np.float32), self.first, self.counts, self.partner, self.rows)
+                  np.asarray(values, np.float32), self.starts, self.partner, self.rows)
 
 
 # nogil: sorting codes two batches at once in threads; cache: compiled once per machine, not per run.
 @numba.njit(nogil=True, cache=True, fastmath=True)
-def _add_rows(out, chunks, filters, times, values, first, counts, partner, rows):
+def _add_rows(out, chunks, filters, times, values, starts, partner, rows):
     """out[chunk, partner, time + lag − (n_taps − 1)] += value × rows[pair, lag] for each code and each pair of its
     filter, the lags that fall off either end of the chunk left out."""
     n_codes = out.shape[2]
@@ -69,7 +68,7 @@ def _add_rows(out, chunks, filters, times, values, first, counts, partner, rows)
         if low >= high:
             continue
         source = filters[code]
-        for pair in range(first[source], first[source] + counts[source]):
+        for pair in range(starts[source], starts[source + 1]):
             # Through a slice and a row view: the compiler then knows both runs are contiguous and
             # vectorises the loop (4× faster than indexing element by element).
             target = out[chunks[code], partner[pair], time - reach + low : time - reach + high]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from engine.model.pairs import ragged
 from engine.pipeline.amplitude_split import main_amplitude_group, spikes_of_each_filter
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES
 
@@ -96,9 +97,7 @@ def refine_spikes(
     n_spikes = len(code_index)
     if n_spikes == 0:
         return code_index.copy(), spike_filters.copy(), np.zeros(0, np.float32)
-    candidate_counts = np.array([len(row) for row in candidates_of], dtype=np.int64)
-    candidate_starts = np.concatenate([[0], np.cumsum(candidate_counts)]).astype(np.int64)
-    candidate_list = np.concatenate([*candidates_of, np.zeros(0, np.int64)]).astype(np.int64)
+    candidate_starts, candidate_list = ragged(candidates_of)
     variances = np.asarray(prior.variances, dtype=np.float64)
     times = np.empty(n_spikes, dtype=np.int64)
     labels = np.empty(n_spikes, dtype=np.int32)
