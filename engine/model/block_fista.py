@@ -87,9 +87,10 @@ def fista_by_block(gram: sparse.csr_matrix, correlation: np.ndarray, shrink: np.
     A block whose Gram entries fill at least `dense_fill` of its square runs on a dense copy of it
     (DENSE_FILL says why; > 1: never).
     Returns the codes (float32); what `engine.model.crsae.fista` returns for each block."""
-    order, starts = independent_blocks(gram)
+    indptr, indices = gram.indptr.astype(np.int64), gram.indices.astype(np.int64)
+    order, starts = _blocks_of(indptr, indices)  # independent_blocks, on the 64-bit copies made once
     codes = np.array(start, dtype=np.float32)
-    _fista_blocks(gram.indptr.astype(np.int64), gram.indices.astype(np.int64), gram.data.astype(np.float32),
+    _fista_blocks(indptr, indices, gram.data.astype(np.float32),
                   np.asarray(correlation, np.float32), np.asarray(shrink, np.float32), np.asarray(steps, np.float32),
                   codes, order, starts, int(n_iterations), float(tolerance), bool(restart), float(dense_fill))
     return codes
