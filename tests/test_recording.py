@@ -399,7 +399,7 @@ def _resident_mb() -> float:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident set from /proc (Linux)")
 @pytest.mark.parametrize("suffix", [".bin", ".npy"])
-def test_reading_a_file_through_leaves_its_pages_out_of_the_resident_set(tmp_path, suffix, monkeypatch):
+def test_reading_a_file_through_leaves_its_pages_out_of_the_resident_set(tmp_path, suffix):
     """Every block read from a memory-mapped file is dropped from the process's resident memory once
     copied (the file cache keeps it): reading a 128 MB file through must not grow it by the file's size,
     and what is read again is what was read first. Without the release it grew by 139 MB."""

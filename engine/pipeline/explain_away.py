@@ -119,18 +119,15 @@ def _build_atoms(atoms, shapes, spike_filters, code_triplets):
                     atoms[event, row, offset + tap] += code * shape[row, tap]
 
 
-def filters_on_their_channels(filters: np.ndarray, which: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(shapes, channels) of filters[which] (default: every filter), each on the channels it is non-zero
-    on: shapes (n, most channels of a filter, n_taps) with zero rows where channels (n, same) is −1."""
+def filters_on_their_channels(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shapes, channels): each filter on the channels it is non-zero on: shapes (n_filters, most
+    channels of a filter, n_taps) with zero rows where channels (n_filters, same) is −1."""
     filters = np.asarray(filters)
     channels = channel_lists(np.any(filters != 0, axis=2))  # (n_filters, most channels of a filter)
     # Each filter on its channels once, then one gather per event (gathering every event's channels from
     # the full-width filters was 7 % of a training step on a 32-channel probe).
     shapes = np.where(channels[:, :, None] >= 0, np.take_along_axis(filters, np.maximum(channels, 0)[:, :, None], axis=1), 0.0)
-    if which is None:
-        return shapes, channels
-    which = np.asarray(which)
-    return shapes[which], channels[which]
+    return shapes, channels
 
 
 def _all_channels(n_events: int, n_channels: int) -> np.ndarray:
