@@ -24,6 +24,27 @@ def test_one_neuron_with_amplitude_jitter_or_even_drift_is_not_split():
     assert amplitude_groups(drift, min_spikes=20) is None
 
 
+def test_a_few_stray_small_events_do_not_hide_two_neurons():
+    # As on SpikeInterface's 32-channel probe: one filter's spikes from neurons of SNR 62 and 22, and
+    # 2 % stray events far below both, which sit in the lower group and widened its spread.
+    rng = np.random.default_rng(4)
+    big = 408.0 * np.exp(0.012 * rng.standard_normal(4500))
+    small = 135.0 * np.exp(0.03 * rng.standard_normal(4300))
+    strays = 14.0 * np.exp(0.35 * rng.standard_normal(170))
+    found = amplitude_groups(np.concatenate([big, small, strays]), min_spikes=20)
+    assert found is not None
+    threshold, separation = found
+    assert small.max() < threshold < big.min()
+    assert separation > 10
+
+
+def test_heavy_tailed_jitter_of_one_neuron_is_not_split():
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        log_amplitudes = np.log(20.0) + 0.1 * rng.standard_t(3, 1000)
+        assert amplitude_groups(np.exp(log_amplitudes), min_spikes=50) is None
+
+
 def test_a_group_smaller_than_the_minimum_is_not_a_unit():
     rng = np.random.default_rng(2)
     amplitudes = np.concatenate([10.0 * np.exp(0.1 * rng.standard_normal(500)), np.full(10, 40.0)])
