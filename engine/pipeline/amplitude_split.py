@@ -12,7 +12,9 @@ groups well apart: the best two-group split (Otsu's threshold, which maximises
 the between-group variance) must leave the groups' means at least
 `MIN_SEPARATION` pooled standard deviations apart. Splitting one normal
 distribution at its mean gives 2.65, so a single neuron with amplitude jitter
-is never split; a real second mode with a gap is.
+is never split; a real second mode with a gap is. The two units keep the same
+filter (the same shape) with different amplitudes, as Kilosort's templates do,
+and phy shows them as each other's most similar unit.
 
 Each group's standard deviation is taken over its central 90 % (`spread`):
 a few percent of stray events hid two neurons. Measured on SpikeInterface's
@@ -22,9 +24,7 @@ events, in the lower group, tripled its spread and the groups were 4.6 SDs
 apart, so one unit held both neurons (30 SDs with the trimmed spread). On a
 single neuron the trimmed spread gives what the plain one does (2.6-2.7 on
 normal and skewed jitter, ≤ 3.9 in 40 draws of 100 spikes; 2.5 on heavy
-tails, where the plain one gives 1.7-2.2). The two units keep the same
-filter (the same shape) with different amplitudes, as Kilosort's templates do,
-and phy shows them as each other's most similar unit.
+tails, where the plain one gives 1.7-2.2).
 """
 
 from __future__ import annotations
