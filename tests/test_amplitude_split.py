@@ -80,3 +80,50 @@ def test_a_filter_holding_three_sizes_becomes_three_units():
     # Each size is one unit, smallest keeping the filter's number.
     assert set(units[:300]) == {0} and set(units[300:600]) == {1} and set(units[600:]) == {2}
     assert "filter 0 in 3" in describe_amplitude_splits(splits)
+
+
+def test_a_smaller_group_of_spikes_shared_with_another_filter_stays_with_its_neuron():
+    rng = np.random.default_rng(6)
+    filters = np.repeat([0, 1], 800)
+    amplitudes = 36.0 * np.exp(0.05 * rng.standard_normal(1600))
+    # Filter 0: 300 of its neuron's spikes were coded with a companion filter beside them, which took
+    # a third of each; filter 1: a real second neuron at two-thirds the size, coded alone.
+    amplitudes[:300] *= 0.66
+    amplitudes[800:1100] *= 0.66
+    shared = np.zeros(1600, dtype=bool)
+    shared[:300] = True
+    shared[300:320] = True  # a few of the full-size spikes too
+    asked = []
+
+    def one_waveform(k, lower, upper):  # the data at both groups of filter 0 are one shape
+        asked.append((k, lower, upper))
+        return True
+
+    units, unit_filters, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05,
+                                                     shared=shared, one_waveform=one_waveform)
+    assert set(units[:800]) == {0}
+    assert 0 not in splits
+    assert len(set(units[800:])) == 2 and list(splits) == [1]
+    # Asked about filter 0 only (filter 1's smaller group is not shared), with each group's amplitude range.
+    assert [k for k, _, _ in asked] == [0]
+    (low, high), (big_low, big_high) = asked[0][1:]
+    assert low == amplitudes[:300].min() and high < big_low and big_high == amplitudes[300:800].max()
+    # A different neuron coded with a companion looks the same in amplitudes: the data's shapes decide.
+    units, _, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05, shared=shared,
+                                          one_waveform=lambda k, lower, upper: False)
+    assert sorted(splits) == [0, 1]
+    # Without knowing which spikes were shared, both filters split.
+    units, _, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05)
+    assert sorted(splits) == [0, 1]
+
+
+def test_spikes_coded_with_another_filter_at_the_same_time_are_found():
+    from engine.pipeline.coincidences import coded_with_another
+    from engine.pipeline.inference import SpikeEvents
+
+    events = SpikeEvents(np.array([100, 102, 500, 900, 903, 904]), np.array([0, 1, 0, 0, 0, 2], dtype=np.int32),
+                         np.ones(6, dtype=np.float32))
+    assert coded_with_another(events, window=3).tolist() == [True, True, False, False, True, True]
+    apart = np.ones((3, 3), dtype=bool)
+    apart[0, 2] = apart[2, 0] = False
+    assert coded_with_another(events, window=3, sharing=apart).tolist() == [True, True, False, False, False, False]

@@ -60,8 +60,16 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
     `usual_of_lone_events` False and `residual_fraction` 0: the median of all a filter's events and
     no bar beside bigger ones, as pruning reads the pool (SortPipeline._events_of_pool says why).
     """
+    keep = coincidence_survivors(events, window, min_fraction, sharing, usual_of_lone_events, residual_fraction)
+    return SpikeEvents(events.times[keep], events.filters[keep], events.amplitudes[keep])
+
+
+def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float = COINCIDENT_MIN_FRACTION,
+                          sharing: np.ndarray | None = None, usual_of_lone_events: bool = True,
+                          residual_fraction: float = RESIDUAL_FRACTION) -> np.ndarray:
+    """(n,) bool: the events resolve_coincidences keeps (it says which and why)."""
     if len(events) < 2:
-        return events
+        return np.ones(len(events), dtype=bool)
     n_filters = int(events.filters.max()) + 1
     losers, winners = _coincident_pairs(events, window, sharing)
     overlapped = np.zeros(len(events), dtype=bool)
@@ -76,8 +84,17 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
     drop = np.zeros(len(events), dtype=bool)
     weak = (relative[losers] < min_fraction) | (events.amplitudes[losers] < residual_fraction * events.amplitudes[winners])
     drop[losers[weak]] = True
-    keep = ~drop
-    return SpikeEvents(events.times[keep], events.filters[keep], events.amplitudes[keep])
+    return ~drop
+
+
+def coded_with_another(events: SpikeEvents, window: int, sharing: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool: the events with an event of another filter (sharing a channel, when `sharing` is
+    given) within `window` samples: spikes the lasso coded as two filters' sum."""
+    paired = np.zeros(len(events), dtype=bool)
+    first, second = _coincident_pairs(events, window, sharing)
+    paired[first] = True
+    paired[second] = True
+    return paired
 
 
 def _coincident_pairs(events: SpikeEvents, window: int, sharing: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

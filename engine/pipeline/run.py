@@ -27,7 +27,7 @@ from engine.evaluation.simulator import GroundTruth
 from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
 from engine.model.working_set import ROUGH_SETTLED_FRACTION
-from engine.pipeline.coincidences import group_medians, resolve_coincidences
+from engine.pipeline.coincidences import coded_with_another, coincidence_survivors, group_medians, resolve_coincidences
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
@@ -49,6 +49,8 @@ from engine.pipeline.templates import assemble_sorting
 from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
 
 Progress = Callable[[float], None]
+# Spikes read from the recording for each amplitude group whose shape is asked (SortPipeline._one_waveform).
+WAVEFORM_SPIKES = 200
 ShouldStop = Callable[[], bool]
 
 
@@ -290,12 +292,50 @@ class SortPipeline:
             raise SortStopped("sorting was stopped before the end of the recording")
         with self.stage_log.stage("coincidences"):
             mask = model.channel_mask.detach().cpu().numpy()
-            events = resolve_coincidences(events, self._samples(COINCIDENCE_MS), sharing=(mask @ mask.T) > 0)
+            sharing = (mask @ mask.T) > 0
+            # Which spikes the lasso coded as two filters' sum, read before the weaker of each pair goes.
+            shared = coded_with_another(events, self._samples(CO_FIRING_MS), sharing)
+            keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing)
+            events, shared = SpikeEvents(events.times[keep], events.filters[keep], events.amplitudes[keep]), shared[keep]
         with self.stage_log.stage("templates"):
             return assemble_sorting(
                 events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
-                self.lambda_, (self._initial_note(), self.final_pruning.describe()),
+                self.lambda_, (self._initial_note(), self.final_pruning.describe()), shared=shared,
+                one_waveform=lambda k, lower, upper: self._one_waveform(model, target, noise_levels, events, k, lower,
+                                                                        upper),
             )
+
+    def _one_waveform(self, model: CRsAE, target: Recording, noise_levels: np.ndarray, events: SpikeEvents,
+                      k: int, lower: tuple[float, float], upper: tuple[float, float]) -> bool:
+        """Whether the recording at filter k's spikes with code amplitudes in `lower` and in `upper`
+        ((low, high) each) holds one shape: the two groups' mean snippets on k's channels, where its
+        code puts them, at least DUPLICATE_SIMILARITY alike. The data, not the codes: a spike coded
+        with a companion filter still holds its whole neuron. The means' noise is taken out of their
+        norms (each one's squared norm less its spikes' spread over their count), so that a hundred
+        noisy spikes of one neuron do not look like two shapes. Up to WAVEFORM_SPIKES spikes a group,
+        spread over the recording, are read (the pool of a 384-channel probe held 4 of one group);
+        too few to tell: False."""
+        filters = model.filters_numpy()
+        n_taps = filters.shape[1]
+        channels = np.flatnonzero(model.channel_mask[k].detach().cpu().numpy() > 0)
+        mine = events.filters == k
+        starts = events.times[mine] - peak_taps(filters)[k]
+        amplitudes = events.amplitudes[mine]
+        inside = (starts >= 0) & (starts + n_taps <= target.n_samples)
+        means, energies = [], []
+        for low, high in (lower, upper):
+            chosen = starts[inside & (amplitudes >= low) & (amplitudes <= high)]
+            if len(chosen) < MIN_SPLIT_SPIKES:
+                return False
+            chosen = chosen[np.linspace(0, len(chosen) - 1, min(len(chosen), WAVEFORM_SPIKES)).astype(np.int64)]
+            snippets = np.stack([target.get_traces(int(start), int(start) + n_taps, channels) for start in chosen])
+            snippets = (snippets / noise_levels[channels]).reshape(len(chosen), -1).astype(np.float64)
+            mean = snippets.mean(axis=0)
+            means.append(mean)
+            energies.append(float(mean @ mean) - float(snippets.var(axis=0).sum()) / len(chosen))
+        if min(energies) <= 0:
+            return False
+        return float(means[0] @ means[1]) / np.sqrt(energies[0] * energies[1]) >= DUPLICATE_SIMILARITY
 
     def _initial_note(self) -> str:
         """What the pruning before training decided, and which filters grew beyond their neighbourhood."""

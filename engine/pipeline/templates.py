@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import describe_amplitude_splits, split_by_amplitude
+from engine.pipeline.amplitude_split import OneWaveform, describe_amplitude_splits, split_by_amplitude
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
@@ -24,15 +24,20 @@ def assemble_sorting(
     channel_positions: np.ndarray | None,
     lambda_: float,
     pruning_notes: tuple[str, str],
+    shared: np.ndarray | None = None,
+    one_waveform: OneWaveform | None = None,
 ) -> Sorting:
     """The Sorting of `events` coded with `filters` ((n_filters, n_taps, n_channels), unit norm, noise-σ units).
 
     pruning_notes: (initial, final) descriptions of the pruning decisions, kept as provenance.
+    shared: (n_events,) bool, the events coded beside another filter's, and one_waveform: whether the
+    data at two amplitude ranges of a filter's spikes hold one shape (split_by_amplitude says why).
     """
     n_filters = filters.shape[0]
     # Two neurons of one shape but different sizes share a filter: their code amplitudes tell them apart.
     units, unit_filters, splits = split_by_amplitude(events.amplitudes, events.filters, n_filters,
-                                                     MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION)
+                                                     MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION, shared,
+                                                     one_waveform)
     in_uv = filters * noise_levels[None, None, :]
     main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_filters,)
     peaks = peak_taps(in_uv)
