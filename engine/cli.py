@@ -344,7 +344,8 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
 
     out = export_phy(sorting, out_dir, recording=recording, hp_filtered=False, before_swap=write_ours)
     counts = sorting.spike_counts()
-    say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}")
+    say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}; "
+        f"{sorting.provenance.unit_merges}")
     if args.verbose:
         say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
@@ -388,6 +389,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "initial_pruning": pipeline.initial_pruning.describe(),
         "final_pruning": pipeline.final_pruning.describe(),
         "amplitude_splits": sorting.provenance.amplitude_splits,
+        "unit_merges": sorting.provenance.unit_merges,
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1)}
                    for c in pipeline.stage_log.costs],
         "n_units": sorting.n_units,

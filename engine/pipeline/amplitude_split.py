@@ -99,9 +99,10 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
     neuron, always coded with a companion, looks the same in amplitudes and sharing (the
     32-channel probe: a 12-SNR unit's spikes on a 14-SNR unit's filter, 98 % shared against 16 %).
     So a smaller group mostly shared (SHARED_GROUP_FRACTION) beside a bigger one mostly not is
-    joined back to it only when `one_waveform` says the data at both are one shape (that 384-channel
-    sort 0.854 -> 0.867, seeds 0 and 1 0.873 and 0.863 as before; the 32-channel probe's true splits
-    kept, 0.958 and 0.848 as before).
+    joined back to it only when `one_waveform` says the data at both are one shape of one size
+    (that 384-channel sort 0.854 -> 0.867, seeds 0 and 1 0.873 and 0.863 as before; the 32-channel
+    probe's true splits kept, 0.958 and 0.848 as before; of one shape alone joined two neurons of
+    one shape on another 32-channel draw, 0.867 -> 0.809).
 
     A split group is tested again, so a filter holding three sizes becomes three units:
     measured on SpikeInterface's 32-channel probe, one filter held two neurons (code

@@ -157,3 +157,23 @@ RESIDUAL_FRACTION = 0.05
 # uniform drift 3.46; the SI-generated pair of look-alike units 5+.
 AMPLITUDE_SPLIT_SEPARATION = 5.0
 AMPLITUDE_SPLIT_MIN_FRACTION = 0.05  # each group is also at least this fraction of the filter's spikes
+
+# ---- merging units that are one neuron (engine/pipeline/unit_merge.py says why and what was measured)
+REFRACTORY_MS = 1.5  # SpikeInterface's ISI-violation threshold
+BASELINE_MS = (10.0, 50.0)  # the cross-correlogram's flanks: what two independent neurons give
+MAX_REFRACTORY_RATIO = 0.25  # of the chance count, at most, inside the refractory window
+# Chance pairs the refractory window must expect before an empty one means anything: with 8,
+# two independent units leave it at <= 2 (a quarter) with probability 0.014.
+MIN_EXPECTED_PAIRS = 8.0
+MERGE_SIMILARITY = 0.97  # the recording's mean snippets at both units' spikes, noise out of the norms
+MAX_SIZE_RATIO = 1.3
+# Filters less alike than this (best shift, unit norm) do not hold one neuron between them;
+# the three filters of the neuron above were 0.83-0.96 alike.
+MIN_FILTER_SIMILARITY = 0.7
+MERGE_SPIKES = 200
+# Spikes of each unit the refractory count reads at most (spread over the recording):
+# the counts scale together, and a 2-hour unit's spike train need not be read whole.
+MAX_COUNTED_SPIKES = 50_000
+# Shifts of one unit's mean snippet against the other's that the waveform test tries, in ms:
+# two filters may put one neuron's peak a sample or two apart.
+MAX_SHIFT_MS = 0.2

@@ -204,6 +204,26 @@ class PreprocessedRecording(Recording):
                 traces = traces[:, channel_index]
         return np.ascontiguousarray(traces)
 
+    def snippets(self, starts: np.ndarray, length: int, channels: np.ndarray) -> np.ndarray:
+        """(n_starts, length, n_selected) float32 µV: band-passed snippets of `channels` from each start,
+        without the common median reference, which needs every channel of every snippet (a snippet of
+        20 channels cost 32 ms at 384 channels that way, the band-pass of all of them). For averages of
+        many snippets, where noise common to the channels averages out; ends are read as far as the
+        recording goes, the rest repeats its edge sample."""
+        starts = np.asarray(starts, dtype=np.int64)
+        channels = np.asarray(channels, dtype=np.int64)
+        reach = length + 2 * self.margin
+        # (n_starts, n_channels, reach): time last and contiguous, where scipy's filter runs 3x faster.
+        raw = np.empty((len(starts), len(channels), reach), dtype=np.float32)
+        for i, start in enumerate((starts - self.margin).tolist()):
+            first, last = max(start, 0), min(start + reach, self.n_samples)
+            part = self.parent.get_traces(first, last, channels).T
+            raw[i] = np.pad(part, ((0, 0), (first - start, start + reach - last)), mode="edge") if part.size else 0.0
+        sos = bandpass_sos(self.sampling_rate, self.freq_min, self.freq_max)
+        # One call for every snippet and channel: the filter's set-up cost is paid once.
+        filtered = sosfiltfilt(sos, raw, axis=2, padtype="odd", padlen=min(self.margin, reach - 1))
+        return np.ascontiguousarray(filtered[:, :, self.margin:self.margin + length].transpose(0, 2, 1), dtype=np.float32)
+
     def __repr__(self) -> str:
         reference = ", common median reference" if self.common_reference else ""
         return (f"PreprocessedRecording({self.freq_min:g}-{self.freq_max:g} Hz band-pass{reference} "

@@ -23,6 +23,7 @@ class SortProvenance:
     initial_pruning: str  # what pruning before training decided, in words
     final_pruning: str  # ... and after training
     amplitude_splits: str  # which filters were split into two units by amplitude, in words
+    unit_merges: str = "no units merged"  # which units were found to be one neuron and merged, in words
 
 
 @dataclass

@@ -1,0 +1,287 @@
+"""One neuron, two units: merge units whose spikes are one neuron's.
+
+A dictionary can code one neuron in more than one way: with its own filter,
+and, on some of its spikes, with a look-alike neighbour's filter at part of
+that one's size (the rest of the spike left to a companion filter). Each way
+becomes a unit, and the neuron's spikes are shared between them. Measured on
+SpikeInterface's 32-channel probe (recording seed 6, 5 min): a 12-SNR neuron's
+4,468 spikes lay in three units (2,814, 1,113 and 1,062 spikes) coded by three
+filters, so its best unit scored 0.61.
+
+Two tests, both on what was recorded rather than on the codes, the way phy's
+users and Kilosort's merge step judge a pair:
+
+- Refractoriness. One neuron cannot fire twice within its refractory period,
+  so the two units' spikes almost never come 0.5-1.5 ms apart (closer than
+  DEAD_TIME_MS they are one spike coded twice, and are not counted); two
+  neurons fire there at the rate their cross-correlogram's flanks (10-50 ms)
+  give. The three units above: 4-5 pairs where 12-32 were due; every other
+  pair of units of that sort near its expectation (0.8-1.2 of it).
+- One waveform. The recording's mean snippet at each unit's spikes (up to
+  MERGE_SPIKES of them, noise taken out of the norms, best of a few samples'
+  shift) must be MERGE_SIMILARITY alike and of one size (MAX_SIZE_RATIO): a
+  spike coded partly by a companion filter still holds its whole neuron in
+  the data. Two neurons of one shape and different sizes, which the amplitude
+  split made two units of, stay two. The three units above: 0.984-0.995 alike,
+  sizes within 1.09; the most alike pair of different neurons 0.951.
+
+Pairs are tried most alike first, and each merge tests the refractoriness of
+the two groups as merged so far. Where one spike was coded in both units, the
+merged unit keeps the bigger event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from engine.pipeline.params import (
+    BASELINE_MS, MAX_COUNTED_SPIKES, MAX_REFRACTORY_RATIO, MAX_SHIFT_MS, MAX_SIZE_RATIO, MERGE_SIMILARITY, MERGE_SPIKES,
+    MIN_EXPECTED_PAIRS, MIN_FILTER_SIMILARITY, REFRACTORY_MS,
+)
+from engine.pipeline.sorting import Sorting
+
+# mean_snippet(unit, channels) -> ((n_samples, n_channels) mean, (n_samples, n_channels) variance
+# of that mean (the spikes' variance over their count)), or None when the unit has too few spikes
+# in reach; the snippets are centred on the unit's spike times.
+MeanSnippet = Callable[[int, np.ndarray], "tuple[np.ndarray, np.ndarray] | None"]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The refractory test's windows, in samples."""
+
+    dead: int  # spikes of two units closer than this are one spike coded twice
+    refractory: int
+    baseline: tuple[int, int]
+
+    @classmethod
+    def at(cls, sampling_rate: float, dead_time: int) -> "Windows":
+        samples = lambda ms: max(int(round(ms * 1e-3 * sampling_rate)), 1)  # noqa: E731
+        return cls(dead_time, max(samples(REFRACTORY_MS), dead_time + 1),
+                   (samples(BASELINE_MS[0]), samples(BASELINE_MS[1])))
+
+
+def pairs_within(times_a: np.ndarray, times_b: np.ndarray, low: int, high: int) -> int:
+    """How many (a, b) pairs, sorted times each, lie low < |b - a| <= high samples apart."""
+    after = np.searchsorted(times_b, times_a + high, side="right") - np.searchsorted(times_b, times_a + low, side="right")
+    before = np.searchsorted(times_b, times_a - low, side="left") - np.searchsorted(times_b, times_a - high, side="left")
+    return int(after.sum() + before.sum())
+
+
+def refractory_dip(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> tuple[int, float]:
+    """(observed, expected): pairs of spikes of a and b inside the refractory window (beyond the dead
+    time), and the count two independent trains would give there, from the cross-correlogram's flanks."""
+    times_a = _thinned(times_a)
+    observed = pairs_within(times_a, times_b, windows.dead, windows.refractory)
+    flank = pairs_within(times_a, times_b, *windows.baseline)
+    expected = flank * (windows.refractory - windows.dead) / (windows.baseline[1] - windows.baseline[0])
+    return observed, float(expected)
+
+
+def _thinned(times: np.ndarray) -> np.ndarray:
+    if len(times) <= MAX_COUNTED_SPIKES:
+        return times
+    return times[np.linspace(0, len(times) - 1, MAX_COUNTED_SPIKES).astype(np.int64)]
+
+
+def is_refractory(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> bool:
+    """Whether a and b together keep a refractory period: few enough pairs in the window, of enough expected."""
+    observed, expected = refractory_dip(times_a, times_b, windows)
+    return expected >= MIN_EXPECTED_PAIRS and observed <= MAX_REFRACTORY_RATIO * expected
+
+
+def waveform_match(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], max_shift: int
+                   ) -> tuple[float, float]:
+    """(similarity, size ratio >= 1) of two mean snippets (mean, variance of the mean), best over shifts
+    of b by up to `max_shift` samples; each mean's noise is taken out of its squared norm.
+    (0, inf) when either holds no more than its noise."""
+    (mean_a, var_a), (mean_b, var_b) = a, b
+    n = mean_a.shape[0] - 2 * max_shift
+    core_a, noise_a = mean_a[max_shift:max_shift + n], var_a[max_shift:max_shift + n].sum()
+    energy_a = float((core_a * core_a).sum() - noise_a)
+    best = (0.0, np.inf)
+    for shift in range(-max_shift, max_shift + 1):
+        part = slice(max_shift + shift, max_shift + shift + n)
+        core_b = mean_b[part]
+        energy_b = float((core_b * core_b).sum() - var_b[part].sum())
+        if energy_a <= 0 or energy_b <= 0:
+            continue
+        similarity = float((core_a * core_b).sum()) / np.sqrt(energy_a * energy_b)
+        if similarity > best[0]:
+            best = (similarity, float(np.sqrt(max(energy_a, energy_b) / min(energy_a, energy_b))))
+    return best
+
+
+@dataclass
+class UnitMerges:
+    """Which units became one (each group in ascending unit order, the first keeps its number)."""
+
+    groups: list[list[int]]
+
+    def describe(self) -> str:
+        if not self.groups:
+            return "no units merged"
+        return "merged units (one neuron: refractory and one waveform): " + ", ".join(
+            "+".join(map(str, group)) for group in self.groups)
+
+
+def find_merges(sorting: Sorting, candidates: list[tuple[int, int]], mean_snippet: MeanSnippet,
+                channels_of: Callable[[int], np.ndarray], windows: Windows, max_shift: int) -> UnitMerges:
+    """The units of `sorting` to merge, among `candidates` (pairs of units that could be one neuron,
+    e.g. sharing channels with alike filters); `channels_of(unit)` the channels its snippets are read on."""
+    trains = _trains(sorting)
+    passed = [(a, b) for a, b in candidates if is_refractory(trains[a], trains[b], windows)]
+    # Each unit's snippets are read once, on every channel its pairs compare it on.
+    reach: dict[int, np.ndarray] = {}
+    for a, b in passed:
+        both = np.union1d(channels_of(a), channels_of(b))
+        for unit in (a, b):
+            reach[unit] = np.union1d(reach.get(unit, both), both)
+    means = {unit: mean_snippet(unit, channels) for unit, channels in reach.items()}
+    alike = []
+    for a, b in passed:
+        if means[a] is None or means[b] is None:
+            continue
+        both = np.union1d(channels_of(a), channels_of(b))
+        on_a, on_b = np.searchsorted(reach[a], both), np.searchsorted(reach[b], both)
+        similarity, size_ratio = waveform_match((means[a][0][:, on_a], means[a][1][:, on_a]),
+                                                (means[b][0][:, on_b], means[b][1][:, on_b]), max_shift)
+        if similarity >= MERGE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO:
+            alike.append((similarity, a, b))
+    root = list(range(sorting.n_units))
+
+    def find(unit: int) -> int:
+        while root[unit] != unit:
+            unit = root[unit]
+        return unit
+
+    members = {unit: [unit] for unit in range(sorting.n_units)}
+    for _, a, b in sorted(alike, reverse=True):
+        group_a, group_b = find(a), find(b)
+        if group_a == group_b:
+            continue
+        merged_a = np.sort(np.concatenate([trains[u] for u in members[group_a]]))
+        merged_b = np.sort(np.concatenate([trains[u] for u in members[group_b]]))
+        if not is_refractory(merged_a, merged_b, windows):
+            continue
+        keep, gone = min(group_a, group_b), max(group_a, group_b)
+        root[gone] = keep
+        members[keep] = sorted(members[keep] + members.pop(gone))
+    return UnitMerges([group for group in members.values() if len(group) > 1])
+
+
+def _trains(sorting: Sorting) -> list[np.ndarray]:
+    """Each unit's spike times, sorted (one sort of all the spikes)."""
+    order = np.argsort(sorting.spike_units, kind="stable")  # times stay ascending within a unit
+    counts = np.bincount(sorting.spike_units, minlength=sorting.n_units)[:sorting.n_units]
+    return np.split(sorting.spike_times[order], np.cumsum(counts)[:-1])
+
+
+def apply_merges(sorting: Sorting, merges: UnitMerges, dead_time: int) -> Sorting:
+    """`sorting` with each group of `merges` one unit: the group's first number, the template,
+    filter and peak tap of its unit with the most spikes, and one event (the bigger) where the
+    group's units coded one spike within `dead_time` samples of each other. Units are numbered
+    again in their order, without gaps."""
+    if not merges.groups:
+        return sorting
+    counts = sorting.spike_counts()
+    into = np.arange(sorting.n_units)
+    representative = np.arange(sorting.n_units)
+    for group in merges.groups:
+        into[group] = group[0]
+        representative[group[0]] = group[int(np.argmax(counts[group]))]
+    survivors = np.flatnonzero(into == np.arange(sorting.n_units))
+    renumber = np.full(sorting.n_units, -1, dtype=np.int64)
+    renumber[survivors] = np.arange(len(survivors))
+    units = renumber[into[sorting.spike_units]]
+    keep = _one_event_per_spike(sorting.spike_times, units, np.abs(sorting.amplitudes), dead_time,
+                                merged=renumber[[group[0] for group in merges.groups]])
+    chosen = representative[survivors]
+    provenance = sorting.provenance
+    if provenance is not None:
+        provenance = replace(provenance, unit_merges=merges.describe())
+    return replace(
+        sorting,
+        spike_times=sorting.spike_times[keep],
+        spike_units=units[keep].astype(np.int32),
+        amplitudes=sorting.amplitudes[keep],
+        templates=sorting.templates[chosen],
+        template_peak_taps=None if sorting.template_peak_taps is None else sorting.template_peak_taps[chosen],
+        features=None if sorting.features is None else sorting.features[keep],
+        filter_index=None if sorting.filter_index is None else sorting.filter_index[chosen],
+        code_amplitudes=None if sorting.code_amplitudes is None else sorting.code_amplitudes[keep],
+        provenance=provenance,
+    )
+
+
+def _one_event_per_spike(times: np.ndarray, units: np.ndarray, sizes: np.ndarray, dead_time: int,
+                         merged: np.ndarray) -> np.ndarray:
+    """(n_spikes,) bool: every event, except the smaller of two events of a merged unit less than
+    `dead_time` samples apart (one spike its old units both coded)."""
+    keep = np.ones(len(times), dtype=bool)
+    for unit in merged:
+        mine = np.flatnonzero(units == unit)  # time order
+        close = np.flatnonzero(np.diff(times[mine]) < dead_time)
+        first, second = mine[close], mine[close + 1]
+        keep[np.where(sizes[first] >= sizes[second], second, first)] = False
+    return keep
+
+
+
+def merge_units(sorting: Sorting, recording, noise_levels: np.ndarray, filters: np.ndarray,
+                channel_mask: np.ndarray, dead_time: int) -> Sorting:
+    """`sorting` with the units that are one neuron merged (see the module's docstring).
+
+    recording: what was sorted (preprocessed), read for the units' mean snippets; filters
+    (n_filters, n_taps, n_channels) and channel_mask (n_filters, n_channels) bool: the dictionary
+    the units came from (`sorting.filter_index`)."""
+    if sorting.n_units < 2 or sorting.filter_index is None:
+        return sorting
+    from engine.model.similarity import shift_invariant_similarity
+
+    unit_filters = np.asarray(sorting.filter_index, dtype=np.int64)
+    mask = np.asarray(channel_mask, dtype=bool)[unit_filters]  # (n_units, n_channels)
+    filter_similarity = shift_invariant_similarity(filters)[np.ix_(unit_filters, unit_filters)]
+    sharing = (mask.astype(np.int32) @ mask.T.astype(np.int32)) > 0
+    a, b = np.nonzero(np.triu(sharing & (filter_similarity >= MIN_FILTER_SIMILARITY), k=1))
+    if len(a) == 0:
+        return sorting
+    n_taps = filters.shape[1]
+    max_shift = max(int(round(MAX_SHIFT_MS * 1e-3 * sorting.sampling_rate)), 1)
+    trains = _trains(sorting)
+    reader = SnippetMeans(recording, noise_levels, n_taps + 2 * max_shift, n_taps // 2 + max_shift)
+    merges = find_merges(sorting, list(zip(a.tolist(), b.tolist())),
+                         lambda unit, channels: reader.mean(trains[unit], channels),
+                         lambda unit: np.flatnonzero(mask[unit]), Windows.at(sorting.sampling_rate, dead_time),
+                         max_shift)
+    return apply_merges(sorting, merges, dead_time)
+
+
+class SnippetMeans:
+    """Mean snippets of the recording at spike times, in noise σ: up to MERGE_SPIKES spikes spread
+    over the recording, `length` samples from `before` samples ahead of each."""
+
+    def __init__(self, recording, noise_levels: np.ndarray, length: int, before: int) -> None:
+        self.recording, self.noise_levels = recording, np.asarray(noise_levels, dtype=np.float64)
+        self.length, self.before = length, before
+
+    def mean(self, times: np.ndarray, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        starts = times - self.before
+        starts = starts[(starts >= 0) & (starts + self.length <= self.recording.n_samples)]
+        if len(starts) < 2:
+            return None
+        starts = starts[np.linspace(0, len(starts) - 1, min(len(starts), MERGE_SPIKES)).astype(np.int64)]
+        snippets = read_snippets(self.recording, starts, self.length, channels).astype(np.float64)
+        snippets /= self.noise_levels[channels]
+        return snippets.mean(axis=0), snippets.var(axis=0) / len(starts)
+
+
+def read_snippets(recording, starts: np.ndarray, length: int, channels: np.ndarray) -> np.ndarray:
+    """(n_starts, length, n_channels) float32 snippets: band-passed in one batch where the recording
+    can (a preprocessed one), else read one by one."""
+    if hasattr(recording, "snippets"):
+        return recording.snippets(starts, length, channels)
+    return np.stack([recording.get_traces(int(start), int(start) + length, channels) for start in starts])

@@ -1,0 +1,168 @@
+"""Units that are one neuron are merged; two neurons of one waveform, or of one shape and two sizes, are not."""
+
+import numpy as np
+import pytest
+
+from engine.io.recording import NumpyRecording
+from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.pipeline.sorting import Sorting, SortProvenance
+from engine.pipeline.unit_merge import (
+    Windows, apply_merges, is_refractory, merge_units, pairs_within, refractory_dip, waveform_match,
+)
+
+RATE = 30_000.0
+DEAD = 15  # samples: 0.5 ms
+
+
+def spike_train(rng, n_samples, rate_hz, refractory=60):
+    """Sorted spike times of a Poisson neuron with a refractory period (samples)."""
+    gaps = rng.exponential(RATE / rate_hz, size=int(2 * rate_hz * n_samples / RATE) + 10) + refractory
+    times = np.cumsum(gaps).astype(np.int64) + 200
+    return times[times < n_samples - 200]
+
+
+def test_pairs_within_counts_what_a_loop_counts():
+    rng = np.random.default_rng(0)
+    a, b = np.sort(rng.integers(0, 5_000, 300)), np.sort(rng.integers(0, 5_000, 400))
+    lags = b[None, :] - a[:, None]
+    for low, high in [(0, 10), (15, 45), (300, 1500)]:
+        expected = int(np.sum((np.abs(lags) > low) & (np.abs(lags) <= high)))
+        assert pairs_within(a, b, low, high) == expected
+
+
+def test_halves_of_one_neuron_keep_its_refractory_period_and_two_neurons_do_not():
+    rng = np.random.default_rng(1)
+    n_samples = int(120 * RATE)
+    windows = Windows.at(RATE, DEAD)
+    neuron = spike_train(rng, n_samples, 20.0)
+    observed, expected = refractory_dip(neuron[::2], neuron[1::2], windows)
+    assert observed == 0 and expected > 30
+    assert is_refractory(neuron[::2], neuron[1::2], windows)
+    other = spike_train(rng, n_samples, 20.0)
+    observed, expected = refractory_dip(neuron, other, windows)
+    assert 0.5 * expected < observed < 1.5 * expected
+    assert not is_refractory(neuron, other, windows)
+    # Too few spikes to expect any pairs: an empty window means nothing.
+    assert not is_refractory(neuron[:40:2], neuron[1:40:2], windows)
+
+
+def test_waveform_match_finds_one_shape_through_a_shift_and_noise_and_tells_sizes():
+    rng = np.random.default_rng(2)
+    taps = np.arange(40)
+    shape = np.stack([np.exp(-0.5 * ((taps - 20) / 3.0) ** 2) * s for s in (8.0, 4.0, 1.0)], axis=1)
+    noise = lambda: rng.normal(0, 1, (200, 40, 3))  # noqa: E731
+    spikes = shape + noise()
+    shifted = np.roll(shape, 2, axis=0) + noise()
+    mean_of = lambda x: (x.mean(0), x.var(0) / len(x))  # noqa: E731
+    similarity, ratio = waveform_match(mean_of(spikes), mean_of(shifted), max_shift=3)
+    assert similarity > 0.98 and ratio < 1.1
+    assert waveform_match(mean_of(spikes), mean_of(shifted), max_shift=0)[0] < 0.9  # the shift matters
+    similarity, ratio = waveform_match(mean_of(spikes), mean_of(2 * shape + noise()), max_shift=3)
+    assert similarity > 0.98 and 1.8 < ratio < 2.2
+    other = np.stack([np.exp(-0.5 * ((taps - 20) / 3.0) ** 2) * s for s in (1.0, 4.0, 8.0)], axis=1)
+    assert waveform_match(mean_of(spikes), mean_of(other + noise()), max_shift=3)[0] < 0.5
+
+
+def _neuron_shape(n_taps, n_channels, main, size):
+    taps = np.arange(n_taps)
+    wave = -np.exp(-0.5 * ((taps - n_taps // 3) / 2.0) ** 2) + 0.4 * np.exp(-0.5 * ((taps - n_taps // 2) / 4.0) ** 2)
+    spread = np.exp(-0.5 * ((np.arange(n_channels) - main) / 1.0) ** 2)
+    return size * wave[:, None] * spread[None, :]
+
+
+@pytest.fixture(scope="module")
+def four_neurons():
+    """60 s, 4 channels, noise σ 1 µV (before the band-pass): neuron A (split between units 0 and 1 of
+    two filters, a few spikes coded in both), B (A's waveform and size, its own train: unit 2),
+    C (A's shape at twice the size: unit 3), D (another shape: unit 4), F (another shape on the
+    look-alike filter: unit 5). A, C and F take turns in one refractory train, so that only their
+    waveforms tell them apart."""
+    rng = np.random.default_rng(3)
+    n_samples, n_channels, n_taps = int(60 * RATE), 4, 48
+    traces = rng.normal(0, 1.0, (n_samples, n_channels)).astype(np.float32)
+    shapes = {"A": _neuron_shape(n_taps, n_channels, 1, 14.0), "B": _neuron_shape(n_taps, n_channels, 1, 14.0),
+              "C": _neuron_shape(n_taps, n_channels, 1, 28.0), "D": _neuron_shape(n_taps, n_channels, 2.5, 14.0)[::-1],
+              "F": _neuron_shape(n_taps, n_channels, 3, 14.0)}
+    trains = {name: spike_train(rng, n_samples, 15.0) for name in ("B", "D")}
+    turns = spike_train(rng, n_samples, 90.0)
+    trains.update(A=turns[0::3], C=turns[1::3], F=turns[2::3])
+    peak = n_taps // 3
+    for name, train in trains.items():
+        for t in train:
+            traces[t - peak:t - peak + n_taps] += shapes[name]
+    a = trains["A"]
+    half = rng.random(len(a)) < 0.5
+    twice = a[half][:30] + 2  # the same spikes coded by the other filter too, 2 samples off
+    times = np.concatenate([a[half], a[~half], twice, trains["B"], trains["C"], trains["D"], trains["F"]])
+    units = np.concatenate([np.zeros(half.sum()), np.ones((~half).sum()), np.ones(30), np.full(len(trains["B"]), 2),
+                            np.full(len(trains["C"]), 3), np.full(len(trains["D"]), 4),
+                            np.full(len(trains["F"]), 5)]).astype(np.int32)
+    amplitudes = np.concatenate([np.full(half.sum(), 14.0), np.full((~half).sum(), 13.0), np.full(30, 5.0),
+                                 np.full(len(trains["B"]), 14.0), np.full(len(trains["C"]), 28.0),
+                                 np.full(len(trains["D"]), 14.0), np.full(len(trains["F"]), 14.0)])
+    # Filters: A's shape, a look-alike of it (the second way A was coded), D's shape.
+    look_alike = shapes["A"] + 0.3 * np.roll(shapes["A"], 3, axis=0)
+    filters = np.stack([shapes["A"], look_alike, shapes["D"]])
+    filters /= np.linalg.norm(filters, axis=(1, 2), keepdims=True)
+    templates = np.stack([shapes[name] for name in "AABCDF"]).astype(np.float32)
+    sorting = Sorting(times, units, amplitudes, templates, RATE, filter_index=np.array([0, 1, 0, 0, 2, 1]),
+                      code_amplitudes=amplitudes.astype(np.float32),
+                      provenance=SortProvenance(1.0, np.ones(n_channels, np.float32), "", "", ""))
+    recording = PreprocessedRecording(NumpyRecording(traces, RATE))
+    return sorting, recording, filters.astype(np.float32), trains
+
+
+def test_one_neuron_in_two_units_is_merged_and_its_look_alikes_are_not(four_neurons):
+    sorting, recording, filters, trains = four_neurons
+    mask = np.ones((3, 4), dtype=bool)
+    merged = merge_units(sorting, recording, recording.noise_levels, filters, mask, DEAD)
+    assert merged.n_units == 5
+    assert "0+1" in merged.provenance.unit_merges
+    a = trains["A"]
+    mine = merged.spike_times[merged.spike_units == 0]
+    # Every spike of A once: the 30 coded twice are one event each, the bigger one.
+    np.testing.assert_array_equal(mine, a)
+    assert np.all(merged.amplitudes[merged.spike_units == 0] > 10)
+    # B (A's waveform, its own train), C (twice A's size), D and F (other shapes) stay units of their own.
+    for unit, name in [(1, "B"), (2, "C"), (3, "D"), (4, "F")]:
+        np.testing.assert_array_equal(merged.spike_times[merged.spike_units == unit], trains[name])
+    counts = sorting.spike_counts()
+    bigger_half = 0 if counts[0] >= counts[1] else 1  # its filter and template carry the merged unit's
+    np.testing.assert_array_equal(merged.filter_index, [bigger_half, 0, 0, 2, 1])
+
+
+def test_units_of_filters_unlike_each_other_or_on_other_channels_are_not_compared(four_neurons):
+    sorting, recording, filters, _ = four_neurons
+    unlike = filters.copy()
+    unlike[1] = filters[2]  # A's second filter now looks like D's: below MIN_FILTER_SIMILARITY of A's
+    assert merge_units(sorting, recording, recording.noise_levels, unlike, np.ones((3, 4), bool), DEAD) is sorting
+    apart = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]], dtype=bool)
+    assert merge_units(sorting, recording, recording.noise_levels, filters, apart, DEAD) is sorting
+
+
+def test_apply_merges_takes_the_bigger_units_template_and_renumbers():
+    from engine.pipeline.unit_merge import UnitMerges
+
+    times = np.array([100, 200, 205, 300, 400, 500, 600])
+    units = np.array([2, 0, 2, 1, 2, 0, 2], dtype=np.int32)
+    amplitudes = np.array([1.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    templates = np.arange(3, dtype=np.float32)[:, None, None] * np.ones((3, 4, 2), np.float32)
+    sorting = Sorting(times, units, amplitudes, templates, RATE, filter_index=np.array([5, 6, 7]))
+    merged = apply_merges(sorting, UnitMerges([[0, 2]]), dead_time=15)
+    np.testing.assert_array_equal(merged.spike_times, [100, 200, 300, 400, 500, 600])  # 205 was 200's twin
+    np.testing.assert_array_equal(merged.spike_units, [0, 0, 1, 0, 0, 0])
+    assert merged.templates[0, 0, 0] == 2.0 and merged.templates[1, 0, 0] == 1.0  # unit 2 had more spikes
+    np.testing.assert_array_equal(merged.filter_index, [7, 6])
+
+
+def test_preprocessed_snippets_are_the_band_passed_traces():
+    rng = np.random.default_rng(4)
+    recording = PreprocessedRecording(NumpyRecording(rng.normal(0, 5, (60_000, 6)).astype(np.float32), RATE))
+    starts = np.array([5_000, 20_000, 41_234])
+    channels = np.array([1, 4])
+    snippets = recording.snippets(starts, 64, channels)
+    assert snippets.shape == (3, 64, 2)
+    for snippet, start in zip(snippets, starts):
+        np.testing.assert_allclose(snippet, recording.get_traces(start, start + 64, channels), atol=1e-3)
+    # At the recording's ends the snippet is still there, its missing samples padded.
+    assert recording.snippets(np.array([0, 60_000 - 10]), 64, channels).shape == (2, 64, 2)
