@@ -29,9 +29,9 @@ tails, where the plain one gives 1.7-2.2).
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Callable
+
+import numpy as np
 
 from engine.pipeline.params import AMPLITUDE_SPLIT_SEPARATION as MIN_SEPARATION
 

@@ -48,11 +48,9 @@ from engine.pipeline.sorting import Sorting, peak_taps
 from engine.pipeline.stages import SortStopped, StageLog
 from engine.pipeline.templates import assemble_sorting
 from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
-from engine.pipeline.unit_merge import merge_units, read_snippets, waveform_match
+from engine.pipeline.unit_merge import SnippetMeans, merge_units, waveform_match
 
 Progress = Callable[[float], None]
-# Spikes read from the recording for each amplitude group whose shape is asked (SortPipeline._one_waveform).
-WAVEFORM_SPIKES = 200
 ShouldStop = Callable[[], bool]
 
 
@@ -318,28 +316,25 @@ class SortPipeline:
         code puts them, at least DUPLICATE_SIMILARITY alike and of one size (MAX_SIZE_RATIO). The
         data, not the codes: a spike coded with a companion filter still holds its whole neuron, at
         its whole size. Without the size, two neurons of one shape (what the amplitude split is for)
-        were joined back: 32 channels, recording seed 0, sorter seed 1: 0.867 -> 0.809. The means' noise is taken out of their
-        norms (each one's squared norm less its spikes' spread over their count), so that a hundred
-        noisy spikes of one neuron do not look like two shapes. Up to WAVEFORM_SPIKES spikes a group,
-        spread over the recording, are read (the pool of a 384-channel probe held 4 of one group),
-        band-passed together without the common reference (unit_merge.read_snippets: one at a time
-        with it they took 11-21 s of a 384-channel sort); too few to tell: False."""
+        were joined back: 32 channels, recording seed 0, sorter seed 1: 0.867 -> 0.809. The means'
+        noise is taken out of their norms (each one's squared norm less its spikes' spread over their
+        count), so that a hundred noisy spikes of one neuron do not look like two shapes. The means
+        are unit_merge's (SnippetMeans: up to MERGE_SPIKES spikes a group, spread over the recording,
+        band-passed together; the pool of a 384-channel probe held 4 of one group); fewer than
+        MIN_SPLIT_SPIKES in a group is too few to tell: False."""
         filters = model.filters_numpy()
-        n_taps = filters.shape[1]
+        peak = int(peak_taps(filters)[k])
         channels = np.flatnonzero(model.channel_mask[k].detach().cpu().numpy() > 0)
+        reader = SnippetMeans(target, noise_levels, length=filters.shape[1], before=peak)
         mine = events.filters == k
-        starts = events.times[mine] - peak_taps(filters)[k]
-        amplitudes = events.amplitudes[mine]
-        inside = (starts >= 0) & (starts + n_taps <= target.n_samples)
+        times, amplitudes = events.times[mine], events.amplitudes[mine]
+        inside = (times >= peak) & (times - peak + filters.shape[1] <= target.n_samples)
         means = []
         for low, high in (lower, upper):
-            chosen = starts[inside & (amplitudes >= low) & (amplitudes <= high)]
+            chosen = times[inside & (amplitudes >= low) & (amplitudes <= high)]
             if len(chosen) < MIN_SPLIT_SPIKES:
                 return False
-            chosen = chosen[np.linspace(0, len(chosen) - 1, min(len(chosen), WAVEFORM_SPIKES)).astype(np.int64)]
-            snippets = read_snippets(target, chosen, n_taps, channels).astype(np.float64)  # band-passed in one batch
-            snippets /= noise_levels[channels]
-            means.append((snippets.mean(axis=0), snippets.var(axis=0) / len(chosen)))
+            means.append(reader.mean(chosen, channels))
         similarity, size_ratio = waveform_match(means[0], means[1], max_shift=0)
         return similarity >= DUPLICATE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO
 

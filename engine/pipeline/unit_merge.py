@@ -128,11 +128,11 @@ class UnitMerges:
             "+".join(map(str, group)) for group in self.groups)
 
 
-def find_merges(sorting: Sorting, candidates: list[tuple[int, int]], mean_snippet: MeanSnippet,
+def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mean_snippet: MeanSnippet,
                 channels_of: Callable[[int], np.ndarray], windows: Windows, max_shift: int) -> UnitMerges:
-    """The units of `sorting` to merge, among `candidates` (pairs of units that could be one neuron,
-    e.g. sharing channels with alike filters); `channels_of(unit)` the channels its snippets are read on."""
-    trains = _trains(sorting)
+    """The units to merge, among `candidates` (pairs of units that could be one neuron, e.g. sharing
+    channels with alike filters); `trains` each unit's sorted spike times, `channels_of(unit)` the
+    channels its snippets are read on."""
     passed = [(a, b) for a, b in candidates if is_refractory(trains[a], trains[b], windows)]
     # Each unit's snippets are read once, on every channel its pairs compare it on.
     reach: dict[int, np.ndarray] = {}
@@ -151,14 +151,14 @@ def find_merges(sorting: Sorting, candidates: list[tuple[int, int]], mean_snippe
                                                 (means[b][0][:, on_b], means[b][1][:, on_b]), max_shift)
         if similarity >= MERGE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO:
             alike.append((similarity, a, b))
-    root = list(range(sorting.n_units))
+    root = list(range(len(trains)))
 
     def find(unit: int) -> int:
         while root[unit] != unit:
             unit = root[unit]
         return unit
 
-    members = {unit: [unit] for unit in range(sorting.n_units)}
+    members = {unit: [unit] for unit in range(len(trains))}
     for _, a, b in sorted(alike, reverse=True):
         group_a, group_b = find(a), find(b)
         if group_a == group_b:
@@ -222,13 +222,12 @@ def _one_event_per_spike(times: np.ndarray, units: np.ndarray, sizes: np.ndarray
     """(n_spikes,) bool: every event, except the smaller of two events of a merged unit less than
     `dead_time` samples apart (one spike its old units both coded)."""
     keep = np.ones(len(times), dtype=bool)
-    for unit in merged:
-        mine = np.flatnonzero(units == unit)  # time order
-        close = np.flatnonzero(np.diff(times[mine]) < dead_time)
-        first, second = mine[close], mine[close + 1]
-        keep[np.where(sizes[first] >= sizes[second], second, first)] = False
+    mine = np.flatnonzero(np.isin(units, merged))
+    mine = mine[np.argsort(units[mine], kind="stable")]  # by unit, each in time order (times are sorted)
+    close = np.flatnonzero((np.diff(units[mine]) == 0) & (np.diff(times[mine]) < dead_time))
+    first, second = mine[close], mine[close + 1]
+    keep[np.where(sizes[first] >= sizes[second], second, first)] = False
     return keep
-
 
 
 def merge_units(sorting: Sorting, recording, noise_levels: np.ndarray, filters: np.ndarray,
@@ -253,7 +252,7 @@ def merge_units(sorting: Sorting, recording, noise_levels: np.ndarray, filters: 
     max_shift = max(int(round(MAX_SHIFT_MS * 1e-3 * sorting.sampling_rate)), 1)
     trains = _trains(sorting)
     reader = SnippetMeans(recording, noise_levels, n_taps + 2 * max_shift, n_taps // 2 + max_shift)
-    merges = find_merges(sorting, list(zip(a.tolist(), b.tolist())),
+    merges = find_merges(trains, list(zip(a.tolist(), b.tolist())),
                          lambda unit, channels: reader.mean(trains[unit], channels),
                          lambda unit: np.flatnonzero(mask[unit]), Windows.at(sorting.sampling_rate, dead_time),
                          max_shift)
