@@ -35,8 +35,8 @@ def _local_filter(spike_shape: np.ndarray, channels: np.ndarray) -> tuple[np.nda
 
 
 def test_a_big_neuron_gets_the_channels_where_it_still_peaks_above_the_bar():
-    # Peaks of 60, 30, 4, 1.5, 1 and ~0 σ down the probe: the filter starts on channels 0-1.
-    truth = _shape(np.array([60.0, 30.0, 4.0, 1.5, 1.0, 0.2, 0.0, 0.0]))
+    # Peaks of 60, 30, 4, 0.6, 1 and ~0 σ down the probe: the filter starts on channels 0-1.
+    truth = _shape(np.array([60.0, 30.0, 4.0, 0.6, 1.0, 0.2, 0.0, 0.0]))
     signal, starts = _recording(truth)
     filters, mask = _local_filter(truth, np.array([0, 1]))
     amplitude = float(np.linalg.norm(truth * mask[0][:, None]))
@@ -44,7 +44,7 @@ def test_a_big_neuron_gets_the_channels_where_it_still_peaks_above_the_bar():
         signal, filters, mask, starts, np.zeros(len(starts), np.int64), np.full(len(starts), amplitude),
         POSITIONS, RADIUS)
     assert widened == [0]
-    # Channel 2 (4 σ) joins; channel 3 (1.5 σ, within reach) is under the bar; 4+ are too far anyway.
+    # Channel 2 (4 σ) joins; channel 3 (0.6 σ, within reach) is under the bar; 4+ are too far anyway.
     assert widened_mask[0].tolist() == [True, True, True, False, False, False, False, False]
     assert np.all(widened_filters[0, ~widened_mask[0]] == 0)
     assert np.isclose(np.linalg.norm(widened_filters[0]), 1.0, atol=1e-5)
@@ -57,7 +57,7 @@ def test_a_big_neuron_gets_the_channels_where_it_still_peaks_above_the_bar():
 
 
 def test_a_neuron_inside_its_neighbourhood_and_a_filter_with_too_few_spikes_stay_as_they_are():
-    small = _shape(np.array([12.0, 6.0, 1.0, 0.3, 0.0, 0.0, 0.0, 0.0]))
+    small = _shape(np.array([12.0, 6.0, 0.5, 0.3, 0.0, 0.0, 0.0, 0.0]))
     signal, starts = _recording(small)
     filters, mask = _local_filter(small, np.array([0, 1]))
     amplitudes = np.full(len(starts), float(np.linalg.norm(small)))
@@ -75,13 +75,28 @@ def test_a_neuron_inside_its_neighbourhood_and_a_filter_with_too_few_spikes_stay
 
 
 def test_no_channel_beyond_the_largest_reach_is_added():
-    # A neuron big on every channel of the line: only channels within 2.5 radii (75 µm) of channel 0.
-    everywhere = _shape(np.full(8, 40.0))
-    signal, starts = _recording(everywhere)
-    filters, mask = _local_filter(everywhere, np.array([0, 1]))
+    # A neuron still big far down the line (12 σ on channels 2-7): only channels within 2.5 radii
+    # (75 µm) of channel 0 join.
+    far_reaching = _shape(np.array([40.0, 40.0, 12.0, 12.0, 12.0, 12.0, 12.0, 12.0]))
+    signal, starts = _recording(far_reaching)
+    filters, mask = _local_filter(far_reaching, np.array([0, 1]))
     _, widened_mask, widened = widen_footprints(
         signal, filters, mask, starts, np.zeros(len(starts), np.int64),
         np.full(len(starts), 80.0), POSITIONS, RADIUS)
     assert widened == [0]
     assert widened_mask[0].tolist() == [True, True, True, True, False, False, False, False]
     assert "filter 0 (2→4)" in describe_footprints(widened, mask, widened_mask)
+
+
+def test_a_filter_that_fires_beside_a_bigger_neuron_does_not_take_its_channels():
+    # A filter of small spikes on channels 0-1 whose spikes come with a big neuron's on channels 2-3
+    # (a filter coding what another neuron's filter leaves out): its median spike is mostly that
+    # neuron, which is not this filter's to take. Widened, it became a copy of the big neuron.
+    small = _shape(np.array([4.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    big_beside = _shape(np.array([0.0, 0.0, 30.0, 20.0, 0.0, 0.0, 0.0, 0.0]))
+    signal, starts = _recording(small + big_beside)
+    filters, mask = _local_filter(small, np.array([0, 1]))
+    same_filters, same_mask, widened = widen_footprints(
+        signal, filters, mask, starts, np.zeros(len(starts), np.int64),
+        np.full(len(starts), float(np.linalg.norm(small))), POSITIONS, RADIUS)
+    assert widened == [] and np.array_equal(same_mask, mask) and np.array_equal(same_filters, filters)

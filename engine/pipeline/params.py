@@ -134,10 +134,16 @@ MIN_SPLIT_SPIKES = 20
 # A filter's channels grow beyond its neighbourhood where its median spike on the training
 # pool still peaks above this many noise SDs (engine/pipeline/footprint.py). The median of
 # FOOTPRINT_SPIKES snippets has a noise SD of about 0.09, its largest of 120 taps about 0.3:
-# 2 is far above it, and far under the 9-11 σ that the biggest neurons of SpikeInterface's
-# 32-channel probe left outside 100 µm.
-FOOTPRINT_MIN_PEAK_SIGMA = 2.0
+# 1 is well above it. At 2 (the bar until 2026-12-04), the biggest neurons of SpikeInterface's
+# 32-channel probe left ~400 σ² a spike on channels of 1-2 σ peaks, and other filters coded
+# it as false spikes of their own.
+FOOTPRINT_MIN_PEAK_SIGMA = 1.0
 FOOTPRINT_SPIKES = 200
+# A filter whose median spike holds more than this fraction of its own channels' energy on the
+# channels it would take is firing beside another neuron, not on a neuron of its own that reaches
+# further (genuine neurons on SpikeInterface's 32-channel probe: 1-4 %; filters coding what a big
+# neuron's filter left out: 5-15 times their own). It keeps its channels.
+FOOTPRINT_MAX_OUTSIDE_FRACTION = 0.25
 # ... but never farther from the main channel than this many neighbourhood radii.
 FOOTPRINT_MAX_RADIUS_FACTOR = 2.5
 
