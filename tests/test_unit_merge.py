@@ -46,6 +46,25 @@ def test_halves_of_one_neuron_keep_its_refractory_period_and_two_neurons_do_not(
     assert not is_refractory(neuron[:40:2], neuron[1:40:2], windows)
 
 
+def test_a_short_recordings_units_are_judged_on_how_unlikely_their_empty_window_is():
+    # 40 s at 15 Hz: one neuron's two halves expect only 4.5-8 chance pairs in the window, fewer
+    # than the 8 the test once asked for; none is seen, which two independent units do with
+    # probability e^-expected (< 0.015), so they keep one refractory period (a 60-s Neuropixels
+    # sort left three neurons in two units each that way).
+    rng = np.random.default_rng(3)
+    n_samples = int(40 * RATE)
+    windows = Windows.at(RATE, DEAD)
+    neuron = spike_train(rng, n_samples, 15.0)
+    observed, expected = refractory_dip(neuron[::2], neuron[1::2], windows)
+    assert observed == 0 and 4.5 < expected < 8
+    assert is_refractory(neuron[::2], neuron[1::2], windows)
+    # Two neurons of that size fill the window at chance.
+    other = spike_train(rng, n_samples, 9.0)
+    observed, expected = refractory_dip(neuron[::2], other, windows)
+    assert 4.5 < expected < 8 and observed > 1
+    assert not is_refractory(neuron[::2], other, windows)
+
+
 def test_waveform_match_finds_one_shape_through_a_shift_and_noise_and_tells_sizes():
     rng = np.random.default_rng(2)
     taps = np.arange(40)

@@ -168,9 +168,12 @@ AMPLITUDE_SPLIT_MIN_FRACTION = 0.05  # each group is also at least this fraction
 REFRACTORY_MS = 1.5  # SpikeInterface's ISI-violation threshold
 BASELINE_MS = (10.0, 50.0)  # the cross-correlogram's flanks: what two independent neurons give
 MAX_REFRACTORY_RATIO = 0.25  # of the chance count, at most, inside the refractory window
-# Chance pairs the refractory window must expect before an empty one means anything: with 8,
-# two independent units leave it at <= 2 (a quarter) with probability 0.014.
-MIN_EXPECTED_PAIRS = 8.0
+# ... and so few that two independent units would leave the window that empty with at most this
+# probability (Poisson, at the chance count). Until 2026-12-04 the rule was "at least 8 pairs
+# expected", whose weakest pass (2 of 8) has 0.014; but a 60-s Neuropixels sort's units hold
+# 500-900 spikes, and one neuron's two units there showed 0 pairs of 6.3-7.9 expected
+# (probability 0.0004-0.002) and stayed two.
+REFRACTORY_P_VALUE = 0.015
 MERGE_SIMILARITY = 0.97  # the recording's mean snippets at both units' spikes, noise out of the norms
 MAX_SIZE_RATIO = 1.3
 # Filters less alike than this (best shift, unit norm) do not hold one neuron between them;

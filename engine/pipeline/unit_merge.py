@@ -36,10 +36,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
+from scipy.stats import poisson
 
 from engine.pipeline.params import (
     BASELINE_MS, MAX_COUNTED_SPIKES, MAX_REFRACTORY_RATIO, MAX_SHIFT_MS, MAX_SIZE_RATIO, MERGE_SIMILARITY, MERGE_SPIKES,
-    MIN_EXPECTED_PAIRS, MIN_FILTER_SIMILARITY, REFRACTORY_MS,
+    MIN_FILTER_SIMILARITY, REFRACTORY_MS, REFRACTORY_P_VALUE,
 )
 from engine.pipeline.sorting import Sorting
 
@@ -88,9 +89,12 @@ def _thinned(times: np.ndarray) -> np.ndarray:
 
 
 def is_refractory(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> bool:
-    """Whether a and b together keep a refractory period: few enough pairs in the window, of enough expected."""
+    """Whether a and b together keep a refractory period: at most MAX_REFRACTORY_RATIO of the chance
+    count in the window, and a count that two independent trains would leave with probability at
+    most REFRACTORY_P_VALUE (Poisson at the chance count: 0 pairs needs 4.2 expected, 2 needs 8)."""
     observed, expected = refractory_dip(times_a, times_b, windows)
-    return expected >= MIN_EXPECTED_PAIRS and observed <= MAX_REFRACTORY_RATIO * expected
+    return (observed <= MAX_REFRACTORY_RATIO * expected
+            and float(poisson.cdf(observed, expected)) <= REFRACTORY_P_VALUE)
 
 
 def waveform_match(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], max_shift: int
