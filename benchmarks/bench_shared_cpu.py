@@ -3,10 +3,13 @@
 Users sort while other programs run. This prints, side by side in one run, the
 wall time of the whole demo sort (median of --repeats) for:
 
-    policy      adaptive  the default: OMP threads sleep when idle, and torch gets
-                          the cores other programs leave free (engine/cpu.py)
+    policy      adaptive  the default: torch gets the cores other programs leave free,
+                          idle OpenMP threads wait as the runtime does by default
+                          (a brief spin, then sleep; engine/cpu.py)
+                passive   adaptive, with idle OpenMP threads asleep at once
+                          (OMP_WAIT_POLICY=PASSIVE: the default until 2026-12-04)
                 fixed-2   two threads whatever the load, OMP threads spinning
-                          (what Sparsort did before)
+                          (what Sparsort did before the adaptive policy)
                 fixed-1   one thread
     neighbours  0 or N single-threaded busy loops running beside the sort
 
@@ -33,6 +36,7 @@ from machine_state import engine_version, load_note, run_measured  # noqa: E402 
 
 POLICIES = {
     "adaptive": ({}, []),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "fixed-2": ({"OMP_WAIT_POLICY": "ACTIVE"}, ["--threads", "2"]),
     "fixed-1": ({}, ["--threads", "1"]),
 }

@@ -2,16 +2,25 @@
 
 Measured on the 2-core machine (issue 10): with one other busy process, torch's
 default of one thread per core made `sparsort sort --demo` 2.8× slower, while
-one thread was only 1.3× slower. Two things cause it. OpenMP threads spin while
-they wait for each other; and a parallel step is as slow as its slowest thread,
+one thread was only 1.3× slower. A parallel step is as slow as its slowest thread,
 which here is the one sharing its core with the other program.
 
-So, before torch starts its thread pool, waiting threads are told to sleep
-(`OMP_WAIT_POLICY=PASSIVE`). While Sparsort runs, `adapt_threads()` counts the
-cores the *other* processes keep busy and sets torch's thread count to the cores
-left. The count comes from /proc/stat minus our own CPU time, so Sparsort's own
-load never makes it back off. It is re-checked at most every `interval_s`.
-A person's explicit choice (`--threads`, or the variable SPARSORT_THREADS) always wins.
+So while Sparsort runs, `adapt_threads()` counts the cores the *other* processes
+keep busy and sets torch's thread count to the cores left. The count comes from
+/proc/stat minus our own CPU time, so Sparsort's own load never makes it back off.
+It is re-checked at most every `interval_s`. A person's explicit choice
+(`--threads`, or the variable SPARSORT_THREADS) always wins.
+
+How idle OpenMP threads wait is left to the runtime, on purpose. Until 2026-12-04
+the engine set `OMP_WAIT_POLICY=PASSIVE` (threads sleep at once): on a quiet
+machine that made each training step of a 32-channel sort 2.2× slower (11 steps:
+24.5 s against 10.9 s; inference 23.0 s either way), because a step is thousands
+of small parallel operations and each woke its threads from sleep. `ACTIVE` (spin
+until the next operation) trained as fast but slowed inference 23 s → 33 s, whose
+worker threads share the cores with the spinning ones. The runtime's default
+(libgomp: spin ~300,000 times, then sleep, and spin less when threads outnumber
+cores) did both at full speed; benchmarks/bench_shared_cpu.py compares them
+beside busy programs.
 """
 
 from __future__ import annotations
@@ -29,11 +38,6 @@ _PROC_STAT = "/proc/stat"
 # The first reading of the other programs' load is taken over this long (without it the
 # interval was microseconds, no reading came, and the first stage ran on every core).
 FIRST_LOAD_SAMPLE_S = 0.2
-
-
-def prefer_sleeping_threads() -> None:
-    """Make idle OpenMP threads sleep instead of spin; only effective before torch is imported."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @contextlib.contextmanager
