@@ -61,3 +61,17 @@ def test_single_thread_runs_on_one_and_gives_the_count_back():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_engine_leaves_how_idle_openmp_threads_wait_to_the_runtime():
+    # Sleeping at once (OMP_WAIT_POLICY=PASSIVE, set on import until 2026-12-04) made every
+    # training step 2.2x slower on a quiet machine; engine/cpu.py has the measurement.
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    shown = subprocess.run(
+        [sys.executable, "-c", "import os, engine.cli, app; print(os.environ.get('OMP_WAIT_POLICY'))"],
+        env={**environment, "QT_QPA_PLATFORM": "offscreen"}, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "None"
