@@ -163,6 +163,16 @@ RESIDUAL_FRACTION = 0.05
 # uniform drift 3.46; the SI-generated pair of look-alike units 5+.
 AMPLITUDE_SPLIT_SEPARATION = 5.0
 AMPLITUDE_SPLIT_MIN_FRACTION = 0.05  # each group is also at least this fraction of the filter's spikes
+# Groups closer than that are still two units when the spike trains say so
+# (amplitude_split.refractory_confirmed_groups): the filter's train breaks the refractory period,
+# its two groups' cross-correlogram holds at least this fraction of the chance count there
+# (one neuron's bigger and smaller spikes leave it all but empty), one group keeps it, and the
+# other holds at most this fraction of its chance count (the SpikeInterface tetrode's split groups:
+# 0.20-0.38; a simulated neuron's smaller spikes among 20 % stray events: 0.5-0.9).
+REFRACTORY_SPLIT_CROSS_RATIO = 0.5
+REFRACTORY_SPLIT_MAX_GROUP_RATIO = 0.5
+# ... each count with at least this many pairs due by chance (fewer cannot tell; as the merge's old bar).
+REFRACTORY_SPLIT_MIN_EXPECTED = 8.0
 
 # ---- merging units that are one neuron (engine/pipeline/unit_merge.py says why and what was measured)
 REFRACTORY_MS = 1.5  # SpikeInterface's ISI-violation threshold

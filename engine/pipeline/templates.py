@@ -1,8 +1,9 @@
 """The last stage: spikes of filters become units with templates, in µV.
 
 A filter whose spikes fall into two amplitude groups becomes two units
-(engine/pipeline/amplitude_split.py); each unit's template is its filter at
-its median code amplitude, back in µV.
+(engine/pipeline/amplitude_split.py), as does one whose spike train breaks the
+refractory period where its two amplitude groups (nearly) keep it; each unit's
+template is its filter at its median code amplitude, back in µV.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import numpy as np
 from engine.pipeline.amplitude_split import OneWaveform, describe_amplitude_splits, split_by_amplitude
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
-from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
+from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, DEAD_TIME_MS, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting, SortProvenance, peak_taps
+from engine.pipeline.unit_merge import Windows
 
 
 def assemble_sorting(
@@ -35,9 +37,13 @@ def assemble_sorting(
     """
     n_filters = filters.shape[0]
     # Two neurons of one shape but different sizes share a filter: their code amplitudes tell them apart.
+    # ... and so do their spike trains, when the amplitudes alone are too close to tell.
+    confirmed: dict[int, str] = {}
+    windows = Windows.at(sampling_rate, max(int(round(DEAD_TIME_MS * 1e-3 * sampling_rate)), 1))
     units, unit_filters, splits = split_by_amplitude(events.amplitudes, events.filters, n_filters,
                                                      MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION, shared,
-                                                     one_waveform)
+                                                     one_waveform, times=events.times, windows=windows,
+                                                     confirmed=confirmed)
     in_uv = filters * noise_levels[None, None, :]
     main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_filters,)
     peaks = peak_taps(in_uv)
@@ -60,6 +66,6 @@ def assemble_sorting(
             noise_levels_uv=np.asarray(noise_levels, dtype=np.float32).copy(),
             initial_pruning=pruning_notes[0],
             final_pruning=pruning_notes[1],
-            amplitude_splits=describe_amplitude_splits(splits),
+            amplitude_splits=describe_amplitude_splits(splits, confirmed),
         ),
     )
