@@ -3,6 +3,8 @@
 import numpy as np
 
 from engine.pipeline.amplitude_split import amplitude_groups, describe_amplitude_splits, split_by_amplitude
+from engine.pipeline.unit_merge import Windows
+from tests.test_unit_merge import DEAD, RATE, spike_train
 
 
 def test_two_sizes_of_one_shape_are_split_at_the_gap():
@@ -131,32 +133,26 @@ def test_spikes_coded_with_another_filter_at_the_same_time_are_found():
 
 # ---- amplitudes too close to tell, spike trains that do (refractory_confirmed_groups) ----------------
 
-RATE = 30_000.0
 
-
-def refractory_train(rng, n_spikes, rate_hz, refractory_ms=2.0):
-    """(n_spikes,) int64 sample times of a neuron firing at about `rate_hz`, never twice within `refractory_ms`."""
-    gaps = refractory_ms * 1e-3 + rng.exponential(1.0 / rate_hz, n_spikes)
-    return np.round(np.cumsum(gaps) * RATE).astype(np.int64)
-
-
-def one_filter_of(times, amplitudes):
+def one_filter_of(trains, amplitudes):
+    """(times, amplitudes, filters) of spike `trains` all coded by filter 0, in time order."""
+    times, amplitudes = np.concatenate(trains), np.concatenate(amplitudes)
     order = np.argsort(times, kind="stable")
     return times[order], amplitudes[order], np.zeros(len(times), dtype=np.int64)
+
+
+def sizes(rng, size, n):
+    return size * np.exp(0.08 * rng.standard_normal(n))
 
 
 def test_a_filter_holding_two_neurons_whose_sizes_overlap_is_split_when_its_train_breaks_the_refractory_period():
     # As on SpikeInterface's tetrode: a 5-SNR neuron and part of a 3-SNR one on one filter, code amplitudes
     # ~16 and ~12: too close for the amplitudes alone, but together they fire within 1.5 ms of each other.
-    from engine.pipeline.unit_merge import Windows
-
     rng = np.random.default_rng(7)
-    big, small = refractory_train(rng, 4500, 15.0), refractory_train(rng, 1800, 6.0)
-    times, amplitudes, filters = one_filter_of(
-        np.concatenate([big, small]),
-        np.concatenate([16.0 * np.exp(0.08 * rng.standard_normal(4500)), 12.0 * np.exp(0.08 * rng.standard_normal(1800))]))
+    big, small = spike_train(rng, int(300 * RATE), 15.0), spike_train(rng, int(300 * RATE), 6.0)
+    times, amplitudes, filters = one_filter_of([big, small], [sizes(rng, 16.0, len(big)), sizes(rng, 12.0, len(small))])
     assert amplitude_groups(amplitudes, min_spikes=20) is None  # the amplitudes alone keep it whole
-    windows = Windows.at(RATE, 15)
+    windows = Windows.at(RATE, DEAD)
     confirmed = {}
     units, unit_filters, splits = split_by_amplitude(amplitudes, filters, 1, min_spikes=20, min_fraction=0.05,
                                                      times=times, windows=windows, confirmed=confirmed)
@@ -171,34 +167,29 @@ def test_a_filter_holding_two_neurons_whose_sizes_overlap_is_split_when_its_trai
 
 def test_one_neuron_with_two_sizes_keeps_its_unit_even_among_stray_events():
     # The same two sizes on one neuron's spikes (a cell whose spikes shrink in a burst, say).
-    from engine.pipeline.unit_merge import Windows
-
-    rng = np.random.default_rng(8)
-    train = refractory_train(rng, 6300, 21.0)
-    sizes = np.where(rng.random(6300) < 0.3, 12.0, 16.0) * np.exp(0.08 * rng.standard_normal(6300))
-    times, amplitudes, filters = one_filter_of(train, sizes)
-    windows = Windows.at(RATE, 15)
+    rng = np.random.default_rng(16)
+    train = spike_train(rng, int(300 * RATE), 21.0)
+    two_sizes = np.where(rng.random(len(train)) < 0.3, 12.0, 16.0) * np.exp(0.08 * rng.standard_normal(len(train)))
+    times, amplitudes, filters = one_filter_of([train], [two_sizes])
+    windows = Windows.at(RATE, DEAD)
     units, _, splits = split_by_amplitude(amplitudes, filters, 1, min_spikes=20, min_fraction=0.05,
                                           times=times, windows=windows)
     assert set(units) == {0} and not splits  # its train keeps the refractory period
     # With 1,500 stray events of the smaller size the train breaks it, and the smaller group, the
-    # neuron's small spikes among strays, is not a neuron of its own: still one unit.
+    # neuron's small spikes among strays, is not a neuron of its own: still one unit. (Over draws of
+    # this case the groups' cross-correlogram held 0.3-0.7 of chance, so it alone does not decide;
+    # in this one, 0.67.)
     strays = np.sort(rng.integers(0, train[-1], 1500))
-    times, amplitudes, filters = one_filter_of(
-        np.concatenate([train, strays]), np.concatenate([sizes, 12.0 * np.exp(0.08 * rng.standard_normal(1500))]))
+    times, amplitudes, filters = one_filter_of([train, strays], [two_sizes, sizes(rng, 12.0, 1500)])
     units, _, splits = split_by_amplitude(amplitudes, filters, 1, min_spikes=20, min_fraction=0.05,
                                           times=times, windows=windows)
     assert set(units) == {0} and not splits
 
 
 def test_a_train_too_short_to_count_its_refractory_pairs_is_not_split():
-    from engine.pipeline.unit_merge import Windows
-
     rng = np.random.default_rng(9)
-    big, small = refractory_train(rng, 150, 15.0), refractory_train(rng, 60, 6.0)  # ~10 s: a few pairs due
-    times, amplitudes, filters = one_filter_of(
-        np.concatenate([big, small]),
-        np.concatenate([16.0 * np.exp(0.08 * rng.standard_normal(150)), 12.0 * np.exp(0.08 * rng.standard_normal(60))]))
+    big, small = spike_train(rng, int(10 * RATE), 15.0), spike_train(rng, int(10 * RATE), 6.0)  # a few pairs due
+    times, amplitudes, filters = one_filter_of([big, small], [sizes(rng, 16.0, len(big)), sizes(rng, 12.0, len(small))])
     units, _, splits = split_by_amplitude(amplitudes, filters, 1, min_spikes=20, min_fraction=0.05,
-                                          times=times, windows=Windows.at(RATE, 15))
+                                          times=times, windows=Windows.at(RATE, DEAD))
     assert set(units) == {0} and not splits

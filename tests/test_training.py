@@ -201,7 +201,7 @@ def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(train
     amplitudes[:100] *= 3.0  # filter 0's first 100 spikes come from a bigger neuron
     times = np.sort(rng.choice(trainer.recording.n_samples, len(filters), replace=False)).astype(np.int64)
     sorting = assemble_sorting(SpikeEvents(times, filters, amplitudes), trainer.filters(), trainer.noise_levels,
-                               trainer.sampling_rate, None, trainer.lambda_, ("", ""))
+                               trainer.sampling_rate, None, trainer.lambda_, ("", ""), dead_time=trainer.dead_time)
     assert sorting.n_units == n_filters + 1
     assert sorting.filter_index.tolist() == list(range(n_filters)) + [0]
     assert "filter 0" in sorting.provenance.amplitude_splits

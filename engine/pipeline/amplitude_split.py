@@ -199,10 +199,10 @@ def refractory_confirmed_groups(amplitudes: np.ndarray, times: np.ndarray, membe
     threshold, separation = found
     above = amplitudes[members] > threshold
     low, high = members[~above], members[above]
-    train = lambda indices: np.sort(times[indices])  # noqa: E731
-    whole = refractory_dip(train(members), train(members), windows)
-    cross = refractory_dip(train(low), train(high), windows)
-    own = [refractory_dip(train(group), train(group), windows) for group in (low, high)]
+    all_times, low_times, high_times = (np.sort(times[indices]) for indices in (members, low, high))
+    whole = refractory_dip(all_times, all_times, windows)
+    cross = refractory_dip(low_times, high_times, windows)
+    own = [refractory_dip(group, group, windows) for group in (low_times, high_times)]
     counted = lambda count: count[1] >= REFRACTORY_SPLIT_MIN_EXPECTED  # noqa: E731
     ratio = lambda count: count[0] / count[1]  # noqa: E731
     two_sources = (counted(whole) and ratio(whole) > MAX_REFRACTORY_RATIO

@@ -303,6 +303,7 @@ class SortPipeline:
                 self.lambda_, (self._initial_note(), self.final_pruning.describe()), shared=shared,
                 one_waveform=lambda k, lower, upper: self._one_waveform(model, target, noise_levels, events, k, lower,
                                                                         upper),
+                dead_time=self.dead_time,
             )
         with self.stage_log.stage("merging units"):
             # One neuron coded by two filters is two units until its spikes' refractoriness and the

@@ -13,7 +13,7 @@ import numpy as np
 from engine.pipeline.amplitude_split import OneWaveform, describe_amplitude_splits, split_by_amplitude
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
-from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, DEAD_TIME_MS, MIN_SPLIT_SPIKES
+from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting, SortProvenance, peak_taps
 from engine.pipeline.unit_merge import Windows
 
@@ -28,18 +28,21 @@ def assemble_sorting(
     pruning_notes: tuple[str, str],
     shared: np.ndarray | None = None,
     one_waveform: OneWaveform | None = None,
+    *,
+    dead_time: int,
 ) -> Sorting:
     """The Sorting of `events` coded with `filters` ((n_filters, n_taps, n_channels), unit norm, noise-σ units).
 
     pruning_notes: (initial, final) descriptions of the pruning decisions, kept as provenance.
     shared: (n_events,) bool, the events coded beside another filter's, and one_waveform: whether the
     data at two amplitude ranges of a filter's spikes hold one shape (split_by_amplitude says why).
+    dead_time: samples within which two spikes are one (the sort's), for the refractory counts.
     """
     n_filters = filters.shape[0]
     # Two neurons of one shape but different sizes share a filter: their code amplitudes tell them apart.
     # ... and so do their spike trains, when the amplitudes alone are too close to tell.
     confirmed: dict[int, str] = {}
-    windows = Windows.at(sampling_rate, max(int(round(DEAD_TIME_MS * 1e-3 * sampling_rate)), 1))
+    windows = Windows.at(sampling_rate, dead_time)  # as the unit merge counts them
     units, unit_filters, splits = split_by_amplitude(events.amplitudes, events.filters, n_filters,
                                                      MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION, shared,
                                                      one_waveform, times=events.times, windows=windows,
