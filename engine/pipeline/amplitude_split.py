@@ -34,8 +34,8 @@ from typing import Callable
 import numpy as np
 
 from engine.pipeline.params import AMPLITUDE_SPLIT_SEPARATION as MIN_SEPARATION
-from engine.pipeline.params import (MAX_REFRACTORY_RATIO, REFRACTORY_SPLIT_CROSS_RATIO, REFRACTORY_SPLIT_MAX_GROUP_RATIO,
-                                    REFRACTORY_SPLIT_MIN_EXPECTED)
+from engine.pipeline.params import (MAX_REFRACTORY_RATIO, MIN_FILTER_SIMILARITY, REFRACTORY_SPLIT_CROSS_RATIO,
+                                    REFRACTORY_SPLIT_MAX_GROUP_RATIO, REFRACTORY_SPLIT_MIN_EXPECTED)
 from engine.pipeline.unit_merge import Windows, refractory_dip
 
 # one_waveform(filter, (low, high) of the smaller group's amplitudes, (low, high) of the bigger's) -> bool
@@ -88,6 +88,7 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
                        min_fraction: float = 0.0, shared: np.ndarray | None = None,
                        one_waveform: OneWaveform | None = None, times: np.ndarray | None = None,
                        windows: Windows | None = None, confirmed: dict[int, str] | None = None,
+                       shapes: np.ndarray | None = None,
                        ) -> tuple[np.ndarray, np.ndarray, dict[int, list[float]]]:
     """(units, unit_filters, splits): a unit label per spike, the filter of each unit, and
     {filter: [separation of each split made]} for the filters that were split.
@@ -118,6 +119,11 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
     With the spikes' `times` (samples) and the refractory `windows`, a filter that the amplitudes
     alone leave whole is still split in two when its spike train says it holds two sources
     (`refractory_confirmed_groups`); `confirmed`, when given, receives {filter: what the trains showed}.
+    With the filters' `shapes` ((n_filters, n_taps, n_channels)), two such filters alike in shape, one of
+    whose trains breaks the refractory period (`twin_filters`), are first tried as one: the lasso may
+    have spread the same two neurons over both. Their spikes pooled are split at one threshold into the
+    two filters' units, kept when in each unit the two filters' spikes are one neuron's (their
+    cross-correlogram dips: `_one_neuron_per_group`).
 
     Units are numbered by filter: the smallest spikes of a split filter keep its unit,
     each larger group gets a new unit after all the filters' own, smallest first (so unit k
@@ -126,24 +132,101 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
     units = filters.astype(np.int64).copy()
     unit_filters = list(range(n_filters))
     splits: dict[int, list[float]] = {}
-    for k, mine in enumerate(spikes_of_each_filter(filters, n_filters)):
-        smallest_group = max(min_spikes, int(min_fraction * len(mine)))
-        groups = amplitude_group_members(amplitudes, mine, smallest_group, splits.setdefault(k, []))
+    confirmed = {} if confirmed is None else confirmed
+    members = spikes_of_each_filter(filters, n_filters)
+    smallest = [max(min_spikes, int(min_fraction * len(mine))) for mine in members]
+    whole = []  # the filters the amplitudes alone leave whole
+    for k, mine in enumerate(members):
+        groups = amplitude_group_members(amplitudes, mine, smallest[k], splits.setdefault(k, []))
         if shared is not None and one_waveform is not None and len(groups) > 1:
             groups = _join_shared_groups(k, groups, amplitudes, shared, one_waveform)
             del splits[k][len(groups) - 1:]
-        if len(groups) == 1 and times is not None and windows is not None:
-            groups, evidence = refractory_confirmed_groups(amplitudes, times, mine, smallest_group, windows)
-            if evidence:
-                splits[k].append(evidence[0])
-                if confirmed is not None:
-                    confirmed[k] = evidence[1]
+        if len(groups) == 1:
+            whole.append(k)
         for group in groups[1:]:  # ascending amplitude; the first keeps unit k
             units[group] = len(unit_filters)
             unit_filters.append(k)
-        if not splits[k]:
-            del splits[k]
+    if times is not None and windows is not None:
+        pairs = [] if shapes is None else twin_filters(shapes, whole, members, times, windows)
+        done = set()
+        for k, j in pairs:
+            if k in done or j in done:
+                continue
+            pooled = np.sort(np.concatenate([members[k], members[j]]))
+            groups, evidence = refractory_confirmed_groups(amplitudes, times, pooled, min(smallest[k], smallest[j]),
+                                                           windows)
+            if evidence and _one_neuron_per_group(groups, members[k], members[j], times, windows):
+                # The smaller spikes become the unit of the filter that gave the larger share of its own
+                # spikes to them, the bigger spikes the other's: each unit keeps a filter of its shape.
+                low, high = groups
+                low_share = [np.isin(members[f], low).mean() for f in (k, j)]
+                small_unit = k if low_share[0] >= low_share[1] else j
+                units[low], units[high] = small_unit, k + j - small_unit
+                splits[k].append(evidence[0])
+                confirmed[k] = f"with filter {j}'s spikes, {evidence[1]}"
+                done.update((k, j))
+        for k in whole:
+            if k in done:
+                continue
+            groups, evidence = refractory_confirmed_groups(amplitudes, times, members[k], smallest[k], windows)
+            if evidence:
+                units[groups[1]] = len(unit_filters)
+                unit_filters.append(k)
+                splits[k].append(evidence[0])
+                confirmed[k] = evidence[1]
+    splits = {k: separations for k, separations in splits.items() if separations}
     return units, np.asarray(unit_filters, dtype=np.int64), splits
+
+
+def _one_neuron_per_group(groups: list[np.ndarray], first: np.ndarray, second: np.ndarray, times: np.ndarray,
+                          windows: Windows) -> bool:
+    """Whether, in the amplitude groups of two filters' pooled spikes, the spikes of the `first` filter
+    and of the `second` are one neuron's: their cross-correlogram dips in the refractory window in
+    some group (at most MAX_REFRACTORY_RATIO of its chance count) and stays below TWIN_MAX_CROSS_RATIO
+    in every group where enough pairs are due to tell. Without it, a third neuron on the second
+    filter, of the bigger neuron's size, joined that neuron's unit: the pooled groups alone kept the
+    split's bars with two neurons in one (0.4 of the chance count, a 15-Hz and a 4-Hz neuron)."""
+    ratios = []
+    for group in groups:
+        of_first, of_second = (np.sort(times[np.intersect1d(group, own)]) for own in (first, second))
+        observed, expected = refractory_dip(of_first, of_second, windows)
+        if expected >= REFRACTORY_SPLIT_MIN_EXPECTED:
+            ratios.append(observed / expected)
+    return bool(ratios) and min(ratios) <= MAX_REFRACTORY_RATIO and max(ratios) <= TWIN_MAX_CROSS_RATIO
+
+
+# Two filters, one of whose spike trains breaks the refractory period, are tried as one when at
+# least this alike (best shift, unit norm): the SpikeInterface tetrode's two filters that shared a
+# 5-SNR and a 3-SNR neuron were 0.83 alike (one train at 0.50 of its chance count, the other at
+# 0.24, just inside the bar). The merge's bar for filters that can hold one neuron.
+TWIN_SIMILARITY = MIN_FILTER_SIMILARITY
+# In each group of their pooled spikes, the two filters' spikes fire within the refractory period of
+# each other at most this fraction of the chance count. Measured on that tetrode, sorter seeds 0-2,
+# 0.00-0.14 in one group and 0.05-0.51 in the other (a filter's smaller spikes still a mixture);
+# two independent neurons give about 1 (0.8-1.2 between the units of a 32-channel sort).
+TWIN_MAX_CROSS_RATIO = 0.75
+
+
+def twin_filters(shapes: np.ndarray, candidates: list[int], members: list[np.ndarray], times: np.ndarray,
+                 windows: Windows) -> list[tuple[int, int]]:
+    """Pairs of `candidates` (filters) at least TWIN_SIMILARITY alike in `shapes`, of which at least
+    one's spike train breaks the refractory period, most alike first (two clean units, two neurons of
+    one shape each with a filter of its own, are apart already)."""
+    breaking = []
+    for k in candidates:
+        train = np.sort(times[members[k]])
+        observed, expected = refractory_dip(train, train, windows)
+        if expected >= REFRACTORY_SPLIT_MIN_EXPECTED and observed > MAX_REFRACTORY_RATIO * expected:
+            breaking.append(k)
+    if not breaking or len(candidates) < 2:
+        return []
+    from engine.model.similarity import shift_invariant_similarity
+
+    similarity = shift_invariant_similarity(shapes[candidates])
+    a, b = np.nonzero(np.triu(similarity >= TWIN_SIMILARITY, k=1))
+    pairs = [(similarity[i, j], candidates[i], candidates[j]) for i, j in zip(a, b)
+             if candidates[i] in breaking or candidates[j] in breaking]
+    return [(k, j) for _, k, j in sorted(pairs, key=lambda pair: -pair[0])]
 
 
 # A smaller amplitude group with at least this fraction of its spikes coded with another filter,

@@ -46,7 +46,7 @@ def assemble_sorting(
     units, unit_filters, splits = split_by_amplitude(events.amplitudes, events.filters, n_filters,
                                                      MIN_SPLIT_SPIKES, AMPLITUDE_SPLIT_MIN_FRACTION, shared,
                                                      one_waveform, times=events.times, windows=windows,
-                                                     confirmed=confirmed)
+                                                     confirmed=confirmed, shapes=filters)
     in_uv = filters * noise_levels[None, None, :]
     main = np.ptp(in_uv, axis=1).argmax(axis=1)  # (n_filters,)
     peaks = peak_taps(in_uv)
