@@ -357,7 +357,7 @@ class CurationController(QObject):
         history = f", {replayed} action{'' if replayed == 1 else 's'} replayed" if self.curation.can_undo else ""
         no_data = "; no raw data, so no waveforms, map or re-clustering" if self.session.recording is None else ""
         self.say(loaded.note or f"Curating {len(self.curation.unit_ids)} units ({where}{history}){no_data}")
-        set_aside_loaded_objects()  # 40 ms now, instead of 45-50 ms pauses while clicking (app/collector.py)
+        set_aside_loaded_objects()  # once now, instead of 45-50 ms pauses while clicking (app/collector.py)
         if home.then is not None:
             home.then()
 

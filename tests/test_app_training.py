@@ -208,3 +208,24 @@ def test_a_config_given_while_the_training_view_was_hidden_survives_opening_a_re
     window.docks["training"].show()
     assert window.views["training"].fields["n_iterations"].text() == "7"
     window.close()
+
+
+def test_opening_a_recording_loads_what_training_imports_before_train_is_pressed(qtbot, tiny_recording, monkeypatch):
+    # The t-SNE map's first import (openTSNE and scikit-learn, 1-2 s) froze the GUI mid-training;
+    # with a recording open, the app imports them in the background before anyone presses Train.
+    import threading
+
+    import app.warm_up as warm_up
+    from conftest import open_window
+
+    monkeypatch.setattr(warm_up, "_thread", None)  # as in a fresh process
+    monkeypatch.setattr(warm_up, "_done", threading.Event())
+    imported = []
+    monkeypatch.setattr(warm_up, "_import", imported.append)
+    main_window = open_window(qtbot, tiny_recording)
+    try:
+        qtbot.waitUntil(lambda: warm_up.warm_up_finished(), timeout=10_000)
+        assert imported == list(warm_up.MODULES)
+        assert main_window.session.training_state == TrainingState.IDLE  # nothing else started
+    finally:
+        main_window.close()

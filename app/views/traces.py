@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
+from PyQt6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout
 
@@ -127,6 +127,7 @@ class TracesView(View):
     name = "traces"
     title = "Traces"
     default_area = Qt.DockWidgetArea.TopDockWidgetArea
+    window_drawn = pyqtSignal()  # a window of the recording is on screen
 
     def build(self) -> None:
         layout = QVBoxLayout(self)
@@ -442,6 +443,7 @@ class TracesView(View):
             where = f"channels {channels[0]}–{channels[-1]} of {self.session.recording.n_channels}" if len(channels) else ""
         self.window_label.setText(f"{n / rate:.3g} s, {points}; {where}")
         self._draw_spikes(start, stop, channels, index, reduced, heatmap)
+        self.window_drawn.emit()
 
     def _heatmap_levels(self) -> tuple[float, float]:
         noise = getattr(self.session.recording, "noise_levels", None)

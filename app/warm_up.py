@@ -1,0 +1,52 @@
+"""Load, in the background and once, the modules that training and the t-SNE map import on first use.
+
+openTSNE, and the scikit-learn, pandas and joblib it brings, take 1-2 s to import. The t-SNE worker
+imported them at its first map, in the first second of training, and while a module's compiled
+part initialises the importing thread holds Python's lock: the GUI, drawing the training's first
+snapshots, froze for up to ~150 ms at a time (benchmarks/bench_gui.py). Imported as soon as a
+recording is open, while the person looks at it and before anyone presses Train, they cost nothing
+that is seen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+from app.collector import set_aside_imported_modules
+
+# What the first training and its live t-SNE map import that the window itself does not.
+MODULES = ("openTSNE", "sklearn.neighbors", "sklearn.cluster")
+_import = importlib.import_module
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_done = threading.Event()
+
+
+def start_warm_up() -> None:
+    """Import MODULES on a background thread; only the first call does anything."""
+    global _thread
+    with _lock:
+        if _thread is not None:
+            return
+        _thread = threading.Thread(target=_import_all, name="sparsort-warm-up", daemon=True)
+        _thread.start()
+
+
+def warm_up_finished(timeout_s: float | None = None) -> bool:
+    """Whether the warm-up has run to its end (waiting up to `timeout_s` for it; 0 or None: do not wait)."""
+    return _done.wait(timeout_s) if timeout_s else _done.is_set()
+
+
+def _import_all() -> None:
+    try:
+        for name in MODULES:
+            try:
+                _import(name)
+            except ImportError:  # a broken install: the feature that needs it says so when used
+                pass
+        # They live as long as the process: out of the garbage collector's full walks (app/collector.py).
+        set_aside_imported_modules()
+    finally:
+        _done.set()
