@@ -127,7 +127,8 @@ def split_by_amplitude(amplitudes: np.ndarray, filters: np.ndarray, n_filters: i
 
     Units are numbered by filter: the smallest spikes of a split filter keep its unit,
     each larger group gets a new unit after all the filters' own, smallest first (so unit k
-    is still filter k where nothing was split).
+    is still filter k where nothing was split); two filters split as one keep their two units,
+    one group each.
     """
     units = filters.astype(np.int64).copy()
     unit_filters = list(range(n_filters))
