@@ -204,6 +204,14 @@ class PreprocessedRecording(Recording):
                 traces = traces[:, channel_index]
         return np.ascontiguousarray(traces)
 
+    def band_passed(self, start: int, stop: int, channels: np.ndarray) -> np.ndarray:
+        """(stop - start, n_selected) float32 µV: samples [start, stop) of `channels`, band-passed without
+        the common median reference (which reads every channel), as `snippets` reads them."""
+        read_start, read_stop = max(0, start - self.margin), min(self.n_samples, stop + self.margin)
+        raw = self.parent.get_traces(read_start, read_stop, np.asarray(channels, dtype=np.int64))
+        filtered = bandpass_filter(raw, self.sampling_rate, self.freq_min, self.freq_max)
+        return np.ascontiguousarray(filtered[start - read_start : stop - read_start], dtype=np.float32)
+
     def snippets(self, starts: np.ndarray, length: int, channels: np.ndarray) -> np.ndarray:
         """(n_starts, length, n_selected) float32 µV: band-passed snippets of `channels` from each start,
         without the common median reference, which needs every channel of every snippet (a snippet of

@@ -49,6 +49,7 @@ from engine.pipeline.stages import SortStopped, StageLog
 from engine.pipeline.templates import assemble_sorting
 from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
 from engine.pipeline.unit_merge import SnippetMeans, merge_units, waveform_match
+from engine.pipeline.waveform_split import split_by_waveform
 
 Progress = Callable[[float], None]
 ShouldStop = Callable[[], bool]
@@ -305,6 +306,10 @@ class SortPipeline:
                                                                         upper),
                 dead_time=self.dead_time,
             )
+        with self.stage_log.stage("splitting units by waveform"):
+            # Two neurons of one shape and size on one filter: their recorded spikes still differ
+            # (engine/pipeline/waveform_split.py).
+            sorting = split_by_waveform(sorting, target, noise_levels, mask > 0, self.dead_time)
         with self.stage_log.stage("merging units"):
             # One neuron coded by two filters is two units until its spikes' refractoriness and the
             # recording's waveform at them say it is one (engine/pipeline/unit_merge.py).

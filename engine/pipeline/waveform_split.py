@@ -1,0 +1,231 @@
+"""Two neurons, one filter, one size: split a unit along the direction its recorded spikes differ most.
+
+Two neurons whose waveforms are nearly the same shape and size share one
+filter, and neither their codes' amplitudes (engine/pipeline/amplitude_split.py)
+nor the lasso can tell them apart. Measured on SpikeInterface's tetrode
+(recording seed 3): two neurons of SNR ~20, mean waveforms 0.99 alike and
+sizes within 3 %, were one unit of 8,909 spikes (precision 0.51 against each).
+
+Their recorded spikes still differ: 0.99 alike at ~90 σ of norm leaves a
+difference of ~13 σ, far above the noise. Collisions hide it: the unit's
+spikes that other spikes overlap vary far more (the first principal components
+of all its snippets, 340 and 317 σ², were the overlaps'). So the direction is
+sought among its clean spikes only, the CLEAN_FRACTION closest to the unit's
+median snippet: there the first component stood out (62 σ² against 4.6 for
+the next, the noise).
+The split is made when the unit's spike train breaks the refractory period
+(more than MAX_REFRACTORY_RATIO of the chance count of pairs 0.5-1.5 ms apart,
+with REFRACTORY_SPLIT_MIN_EXPECTED due: one neuron leaves that window all but
+empty) and the clean spikes' projections on that direction fall into two groups
+at least WAVEFORM_SPLIT_SEPARATION pooled SDs apart (Otsu's threshold; one
+normal distribution split this way gives 2.65). There: 9.2 SDs, groups 93 %
+one neuron each. Every spike of the unit then goes to the side of the threshold
+its snippet projects to; each group keeps at least AMPLITUDE_SPLIT_MIN_FRACTION
+of the unit's spikes.
+
+Only the unit's MAIN_CHANNELS biggest channels are read, in blocks band-passed
+once for all the units that need them: the direction from the spikes in
+FIT_BLOCKS blocks spread over the recording, then every spike of a unit that
+is split. On SpikeInterface's 32-channel probe (5 min), five units' trains
+broke the period and none of them split: 0.6 s.
+
+The groups' own refractory counts cannot confirm the split: the spikes that
+break the period are, by definition, those that overlap another spike of the
+unit within 1.5 ms, and an overlap moves both snippets the same way, so such
+pairs mostly land in one group (there, 0.49 and 0.65 of the chance count in
+the groups, with 93 % pure groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from engine.pipeline.coincidences import group_medians
+from engine.pipeline.params import (AMPLITUDE_SPLIT_MIN_FRACTION, MAX_REFRACTORY_RATIO, MIN_SPLIT_SPIKES,
+                                    REFRACTORY_SPLIT_MIN_EXPECTED)
+from engine.pipeline.sorting import Sorting
+from engine.pipeline.unit_merge import Windows, refractory_dip
+
+# The snippet read around each spike time (its extremum), ms before and after.
+SNIPPET_MS = (1.0, 1.7)
+# The fraction of a unit's snippets, closest to its median snippet, in which the direction is sought.
+CLEAN_FRACTION = 0.6
+# The blocks, spread over the recording, whose spikes give each unit's direction and threshold (60 s).
+FIT_BLOCKS = 30
+# The channels of a unit read: its biggest.
+MAIN_CHANNELS = 4
+# The recording is read in blocks of this many samples around a unit's spikes (one band-pass each).
+BLOCK_SAMPLES = 60_000
+# Otsu's two groups of the clean projections at least this many pooled SDs apart (as the amplitude
+# split's bar: one normal distribution gives 2.65).
+WAVEFORM_SPLIT_SEPARATION = 5.0
+
+
+def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, channel_mask: np.ndarray,
+                      dead_time: int) -> Sorting:
+    """`sorting` with each unit that holds two neurons of one shape and size split in two (see the
+    module's docstring). recording: what was sorted (preprocessed); noise_levels: (n_channels,) its σ;
+    channel_mask: (n_filters, n_channels) bool, the channels of each filter (`sorting.filter_index`)."""
+    if sorting.n_units == 0 or sorting.filter_index is None:
+        return sorting
+    windows = Windows.at(sorting.sampling_rate, dead_time)
+    before, after = (max(int(round(ms * 1e-3 * sorting.sampling_rate)), 1) for ms in SNIPPET_MS)
+    order = np.argsort(sorting.spike_units, kind="stable")  # each unit's spikes, in time order
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(sorting.spike_units, minlength=sorting.n_units))])
+    times = sorting.spike_times
+    readable = (times - before >= 0) & (times + after <= recording.n_samples)
+    # Units whose train breaks the refractory period, each on its main channels.
+    candidates = {}
+    for unit in range(sorting.n_units):
+        members = order[bounds[unit]:bounds[unit + 1]]
+        members = members[readable[members]]  # a spike at the recording's very edge stays with its unit
+        channels = _main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
+        if len(members) >= 2 * MIN_SPLIT_SPIKES and len(channels) and _breaks_refractory(times[members], windows):
+            candidates[unit] = (members, channels)
+    if not candidates:
+        return sorting
+    # Each unit's direction and threshold from its spikes in a few blocks spread over the recording, the
+    # same blocks for all (each read once): not every block of a 2-hour recording.
+    fit_blocks = _fit_blocks(np.concatenate([times[members] for members, _ in candidates.values()]))
+    fitted = _read_snippets({unit: (times[members][np.isin(times[members] // BLOCK_SAMPLES, fit_blocks)], channels)
+                             for unit, (members, channels) in candidates.items()}, recording, noise_levels,
+                            before, after)
+    splits = {}
+    for unit, (members, channels) in candidates.items():
+        smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
+        found = _direction(fitted[unit], smallest * len(fitted[unit]) / len(members))
+        if found is not None:
+            splits[unit] = found
+    if not splits:
+        return sorting
+    # Then every spike of the units to split, all read in one pass.
+    everyone = _read_snippets({unit: (times[candidates[unit][0]], candidates[unit][1]) for unit in splits},
+                              recording, noise_levels, before, after)
+    units = sorting.spike_units.astype(np.int64).copy()
+    parents: list[int] = []  # the unit each new unit was split from
+    notes = []
+    for unit, (centre, direction, threshold, separation) in splits.items():
+        members = candidates[unit][0]
+        second = (everyone[unit] - centre) @ direction > threshold
+        smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
+        if min(second.sum(), (~second).sum()) < smallest:
+            continue
+        units[members[second]] = sorting.n_units + len(parents)
+        parents.append(unit)
+        notes.append(f"{unit} in 2 ({separation:.1f} SD apart along its spikes' main difference)")
+    if not parents:
+        return sorting
+    return _with_new_units(sorting, units, parents, "split by waveform: unit " + ", ".join(notes))
+
+
+def _main_channels(template: np.ndarray, noise_levels: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The MAIN_CHANNELS of `allowed` (bool, n_channels) where `template` ((n_taps, n_channels) µV) is
+    biggest in noise σ, ascending: where two neurons of one shape differ most, and a block's band-pass
+    costs in proportion to its channels."""
+    size = np.ptp(template, axis=0) / np.maximum(noise_levels, 1e-12)
+    size = np.where(allowed, size, -np.inf)
+    best = np.argsort(-size, kind="stable")[:min(MAIN_CHANNELS, int(allowed.sum()))]
+    return np.sort(best)
+
+
+def _breaks_refractory(train: np.ndarray, windows: Windows) -> bool:
+    """Whether a spike train (sorted) breaks the refractory period, with enough pairs due to tell."""
+    observed, expected = refractory_dip(train, train, windows)
+    return expected >= REFRACTORY_SPLIT_MIN_EXPECTED and observed > MAX_REFRACTORY_RATIO * expected
+
+
+def _fit_blocks(times: np.ndarray) -> np.ndarray:
+    """Up to FIT_BLOCKS of the blocks (BLOCK_SAMPLES each) that hold some of `times`, evenly spread."""
+    present = np.unique(times // BLOCK_SAMPLES)
+    return present[np.linspace(0, len(present) - 1, min(len(present), FIT_BLOCKS)).astype(np.int64)]
+
+
+def _direction(snippets: np.ndarray, smallest: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """(centre, direction, threshold, separation) of the two groups the clean `snippets` fall into along
+    their main direction, or None when they do not (separation under WAVEFORM_SPLIT_SEPARATION) or one
+    side of the threshold holds fewer than `smallest` of the snippets."""
+    if len(snippets) < 2 * MIN_SPLIT_SPIKES:
+        return None
+    residual = np.linalg.norm(snippets - np.median(snippets, axis=0), axis=1)
+    clean = snippets[residual <= np.quantile(residual, CLEAN_FRACTION)].astype(np.float64)
+    centre = clean.mean(axis=0)
+    direction = np.linalg.svd(clean - centre, full_matrices=False)[2][0]
+    threshold, separation = _otsu((clean - centre) @ direction)
+    if separation < WAVEFORM_SPLIT_SEPARATION:
+        return None
+    above = int(np.count_nonzero((snippets - centre) @ direction > threshold))
+    if min(above, len(snippets) - above) < smallest:
+        return None
+    return centre, direction, threshold, separation
+
+
+def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: int, after: int) -> dict:
+    """{key: (n, (before + after) · n_channels) float32 snippets in noise σ} for requests {key: (times
+    (sorted, each readable), channels)}: each BLOCK_SAMPLES of the recording that holds some of them is
+    band-passed once, on the channels all the requests there need (a snippet's own filter margins are
+    ~30 times its length)."""
+    length = before + after
+    pieces = {key: [] for key in requests}
+    block_of = {key: times // BLOCK_SAMPLES for key, (times, _) in requests.items()}
+    for block in np.unique(np.concatenate(list(block_of.values()))):
+        here = {key: requests[key][0][block_of[key] == block] for key in requests}
+        here = {key: times for key, times in here.items() if len(times)}
+        channels = np.unique(np.concatenate([requests[key][1] for key in here]))
+        start = min(int(times[0]) for times in here.values()) - before
+        stop = max(int(times[-1]) for times in here.values()) + after
+        traces = _band_passed(recording, start, stop, channels) / noise_levels[channels]  # (stop - start, n)
+        for key, times in here.items():
+            columns = np.searchsorted(channels, requests[key][1])
+            rows = (times - before - start)[:, None] + np.arange(length)[None, :]
+            pieces[key].append(traces[rows][:, :, columns].reshape(len(times), -1).astype(np.float32))
+    return {key: np.concatenate(parts) for key, parts in pieces.items()}
+
+
+def _band_passed(recording, start: int, stop: int, channels: np.ndarray) -> np.ndarray:
+    """Samples [start, stop) of `channels` as the unit merge's snippets read them (no common reference)."""
+    if hasattr(recording, "band_passed"):
+        return recording.band_passed(start, stop, channels)
+    return recording.get_traces(start, stop, channels)
+
+
+def _otsu(values: np.ndarray) -> tuple[float, float]:
+    """(threshold, separation): Otsu's two-group split of `values` and its groups' means apart in pooled SDs."""
+    values = np.sort(values)
+    n = len(values)
+    if n < 4:
+        return float(values[-1]) if n else 0.0, 0.0
+    counts_low = np.arange(1, n)
+    sums = np.cumsum(values)[:-1]
+    mean_low = sums / counts_low
+    mean_high = (values.sum() - sums) / (n - counts_low)
+    split = int(np.argmax(counts_low * (n - counts_low) * (mean_high - mean_low) ** 2)) + 1
+    low, high = values[:split], values[split:]
+    pooled = np.sqrt(0.5 * (low.var() + high.var()))
+    return float(0.5 * (low[-1] + high[0])), float((high.mean() - low.mean()) / max(pooled, 1e-12))
+
+
+def _with_new_units(sorting: Sorting, units: np.ndarray, parents: list[int], note: str) -> Sorting:
+    """`sorting` with spikes relabelled to `units`; new unit n_units + i was split from `parents[i]`, and
+    keeps its filter, with its template scaled to its own spikes' median code amplitude."""
+    parents_arr = np.asarray(parents, dtype=np.int64)
+    templates = np.concatenate([sorting.templates, sorting.templates[parents_arr]])
+    codes = sorting.code_amplitudes
+    if codes is not None:
+        medians = group_medians(codes, units, sorting.n_units + len(parents))
+        before = group_medians(codes, sorting.spike_units, sorting.n_units)
+        of = np.concatenate([np.arange(sorting.n_units), parents_arr])  # the unit each template was
+        templates = templates * (medians / np.maximum(before[of], 1e-12))[:, None, None]
+    provenance = sorting.provenance
+    if provenance is not None:
+        provenance = replace(provenance, amplitude_splits=f"{provenance.amplitude_splits}; {note}")
+    peaks = sorting.template_peak_taps
+    return replace(
+        sorting,
+        spike_units=units.astype(np.int32),
+        templates=templates.astype(np.float32),
+        template_peak_taps=None if peaks is None else np.concatenate([peaks, peaks[parents_arr]]),
+        filter_index=np.concatenate([sorting.filter_index, sorting.filter_index[parents_arr]]),
+        provenance=provenance,
+    )
