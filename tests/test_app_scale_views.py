@@ -156,10 +156,13 @@ def test_waveforms_draw_the_first_spikes_then_the_whole_sample(curating, qtbot, 
     qtbot.waitUntil(lambda: view.complete and set(view.means) == {unit}, timeout=10_000)
     n_sample = min(int(table.n_spikes.max()), waveforms_module.WAVEFORMS_PER_UNIT)
     assert n_sample > waveforms_module.FIRST_WAVEFORMS, "the test needs a unit with more spikes than the first read"
-    # First the few, then the whole sample; a redraw meanwhile (the background metrics refresh
-    # the table under load) may read the whole sample again, never the few.
-    assert counts[:2] == [[waveforms_module.FIRST_WAVEFORMS], [n_sample]]
-    assert all(count == [n_sample] for count in counts[2:]), counts
+    # First the few, then the whole sample. A redraw meanwhile (the background metrics refresh the table
+    # under load) starts the read again: the few once more if the whole sample was not in yet (seen once
+    # in CI with the 2 cores busy), the whole sample after it was, never the few.
+    assert [waveforms_module.FIRST_WAVEFORMS] in counts and [n_sample] in counts, counts
+    whole_from = counts.index([n_sample])
+    assert whole_from >= 1 and all(count == [waveforms_module.FIRST_WAVEFORMS] for count in counts[:whole_from])
+    assert all(count == [n_sample] for count in counts[whole_from:]), counts
     # Every spike of the sample drawn: one segment per spike and channel, as long as the mean's.
     assert len(view.single_spikes[unit].xData) == n_sample * view.means[unit].xData.size
 
