@@ -92,8 +92,7 @@ class MainWindow(QMainWindow):
 
     def _warm_up_for_training(self) -> None:
         # With a recording on screen, Train is the next step: load what training imports on first use
-        # now, so that the import does not freeze the live training views (app/warm_up.py). Not sooner:
-        # on 2 cores, importing while the first recording opened put its traces on screen 0.4 s later.
+        # now (app/warm_up.py). Every later draw calls this too; only the first starts anything.
         start_warm_up()
 
     # ---- docks -------------------------------------------------------------------------
