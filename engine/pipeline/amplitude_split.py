@@ -50,25 +50,39 @@ def amplitude_groups(amplitudes: np.ndarray, min_spikes: int, min_separation: fl
     The threshold is on the amplitude itself; spikes above it form the second group.
     """
     positive = np.sort(np.log(amplitudes[amplitudes > 0]))
-    n = len(positive)
-    if n < 2 * min_spikes:
+    if len(positive) < 2 * min_spikes:
         return None
-    # Between-group variance of every split "first i spikes | the rest" (Otsu), from cumulative sums.
-    counts_low = np.arange(1, n)
-    sums = np.cumsum(positive)[:-1]
-    mean_low = sums / counts_low
-    mean_high = (positive.sum() - sums) / (n - counts_low)
-    between = counts_low * (n - counts_low) * (mean_high - mean_low) ** 2
-    allowed = (counts_low >= min_spikes) & (n - counts_low >= min_spikes)
-    if not allowed.any():
+    split = otsu_split(positive, min_spikes)
+    if split is None:
         return None
-    split = int(np.argmax(np.where(allowed, between, -np.inf))) + 1
     low, high = positive[:split], positive[split:]
     pooled = np.sqrt(0.5 * (spread(low) ** 2 + spread(high) ** 2))
     separation = float((high.mean() - low.mean()) / max(pooled, 1e-12))
     if separation < min_separation:
         return None
     return float(np.exp(0.5 * (low[-1] + high[0]))), separation
+
+
+def otsu_split(values: np.ndarray, min_count: int = 1) -> int | None:
+    """Where Otsu's threshold splits sorted `values`: the i for which "values[:i] | values[i:]" has the
+    most between-group variance, each side at least `min_count` long; None when no split is."""
+    n = len(values)
+    counts_low = np.arange(1, n)
+    sums = np.cumsum(values)[:-1]  # every split's group means from cumulative sums
+    mean_low = sums / counts_low
+    mean_high = (values.sum() - sums) / (n - counts_low)
+    between = counts_low * (n - counts_low) * (mean_high - mean_low) ** 2
+    allowed = (counts_low >= min_count) & (n - counts_low >= min_count)
+    if not allowed.any():
+        return None
+    return int(np.argmax(np.where(allowed, between, -np.inf))) + 1
+
+
+def breaks_refractory(train: np.ndarray, windows: Windows) -> bool:
+    """Whether a spike train (sorted times) breaks the refractory period: more than MAX_REFRACTORY_RATIO
+    of the chance count of pairs in its window, with at least REFRACTORY_SPLIT_MIN_EXPECTED due."""
+    observed, expected = refractory_dip(train, train, windows)
+    return expected >= REFRACTORY_SPLIT_MIN_EXPECTED and observed > MAX_REFRACTORY_RATIO * expected
 
 
 # The standard deviation of the standard normal's central 90 %: a trimmed spread divided by it
@@ -213,12 +227,7 @@ def twin_filters(shapes: np.ndarray, candidates: list[int], members: list[np.nda
     """Pairs of `candidates` (filters) at least TWIN_SIMILARITY alike in `shapes`, of which at least
     one's spike train breaks the refractory period, most alike first (two clean units, two neurons of
     one shape each with a filter of its own, are apart already)."""
-    breaking = []
-    for k in candidates:
-        train = np.sort(times[members[k]])
-        observed, expected = refractory_dip(train, train, windows)
-        if expected >= REFRACTORY_SPLIT_MIN_EXPECTED and observed > MAX_REFRACTORY_RATIO * expected:
-            breaking.append(k)
+    breaking = [k for k in candidates if breaks_refractory(np.sort(times[members[k]]), windows)]
     if not breaking or len(candidates) < 2:
         return []
     from engine.model.similarity import shift_invariant_similarity

@@ -14,7 +14,7 @@ sought among its clean spikes only, the CLEAN_FRACTION closest to the unit's
 median snippet: there the first component stood out (62 σ² against 4.6 for
 the next, the noise).
 The split is made when the unit's spike train breaks the refractory period
-(more than MAX_REFRACTORY_RATIO of the chance count of pairs 0.5-1.5 ms apart,
+(amplitude_split.breaks_refractory: more than MAX_REFRACTORY_RATIO of the chance count of pairs 0.5-1.5 ms apart,
 with REFRACTORY_SPLIT_MIN_EXPECTED due: one neuron leaves that window all but
 empty) and the clean spikes' projections on that direction fall into two groups
 at least WAVEFORM_SPLIT_SEPARATION pooled SDs apart (Otsu's threshold; one
@@ -42,11 +42,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from engine.pipeline.amplitude_split import breaks_refractory, otsu_split
 from engine.pipeline.coincidences import group_medians
-from engine.pipeline.params import (AMPLITUDE_SPLIT_MIN_FRACTION, MAX_REFRACTORY_RATIO, MIN_SPLIT_SPIKES,
-                                    REFRACTORY_SPLIT_MIN_EXPECTED)
+from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting
-from engine.pipeline.unit_merge import Windows, refractory_dip
+from engine.pipeline.unit_merge import Windows
 
 # The snippet read around each spike time (its extremum), ms before and after.
 SNIPPET_MS = (1.0, 1.7)
@@ -82,19 +82,20 @@ def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, cha
         members = order[bounds[unit]:bounds[unit + 1]]
         members = members[readable[members]]  # a spike at the recording's very edge stays with its unit
         channels = _main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
-        if len(members) >= 2 * MIN_SPLIT_SPIKES and len(channels) and _breaks_refractory(times[members], windows):
-            candidates[unit] = (members, channels)
+        if len(members) >= 2 * MIN_SPLIT_SPIKES and len(channels) and breaks_refractory(times[members], windows):
+            # Each group at least this many spikes, as the amplitude split asks.
+            smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
+            candidates[unit] = (members, channels, smallest)
     if not candidates:
         return sorting
     # Each unit's direction and threshold from its spikes in a few blocks spread over the recording, the
     # same blocks for all (each read once): not every block of a 2-hour recording.
-    fit_blocks = _fit_blocks(np.concatenate([times[members] for members, _ in candidates.values()]))
+    fit_blocks = _fit_blocks(np.concatenate([times[members] for members, _, _ in candidates.values()]))
     fitted = _read_snippets({unit: (times[members][np.isin(times[members] // BLOCK_SAMPLES, fit_blocks)], channels)
-                             for unit, (members, channels) in candidates.items()}, recording, noise_levels,
+                             for unit, (members, channels, _) in candidates.items()}, recording, noise_levels,
                             before, after)
     splits = {}
-    for unit, (members, channels) in candidates.items():
-        smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
+    for unit, (members, _, smallest) in candidates.items():
         found = _direction(fitted[unit], smallest * len(fitted[unit]) / len(members))
         if found is not None:
             splits[unit] = found
@@ -107,9 +108,8 @@ def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, cha
     parents: list[int] = []  # the unit each new unit was split from
     notes = []
     for unit, (centre, direction, threshold, separation) in splits.items():
-        members = candidates[unit][0]
+        members, _, smallest = candidates[unit]
         second = (everyone[unit] - centre) @ direction > threshold
-        smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
         if min(second.sum(), (~second).sum()) < smallest:
             continue
         units[members[second]] = sorting.n_units + len(parents)
@@ -128,12 +128,6 @@ def _main_channels(template: np.ndarray, noise_levels: np.ndarray, allowed: np.n
     size = np.where(allowed, size, -np.inf)
     best = np.argsort(-size, kind="stable")[:min(MAIN_CHANNELS, int(allowed.sum()))]
     return np.sort(best)
-
-
-def _breaks_refractory(train: np.ndarray, windows: Windows) -> bool:
-    """Whether a spike train (sorted) breaks the refractory period, with enough pairs due to tell."""
-    observed, expected = refractory_dip(train, train, windows)
-    return expected >= REFRACTORY_SPLIT_MIN_EXPECTED and observed > MAX_REFRACTORY_RATIO * expected
 
 
 def _fit_blocks(times: np.ndarray) -> np.ndarray:
@@ -193,14 +187,9 @@ def _band_passed(recording, start: int, stop: int, channels: np.ndarray) -> np.n
 def _otsu(values: np.ndarray) -> tuple[float, float]:
     """(threshold, separation): Otsu's two-group split of `values` and its groups' means apart in pooled SDs."""
     values = np.sort(values)
-    n = len(values)
-    if n < 4:
-        return float(values[-1]) if n else 0.0, 0.0
-    counts_low = np.arange(1, n)
-    sums = np.cumsum(values)[:-1]
-    mean_low = sums / counts_low
-    mean_high = (values.sum() - sums) / (n - counts_low)
-    split = int(np.argmax(counts_low * (n - counts_low) * (mean_high - mean_low) ** 2)) + 1
+    split = otsu_split(values) if len(values) >= 4 else None
+    if split is None:
+        return (float(values[-1]) if len(values) else 0.0), 0.0
     low, high = values[:split], values[split:]
     pooled = np.sqrt(0.5 * (low.var() + high.var()))
     return float(0.5 * (low[-1] + high[0])), float((high.mean() - low.mean()) / max(pooled, 1e-12))
