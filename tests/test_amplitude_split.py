@@ -97,26 +97,51 @@ def test_a_smaller_group_of_spikes_shared_with_another_filter_stays_with_its_neu
     shared[300:320] = True  # a few of the full-size spikes too
     asked = []
 
-    def one_waveform(k, lower, upper):  # the data at both groups of filter 0 are one shape
+    def one_waveform(k, lower, upper, largest_size_ratio):  # the data at both groups of filter 0 are one shape
         asked.append((k, lower, upper))
-        return True
+        return k == 0
 
     units, unit_filters, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05,
                                                      shared=shared, one_waveform=one_waveform)
     assert set(units[:800]) == {0}
     assert 0 not in splits
     assert len(set(units[800:])) == 2 and list(splits) == [1]
-    # Asked about filter 0 only (filter 1's smaller group is not shared), with each group's amplitude range.
-    assert [k for k, _, _ in asked] == [0]
+    # Asked about each split filter, with each group's amplitude range.
+    assert [k for k, _, _ in asked] == [0, 1]
     (low, high), (big_low, big_high) = asked[0][1:]
     assert low == amplitudes[:300].min() and high < big_low and big_high == amplitudes[300:800].max()
     # A different neuron coded with a companion looks the same in amplitudes: the data's shapes decide.
     units, _, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05, shared=shared,
-                                          one_waveform=lambda k, lower, upper: False)
+                                          one_waveform=lambda k, lower, upper, largest_size_ratio: False)
     assert sorted(splits) == [0, 1]
     # Without knowing which spikes were shared, both filters split.
     units, _, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05)
     assert sorted(splits) == [0, 1]
+
+
+def test_a_group_coded_smaller_than_its_spikes_are_in_the_data_stays_with_its_neuron():
+    """A smaller group coded alone is joined back only when the data at it are nearer the bigger group's size
+    than the codes are: one neuron coded smaller on some spikes, not two neurons of one shape."""
+    rng = np.random.default_rng(7)
+    filters = np.repeat([0, 1], 900)
+    amplitudes = 36.0 * np.exp(0.03 * rng.standard_normal(1800))
+    amplitudes[:150] *= 0.8  # filter 0: one neuron, 150 of its spikes coded smaller (none shared)
+    amplitudes[900:1200] /= 1.2  # filter 1: a second neuron of the same shape, 1.2 times smaller
+    data_size_ratio = {0: 1.02, 1: 1.2}  # what the recording holds at the two groups of each
+    asked = {}
+
+    def one_waveform(k, lower, upper, largest_size_ratio):
+        asked[k] = largest_size_ratio
+        return data_size_ratio[k] <= largest_size_ratio
+
+    shared = np.zeros(1800, dtype=bool)
+    units, _, splits = split_by_amplitude(amplitudes, filters, 2, min_spikes=20, min_fraction=0.05, shared=shared,
+                                          one_waveform=one_waveform)
+    assert set(units[:900]) == {0} and 0 not in splits
+    assert len(set(units[900:1200])) == 1 and len(set(units[1200:])) == 1 and units[900] != units[1200]
+    # The largest size ratio that counts as one size is the square root of the codes' ratio.
+    np.testing.assert_allclose(asked[0], np.sqrt(1 / 0.8), rtol=0.02)
+    np.testing.assert_allclose(asked[1], np.sqrt(1.2), rtol=0.02)
 
 
 def test_spikes_coded_with_another_filter_at_the_same_time_are_found():

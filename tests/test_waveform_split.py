@@ -12,13 +12,15 @@ N_TAPS, N_CHANNELS = 60, 4
 
 
 def waveform(kind: str) -> np.ndarray:
-    """(N_TAPS, N_CHANNELS) a spike of ~90 σ norm; "a" and "b" are 0.99 alike and of one size."""
+    """(N_TAPS, N_CHANNELS) a spike of ~90 σ norm; "a" and "b" are 0.99 alike and of one size, "c" less."""
     taps = np.arange(N_TAPS)[:, None]
     gains = np.array([1.0, 0.7, 0.4, 0.2])[None, :]
     shape = -np.exp(-0.5 * ((taps - 20) / 3.0) ** 2) + 0.35 * np.exp(-0.5 * ((taps - 30) / 6.0) ** 2)
     shape = shape * gains
     if kind == "b":
         shape = shape + 0.12 * np.exp(-0.5 * ((taps - 26) / 2.0) ** 2) * np.array([0.0, 0.5, 1.0, 1.0])[None, :]
+    if kind == "c":  # further from both: its main channel's late phase twice as deep
+        shape = shape + 0.25 * np.exp(-0.5 * ((taps - 32) / 3.0) ** 2) * np.array([1.0, 0.5, 0.0, 0.0])[None, :]
     return 90.0 * shape / np.linalg.norm(shape)
 
 
@@ -85,3 +87,18 @@ def test_one_neuron_is_never_cut_in_two_even_among_stray_events():
         assert np.bincount(of_neuron).max() > 0.97 * len(neuron)
         if n_strays < len(neuron):
             assert split.n_units == 1
+
+
+def test_a_unit_of_three_neurons_is_split_again_until_each_is_one():
+    rng = np.random.default_rng(2)
+    seconds = 60.0
+    trains = [spike_train(rng, int(seconds * RATE), 15.0) for _ in range(3)]
+    recording = recording_of(trains, ["a", "b", "c"], seconds, rng)
+    split = split_by_waveform(one_unit_sorting(np.concatenate(trains)), recording, np.ones(N_CHANNELS, np.float32),
+                              np.ones((1, N_CHANNELS), bool), DEAD)
+    assert split.n_units == 3
+    units_of = [np.bincount(split.spike_units[np.isin(split.spike_times, train)], minlength=3) for train in trains]
+    assert sorted(int(counts.argmax()) for counts in units_of) == [0, 1, 2]  # each neuron its own unit
+    for train, counts in zip(trains, units_of):
+        assert counts.max() > 0.9 * len(train)
+    assert split.provenance.amplitude_splits.count("split by waveform") == 2

@@ -302,8 +302,8 @@ class SortPipeline:
             sorting = assemble_sorting(
                 events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
                 self.lambda_, (self._initial_note(), self.final_pruning.describe()), shared=shared,
-                one_waveform=lambda k, lower, upper: self._one_waveform(model, target, noise_levels, events, k, lower,
-                                                                        upper),
+                one_waveform=lambda k, lower, upper, largest_size_ratio: self._one_waveform(
+                    model, target, noise_levels, events, k, lower, upper, largest_size_ratio),
                 dead_time=self.dead_time,
             )
         with self.stage_log.stage("splitting units by waveform"):
@@ -316,10 +316,11 @@ class SortPipeline:
             return merge_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
 
     def _one_waveform(self, model: CRsAE, target: Recording, noise_levels: np.ndarray, events: SpikeEvents,
-                      k: int, lower: tuple[float, float], upper: tuple[float, float]) -> bool:
+                      k: int, lower: tuple[float, float], upper: tuple[float, float],
+                      largest_size_ratio: float = MAX_SIZE_RATIO) -> bool:
         """Whether the recording at filter k's spikes with code amplitudes in `lower` and in `upper`
         ((low, high) each) holds one neuron: the two groups' mean snippets on k's channels, where its
-        code puts them, at least DUPLICATE_SIMILARITY alike and of one size (MAX_SIZE_RATIO). The
+        code puts them, at least DUPLICATE_SIMILARITY alike and of one size (within `largest_size_ratio`). The
         data, not the codes: a spike coded with a companion filter still holds its whole neuron, at
         its whole size. Without the size, two neurons of one shape (what the amplitude split is for)
         were joined back: 32 channels, recording seed 0, sorter seed 1: 0.867 -> 0.809. The means'
@@ -342,7 +343,7 @@ class SortPipeline:
                 return False
             means.append(reader.mean(chosen, channels))
         similarity, size_ratio = waveform_match(means[0], means[1], max_shift=0)
-        return similarity >= DUPLICATE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO
+        return similarity >= DUPLICATE_SIMILARITY and size_ratio <= largest_size_ratio
 
     def _initial_note(self) -> str:
         """What the pruning before training decided, and which filters grew beyond their neighbourhood."""

@@ -35,7 +35,7 @@ def assemble_sorting(
 
     pruning_notes: (initial, final) descriptions of the pruning decisions, kept as provenance.
     shared: (n_events,) bool, the events coded beside another filter's, and one_waveform: whether the
-    data at two amplitude ranges of a filter's spikes hold one shape (split_by_amplitude says why).
+    data at two amplitude ranges of a filter's spikes hold one shape of one size (split_by_amplitude says why).
     dead_time: samples within which two spikes are one (the sort's), for the refractory counts.
     """
     n_filters = filters.shape[0]

@@ -14,7 +14,7 @@ sought among its clean spikes only, the CLEAN_FRACTION closest to the unit's
 median snippet: there the first component stood out (62 σ² against 4.6 for
 the next, the noise).
 The split is made when the unit's spike train breaks the refractory period
-(amplitude_split.breaks_refractory: more than MAX_REFRACTORY_RATIO of the chance count of pairs 0.5-1.5 ms apart,
+(unit_merge.breaks_refractory: more than MAX_REFRACTORY_RATIO of the chance count of pairs 0.5-1.5 ms apart,
 with REFRACTORY_SPLIT_MIN_EXPECTED due: one neuron leaves that window all but
 empty) and the clean spikes' projections on that direction fall into two groups
 at least WAVEFORM_SPLIT_SEPARATION pooled SDs apart (Otsu's threshold; one
@@ -42,11 +42,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import breaks_refractory, otsu_split
+from engine.pipeline.amplitude_split import otsu_split
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting
-from engine.pipeline.unit_merge import Windows
+from engine.pipeline.unit_merge import Windows, breaks_refractory
 
 # The snippet read around each spike time (its extremum), ms before and after.
 SNIPPET_MS = (1.0, 1.7)
@@ -58,6 +58,10 @@ FIT_BLOCKS = 30
 MAIN_CHANNELS = 4
 # The recording is read in blocks of this many samples around a unit's spikes (one band-pass each).
 BLOCK_SAMPLES = 60_000
+# A unit split in two is split again when a half still holds two neurons, up to this many splits deep
+# (SpikeInterface's 384-channel probe, 60 s, sorter seed 0: one unit held a crowd of small events and two
+# neurons; the first split took the crowd off, the second a 3.6-SNR neuron from a 2.4-SNR one: 0.65 -> 0.87).
+WAVEFORM_SPLIT_ROUNDS = 3
 # Otsu's two groups of the clean projections at least this many pooled SDs apart (as the amplitude
 # split's bar: one normal distribution gives 2.65).
 WAVEFORM_SPLIT_SEPARATION = 5.0
@@ -66,10 +70,23 @@ WAVEFORM_SPLIT_SEPARATION = 5.0
 def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, channel_mask: np.ndarray,
                       dead_time: int) -> Sorting:
     """`sorting` with each unit that holds two neurons of one shape and size split in two (see the
-    module's docstring). recording: what was sorted (preprocessed); noise_levels: (n_channels,) its σ;
-    channel_mask: (n_filters, n_channels) bool, the channels of each filter (`sorting.filter_index`)."""
+    module's docstring), and each half tried again, up to WAVEFORM_SPLIT_ROUNDS times. recording:
+    what was sorted (preprocessed); noise_levels: (n_channels,) its σ; channel_mask: (n_filters,
+    n_channels) bool, the channels of each filter (`sorting.filter_index`)."""
+    tried = None  # the first round tries every unit, the next ones the halves of the last one's splits
+    for _ in range(WAVEFORM_SPLIT_ROUNDS):
+        sorting, tried = _split_once(sorting, recording, noise_levels, channel_mask, dead_time, tried)
+        if not tried:
+            break
+    return sorting
+
+
+def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_mask: np.ndarray, dead_time: int,
+                units_to_try: set[int] | None) -> tuple[Sorting, set[int]]:
+    """(`sorting` with the units among `units_to_try` (None: all) that hold two neurons split in two,
+    the units those splits left: each split unit and its new unit)."""
     if sorting.n_units == 0 or sorting.filter_index is None:
-        return sorting
+        return sorting, set()
     windows = Windows.at(sorting.sampling_rate, dead_time)
     before, after = (max(int(round(ms * 1e-3 * sorting.sampling_rate)), 1) for ms in SNIPPET_MS)
     order = np.argsort(sorting.spike_units, kind="stable")  # each unit's spikes, in time order
@@ -78,7 +95,7 @@ def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, cha
     readable = (times - before >= 0) & (times + after <= recording.n_samples)
     # Units whose train breaks the refractory period, each on its main channels.
     candidates = {}
-    for unit in range(sorting.n_units):
+    for unit in range(sorting.n_units) if units_to_try is None else sorted(units_to_try):
         members = order[bounds[unit]:bounds[unit + 1]]
         members = members[readable[members]]  # a spike at the recording's very edge stays with its unit
         channels = _main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
@@ -87,7 +104,7 @@ def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, cha
             smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
             candidates[unit] = (members, channels, smallest)
     if not candidates:
-        return sorting
+        return sorting, set()
     # Each unit's direction and threshold from its spikes in a few blocks spread over the recording, the
     # same blocks for all (each read once): not every block of a 2-hour recording.
     fit_blocks = _fit_blocks(np.concatenate([times[members] for members, _, _ in candidates.values()]))
@@ -100,7 +117,7 @@ def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, cha
         if found is not None:
             splits[unit] = found
     if not splits:
-        return sorting
+        return sorting, set()
     # Then every spike of the units to split, all read in one pass.
     everyone = _read_snippets({unit: (times[candidates[unit][0]], candidates[unit][1]) for unit in splits},
                               recording, noise_levels, before, after)
@@ -116,8 +133,9 @@ def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, cha
         parents.append(unit)
         notes.append(f"{unit} in 2 ({separation:.1f} SD apart along its spikes' main difference)")
     if not parents:
-        return sorting
-    return _with_new_units(sorting, units, parents, "split by waveform: unit " + ", ".join(notes))
+        return sorting, set()
+    halves = set(parents) | set(range(sorting.n_units, sorting.n_units + len(parents)))
+    return _with_new_units(sorting, units, parents, "split by waveform: unit " + ", ".join(notes)), halves
 
 
 def _main_channels(template: np.ndarray, noise_levels: np.ndarray, allowed: np.ndarray) -> np.ndarray:
