@@ -7,7 +7,8 @@ from engine.io.recording import NumpyRecording
 from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.sorting import Sorting, SortProvenance
 from engine.pipeline.unit_merge import (
-    Windows, apply_merges, is_refractory, merge_units, pairs_within, refractory_dip, waveform_match,
+    Windows, apply_merges, breaks_refractory, find_merges, is_refractory, merge_units, pairs_within, refractory_dip,
+    waveform_match,
 )
 
 RATE = 30_000.0
@@ -63,6 +64,26 @@ def test_a_short_recordings_units_are_judged_on_how_unlikely_their_empty_window_
     observed, expected = refractory_dip(neuron[::2], other, windows)
     assert 4.5 < expected < 8 and observed > 1
     assert not is_refractory(neuron[::2], other, windows)
+
+
+def test_a_unit_that_holds_two_neurons_is_merged_into_neither():
+    """Half a neuron's spikes in one unit; the other half with a second neuron's (a fifth of that unit) in
+    another. The two units keep the period between them (the stray fifth makes few pairs with the first
+    half), but the second unit breaks it on its own: it is not one neuron, and merging it would add the
+    second neuron's spikes to the first's unit."""
+    rng = np.random.default_rng(4)
+    n_samples = int(1200 * RATE)
+    windows = Windows.at(RATE, DEAD)
+    neuron, other = spike_train(rng, n_samples, 40.0), spike_train(rng, n_samples, 5.0)
+    clean, mixed = neuron[::2], np.sort(np.concatenate([neuron[1::2], other]))
+    assert is_refractory(clean, mixed, windows) and breaks_refractory(mixed, windows)
+    one_waveform = lambda unit, channels: (np.ones((10, 1)), np.zeros((10, 1)))  # noqa: E731  every unit alike
+    merges = find_merges([clean, mixed], [(0, 1)], one_waveform, lambda unit: np.array([0]), windows, max_shift=1)
+    assert merges.groups == []
+    # The second neuron gone from it, the two halves are one neuron: merged.
+    merges = find_merges([clean, neuron[1::2]], [(0, 1)], one_waveform, lambda unit: np.array([0]), windows,
+                         max_shift=1)
+    assert merges.groups == [[0, 1]]
 
 
 def test_waveform_match_finds_one_shape_through_a_shift_and_noise_and_tells_sizes():

@@ -27,10 +27,8 @@ users and Kilosort's merge step judge a pair:
 
 Pairs are tried most alike first, and each merge tests the refractoriness of
 the two groups as merged so far, between them and within them: a unit whose
-own train breaks the period holds more than one neuron and is merged into
-none (measured on the 32-channel probe, recording seed 6, sorter seed 9: a
-split's mixed remainder, 3,223 of its 4,301 spikes other neurons', had been
-merged into a clean unit, whose precision fell 1.000 -> 0.945). Where one spike was coded in both units, the
+own train breaks the period holds more than one neuron, and merging it would
+hand the others' spikes to a neuron's unit. Where one spike was coded in both units, the
 merged unit keeps the bigger event.
 """
 
@@ -183,8 +181,8 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         if not is_refractory(merged_a, merged_b, windows):
             continue
         # Nor may either side break the period on its own: it holds more than one neuron, and merging it
-        # would hand the others' spikes to this one (a mixed remainder of a split, next to its neuron's unit).
-        if breaks_refractory(np.sort(np.concatenate([merged_a, merged_b])), windows):
+        # would hand the others' spikes to this one.
+        if breaks_refractory(merged_a, windows) or breaks_refractory(merged_b, windows):
             continue
         keep, gone = min(group_a, group_b), max(group_a, group_b)
         root[gone] = keep
