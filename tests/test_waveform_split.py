@@ -102,3 +102,19 @@ def test_a_unit_of_three_neurons_is_split_again_until_each_is_one():
     for train, counts in zip(trains, units_of):
         assert counts.max() > 0.9 * len(train)
     assert split.provenance.amplitude_splits.count("split by waveform") == 2
+
+
+def test_snippets_reduced_block_by_block_are_the_whole_read_reduced():
+    """The classification pass keeps one projection per spike, taken as each block is read."""
+    from engine.pipeline.waveform_split import BLOCK_SAMPLES, _read_snippets
+
+    rng = np.random.default_rng(3)
+    recording = recording_of([], [], 2.5 * BLOCK_SAMPLES / RATE, rng)
+    times = np.sort(rng.choice(np.arange(100, recording.n_samples - 100), 300, replace=False))
+    requests = {0: (times, np.array([0, 2]))}
+    noise = np.ones(N_CHANNELS, np.float32)
+    whole = _read_snippets(requests, recording, noise, 30, 51)[0]
+    direction = rng.standard_normal(whole.shape[1])
+    reduced = _read_snippets(requests, recording, noise, 30, 51, reduce=lambda key, snippets: snippets @ direction)[0]
+    assert whole.shape == (300, 81 * 2) and reduced.shape == (300,)
+    np.testing.assert_allclose(reduced, whole @ direction, rtol=1e-4, atol=1e-3)

@@ -39,6 +39,7 @@ the groups, with 93 % pure groups).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 
@@ -118,15 +119,18 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
             splits[unit] = found
     if not splits:
         return sorting, set()
-    # Then every spike of the units to split, all read in one pass.
-    everyone = _read_snippets({unit: (times[candidates[unit][0]], candidates[unit][1]) for unit in splits},
-                              recording, noise_levels, before, after)
+    # Then every spike of the units to split, all read in one pass, each block's snippets projected as soon
+    # as they are read: a unit of 100,000 spikes (a 2-hour recording's) would hold 130 MB of snippets
+    # (4 channels × 81 samples, float32) for one number per spike.
+    projections = _read_snippets({unit: (times[candidates[unit][0]], candidates[unit][1]) for unit in splits},
+                                 recording, noise_levels, before, after,
+                                 reduce=lambda unit, snippets: (snippets - splits[unit][0]) @ splits[unit][1])
     units = sorting.spike_units.astype(np.int64).copy()
     parents: list[int] = []  # the unit each new unit was split from
     notes = []
     for unit, (centre, direction, threshold, separation) in splits.items():
         members, _, smallest = candidates[unit]
-        second = (everyone[unit] - centre) @ direction > threshold
+        second = projections[unit] > threshold
         if min(second.sum(), (~second).sum()) < smallest:
             continue
         units[members[second]] = sorting.n_units + len(parents)
@@ -173,11 +177,13 @@ def _direction(snippets: np.ndarray, smallest: float) -> tuple[np.ndarray, np.nd
     return centre, direction, threshold, separation
 
 
-def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: int, after: int) -> dict:
+def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: int, after: int,
+                   reduce: Callable[[object, np.ndarray], np.ndarray] | None = None) -> dict:
     """{key: (n, (before + after) · n_channels) float32 snippets in noise σ} for requests {key: (times
     (sorted, each readable), channels)}: each BLOCK_SAMPLES of the recording that holds some of them is
     band-passed once, on the channels all the requests there need (a snippet's own filter margins are
-    ~30 times its length)."""
+    ~30 times its length). With `reduce(key, snippets)`, what it returns for each block's snippets
+    instead (kept in the snippets' order), so that only that is held."""
     length = before + after
     pieces = {key: [] for key in requests}
     block_of = {key: times // BLOCK_SAMPLES for key, (times, _) in requests.items()}
@@ -191,7 +197,8 @@ def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: 
         for key, times in here.items():
             columns = np.searchsorted(channels, requests[key][1])
             rows = (times - before - start)[:, None] + np.arange(length)[None, :]
-            pieces[key].append(traces[rows][:, :, columns].reshape(len(times), -1).astype(np.float32))
+            snippets = traces[rows][:, :, columns].reshape(len(times), -1).astype(np.float32)
+            pieces[key].append(snippets if reduce is None else reduce(key, snippets))
     return {key: np.concatenate(parts) for key, parts in pieces.items()}
 
 
