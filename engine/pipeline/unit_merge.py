@@ -26,10 +26,10 @@ users and Kilosort's merge step judge a pair:
   sizes within 1.09; the most alike pair of different neurons 0.951.
 
 Pairs are tried most alike first, and each merge tests the refractoriness of
-the two groups as merged so far, between them and within them: a unit whose
+the two groups as merged so far, between them and within each: a group whose
 own train breaks the period holds more than one neuron, and merging it would
-hand the others' spikes to a neuron's unit. Where one spike was coded in both units, the
-merged unit keeps the bigger event.
+hand the others' spikes to a neuron's unit. Where one spike was coded in both
+units, the merged unit keeps the bigger event.
 """
 
 from __future__ import annotations
