@@ -44,6 +44,7 @@ from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.pruning import PruneDecision, prune
 from engine.pipeline.reconstruction import WindowReconstruction, reconstruct_window
 from engine.pipeline.refinement import AmplitudePrior, channel_sharing
+from engine.pipeline.small_events import separate_small_events
 from engine.pipeline.sorting import Sorting, peak_taps
 from engine.pipeline.stages import SortStopped, StageLog
 from engine.pipeline.templates import assemble_sorting
@@ -313,7 +314,11 @@ class SortPipeline:
         with self.stage_log.stage("merging units"):
             # One neuron coded by two filters is two units until its spikes' refractoriness and the
             # recording's waveform at them say it is one (engine/pipeline/unit_merge.py).
-            return merge_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+            sorting = merge_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+        with self.stage_log.stage("small events"):
+            # Residuals of neighbours' spikes that a unit's filter coded beside them, far smaller than the
+            # unit's own spikes (engine/pipeline/small_events.py).
+            return separate_small_events(sorting)
 
     def _one_waveform(self, model: CRsAE, target: Recording, noise_levels: np.ndarray, events: SpikeEvents,
                       k: int, lower: tuple[float, float], upper: tuple[float, float],

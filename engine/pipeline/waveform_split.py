@@ -139,7 +139,7 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
     if not parents:
         return sorting, set()
     halves = set(parents) | set(range(sorting.n_units, sorting.n_units + len(parents)))
-    return _with_new_units(sorting, units, parents, "split by waveform: unit " + ", ".join(notes)), halves
+    return with_new_units(sorting, units, parents, "split by waveform: unit " + ", ".join(notes)), halves
 
 
 def _main_channels(template: np.ndarray, noise_levels: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -220,7 +220,7 @@ def _otsu(values: np.ndarray) -> tuple[float, float]:
     return float(0.5 * (low[-1] + high[0])), float((high.mean() - low.mean()) / max(pooled, 1e-12))
 
 
-def _with_new_units(sorting: Sorting, units: np.ndarray, parents: list[int], note: str) -> Sorting:
+def with_new_units(sorting: Sorting, units: np.ndarray, parents: list[int], note: str) -> Sorting:
     """`sorting` with spikes relabelled to `units`; new unit n_units + i was split from `parents[i]`, and
     keeps its filter, with its template scaled to its own spikes' median code amplitude."""
     parents_arr = np.asarray(parents, dtype=np.int64)
