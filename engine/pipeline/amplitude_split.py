@@ -349,7 +349,8 @@ def main_amplitude_group(amplitudes: np.ndarray, min_spikes: int, min_fraction: 
 
 def spikes_of_each_filter(filters: np.ndarray, n_filters: int) -> list[np.ndarray]:
     """For each filter 0..n_filters-1, the indices of its spikes in time order: one sort of all the
-    spikes, not one pass over them per filter (a 2-hour probe sort holds tens of millions)."""
+    spikes, not one pass over them per filter (a 2-hour probe sort holds tens of millions). Given the
+    spikes' units instead, each unit's (the waveform split and the small events use it so)."""
     order = np.argsort(filters, kind="stable")
     counts = np.bincount(filters, minlength=n_filters)[:n_filters]
     return np.split(order, np.cumsum(counts)[:-1])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import median_filter
 
+from engine.pipeline.amplitude_split import spikes_of_each_filter
 from engine.pipeline.params import MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting
 from engine.pipeline.waveform_split import with_new_units
@@ -41,12 +42,10 @@ def separate_small_events(sorting: Sorting) -> Sorting:
     if sorting.n_units == 0 or sorting.n_spikes == 0:
         return sorting
     sizes = np.abs(sorting.amplitudes)
-    order = np.argsort(sorting.spike_units, kind="stable")  # each unit's spikes, in time order
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(sorting.spike_units, minlength=sorting.n_units))])
     units = sorting.spike_units.astype(np.int64).copy()
     parents, notes = [], []
-    for unit in range(sorting.n_units):
-        members = order[bounds[unit]:bounds[unit + 1]]
+    # Each unit's spikes, in time order.
+    for unit, members in enumerate(spikes_of_each_filter(sorting.spike_units, sorting.n_units)):
         if len(members) < 2 * MIN_SPLIT_SPIKES:
             continue
         width = min(SMALL_EVENT_NEIGHBOURS, len(members) // 2 * 2 - 1)  # odd, at most the unit's spikes

@@ -43,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import otsu_split
+from engine.pipeline.amplitude_split import otsu_split, spikes_of_each_filter
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting
@@ -90,19 +90,17 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
         return sorting, set()
     windows = Windows.at(sorting.sampling_rate, dead_time)
     before, after = (max(int(round(ms * 1e-3 * sorting.sampling_rate)), 1) for ms in SNIPPET_MS)
-    order = np.argsort(sorting.spike_units, kind="stable")  # each unit's spikes, in time order
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(sorting.spike_units, minlength=sorting.n_units))])
+    of_unit = spikes_of_each_filter(sorting.spike_units, sorting.n_units)  # each unit's spikes, in time order
     times = sorting.spike_times
     readable = (times - before >= 0) & (times + after <= recording.n_samples)
     # Units whose train breaks the refractory period, each on its main channels.
     candidates = {}
     for unit in range(sorting.n_units) if units_to_try is None else sorted(units_to_try):
-        members = order[bounds[unit]:bounds[unit + 1]]
-        members = members[readable[members]]  # a spike at the recording's very edge stays with its unit
+        members = of_unit[unit][readable[of_unit[unit]]]  # a spike at the recording's very edge stays with its unit
         channels = _main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
         if len(members) >= 2 * MIN_SPLIT_SPIKES and len(channels) and breaks_refractory(times[members], windows):
             # Each group at least this many spikes, as the amplitude split asks.
-            smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * (bounds[unit + 1] - bounds[unit])))
+            smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * len(of_unit[unit])))
             candidates[unit] = (members, channels, smallest)
     if not candidates:
         return sorting, set()
