@@ -195,7 +195,7 @@ class DaskInference:
         recording: Recording,
         noise_levels: np.ndarray,
         dead_time: int,
-        min_amplitude: float,
+        min_amplitude: float | np.ndarray,
         chunk_size: int | None = None,
         batch_chunks: int = 8,
         start: int = 0,

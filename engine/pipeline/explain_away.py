@@ -183,7 +183,7 @@ def eliminate_redundant_events(
     signal: np.ndarray,
     starts: np.ndarray,
     atoms: np.ndarray,
-    min_energy: float,
+    min_energy: float | np.ndarray,
     channels: np.ndarray | None = None,
     products: AtomProducts | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +225,7 @@ def eliminate_redundant_codes(
     code_triplets: np.ndarray,
     filters: np.ndarray,
     gram: np.ndarray,
-    min_energy: float,
+    min_energy: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`eliminate_redundant_events` for events given by their codes (as `event_atoms` takes them), with
     the filters' Gram tensor for the atoms' products: the atoms themselves are never built. Each atom's
@@ -250,13 +250,15 @@ def eliminate_redundant_codes(
 
 
 def _eliminate(order: np.ndarray, starts_sorted: np.ndarray, width: int, channels_sorted: np.ndarray, n_channels: int,
-               correlations: np.ndarray, norms: np.ndarray, pair_products, min_energy: float,
+               correlations: np.ndarray, norms: np.ndarray, pair_products, min_energy: float | np.ndarray,
                ) -> tuple[np.ndarray, np.ndarray]:
     """(keep, scales) in the callers' event order, from the events in start order (`order` maps one to the
     other): their atoms' width, channels, products with the signal, squared norms, and `pair_products`."""
     n_events = len(starts_sorted)
     keep = np.ones(n_events, dtype=bool)
     scales = np.ones(n_events)
+    # Each event's own bar (a filter of a faint neuron may have a lower one), in start order.
+    bars = np.broadcast_to(np.asarray(min_energy, dtype=np.float64), (n_events,))[order]
     groups = _overlapping_groups(starts_sorted, width, channels_sorted, n_channels)
     sizes = np.bincount(groups)
 
@@ -266,7 +268,7 @@ def _eliminate(order: np.ndarray, starts_sorted: np.ndarray, width: int, channel
     lone = sizes[groups] == 1
     safe_norms = np.maximum(norms, 1e-12)
     scale_sorted[lone] = correlations[lone] / safe_norms[lone]
-    keep_sorted[lone] = (correlations[lone] > 0) & (correlations[lone] ** 2 / safe_norms[lone] >= min_energy)
+    keep_sorted[lone] = (correlations[lone] > 0) & (correlations[lone] ** 2 / safe_norms[lone] >= bars[lone])
     # Small groups (most of them: a spike and the shadow or neighbour it overlaps) a whole size at a
     # time: one group at a time cost 0.3 ms of Python each, and a 1-channel pool from noise had 3,000
     # groups a pass. Bigger groups, rare, one at a time.
@@ -274,7 +276,7 @@ def _eliminate(order: np.ndarray, starts_sorted: np.ndarray, width: int, channel
         members = _groups_of_size(groups, sizes, int(size))
         for block in [members] if size <= MAX_BATCHED_GROUP else np.split(members, len(members)):
             kept, fitted = _eliminate_in_groups_of_a_size(starts_sorted, width, norms, pair_products,
-                                                          correlations, block, min_energy)
+                                                          correlations, block, bars)
             keep_sorted[block] = kept
             scale_sorted[block] = fitted
     keep[order] = keep_sorted
@@ -372,13 +374,14 @@ def _pair_products(first: np.ndarray, second: np.ndarray, lags: np.ndarray, atom
 
 def _eliminate_in_groups_of_a_size(starts: np.ndarray, width: int, norms: np.ndarray, pair_products,
                                    correlations: np.ndarray, members: np.ndarray,
-                                   min_energy: float) -> tuple[np.ndarray, np.ndarray]:
+                                   bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Backward elimination in every group of `members` (n_groups, size; each row in start order) at once.
 
     `norms`: each event's squared atom norm; `pair_products(first, second, lags)`: two events' atoms'
     product, the second `lags` samples later; `width`: the atoms' length.
     Each round refits the group's active atoms by least squares (ridge `_RIDGE`), and drops the event
-    whose removal costs the least explained energy, a_e² / (G⁻¹)_ee, while that is under `min_energy`
+    whose removal costs the least explained energy, a_e² / (G⁻¹)_ee, as a share of its own bar
+    (`bars`, per event in start order: λ² of its filter), while that is under the bar
     (an event fitted negative goes first); a group whose weakest event clears the bar is settled with
     its fitted scales. The solves are stacked (size × size) inverses, dropped events as identity rows.
     Returns (keep, scales), each (n_groups, size)."""
@@ -406,8 +409,9 @@ def _eliminate_in_groups_of_a_size(starts: np.ndarray, width: int, norms: np.nda
         cost = fitted**2 / np.maximum(np.einsum("gii->gi", inverse), 1e-12)
         cost[fitted <= 0] = -np.inf
         cost[~active] = np.inf
+        cost = cost / bars[members]
         weakest = np.argmin(cost, axis=1)
-        drops = ~settled & active.any(axis=1) & (cost[np.arange(n_groups), weakest] < min_energy)
+        drops = ~settled & active.any(axis=1) & (cost[np.arange(n_groups), weakest] < 1.0)
         finishing = ~settled & ~drops
         scales[finishing] = np.where(active[finishing], fitted[finishing], 0.0)
         settled |= finishing

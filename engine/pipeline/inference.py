@@ -184,7 +184,7 @@ class SpikeSettings:
     lipschitz: float
     noise_levels: np.ndarray  # (n_channels,) float32 µV
     dead_time: int  # samples
-    min_amplitude: float  # noise-σ units
+    min_amplitude: float | np.ndarray  # noise-σ units; or (n_filters,), each filter's (see bars_of)
     prior: AmplitudePrior | None
     solver: str
     device: str  # where the model ran: the same device type gives the same solver and the same spikes
@@ -193,7 +193,7 @@ class SpikeSettings:
     settled_fraction: float = 0.0
 
     @classmethod
-    def of(cls, model: CRsAE, noise_levels: np.ndarray, dead_time: int, min_amplitude: float,
+    def of(cls, model: CRsAE, noise_levels: np.ndarray, dead_time: int, min_amplitude: float | np.ndarray,
            prior: AmplitudePrior | None = None, solver: str = "auto", settled_fraction: float = 0.0) -> "SpikeSettings":
         uses_working_set(solver, model.filters.device)  # refuse an unknown solver before any work
         return cls(
@@ -204,7 +204,8 @@ class SpikeSettings:
             lipschitz=model.lipschitz(),
             noise_levels=np.asarray(noise_levels, dtype=np.float32).copy(),
             dead_time=int(dead_time),
-            min_amplitude=float(min_amplitude),
+            min_amplitude=(float(min_amplitude) if np.ndim(min_amplitude) == 0
+                           else np.asarray(min_amplitude, dtype=np.float32).copy()),
             prior=prior,
             solver=solver,
             device=model.filters.device.type,
@@ -268,7 +269,7 @@ def spikes_from_codes(
     filters: np.ndarray,
     filter_peak_taps: np.ndarray,
     dead_time: int,
-    min_amplitude: float,
+    min_amplitude: float | np.ndarray,
     prior: AmplitudePrior | None = None,
     candidates_of: list[np.ndarray] | None = None,
     gram: np.ndarray | None = None,
@@ -313,7 +314,7 @@ def spikes_from_codes(
             else filters_sharing_channels(filters),
         )
     times = times + window_start
-    inside = (times >= core[0]) & (times < core[1]) & (amplitudes >= min_amplitude)
+    inside = (times >= core[0]) & (times < core[1]) & (amplitudes >= bars_of(min_amplitude, spike_filters))
     events = SpikeEvents(times[inside].astype(np.int64), spike_filters[inside].astype(np.int32),
                          amplitudes[inside].astype(np.float32))
     return _one_per_dead_time(events, dead_time)
@@ -331,7 +332,7 @@ def explained_correlation(gram_rows: GramRows, code_index: np.ndarray, spike_fil
                              (1, *shape))[0]
 
 
-def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float,
+def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float | np.ndarray,
                 gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
 
@@ -341,17 +342,25 @@ def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead
     (explain_away.eliminate_redundant_codes), else from their atoms.
     """
     spike_filters, indices, triplets = code_maxima(codes, dead_time)
-    strong = triplets.sum(axis=1) >= min_amplitude
+    strong = triplets.sum(axis=1) >= bars_of(min_amplitude, spike_filters)
     spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
+    min_energy = bars_of(min_amplitude, spike_filters) ** 2
     if gram is None:
         starts, atoms, channels = event_atoms(indices, spike_filters, triplets, filters)
-        keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=float(min_amplitude) ** 2,
-                                                  channels=channels)
+        keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=min_energy, channels=channels)
     else:
         keep, scales = eliminate_redundant_codes(signal, indices, spike_filters, triplets, filters, gram,
-                                                 min_energy=float(min_amplitude) ** 2)
+                                                 min_energy=min_energy)
     triplets = (triplets[keep] * scales[keep][:, None]).astype(np.float32)
     return spike_filters[keep], indices[keep], triplets
+
+
+def bars_of(min_amplitude: float | np.ndarray, spike_filters: np.ndarray) -> float | np.ndarray:
+    """The smallest amplitude each spike may have: `min_amplitude` itself, or, given one per filter
+    ((n_filters,), the model's λ of each: a faint neuron's filter has a lower one), its filter's."""
+    if np.ndim(min_amplitude) == 0:
+        return float(min_amplitude)
+    return np.asarray(min_amplitude, dtype=np.float64)[spike_filters]
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -383,7 +392,7 @@ def infer_spikes(
     recording: Recording,
     noise_levels: np.ndarray,
     dead_time: int,
-    min_amplitude: float,
+    min_amplitude: float | np.ndarray,
     chunk_size: int | None = None,
     batch_chunks: int = 8,
     start: int = 0,

@@ -196,3 +196,21 @@ MAX_COUNTED_SPIKES = 50_000
 # Shifts of one unit's mean snippet against the other's that the waveform test tries, in ms:
 # two filters may put one neuron's peak a sample or two apart.
 MAX_SHIFT_MS = 0.2
+
+# ---- neurons too faint for the first dictionary (engine/pipeline/faint_units.py) ----------
+# Probes of this many channels or more are searched (the pool of a wide probe is seconds long).
+FAINT_MIN_CHANNELS = LOCAL_DETECTION_MIN_CHANNELS
+# Channels × samples of the recording coded to find them (30 s of a 384-channel probe).
+FAINT_MAX_VALUES = 384 * 30 * 30_000
+# The residual's peaks searched, in noise σ: a 3.3 σ neuron's spikes cross 4 σ about one time in four;
+# noise alone, a few times a minute on each channel.
+FAINT_THRESHOLD = 4.0
+FAINT_MIN_SPIKES = 30  # peaks of one cluster, at least, to make a candidate
+# A candidate is kept when it then codes at least this many spikes of the training pool.
+FAINT_MIN_POOL_SPIKES = 10
+# A found filter's λ, as a fraction of the sort's: a faint neuron's spikes project onto its filter near
+# λ, and at the full bar the lasso coded a third to a half of them (SpikeInterface's 384-channel probe).
+FAINT_LAMBDA_FRACTION = 0.8
+FAINT_CLUSTERS_PER_CHANNEL = 1
+FAINT_SNIPPET_CHANNELS = 8  # a faint neuron is seen on few channels: its snippets keep the nearest 8
+FAINT_SNIPPETS_PER_CHANNEL = 200

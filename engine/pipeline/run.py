@@ -32,10 +32,13 @@ from engine.pipeline.coincidences import coded_with_another, coincidence_survivo
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
+from engine.pipeline.faint_units import faint_candidates
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
-    CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
+    CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MAX_VALUES,
+    FAINT_MIN_CHANNELS, FAINT_MIN_POOL_SPIKES,
+    FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MAX_SIZE_RATIO, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
     OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
@@ -64,6 +67,13 @@ def _events_of_kept(events: SpikeEvents, keep: np.ndarray, n_filters: int) -> Sp
     mine = new_index[events.filters] >= 0
     return SpikeEvents(events.times[mine], new_index[events.filters[mine]].astype(events.filters.dtype),
                        events.amplitudes[mine])
+
+
+def _part_of(progress: Progress | None, start: float, width: float) -> Progress | None:
+    """`progress` for one part of a longer task: its fractions 0..1 reported as start..start + width."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + width * fraction)
 
 
 def run_sort(
@@ -115,6 +125,7 @@ class SortPipeline:
         self.initial_pruning: PruneDecision | None = None
         self.final_pruning: PruneDecision | None = None
         self.footprints = ""  # which filters grew beyond their neighbourhood, for reports
+        self.faint_units = ""  # what the search for faint neurons added, for reports
         self._pool_events: tuple[bytes, SpikeEvents] | None = None  # (dictionary key, events)
         self._neurons_found = False  # pruned and split to one filter per neuron (after learning, from noise)
         # (n_filters,) each kept filter's median spike amplitude on the pool at the last pruning (inf
@@ -280,15 +291,21 @@ class SortPipeline:
         self.stage_log.should_stop = should_stop
         with self.stage_log.stage("final pruning"):
             self.final_pruning = self._prune(duplicate_similarity=FINAL_DUPLICATE_SIMILARITY, join_co_firing=True)
+        target, noise_levels = self._sorting_target(recording)
+        # Faint neurons are looked for in the recording the dictionary learned (another one is sorted as learned).
+        faint_share = self._faint_share() if target is self.recording else 0.0
+        if faint_share > 0:
+            with self.stage_log.stage("faint units"):
+                self.faint_units = self._add_faint_filters(_part_of(progress, 0.0, faint_share), should_stop)
         with self.model_lock:
             model = self.model
             pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
         prior = AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, model.n_filters)
-        target, noise_levels = self._sorting_target(recording)
         with self.stage_log.stage("inference"):
             events = (infer or infer_spikes)(
-                model, target, noise_levels, self.dead_time, self.lambda_,
-                progress=progress, should_stop=should_stop, prior=prior, solver=self.config.solver,
+                model, target, noise_levels, self.dead_time, model.lambdas.detach().cpu().numpy(),
+                progress=_part_of(progress, faint_share, 1.0 - faint_share), should_stop=should_stop, prior=prior,
+                solver=self.config.solver,
             )
         if should_stop is not None and should_stop():
             raise SortStopped("sorting was stopped before the end of the recording")
@@ -302,7 +319,7 @@ class SortPipeline:
         with self.stage_log.stage("templates"):
             sorting = assemble_sorting(
                 events, model.filters_numpy(), noise_levels, self.sampling_rate, target.channel_positions,
-                self.lambda_, (self._initial_note(), self.final_pruning.describe()), shared=shared,
+                self.lambda_, (self._initial_note(), self._final_note()), shared=shared,
                 one_waveform=lambda k, lower, upper, largest_size_ratio: self._one_waveform(
                     model, target, noise_levels, events, k, lower, upper, largest_size_ratio),
                 dead_time=self.dead_time,
@@ -319,6 +336,50 @@ class SortPipeline:
             # Residuals of neighbours' spikes that a unit's filter coded beside them, far smaller than the
             # unit's own spikes (engine/pipeline/small_events.py).
             return separate_small_events(sorting)
+
+    def _faint_share(self) -> float:
+        """The part of the sort's coding the search for faint neurons takes (0 where it does not run):
+        its budget of channels × samples against the whole recording's."""
+        if self.recording.n_channels < FAINT_MIN_CHANNELS:
+            return 0.0
+        searched = min(FAINT_MAX_VALUES // self.recording.n_channels, self.recording.n_samples)
+        return searched / (searched + self.recording.n_samples)
+
+    def _add_faint_filters(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> str:
+        """Give neurons too faint for the first dictionary filters of their own (engine/pipeline/faint_units.py):
+        each candidate is kept when it then codes at least FAINT_MIN_POOL_SPIKES of the training pool and is
+        neither idle, a duplicate nor a shadow by pruning's rules. Returns what it did, for the sort's notes."""
+        with self.model_lock:
+            n_before = self.model.n_filters
+            candidates = faint_candidates(self.recording, self.noise_levels, self.model, self._lambdas(), self.dead_time,
+                                          self.neighbourhoods, solver=self.config.solver, seed=self.config.seed,
+                                          progress=progress, should_stop=should_stop)
+            if len(candidates) == 0:
+                return "no faint unit found"
+            filters = self.model.filters.detach().cpu().numpy()
+            mask = self.model.channel_mask.detach().cpu().numpy() > 0
+            # A faint neuron's spikes sit near the bar: its filter gets a lower one (FAINT_LAMBDA_FRACTION).
+            lambdas = np.concatenate([self._lambdas(), np.full(len(candidates), FAINT_LAMBDA_FRACTION * self.lambda_)])
+            self._set_model(np.concatenate([filters, candidates]),
+                            channel_mask=np.concatenate([mask, self._neighbourhoods_of(candidates)]), lambdas=lambdas)
+            events = self._events_of_pool(should_stop=should_stop)
+            decision = prune(self.model.filters_numpy(), events, FINAL_DUPLICATE_SIMILARITY,
+                             shadow_window=self._samples(SHADOW_WINDOW_MS))
+            counts = np.bincount(events.filters, minlength=self.model.n_filters)
+            survivors = set(decision.keep.tolist())
+            kept = [k for k in range(n_before, self.model.n_filters)
+                    if k in survivors and counts[k] >= FAINT_MIN_POOL_SPIKES]
+            keep = np.concatenate([np.arange(n_before), np.asarray(kept, dtype=np.int64)])
+            if len(keep) < self.model.n_filters:
+                all_filters = self.model.filters.detach().cpu().numpy()
+                all_mask = self.model.channel_mask.detach().cpu().numpy() > 0
+                self._set_model(all_filters[keep], channel_mask=all_mask[keep], lambdas=self._lambdas()[keep])
+            if self.initial_filters is not None and len(self.initial_filters) == n_before:
+                # A found filter starts where it was found, so views can still pair each filter with its start.
+                found = self.model.filters.detach().cpu().numpy()[n_before:]
+                self.initial_filters = np.concatenate([self.initial_filters, found])
+            return (f"faint units: {len(candidates)} candidates, kept {len(kept)} "
+                    f"(pool spikes {', '.join(str(int(counts[k])) for k in kept)})")
 
     def _one_waveform(self, model: CRsAE, target: Recording, noise_levels: np.ndarray, events: SpikeEvents,
                       k: int, lower: tuple[float, float], upper: tuple[float, float],
@@ -350,6 +411,11 @@ class SortPipeline:
         similarity, size_ratio = waveform_match(means[0], means[1], max_shift=0)
         return similarity >= DUPLICATE_SIMILARITY and size_ratio <= largest_size_ratio
 
+    def _final_note(self) -> str:
+        """What the pruning after training decided, and which faint neurons got filters after it."""
+        note = self.final_pruning.describe()
+        return f"{note}; {self.faint_units}" if self.faint_units else note
+
     def _initial_note(self) -> str:
         """What the pruning before training decided, and which filters grew beyond their neighbourhood."""
         note = self.initial_pruning.describe()
@@ -367,18 +433,25 @@ class SortPipeline:
         return target, np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
 
     # ---- the model between stages ---------------------------------------------------
-    def _set_model(self, filters: np.ndarray, channel_mask: np.ndarray | None = None) -> None:
+    def _set_model(self, filters: np.ndarray, channel_mask: np.ndarray | None = None,
+                   lambdas: np.ndarray | None = None) -> None:
         """Make `filters` (n_filters, n_channels, n_taps) the dictionary; training goes on with it.
 
         channel_mask: (n_filters, n_channels) bool, the channels of each filter (default: the
-        neighbourhood of its main channel); the filters are zero elsewhere."""
+        neighbourhood of its main channel); the filters are zero elsewhere. lambdas: (n_filters,)
+        each filter's λ (default: the sort's λ for all; a faint neuron's filter has a lower one)."""
         if channel_mask is None:
             channel_mask = self._neighbourhoods_of(filters)
-        model = CRsAE(filters, self.lambda_, self.config.n_iterations, channel_mask=channel_mask).to(self.device)
+        lambdas = self.lambda_ if lambdas is None else lambdas
+        model = CRsAE(filters, lambdas, self.config.n_iterations, channel_mask=channel_mask).to(self.device)
         with self.model_lock:
             self.model = model
             if self.trainer is not None:
                 self.trainer.replace_model(model)
+
+    def _lambdas(self) -> np.ndarray:
+        """(n_filters,) the current model's λ of each filter: also the smallest amplitude its spikes may have."""
+        return self.model.lambdas.detach().cpu().numpy().astype(np.float32)
 
     def _neighbourhoods_of(self, filters: np.ndarray) -> np.ndarray:
         """(n_filters, n_channels) bool: the neighbourhood of each filter's main channel."""
@@ -387,12 +460,14 @@ class SortPipeline:
     def _events_of_pool(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> SpikeEvents:
         """Spikes of every filter over the pool's prune segment, computed once per dictionary."""
         filters = self.model.filters.detach().cpu().numpy()
-        key = hashlib.blake2b(filters.tobytes(), digest_size=16).digest() + repr(filters.shape).encode()
+        # The filters and their λ: a filter's bar decides its spikes as much as its shape.
+        key = hashlib.blake2b(filters.tobytes() + self._lambdas().tobytes(), digest_size=16).digest()
+        key += repr(filters.shape).encode()
         if self._pool_events is not None and self._pool_events[0] == key:
             return self._pool_events[1]
         events = infer_spikes(
             self.model, self.pool.prune_recording(), np.ones(self.recording.n_channels, np.float32),
-            self.dead_time, self.lambda_, solver=self.config.solver, progress=progress, should_stop=should_stop,
+            self.dead_time, self._lambdas(), solver=self.config.solver, progress=progress, should_stop=should_stop,
             settled_fraction=ROUGH_SETTLED_FRACTION,  # which filters are neurons: counts, not exact spikes
         )
         if should_stop is not None and should_stop():
@@ -432,7 +507,7 @@ class SortPipeline:
             self._usual_amplitudes = np.where(decision.counts >= MIN_AMPLITUDE_SPIKES, medians, np.inf)[decision.keep]
             if len(decision.keep) < self.model.n_filters:
                 kept = np.ascontiguousarray(filters.transpose(0, 2, 1)[decision.keep])  # (n_kept, n_channels, n_taps)
-                self._set_model(kept, channel_mask=mask[decision.keep])
+                self._set_model(kept, channel_mask=mask[decision.keep], lambdas=self._lambdas()[decision.keep])
                 # The starting shapes follow their filters, so views can still pair them.
                 if self.initial_filters is not None and len(self.initial_filters) == len(decision.counts):
                     self.initial_filters = self.initial_filters[decision.keep]

@@ -1,0 +1,202 @@
+"""Neurons too faint for the first dictionary, found in what the learned dictionary leaves unexplained.
+
+The initial dictionary clusters 5 σ threshold crossings of the training pool. A neuron whose
+spikes peak at 2.5-3.5 σ crosses that bar on a few spikes in a hundred, and on a 384-channel
+probe the pool is 4 s long: such a neuron never gets a filter, and no later stage can give it
+one. Given a filter, the lasso codes it well. Measured on SpikeInterface's 384-channel probe
+(60 s, sorter seed 0), each missing neuron's mean spike added to the final dictionary: units of
+SNR 2.7, 3.0 and 2.6 were sorted at 0.86, 0.73 and 0.72 accuracy (mean 0.892 -> 0.913).
+
+So, once the dictionary is learned, pieces of the recording spread over its length are coded
+with it, and the residual (the recording less what the codes explain) is searched for
+negative peaks at FAINT_THRESHOLD σ, away from every coded spike on the same channels (the
+residue of a big spike's imperfect fit is not a neuron). The snippets of each channel's
+peaks are clustered; a cluster of FAINT_MIN_SPIKES or more whose mean is unlike every filter
+becomes a candidate filter. SortPipeline keeps a candidate only if it then codes enough of the
+training pool (pure-noise clusters code next to nothing at λ).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+from engine.io.recording import NumpyRecording, Recording
+from engine.model.pairs import pairs_in_runs
+from engine.model.similarity import shift_invariant_similarity
+from engine.pipeline.explain_away import place_filters
+from engine.pipeline.inference import SpikeEvents, infer_spikes
+from engine.pipeline.initialization import detect_peaks, detect_peaks_locally
+from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_CLUSTERS_PER_CHANNEL, FAINT_MAX_VALUES,
+                                    FAINT_MIN_SPIKES, FAINT_SNIPPET_CHANNELS, FAINT_SNIPPETS_PER_CHANNEL,
+                                    FAINT_THRESHOLD, LOCAL_DETECTION_MIN_CHANNELS, PEAK_FRACTION, POOL_PIECE_S,
+                                    SHADOW_WINDOW_MS)
+from engine.pipeline.sorting import peak_taps
+from engine.pipeline.stages import SortStopped
+
+
+def discovery_pieces(n_samples: int, n_channels: int, sampling_rate: float, n_taps: int,
+                     max_values: int = FAINT_MAX_VALUES) -> list[tuple[int, int]]:
+    """(start, stop) pieces of POOL_PIECE_S spread evenly over the recording, at most `max_values`
+    channels × samples in all (the whole recording when it is smaller)."""
+    budget = max(max_values // n_channels, n_taps)
+    if n_samples <= budget:
+        piece = max(int(POOL_PIECE_S * sampling_rate), 4 * n_taps)
+        return [(start, min(start + piece, n_samples)) for start in range(0, n_samples, piece)]
+    piece = min(max(int(POOL_PIECE_S * sampling_rate), 4 * n_taps), n_samples)
+    n_pieces = max(budget // piece, 1)
+    starts = np.linspace(0, n_samples - piece, n_pieces).astype(np.int64)
+    return [(int(start), int(start) + piece) for start in starts]
+
+
+class _SnippetStore:
+    """Each channel's residual snippets (on its FAINT_SNIPPET_CHANNELS nearest channels), at most
+    FAINT_SNIPPETS_PER_CHANNEL a channel: 384 channels × 200 × 8 × 120 float32 is 295 MB at most,
+    whatever the recording's length."""
+
+    def __init__(self, positions: np.ndarray, neighbourhoods: np.ndarray, n_taps: int) -> None:
+        n_channels = len(neighbourhoods)
+        distance = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=2)
+        self.near = []  # per channel: its nearest channels within its neighbourhood, itself first
+        for channel in range(n_channels):
+            inside = np.flatnonzero(neighbourhoods[channel])
+            self.near.append(inside[np.argsort(distance[channel, inside], kind="stable")][:FAINT_SNIPPET_CHANNELS])
+        self.n_taps = n_taps
+        self.parts: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
+        self.counts = np.zeros(n_channels, dtype=np.int64)
+
+    def add(self, residual: np.ndarray, starts: np.ndarray, channels: np.ndarray) -> None:
+        offsets = np.arange(self.n_taps)
+        for channel in np.unique(channels):
+            room = FAINT_SNIPPETS_PER_CHANNEL - self.counts[channel]
+            if room <= 0:
+                continue
+            mine = starts[channels == channel][:room]
+            near = self.near[channel]
+            snippets = residual[near[:, None, None], (mine[:, None] + offsets[None, :])[None]]
+            self.parts[channel].append(snippets.transpose(1, 0, 2))  # (n, n_near, n_taps)
+            self.counts[channel] += len(mine)
+
+    def snippets(self, channel: int) -> np.ndarray:
+        return np.concatenate(self.parts[channel]) if self.parts[channel] else np.zeros((0, 0, self.n_taps))
+
+
+def unexplained_peaks(residual: np.ndarray, events: SpikeEvents, filter_channels: np.ndarray, threshold: float,
+                      dead_time: int, window: int, neighbourhoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(times, channels) of the residual's negative peaks below -threshold that no coded spike
+    within `window` samples touches on the same channel (filter_channels: (n_filters, n_channels) bool)."""
+    if residual.shape[0] >= LOCAL_DETECTION_MIN_CHANNELS:
+        times, channels = detect_peaks_locally(residual, threshold, dead_time, neighbourhoods)
+    else:
+        times, channels = detect_peaks(residual, threshold, dead_time)
+    if times.size == 0 or len(events) == 0:
+        return times, channels
+    order = np.argsort(events.times, kind="stable")
+    event_times, event_filters = events.times[order], events.filters[order]
+    first = np.searchsorted(event_times, times - window, side="left")
+    last = np.searchsorted(event_times, times + window, side="right")
+    rows, columns = pairs_in_runs(first, last)
+    touched = np.zeros(times.size, dtype=bool)
+    touched[rows[filter_channels[event_filters[columns], channels[rows]]]] = True
+    return times[~touched], channels[~touched]
+
+
+def faint_candidates(
+    recording: Recording,
+    noise_levels: np.ndarray,
+    model,
+    lambdas: float | np.ndarray,
+    dead_time: int,
+    neighbourhoods: np.ndarray,
+    solver: str = "auto",
+    seed: int = 0,
+    max_values: int = FAINT_MAX_VALUES,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """(n_candidates, n_channels, n_taps) unit-norm candidate filters for neurons the dictionary of
+    `model` leaves unexplained (see the module's docstring), biggest clusters first.
+
+    recording: preprocessed; noise_levels: its (n_channels,) σ; lambdas: the smallest spike amplitude,
+    or each filter's (n_filters,) (the model's λ, as the sort reads spikes)."""
+    filters = model.filters.detach().cpu().numpy()  # (n_filters, n_channels, n_taps)
+    n_filters, n_channels, n_taps = filters.shape
+    filter_channels = model.channel_mask.detach().cpu().numpy() > 0
+    peak_tap = int(PEAK_FRACTION * n_taps)
+    sampling_rate = float(recording.sampling_rate)
+    window = max(int(round(SHADOW_WINDOW_MS * 1e-3 * sampling_rate)), 1)
+    store = _SnippetStore(np.asarray(recording.channel_positions, dtype=np.float64), neighbourhoods, n_taps)
+    pieces = discovery_pieces(recording.n_samples, n_channels, sampling_rate, n_taps, max_values)
+    filter_peaks = peak_taps(filters.transpose(0, 2, 1))  # (n_filters,) where each event's time sits in its filter
+    for index, (start, stop) in enumerate(pieces):
+        if should_stop is not None and should_stop():
+            raise SortStopped("stopped while looking for faint units")
+        signal = (recording.get_traces(start, stop).T / noise_levels[:, None]).astype(np.float32)
+        events = infer_spikes(model, NumpyRecording(signal.T, sampling_rate), np.ones(n_channels, np.float32),
+                              dead_time, lambdas, solver=solver)
+        code_index = events.times - filter_peaks[events.filters]
+        residual = signal - place_filters(signal.shape, code_index, events.amplitudes, filters, events.filters)
+        times, channels = unexplained_peaks(residual, events, filter_channels, FAINT_THRESHOLD,
+                                            max(n_taps // 4, 1), window, neighbourhoods)
+        inside = (times - peak_tap >= 0) & (times - peak_tap + n_taps <= residual.shape[1])
+        store.add(residual, times[inside] - peak_tap, channels[inside])
+        if progress is not None:
+            progress((index + 1) / len(pieces))
+    return _cluster_candidates(store, filters, seed)
+
+
+def _cluster_candidates(store: _SnippetStore, filters: np.ndarray, seed: int) -> np.ndarray:
+    """Each channel's snippets clustered (PCA, k-means); a cluster of FAINT_MIN_SPIKES or more gives its
+    mean as a candidate, unless it is a duplicate of a filter or of a bigger candidate.
+
+    The mean of a few hundred 3 σ spikes still holds noise (each value's spread over the count):
+    two halves of one faint neuron were 0.91 alike, under any duplicate bar. The noise is taken out
+    of each mean's norm before comparing, as the unit merge does (engine/pipeline/unit_merge.py)."""
+    n_filters, n_channels, n_taps = filters.shape
+    means, sizes, noise_energy = [], [], []
+    for channel in np.flatnonzero(store.counts >= FAINT_MIN_SPIKES):
+        snippets = store.snippets(int(channel))
+        flat = snippets.reshape(len(snippets), -1)
+        n_clusters = int(min(FAINT_CLUSTERS_PER_CHANNEL, len(snippets) // FAINT_MIN_SPIKES))
+        if n_clusters > 1:
+            features = PCA(n_components=min(5, flat.shape[1]), random_state=seed).fit_transform(flat)
+            labels = KMeans(n_clusters=n_clusters, n_init=2, random_state=seed).fit_predict(features)
+        else:
+            labels = np.zeros(len(snippets), dtype=np.int64)
+        for cluster in range(n_clusters):
+            members = labels == cluster
+            if members.sum() < FAINT_MIN_SPIKES:
+                continue
+            mean = np.zeros((n_channels, n_taps), dtype=np.float32)
+            mean[store.near[channel]] = snippets[members].mean(axis=0)
+            means.append(mean)
+            sizes.append(int(members.sum()))
+            noise_energy.append(float(flat[members].var(axis=0).sum() / members.sum()))
+    if not means:
+        return np.zeros((0, n_channels, n_taps), dtype=np.float32)
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    candidates = np.stack([means[i] for i in order])
+    energy = np.einsum("nct,nct->n", candidates, candidates)
+    signal_energy = np.maximum(energy - np.asarray(noise_energy)[order], 1e-3 * energy)
+    # Unit-norm similarity rescaled to what it would be without the means' noise (at most 1).
+    filter_energy = np.einsum("nct,nct->n", filters, filters)
+    raw_norms = np.sqrt(np.concatenate([filter_energy, energy]))
+    clean_norms = np.sqrt(np.concatenate([filter_energy, signal_energy]))
+    everything = np.concatenate([filters, candidates]).transpose(0, 2, 1)
+    similarity = shift_invariant_similarity(everything) * np.outer(raw_norms, raw_norms)
+    similarity = np.minimum(similarity / np.maximum(np.outer(clean_norms, clean_norms), 1e-12), 1.0)
+    kept: list[int] = []
+    for index in range(len(candidates)):
+        row = similarity[n_filters + index]
+        # Alike a filter: that neuron's spikes the codes missed or its fit's residue, not a new neuron.
+        if row[:n_filters].max(initial=0.0) >= DUPLICATE_SIMILARITY:
+            continue
+        if any(row[n_filters + other] >= DUPLICATE_SIMILARITY for other in kept):
+            continue
+        kept.append(index)
+    candidates = candidates[kept]
+    candidates /= np.maximum(np.linalg.norm(candidates.reshape(len(candidates), -1), axis=1), 1e-12)[:, None, None]
+    return candidates.astype(np.float32)

@@ -1,0 +1,93 @@
+"""A neuron too faint for the first dictionary is found in what the learned dictionary leaves unexplained."""
+
+import numpy as np
+
+from engine.io.recording import NumpyRecording
+from engine.model.crsae import CRsAE
+from engine.pipeline.faint_units import discovery_pieces, faint_candidates, unexplained_peaks
+from engine.pipeline.inference import SpikeEvents
+from engine.pipeline.params import PEAK_FRACTION
+from tests.test_unit_merge import RATE, spike_train
+
+N_TAPS, N_CHANNELS = 60, 4
+PEAK = int(PEAK_FRACTION * N_TAPS)
+
+
+def shape(gains, width: float, late: float) -> np.ndarray:
+    """(N_CHANNELS, N_TAPS) a spike whose trough is at tap PEAK, its main channel's trough -1."""
+    taps = np.arange(N_TAPS)[None, :]
+    wave = -np.exp(-0.5 * ((taps - PEAK) / width) ** 2) + late * np.exp(-0.5 * ((taps - PEAK - 10) / 5.0) ** 2)
+    return np.asarray(gains, dtype=np.float64)[:, None] * wave
+
+
+def unit_norm(spike: np.ndarray) -> np.ndarray:
+    return (spike / np.linalg.norm(spike)).astype(np.float32)
+
+
+def recording_with(spikes: list[tuple[np.ndarray, np.ndarray]], seconds: float, rng) -> NumpyRecording:
+    """Unit-σ white noise plus each (shape, train) pair; positions: a line of channels 20 µm apart."""
+    traces = rng.standard_normal((N_CHANNELS, int(seconds * RATE))).astype(np.float32)
+    for spike, train in spikes:
+        for time in train:
+            traces[:, time - PEAK : time - PEAK + N_TAPS] += spike
+    positions = np.stack([np.zeros(N_CHANNELS), 20.0 * np.arange(N_CHANNELS)], axis=1)
+    return NumpyRecording(traces.T, RATE, channel_positions=positions)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Best normalised correlation of two (channels, taps) shapes over shifts of a few taps."""
+    best = 0.0
+    for shift in range(-4, 5):
+        rolled = np.roll(b, shift, axis=1)
+        best = max(best, float((a * rolled).sum() / (np.linalg.norm(a) * np.linalg.norm(rolled))))
+    return best
+
+
+def test_a_faint_neuron_without_a_filter_gets_a_candidate_and_a_filtered_one_does_not():
+    rng = np.random.default_rng(0)
+    seconds = 20.0
+    n = int(seconds * RATE)
+    strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)  # 40 σ on channel 0: the dictionary has it
+    faint = 3.5 * shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4)  # 3.5 σ on channel 3: crosses 5 σ almost never
+    strong_train, faint_train = spike_train(rng, n, 10.0), spike_train(rng, n, 20.0)
+    recording = recording_with([(strong, strong_train), (faint, faint_train)], seconds, rng)
+    model = CRsAE(unit_norm(strong)[None], 4.5, 100)
+    candidates = faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
+                                  np.ones((N_CHANNELS, N_CHANNELS), bool))
+    assert len(candidates) >= 1
+    assert similarity(candidates[0], faint) > 0.9  # the biggest cluster is the faint neuron
+    assert all(similarity(candidate, strong) < 0.9 for candidate in candidates)  # not the filtered one's residue
+
+
+def test_noise_alone_gives_no_candidate():
+    rng = np.random.default_rng(1)
+    strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
+    recording = recording_with([(strong, spike_train(rng, int(20.0 * RATE), 10.0))], 20.0, rng)
+    model = CRsAE(unit_norm(strong)[None], 4.5, 100)
+    candidates = faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
+                                  np.ones((N_CHANNELS, N_CHANNELS), bool))
+    assert len(candidates) == 0
+
+
+def test_peaks_touched_by_a_coded_spike_on_their_channel_are_not_unexplained():
+    residual = np.zeros((N_CHANNELS, 1000), np.float32)
+    residual[0, 200] = -6.0  # beside a coded spike of a filter on channel 0: its fit's residue
+    residual[3, 500] = -6.0  # beside a coded spike of a filter on channels 0-1 only: unexplained
+    residual[2, 800] = -6.0  # nothing coded near: unexplained
+    events = SpikeEvents(np.array([205, 498]), np.array([0, 1], np.int32), np.array([30.0, 30.0], np.float32))
+    filter_channels = np.array([[True, False, False, False], [True, True, False, False]])
+    times, channels = unexplained_peaks(residual, events, filter_channels, 4.0, 15, 30,
+                                        np.ones((N_CHANNELS, N_CHANNELS), bool))
+    assert sorted(zip(times.tolist(), channels.tolist())) == [(500, 3), (800, 2)]
+
+
+def test_discovery_reads_at_most_its_budget_spread_over_the_recording():
+    n_samples = int(7200 * RATE)  # two hours
+    pieces = discovery_pieces(n_samples, 384, RATE, 120, max_values=384 * 30 * 30_000)
+    lengths = [stop - start for start, stop in pieces]
+    assert sum(lengths) * 384 <= 384 * 30 * 30_000
+    assert pieces[0][0] == 0 and pieces[-1][1] == n_samples  # from the start to the end
+    assert all(0 <= start < stop <= n_samples for start, stop in pieces)
+    short = discovery_pieces(int(10 * RATE), 4, RATE, 60, max_values=384 * 30 * 30_000)
+    assert short[0][0] == 0 and short[-1][1] == int(10 * RATE)  # a small recording is read whole
+    assert all(a[1] == b[0] for a, b in zip(short, short[1:]))
