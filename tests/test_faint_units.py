@@ -91,3 +91,20 @@ def test_discovery_reads_at_most_its_budget_spread_over_the_recording():
     short = discovery_pieces(int(10 * RATE), 4, RATE, 60, max_values=384 * 30 * 30_000)
     assert short[0][0] == 0 and short[-1][1] == int(10 * RATE)  # a small recording is read whole
     assert all(a[1] == b[0] for a, b in zip(short, short[1:]))
+
+
+def test_each_filter_has_its_own_bar_for_its_spikes():
+    # A found faint neuron's filter has a lower λ than the others: its spikes are read against that bar.
+    from engine.pipeline.inference import kept_events
+    taps = np.arange(20)
+    bump = np.exp(-0.5 * ((taps - 8) / 2.0) ** 2)
+    filters = np.stack([bump, -bump])[:, None, :].astype(np.float32)
+    filters /= np.linalg.norm(filters, axis=2, keepdims=True)
+    signal = np.zeros((1, 500), np.float32)
+    signal[0, 100:120] += 4.5 * filters[0, 0]
+    signal[0, 300:320] += 4.5 * filters[1, 0]
+    codes = np.zeros((2, 500), np.float32)
+    codes[0, 100] = codes[1, 300] = 4.5
+    kept = lambda bars: kept_events(codes, signal, filters, 5, bars)[0].tolist()
+    assert kept(4.0) == [0, 1] and kept(5.0) == []
+    assert kept(np.array([5.0, 4.0])) == [1]  # filter 1's bar is 4: its 4.5 spike stays, filter 0's goes

@@ -30,7 +30,8 @@ from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.explain_away import place_filters
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.pipeline.initialization import detect_peaks, detect_peaks_locally
-from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_CLUSTERS_PER_CHANNEL, FAINT_MAX_VALUES,
+from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_CLUSTERS_PER_CHANNEL, FAINT_MAX_SECONDS,
+                                    FAINT_MAX_VALUES,
                                     FAINT_MIN_SPIKES, FAINT_SNIPPET_CHANNELS, FAINT_SNIPPETS_PER_CHANNEL,
                                     FAINT_THRESHOLD, LOCAL_DETECTION_MIN_CHANNELS, PEAK_FRACTION, POOL_PIECE_S,
                                     SHADOW_WINDOW_MS)
@@ -39,10 +40,11 @@ from engine.pipeline.stages import SortStopped
 
 
 def discovery_pieces(n_samples: int, n_channels: int, sampling_rate: float, n_taps: int,
-                     max_values: int = FAINT_MAX_VALUES) -> list[tuple[int, int]]:
+                     max_values: int = FAINT_MAX_VALUES, max_seconds: float = FAINT_MAX_SECONDS,
+                     ) -> list[tuple[int, int]]:
     """(start, stop) pieces of POOL_PIECE_S spread evenly over the recording, at most `max_values`
-    channels × samples in all (the whole recording when it is smaller)."""
-    budget = max(max_values // n_channels, n_taps)
+    channels × samples and `max_seconds` in all (the whole recording when it is smaller)."""
+    budget = max(min(max_values // n_channels, int(max_seconds * sampling_rate)), n_taps)
     if n_samples <= budget:
         piece = max(int(POOL_PIECE_S * sampling_rate), 4 * n_taps)
         return [(start, min(start + piece, n_samples)) for start in range(0, n_samples, piece)]

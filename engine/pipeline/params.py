@@ -198,10 +198,14 @@ MAX_COUNTED_SPIKES = 50_000
 MAX_SHIFT_MS = 0.2
 
 # ---- neurons too faint for the first dictionary (engine/pipeline/faint_units.py) ----------
-# Probes of this many channels or more are searched (the pool of a wide probe is seconds long).
-FAINT_MIN_CHANNELS = LOCAL_DETECTION_MIN_CHANNELS
-# Channels × samples of the recording coded to find them (30 s of a 384-channel probe).
+# Probes of this many channels or more are searched. On 32 channels (5 min, recording seed 0) it found
+# one neuron in each of two sorts (0.889 -> 0.894, 0.888 -> 0.896; recording seed 6: none, the same
+# scores); on SpikeInterface's tetrode its one candidate took a neuron's spikes (0.913 -> 0.832).
+FAINT_MIN_CHANNELS = LOCAL_INIT_MIN_CHANNELS
+# Channels × samples of the recording coded to find them (30 s of a 384-channel probe), and at most
+# this many seconds (a 32-channel probe's whole 5 minutes doubled its sort's time).
 FAINT_MAX_VALUES = 384 * 30 * 30_000
+FAINT_MAX_SECONDS = 60.0
 # The residual's peaks searched, in noise σ: a 3.3 σ neuron's spikes cross 4 σ about one time in four;
 # noise alone, a few times a minute on each channel.
 FAINT_THRESHOLD = 4.0

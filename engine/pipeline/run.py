@@ -32,13 +32,12 @@ from engine.pipeline.coincidences import coded_with_another, coincidence_survivo
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
-from engine.pipeline.faint_units import faint_candidates
+from engine.pipeline.faint_units import discovery_pieces, faint_candidates
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.params import (
-    CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MAX_VALUES,
-    FAINT_MIN_CHANNELS, FAINT_MIN_POOL_SPIKES,
-    FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
+    CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
+    FAINT_MIN_POOL_SPIKES, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MAX_SIZE_RATIO, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
     OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
 )
@@ -342,7 +341,8 @@ class SortPipeline:
         its budget of channels × samples against the whole recording's."""
         if self.recording.n_channels < FAINT_MIN_CHANNELS:
             return 0.0
-        searched = min(FAINT_MAX_VALUES // self.recording.n_channels, self.recording.n_samples)
+        searched = sum(stop - start for start, stop in discovery_pieces(
+            self.recording.n_samples, self.recording.n_channels, self.sampling_rate, self.n_taps))
         return searched / (searched + self.recording.n_samples)
 
     def _add_faint_filters(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> str:
