@@ -202,9 +202,11 @@ MAX_SHIFT_MS = 0.2
 # one neuron in each of two sorts (0.889 -> 0.894, 0.888 -> 0.896; recording seed 6: none, the same
 # scores); on SpikeInterface's tetrode its one candidate took a neuron's spikes (0.913 -> 0.832).
 FAINT_MIN_CHANNELS = LOCAL_INIT_MIN_CHANNELS
-# Channels × samples of the recording coded to find them (30 s of a 384-channel probe), and at most
-# this many seconds (a 32-channel probe's whole 5 minutes doubled its sort's time).
-FAINT_MAX_VALUES = 384 * 30 * 30_000
+# Channels × samples of the recording coded to find them (20 s of a 384-channel probe), and at most
+# this many seconds (a 32-channel probe's whole 5 minutes doubled its sort's time). Measured at 384
+# channels (sorter seeds 0, 2): 30 s scored 0.921 / 0.904 with the search taking 43-50 s; 20 s,
+# 0.915 / 0.914 with 10-18 s less. Reading and band-passing the pieces is a third of the search.
+FAINT_MAX_VALUES = 384 * 20 * 30_000
 FAINT_MAX_SECONDS = 60.0
 # The residual's peaks searched, in noise σ: a 3.3 σ neuron's spikes cross 4 σ about one time in four;
 # noise alone, a few times a minute on each channel.
