@@ -108,3 +108,22 @@ def test_each_filter_has_its_own_bar_for_its_spikes():
     kept = lambda bars: kept_events(codes, signal, filters, 5, bars)[0].tolist()
     assert kept(4.0) == [0, 1] and kept(5.0) == []
     assert kept(np.array([5.0, 4.0])) == [1]  # filter 1's bar is 4: its 4.5 spike stays, filter 0's goes
+
+
+def test_peaks_of_a_filtered_neuron_make_no_candidate():
+    # Every cluster a residue of a filter the dictionary has: no candidate (and no error on the empty set).
+    from engine.pipeline.faint_units import _cluster_candidates, _SnippetStore
+    spike = shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
+    positions = np.stack([np.zeros(N_CHANNELS), 20.0 * np.arange(N_CHANNELS)], axis=1)
+    store = _SnippetStore(positions, np.ones((N_CHANNELS, N_CHANNELS), bool), N_TAPS)
+    rng = np.random.default_rng(2)
+    n_peaks = 60
+    residual = 0.05 * rng.standard_normal((N_CHANNELS, n_peaks * 100)).astype(np.float32)
+    starts = np.arange(n_peaks) * 100 + 20
+    for start in starts:
+        residual[:, start : start + N_TAPS] += 5.0 * spike
+    store.add(residual, starts, np.zeros(n_peaks, np.int64))
+    candidates = _cluster_candidates(store, unit_norm(spike)[None], seed=0)
+    assert candidates.shape == (0, N_CHANNELS, N_TAPS)
+    other = unit_norm(shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4))[None]  # a dictionary without it: one candidate
+    assert _cluster_candidates(store, other, seed=0).shape == (1, N_CHANNELS, N_TAPS)

@@ -200,5 +200,5 @@ def _cluster_candidates(store: _SnippetStore, filters: np.ndarray, seed: int) ->
             continue
         kept.append(index)
     candidates = candidates[kept]
-    candidates /= np.maximum(np.linalg.norm(candidates.reshape(len(candidates), -1), axis=1), 1e-12)[:, None, None]
+    candidates /= np.maximum(np.linalg.norm(candidates, axis=(1, 2)), 1e-12)[:, None, None]
     return candidates.astype(np.float32)
