@@ -123,7 +123,7 @@ def test_peaks_of_a_filtered_neuron_make_no_candidate():
     for start in starts:
         residual[:, start : start + N_TAPS] += 5.0 * spike
     store.add(residual, starts, np.zeros(n_peaks, np.int64))
-    candidates = _cluster_candidates(store, unit_norm(spike)[None], seed=0)
+    candidates = _cluster_candidates(store, unit_norm(spike)[None])
     assert candidates.shape == (0, N_CHANNELS, N_TAPS)
     other = unit_norm(shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4))[None]  # a dictionary without it: one candidate
-    assert _cluster_candidates(store, other, seed=0).shape == (1, N_CHANNELS, N_TAPS)
+    assert _cluster_candidates(store, other).shape == (1, N_CHANNELS, N_TAPS)

@@ -99,6 +99,15 @@ def detect_peaks_locally(signal: np.ndarray, threshold: float, dead_time: int,
     return times[~beaten], channels[~beaten]
 
 
+def detect_peaks_on_probe(signal: np.ndarray, threshold: float, dead_time: int,
+                          neighbourhoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(times, channels): `detect_peaks_locally` from LOCAL_DETECTION_MIN_CHANNELS channels up, where
+    many spikes meet on the probe at once; below, `detect_peaks` (one per dead time on the whole probe)."""
+    if signal.shape[0] >= LOCAL_DETECTION_MIN_CHANNELS:
+        return detect_peaks_locally(signal, threshold, dead_time, neighbourhoods)
+    return detect_peaks(signal, threshold, dead_time)
+
+
 def initial_filters(
     signal: np.ndarray,
     n_filters: int,
@@ -180,10 +189,7 @@ def initial_filters_by_neighbourhood(
     n_channels, n_samples = signal.shape
     peak_tap = int(PEAK_FRACTION * n_taps)
     dead_time = max(n_taps // 4, 1)
-    if n_channels >= LOCAL_DETECTION_MIN_CHANNELS:
-        times, channels = detect_peaks_locally(signal, threshold, dead_time, neighbourhoods)
-    else:
-        times, channels = detect_peaks(signal, threshold, dead_time)
+    times, channels = detect_peaks_on_probe(signal, threshold, dead_time, neighbourhoods)
     inside = (times - peak_tap >= 0) & (times - peak_tap + n_taps <= n_samples)
     times, channels = times[inside], channels[inside]
     if times.size > max_snippets:

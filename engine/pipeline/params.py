@@ -211,12 +211,11 @@ FAINT_MAX_SECONDS = 60.0
 # The residual's peaks searched, in noise σ: a 3.3 σ neuron's spikes cross 4 σ about one time in four;
 # noise alone, a few times a minute on each channel.
 FAINT_THRESHOLD = 4.0
-FAINT_MIN_SPIKES = 30  # peaks of one cluster, at least, to make a candidate
+FAINT_MIN_SPIKES = 30  # a channel's peaks, at least, to make a candidate
 # A candidate is kept when it then codes at least this many spikes of the training pool.
 FAINT_MIN_POOL_SPIKES = 10
 # A found filter's λ, as a fraction of the sort's: a faint neuron's spikes project onto its filter near
 # λ, and at the full bar the lasso coded a third to a half of them (SpikeInterface's 384-channel probe).
 FAINT_LAMBDA_FRACTION = 0.8
-FAINT_CLUSTERS_PER_CHANNEL = 1
 FAINT_SNIPPET_CHANNELS = 8  # a faint neuron is seen on few channels: its snippets keep the nearest 8
 FAINT_SNIPPETS_PER_CHANNEL = 200

@@ -61,6 +61,18 @@ class TrainingPool:
         return NumpyRecording(self.prune_segment().T, self.sampling_rate)
 
 
+def spread_pieces(n_samples: int, budget: int, piece: int, whole_step: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) pieces of a recording of `n_samples` to read at most `budget` samples of: all of it, in
+    steps of `whole_step` (default `piece`), when it fits; else as many `piece`-long pieces as fit, spread
+    evenly from its start to its end (the training pool and the search for faint neurons read so)."""
+    if n_samples <= budget:
+        step = whole_step or piece
+        return [(start, min(start + step, n_samples)) for start in range(0, n_samples, step)]
+    piece = min(piece, n_samples)
+    starts = np.linspace(0, n_samples - piece, max(budget // piece, 1)).astype(np.int64)
+    return [(int(start), int(start) + piece) for start in starts]
+
+
 def build_training_pool(
     recording: Recording,
     noise_levels: np.ndarray,
@@ -71,17 +83,10 @@ def build_training_pool(
     """Read the pool from a preprocessed `recording`, piece by piece (each piece reports progress)."""
     n_channels, n_samples = recording.n_channels, recording.n_samples
     sampling_rate = float(recording.sampling_rate)
-    budget = MAX_POOL_VALUES // n_channels
-    if n_samples <= budget:
-        # All of it, read a few seconds at a time: the band-pass of one read holds several float64
-        # copies of it (a 5-minute tetrode's pool of 144 MB took the process up by 820 MB at once).
-        step = max(int(POOL_READ_S * sampling_rate), window)
-        pieces = [(start, min(start + step, n_samples)) for start in range(0, n_samples, step)]
-    else:
-        piece = max(int(POOL_PIECE_S * sampling_rate), window)
-        n_pieces = max(budget // piece, 1)
-        starts = np.linspace(0, n_samples - piece, n_pieces).astype(np.int64)
-        pieces = [(int(s), int(s) + piece) for s in starts]
+    # All of it when it fits, read a few seconds at a time: the band-pass of one read holds several float64
+    # copies of it (a 5-minute tetrode's pool of 144 MB took the process up by 820 MB at once).
+    pieces = spread_pieces(n_samples, MAX_POOL_VALUES // n_channels, max(int(POOL_PIECE_S * sampling_rate), window),
+                           whole_step=max(int(POOL_READ_S * sampling_rate), window))
     total = sum(stop - start for start, stop in pieces)
     data = np.empty((n_channels, total), dtype=np.float32)
     filled = 0

@@ -352,16 +352,17 @@ class SortPipeline:
         with self.model_lock:
             n_before = self.model.n_filters
             candidates = faint_candidates(self.recording, self.noise_levels, self.model, self._lambdas(), self.dead_time,
-                                          self.neighbourhoods, solver=self.config.solver, seed=self.config.seed,
+                                          self.neighbourhoods, solver=self.config.solver,
                                           progress=progress, should_stop=should_stop)
             if len(candidates) == 0:
                 return "no faint unit found"
-            filters = self.model.filters.detach().cpu().numpy()
-            mask = self.model.channel_mask.detach().cpu().numpy() > 0
+            mask = np.concatenate([self.model.channel_mask.detach().cpu().numpy() > 0,
+                                   self._neighbourhoods_of(candidates)])
             # A faint neuron's spikes sit near the bar: its filter gets a lower one (FAINT_LAMBDA_FRACTION).
             lambdas = np.concatenate([self._lambdas(), np.full(len(candidates), FAINT_LAMBDA_FRACTION * self.lambda_)])
-            self._set_model(np.concatenate([filters, candidates]),
-                            channel_mask=np.concatenate([mask, self._neighbourhoods_of(candidates)]), lambdas=lambdas)
+            self._set_model(np.concatenate([self.model.filters.detach().cpu().numpy(), candidates]), channel_mask=mask,
+                            lambdas=lambdas)
+            filters = self.model.filters.detach().cpu().numpy()  # as the model holds them: on their channels, unit norm
             events = self._events_of_pool(should_stop=should_stop)
             decision = prune(self.model.filters_numpy(), events, FINAL_DUPLICATE_SIMILARITY,
                              shadow_window=self._samples(SHADOW_WINDOW_MS))
@@ -371,9 +372,7 @@ class SortPipeline:
                     if k in survivors and counts[k] >= FAINT_MIN_POOL_SPIKES]
             keep = np.concatenate([np.arange(n_before), np.asarray(kept, dtype=np.int64)])
             if len(keep) < self.model.n_filters:
-                all_filters = self.model.filters.detach().cpu().numpy()
-                all_mask = self.model.channel_mask.detach().cpu().numpy() > 0
-                self._set_model(all_filters[keep], channel_mask=all_mask[keep], lambdas=self._lambdas()[keep])
+                self._set_model(filters[keep], channel_mask=mask[keep], lambdas=lambdas[keep])
             if self.initial_filters is not None and len(self.initial_filters) == n_before:
                 # A found filter starts where it was found, so views can still pair each filter with its start.
                 found = self.model.filters.detach().cpu().numpy()[n_before:]
