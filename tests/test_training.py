@@ -129,6 +129,22 @@ def test_checkpoint_restores_filters_and_history(small_recording, trained, tmp_p
     assert restored.trainer.loss_history == trainer.trainer.loss_history
 
 
+def test_checkpoint_keeps_each_filters_own_lambda(small_recording, trained, tmp_path):
+    """A faint neuron's filter has a lower λ (its spikes' bar): reopened from a checkpoint, it must keep
+    it, or the resort loses the neuron's spikes under the sort's full λ."""
+    pipeline = trained[0]
+    lambdas = np.full(pipeline.model.n_filters, pipeline.lambda_, dtype=np.float32)
+    lambdas[-1] *= 0.8
+    restart = SortPipeline(pipeline.recording, TrainingConfig(**{**FAST, "n_taps": pipeline.n_taps}))
+    restart.prepare(initial_dictionary=pipeline.model.filters.detach().cpu().numpy(), initial_lambdas=lambdas)
+    save_checkpoint(restart, tmp_path / "model.pt")
+    restored = load_checkpoint(tmp_path / "model.pt", small_recording[0])
+    np.testing.assert_allclose(restored._lambdas(), lambdas, rtol=1e-6)
+    with pytest.raises(ValueError, match="lambdas for a dictionary of"):
+        SortPipeline(pipeline.recording, TrainingConfig(**{**FAST, "n_taps": pipeline.n_taps})).prepare(
+            initial_dictionary=pipeline.model.filters.detach().cpu().numpy(), initial_lambdas=lambdas[:-1])
+
+
 def test_checkpoint_refuses_a_recording_with_other_channels(trained, tmp_path):
     trainer = trained[0]
     save_checkpoint(trainer, tmp_path / "model.pt")

@@ -161,9 +161,11 @@ class SortPipeline:
         progress: Callable[[str, float], None] | None = None,
         should_stop: ShouldStop | None = None,
         initial_dictionary: np.ndarray | None = None,
+        initial_lambdas: np.ndarray | None = None,
     ) -> None:
         """Build the training pool and the starting dictionary (from the data, or `initial_dictionary`
-        (n_filters, n_channels, n_taps), as a checkpoint gives it); raises SortStopped on `should_stop()`.
+        (n_filters, n_channels, n_taps), as a checkpoint gives it, with `initial_lambdas` (n_filters,) its
+        filters' λ: a faint neuron's filter has a lower one); raises SortStopped on `should_stop()`.
 
         progress(stage, fraction) follows the stages that can take seconds.
         """
@@ -176,9 +178,12 @@ class SortPipeline:
             with self.stage_log.stage("initial dictionary"):
                 filters = self.random_dictionary() if initial_dictionary is None else initial_dictionary
                 filters = np.asarray(filters, dtype=np.float32)
+                if initial_lambdas is not None and np.shape(initial_lambdas) != (len(filters),):
+                    raise ValueError(f"{np.size(initial_lambdas)} lambdas for a dictionary of {len(filters)} filters")
                 # A saved dictionary keeps the channels its filters had grown to (engine/pipeline/footprint.py).
                 self._set_model(filters, channel_mask=None if initial_dictionary is None else
-                                self._neighbourhoods_of(filters) | np.any(filters != 0, axis=2))
+                                self._neighbourhoods_of(filters) | np.any(filters != 0, axis=2),
+                                lambdas=None if initial_lambdas is None else np.asarray(initial_lambdas, np.float32))
             n = self.model.n_filters
             self.initial_pruning = PruneDecision(np.arange(n), {}, [], np.zeros(n, dtype=np.int64))
             # Noise has no neurons to prune yet: train() prunes once the filters have learned shapes.
