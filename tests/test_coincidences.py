@@ -59,3 +59,25 @@ def test_two_neighbours_of_comparable_size_firing_together_both_stay():
     pair = events([(500, 0, 40.0), (502, 1, 30.0), (900, 0, 40.0), (1300, 1, 30.0)])
     after = resolve_coincidences(pair, window=5, sharing=np.ones((2, 2), bool))
     assert len(after) == 4
+
+
+def test_the_smaller_of_two_neurons_on_one_filter_keeps_its_spikes_that_overlap_another_neuron():
+    # Filter 1 codes two neurons of its shape, at ~155 and ~400 (the amplitude split makes them two units).
+    # The smaller one's spikes 10 samples from a bigger spike of filter 0 are its own: against the median
+    # of both sizes (~280) they looked like residuals.
+    rng = np.random.default_rng(0)
+    small = [(10_000 + 500 * i, 1, float(rng.normal(155, 4))) for i in range(200)]
+    large = [(200_000 + 500 * i, 1, float(rng.normal(400, 8))) for i in range(200)]
+    neighbour = [(400_000 + 500 * i, 0, 170.0) for i in range(30)]
+    overlapping = [(400_010 + 500 * i, 1, 150.0) for i in range(30)]
+    pooled = events(small + large + neighbour + overlapping)
+    sharing = np.ones((2, 2), bool)
+
+    kept = resolve_coincidences(pooled, window=15, sharing=sharing, same_spike=3)
+    assert np.sum(kept.filters == 1) == 430
+    # Without telling a spike of its own from a part of the same spike, they go.
+    assert np.sum(resolve_coincidences(pooled, window=15, sharing=sharing).filters == 1) == 400
+    # One sample from the bigger spike, the same size is a share of that spike, judged as before.
+    shares = [(400_001 + 500 * i, 1, 150.0) for i in range(30)]
+    kept = resolve_coincidences(events(small + large + neighbour + shares), window=15, sharing=sharing, same_spike=3)
+    assert np.sum(kept.filters == 1) == 400

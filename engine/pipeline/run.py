@@ -39,7 +39,7 @@ from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
     FAINT_MIN_POOL_SPIKES, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MAX_SIZE_RATIO, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
-    OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SHADOW_WINDOW_MS,
+    OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SAME_SPIKE_MS, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
@@ -318,7 +318,8 @@ class SortPipeline:
             sharing = (mask @ mask.T) > 0
             # Which spikes the lasso coded as two filters' sum, read before the weaker of each pair goes.
             shared = coded_with_another(events, self._samples(CO_FIRING_MS), sharing)
-            keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing)
+            keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing,
+                                         same_spike=self._samples(SAME_SPIKE_MS))
             events, shared = SpikeEvents(events.times[keep], events.filters[keep], events.amplitudes[keep]), shared[keep]
         with self.stage_log.stage("templates"):
             sorting = assemble_sorting(
