@@ -4,7 +4,8 @@ import numpy as np
 
 from engine.io.recording import NumpyRecording
 from engine.model.crsae import CRsAE
-from engine.pipeline.faint_units import discovery_pieces, faint_candidates, unexplained_peaks
+from engine.pipeline import faint_units
+from engine.pipeline.faint_units import discovery_pieces, faint_candidates, in_order, unexplained_peaks
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import PEAK_FRACTION
 from tests.test_unit_merge import RATE, spike_train
@@ -57,6 +58,42 @@ def test_a_faint_neuron_without_a_filter_gets_a_candidate_and_a_filtered_one_doe
     assert len(candidates) >= 1
     assert similarity(candidates[0], faint) > 0.9  # the biggest cluster is the faint neuron
     assert all(similarity(candidate, strong) < 0.9 for candidate in candidates)  # not the filtered one's residue
+
+
+def test_pieces_searched_two_at_a_time_give_the_candidates_one_at_a_time_gives(monkeypatch):
+    rng = np.random.default_rng(0)
+    n = int(20.0 * RATE)
+    strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
+    faint = 3.5 * shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4)
+    recording = recording_with([(strong, spike_train(rng, n, 10.0)), (faint, spike_train(rng, n, 20.0))], 20.0, rng)
+    model = CRsAE(unit_norm(strong)[None], 4.5, 100)
+    found = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(faint_units, "adapt_threads", lambda workers=workers: workers)
+        found[workers] = faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
+                                          np.ones((N_CHANNELS, N_CHANNELS), bool))
+    assert len(found[1]) >= 1
+    np.testing.assert_array_equal(found[1], found[2])
+
+
+def test_in_order_yields_in_the_items_order_with_bounded_work_under_way():
+    import threading
+    import time
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def work(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05 if item % 3 == 0 else 0.001)  # earlier items finish later than their followers
+        with lock:
+            running[0] -= 1
+        return item * item
+
+    assert list(in_order(work, list(range(9)), 2)) == [item * item for item in range(9)]
+    assert most[0] == 2
+    assert list(in_order(work, list(range(4)), 1)) == [0, 1, 4, 9]
 
 
 def test_noise_alone_gives_no_candidate():

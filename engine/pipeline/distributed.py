@@ -34,7 +34,7 @@ import numpy as np
 from engine.io.recording import BinaryRecording, NumpyRecording, Recording, RecordingError
 from engine.model.crsae import CRsAE
 from engine.pipeline.inference import (
-    ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches, default_chunk_size,
+    BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches, default_chunk_size,
 )
 from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.refinement import AmplitudePrior
@@ -197,7 +197,7 @@ class DaskInference:
         dead_time: int,
         min_amplitude: float | np.ndarray,
         chunk_size: int | None = None,
-        batch_chunks: int = 8,
+        batch_chunks: int = BATCH_CHUNKS,
         start: int = 0,
         stop: int | None = None,
         progress: Callable[[float], None] | None = None,

@@ -18,7 +18,10 @@ training pool (pure-noise clusters code next to nothing at λ).
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -26,7 +29,9 @@ from engine.io.recording import NumpyRecording, Recording
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.explain_away import place_filters
-from engine.pipeline.inference import SpikeEvents, infer_spikes
+from engine.cpu import adapt_threads, single_thread
+from engine.pipeline.inference import (BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches,
+                                      default_chunk_size)
 from engine.pipeline.initialization import detect_peaks_on_probe
 from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_MAX_SECONDS, FAINT_MAX_VALUES, FAINT_MIN_SPIKES,
                                     FAINT_SNIPPET_CHANNELS, FAINT_SNIPPETS_PER_CHANNEL, FAINT_THRESHOLD,
@@ -120,21 +125,59 @@ def faint_candidates(
     store = _SnippetStore(np.asarray(recording.channel_positions, dtype=np.float64), neighbourhoods, n_taps)
     pieces = discovery_pieces(recording.n_samples, n_channels, sampling_rate, n_taps, max_values)
     filter_peaks = peak_taps(filters.transpose(0, 2, 1))  # (n_filters,) where each event's time sits in its filter
-    for index, (start, stop) in enumerate(pieces):
+    # One encoder (and Gram tensor) for every piece, as inference builds one for the recording.
+    finder = ChunkSpikeFinder(SpikeSettings.of(model, np.ones(n_channels, np.float32), dead_time, lambdas,
+                                               solver=solver), model)
+
+    def unexplained(piece: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(residual, snippet starts, channels) of one piece: the recording less its coded spikes, and
+        where its unexplained peaks' snippets start; None once the sort is stopped."""
         if should_stop is not None and should_stop():
-            raise SortStopped("stopped while looking for faint units")
+            return None
+        start, stop = piece
         signal = (recording.get_traces(start, stop).T / noise_levels[:, None]).astype(np.float32)
-        events = infer_spikes(model, NumpyRecording(signal.T, sampling_rate), np.ones(n_channels, np.float32),
-                              dead_time, lambdas, solver=solver)
+        coded = NumpyRecording(signal.T, sampling_rate)
+        batches = chunk_batches(coded.n_samples, default_chunk_size(coded, n_taps), BATCH_CHUNKS)
+        events = SpikeEvents.concatenate([part for cores in batches for part in finder.batch_spikes(coded, cores)])
         code_index = events.times - filter_peaks[events.filters]
         residual = signal - place_filters(signal.shape, code_index, events.amplitudes, filters, events.filters)
         times, channels = unexplained_peaks(residual, events, filter_channels, FAINT_THRESHOLD,
                                             max(n_taps // 4, 1), window, neighbourhoods)
         inside = (times - peak_tap >= 0) & (times - peak_tap + n_taps <= residual.shape[1])
-        store.add(residual, times[inside] - peak_tap, channels[inside])
-        if progress is not None:
-            progress((index + 1) / len(pieces))
+        return residual, times[inside] - peak_tap, channels[inside]
+
+    # Pieces are independent: each free core codes one, in a thread with one torch thread, as inference
+    # runs its batches (inference.spikes_of_batches says why). They are stored in order, so the snippets
+    # kept (the first FAINT_SNIPPETS_PER_CHANNEL a channel) do not depend on which piece finished first.
+    workers = adapt_threads() if finder.working_set is not None else 1
+    with single_thread() if workers > 1 else contextlib.nullcontext():
+        for index, found in enumerate(in_order(unexplained, pieces, workers)):
+            if found is None or (should_stop is not None and should_stop()):
+                raise SortStopped("stopped while looking for faint units")
+            store.add(*found)
+            if progress is not None:
+                progress((index + 1) / len(pieces))
     return _cluster_candidates(store, filters)
+
+
+def in_order(function: Callable, items: list, workers: int) -> Iterator:
+    """function(item) for each item, yielded in the items' order, with up to `workers` calls running at
+    once in threads and no more than `workers` results waiting (a piece's residual is 90 MB at 384 channels)."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsort-faint") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()  # those not started; the pool waits for those under way
 
 
 def _cluster_candidates(store: _SnippetStore, filters: np.ndarray) -> np.ndarray:

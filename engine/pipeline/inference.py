@@ -67,6 +67,10 @@ class SpikeEvents:
         return len(self.times)
 
 
+# Chunks encoded together as one batch (one sparse problem on the CPU, one tensor on a GPU).
+BATCH_CHUNKS = 8
+
+
 def default_chunk_size(recording: Recording, n_taps: int) -> int:
     """Core samples per chunk: one second, and at least 8 filter lengths."""
     return max(int(recording.sampling_rate), 8 * n_taps)
@@ -134,7 +138,7 @@ def iter_code_chunks(
     recording: Recording,
     noise_levels: np.ndarray,
     chunk_size: int,
-    batch_chunks: int = 8,
+    batch_chunks: int = BATCH_CHUNKS,
     start: int = 0,
     stop: int | None = None,
     progress: Callable[[float], None] | None = None,
@@ -394,7 +398,7 @@ def infer_spikes(
     dead_time: int,
     min_amplitude: float | np.ndarray,
     chunk_size: int | None = None,
-    batch_chunks: int = 8,
+    batch_chunks: int = BATCH_CHUNKS,
     start: int = 0,
     stop: int | None = None,
     progress: Callable[[float], None] | None = None,
