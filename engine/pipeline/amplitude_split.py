@@ -37,6 +37,7 @@ from engine.pipeline.params import AMPLITUDE_SPLIT_SEPARATION as MIN_SEPARATION
 from engine.pipeline.params import (MAX_REFRACTORY_RATIO, MAX_SIZE_RATIO, MIN_FILTER_SIMILARITY,
                                     REFRACTORY_SPLIT_CROSS_RATIO, REFRACTORY_SPLIT_MAX_GROUP_RATIO,
                                     REFRACTORY_SPLIT_MIN_EXPECTED)
+from engine.pipeline.sorting import spikes_of_each_filter
 from engine.pipeline.unit_merge import Windows, breaks_refractory, refractory_dip
 
 # one_waveform(filter, (low, high) of the smaller group's amplitudes, (low, high) of the bigger's,
@@ -345,15 +346,6 @@ def groups_of(amplitudes: np.ndarray, min_spikes: int, min_fraction: float = 0.0
 def main_amplitude_group(amplitudes: np.ndarray, min_spikes: int, min_fraction: float = 0.0) -> np.ndarray:
     """The amplitudes of the biggest of the groups these amplitudes fall into (all of them when one)."""
     return amplitudes[max(groups_of(amplitudes, min_spikes, min_fraction), key=len)]
-
-
-def spikes_of_each_filter(filters: np.ndarray, n_filters: int) -> list[np.ndarray]:
-    """For each filter 0..n_filters-1, the indices of its spikes in time order: one sort of all the
-    spikes, not one pass over them per filter (a 2-hour probe sort holds tens of millions). Given the
-    spikes' units instead, each unit's (the waveform split and the small events use it so)."""
-    order = np.argsort(filters, kind="stable")
-    counts = np.bincount(filters, minlength=n_filters)[:n_filters]
-    return np.split(order, np.cumsum(counts)[:-1])
 
 
 def describe_amplitude_splits(splits: dict[int, list[float]], confirmed: dict[int, str] | None = None) -> str:

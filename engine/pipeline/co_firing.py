@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import groups_of, spikes_of_each_filter
+from engine.pipeline.amplitude_split import groups_of
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import (AMPLITUDE_SPLIT_MIN_FRACTION, CO_FIRING_FRACTION, CO_FIRING_SIZE_RATIO,
                                     MIN_SPLIT_SPIKES)
+from engine.pipeline.sorting import spikes_of_each_filter
 
 
 def find_co_firing(events: SpikeEvents, candidates: list[int], window: int, sharing: np.ndarray,

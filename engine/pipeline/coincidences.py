@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import groups_of, spikes_of_each_filter
+from engine.pipeline.amplitude_split import groups_of
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import (AMPLITUDE_SPLIT_MIN_FRACTION, COINCIDENT_MIN_FRACTION, MIN_AMPLITUDE_SPIKES,
                                     MIN_SPLIT_SPIKES, RESIDUAL_FRACTION)
+from engine.pipeline.sorting import spikes_of_each_filter
 
 
 def group_medians(values: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.model.similarity import shift_invariant_similarity
-from engine.pipeline.amplitude_split import amplitude_groups, spikes_of_each_filter
+from engine.pipeline.amplitude_split import amplitude_groups
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import (DISTINCT_AMPLITUDE_RATIO, DUPLICATE_SIMILARITY, MIN_AMPLITUDE_SPIKES,
                                     MIN_USE_FRACTION, SHADOW_FRACTION)
+from engine.pipeline.sorting import spikes_of_each_filter
 
 @dataclass
 class PruneDecision:

@@ -21,8 +21,9 @@ import numba
 import numpy as np
 
 from engine.model.pairs import ragged
-from engine.pipeline.amplitude_split import main_amplitude_group, spikes_of_each_filter
+from engine.pipeline.amplitude_split import main_amplitude_group
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES
+from engine.pipeline.sorting import spikes_of_each_filter
 
 
 @dataclass

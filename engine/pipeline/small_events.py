@@ -26,9 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import median_filter
 
-from engine.pipeline.amplitude_split import spikes_of_each_filter
 from engine.pipeline.params import MIN_SPLIT_SPIKES
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.waveform_split import with_new_units
 
 # An event under this fraction of its unit's local median amplitude is a small event.

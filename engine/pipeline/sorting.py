@@ -121,3 +121,12 @@ def template_mix(weights: np.ndarray, templates: np.ndarray) -> np.ndarray:
     k = len(templates)
     flat = np.asarray(templates, dtype=np.float32).reshape(k, -1)
     return (np.asarray(weights, dtype=np.float32) @ flat).reshape(templates.shape[1:])
+
+
+def spikes_of_each_filter(filters: np.ndarray, n_filters: int) -> list[np.ndarray]:
+    """For each filter 0..n_filters-1, the indices of its spikes in time order: one sort of all the
+    spikes, not one pass over them per filter (a 2-hour probe sort holds tens of millions). Given the
+    spikes' units instead, each unit's (the waveform split, the small events and the unit merge use it so)."""
+    order = np.argsort(filters, kind="stable")
+    counts = np.bincount(filters, minlength=n_filters)[:n_filters]
+    return np.split(order, np.cumsum(counts)[:-1])

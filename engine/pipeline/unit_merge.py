@@ -44,7 +44,7 @@ from engine.pipeline.params import (
     BASELINE_MS, MAX_COUNTED_SPIKES, MAX_REFRACTORY_RATIO, MAX_SHIFT_MS, MAX_SIZE_RATIO, MERGE_SIMILARITY, MERGE_SPIKES,
     MIN_FILTER_SIMILARITY, REFRACTORY_MS, REFRACTORY_P_VALUE, REFRACTORY_SPLIT_MIN_EXPECTED,
 )
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 
 # mean_snippet(unit, channels) -> ((n_samples, n_channels) mean, (n_samples, n_channels) variance
 # of that mean (the spikes' variance over their count)), or None when the unit has too few spikes
@@ -191,10 +191,8 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
 
 
 def _trains(sorting: Sorting) -> list[np.ndarray]:
-    """Each unit's spike times, sorted (one sort of all the spikes)."""
-    order = np.argsort(sorting.spike_units, kind="stable")  # times stay ascending within a unit
-    counts = np.bincount(sorting.spike_units, minlength=sorting.n_units)[:sorting.n_units]
-    return np.split(sorting.spike_times[order], np.cumsum(counts)[:-1])
+    """Each unit's spike times, sorted (the spikes are in time order)."""
+    return [sorting.spike_times[mine] for mine in spikes_of_each_filter(sorting.spike_units, sorting.n_units)]
 
 
 def apply_merges(sorting: Sorting, merges: UnitMerges, dead_time: int) -> Sorting:

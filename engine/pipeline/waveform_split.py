@@ -43,10 +43,10 @@ from typing import Callable
 
 import numpy as np
 
-from engine.pipeline.amplitude_split import otsu_split, spikes_of_each_filter
+from engine.pipeline.amplitude_split import otsu_split
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.unit_merge import Windows, breaks_refractory
 
 # The snippet read around each spike time (its extremum), ms before and after.
