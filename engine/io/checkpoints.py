@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from engine.io.atomic import write_bytes_atomic
@@ -55,10 +54,7 @@ def load_checkpoint(path: str | Path, recording: Recording, device: str | None =
     config.n_taps = filters.shape[2]
     pipeline = SortPipeline(recording, config)
     # Each filter's own λ (also its spikes' bar): a faint neuron's filter has a lower one (engine/pipeline/faint_units.py).
-    lambdas = state["lambdas"].numpy().reshape(-1) if "lambdas" in state else None
-    if lambdas is not None and lambdas.size == 1:
-        lambdas = np.full(len(filters), float(lambdas[0]), dtype=np.float32)
-    pipeline.prepare(initial_dictionary=filters, initial_lambdas=lambdas)
+    pipeline.prepare(initial_dictionary=filters, initial_lambdas=state["lambdas"].numpy())
     pipeline.initial_filters = state["initial_filters"].numpy()
     pipeline.trainer.load_state_dict(state)
     return pipeline

@@ -83,17 +83,16 @@ def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float 
     overlapped = np.zeros(len(events), dtype=bool)
     overlapped[losers] = True
     usual = group_medians(events.amplitudes, events.filters, n_filters)
-    smallest = usual
     if usual_of_lone_events:
         # A filter whose events nearly all overlap bigger ones has no usual amplitude of its own: all its events'.
         alone = np.bincount(events.filters[~overlapped], minlength=n_filters)
         lone_amplitudes, lone_filters = events.amplitudes[~overlapped], events.filters[~overlapped]
         enough = alone >= MIN_AMPLITUDE_SPIKES
         usual = np.where(enough, group_medians(lone_amplitudes, lone_filters, n_filters), usual)
-        smallest = np.where(enough, smallest_group_medians(lone_amplitudes, lone_filters, n_filters), usual)
     reference = usual[events.filters[losers]]
-    if same_spike is not None:
+    if usual_of_lone_events and same_spike is not None:
         # A loser farther than `same_spike` samples from the bigger event is a spike of its own overlapping it.
+        smallest = np.where(enough, smallest_group_medians(lone_amplitudes, lone_filters, n_filters), usual)
         apart = np.abs(events.times[losers] - events.times[winners]) > same_spike
         reference = np.where(apart, smallest[events.filters[losers]], reference)
     relative = events.amplitudes[losers] / np.maximum(reference, 1e-6)

@@ -25,11 +25,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from engine.cpu import adapt_threads, single_thread
 from engine.io.recording import NumpyRecording, Recording
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.explain_away import place_filters
-from engine.cpu import adapt_threads, single_thread
 from engine.pipeline.inference import (BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches,
                                       default_chunk_size)
 from engine.pipeline.initialization import detect_peaks_on_probe

@@ -27,6 +27,7 @@ from engine.pipeline.params import (DISTINCT_AMPLITUDE_RATIO, DUPLICATE_SIMILARI
                                     MIN_USE_FRACTION, SHADOW_FRACTION)
 from engine.pipeline.sorting import spikes_of_each_filter
 
+
 @dataclass
 class PruneDecision:
     keep: np.ndarray  # (n_kept,) int indices of the filters kept, in their original order
