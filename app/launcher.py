@@ -86,7 +86,7 @@ def training_config(arguments: argparse.Namespace):
 
 
 def run_gui(arguments: argparse.Namespace, config) -> int:
-    from PyQt6.QtCore import QEventLoop
+    from PyQt6.QtCore import QEvent, QEventLoop
     from PyQt6.QtWidgets import QApplication
 
     from app.platform_check import display_problem
@@ -144,7 +144,14 @@ def run_gui(arguments: argparse.Namespace, config) -> int:
         loop = QEventLoop()
         window.closed.connect(loop.quit)
         exit_code = loop.exec()
-    return screenshot.exit_code if screenshot is not None else exit_code
+    if screenshot is not None:
+        exit_code = screenshot.exit_code
+    # Deleted here, while the application still runs: Qt's connections and shortcuts hold references to
+    # the window, so Python alone never frees it. Left to Python's exit, it was taken apart in whatever
+    # order the interpreter tore down (a test session's QApplication already gone: CI, exit 139).
+    window.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -36,7 +36,12 @@ class ScreenshotTaker(QObject):
         window.open_failed.connect(self._on_error)
         window.engine.error.connect(self._on_error)
         window.session.training_state_changed.connect(self._on_training_state)
-        QTimer.singleShot(TIMEOUT_MS, lambda: self._give_up("timed out"))
+        # A timer of its own, connected to a method (held weakly) and stopped once done: a singleShot's
+        # lambda held the taker, and with it the window, for the whole quarter of an hour; inside a test
+        # session that window outlived its test, and Python's exit deleted it in any order (CI: exit 139).
+        self._timeout = QTimer(self, singleShot=True, interval=TIMEOUT_MS)
+        self._timeout.timeout.connect(self._on_timeout)
+        self._timeout.start()
 
     def _on_opened(self, _path: str) -> None:
         session = self.window.session
@@ -77,6 +82,9 @@ class ScreenshotTaker(QObject):
             print(f"could not write {self.path}", file=sys.stderr)
         self._quit()
 
+    def _on_timeout(self) -> None:
+        self._give_up("timed out")
+
     def _on_error(self, error) -> None:
         self._give_up(f"{error.title}: {error.message}")
 
@@ -86,4 +94,5 @@ class ScreenshotTaker(QObject):
         self._quit()
 
     def _quit(self) -> None:
+        self._timeout.stop()
         self.window.close()  # the launcher ends its event loop when the window has closed

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 
 import pytest
 
 # Offscreen unless the person running the tests asked for a real display.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Keep the fault handler on after pytest's own is off: a crash while Python exits (Qt objects
+    taken apart in the interpreter's teardown) then prints its traceback, not just exit code 139."""
+    faulthandler.enable()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -144,3 +144,9 @@ def test_screenshot_mode_trains_sorts_and_saves_a_picture(qtbot, tmp_path, tiny_
     assert main(["--screenshot", str(picture), "--train-steps", "2", *small_model, str(tiny_recording)]) == 0
     image = QImage(str(picture))
     assert image.width() >= 1200 and image.height() >= 800
+    # The window is gone once main() returns, not left for Python's exit to take apart in any order.
+    from PyQt6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+
+    assert not [widget for widget in QApplication.topLevelWidgets() if isinstance(widget, MainWindow)]

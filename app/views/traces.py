@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout
 
@@ -89,21 +89,23 @@ def window_reader(recording):
     return BlockCachedRecording(for_views(recording))
 
 
-class _ShiftWheelFilter(QObject):
-    """Shift+wheel over the plot moves along the probe instead of zooming in time."""
+class _TracesViewBox(pg.ViewBox):
+    """Shift+wheel over the plot moves along the probe instead of zooming in time.
 
-    def __init__(self, view) -> None:
-        super().__init__(view)
-        self.view = view
+    A ViewBox method rather than an event filter on the viewport: Qt calls a filter's Python
+    object while it takes a window apart, which crashed the units table's teardown (f14ad69) and,
+    here, Python's exit after the test suite (CI, exit code 139)."""
 
-    def eventFilter(self, _watched, event) -> bool:
-        if event.type() == QEvent.Type.Wheel and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
-            # Some platforms turn a Shift+wheel into a horizontal one.
-            delta = event.angleDelta().y() or event.angleDelta().x()
-            if delta:
-                self.view.scroll_channels(-np.sign(delta) * CHANNEL_STEP_FRACTION)
-            return True
-        return False
+    channels_scrolled = pyqtSignal(float)  # fraction of the visible channels (positive: higher channels)
+
+    def wheelEvent(self, event, axis=None) -> None:
+        if not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            super().wheelEvent(event, axis)
+            return
+        event.accept()
+        # Some platforms turn a Shift+wheel into a horizontal one; delta() is the notch either way.
+        if event.delta():
+            self.channels_scrolled.emit(-float(np.sign(event.delta())) * CHANNEL_STEP_FRACTION)
 
 
 def _trace_extremes(index, reduced, positions, channels, negative, half_width: float) -> np.ndarray:
@@ -164,7 +166,9 @@ class TracesView(View):
         controls.addWidget(self.window_label)
         layout.addLayout(controls)
 
-        self.plot_widget = pg.PlotWidget()
+        self.viewbox = _TracesViewBox()
+        self.viewbox.channels_scrolled.connect(self.scroll_channels)
+        self.plot_widget = pg.PlotWidget(viewBox=self.viewbox)
         self.plot = self.plot_widget.getPlotItem()
         self.plot.setLabel("bottom", "time", units="s")
         self.plot.setMouseEnabled(x=True, y=False)
@@ -203,8 +207,6 @@ class TracesView(View):
         self._range_timer.timeout.connect(self._on_range_settled)
         self.plot.sigXRangeChanged.connect(lambda *_: self._range_timer.start())
         self.gain_box.valueChanged.connect(self._place_scale_bar)
-        self._wheel_filter = _ShiftWheelFilter(self)
-        self.plot_widget.viewport().installEventFilter(self._wheel_filter)
         for key, action in (
             (Qt.Key.Key_Right, lambda: self.scroll(SCROLL_FRACTION)),
             (Qt.Key.Key_Left, lambda: self.scroll(-SCROLL_FRACTION)),
