@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.pipeline.coincidences import resolve_coincidences
+from engine.pipeline.coincidences import join_split_shares, resolve_coincidences
 from engine.pipeline.inference import SpikeEvents
 
 
@@ -81,3 +81,43 @@ def test_the_smaller_of_two_neurons_on_one_filter_keeps_its_spikes_that_overlap_
     shares = [(400_001 + 500 * i, 1, 150.0) for i in range(30)]
     kept = resolve_coincidences(events(small + large + neighbour + shares), window=15, sharing=sharing, same_spike=3)
     assert np.sum(kept.filters == 1) == 400
+
+
+def _two_look_alike_neurons(extra):
+    """Filter 0's neuron at ~18, filter 1's at ~12, each firing alone 100 times, plus `extra` events."""
+    alone = [(1_000 + 400 * i, 0, 18.0 + 0.01 * i) for i in range(100)]
+    alone += [(100_000 + 400 * i, 1, 12.0 + 0.01 * i) for i in range(100)]
+    return events(alone + extra)
+
+
+def _joined(pooled, alike_01: float):
+    alike = np.array([[1.0, alike_01], [alike_01, 1.0]])
+    return join_split_shares(pooled, window=15, same_spike=3, alike=alike, sharing=np.ones((2, 2), bool))
+
+
+def test_one_spike_split_between_two_look_alike_filters_is_joined_into_the_bigger_share():
+    # Filter 0's neuron coded as ~10 on its own filter plus ~9 on filter 1, one sample apart: together,
+    # seen through their similarity, they are its usual ~18.
+    pooled = _two_look_alike_neurons([(300_000 + 400 * i, 0, 10.0) for i in range(20)]
+                                     + [(300_001 + 400 * i, 1, 9.0) for i in range(20)])
+    amplitudes, joined = _joined(pooled, 0.85)
+    shares = (pooled.times >= 300_000) & (pooled.filters == 1)
+    holders = (pooled.times >= 300_000) & (pooled.filters == 0)
+    assert joined[shares].all() and joined.sum() == 20
+    np.testing.assert_allclose(amplitudes[holders], 10.0 + 0.85 * 9.0, rtol=1e-6)
+    np.testing.assert_array_equal(amplitudes[~(shares | holders)], pooled.amplitudes[~(shares | holders)])
+
+
+def test_look_alike_neurons_firing_at_once_stay_two_and_unlike_or_apart_shares_are_not_joined():
+    # Each at its usual size: two neurons, not one spike in two shares.
+    together = [(300_000 + 400 * i, 0, 18.0) for i in range(20)] + [(300_001 + 400 * i, 1, 12.0) for i in range(20)]
+    amplitudes, joined = _joined(_two_look_alike_neurons(together), 0.85)
+    assert not joined.any()
+    # Shares of filters that are not alike, or farther apart than one spike.
+    shares = [(300_000 + 400 * i, 0, 10.0) for i in range(20)] + [(300_001 + 400 * i, 1, 9.0) for i in range(20)]
+    assert not _joined(_two_look_alike_neurons(shares), 0.5)[1].any()
+    apart = [(300_000 + 400 * i, 0, 10.0) for i in range(20)] + [(300_008 + 400 * i, 1, 9.0) for i in range(20)]
+    pooled = _two_look_alike_neurons(apart)
+    amplitudes, joined = _joined(pooled, 0.85)
+    assert not joined.any()
+    np.testing.assert_array_equal(amplitudes, pooled.amplitudes)

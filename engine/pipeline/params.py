@@ -160,6 +160,9 @@ RESIDUAL_FRACTION = 0.05
 # spike the lasso split between two filters); farther apart, as a spike of its own overlapping another,
 # judged against the smallest neuron its filter codes (coincidences.smallest_group_medians says why).
 SAME_SPIKE_MS = 0.1
+# Two such shares of filters at least this alike are joined into one event when together they come nearer
+# the bigger share's usual amplitude than it alone (coincidences.join_split_shares says what it gained).
+SPLIT_SHARE_SIMILARITY = 0.8
 
 # ---- two neurons, one shape (engine/pipeline/amplitude_split.py) ---------------
 # Otsu's split of a filter's log-amplitudes must leave the two means this many
