@@ -92,9 +92,9 @@ def window_reader(recording):
 class _TracesViewBox(pg.ViewBox):
     """Shift+wheel over the plot moves along the probe instead of zooming in time.
 
-    A ViewBox method rather than an event filter on the viewport: Qt calls a filter's Python
-    object while it takes a window apart, which crashed the units table's teardown (f14ad69) and,
-    here, Python's exit after the test suite (CI, exit code 139)."""
+    A ViewBox method rather than an event filter on the viewport: Qt calls a filter's Python object
+    while it takes a window apart, which crashed the units table's teardown (f14ad69), and the filter
+    kept this plot's menus alive after its window had gone."""
 
     channels_scrolled = pyqtSignal(float)  # fraction of the visible channels (positive: higher channels)
 
