@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.pipeline.coincidences import join_split_shares, resolve_coincidences
+from engine.pipeline.coincidences import find_coincidences, join_split_shares, resolve_coincidences
 from engine.pipeline.inference import SpikeEvents
 
 
@@ -92,7 +92,8 @@ def _two_look_alike_neurons(extra):
 
 def _joined(pooled, alike_01: float):
     alike = np.array([[1.0, alike_01], [alike_01, 1.0]])
-    return join_split_shares(pooled, window=15, same_spike=3, alike=alike, sharing=np.ones((2, 2), bool))
+    return join_split_shares(pooled, find_coincidences(pooled, window=15, sharing=np.ones((2, 2), bool)), same_spike=3,
+                             alike=alike)
 
 
 def test_one_spike_split_between_two_look_alike_filters_is_joined_into_the_bigger_share():

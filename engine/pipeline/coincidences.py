@@ -6,6 +6,8 @@ settles pairs that straddle the edge between two chunks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from engine.pipeline.amplitude_split import groups_of
@@ -74,22 +76,24 @@ def resolve_coincidences(events: SpikeEvents, window: int, min_fraction: float =
 
 def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float = COINCIDENT_MIN_FRACTION,
                           sharing: np.ndarray | None = None, usual_of_lone_events: bool = True,
-                          residual_fraction: float = RESIDUAL_FRACTION, same_spike: int | None = None) -> np.ndarray:
-    """(n,) bool: the events resolve_coincidences keeps (it says which and why)."""
+                          residual_fraction: float = RESIDUAL_FRACTION, same_spike: int | None = None,
+                          coincidences: Coincidences | None = None) -> np.ndarray:
+    """(n,) bool: the events resolve_coincidences keeps (it says which and why). `coincidences`: the
+    pairs find_coincidences already found with this `window` and `sharing` (the sort reads them twice)."""
     if len(events) < 2:
         return np.ones(len(events), dtype=bool)
-    n_filters = int(events.filters.max()) + 1
-    losers, winners = _coincident_pairs(events, window, sharing)
     if usual_of_lone_events:
-        usual, lone = _usual_of_lone_events(events, losers, n_filters)
+        found = coincidences if coincidences is not None else find_coincidences(events, window, sharing)
+        losers, winners, usual = found.losers, found.winners, found.usual
     else:
-        usual = group_medians(events.amplitudes, events.filters, n_filters)
+        losers, winners = _coincident_pairs(events, window, sharing)
+        usual = group_medians(events.amplitudes, events.filters, int(events.filters.max()) + 1)
     reference = usual[events.filters[losers]]
     if usual_of_lone_events and same_spike is not None:
         # A loser farther than `same_spike` samples from the bigger event is a spike of its own overlapping it.
-        enough = np.bincount(events.filters[lone], minlength=n_filters) >= MIN_AMPLITUDE_SPIKES
-        smallest = np.where(enough, smallest_group_medians(events.amplitudes[lone], events.filters[lone], n_filters),
-                            usual)
+        lone = found.lone
+        smallest = np.where(found.enough, smallest_group_medians(events.amplitudes[lone], events.filters[lone],
+                                                                 len(usual)), usual)
         apart = np.abs(events.times[losers] - events.times[winners]) > same_spike
         reference = np.where(apart, smallest[events.filters[losers]], reference)
     relative = events.amplitudes[losers] / np.maximum(reference, 1e-6)
@@ -99,20 +103,33 @@ def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float 
     return ~drop
 
 
-def _usual_of_lone_events(events: SpikeEvents, losers: np.ndarray, n_filters: int) -> tuple[np.ndarray, np.ndarray]:
-    """((n_filters,) each filter's usual amplitude, (n,) bool its lone events): the median of the events
-    no bigger event overlaps (`losers` are those that one does); of all its events for a filter whose
-    events nearly all overlap bigger ones, which has no usual amplitude of its own."""
+@dataclass
+class Coincidences:
+    """Every pair of events of two filters (sharing a channel) within a window, and each filter's usual
+    amplitude: what the coincidence step's rules read, found once (find_coincidences)."""
+
+    losers: np.ndarray  # (n_pairs,) the weaker event of each pair
+    winners: np.ndarray  # (n_pairs,) the bigger one
+    lone: np.ndarray  # (n,) bool: the events no bigger event overlaps
+    enough: np.ndarray  # (n_filters,) bool: filters with MIN_AMPLITUDE_SPIKES lone events or more
+    usual: np.ndarray  # (n_filters,) the median of a filter's lone events; of all its events without enough
+
+
+def find_coincidences(events: SpikeEvents, window: int, sharing: np.ndarray | None = None) -> Coincidences:
+    """The pairs within `window` samples (of filters sharing a channel, when `sharing` is given) and each
+    filter's usual amplitude. A filter whose events nearly all overlap bigger ones has no usual amplitude
+    of its own: the median of all its events stands in."""
+    n_filters = int(events.filters.max()) + 1 if len(events) else 0
+    losers, winners = _coincident_pairs(events, window, sharing)
     lone = np.ones(len(events), dtype=bool)
     lone[losers] = False
     enough = np.bincount(events.filters[lone], minlength=n_filters) >= MIN_AMPLITUDE_SPIKES
     usual = np.where(enough, group_medians(events.amplitudes[lone], events.filters[lone], n_filters),
                      group_medians(events.amplitudes, events.filters, n_filters))
-    return usual, lone
+    return Coincidences(losers, winners, lone, enough, usual)
 
 
-def join_split_shares(events: SpikeEvents, window: int, same_spike: int, alike: np.ndarray,
-                      sharing: np.ndarray | None = None,
+def join_split_shares(events: SpikeEvents, coincidences: Coincidences, same_spike: int, alike: np.ndarray,
                       min_similarity: float = SPLIT_SHARE_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
     """((n,) float32 amplitudes, (n,) bool shares joined): one spike the lasso split between two
     look-alike filters, made one event again.
@@ -121,7 +138,7 @@ def join_split_shares(events: SpikeEvents, window: int, same_spike: int, alike: 
     alike (`alike`: (n_filters, n_filters) shift-invariant similarity) is joined to it when the two
     together come nearer the bigger one's usual amplitude (the median of its filter's lone events) than
     it alone: its amplitude, seen through the similarity, is added to the bigger one's, and it is marked
-    to go. Two neurons of look-alike shapes firing at once each keep about their usual size, and stay two.
+    to go. `coincidences`: the pairs of `events` (find_coincidences). Two neurons of look-alike shapes firing at once each keep about their usual size, and stay two.
 
     Traced on SpikeInterface's tetrode (recording seed 0): a 5-SNR neuron (usual ~18) and a 3-SNR one
     (~12) of shapes 0.97 alike had two filters, 0.82 alike. 376 of the bigger neuron's spikes were
@@ -140,9 +157,7 @@ def join_split_shares(events: SpikeEvents, window: int, same_spike: int, alike: 
     joined = np.zeros(len(events), dtype=bool)
     if len(events) < 2:
         return amplitudes, joined
-    n_filters = int(events.filters.max()) + 1
-    shares, bigger = _coincident_pairs(events, window, sharing)
-    usual, _ = _usual_of_lone_events(events, shares, n_filters)
+    shares, bigger, usual = coincidences.losers, coincidences.winners, coincidences.usual
     similarity = np.asarray(alike)[events.filters[shares], events.filters[bigger]]
     share_size, big_size = events.amplitudes[shares].astype(np.float64), events.amplitudes[bigger].astype(np.float64)
     big_usual = usual[events.filters[bigger]]

@@ -29,8 +29,8 @@ from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
 from engine.model.similarity import shift_invariant_similarity
 from engine.model.working_set import ROUGH_SETTLED_FRACTION
-from engine.pipeline.coincidences import (coded_with_another, coincidence_survivors, group_medians, join_split_shares,
-                                         resolve_coincidences)
+from engine.pipeline.coincidences import (coded_with_another, coincidence_survivors, find_coincidences, group_medians,
+                                         join_split_shares, resolve_coincidences)
 from engine.pipeline.inference import SpikeEvents, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
@@ -320,11 +320,12 @@ class SortPipeline:
             sharing = (mask @ mask.T) > 0
             # Which spikes the lasso coded as two filters' sum, read before the weaker of each pair goes.
             shared = coded_with_another(events, self._samples(CO_FIRING_MS), sharing)
+            coincidences = find_coincidences(events, self._samples(COINCIDENCE_MS), sharing)
             keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing,
-                                         same_spike=self._samples(SAME_SPIKE_MS))
+                                         same_spike=self._samples(SAME_SPIKE_MS), coincidences=coincidences)
             # One spike the lasso split between two look-alike filters is one event again.
-            amplitudes, joined = join_split_shares(events, self._samples(COINCIDENCE_MS), self._samples(SAME_SPIKE_MS),
-                                                   shift_invariant_similarity(model.filters_numpy()), sharing)
+            amplitudes, joined = join_split_shares(events, coincidences, self._samples(SAME_SPIKE_MS),
+                                                   shift_invariant_similarity(model.filters_numpy()))
             keep &= ~joined
             events, shared = SpikeEvents(events.times[keep], events.filters[keep], amplitudes[keep]), shared[keep]
         with self.stage_log.stage("templates"):
