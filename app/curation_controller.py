@@ -71,16 +71,15 @@ def starting_units(sorting) -> tuple[np.ndarray, dict[int, str]]:
 
     Units are the phy cluster ids when the sort was read from a phy folder
     (`Sorting.cluster_ids`), so that saving writes back the ids phy
-    and the person know; else the sort's own unit indices.
+    and the person know; else the sort's own unit indices. The labels are the
+    folder's groups, or those a fresh sort gave (its residual units: noise).
     """
     cluster_ids = sorting.cluster_ids
-    if cluster_ids is None:
-        return sorting.spike_units.astype(np.int64), {}
-    cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
-    groups = sorting.unit_groups
+    ids = (np.arange(sorting.n_units, dtype=np.int64) if cluster_ids is None
+           else np.asarray(cluster_ids, dtype=np.int64))
     # Groups phy does not know (free-form ones some tools write) start unsorted.
-    labels = {int(cluster_ids[u]): g for u, g in groups.items() if g in GROUPS and g != DEFAULT_GROUP}
-    return cluster_ids[sorting.spike_units], labels
+    labels = {int(ids[u]): g for u, g in sorting.unit_groups.items() if g in GROUPS and g != DEFAULT_GROUP}
+    return ids[sorting.spike_units], labels
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ class Result:
     sorted_unit_ids: np.ndarray | None = field(default=None, repr=False)
     stage_table: str = ""  # Sparsort's time and peak memory per stage
     peak_mb: float | None = None  # peak resident memory of the sort's own process (CLI runs)
+    noise_units: list[int] | None = None  # sorted units the sort itself labelled noise (Sparsort's residual units)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -158,8 +159,23 @@ def print_result(result: Result, truth: Truth) -> None:
           f"redundant {c.n_redundant}, over-merged {c.n_overmerged}")
     if truth.snr is not None:
         print(accuracy_by_snr(c, truth))
+    if result.noise_units:
+        print(without_noise_units(result, truth))
     if result.note:
         print(f"note: {result.note}")
+
+
+def without_noise_units(result: Result, truth: Truth) -> str:
+    """The sorting scored again without the units the sort labelled noise, as a person who accepts
+    those labels sees it: a label on a unit of a real neuron would show as a lost match here."""
+    noise = np.asarray(result.noise_units, np.int64)
+    kept_spikes = ~np.isin(np.asarray(result.sorted_units, np.int64), noise)
+    kept_ids = np.setdiff1d(np.asarray(result.sorted_unit_ids, np.int64), noise)
+    c = score(truth, result.sorted_times[kept_spikes], result.sorted_units[kept_spikes], kept_ids)
+    return (f"labelled noise by the sort: {len(noise)} units ({int((~kept_spikes).sum())} spikes); without them: "
+            f"mean accuracy {c.mean_accuracy:.3f}, well detected {c.n_well_detected}, sorted units "
+            f"{len(kept_ids)}: false positive {c.n_false_positive_units}, redundant {c.n_redundant}, "
+            f"over-merged {c.n_overmerged}")
 
 
 # ---- recordings -----------------------------------------------------------------------------
@@ -330,6 +346,7 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
         result.note += f"; wall times {', '.join(f'{t:.1f}' for t in times)} s"
     result.sorted_times, result.sorted_units = folder.spike_times, folder.spike_clusters
     result.sorted_unit_ids = folder.cluster_ids
+    result.noise_units = sorted(u for u, group in folder.cluster_groups.items() if group == "noise")
     return result
 
 
@@ -377,6 +394,7 @@ def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, e
     result.stage_table = pipeline.stage_log.table()
     result.sorted_times, result.sorted_units, result.sorted_unit_ids = (
         sorting.spike_times, sorting.spike_units, unit_ids)
+    result.noise_units = sorted(u for u, group in sorting.unit_groups.items() if group == "noise")
     return result
 
 

@@ -247,6 +247,28 @@ def test_a_fresh_sort_is_curated_in_memory_until_saved_then_its_history_moves_in
     assert not shown_errors
 
 
+def test_a_fresh_sorts_noise_labels_show_in_the_table_and_a_person_can_change_and_undo_them(
+    window, qtbot, tiny_recording, shown_errors
+):
+    """The sort labels its residual units noise (engine/pipeline/residual_units.py): the person sees it and decides."""
+    from dataclasses import replace
+
+    from app.unit_table import build_unit_table
+
+    session = window.session
+    sorting = replace(tiny_sorting(tiny_recording), unit_groups={2: "noise"}, sort_labels={2: "noise"})
+    session.set_sorting(sorting, build_unit_table(sorting, session.recording))
+    qtbot.waitUntil(lambda: session.curation is not None, timeout=20_000)
+    assert session.unit_table.labels == ["", "", "noise"]
+
+    session.select_units([2])
+    press(qtbot, window, Qt.Key.Key_G, Qt.KeyboardModifier.AltModifier)
+    qtbot.waitUntil(lambda: session.unit_table.labels == ["", "", "good"], timeout=5_000)
+    press(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: session.unit_table.labels == ["", "", "noise"], timeout=5_000)
+    assert not shown_errors
+
+
 def test_a_lasso_on_the_tsne_map_splits_its_spikes(curating, qtbot):
     window, session = curating, curating.session
     window.docks["embedding"].raise_()  # curating, a tab behind the Probe

@@ -19,14 +19,15 @@ import numpy as np
 
 from engine.curation.journal import JOURNAL_FILENAME, PAYLOAD_FOLDER
 from engine.curation.lock import LOCK_FILENAME, FolderLock, FolderLockedError
-from engine.io.phy import PARAMS_FILE, PhyFolderError, read_cluster_groups, recover_interrupted_export
+from engine.io.phy import (PARAMS_FILE, SORT_LABELS_FILE, PhyFolderError, read_cluster_groups, read_sort_labels,
+                           recover_interrupted_export)
 
 # What a sort writes (export_phy, the CLI) and what phy adds: replacing these loses nothing.
 REGENERATED = {
     PARAMS_FILE, "spike_times.npy", "spike_templates.npy", "spike_clusters.npy", "amplitudes.npy",
     "templates.npy", "templates_ind.npy", "channel_map.npy", "channel_positions.npy", "similar_templates.npy",
     "whitening_mat.npy", "whitening_mat_inv.npy", "cluster_group.tsv", "cluster_info.tsv", "recording.dat",
-    "crsae_checkpoint.pt", "sparsort.json", ".phy", "phy.log",
+    "crsae_checkpoint.pt", "sparsort.json", ".phy", "phy.log", SORT_LABELS_FILE,
 }
 UNLABELLED = "unsorted"
 
@@ -75,7 +76,9 @@ def work_that_would_be_lost(folder: Path, keep: str | os.PathLike | None = None)
         except PhyFolderError:
             lost.append("cluster_group.tsv (unreadable, so its labels cannot be checked)")
         else:
-            labelled = sum(group != UNLABELLED for group in groups.values())
+            # The sort's own labels (its residual units as noise) are written again by the next sort.
+            by_sort = read_sort_labels(folder)
+            labelled = sum(group != UNLABELLED and group != by_sort.get(cluster) for cluster, group in groups.items())
             if labelled:
                 lost.append(f"the labels of {labelled} cluster{'s' if labelled != 1 else ''} in cluster_group.tsv")
     if _clusters_differ_from_templates(folder):

@@ -77,6 +77,11 @@ def export_phy(
     beside `out_dir` and renamed into place, so an interrupted export leaves
     the previous folder (if any) untouched and no half-written one.
 
+    `cluster_groups` (unit -> phy group) are the groups cluster_group.tsv gets, every other unit
+    "unsorted"; without them, `sorting.unit_groups` (a fresh sort's: its residual units as noise),
+    which a person then reviews in phy or Sparsort. The sort's own labels (`sorting.sort_labels`)
+    go in cluster_SparsortLabel.tsv.
+
     `before_swap(staging)` writes the caller's own files (a checkpoint, a run
     summary) into the folder before it is renamed into place, so the finished
     folder never lacks them. Leftovers of an export killed earlier are
@@ -100,6 +105,8 @@ def export_phy(
         _write_spikes(staging, sorting)
         _write_templates(staging, sorting, channel_map)
         write_cluster_groups(staging, groups)
+        if sorting.sort_labels:  # a sort that labelled nothing writes no file of blanks
+            write_sort_labels(staging, sorting.sort_labels)
         if before_swap is not None:
             before_swap(staging)
         _swap_into_place(staging, out_dir)
@@ -125,7 +132,8 @@ def _check_replaceable(out_dir: Path) -> None:
 
 def _unit_groups(sorting: Sorting, cluster_groups: dict[int, str] | None) -> dict[int, str]:
     groups = {int(unit): DEFAULT_GROUP for unit in sorting.unit_ids}
-    for unit, group in (cluster_groups or {}).items():
+    given = sorting.unit_groups if cluster_groups is None else cluster_groups
+    for unit, group in given.items():
         if int(unit) not in groups:
             raise ValueError(
                 f"cluster_groups names unit {unit}, but the sorting has units 0..{sorting.n_units - 1}"
@@ -350,6 +358,25 @@ def write_cluster_groups(folder: str | os.PathLike, groups: dict[int, str]) -> N
     write_text_atomic(Path(folder) / "cluster_group.tsv", "\n".join(lines) + "\n")
 
 
+SORT_LABELS_FILE = "cluster_SparsortLabel.tsv"
+SORT_LABEL_COLUMN = "SparsortLabel"
+
+
+def write_sort_labels(folder: str | os.PathLike, labels: dict[int, str]) -> None:
+    """cluster_SparsortLabel.tsv: the sort's own verdict on each cluster (as Kilosort's cluster_KSLabel.tsv),
+    which curation never rewrites; phy shows it as a column. A label in cluster_group.tsv equal to it is
+    the sort's, not a person's (engine.io.output_folder)."""
+    lines = [f"cluster_id\t{SORT_LABEL_COLUMN}"]
+    lines += [f"{int(cluster)}\t{_tsv_cell(label)}" for cluster, label in sorted(labels.items())]
+    write_text_atomic(Path(folder) / SORT_LABELS_FILE, "\n".join(lines) + "\n")
+
+
+def read_sort_labels(folder: str | os.PathLike) -> dict[int, str]:
+    """The sort's own labels (cluster_SparsortLabel.tsv), {} for a folder without them."""
+    path = Path(folder) / SORT_LABELS_FILE
+    return (_read_tsv_column(path, SORT_LABEL_COLUMN) or {}) if path.is_file() else {}
+
+
 def write_cluster_info(folder: str | os.PathLike, rows: list[dict]) -> None:
     """cluster_info.tsv: one row per cluster, `cluster_id` first, then every other key seen."""
     columns = ["cluster_id"]
@@ -482,6 +509,9 @@ class PhyFolder:
         unit_groups = {
             unit: self.cluster_groups.get(int(cluster), DEFAULT_GROUP) for unit, cluster in enumerate(cluster_ids)
         }
+        by_sort = read_sort_labels(self.path) if (self.path / SORT_LABELS_FILE).is_file() else None
+        sort_labels = None if by_sort is None else {
+            unit: by_sort[int(cluster)] for unit, cluster in enumerate(cluster_ids) if int(cluster) in by_sort}
         return Sorting(
             spike_times=self.spike_times,
             spike_units=spike_units,
@@ -491,6 +521,7 @@ class PhyFolder:
             channel_positions=self.channel_positions,
             cluster_ids=cluster_ids,
             unit_groups=unit_groups,
+            sort_labels=sort_labels,
             templates_source=source,
             phy_folder=str(self.path),
             amplitude_unit=amplitude_unit,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -48,6 +49,7 @@ from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.pruning import PruneDecision, prune
 from engine.pipeline.reconstruction import WindowReconstruction, reconstruct_window
 from engine.pipeline.refinement import AmplitudePrior, channel_sharing
+from engine.pipeline.residual_units import CONTROL_OFFSETS_MS as RESIDUAL_CONTROL_OFFSETS_MS, label_residual_units
 from engine.pipeline.small_events import separate_small_events
 from engine.pipeline.sorting import Sorting, peak_taps
 from engine.pipeline.stages import SortStopped, StageLog
@@ -347,7 +349,15 @@ class SortPipeline:
         with self.stage_log.stage("small events"):
             # Residuals of neighbours' spikes that a unit's filter coded beside them, far smaller than the
             # unit's own spikes (engine/pipeline/small_events.py).
-            return separate_small_events(sorting)
+            sorting = separate_small_events(sorting)
+        with self.stage_log.stage("residual units"):
+            # Units of filters that learned no neuron, only what bigger neighbours' spikes leave: labelled
+            # noise, not dropped (engine/pipeline/residual_units.py).
+            sorting, note = label_residual_units(sorting, mask > 0, self._samples(SHADOW_WINDOW_MS),
+                                                 tuple(self._samples(ms) for ms in RESIDUAL_CONTROL_OFFSETS_MS))
+            if sorting.provenance is not None:
+                sorting = replace(sorting, provenance=replace(sorting.provenance, residual_units=note))
+            return sorting
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):

@@ -24,6 +24,7 @@ class SortProvenance:
     final_pruning: str  # ... and after training
     amplitude_splits: str  # which filters were split into two units by amplitude, in words
     unit_merges: str = "no units merged"  # which units were found to be one neuron and merged, in words
+    residual_units: str = "no residual units"  # which units only code neighbours' leftovers (labelled noise)
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Sorting:
     # ---- a sort read from a phy folder (engine/io/phy.py)
     cluster_ids: np.ndarray | None = None  # (n_units,) int phy cluster id of each unit
     unit_groups: dict[int, str] = field(default_factory=dict)  # unit index -> phy group (good, mua, noise, ...)
+    # unit index -> the sort's own label (residual units: noise), never a person's; None: not a Sparsort sort's.
+    # A fresh sort's unit_groups start as these; export_phy keeps them in cluster_SparsortLabel.tsv.
+    sort_labels: dict[int, str] | None = None
     templates_source: str | None = None  # "templates.npy", "raw data" or "none"
     phy_folder: str | None = None  # the folder it was read from
     # What `amplitudes` are in: "µV" for our sorts; Kilosort's amplitudes.npy holds a unitless "template scaling".
