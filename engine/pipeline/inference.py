@@ -24,6 +24,7 @@ from engine.cpu import adapt_threads, single_thread
 from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
 from engine.model.gram_rows import GramRows
+from engine.pipeline.code_shares import CodeShares
 from engine.pipeline.explain_away import eliminate_redundant_codes, eliminate_redundant_events, event_atoms
 from engine.pipeline.refinement import AmplitudePrior, filters_sharing_channels, refine_spikes
 from engine.pipeline.sorting import peak_taps
@@ -243,6 +244,7 @@ class ChunkSpikeFinder:
         self.scale = noise_scale(settings.noise_levels)
         # What refinement may relabel each filter's spikes to (computed once, not per chunk).
         self.candidates_of = filters_sharing_channels(settings.filters) if settings.prior is not None else None
+        self._shares: CodeShares | None = None  # the sort's spikes only (code_shares.py); made on the first batch
         self.working_set = (
             WorkingSetEncoder(self.model, settings.lipschitz, settled_fraction=settings.settled_fraction)
             if uses_working_set(settings.solver, self.model.filters.device) else None
@@ -255,10 +257,12 @@ class ChunkSpikeFinder:
     def batch_spikes(self, recording: Recording, batch_cores: list[tuple[int, int]]) -> list[SpikeEvents]:
         """One SpikeEvents per chunk of the batch, in the batch's order."""
         s = self.settings
+        if s.prior is not None and self._shares is None:
+            self._shares = CodeShares.of(self.filters, recording.sampling_rate, self.filter_peaks)
         return [
             spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
                               s.dead_time, s.min_amplitude, s.prior, self.candidates_of, self.gram,
-                              correlation, self.gram_rows)
+                              correlation, self.gram_rows, self._shares)
             for core_start, core_stop, window_start, codes, signal, correlation in encode_batch(
                 self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set,
                 with_correlation=s.prior is not None)
@@ -279,12 +283,15 @@ def spikes_from_codes(
     gram: np.ndarray | None = None,
     correlation: np.ndarray | None = None,
     gram_rows: GramRows | None = None,
+    shares: CodeShares | None = None,
 ) -> SpikeEvents:
     """The spikes of one chunk: code maxima, less the redundant ones, optionally relabelled.
 
     1. Local maxima of each filter's code, at least `dead_time` apart. A spike
        between two samples is coded as two neighbouring non-zeros, so its
-       amplitude sums the code over ±1 sample around the maximum.
+       amplitude sums the code over ±1 sample around the maximum. With `shares`
+       (engine/pipeline/code_shares.py), a faint spike the lasso split between
+       look-alike filters, each share under the bar, passes as its biggest share.
     2. Events the data do not need (split between look-alike filters) are
        removed and the rest refitted (engine/pipeline/explain_away.py), with the lasso's
        own bar for a lone spike, λ², as the energy an event must explain.
@@ -303,7 +310,7 @@ def spikes_from_codes(
                          "signal's correlation with them (encode_batch(..., with_correlation=True))")
     if codes.size == 0:
         return SpikeEvents.empty()
-    spike_filters, indices, triplets = kept_events(codes, signal, filters, dead_time, min_amplitude, gram)
+    spike_filters, indices, triplets = kept_events(codes, signal, filters, dead_time, min_amplitude, gram, shares)
     if prior is None:
         times = indices + filter_peak_taps[spike_filters]
         amplitudes = triplets.sum(axis=1)
@@ -337,7 +344,8 @@ def explained_correlation(gram_rows: GramRows, code_index: np.ndarray, spike_fil
 
 
 def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead_time: int, min_amplitude: float | np.ndarray,
-                gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                gram: np.ndarray | None = None, shares: CodeShares | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The spikes the codes carry, as sorting reads them (steps 1 and 2 of spikes_from_codes).
 
     Returns, for the kept events only: (filters, code indices, (n, 3) codes at i-1, i, i+1
@@ -346,7 +354,9 @@ def kept_events(codes: np.ndarray, signal: np.ndarray, filters: np.ndarray, dead
     (explain_away.eliminate_redundant_codes), else from their atoms.
     """
     spike_filters, indices, triplets = code_maxima(codes, dead_time)
-    strong = triplets.sum(axis=1) >= bars_of(min_amplitude, spike_filters)
+    sums, bars = triplets.sum(axis=1), bars_of(min_amplitude, spike_filters)
+    # With `shares`, a faint spike the lasso split between look-alike filters passes as its biggest share.
+    strong = sums >= bars if shares is None else shares.passes(spike_filters, indices, sums, bars)
     spike_filters, indices, triplets = spike_filters[strong], indices[strong], triplets[strong]
     min_energy = bars_of(min_amplitude, spike_filters) ** 2
     if gram is None:
