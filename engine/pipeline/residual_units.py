@@ -16,8 +16,8 @@ channels, against chance (the same count with the events shifted by ±10 and
 - 32 channels, recording seed 0: the 9 units of 31 that match no neuron,
   0.81-1.00 (chance 0.39-0.48); seed 6: 8 of the 9 such units of 33, 0.90-1.00
   (the ninth, 0.78, holds 507 spikes of a small neuron whose unit missed them);
-  `sparsort sort` of seed 6 labelled the same 8 (chance 0.67-0.75 there: its
-  channel masks are the filters' whole neighbourhoods);
+  `sparsort sort` of seed 6 labelled the same 8 (0.90-1.00, chance 0.67-0.75
+  in that run; why its chance is higher than the offline count's is not traced);
 - the units of real neurons, on every recording (the tetrode preset,
   SpikeInterface's tetrodes 0-4, 32 channels seeds 0 and 6, 384 channels):
   near their chance, the highest 0.71 (a unit on SpikeInterface's tetrode 4
