@@ -101,3 +101,26 @@ def test_labels_a_person_gives_replace_the_sorts_when_exported(tmp_path):
 
     assert read_cluster_groups(folder) == {0: "good", 1: "unsorted", 2: "unsorted", 3: "unsorted", 4: "unsorted"}
     assert read_sort_labels(folder) == {2: "noise"}
+
+
+def test_a_long_sort_is_judged_on_a_sample_of_each_units_events_with_the_same_verdict():
+    from engine.pipeline.residual_units import queried_events
+
+    sorting, mask = probe_with_a_residual_unit(np.random.default_rng(0))
+    units = sorting.spike_units.astype(np.int64)
+    queried = queried_events(units, sorting.n_units, max_per_unit=300)
+
+    assert np.bincount(units[queried], minlength=5).max() == 300
+    # Spread over the recording, not its first seconds.
+    assert sorting.spike_times[queried[units[queried] == 0]].max() > 0.9 * sorting.spike_times.max()
+    whole, near_whole, _ = find_residual_units(sorting, mask, WINDOW, OFFSETS)
+    import engine.pipeline.residual_units as residual_units
+
+    original = residual_units.MAX_QUERIED_EVENTS
+    try:
+        residual_units.MAX_QUERIED_EVENTS = 300
+        sampled, near_sampled, _ = find_residual_units(sorting, mask, WINDOW, OFFSETS)
+    finally:
+        residual_units.MAX_QUERIED_EVENTS = original
+    assert sampled.tolist() == whole.tolist() == [2]
+    np.testing.assert_allclose(near_sampled, near_whole, atol=0.08)

@@ -51,7 +51,7 @@ import numpy as np
 
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.params import SHADOW_FRACTION
-from engine.pipeline.sorting import Sorting
+from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 
 # The single-host shadow's bar (pruning.find_shadows), for shadows of several hosts (measured: see above).
 RESIDUAL_FRACTION = SHADOW_FRACTION
@@ -62,27 +62,41 @@ RESIDUAL_LABEL = "noise"
 CONTROL_OFFSETS_MS = (-20.0, -10.0, 10.0, 20.0)
 # Fewer events than this cannot say where a unit fires: it keeps its group.
 MIN_RESIDUAL_EVENTS = 20
+# A fraction is read on at most this many of a unit's events, spread over the recording (every event of the
+# other units is looked at): a 2-hour probe sort holds tens of millions, and 10,000 give it to ±0.01.
+MAX_QUERIED_EVENTS = 10_000
 
 
 def beside_bigger_fraction(times: np.ndarray, units: np.ndarray, amplitudes: np.ndarray, hosts: np.ndarray,
-                           window: int, offset: int = 0) -> np.ndarray:
-    """(n_units,) the fraction of each unit's events that have, within ±`window` samples of their time + `offset`,
-    a bigger event of a unit that may host them (`hosts[unit, other]`). `times` sorted ascending.
+                           window: int, queried: np.ndarray, offset: int = 0) -> np.ndarray:
+    """(n_units,) the fraction of each unit's `queried` events (indices into the spikes) that have, within
+    ±`window` samples of their time + `offset`, a bigger event of a unit that may host them
+    (`hosts[unit, other]`), among all the spikes. `times` sorted ascending.
 
-    One pass over all events: each looks at the few events inside its window (a 384-channel probe's
-    hundred neurons give a handful within 1 ms), never at a unit's whole train against another's."""
+    One pass over the queried events: each looks at the few events inside its window (a 384-channel
+    probe's hundred neurons give a handful within 1 ms), never at a unit's whole train against another's."""
     n_units = hosts.shape[0]
-    query = times + offset
+    query, own_units, own_amplitudes = times[queried] + offset, units[queried], amplitudes[queried]
     low = np.searchsorted(times, query - window, side="left")
     high = np.searchsorted(times, query + window, side="right")
-    beside = np.zeros(len(times), dtype=bool)
+    beside = np.zeros(len(queried), dtype=bool)
     for step in range(int((high - low).max(initial=0))):
         other = low + step
         inside = other < high
         other = np.where(inside, other, 0)
-        beside |= inside & hosts[units, units[other]] & (amplitudes[other] > amplitudes)
-    counts = np.bincount(units, minlength=n_units)
-    return np.bincount(units, weights=beside, minlength=n_units) / np.maximum(counts, 1)
+        beside |= inside & hosts[own_units, units[other]] & (amplitudes[other] > own_amplitudes)
+    counts = np.bincount(own_units, minlength=n_units)
+    return np.bincount(own_units, weights=beside, minlength=n_units) / np.maximum(counts, 1)
+
+
+def queried_events(units: np.ndarray, n_units: int, max_per_unit: int = MAX_QUERIED_EVENTS) -> np.ndarray:
+    """Indices of each unit's events, at most `max_per_unit` of them evenly spread in time, in index order."""
+    chosen = []
+    for events in spikes_of_each_filter(units, n_units):
+        if len(events) > max_per_unit:
+            events = events[np.linspace(0, len(events) - 1, max_per_unit).astype(np.int64)]
+        chosen.append(events)
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
 def find_residual_units(sorting: Sorting, channel_mask: np.ndarray, window: int,
@@ -105,8 +119,9 @@ def find_residual_units(sorting: Sorting, channel_mask: np.ndarray, window: int,
     medians = group_medians(amplitudes, units, n_units)
     hosts = sharing & (medians[None, :] > medians[:, None])
     np.fill_diagonal(hosts, False)
-    near = beside_bigger_fraction(sorting.spike_times, units, amplitudes, hosts, window)
-    chance = np.mean([beside_bigger_fraction(sorting.spike_times, units, amplitudes, hosts, window, offset)
+    queried = queried_events(units, n_units)
+    near = beside_bigger_fraction(sorting.spike_times, units, amplitudes, hosts, window, queried)
+    chance = np.mean([beside_bigger_fraction(sorting.spike_times, units, amplitudes, hosts, window, queried, offset)
                       for offset in control_offsets], axis=0)
     counts = np.bincount(units, minlength=n_units)
     residual = ((counts >= MIN_RESIDUAL_EVENTS) & (near >= RESIDUAL_FRACTION)
