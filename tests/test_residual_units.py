@@ -77,7 +77,7 @@ def test_labelled_noise_on_export_and_where_a_curation_starts(tmp_path):
     folder = export_phy(labelled, tmp_path / "sorted")
 
     assert labelled.unit_groups == {2: RESIDUAL_LABEL} and labelled.sort_labels == {2: RESIDUAL_LABEL}
-    assert note.startswith("labelled noise 1 residual units: 2 (1.00 beside bigger spikes")
+    assert note.startswith("labelled noise 1 residual units (2): 1.00 of their events beside bigger spikes, chance 0.")
     groups = read_cluster_groups(folder)
     assert groups[2] == "noise" and all(groups[u] == "unsorted" for u in (0, 1, 3, 4))
     assert read_sort_labels(folder) == {2: "noise"}

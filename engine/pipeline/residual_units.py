@@ -138,7 +138,11 @@ def label_residual_units(sorting: Sorting, channel_mask: np.ndarray, window: int
     if len(residual) == 0:
         return replace(sorting, sort_labels=labels), "no residual units"
     groups = {**sorting.unit_groups, **{int(unit): RESIDUAL_LABEL for unit in residual}}
-    note = (f"labelled {RESIDUAL_LABEL} {len(residual)} residual units: "
-            + ", ".join(f"{unit} ({near[unit]:.2f} beside bigger spikes, chance {chance[unit]:.2f})"
-                        for unit in residual))
+    note = (f"labelled {RESIDUAL_LABEL} {len(residual)} residual units ({', '.join(map(str, residual))}): "
+            f"{_span(near[residual])} of their events beside bigger spikes, chance {_span(chance[residual])}")
     return replace(sorting, unit_groups=groups, sort_labels=labels), note
+
+
+def _span(values: np.ndarray) -> str:
+    low, high = float(np.min(values)), float(np.max(values))
+    return f"{low:.2f}" if round(low, 2) == round(high, 2) else f"{low:.2f}-{high:.2f}"
