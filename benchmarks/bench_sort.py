@@ -74,7 +74,7 @@ from engine.evaluation.scoring import (  # noqa: E402
 warnings.filterwarnings("ignore", message="The extractor is not serializable")
 
 PEERS = ("tridesclous2", "spykingcircus2", "mountainsort5")
-DEMO_TARGET_S = 60.0
+DEMO_TARGET_S = 30.0  # issue 10: `sparsort sort --demo` within 30 s on 2 quiet cores
 DEMO_TARGET_UNIT_ACCURACY = 0.95
 DEMO_TARGET_DICT_ERROR = 0.1
 # Issue 10's targets: mean accuracy on each recording, and a whole sort faster than tridesclous2's in the same run.
@@ -542,6 +542,22 @@ def seed_spread(results: list[Result]) -> str | None:
             f"time median {statistics.median(seconds):.1f} s")
 
 
+def reachable_accuracy(results: list[Result], recording: str) -> tuple[float, int] | None:
+    """(the best mean accuracy reachable, units found by none): the ground-truth units that no sorter of
+    this run matched (Sparsort's seeds and every peer) count 0, every other unit 1. None with no peer
+    scored: one sorter's misses alone do not say a unit cannot be found.
+
+    SpikeInterface's generator places some units far from every contact (SNR under 2): the issue's
+    mean-accuracy target counts them, so it can sit above what any sorter reaches on a recording."""
+    scored = [r.comparison for r in results if r.recording == recording and r.comparison is not None]
+    if not any(not r.sorter.startswith("sparsort") for r in results if r.recording == recording and r.comparison):
+        return None
+    found = np.zeros(scored[0].n_gt_units, dtype=bool)
+    for comparison in scored:
+        found |= comparison.matched_unit >= 0
+    return float(found.mean()), int((~found).sum())
+
+
 def targets(results: list[Result]) -> list[str]:
     lines = []
     for r in results:
@@ -552,8 +568,8 @@ def targets(results: list[Result]) -> list[str]:
             continue
         c = r.comparison
         if r.recording == "demo":
-            lines.append(f"demo wall time {r.seconds:.1f} s (target < {DEMO_TARGET_S:g}): "
-                         f"{'met' if r.seconds < DEMO_TARGET_S else 'MISSED'}")
+            lines.append(f"demo wall time {r.seconds:.1f} s (target <= {DEMO_TARGET_S:g}): "
+                         f"{'met' if r.seconds <= DEMO_TARGET_S else 'MISSED'}")
             low = [int(u) for u, a in zip(c.gt_unit_ids, c.accuracy) if a < DEMO_TARGET_UNIT_ACCURACY]
             lines.append(f"demo every unit accuracy >= {DEMO_TARGET_UNIT_ACCURACY} (min {c.accuracy.min():.3f}): "
                          + ("met" if not low else f"MISSED on units {low}"))
@@ -570,6 +586,10 @@ def targets(results: list[Result]) -> list[str]:
                 line += (f"; {r.seconds:.1f} s against {SPEED_PEER}'s {peer.seconds:.1f} s in this run: "
                          f"{'faster' if r.seconds < peer.seconds else 'SLOWER'}")
             lines.append(line)
+            ceiling = reachable_accuracy(results, r.recording)
+            if ceiling is not None and ceiling[0] < target:
+                lines.append(f"  {r.recording}: {ceiling[1]} of {c.n_gt_units} units matched by no sorter in this run; "
+                             f"with them at 0 the best mean accuracy any sorter can reach is {ceiling[0]:.3f}")
     return lines
 
 
