@@ -43,6 +43,27 @@ def test_a_small_units_real_spike_on_a_far_bigger_neighbours_stays():
     assert np.sum(resolve_coincidences(huge, window=5, sharing=np.ones((2, 2), bool)).filters == 1) == 6
 
 
+def test_a_big_neurons_spike_read_short_beside_a_bigger_one_stays_when_over_the_own_spike_bar():
+    # Filter 1's neuron is big (~60 alone); beside a bigger spike its amplitude reads 38 (0.63 of it).
+    own = [(1000 + 400 * i, 1, 60.0 + 0.1 * i) for i in range(6)]
+    big = [(5000 + 400 * i, 0, 170.0) for i in range(3)]
+    short = [(5004 + 400 * i, 1, 38.0) for i in range(3)]
+    # Filter 2 is small (~16): what bigger spikes leave on it (9, over 5 % of them) is under its bar.
+    small = [(1200 + 400 * i, 2, 16.0) for i in range(6)]
+    residuals = [(5002 + 400 * i, 2, 9.0) for i in range(3)]
+    pooled, sharing = events(own + big + short + small + residuals), np.ones((3, 3), bool)
+    bars = np.full(3, 4 * 5.0)  # 4 λ, λ = 5
+
+    assert np.sum(resolve_coincidences(pooled, window=5, sharing=sharing).filters == 1) == 6
+    after = resolve_coincidences(pooled, window=5, sharing=sharing, own_spike_bar=bars)
+    assert np.sum(after.filters == 1) == 9
+    assert np.sum(after.filters == 2) == 6  # the residuals still go
+    # Over the bar but a sliver of a far bigger spike (under RESIDUAL_FRACTION of it): a residual still.
+    huge = events(own + [(5000, 0, 1000.0), (5004, 1, 38.0)])
+    assert np.sum(resolve_coincidences(huge, window=5, sharing=np.ones((2, 2), bool),
+                                       own_spike_bar=bars[:2]).filters == 1) == 6
+
+
 def test_filters_without_a_shared_channel_do_not_take_each_others_events():
     # Filter 2 is on other channels: its weak event beside filter 0's spike is a coincidence.
     own_2 = [(1000 + 400 * i, 2, 10.0) for i in range(5)]

@@ -156,6 +156,10 @@ COINCIDENT_MIN_FRACTION = 0.7
 # ... and, whatever its usual amplitude, when it is under this fraction of the bigger event: a residual
 # as big as the filter's own spikes (coincidences.resolve_coincidences has what it gained and cost).
 RESIDUAL_FRACTION = 0.05
+# ... but an overlapped event at least this many times its filter's λ is a spike of its own, whatever its
+# fraction of the usual amplitude: beside a bigger spike, a big neuron's amplitude is read short
+# (coincidences.coincidence_survivors has what it gained).
+OWN_SPIKE_LAMBDAS = 4.0
 # An event this close to the bigger one is read as part of the same spike (a residual, or a share of one
 # spike the lasso split between two filters); farther apart, as a spike of its own overlapping another,
 # judged against the smallest neuron its filter codes (coincidences.smallest_group_medians says why).

@@ -42,7 +42,8 @@ from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
     FAINT_MIN_POOL_SPIKES, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MAX_SIZE_RATIO, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
-    OUTLIER_AMPLITUDE_FACTOR, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SAME_SPIKE_MS, SHADOW_WINDOW_MS,
+    OUTLIER_AMPLITUDE_FACTOR, OWN_SPIKE_LAMBDAS, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SAME_SPIKE_MS,
+    SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
@@ -324,7 +325,8 @@ class SortPipeline:
             shared = coded_with_another(events, self._samples(CO_FIRING_MS), sharing)
             coincidences = find_coincidences(events, self._samples(COINCIDENCE_MS), sharing)
             keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing,
-                                         same_spike=self._samples(SAME_SPIKE_MS), coincidences=coincidences)
+                                         same_spike=self._samples(SAME_SPIKE_MS), coincidences=coincidences,
+                                         own_spike_bar=OWN_SPIKE_LAMBDAS * model.lambdas.detach().cpu().numpy())
             # One spike the lasso split between two look-alike filters is one event again.
             amplitudes, joined = join_split_shares(events, coincidences, self._samples(SAME_SPIKE_MS),
                                                    shift_invariant_similarity(model.filters_numpy()))
