@@ -159,7 +159,8 @@ def join_split_shares(events: SpikeEvents, coincidences: Coincidences, same_spik
     alike (`alike`: (n_filters, n_filters) shift-invariant similarity) is joined to it when the two
     together come nearer the bigger one's usual amplitude (the median of its filter's lone events) than
     it alone: its amplitude, seen through the similarity, is added to the bigger one's, and it is marked
-    to go. `coincidences`: the pairs of `events` (find_coincidences). Two neurons of look-alike shapes firing at once each keep about their usual size, and stay two.
+    to go. `coincidences`: the pairs of `events` (find_coincidences). Two neurons of look-alike shapes
+    firing at once each keep about their usual size, and stay two.
 
     Traced on SpikeInterface's tetrode (recording seed 0): a 5-SNR neuron (usual ~18) and a 3-SNR one
     (~12) of shapes 0.97 alike had two filters, 0.82 alike. 376 of the bigger neuron's spikes were

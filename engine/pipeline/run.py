@@ -310,9 +310,10 @@ class SortPipeline:
             model = self.model
             pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
         prior = AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, model.n_filters)
+        lambdas = model.lambdas.detach().cpu().numpy()  # (n_filters,) each filter's bar for its spikes
         with self.stage_log.stage("inference"):
             events = (infer or infer_spikes)(
-                model, target, noise_levels, self.dead_time, model.lambdas.detach().cpu().numpy(),
+                model, target, noise_levels, self.dead_time, lambdas,
                 progress=_part_of(progress, faint_share, 1.0 - faint_share), should_stop=should_stop, prior=prior,
                 solver=self.config.solver,
             )
@@ -326,7 +327,7 @@ class SortPipeline:
             coincidences = find_coincidences(events, self._samples(COINCIDENCE_MS), sharing)
             keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing,
                                          same_spike=self._samples(SAME_SPIKE_MS), coincidences=coincidences,
-                                         own_spike_bar=OWN_SPIKE_LAMBDAS * model.lambdas.detach().cpu().numpy())
+                                         own_spike_bar=OWN_SPIKE_LAMBDAS * lambdas)
             # One spike the lasso split between two look-alike filters is one event again.
             amplitudes, joined = join_split_shares(events, coincidences, self._samples(SAME_SPIKE_MS),
                                                    shift_invariant_similarity(model.filters_numpy()))
