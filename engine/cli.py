@@ -345,7 +345,8 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     out = export_phy(sorting, out_dir, recording=recording, hp_filtered=False, before_swap=write_ours)
     counts = sorting.spike_counts()
     say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}; "
-        f"{sorting.provenance.unit_merges}; {sorting.provenance.residual_units}")
+        f"{sorting.provenance.unit_merges}; {sorting.provenance.residual_units}; "
+        f"{sorting.provenance.spike_reassignment}")
     if args.verbose:
         say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
@@ -391,6 +392,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "amplitude_splits": sorting.provenance.amplitude_splits,
         "unit_merges": sorting.provenance.unit_merges,
         "residual_units": sorting.provenance.residual_units,
+        "spike_reassignment": sorting.provenance.spike_reassignment,
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1)}
                    for c in pipeline.stage_log.costs],

@@ -2,10 +2,11 @@
 
 import numpy as np
 
+from engine.cpu import in_order
 from engine.io.recording import NumpyRecording
 from engine.model.crsae import CRsAE
 from engine.pipeline import faint_units
-from engine.pipeline.faint_units import discovery_pieces, faint_candidates, in_order, unexplained_peaks
+from engine.pipeline.faint_units import discovery_pieces, faint_candidates, unexplained_peaks
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import PEAK_FRACTION
 from tests.test_unit_merge import RATE, spike_train

@@ -19,13 +19,11 @@ training pool (pure-noise clusters code next to nothing at λ).
 from __future__ import annotations
 
 import contextlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from engine.cpu import adapt_threads, single_thread
+from engine.cpu import adapt_threads, in_order, single_thread
 from engine.io.recording import NumpyRecording, Recording
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
@@ -158,26 +156,6 @@ def faint_candidates(
             if progress is not None:
                 progress((index + 1) / len(pieces))
     return _cluster_candidates(store, filters)
-
-
-def in_order(function: Callable, items: list, workers: int) -> Iterator:
-    """function(item) for each item, yielded in the items' order, with up to `workers` calls running at
-    once in threads and no more than `workers` results waiting (a piece's residual is 90 MB at 384 channels)."""
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsort-faint") as pool:
-        pending: deque = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(function, item))
-                if len(pending) >= workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()  # those not started; the pool waits for those under way
 
 
 def _cluster_candidates(store: _SnippetStore, filters: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ from engine.pipeline.refinement import AmplitudePrior, channel_sharing
 from engine.pipeline.residual_units import CONTROL_OFFSETS_MS as RESIDUAL_CONTROL_OFFSETS_MS, label_residual_units
 from engine.pipeline.small_events import separate_small_events
 from engine.pipeline.sorting import Sorting, peak_taps
+from engine.pipeline.spike_reassignment import reassign_spikes
 from engine.pipeline.stages import SortStopped, StageLog
 from engine.pipeline.templates import assemble_sorting
 from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
@@ -360,7 +361,10 @@ class SortPipeline:
                                                  tuple(self._samples(ms) for ms in RESIDUAL_CONTROL_OFFSETS_MS))
             if sorting.provenance is not None:
                 sorting = replace(sorting, provenance=replace(sorting.provenance, residual_units=note))
-            return sorting
+        with self.stage_log.stage("reassigning spikes"):
+            # Spikes the lasso gave one unit's filter that a look-alike unit's recorded waveform explains
+            # better (engine/pipeline/spike_reassignment.py).
+            return reassign_spikes(sorting, target, noise_levels, mask > 0, self.dead_time)
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):

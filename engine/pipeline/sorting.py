@@ -25,6 +25,7 @@ class SortProvenance:
     amplitude_splits: str  # which filters were split into two units by amplitude, in words
     unit_merges: str = "no units merged"  # which units were found to be one neuron and merged, in words
     residual_units: str = "no residual units"  # which units only code neighbours' leftovers (labelled noise)
+    spike_reassignment: str = "no spikes moved"  # spikes moved to a look-alike unit that explains them better
 
 
 @dataclass

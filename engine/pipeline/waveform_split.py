@@ -38,11 +38,13 @@ the groups, with 93 % pure groups).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
+from engine.cpu import adapt_threads, in_order, single_thread
 from engine.pipeline.amplitude_split import otsu_split
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
@@ -181,22 +183,37 @@ def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: 
     (sorted, each readable), channels)}: each BLOCK_SAMPLES of the recording that holds some of them is
     band-passed once, on the channels all the requests there need (a snippet's own filter margins are
     ~30 times its length). With `reduce(key, snippets)`, what it returns for each block's snippets
-    instead (kept in the snippets' order), so that only that is held."""
+    instead (kept in the snippets' order), so that only that is held. Blocks are read on the cores
+    other programs leave free (engine/cpu.py), a few at a time."""
     length = before + after
     pieces = {key: [] for key in requests}
     block_of = {key: times // BLOCK_SAMPLES for key, (times, _) in requests.items()}
-    for block in np.unique(np.concatenate(list(block_of.values()))):
+
+    def read(block: int) -> dict:
         here = {key: requests[key][0][block_of[key] == block] for key in requests}
         here = {key: times for key, times in here.items() if len(times)}
         channels = np.unique(np.concatenate([requests[key][1] for key in here]))
         start = min(int(times[0]) for times in here.values()) - before
         stop = max(int(times[-1]) for times in here.values()) + after
         traces = _band_passed(recording, start, stop, channels) / noise_levels[channels]  # (stop - start, n)
+        found = {}
         for key, times in here.items():
             columns = np.searchsorted(channels, requests[key][1])
             rows = (times - before - start)[:, None] + np.arange(length)[None, :]
             snippets = traces[rows][:, :, columns].reshape(len(times), -1).astype(np.float32)
-            pieces[key].append(snippets if reduce is None else reduce(key, snippets))
+            found[key] = snippets if reduce is None else reduce(key, snippets)
+        return found
+
+    blocks = np.unique(np.concatenate(list(block_of.values()))).tolist()
+    workers = min(adapt_threads(), len(blocks))
+    with single_thread() if workers > 1 else contextlib.nullcontext():
+        for found in in_order(read, blocks, workers):
+            for key, part in found.items():
+                pieces[key].append(part)
+    for key, parts in pieces.items():
+        if not parts:  # none of its times (a sparse unit, none in the blocks asked for)
+            empty = np.zeros((0, length * len(requests[key][1])), dtype=np.float32)
+            parts.append(empty if reduce is None else reduce(key, empty))
     return {key: np.concatenate(parts) for key, parts in pieces.items()}
 
 
