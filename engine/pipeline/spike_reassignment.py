@@ -44,18 +44,22 @@ one after them (mean accuracy before -> after; 32 channels: 5 min, 24 units):
 0.708 -> 0.855); SpikeInterface's tetrode 0.9555 -> 0.9555; the tetrode
 preset 0.9888 -> 0.9887. With the stage's first form (a move onto a held
 spike dropped it; noise units gave nothing): recording seed 0 0.9002 ->
-0.9003, 384 channels (60 s) 0.9148 -> 0.9156. Look-alikes from 0.7 or 0.8 instead of 0.9: the
-same within 0.0002 except SpikeInterface's tetrode (0.9515 -> 0.9507 at
-0.7, spikes of its faint neuron moved away), at twice the cost. Offline,
+0.9003, 384 channels (60 s) 0.9148 -> 0.9156. Look-alikes from 0.7 or 0.8
+instead of 0.9: the same within 0.0002 except SpikeInterface's tetrode
+(0.9515 -> 0.9507 at 0.7, spikes of its faint neuron moved away), at twice
+the cost. Offline,
 without the noise bar (the margin alone, at 0 SDs), every unit lost spikes
 to its neighbours (0.962 -> 0.893); a second pass with templates re-read
 moved few spikes more (+0.001) and is not made.
 
-Cost: every spike of a unit with look-alikes is read once on its channels,
-in waveform_split's blocks (each band-passed once for all units, on the
-cores other programs leave free), and held only as its best move: 32
-channels, 5 min, 3.5-3.8 s; 384 channels, 60 s, 6.7 s (2 cores, another
-sort beside it).
+Cost: each unit's template, and a sample of the moves its spikes would
+make, come from its spikes in waveform_split's fit blocks (30 blocks of 2 s
+spread over the recording); only a unit whose sample holds SAMPLED_MOVES or
+more is read whole, each spike held only as its best move. Blocks are
+band-passed once for all units, on the cores other programs leave free. On
+the benchmark (2 cores): 32 channels, 5 min, 1.5-1.7 s (3.9-4.4 s when every
+unit with a look-alike was read whole, at the same accuracy); 384 channels,
+60 s, 2.7-3.0 s; a tetrode, 5 min, 0.2-0.7 s.
 """
 
 from __future__ import annotations
