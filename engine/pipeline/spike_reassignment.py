@@ -47,10 +47,9 @@ spike dropped it; noise units gave nothing): recording seed 0 0.9002 ->
 0.9003, 384 channels (60 s) 0.9148 -> 0.9156. Look-alikes from 0.7 or 0.8
 instead of 0.9: the same within 0.0002 except SpikeInterface's tetrode
 (0.9515 -> 0.9507 at 0.7, spikes of its faint neuron moved away), at twice
-the cost. Offline,
-without the noise bar (the margin alone, at 0 SDs), every unit lost spikes
-to its neighbours (0.962 -> 0.893); a second pass with templates re-read
-moved few spikes more (+0.001) and is not made.
+the cost. Offline, without the noise bar (the margin alone, at 0 SDs), every
+unit lost spikes to its neighbours (0.962 -> 0.893); a second pass with
+templates re-read moved few spikes more (+0.001) and is not made.
 
 Cost: each unit's template, and a sample of the moves its spikes would
 make, come from its spikes in waveform_split's fit blocks (30 blocks of 2 s
@@ -68,6 +67,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.pipeline.coincidences import group_medians
 from engine.pipeline.params import MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.waveform_split import BLOCK_SAMPLES, SNIPPET_MS, _fit_blocks, _main_channels, _read_snippets
@@ -91,7 +91,7 @@ RESIDUAL_LABEL = "noise"
 
 @dataclass(frozen=True)
 class _Pair:
-    """Unit b as a destination for unit a's spikes: on `channels` (indices into a's read channels),
+    """Unit b as a destination for unit a's spikes: on `columns` (indices into a's read channels),
     b's template there, its alignment `lag` (samples) against a's, and the SD unit of the difference."""
 
     unit: int
@@ -171,26 +171,32 @@ def _spread(times: np.ndarray) -> np.ndarray:
 def _look_alikes(templates: np.ndarray, main: dict[int, np.ndarray], takers: set[int]) -> dict[int, list[int]]:
     """{unit: the units among `takers` whose templates share its main channels and are
     LOOK_ALIKE_SIMILARITY alike on both's main channels at their best lag}, only units that have some."""
-    units = sorted(main)
+    units = np.array(sorted(main), dtype=np.int64)
     found: dict[int, list[int]] = {}
-    for i, a in enumerate(units):
-        for b in units[i + 1:]:
-            if (a not in takers and b not in takers) or not np.intersect1d(main[a], main[b]).size:
-                continue
-            channels = np.union1d(main[a], main[b])
-            if _best_lag(templates[a][:, channels], templates[b][:, channels])[1] >= LOOK_ALIKE_SIMILARITY:
-                if b in takers:
-                    found.setdefault(a, []).append(b)
-                if a in takers:
-                    found.setdefault(b, []).append(a)
+    if len(units) < 2:
+        return found
+    on_main = np.zeros((len(units), templates.shape[2]), dtype=np.int32)
+    for row, unit in enumerate(units):
+        on_main[row, main[int(unit)]] = 1
+    # Only the pairs that share a main channel are compared (a few per unit on a probe of hundreds).
+    for i, j in zip(*np.nonzero(np.triu(on_main @ on_main.T, k=1))):
+        a, b = int(units[i]), int(units[j])
+        if a not in takers and b not in takers:
+            continue
+        channels = np.union1d(main[a], main[b])
+        if _best_lag(templates[a][:, channels], templates[b][:, channels])[1] >= LOOK_ALIKE_SIMILARITY:
+            if b in takers:
+                found.setdefault(a, []).append(b)
+            if a in takers:
+                found.setdefault(b, []).append(a)
     return found
 
 
-def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int | None = None) -> tuple[int, float]:
-    """(lag, similarity): the lag (samples) at which b, moved by it, is most alike to a (cosine), up to a
-    quarter of their length either way."""
+def _best_lag(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
+    """(lag, similarity): the lag (samples) at which b, moved by it, is most alike to a (cosine over
+    their overlap), up to a quarter of their length either way."""
     n = len(a)
-    max_lag = n // 4 if max_lag is None else max_lag
+    max_lag = n // 4
     best = (0, -1.0)
     for lag in range(-max_lag, max_lag + 1):
         x, y = (a[lag:], b[:n - lag]) if lag >= 0 else (a[:n + lag], b[-lag:])
@@ -207,13 +213,13 @@ def _pairs(a: int, partners: list[int], templates: dict, read_channels: dict, ma
         if templates.get(b) is None:
             continue
         channels = np.union1d(main[a], main[b])
-        own = templates[a][:, np.searchsorted(read_channels[a], channels)]
+        columns = np.searchsorted(read_channels[a], channels)
+        own = templates[a][:, columns]
         other = templates[b][:, np.searchsorted(read_channels[b], channels)]
         # own[lag + i] is most alike to other[i]: b's spike lies `lag` samples after a's.
-        lag, _ = _best_lag(own, other, max_lag=len(own) // 4)
+        lag, _ = _best_lag(own, other)
         moved = np.roll(other, lag, axis=0)  # b's template where a's spikes' windows would hold it
-        found.append(_Pair(b, np.searchsorted(read_channels[a], channels), other, own, lag,
-                           2.0 * float(np.linalg.norm(own - moved))))
+        found.append(_Pair(b, columns, other, own, lag, 2.0 * float(np.linalg.norm(own - moved))))
     return found
 
 
@@ -271,7 +277,7 @@ def _moved(sorting: Sorting, members: dict, pairs: dict, best: dict, dead_time: 
     for a, choice in best.items():
         go = choice[:, 0] >= 0
         spikes = members[a][go]
-        units[spikes] = [pairs[a][int(i)].unit for i in choice[go, 0]]
+        units[spikes] = np.array([pair.unit for pair in pairs[a]], dtype=np.int64)[choice[go, 0].astype(np.int64)]
         times[spikes] += choice[go, 1].astype(np.int64)
         sizes[spikes] = choice[go, 2]
         moved[spikes] = True
@@ -300,10 +306,7 @@ def _rescaled(values: np.ndarray, before: np.ndarray, after: np.ndarray, moved: 
     """`values` with each moved spike's set to its fitted size times its new unit's median (of the spikes
     that unit held before)."""
     out = np.asarray(values, dtype=np.float32).copy()
-    medians = np.zeros(n_units)
-    for unit in np.unique(after[moved]):
-        own = values[before == unit]
-        medians[unit] = np.median(own) if len(own) else 0.0
+    medians = group_medians(values, before, n_units)
     out[moved] = (sizes[moved] * medians[after[moved]]).astype(np.float32)
     return out
 
