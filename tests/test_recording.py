@@ -13,6 +13,7 @@ from engine.io.recording import (
     check_min_duration,
     open_recording,
     write_recording,
+    write_recording_blocks,
 )
 
 FS = 20_000.0
@@ -358,6 +359,32 @@ def test_write_recording_other_dtypes_roundtrip(tmp_path, dtype):
 def test_write_recording_with_too_small_gain_suggests_one(tmp_path):
     with pytest.raises(RecordingError, match=r"beyond the int16 range.*gain_to_uv >= 0\.0305"):
         write_recording(tmp_path / "out.bin", np.full((10, 1), 1000.0), FS, gain_to_uv=0.01)
+
+
+def test_a_recording_written_block_by_block_reads_back_whole(tmp_path):
+    values = _microvolts(1000, 3)
+    positions = np.array([[0, 0], [10, 0], [0, 10]], float)
+    blocks = (values[start:start + 300] for start in range(0, 1000, 300))  # last block shorter
+    path = write_recording_blocks(tmp_path / "long.bin", blocks, FS, 3, channel_positions=positions)
+    rec = open_recording(path)
+    assert rec.n_samples == 1000 and rec.dtype == np.float32
+    np.testing.assert_allclose(rec.get_traces(), values, atol=1e-3)
+    np.testing.assert_array_equal(rec.channel_positions, positions)
+    stored = write_recording_blocks(tmp_path / "int.bin", [values[:500], values[500:]], FS, 3, "int16", 0.5)
+    np.testing.assert_allclose(open_recording(stored).get_traces(), values, atol=0.25 + 1e-6)
+
+
+def test_a_bad_block_leaves_no_file_and_says_where(tmp_path):
+    values = _microvolts(100, 2)
+    broken = values.copy()
+    broken[7, 1] = np.inf
+    with pytest.raises(RecordingError, match="sample 107, channel 1"):
+        write_recording_blocks(tmp_path / "out.bin", [values, broken], FS, 2)
+    with pytest.raises(RecordingError, match=r"every block must be \(n_samples, 2\)"):
+        write_recording_blocks(tmp_path / "out.bin", [values, values[:, :1]], FS, 2)
+    with pytest.raises(RecordingError, match="needs gain_to_uv"):
+        write_recording_blocks(tmp_path / "out.bin", [values], FS, 2, dtype="int16")
+    assert os.listdir(tmp_path) == []  # neither a binary, a sidecar nor a temporary file
 
 
 def test_write_recording_rejects_npy_names_and_nan(tmp_path):

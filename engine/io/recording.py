@@ -20,12 +20,12 @@ import mmap
 import numbers
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from engine.io.atomic import write_bytes_atomic, write_text_atomic
+from engine.io.atomic import atomic_file, write_text_atomic
 from engine.io.geometry import duplicate_positions_problem, linear_positions
 from engine.io.params_py import read_params_py
 
@@ -404,30 +404,65 @@ def write_recording(
     |value| uses half the integer range. Both files are written atomically, the
     sidecar last, so a sidecar always describes a complete binary.
     """
+    traces = np.asarray(traces)
+    if traces.ndim != 2 or 0 in traces.shape:
+        raise RecordingError(
+            f"traces must be a non-empty 2-D array (n_samples, n_channels), got shape {traces.shape}"
+        )
+    dtype = _checked_dtype(dtype)
+    gain = _choose_gain(traces, dtype) if gain_to_uv is None else gain_to_uv
+    return write_recording_blocks(path, [traces], sampling_rate, traces.shape[1], dtype, gain, channel_positions)
+
+
+def write_recording_blocks(
+    path: str | os.PathLike,
+    blocks: Iterable[np.ndarray],
+    sampling_rate: float,
+    n_channels: int,
+    dtype="float32",
+    gain_to_uv: float | None = None,
+    channel_positions=None,
+) -> Path:
+    """Write a recording given as consecutive blocks (each (n_samples, n_channels), in µV) as a raw
+    binary plus its sidecar, one block in memory at a time: a recording longer than memory can be
+    written. Atomic like write_recording. An integer dtype needs `gain_to_uv` (a gain chosen from the
+    data would need every block first)."""
     path = Path(path)
     if path.suffix.lower() in (".json", ".npy", ".py"):
         raise RecordingError(
             f"write_recording writes a raw binary, not {path.suffix}: name it e.g. "
             f"{path.with_suffix('.bin').name}"
         )
-    traces = np.asarray(traces)
-    if traces.ndim != 2 or 0 in traces.shape:
-        raise RecordingError(
-            f"traces must be a non-empty 2-D array (n_samples, n_channels), got shape {traces.shape}"
-        )
     sampling_rate = _checked_sampling_rate(sampling_rate)
-    n_channels = traces.shape[1]
     positions = _checked_positions(channel_positions, n_channels)
     dtype = _checked_dtype(dtype)
-    if not np.isfinite(traces).all():
-        row, column = np.argwhere(~np.isfinite(traces))[0]
-        raise RecordingError(
-            f"traces are not finite at sample {row}, channel {column}: "
-            f"replace NaN/inf (e.g. numpy.nan_to_num) before writing"
-        )
-    gain = _choose_gain(traces, dtype) if gain_to_uv is None else _checked_gain(gain_to_uv)
-    stored = _from_microvolts(traces, gain, dtype)  # (n_samples, n_channels) dtype
-    write_bytes_atomic(path, stored.tobytes())
+    if gain_to_uv is None:
+        if dtype.kind != "f":
+            raise RecordingError(
+                f"writing {dtype.name} block by block needs gain_to_uv (µV per stored unit): pass one, "
+                f"e.g. 0.195 for Intan or Neuropixels-like data, or write float32"
+            )
+        gain_to_uv = 1.0
+    gain = _checked_gain(gain_to_uv)
+    written = 0
+    with atomic_file(path) as handle:
+        for block in blocks:
+            block = np.asarray(block)
+            if block.ndim != 2 or block.shape[1] != n_channels:
+                raise RecordingError(
+                    f"block at sample {written} has shape {block.shape}; every block must be "
+                    f"(n_samples, {n_channels})"
+                )
+            if not np.isfinite(block).all():
+                row, column = np.argwhere(~np.isfinite(block))[0]
+                raise RecordingError(
+                    f"traces are not finite at sample {written + row}, channel {column}: "
+                    f"replace NaN/inf (e.g. numpy.nan_to_num) before writing"
+                )
+            handle.write(_from_microvolts(block, gain, dtype).tobytes())
+            written += len(block)
+        if written == 0:
+            raise RecordingError("no samples to write: the recording must hold at least one block of samples")
     sidecar = {
         "sampling_rate": sampling_rate,
         "n_channels": n_channels,
@@ -825,7 +860,8 @@ def _missing_parameters_message(path: Path, missing: list[str], sidecar: dict, p
 def _choose_gain(traces: np.ndarray, dtype: np.dtype) -> float:
     if dtype.kind == "f":
         return 1.0
-    peak = float(np.max(np.abs(traces)))
+    # Non-finite samples are reported by the writer, with where they are.
+    peak = float(np.max(np.abs(traces), initial=0.0, where=np.isfinite(traces)))
     if peak == 0.0:
         return 1.0
     return peak / (_INT_HEADROOM * np.iinfo(np.int16).max)
