@@ -115,6 +115,15 @@ def test_snippets_reduced_block_by_block_are_the_whole_read_reduced():
     noise = np.ones(N_CHANNELS, np.float32)
     whole = _read_snippets(requests, recording, noise, 30, 51)[0]
     direction = rng.standard_normal(whole.shape[1])
-    reduced = _read_snippets(requests, recording, noise, 30, 51, reduce=lambda key, snippets: snippets @ direction)[0]
+    seen = []
+
+    def project(key, block_times, snippets):
+        seen.append(block_times)
+        return snippets @ direction
+
+    reduced = _read_snippets(requests, recording, noise, 30, 51, reduce=project)[0]
     assert whole.shape == (300, 81 * 2) and reduced.shape == (300,)
     np.testing.assert_allclose(reduced, whole @ direction, rtol=1e-4, atol=1e-3)
+    # Each block's reduction is told which of the times its snippets are at (in order, each once).
+    assert len(seen) == 3
+    np.testing.assert_array_equal(np.concatenate(seen), times)

@@ -364,7 +364,7 @@ class SortPipeline:
         with self.stage_log.stage("reassigning spikes"):
             # Spikes the lasso gave one unit's filter that a look-alike unit's recorded waveform explains
             # better (engine/pipeline/spike_reassignment.py).
-            return reassign_spikes(sorting, target, noise_levels, mask > 0, self.dead_time)
+            return reassign_spikes(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):

@@ -124,7 +124,7 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
     # (4 channels × 81 samples, float32) for one number per spike.
     projections = _read_snippets({unit: (times[candidates[unit][0]], candidates[unit][1]) for unit in splits},
                                  recording, noise_levels, before, after,
-                                 reduce=lambda unit, snippets: (snippets - splits[unit][0]) @ splits[unit][1])
+                                 reduce=lambda unit, _, snippets: (snippets - splits[unit][0]) @ splits[unit][1])
     units = sorting.spike_units.astype(np.int64).copy()
     parents: list[int] = []  # the unit each new unit was split from
     notes = []
@@ -182,8 +182,8 @@ def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: 
     """{key: (n, (before + after) · n_channels) float32 snippets in noise σ} for requests {key: (times
     (sorted, each readable), channels)}: each BLOCK_SAMPLES of the recording that holds some of them is
     band-passed once, on the channels all the requests there need (a snippet's own filter margins are
-    ~30 times its length). With `reduce(key, snippets)`, what it returns for each block's snippets
-    instead (kept in the snippets' order), so that only that is held. Blocks are read on the cores
+    ~30 times its length). With `reduce(key, times, snippets)`, what it returns for each block's
+    snippets (at those of the key's times) instead, kept in their order, so that only that is held. Blocks are read on the cores
     other programs leave free (engine/cpu.py), a few at a time."""
     length = before + after
     pieces = {key: [] for key in requests}
@@ -201,7 +201,7 @@ def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: 
             columns = np.searchsorted(channels, requests[key][1])
             rows = (times - before - start)[:, None] + np.arange(length)[None, :]
             snippets = traces[rows][:, :, columns].reshape(len(times), -1).astype(np.float32)
-            found[key] = snippets if reduce is None else reduce(key, snippets)
+            found[key] = snippets if reduce is None else reduce(key, times, snippets)
         return found
 
     blocks = np.unique(np.concatenate(list(block_of.values()))).tolist()
@@ -213,7 +213,7 @@ def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: 
     for key, parts in pieces.items():
         if not parts:  # none of its times (a sparse unit, none in the blocks asked for)
             empty = np.zeros((0, length * len(requests[key][1])), dtype=np.float32)
-            parts.append(empty if reduce is None else reduce(key, empty))
+            parts.append(empty if reduce is None else reduce(key, requests[key][0][:0], empty))
     return {key: np.concatenate(parts) for key, parts in pieces.items()}
 
 
