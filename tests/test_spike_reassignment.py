@@ -28,7 +28,8 @@ def sorting_of(trains: list[np.ndarray], units: list[int], kinds: list, labels: 
 
 def reassigned(sorting: Sorting, recording) -> Sorting:
     # Each unit's template is its filter at code 1 (σ 1): the sort's model of its spikes.
-    return reassign_spikes(sorting, recording, NOISE, sorting.templates, np.ones((sorting.n_units, N_CHANNELS), bool), DEAD)
+    return reassign_spikes(sorting, recording, NOISE, sorting.templates, np.ones((sorting.n_units, N_CHANNELS), bool),
+                           DEAD)
 
 
 def neurons(rng, kinds: list[str]):

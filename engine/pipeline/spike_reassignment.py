@@ -125,7 +125,7 @@ def reassign_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, filte
     own unit's moved to that unit (see the module's docstring). recording: what was sorted
     (preprocessed); noise_levels: (n_channels,) its σ; filters (n_filters, n_taps, n_channels) and
     channel_mask (n_filters, n_channels) bool: the dictionary the units came from."""
-    if sorting.n_units < 2 or sorting.filter_index is None or sorting.n_spikes == 0:
+    if sorting.n_units < 2 or sorting.filter_index is None or sorting.code_amplitudes is None or sorting.n_spikes == 0:
         return sorting
     rate = sorting.sampling_rate
     before, after = (max(int(round(ms * 1e-3 * rate)), 1) for ms in SNIPPET_MS)
