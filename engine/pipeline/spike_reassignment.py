@@ -71,10 +71,11 @@ Cost: each unit's template, and a sample of the moves its spikes would
 make, come from its spikes in waveform_split's fit blocks (30 blocks of 2 s
 spread over the recording); only a unit whose sample holds SAMPLED_MOVES or
 more is read whole, each spike held only as its best move. Blocks are
-band-passed once for all units, on the cores other programs leave free. On
-the benchmark (2 cores): 32 channels, 5 min, 1.5-1.7 s (3.9-4.4 s when every
-unit with a look-alike was read whole, at the same accuracy); 384 channels,
-60 s, 2.7-3.0 s; a tetrode, 5 min, 0.2-0.7 s.
+band-passed once for all units, on the cores other programs leave free;
+the neighbours' model costs 20-30 µs a spike. On the benchmark (2 cores),
+with the neighbours taken out: 32 channels, 5 min, 0.7-2.2 s (1.5-1.7 s
+without them; 3.9-4.4 s when every unit with a look-alike was read whole);
+384 channels, 60 s, 2.9-3.2 s (2.7-3.0 s); a tetrode, 5 min, 0.2 s.
 """
 
 from __future__ import annotations
