@@ -33,13 +33,14 @@ def test_each_window_holds_every_other_event_at_its_code_and_place():
     sorting = Sorting(spike_times=times, spike_units=units, amplitudes=codes, templates=shapes, sampling_rate=30_000.0,
                       template_peak_taps=peaks, filter_index=np.arange(n_units), code_amplitudes=codes)
     neighbours = NeighbourSpikes(sorting, shapes)
-    channels = np.array([0, 2, 4])
     before, length = 15, 40
     whole = decoded(times, units, codes, shapes, peaks, n_samples)
-    for unit in range(n_units):
-        mine = times[units == unit]
-        got = neighbours.around(mine, unit, channels, before, length)
-        for k, t in enumerate(mine):
-            own = decoded([t], [unit], [codes[(times == t) & (units == unit)][0]], shapes, peaks, n_samples)
-            expected = (whole - own)[t - before:t - before + length][:, channels]
-            np.testing.assert_allclose(got[k], expected, atol=1e-4)
+    # Channels unit 3 reaches, and channels it does not (its events there add nothing).
+    for channels in (np.array([0, 2, 4]), np.array([0, 1, 2])):
+        for unit in range(n_units):
+            mine = times[units == unit]
+            got = neighbours.around(mine, unit, channels, before, length)
+            for k, t in enumerate(mine):
+                own = decoded([t], [unit], [codes[(times == t) & (units == unit)][0]], shapes, peaks, n_samples)
+                expected = (whole - own)[t - before:t - before + length][:, channels]
+                np.testing.assert_allclose(got[k], expected, atol=1e-4)
