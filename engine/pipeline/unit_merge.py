@@ -268,7 +268,7 @@ def merge_units(sorting: Sorting, recording, noise_levels: np.ndarray, filters: 
     trains = _trains(sorting)
     reader = SnippetMeans(recording, noise_levels, n_taps + 2 * max_shift, n_taps // 2 + max_shift)
     merges = find_merges(trains, list(zip(a.tolist(), b.tolist())),
-                         lambda unit, channels: reader.mean(trains[unit], channels),
+                         lambda unit, channels: reader.median(trains[unit], channels),
                          lambda unit: np.flatnonzero(mask[unit]), Windows.at(sorting.sampling_rate, dead_time),
                          max_shift)
     return apply_merges(sorting, merges, dead_time)
@@ -283,14 +283,29 @@ class SnippetMeans:
         self.length, self.before = length, before
 
     def mean(self, times: np.ndarray, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        snippets = self._snippets(times, channels)
+        if snippets is None:
+            return None
+        return snippets.mean(axis=0), snippets.var(axis=0) / len(snippets)
+
+    def median(self, times: np.ndarray, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The median snippet and its variance (π/2 σ²/n, σ from the median absolute deviation): a few
+        spikes overlapped by big neighbours move a mean far, not a median."""
+        snippets = self._snippets(times, channels)
+        if snippets is None:
+            return None
+        centre = np.median(snippets, axis=0)
+        spread = 1.4826 * np.median(np.abs(snippets - centre), axis=0)
+        return centre, 0.5 * np.pi * spread ** 2 / len(snippets)
+
+    def _snippets(self, times: np.ndarray, channels: np.ndarray) -> np.ndarray | None:
         starts = times - self.before
         starts = starts[(starts >= 0) & (starts + self.length <= self.recording.n_samples)]
         if len(starts) < 2:
             return None
         starts = starts[np.linspace(0, len(starts) - 1, min(len(starts), MERGE_SPIKES)).astype(np.int64)]
         snippets = read_snippets(self.recording, starts, self.length, channels).astype(np.float64)
-        snippets /= self.noise_levels[channels]
-        return snippets.mean(axis=0), snippets.var(axis=0) / len(starts)
+        return snippets / self.noise_levels[channels]
 
 
 def read_snippets(recording, starts: np.ndarray, length: int, channels: np.ndarray) -> np.ndarray:
