@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_state import engine_version, load_note, run_measured  # noqa: E402
+from machine_state import command_peak_mb, engine_version, load_note, run_measured, sparsort_command  # noqa: E402
 
 from engine.evaluation.scoring import compare_to_ground_truth  # noqa: E402
 from engine.io.recording import write_recording_blocks  # noqa: E402
@@ -83,7 +83,7 @@ def sort_one(duration_s: float, args, workdir: Path) -> Row:
     write_generated(recording, path)
     row = Row(duration_s / 60.0, path.stat().st_size / 1e9, time.perf_counter() - started)
     out = workdir / f"sorted-{duration_s:g}s"
-    command = [shutil.which("sparsort")] if shutil.which("sparsort") else [sys.executable, "-m", "engine.cli"]
+    command = sparsort_command()
     before = load_note()
     seconds, code, peak_mb, last_error = run_measured(
         [*command, "sort", str(path), "--out", str(out), "--quiet", "--overwrite"], dict(os.environ))
@@ -97,9 +97,7 @@ def sort_one(duration_s: float, args, workdir: Path) -> Row:
     row.seconds = seconds
     info = json.loads((out / "sparsort.json").read_text())
     stages = info.get("stages", [])
-    # The command resets its peak at each stage and records each stage's own: the larger of those and
-    # the benchmark's readings of the process is its peak.
-    row.peak_mb = max([peak_mb, *(stage.get("peak_rss_mb", 0.0) for stage in stages)])
+    row.peak_mb = command_peak_mb(peak_mb, info)
     row.slowest = sorted(((stage["stage"], stage["seconds"]) for stage in stages), key=lambda kv: -kv[1])[:3]
     from engine.io.phy import load_phy
 

@@ -63,7 +63,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine_state import engine_version, load_note, run_measured  # noqa: E402  (benchmarks/ is the script's folder)
+from machine_state import (  # noqa: E402  (benchmarks/ is the script's folder)
+    command_peak_mb, engine_version, load_note, run_measured, sparsort_command,
+)
 from engine.evaluation.scoring import (  # noqa: E402
     GroundTruthComparison,
     compare_to_ground_truth,
@@ -317,8 +319,7 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    # The installed command, as a user types it; the module when the package is not installed.
-    command = [shutil.which("sparsort")] if shutil.which("sparsort") else [sys.executable, "-m", "engine.cli"]
+    command = sparsort_command()
     source = ["--demo"] if recording is None else [str(recording)]
     times, peaks = [], []
     for _ in range(repeats):
@@ -341,8 +342,7 @@ def run_sparsort_cli(truth: Truth, workdir: Path, repeats: int, threads: int | N
         info = json.loads(summary.read_text())
         result.note = (f"{info.get('n_steps')} steps; in-command {info.get('seconds')} s; "
                        f"pruning: {info.get('final_pruning')}")
-        stage_peaks = [stage.get("peak_rss_mb", 0.0) for stage in info.get("stages", [])]
-        result.peak_mb = max([result.peak_mb, *stage_peaks])
+        result.peak_mb = command_peak_mb(result.peak_mb, info)
     result.note += (f"; {'OMP_NUM_THREADS=' + str(threads) if threads else 'torch default threads'}; "
                     f"own peak RSS {result.peak_mb:.0f} MB")
     if repeats > 1:

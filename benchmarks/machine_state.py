@@ -55,3 +55,19 @@ def run_measured(command: list[str], env: dict, cwd: Path | None = None) -> tupl
         errors.seek(0)
         lines = errors.read().strip().splitlines()
     return seconds, process.returncode, peak_mb, lines[-1] if lines else ""
+
+
+def sparsort_command() -> list[str]:
+    """The installed `sparsort` command, as a user types it; the module when the package is not installed."""
+    import shutil
+    import sys
+
+    found = shutil.which("sparsort")
+    return [found] if found else [sys.executable, "-m", "engine.cli"]
+
+
+def command_peak_mb(measured_mb: float, summary: dict) -> float:
+    """A `sparsort sort` command's own peak memory: the larger of run_measured's readings and the peaks
+    its stages recorded in sparsort.json (the command resets its peak at each stage, so a reading can
+    miss one)."""
+    return max([measured_mb, *(stage.get("peak_rss_mb", 0.0) for stage in summary.get("stages", []))])
