@@ -1,4 +1,4 @@
-"""`sparsort sort --demo` on a quiet CPU and beside busy programs, under each thread policy.
+"""`sparsort sort --demo` (or a probe's recording) on a quiet CPU and beside busy programs, under each thread policy.
 
 Users sort while other programs run. This prints, side by side in one run, the
 wall time of the whole demo sort (median of --repeats) for:
@@ -19,11 +19,18 @@ load average. Runs are interleaved across policies so a change in background
 load hits them alike.
 
     python benchmarks/bench_shared_cpu.py [--repeats 3] [--neighbours 0 1]
+
+With --probe-channels N, the sort is of a probe's recording instead of the demo:
+SpikeInterface's generator (--probe-units, --probe-duration; written to disk once,
+block by block) sorted by `sparsort sort FILE`, e.g.
+
+    python benchmarks/bench_shared_cpu.py --probe-channels 32 --repeats 2 --policies adaptive fixed-2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -32,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine_state import engine_version, load_note, run_measured  # noqa: E402  (benchmarks/ is the script's folder)
+from machine_state import command_peak_mb, engine_version, load_note, run_measured  # noqa: E402  (benchmarks/ is the script's folder)
 
 POLICIES = {
     "adaptive": ({}, []),
@@ -47,15 +54,31 @@ def busy_loop() -> None:
         pass
 
 
-def run_sort(policy: str, out: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one `sparsort sort --demo` (the command's own: machine_state.run_measured)."""
+def run_sort(policy: str, out: Path, target: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one `sparsort sort TARGET` (["--demo"] or [a recording's path]; the
+    command's own: machine_state.run_measured)."""
     environment, flags = POLICIES[policy]
     env = {**os.environ, **environment}
-    command = [sys.executable, "-m", "engine.cli", "sort", "--demo", "--quiet", "--out", str(out), *flags]
+    command = [sys.executable, "-m", "engine.cli", "sort", *target, "--quiet", "--out", str(out), *flags]
     seconds, code, peak_mb, last_error = run_measured(command, env, cwd=Path(__file__).resolve().parents[1])
     if code != 0:
-        raise RuntimeError(f"{policy}: sparsort sort --demo failed with status {code}: {last_error}")
+        raise RuntimeError(f"{policy}: sparsort sort {' '.join(target)} failed with status {code}: {last_error}")
+    if target != ["--demo"]:  # the stages' own peaks count too (machine_state.command_peak_mb)
+        peak_mb = command_peak_mb(peak_mb, json.loads((out / "sparsort.json").read_text()))
     return seconds, peak_mb
+
+
+def probe_recording(args, folder: Path) -> list[str]:
+    """The sort's target: the demo, or a generated probe recording written into `folder` (bench_duration's writer)."""
+    if args.probe_channels is None:
+        return ["--demo"]
+    from bench_duration import generated, write_generated
+
+    recording, _ = generated(args.probe_duration, args.probe_channels, args.probe_units, args.seed)
+    path = write_generated(recording, folder / f"probe-{args.probe_channels}ch.bin")
+    print(f"recording: SpikeInterface's generator, {args.probe_channels} channels, {args.probe_units} units, "
+          f"{args.probe_duration:g} s, seed {args.seed} ({path.stat().st_size / 1e9:.1f} GB)")
+    return [str(path)]
 
 
 def main() -> int:
@@ -63,12 +86,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--neighbours", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument("--probe-channels", type=int, default=None,
+                        help="sort a generated probe of this many channels instead of the demo")
+    parser.add_argument("--probe-units", type=int, default=24)
+    parser.add_argument("--probe-duration", type=float, default=300.0, help="seconds")
+    parser.add_argument("--seed", type=int, default=0, help="the generated probe's")
     args = parser.parse_args()
     print(f"engine {engine_version()}; {os.cpu_count()} cores; {load_note()}")
     times: dict[tuple[str, int], list[float]] = {}
     memory: dict[tuple[str, int], list[float]] = {}
     loads: dict[int, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
+        target = probe_recording(args, Path(folder))
         for neighbours in args.neighbours:
             busy = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(neighbours)]
             for process in busy:
@@ -76,7 +105,7 @@ def main() -> int:
             try:
                 for repeat in range(args.repeats):
                     for policy in args.policies:
-                        seconds, rss = run_sort(policy, Path(folder) / f"{policy}-{neighbours}-{repeat}")
+                        seconds, rss = run_sort(policy, Path(folder) / f"{policy}-{neighbours}-{repeat}", target)
                         times.setdefault((policy, neighbours), []).append(seconds)
                         memory.setdefault((policy, neighbours), []).append(rss)
                         loads.setdefault(neighbours, []).append(os.getloadavg()[0])
