@@ -346,7 +346,7 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     counts = sorting.spike_counts()
     say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}; "
         f"{sorting.provenance.unit_merges}; {sorting.provenance.residual_units}; "
-        f"{sorting.provenance.spike_reassignment}")
+        f"{sorting.provenance.spike_reassignment}; {sorting.provenance.locked_events}")
     if args.verbose:
         say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
@@ -393,6 +393,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "unit_merges": sorting.provenance.unit_merges,
         "residual_units": sorting.provenance.residual_units,
         "spike_reassignment": sorting.provenance.spike_reassignment,
+        "locked_events": sorting.provenance.locked_events,
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1)}
                    for c in pipeline.stage_log.costs],

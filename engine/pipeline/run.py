@@ -38,6 +38,7 @@ from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, fin
 from engine.pipeline.faint_units import discovery_pieces, faint_candidates
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
+from engine.pipeline.locked_events import drop_locked_events
 from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
     FAINT_MIN_POOL_SPIKES, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
@@ -364,7 +365,11 @@ class SortPipeline:
         with self.stage_log.stage("reassigning spikes"):
             # Spikes the lasso gave one unit's filter that a look-alike unit's recorded waveform explains
             # better (engine/pipeline/spike_reassignment.py).
-            return reassign_spikes(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+            sorting = reassign_spikes(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+        with self.stage_log.stage("locked events"):
+            # A bigger neuron's spikes that a smaller unit's filter also coded, where the bigger one's filter does
+            # not reach, always at one lag to them (engine/pipeline/locked_events.py).
+            return drop_locked_events(sorting, target, noise_levels, mask > 0)
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):

@@ -26,6 +26,7 @@ class SortProvenance:
     unit_merges: str = "no units merged"  # which units were found to be one neuron and merged, in words
     residual_units: str = "no residual units"  # which units only code neighbours' leftovers (labelled noise)
     spike_reassignment: str = "no spikes moved"  # spikes moved to a look-alike unit that explains them better
+    locked_events: str = "no events dropped"  # copies of another unit's spikes at a fixed lag, dropped
 
 
 @dataclass
