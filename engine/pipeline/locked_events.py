@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import poisson
 
+from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.unit_merge import SnippetMeans, read_snippets
 from engine.pipeline.waveform_split import SNIPPET_MS, _main_channels
@@ -57,7 +58,6 @@ LOCK_MIN_EVENTS = 20
 LOCK_MIN_RATIO = 5.0
 LOCK_P_VALUE = 1e-6
 LOCK_SAMPLE = 200
-RESIDUAL_LABEL = "noise"
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     noise_levels = np.asarray(noise_levels, dtype=np.float64)
     rate = sorting.sampling_rate
     samples = lambda ms: max(int(round(ms * 1e-3 * rate)), 1)  # noqa: E731
-    residual = {unit for unit, label in (sorting.sort_labels or {}).items() if label == RESIDUAL_LABEL}
+    residual = labelled_residual(sorting)
     of_unit = spikes_of_each_filter(sorting.spike_units, sorting.n_units)
     mask = np.asarray(channel_mask, dtype=bool)[np.asarray(sorting.filter_index, dtype=np.int64)]
     units = [u for u in range(sorting.n_units) if u not in residual and len(of_unit[u]) >= LOCK_MIN_EVENTS]

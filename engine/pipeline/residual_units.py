@@ -143,6 +143,11 @@ def label_residual_units(sorting: Sorting, channel_mask: np.ndarray, window: int
     return replace(sorting, unit_groups=groups, sort_labels=labels), note
 
 
+def labelled_residual(sorting: Sorting) -> set[int]:
+    """The units the sort labelled residual ("noise") by this stage."""
+    return {unit for unit, label in (sorting.sort_labels or {}).items() if label == RESIDUAL_LABEL}
+
+
 def _span(values: np.ndarray) -> str:
     low, high = float(np.min(values)), float(np.max(values))
     return f"{low:.2f}" if round(low, 2) == round(high, 2) else f"{low:.2f}-{high:.2f}"

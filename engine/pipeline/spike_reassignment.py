@@ -106,6 +106,7 @@ import numpy as np
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.neighbour_spikes import NeighbourSpikes
 from engine.pipeline.params import MIN_SPLIT_SPIKES
+from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.waveform_split import BLOCK_SAMPLES, SNIPPET_MS, _fit_blocks, _main_channels, _read_snippets
 
@@ -122,11 +123,10 @@ FIT_NOISE_SDS = 3.0
 REASSIGN_SDS = 3.0
 # A unit's spikes are all read only when the sample read for its template holds at least this many moves.
 SAMPLED_MOVES = 3
-# Units labelled so by the sort give spikes but never take them.
-RESIDUAL_LABEL = "noise"
-# Such a unit's template is a blend of residues, less alike to anyone's, and its filter coded a neuron's spikes
-# at its own alignment: its spikes go to units this alike, their templates sought anywhere in the window, and
-# only at sizes within this range of the taker's (residue riding on other spikes fits a template smaller).
+# Units the sort labelled residual (noise) give spikes but never take them. Such a unit's template is a blend
+# of residues, less alike to anyone's, and its filter coded a neuron's spikes at its own alignment: its spikes
+# go to units this alike, their templates sought anywhere in the window, and only at sizes within this range
+# of the taker's (residue riding on other spikes fits a template smaller).
 RESIDUAL_LOOK_ALIKE_SIMILARITY = 0.8
 RESIDUAL_MOVE_SIZES = (0.75, 1.33)
 
@@ -157,7 +157,7 @@ def reassign_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, filte
     rate = sorting.sampling_rate
     before, after = (max(int(round(ms * 1e-3 * rate)), 1) for ms in SNIPPET_MS)
     shift = max(int(round(SHIFT_MS * 1e-3 * rate)), 1)
-    residual = {unit for unit, label in (sorting.sort_labels or {}).items() if label == RESIDUAL_LABEL}
+    residual = labelled_residual(sorting)
     of_unit = spikes_of_each_filter(sorting.spike_units, sorting.n_units)
     mask = np.asarray(channel_mask, dtype=bool)[np.asarray(sorting.filter_index, dtype=np.int64)]
     main = {unit: _main_channels(sorting.templates[unit], noise_levels, mask[unit]) for unit in range(sorting.n_units)
