@@ -151,7 +151,8 @@ def test_a_unit_labelled_noise_gives_a_neurons_spikes_coded_at_its_own_alignment
     rng = np.random.default_rng(5)
     (neuron,), recording = neurons(rng, ["a"])
     traces = recording.get_traces(0, recording.n_samples, np.arange(N_CHANNELS)).copy()
-    free = np.setdiff1d(np.arange(200, recording.n_samples - 200, 150), np.concatenate([neuron + d for d in range(-120, 121)]))
+    grid = np.arange(200, recording.n_samples - 200, 150)
+    free = np.setdiff1d(grid, np.concatenate([neuron + d for d in range(-120, 121)]))
     picks = rng.permutation(free)
     residue, smaller = np.sort(picks[:500]), np.sort(picks[500:600])
     # What bigger spikes' imperfect fits leave: events of another shape, and look-alikes too small for the neuron.

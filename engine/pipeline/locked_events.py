@@ -62,7 +62,8 @@ LOCK_SAMPLE = 200
 
 @dataclass(frozen=True)
 class Lock:
-    """Two units' events `a_events`, `b_events` (indices into the sorting, pairwise) at b - a = lag ± LOCK_HALF_WIDTH."""
+    """Two units' events `a_events`, `b_events` (indices into the sorting, pairwise) at
+    b - a = lag ± LOCK_HALF_WIDTH samples."""
 
     lag: int
     a_events: np.ndarray
@@ -83,14 +84,14 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     mask = np.asarray(channel_mask, dtype=bool)[np.asarray(sorting.filter_index, dtype=np.int64)]
     units = [u for u in range(sorting.n_units) if u not in residual and len(of_unit[u]) >= LOCK_MIN_EVENTS]
     locks: list[tuple[int, int, Lock]] = []
-    for i, a in enumerate(units):
-        for b in units[i + 1:]:
-            if not (mask[a] & mask[b]).any():
-                continue
-            lock = find_lock(sorting.spike_times, of_unit[a], of_unit[b], samples(LOCK_WINDOW_MS),
-                             (samples(LOCK_FLANK_MS[0]), samples(LOCK_FLANK_MS[1])))
-            if lock is not None:
-                locks.append((a, b, lock))
+    on = mask[units].astype(np.int32)
+    # Only the pairs that share a channel (a few per unit on a probe of hundreds), as unit_merge pairs them.
+    for i, j in zip(*np.nonzero(np.triu(on @ on.T, k=1))):
+        a, b = units[i], units[j]
+        lock = find_lock(sorting.spike_times, of_unit[a], of_unit[b], samples(LOCK_WINDOW_MS),
+                         (samples(LOCK_FLANK_MS[0]), samples(LOCK_FLANK_MS[1])))
+        if lock is not None:
+            locks.append((a, b, lock))
     if not locks:
         return _noted(sorting, "no events dropped")
     before, length = samples(SNIPPET_MS[0]), samples(SNIPPET_MS[0]) + samples(SNIPPET_MS[1])
@@ -186,7 +187,8 @@ def _a_holds_the_copies(times: np.ndarray, recording, noise_levels: np.ndarray, 
         return None
     misfits = []
     for begin, template in zip(starts, templates):
-        windows = read_snippets(recording, begin[readable], length, channels).astype(np.float64) / noise_levels[channels]
+        windows = read_snippets(recording, begin[readable], length, channels).astype(np.float64)
+        windows /= noise_levels[channels]
         size = np.clip(np.einsum("slc,lc->s", windows, template) / max(float((template ** 2).sum()), 1e-12), 0.0, None)
         misfits.append(((windows - size[:, None, None] * template) ** 2).sum(axis=(1, 2)))
     return float(np.mean(misfits[0] < misfits[1])) <= 0.5
