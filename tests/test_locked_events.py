@@ -41,6 +41,28 @@ def test_a_lock_is_the_events_at_one_lag_far_above_what_the_flanks_give():
     assert find_lock(times, np.flatnonzero(unit == 0), np.flatnonzero(unit == 1), WINDOW, FLANK) is None
 
 
+def test_a_lock_reaches_the_lags_a_copy_jitters_over_and_no_further():
+    # As on the 32-channel probe (recording seed 4, sorter seed 4): one unit's copies of a neighbour's
+    # spikes lay 2 samples either side of their most frequent lag (118 at it, 20-59 at each lag beside it,
+    # 2-3 a lag by chance); a peak 1 sample wide left a third of them.
+    rng = np.random.default_rng(5)
+    a = spike_train(rng, int(SECONDS * RATE), 12.0)
+    b_own = spike_train(rng, int(SECONDS * RATE), 12.0)
+    copied = a[::3]
+    jitter = rng.choice([-2, -1, 0, 0, 0, 1, 2], len(copied))
+    times = np.concatenate([a, b_own, copied + 5 + jitter])
+    order = np.argsort(times, kind="stable")
+    unit = np.concatenate([np.zeros(len(a)), np.ones(len(b_own) + len(copied))])[order]
+    times = times[order]
+    lock = find_lock(times, np.flatnonzero(unit == 0), np.flatnonzero(unit == 1), WINDOW, FLANK, reach=5)
+    assert lock is not None and 4 <= lock.lag <= 6 and lock.lags == (3, 7)
+    assert np.isin(copied + 5 + jitter, times[lock.b_events]).all()
+    assert len(lock.b_events) < len(copied) + 15
+    # Without the reach, only the peak's lags.
+    narrow = find_lock(times, np.flatnonzero(unit == 0), np.flatnonzero(unit == 1), WINDOW, FLANK)
+    assert narrow.lags[1] - narrow.lags[0] == 2 and len(narrow.b_events) < len(lock.b_events) - 50
+
+
 def test_a_units_copies_of_a_neighbours_spikes_go_and_its_own_spikes_stay():
     # As on the 32-channel probe (recording seed 3): a 5-SNR neuron's unit held copies of four bigger
     # neighbours' spikes, each at its own fixed lag. Here unit 0 (neuron "c") also coded a third of

@@ -267,3 +267,47 @@ def test_a_few_big_overlaps_move_a_units_mean_snippet_but_not_its_median():
     by_median, size_ratio = waveform_match(reader.median(first, channels), reader.median(second, channels), 6)
     assert by_mean < MERGE_SIMILARITY <= by_median
     assert size_ratio <= MAX_SIZE_RATIO
+
+
+def test_a_small_neurons_two_units_are_compared_where_it_is_not_where_its_overlaps_are():
+    """A 9-σ neuron A on channels 0-2 of 16, its spikes in two units, one holding spikes that most often
+    came with small far spikes (channels 5-15, 2 σ): on every channel the filters reach the two units'
+    medians differ there, on their main channels they are one waveform. G, A's shape on A's channels
+    and a bigger part on channels 3-5 of its own, takes turns with A in one train: its main channels
+    tell it."""
+    rng = np.random.default_rng(11)
+    n_samples, n_channels, n_taps = int(90 * RATE), 16, 48
+    traces = rng.normal(0, 1.0, (n_samples, n_channels)).astype(np.float32)
+    shape_a = np.zeros((n_taps, n_channels))
+    shape_a[:, :3] = _neuron_shape(n_taps, 3, 1, 9.0)
+    far = np.zeros((n_taps, n_channels))
+    far[:, 5:] = np.roll(_neuron_shape(n_taps, 11, 5, 3.0), 6, axis=0) * np.exp(-0.5 * ((np.arange(11) - 5) / 6.0) ** 2)
+    shape_g = shape_a.copy()
+    shape_g[:, 3:6] = _neuron_shape(n_taps, 3, 1, 5.0)
+    turns = spike_train(rng, n_samples, 40.0)
+    a, g = turns[0::2], turns[1::2]
+    second = rng.random(len(a)) < 0.3
+    with_far = second & (rng.random(len(a)) < 0.7)
+    peak = n_taps // 3
+    for t in a:
+        traces[t - peak:t - peak + n_taps] += shape_a
+    for t in a[with_far]:
+        traces[t - peak:t - peak + n_taps] += far
+    for t in g:
+        traces[t - peak:t - peak + n_taps] += shape_g
+    times = np.concatenate([a[~second], a[second], g])
+    units = np.concatenate([np.zeros((~second).sum()), np.ones(second.sum()), np.full(len(g), 2)]).astype(np.int32)
+    amplitudes = np.full(len(times), 9.0)
+    filters = np.stack([shape_a, shape_a + 0.2 * far, shape_g])
+    filters /= np.linalg.norm(filters, axis=(1, 2), keepdims=True)
+    templates = np.stack([shape_a, shape_a, shape_g]).astype(np.float32)
+    sorting = Sorting(times, units, amplitudes, templates, RATE, filter_index=np.array([0, 1, 2]),
+                      code_amplitudes=amplitudes.astype(np.float32),
+                      provenance=SortProvenance(1.0, np.ones(n_channels, np.float32), "", "", ""))
+    recording = PreprocessedRecording(NumpyRecording(traces, RATE))
+    merged = merge_units(sorting, recording, recording.noise_levels, filters.astype(np.float32),
+                         np.ones((3, n_channels), dtype=bool), DEAD)
+    assert merged.provenance.unit_merges.endswith("0+1")
+    assert merged.n_units == 2
+    np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 0], a)
+    np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 1], g)

@@ -106,9 +106,10 @@ import numpy as np
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.neighbour_spikes import NeighbourSpikes
 from engine.pipeline.params import MIN_SPLIT_SPIKES
+from engine.pipeline.main_channels import main_channels
 from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
-from engine.pipeline.waveform_split import BLOCK_SAMPLES, SNIPPET_MS, _fit_blocks, _main_channels, _read_snippets
+from engine.pipeline.waveform_split import BLOCK_SAMPLES, SNIPPET_MS, _fit_blocks, _read_snippets
 
 # Look-alike units: their templates (the sort's, from the filters) at least this alike on their main channels.
 LOOK_ALIKE_SIMILARITY = 0.9
@@ -160,7 +161,7 @@ def reassign_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, filte
     residual = labelled_residual(sorting)
     of_unit = spikes_of_each_filter(sorting.spike_units, sorting.n_units)
     mask = np.asarray(channel_mask, dtype=bool)[np.asarray(sorting.filter_index, dtype=np.int64)]
-    main = {unit: _main_channels(sorting.templates[unit], noise_levels, mask[unit]) for unit in range(sorting.n_units)
+    main = {unit: main_channels(sorting.templates[unit], noise_levels, mask[unit]) for unit in range(sorting.n_units)
             if len(of_unit[unit]) >= MIN_SPLIT_SPIKES}
     look_alikes = _look_alikes(sorting.templates, main, takers=set(main) - residual, residual=residual)
     if not look_alikes:

@@ -23,7 +23,7 @@ one neuron each. Every spike of the unit then goes to the side of the threshold
 its snippet projects to; each group keeps at least AMPLITUDE_SPLIT_MIN_FRACTION
 of the unit's spikes.
 
-Only the unit's MAIN_CHANNELS biggest channels are read, in blocks band-passed
+Only the unit's main channels (engine/pipeline/main_channels.py) are read, in blocks band-passed
 once for all the units that need them: the direction from the spikes in
 FIT_BLOCKS blocks spread over the recording, then every spike of a unit that
 is split. On SpikeInterface's 32-channel probe (5 min), five units' trains
@@ -47,6 +47,7 @@ import numpy as np
 from engine.cpu import adapt_threads, in_order, single_thread
 from engine.pipeline.amplitude_split import otsu_split
 from engine.pipeline.coincidences import group_medians
+from engine.pipeline.main_channels import main_channels
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.unit_merge import Windows, breaks_refractory
@@ -57,8 +58,6 @@ SNIPPET_MS = (1.0, 1.7)
 CLEAN_FRACTION = 0.6
 # The blocks, spread over the recording, whose spikes give each unit's direction and threshold (60 s).
 FIT_BLOCKS = 30
-# The channels of a unit read: its biggest.
-MAIN_CHANNELS = 4
 # The recording is read in blocks of this many samples around a unit's spikes (one band-pass each).
 BLOCK_SAMPLES = 60_000
 # A unit split in two is split again when a half still holds two neurons, up to this many splits deep
@@ -99,7 +98,7 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
     candidates = {}
     for unit in range(sorting.n_units) if units_to_try is None else sorted(units_to_try):
         members = of_unit[unit][readable[of_unit[unit]]]  # a spike at the recording's very edge stays with its unit
-        channels = _main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
+        channels = main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
         if len(members) >= 2 * MIN_SPLIT_SPIKES and len(channels) and breaks_refractory(times[members], windows):
             # Each group at least this many spikes, as the amplitude split asks.
             smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * len(of_unit[unit])))
@@ -140,16 +139,6 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
         return sorting, set()
     halves = set(parents) | set(range(sorting.n_units, sorting.n_units + len(parents)))
     return with_new_units(sorting, units, parents, "split by waveform: unit " + ", ".join(notes)), halves
-
-
-def _main_channels(template: np.ndarray, noise_levels: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """The MAIN_CHANNELS of `allowed` (bool, n_channels) where `template` ((n_taps, n_channels) µV) is
-    biggest in noise σ, ascending: where two neurons of one shape differ most, and a block's band-pass
-    costs in proportion to its channels."""
-    size = np.ptp(template, axis=0) / np.maximum(noise_levels, 1e-12)
-    size = np.where(allowed, size, -np.inf)
-    best = np.argsort(-size, kind="stable")[:min(MAIN_CHANNELS, int(allowed.sum()))]
-    return np.sort(best)
 
 
 def _fit_blocks(times: np.ndarray) -> np.ndarray:
