@@ -346,7 +346,8 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     counts = sorting.spike_counts()
     say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}; "
         f"{sorting.provenance.unit_merges}; {sorting.provenance.residual_units}; "
-        f"{sorting.provenance.spike_reassignment}; {sorting.provenance.locked_events}")
+        f"{sorting.provenance.spike_reassignment}; {sorting.provenance.locked_events}; "
+        f"{sorting.provenance.hollow_events}")
     if args.verbose:
         say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
@@ -394,6 +395,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "residual_units": sorting.provenance.residual_units,
         "spike_reassignment": sorting.provenance.spike_reassignment,
         "locked_events": sorting.provenance.locked_events,
+        "hollow_events": sorting.provenance.hollow_events,
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1)}
                    for c in pipeline.stage_log.costs],

@@ -38,6 +38,7 @@ from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, fin
 from engine.pipeline.faint_units import discovery_pieces, faint_candidates
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
+from engine.pipeline.hollow_events import drop_hollow_events
 from engine.pipeline.locked_events import drop_locked_events
 from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
@@ -369,7 +370,11 @@ class SortPipeline:
         with self.stage_log.stage("locked events"):
             # A bigger neuron's spikes that a smaller unit's filter also coded, where the bigger one's filter does
             # not reach, always at one lag to them (engine/pipeline/locked_events.py).
-            return drop_locked_events(sorting, target, noise_levels, mask > 0)
+            sorting = drop_locked_events(sorting, target, noise_levels, mask > 0)
+        with self.stage_log.stage("hollow events"):
+            # The same tails at a lag that wanders: events whose recorded window, with the other events taken
+            # out, holds none of their unit's waveform (engine/pipeline/hollow_events.py).
+            return drop_hollow_events(sorting, target, noise_levels, mask > 0)
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):

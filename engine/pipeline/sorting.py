@@ -27,6 +27,7 @@ class SortProvenance:
     residual_units: str = "no residual units"  # which units only code neighbours' leftovers (labelled noise)
     spike_reassignment: str = "no spikes moved"  # spikes moved to a look-alike unit that explains them better
     locked_events: str = "no events dropped"  # copies of another unit's spikes at a fixed lag, dropped
+    hollow_events: str = "no events dropped"  # events holding none of their unit's waveform, dropped
 
 
 @dataclass
