@@ -143,14 +143,7 @@ def drop_hollow_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     note = (f"{int(drop.sum())} events dropped that hold none of their unit's waveform ("
             + ", ".join(f"{n} of {u}" for u, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
             + (", ..." if len(counts) > 8 else "") + ")")
-    return _noted(replace(
-        sorting,
-        spike_times=sorting.spike_times[keep],
-        spike_units=sorting.spike_units[keep],
-        amplitudes=sorting.amplitudes[keep],
-        features=None if sorting.features is None else sorting.features[keep],
-        code_amplitudes=None if sorting.code_amplitudes is None else sorting.code_amplitudes[keep],
-    ), note)
+    return _noted(sorting.with_spikes(keep), note)
 
 
 class _Judge:

@@ -149,14 +149,7 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     note = (f"{int(drop.sum())} events dropped: each a copy of another unit's spike at a fixed lag ("
             + ", ".join(f"{n} of {a} copying {b}" for (a, b), n in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
             + (", ..." if len(counts) > 8 else "") + ")")
-    return _noted(replace(
-        sorting,
-        spike_times=sorting.spike_times[keep],
-        spike_units=sorting.spike_units[keep],
-        amplitudes=sorting.amplitudes[keep],
-        features=None if sorting.features is None else sorting.features[keep],
-        code_amplitudes=None if sorting.code_amplitudes is None else sorting.code_amplitudes[keep],
-    ), note)
+    return _noted(sorting.with_spikes(keep), note)
 
 
 def find_lock(times: np.ndarray, a: np.ndarray, b: np.ndarray, window: int, flank: tuple[int, int],

@@ -7,7 +7,7 @@ of the waveform's extremum on the unit's main channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -98,6 +98,18 @@ class Sorting:
     @property
     def unit_ids(self) -> np.ndarray:
         return np.arange(self.n_units, dtype=np.int32)
+
+    def with_spikes(self, keep: np.ndarray) -> "Sorting":
+        """This sorting with only the spikes `keep` (bool mask or indices, in time order) selects; the units
+        and everything else as they are."""
+        return replace(
+            self,
+            spike_times=self.spike_times[keep],
+            spike_units=self.spike_units[keep],
+            amplitudes=self.amplitudes[keep],
+            features=None if self.features is None else self.features[keep],
+            code_amplitudes=None if self.code_amplitudes is None else self.code_amplitudes[keep],
+        )
 
     def spike_counts(self) -> np.ndarray:
         """(n_units,) int64 number of spikes per unit."""
