@@ -35,7 +35,7 @@ accuracy before -> after; own spikes dropped / other events dropped):
 32 channels, recording seed 7 0.9795 -> 0.9810 (gt6 0.899 -> 0.935;
 0 / 182), seed 1 0.9446 -> 0.9479 (0 / 409), seed 0 0.9025 -> 0.9034,
 seed 4 0.9481 -> 0.9487, seed 3 0.8674 -> 0.8676, seed 6 (sorter seeds
-6-9) 0 to +0.0001 (1 / 10); 384 channels (60 s) 0.9164 -> 0.9166 (0 / 22);
+6-9) 0 to +0.0001 (1 / 10); 384 channels (60 s) 0.9164 -> 0.9168 (0 / 38);
 both tetrodes: nothing dropped.
 
 Units labelled noise are not tested (their events are residue by label)
@@ -45,8 +45,9 @@ Cost: each unit's median is read from SAMPLE_BLOCKS blocks of 2 s spread
 over the recording, on the main channels of every tested unit its filter
 reaches, and a unit is read whole only when its events there hold
 SAMPLED_HOLLOW or more hollow ones: 1.0-2.3 s at 32 channels (5 min),
-5.7 s at 384 channels (60 s; most of it band-passing the sample blocks),
-0.1 s on a tetrode (2 cores, the stage re-run on captured sorts).
+3.7 s at 384 channels (60 s: 6 sample blocks; with 10, 5.7-6.1 s, most of
+it band-passing them, and 22 events dropped instead of 38), 0.1 s on a
+tetrode (2 cores, the stage re-run on captured sorts).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ HOLLOW_SDS = 5.0
 # Each unit's median, and the sample of its events that says whether it is read whole, come from its events
 # (up to SAMPLED_EVENTS) in SAMPLE_BLOCKS blocks of the recording (waveform_split's, 2 s) spread over it.
 SAMPLE_BLOCKS = 10
+# ... and no more than one block in SAMPLE_SHARE of the recording's (at least SAMPLE_BLOCKS_MIN): on a short
+# recording of many channels, band-passing the sample was most of the stage's cost.
+SAMPLE_SHARE = 5
+SAMPLE_BLOCKS_MIN = 4
 SAMPLED_EVENTS = 300
 # A unit not tested (labelled noise, or too small) is only a neighbour: its median from this many.
 NEIGHBOUR_EVENTS = 100
@@ -101,7 +106,8 @@ def drop_hollow_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     times = sorting.spike_times
     wide_readable = (times - before - length >= 0) & (times + after + length <= recording.n_samples)
     present = np.unique(times[wide_readable] // BLOCK_SAMPLES)
-    blocks = present[np.linspace(0, len(present) - 1, min(len(present), SAMPLE_BLOCKS)).astype(np.int64)]
+    n_blocks = min(len(present), SAMPLE_BLOCKS, max(SAMPLE_BLOCKS_MIN, len(present) // SAMPLE_SHARE))
+    blocks = present[np.linspace(0, len(present) - 1, n_blocks).astype(np.int64)]
     tested_set = set(tested)
     sampled_times = {v: _spread(times[of_unit[v]][wide_readable[of_unit[v]]
                                                   & np.isin(times[of_unit[v]] // BLOCK_SAMPLES, blocks)],
