@@ -619,7 +619,7 @@ def over_recordings(results: list[Result]) -> str:
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in rows]
     ours = {rec: of(rec, "sparsort") for rec in recordings}
     for peer in sorters[1:]:
-        pairs = [(ours[rec], of(rec, peer)) for rec in recordings if ours[rec] and of(rec, peer)]
+        pairs = [(ours[rec], theirs) for rec in recordings if ours[rec] and (theirs := of(rec, peer))]
         ahead = sum(a[0] > b[0] for a, b in pairs)
         faster = sum(a[1] < b[1] for a, b in pairs)
         lines.append(f"sparsort against {peer}: more accurate on {ahead} of {len(pairs)} recordings, "

@@ -56,6 +56,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from engine.model.pairs import pairs_in_runs
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.params import MIN_SPLIT_SPIKES
 from engine.pipeline.residual_units import labelled_residual
@@ -120,8 +121,7 @@ def drop_hollow_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
                           before + length, after + length)
     medians = {v: np.median(w.reshape(len(w), 3 * length, len(reach[v])), axis=0) for v, w in wide.items()}
     tested = [u for u in tested if u in medians]
-    judge = {u: _Judge(u, main[u], medians, reach, times, sorting.spike_units, of_unit, length)
-             for u in tested}
+    judge = {u: _Judge(u, main[u], medians, reach, times, sorting.spike_units, length) for u in tested}
     # The sample: each tested unit's events in the fit blocks, cut from the wide read.
     whole = []
     for u in tested:
@@ -156,9 +156,8 @@ class _Judge:
     """One tested unit's test: its median on its main channels, the other units' there, and its bar."""
 
     def __init__(self, unit: int, channels: np.ndarray, medians: dict, reach: dict, times: np.ndarray,
-                 units: np.ndarray, of_unit: list, length: int) -> None:
-        self.unit, self.length = unit, length
-        self.times, self.units, self.own = times, units, of_unit[unit]
+                 units: np.ndarray, length: int) -> None:
+        self.length, self.times, self.units = length, times, units
         on = {v: medians[v][:, np.searchsorted(reach[v], channels)] for v in medians
               if np.isin(channels, reach[v]).all()}
         self.template = on[unit][length:2 * length]
@@ -179,27 +178,26 @@ class _Judge:
         hollow = recorded < self.bar
         low = np.flatnonzero(hollow)
         if len(low) and self.others:
-            hollow[low] = self._fitted_with_others(spike_times[low], windows[low]) < self.bar
+            hollow[low] = self._fitted_with_others(spike_times[low], windows[low], recorded[low]) < self.bar
         return hollow
 
-    def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray) -> np.ndarray:
         """(n,) the unit's median's size in each window fitted together with every other event within a
-        snippet's length, each as its unit's median at a size of its own (least squares)."""
+        snippet's length, each as its unit's median at a size of its own (least squares); `recorded`, the
+        size fitted alone, where no other event is near."""
         length = self.length
-        first = np.searchsorted(self.times, spike_times - length + 1)
-        counts = np.searchsorted(self.times, spike_times + length) - first
-        total = int(counts.sum())
-        rows = np.repeat(np.arange(len(spike_times)), counts)
-        events = first[rows] + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        own = np.isin(events, self.own) & (self.times[events] == spike_times[rows])
+        rows, events = pairs_in_runs(np.searchsorted(self.times, spike_times - length + 1),
+                                     np.searchsorted(self.times, spike_times + length))
+        # Other units' events only (the unit's own, the spike itself among them, are not in `others`).
         known = np.isin(self.units[events], list(self.others))
-        rows, events = rows[~own & known], events[~own & known]
+        rows, events = rows[known], events[known]
         # A window starts `length` samples into its median's for an event at the same time.
         starts = spike_times[rows] - self.times[events] + length
-        sizes = np.einsum("slc,lc->s", windows, self.template) / self.energy
+        sizes = recorded.copy()
         template = self.template.ravel()
-        for row in np.unique(rows):
-            mine = rows == row
+        bounds = np.searchsorted(rows, np.arange(len(spike_times) + 1))  # rows ascending: each window's run
+        for row in np.flatnonzero(np.diff(bounds)):
+            mine = slice(bounds[row], bounds[row + 1])
             pieces = [self.others[int(v)][start:start + length].ravel()
                       for v, start in zip(self.units[events[mine]], starts[mine])]
             design = np.stack([template] + pieces, axis=1)

@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import poisson
 
+from engine.model.pairs import pairs_in_runs
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
@@ -159,14 +160,11 @@ def find_lock(times: np.ndarray, a: np.ndarray, b: np.ndarray, window: int, flan
     far more often than the flanks (`flank`, samples either side) say two independent trains would; the
     lock holds the lags around it, up to `reach` samples away, that each still do (LOCK_EXTEND_RATIO)."""
     times_a, times_b = times[a], times[b]
-    first = np.searchsorted(times_b, times_a - window)
-    counts = np.searchsorted(times_b, times_a + window, side="right") - first
-    total = int(counts.sum())
-    if total < LOCK_MIN_EVENTS:
-        return None
     # Every (a, b) pair within the window, without a loop over events: each a's run of b's.
-    rows = np.repeat(np.arange(len(times_a)), counts)
-    columns = first[rows] + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows, columns = pairs_in_runs(np.searchsorted(times_b, times_a - window),
+                                  np.searchsorted(times_b, times_a + window, side="right"))
+    if len(rows) < LOCK_MIN_EVENTS:
+        return None
     lags = times_b[columns] - times_a[rows]
     histogram = np.bincount(lags + window, minlength=2 * window + 1)
     near = np.convolve(histogram, np.ones(2 * LOCK_HALF_WIDTH + 1, dtype=np.int64), mode="same")
