@@ -397,7 +397,8 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "locked_events": sorting.provenance.locked_events,
         "hollow_events": sorting.provenance.hollow_events,
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
-        "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1)}
+        "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1),
+                    "cpu_seconds": round(c.cpu_seconds, 3)}
                    for c in pipeline.stage_log.costs],
         "n_units": sorting.n_units,
         "n_spikes": sorting.n_spikes,

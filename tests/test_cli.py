@@ -86,3 +86,21 @@ def test_init_flag_reaches_the_training_config(sorted_folder, capsys):
     with pytest.raises(SystemExit):
         _build_parser().parse_args(["sort", str(recording), "--out", "o", "--init", "kmeans"])
     assert "invalid choice: 'kmeans'" in capsys.readouterr().err
+
+
+def test_the_stage_table_says_how_many_cores_each_stage_kept_busy():
+    import time
+
+    from engine.pipeline.stages import StageLog
+
+    log = StageLog()
+    with log.stage("waiting"):
+        time.sleep(0.2)
+    with log.stage("working"):
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+    waiting, working = log.costs
+    assert waiting.cores_busy < 0.5 < working.cores_busy
+    header, *rows, total = log.table().splitlines()
+    assert "cores busy" in header and rows[1].split()[2] == f"{working.cores_busy:.2f}"

@@ -227,3 +227,30 @@ def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(train
     ratio = np.abs(big).max() / np.abs(small).max()
     assert 2.5 < ratio < 3.5
     np.testing.assert_allclose(big / ratio, small, atol=1e-3 * np.abs(big).max())
+
+
+def test_a_steps_codes_do_not_depend_on_how_many_cores_code_its_parts(trained, monkeypatch):
+    """A batch is coded in fixed parts, in threads on the free cores: one core or two, the same codes and
+    the same kept spikes, equal to coding each part alone."""
+    import torch
+
+    import engine.pipeline.training as training
+
+    pipeline, _ = trained
+    trainer = pipeline.trainer
+    monkeypatch.setattr(trainer, "spike_reading", pipeline._spike_reading())
+    batch = pipeline.pool.sample_batch(np.random.default_rng(0), 3 * 2, trainer.device)
+    monkeypatch.setattr(training, "ENCODE_PART_WINDOWS", 2)
+    results = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(training, "adapt_threads", lambda cores=cores: cores)
+        results[cores] = trainer._lasso_codes(batch)
+    for one, two in zip(results[1], results[2]):
+        assert torch.equal(one, two)
+    codes, kept = results[2]
+    assert codes.shape[0] == 6 and kept.shape == codes.shape
+    assert 0 < int((kept > 0).sum()) <= int((codes > 0).sum())  # kept spikes are a part of the codes
+    for start in range(0, 6, 2):  # each part as if it were a batch of its own
+        alone_codes, alone_kept = trainer._lasso_codes(batch[start : start + 2])
+        assert torch.equal(alone_codes, codes[start : start + 2])
+        assert torch.equal(alone_kept, kept[start : start + 2])

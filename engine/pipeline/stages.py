@@ -28,6 +28,13 @@ class StageCost:
     name: str
     seconds: float
     peak_rss_mb: float  # the process's peak resident memory while the stage ran (since it started, on Linux)
+    # The process's CPU time (user + system, every thread) while the stage ran: over `seconds`, the cores
+    # it kept busy; a stage near 1.0 on a 2-core machine leaves one idle (or another program took it).
+    cpu_seconds: float = 0.0
+
+    @property
+    def cores_busy(self) -> float:
+        return self.cpu_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
 _STATUS = Path("/proc/self/status")
@@ -70,9 +77,10 @@ class StageLog:
         if self.on_stage is not None:
             self.on_stage(name)
         _reset_peak_rss()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         yield
-        self.costs.append(StageCost(name, time.perf_counter() - started, peak_rss_mb()))
+        self.costs.append(StageCost(name, time.perf_counter() - started, peak_rss_mb(),
+                                    time.process_time() - cpu_started))
 
     def check_stop(self, doing: str) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -81,8 +89,11 @@ class StageLog:
     def table(self) -> str:
         """The costs as an aligned text table, one stage per line."""
         width = max((len(cost.name) for cost in self.costs), default=5)
-        lines = [f"{'stage':<{width}}  {'time (s)':>9}  {'peak RSS (MB)':>13}"]
-        lines += [f"{c.name:<{width}}  {c.seconds:>9.2f}  {c.peak_rss_mb:>13.0f}" for c in self.costs]
-        lines.append(f"{'total':<{width}}  {sum(c.seconds for c in self.costs):>9.2f}  "
+        lines = [f"{'stage':<{width}}  {'time (s)':>9}  {'cores busy':>10}  {'peak RSS (MB)':>13}"]
+        lines += [f"{c.name:<{width}}  {c.seconds:>9.2f}  {c.cores_busy:>10.2f}  {c.peak_rss_mb:>13.0f}"
+                  for c in self.costs]
+        seconds = sum(c.seconds for c in self.costs)
+        cores = sum(c.cpu_seconds for c in self.costs) / seconds if seconds > 0 else 0.0
+        lines.append(f"{'total':<{width}}  {seconds:>9.2f}  {cores:>10.2f}  "
                      f"{max((c.peak_rss_mb for c in self.costs), default=0.0):>13.0f}")
         return "\n".join(lines)

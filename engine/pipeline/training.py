@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.cpu import adapt_threads
+from engine.cpu import adapt_threads, in_order, single_thread
 from engine.evaluation.scoring import dictionary_error
 from engine.model.crsae import N_DEBIAS_ITERATIONS, CRsAE, select_device
 from engine.pipeline.dictionary_update import codes_of_kept_spikes, least_squares_update, reconstruction_error, recentre
@@ -34,6 +34,14 @@ from engine.pipeline.params import (
 )
 from engine.pipeline.pool import TrainingPool
 
+
+# Windows of a training step's batch that the CPU's working-set encoder codes as one problem. A step
+# codes its batch in such parts, each in a thread of its own on the cores other programs leave free (as
+# inference codes its batches: engine/pipeline/inference.py spikes_of_batches): the encoder is compiled
+# loops that one thread runs as fast as two, and the whole batch at once kept one core busy (32-channel
+# probe, 32 windows a step: training 1.2 cores busy of 2). Fixed, not one part per core, so that a step's
+# codes do not depend on the machine or its load.
+ENCODE_PART_WINDOWS = 8
 
 INITS = ("data", "random")
 DICTIONARY_UPDATES = ("auto", "least_squares", "gradient")
@@ -345,10 +353,10 @@ class Trainer:
     def _least_squares_step(self, batch: torch.Tensor) -> float:
         """Code the batch with the tied encoder, then give every filter its least-squares shape."""
         with self.model_lock:
-            codes, gram = self._lasso_codes(batch)
+            codes, kept_codes = self._lasso_codes(batch)
             loss = reconstruction_error(self.model.filters, codes, batch, self.model.channel_mask)
-            if self.spike_reading is not None:
-                codes = codes_of_kept_spikes(codes, batch, self.model.filters, *self.spike_reading, gram=gram)
+            if kept_codes is not None:
+                codes = kept_codes
             target = least_squares_update(self.model.filters, codes, batch, self.model.channel_mask)
             if self.spike_reading is None:
                 # From noise: move only part of the way on a small batch (an exponential average
@@ -426,23 +434,40 @@ class Trainer:
         steps_averaged = self.step - self._averaging_began
         return steps_averaged >= MIN_SETTLE_STEPS and float(np.nanmean(uncertainty)) < self.config.settle_tolerance
 
-    def _lasso_codes(self, batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
-        """The tied encoder's codes of `batch`, and the filters' Gram tensor when the working set
-        computed it (explaining away reuses it), else None. Not debiased: debiasing blows up the small codes FISTA
-        gives noise, and least squares then fits that noise (measured from the true shapes on the
-        demo: dictionary error 0.09 after 10 steps with debiased codes, 0.05 without).
+    def _lasso_codes(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The tied encoder's codes of `batch`, and with a spike reading, the codes of only the spikes sorting
+        would keep (dictionary_update.codes_of_kept_spikes; else None). Not debiased: debiasing blows up the
+        small codes FISTA gives noise, and least squares then fits that noise (measured from the true shapes
+        on the demo: dictionary error 0.09 after 10 steps with debiased codes, 0.05 without).
 
         On a CPU, by the working-set solver sorting uses (the same FISTA on the codes that can be non-zero),
         its optimality checks stopped once they add little (ROUGH_SETTLED_FRACTION): shapes are
         averages over many spikes, and the last checks' small codes barely move them (on the
         5-minute tetrode, with pruning's passes rough too, the sort scored 0.983 against 0.984
-        with every pass exact)."""
+        with every pass exact). The batch is coded in parts of ENCODE_PART_WINDOWS windows, in threads."""
+        filters = self.model.filters
+
+        def kept(codes: torch.Tensor, windows: torch.Tensor, gram: np.ndarray | None) -> torch.Tensor | None:
+            if self.spike_reading is None:
+                return None
+            return codes_of_kept_spikes(codes, windows, filters, *self.spike_reading, gram=gram)
+
         if not uses_working_set(self.config.solver, self.device):
-            return self.model.encode(batch, n_debias_iterations=0), None
-        undebiased = CRsAE(self.model.filters.detach(), self.model.lambdas, self.model.n_iterations,
+            codes = self.model.encode(batch, n_debias_iterations=0)
+            return codes, kept(codes, batch, None)
+        undebiased = CRsAE(filters.detach(), self.model.lambdas, self.model.n_iterations,
                            n_debias_iterations=0, channel_mask=self.model.channel_mask)
         encoder = WorkingSetEncoder(undebiased, settled_fraction=ROUGH_SETTLED_FRACTION)
-        return torch.from_numpy(encoder.encode(batch.numpy())), encoder.gram
+
+        def code_part(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            codes = torch.from_numpy(encoder.encode(windows.numpy()))
+            return codes, kept(codes, windows, encoder.gram)
+
+        parts = list(torch.split(batch, ENCODE_PART_WINDOWS))
+        with single_thread():
+            coded = list(in_order(code_part, parts, adapt_threads()))
+        codes = torch.cat([part[0] for part in coded])
+        return codes, (None if self.spike_reading is None else torch.cat([part[1] for part in coded]))
 
     @torch.no_grad()
     def heldout_loss(self) -> float:
