@@ -397,7 +397,8 @@ def run_sparsort(truth: Truth, n_filters: int | None, seed: int, threads: int, e
         result.dict_error, result.dict_result = errors.mean_error, errors
     pipeline = sorter.pipeline_
     result.note = (f"{pipeline.trainer.step} steps, torch threads {torch.get_num_threads()}; "
-                   f"pruning: {pipeline.final_pruning.describe()}")
+                   f"pruning: {pipeline.final_pruning.describe()}"
+                   + (f"; {pipeline.faint_units}" if pipeline.faint_units else ""))
     result.stage_table = pipeline.stage_log.table()
     result.sorted_times, result.sorted_units, result.sorted_unit_ids = (
         sorting.spike_times, sorting.spike_units, unit_ids)

@@ -6,7 +6,7 @@ from engine.cpu import in_order
 from engine.io.recording import NumpyRecording
 from engine.model.crsae import CRsAE
 from engine.pipeline import faint_units
-from engine.pipeline.faint_units import discovery_pieces, faint_candidates, unexplained_peaks
+from engine.pipeline.faint_units import discovery_batches, faint_candidates, unexplained_peaks
 from engine.pipeline.inference import SpikeEvents
 from engine.pipeline.params import PEAK_FRACTION
 from tests.test_unit_merge import RATE, spike_train
@@ -55,13 +55,13 @@ def test_a_faint_neuron_without_a_filter_gets_a_candidate_and_a_filtered_one_doe
     recording = recording_with([(strong, strong_train), (faint, faint_train)], seconds, rng)
     model = CRsAE(unit_norm(strong)[None], 4.5, 100)
     candidates = faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
-                                  np.ones((N_CHANNELS, N_CHANNELS), bool))
+                                  np.ones((N_CHANNELS, N_CHANNELS), bool)).candidates
     assert len(candidates) >= 1
     assert similarity(candidates[0], faint) > 0.9  # the biggest cluster is the faint neuron
     assert all(similarity(candidate, strong) < 0.9 for candidate in candidates)  # not the filtered one's residue
 
 
-def test_pieces_searched_two_at_a_time_give_the_candidates_one_at_a_time_gives(monkeypatch):
+def test_batches_searched_two_at_a_time_give_the_candidates_one_at_a_time_gives(monkeypatch):
     rng = np.random.default_rng(0)
     n = int(20.0 * RATE)
     strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
@@ -72,7 +72,7 @@ def test_pieces_searched_two_at_a_time_give_the_candidates_one_at_a_time_gives(m
     for workers in (1, 2):
         monkeypatch.setattr(faint_units, "adapt_threads", lambda workers=workers: workers)
         found[workers] = faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
-                                          np.ones((N_CHANNELS, N_CHANNELS), bool))
+                                          np.ones((N_CHANNELS, N_CHANNELS), bool)).candidates
     assert len(found[1]) >= 1
     np.testing.assert_array_equal(found[1], found[2])
 
@@ -103,7 +103,7 @@ def test_noise_alone_gives_no_candidate():
     recording = recording_with([(strong, spike_train(rng, int(20.0 * RATE), 10.0))], 20.0, rng)
     model = CRsAE(unit_norm(strong)[None], 4.5, 100)
     candidates = faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
-                                  np.ones((N_CHANNELS, N_CHANNELS), bool))
+                                  np.ones((N_CHANNELS, N_CHANNELS), bool)).candidates
     assert len(candidates) == 0
 
 
@@ -120,15 +120,16 @@ def test_peaks_touched_by_a_coded_spike_on_their_channel_are_not_unexplained():
 
 
 def test_discovery_reads_at_most_its_budget_spread_over_the_recording():
-    n_samples = int(7200 * RATE)  # two hours
-    pieces = discovery_pieces(n_samples, 384, RATE, 120, max_values=384 * 30 * 30_000)
-    lengths = [stop - start for start, stop in pieces]
-    assert sum(lengths) * 384 <= 384 * 30 * 30_000
-    assert pieces[0][0] == 0 and pieces[-1][1] == n_samples  # from the start to the end
-    assert all(0 <= start < stop <= n_samples for start, stop in pieces)
-    short = discovery_pieces(int(10 * RATE), 4, RATE, 60, max_values=384 * 30 * 30_000)
-    assert short[0][0] == 0 and short[-1][1] == int(10 * RATE)  # a small recording is read whole
-    assert all(a[1] == b[0] for a, b in zip(short, short[1:]))
+    from engine.pipeline.inference import chunk_batches
+
+    n_samples = int(7200 * RATE)  # two hours, 384 channels: 30 s of budget
+    batches = chunk_batches(n_samples, int(RATE), 8)
+    chosen = discovery_batches(batches, 384, RATE, max_values=384 * 30 * int(RATE))
+    assert len(chosen) == 4  # 30 s in batches of 8 s, rounded up
+    assert chosen[0] == 0 and chosen[-1] == len(batches) - 1  # from the start to the end
+    assert np.all(np.diff(chosen) > 0.3 * len(batches) / 4)  # spread, not bunched
+    short = chunk_batches(int(10 * RATE), int(RATE), 8)
+    assert discovery_batches(short, 4, RATE, max_values=384 * 30 * int(RATE)) == [0, 1]  # a small one whole
 
 
 def test_each_filter_has_its_own_bar_for_its_spikes():
@@ -160,8 +161,43 @@ def test_peaks_of_a_filtered_neuron_make_no_candidate():
     starts = np.arange(n_peaks) * 100 + 20
     for start in starts:
         residual[:, start : start + N_TAPS] += 5.0 * spike
-    store.add(residual, starts, np.zeros(n_peaks, np.int64))
+    store.add(store.cut(residual, starts, np.zeros(n_peaks, np.int64)))
     candidates = _cluster_candidates(store, unit_norm(spike)[None])
     assert candidates.shape == (0, N_CHANNELS, N_TAPS)
     other = unit_norm(shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4))[None]  # a dictionary without it: one candidate
     assert _cluster_candidates(store, other).shape == (1, N_CHANNELS, N_TAPS)
+
+
+def test_the_sort_takes_the_batches_the_search_coded_as_they_are_unless_its_settings_differ(monkeypatch):
+    from engine.pipeline import inference
+    from engine.pipeline.refinement import AmplitudePrior
+
+    rng = np.random.default_rng(4)
+    seconds = 30.0
+    n = int(seconds * RATE)
+    strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
+    recording = recording_with([(strong, spike_train(rng, n, 10.0))], seconds, rng)
+    model = CRsAE(unit_norm(strong)[None], 4.5, 100)
+    noise = np.ones(N_CHANNELS, np.float32)
+    prior = AmplitudePrior(np.array([40.0]), np.array([4.0]))
+    search = faint_candidates(recording, noise, model, 4.5, 15, np.ones((N_CHANNELS, N_CHANNELS), bool),
+                              prior=prior, max_values=N_CHANNELS * int(16 * RATE))
+    n_batches = len(inference.chunk_batches(n, inference.default_chunk_size(recording, N_TAPS), inference.BATCH_CHUNKS))
+    assert 0 < len(search.coded) < n_batches  # the budget covers some batches, not all
+
+    coded = []
+    original = inference.ChunkSpikeFinder.batch_spikes
+    monkeypatch.setattr(inference.ChunkSpikeFinder, "batch_spikes",
+                        lambda self, recording, cores: coded.append(cores[0]) or original(self, recording, cores))
+    whole = inference.infer_spikes(model, recording, noise, 15, 4.5, prior=prior)
+    assert len(coded) == n_batches
+    coded.clear()
+    taken = inference.infer_spikes(model, recording, noise, 15, 4.5, prior=prior, known=(search.settings, search.coded))
+    assert len(coded) == n_batches - len(search.coded)  # the searched batches are not coded again
+    assert len(whole) > 100
+    for field in ("times", "filters", "amplitudes"):
+        np.testing.assert_array_equal(getattr(taken, field), getattr(whole, field))
+    coded.clear()
+    other_bar = inference.infer_spikes(model, recording, noise, 15, 5.0, prior=prior, known=(search.settings, search.coded))
+    assert len(coded) == n_batches  # another bar: the search's spikes are not this sort's
+    assert len(other_bar) > 100

@@ -217,6 +217,17 @@ class SpikeSettings:
             settled_fraction=float(settled_fraction),
         )
 
+    def same_as(self, other: "SpikeSettings") -> bool:
+        """Whether `other` finds the same spikes: every field equal, arrays bit for bit."""
+        def equal(a, b) -> bool:
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                        and a.dtype == b.dtype and a.tobytes() == b.tobytes())
+            if isinstance(a, AmplitudePrior) and isinstance(b, AmplitudePrior):
+                return equal(a.means, b.means) and equal(a.variances, b.variances)
+            return type(a) is type(b) and a == b
+        return all(equal(getattr(self, name), getattr(other, name)) for name in self.__dataclass_fields__)
+
     def model(self) -> CRsAE:
         """The CRsAE these settings came from, on a device of the same type."""
         # Each filter's channels are where it is not zero: with them the model convolves locally, as the
@@ -256,13 +267,20 @@ class ChunkSpikeFinder:
 
     def batch_spikes(self, recording: Recording, batch_cores: list[tuple[int, int]]) -> list[SpikeEvents]:
         """One SpikeEvents per chunk of the batch, in the batch's order."""
+        return [events for events, _, _ in self.batch_spikes_and_signals(recording, batch_cores)]
+
+    def batch_spikes_and_signals(self, recording: Recording, batch_cores: list[tuple[int, int]],
+                                 ) -> list[tuple[SpikeEvents, int, np.ndarray]]:
+        """(spikes, window start, noise-normalised signal as read) per chunk of the batch, in order: the
+        signal is each chunk's with its margins (encode_batch), for a caller that needs what the spikes
+        leave unexplained without reading (and band-passing) the recording again."""
         s = self.settings
         if s.prior is not None and self._shares is None:
             self._shares = CodeShares.of(self.filters, recording.sampling_rate, self.filter_peaks)
         return [
-            spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
-                              s.dead_time, s.min_amplitude, s.prior, self.candidates_of, self.gram,
-                              correlation, self.gram_rows, self._shares)
+            (spikes_from_codes(codes, signal, window_start, (core_start, core_stop), self.filters, self.filter_peaks,
+                               s.dead_time, s.min_amplitude, s.prior, self.candidates_of, self.gram,
+                               correlation, self.gram_rows, self._shares), window_start, signal)
             for core_start, core_stop, window_start, codes, signal, correlation in encode_batch(
                 self.model, recording, self.scale, batch_cores, s.lipschitz, self.working_set,
                 with_correlation=s.prior is not None)
@@ -417,8 +435,13 @@ def infer_spikes(
     solver: str = "auto",
     settled_fraction: float = 0.0,
     parallel: int | None = None,
+    known: tuple[SpikeSettings, dict[int, list[SpikeEvents]]] | None = None,
 ) -> SpikeEvents:
     """Spikes of every filter over [start, stop) of a (preprocessed) recording.
+
+    `known`: (settings, spikes by batch index) that an earlier pass found in this same recording with
+    these very settings over the default batches (faint_units.FaintSearch): those batches are taken as
+    they are, not coded again. Ignored when the settings or the batches differ.
 
     `settled_fraction` > 0 codes more roughly and faster (SpikeSettings.settled_fraction).
     `parallel`: batches coded at once (`spikes_of_batches`); None: one per core other programs
@@ -431,11 +454,18 @@ def infer_spikes(
     chunk_size = chunk_size or default_chunk_size(recording, model.n_taps)
     batches = chunk_batches(recording.n_samples, chunk_size, batch_chunks, start, stop)
     settings = SpikeSettings.of(model, noise_levels, dead_time, min_amplitude, prior, solver, settled_fraction)
+    done: dict[int, list[SpikeEvents]] = {}
+    if known is not None and known[0].same_as(settings) and (chunk_size, batch_chunks, start, stop) == (
+            default_chunk_size(recording, model.n_taps), BATCH_CHUNKS, 0, None):
+        done = {index: parts for index, parts in known[1].items() if index < len(batches)}
     finder = ChunkSpikeFinder(settings, model)
     if parallel is None:
         parallel = adapt_threads() if finder.working_set is not None else 1  # a GPU batches chunks itself
-    return SpikeEvents.concatenate(
-        spikes_of_batches(finder, recording, batches, parallel, progress=progress, should_stop=should_stop))
+    left = [index for index in range(len(batches)) if index not in done]
+    coded = spikes_of_batches(finder, recording, [batches[index] for index in left], parallel,
+                              progress=progress, should_stop=should_stop, by_batch=True)
+    done.update((index, parts) for index, parts in zip(left, coded) if parts is not None)
+    return SpikeEvents.concatenate([part for index in sorted(done) for part in done[index]])
 
 
 def spikes_of_batches(
@@ -445,8 +475,10 @@ def spikes_of_batches(
     parallel: int = 1,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> list[SpikeEvents]:
-    """The spikes of every chunk of `batches`, in order, with up to `parallel` batches at a time.
+    by_batch: bool = False,
+) -> list[SpikeEvents] | list[list[SpikeEvents]]:
+    """The spikes of every chunk of `batches`, in order, with up to `parallel` batches at a time
+    (`by_batch`: one list of the chunks' spikes per batch, None for a batch not coded because of a stop).
 
     Batches are independent, and most of a batch's time on a CPU is many small steps (the working
     set's FISTA, explain-away) that one thread runs as fast as two. So each free core takes a
@@ -484,4 +516,6 @@ def spikes_of_batches(
             finally:
                 for future in futures:
                     future.cancel()  # those not started; the pool waits for those under way
+    if by_batch:
+        return parts
     return [part for chunk_parts in parts if chunk_parts is not None for part in chunk_parts]

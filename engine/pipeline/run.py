@@ -32,10 +32,11 @@ from engine.model.similarity import shift_invariant_similarity
 from engine.model.working_set import ROUGH_SETTLED_FRACTION
 from engine.pipeline.coincidences import (coded_with_another, coincidence_survivors, find_coincidences, group_medians,
                                          join_split_shares, resolve_coincidences)
-from engine.pipeline.inference import SpikeEvents, infer_spikes
+from engine.pipeline.inference import (BATCH_CHUNKS, SpikeEvents, SpikeSettings, chunk_batches, default_chunk_size,
+                                      infer_spikes)
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
-from engine.pipeline.faint_units import discovery_pieces, faint_candidates
+from engine.pipeline.faint_units import discovery_batches, faint_candidates
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.hollow_events import drop_hollow_events
@@ -306,19 +307,22 @@ class SortPipeline:
         target, noise_levels = self._sorting_target(recording)
         # Faint neurons are looked for in the recording the dictionary learned (another one is sorted as learned).
         faint_share = self._faint_share() if target is self.recording else 0.0
+        known = None  # spikes the faint search coded with the sort's own settings, while they stay valid
         if faint_share > 0:
             with self.stage_log.stage("faint units"):
-                self.faint_units = self._add_faint_filters(_part_of(progress, 0.0, faint_share), should_stop)
+                self.faint_units, known = self._add_faint_filters(_part_of(progress, 0.0, faint_share), should_stop)
         with self.model_lock:
             model = self.model
-            pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
-        prior = AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, model.n_filters)
+            prior = self._amplitude_prior()
         lambdas = model.lambdas.detach().cpu().numpy()  # (n_filters,) each filter's bar for its spikes
         with self.stage_log.stage("inference"):
+            # `known` is used only by this process's inference, and only if its settings are the search's
+            # (infer_spikes checks): a dictionary that gained a faint filter codes every batch again.
+            extra = {"known": known} if infer is None and known is not None else {}
             events = (infer or infer_spikes)(
                 model, target, noise_levels, self.dead_time, lambdas,
                 progress=_part_of(progress, faint_share, 1.0 - faint_share), should_stop=should_stop, prior=prior,
-                solver=self.config.solver,
+                solver=self.config.solver, **extra,
             )
         if should_stop is not None and should_stop():
             raise SortStopped("sorting was stopped before the end of the recording")
@@ -381,21 +385,31 @@ class SortPipeline:
         its budget of channels × samples against the whole recording's."""
         if self.recording.n_channels < FAINT_MIN_CHANNELS:
             return 0.0
-        searched = sum(stop - start for start, stop in discovery_pieces(
-            self.recording.n_samples, self.recording.n_channels, self.sampling_rate, self.n_taps))
+        batches = chunk_batches(self.recording.n_samples, default_chunk_size(self.recording, self.n_taps), BATCH_CHUNKS)
+        searched = sum(b - a for index in discovery_batches(batches, self.recording.n_channels, self.sampling_rate)
+                       for a, b in batches[index])
         return searched / (searched + self.recording.n_samples)
 
-    def _add_faint_filters(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> str:
+    def _amplitude_prior(self) -> AmplitudePrior:
+        """Each filter's usual spike amplitude in the pool, with which inference relabels spikes."""
+        pool_events = self._events_of_pool()  # cached: the pruning just coded the pool with this dictionary
+        return AmplitudePrior.from_events(pool_events.amplitudes, pool_events.filters, self.model.n_filters)
+
+    def _add_faint_filters(self, progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                           ) -> tuple[str, tuple[SpikeSettings, dict[int, list[SpikeEvents]]] | None]:
         """Give neurons too faint for the first dictionary filters of their own (engine/pipeline/faint_units.py):
         each candidate is kept when it then codes at least FAINT_MIN_POOL_SPIKES of the training pool and is
-        neither idle, a duplicate nor a shadow by pruning's rules. Returns what it did, for the sort's notes."""
+        neither idle, a duplicate nor a shadow by pruning's rules. Returns what it did, for the sort's notes,
+        and the spikes of the batches it searched (with their settings) when the dictionary stayed as it was."""
         with self.model_lock:
             n_before = self.model.n_filters
-            candidates = faint_candidates(self.recording, self.noise_levels, self.model, self._lambdas(), self.dead_time,
-                                          self.neighbourhoods, solver=self.config.solver,
-                                          progress=progress, should_stop=should_stop)
+            search = faint_candidates(self.recording, self.noise_levels, self.model, self._lambdas(), self.dead_time,
+                                      self.neighbourhoods, solver=self.config.solver, prior=self._amplitude_prior(),
+                                      progress=progress, should_stop=should_stop)
+            candidates = search.candidates
+            known = (search.settings, search.coded)
             if len(candidates) == 0:
-                return "no faint unit found"
+                return "no faint unit found", known
             mask = np.concatenate([self.model.channel_mask.detach().cpu().numpy() > 0,
                                    self._neighbourhoods_of(candidates)])
             # A faint neuron's spikes sit near the bar: its filter gets a lower one (FAINT_LAMBDA_FRACTION).
@@ -417,8 +431,9 @@ class SortPipeline:
                 # A found filter starts where it was found, so views can still pair each filter with its start.
                 found = self.model.filters.detach().cpu().numpy()[n_before:]
                 self.initial_filters = np.concatenate([self.initial_filters, found])
+            # A dictionary back as it was (no candidate kept) still codes the searched batches as they were.
             return (f"faint units: {len(candidates)} candidates, kept {len(kept)} "
-                    f"(pool spikes {', '.join(str(int(counts[k])) for k in kept)})")
+                    f"(pool spikes {', '.join(str(int(counts[k])) for k in kept)})"), known
 
     def _one_waveform(self, model: CRsAE, target: Recording, noise_levels: np.ndarray, events: SpikeEvents,
                       k: int, lower: tuple[float, float], upper: tuple[float, float],
