@@ -404,6 +404,9 @@ def test_peaks_are_found_where_they_stand_as_a_running_maximum_finds_them():
         running = maximum_filter1d(outside, 2 * radius + 1, axis=2, mode="constant", cval=-np.inf)
         expected = (outside > thresholds) & (outside >= running)
         np.testing.assert_array_equal(encoder._peaks_above(values, thresholds, excluded=skip), expected)
+        # The checks list the peaks as they find them (no mask): the same peaks, in W's order.
+        listed = encoder._peak_coordinates(values, thresholds, excluded=skip)
+        np.testing.assert_array_equal(np.stack(listed), np.stack(encoder._coordinates(expected)))
 
 
 

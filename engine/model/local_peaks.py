@@ -37,7 +37,35 @@ def peaks_above(values: np.ndarray, thresholds: np.ndarray, radius: int,
     return peaks.reshape(values.shape)
 
 
+def peak_indices(values: np.ndarray, thresholds: np.ndarray, radius: int,
+                 excluded: np.ndarray | None = None) -> np.ndarray:
+    """`peaks_above`'s peaks as flat indices into `values` (int64, increasing), found without writing or
+    scanning a batch-sized mask: the working set's checks look for a few thousand peaks among millions of
+    values, and listing them from a mask (np.flatnonzero) cost as much as finding them."""
+    n_chunks, n_filters, n_codes = values.shape
+    bars = np.ascontiguousarray(np.asarray(thresholds, dtype=np.float32).reshape(-1))
+    if bars.size != n_filters:
+        raise ValueError(f"thresholds hold {bars.size} values, expected one per filter ({n_filters})")
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(n_chunks * n_filters, n_codes)
+    skip = (np.zeros((0, 0), dtype=np.bool_) if excluded is None
+            else np.ascontiguousarray(excluded, dtype=np.bool_).reshape(n_chunks * n_filters, n_codes))
+    return _list_peaks(flat, bars, skip, excluded is not None, int(radius))
+
+
 # nogil: inference encodes two batches at once in threads; cache: compiled once per machine.
+@numba.njit(nogil=True, cache=True)
+def _is_peak(values, excluded, has_excluded, radius, row, t, value):
+    n_codes = values.shape[1]
+    # Outwards from t, nearest first: on a spike's flank the next sample is already bigger.
+    for distance in range(1, radius + 1):
+        before, after = t - distance, t + distance
+        if before >= 0 and values[row, before] > value and not (has_excluded and excluded[row, before]):
+            return False
+        if after < n_codes and values[row, after] > value and not (has_excluded and excluded[row, after]):
+            return False
+    return True
+
+
 @numba.njit(nogil=True, cache=True)
 def _mark_peaks(values, bars, excluded, has_excluded, radius, peaks):
     n_rows, n_codes = values.shape
@@ -48,17 +76,29 @@ def _mark_peaks(values, bars, excluded, has_excluded, radius, peaks):
             value = values[row, t]
             if not value > bar or (has_excluded and excluded[row, t]):
                 continue
-            peak = True
-            # Outwards from t, nearest first: on a spike's flank the next sample is already bigger.
-            for distance in range(1, radius + 1):
-                before, after = t - distance, t + distance
-                if before >= 0 and values[row, before] > value and not (has_excluded and excluded[row, before]):
-                    peak = False
-                    break
-                if after < n_codes and values[row, after] > value and not (has_excluded and excluded[row, after]):
-                    peak = False
-                    break
-            peaks[row, t] = peak
+            peaks[row, t] = _is_peak(values, excluded, has_excluded, radius, row, t, value)
+
+
+@numba.njit(nogil=True, cache=True)
+def _list_peaks(values, bars, excluded, has_excluded, radius):
+    n_rows, n_codes = values.shape
+    n_filters = bars.size
+    found = np.empty(1024, dtype=np.int64)
+    n_found = 0
+    for row in range(n_rows):
+        bar = bars[row % n_filters]
+        for t in range(n_codes):
+            value = values[row, t]
+            if not value > bar or (has_excluded and excluded[row, t]):
+                continue
+            if _is_peak(values, excluded, has_excluded, radius, row, t, value):
+                if n_found == found.size:  # room for twice as many
+                    grown = np.empty(2 * found.size, dtype=np.int64)
+                    grown[:n_found] = found
+                    found = grown
+                found[n_found] = row * n_codes + t
+                n_found += 1
+    return found[:n_found].copy()
 
 
 def shadows(gram: np.ndarray, filters: np.ndarray, times: np.ndarray, values: np.ndarray, lambdas: np.ndarray,

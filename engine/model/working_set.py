@@ -56,7 +56,7 @@ import torch
 from engine.model.block_fista import fista_by_block
 from engine.model.crsae import CRsAE, _fast_fft_length, debias
 from engine.model.gram_rows import GramRows
-from engine.model.local_peaks import peaks_above, shadows
+from engine.model.local_peaks import peak_indices, peaks_above, shadows
 from engine.model.pairs import pairs_in_runs
 from engine.model.sparse_gram import coordinate_steps, gram_entries, sparse_gram
 
@@ -167,8 +167,12 @@ class WorkingSetEncoder:
         with torch.no_grad():
             correlation = self.model.analysis(signal_tensor).numpy()  # (batch, K, m) float32, as the encoder
         lambdas = self.lambdas[None, :, None]
-        in_set = self._distinct(self._peaks_above(correlation, self.screen * lambdas), correlation)
-        chunks, filters, times = self._coordinates(in_set)
+        # W as its coordinates (chunk, filter, common-axis time) in `_coordinates` order, kept up to date as it
+        # grows, and as a mask for the peak search to leave out; never listed again from the mask.
+        members = self._distinct_coordinates(self._peak_coordinates(correlation, self.screen * lambdas), correlation)
+        chunks, filters, times = members
+        in_set = np.zeros(correlation.shape, dtype=bool)
+        in_set[self._batch_index(members, correlation)] = True
         if gram_entries(times, self.n_taps) * self.interacting_fraction > MAX_ENTRIES_PER_CODE * in_set.size:
             with self._counts_lock:
                 self.dense_chunks += len(signal)
@@ -178,26 +182,25 @@ class WorkingSetEncoder:
             self.sparse_chunks += len(signal)
         codes = np.zeros_like(correlation)
         gram = sparse_gram(self.gram, filters, times)
-        index = (chunks, filters, times - chunks * self._stride(in_set))
+        index = self._batch_index(members, codes)
         codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
         gradient = correlation - self._gram_product(codes)  # the lasso's gradient, kept up to date as codes move
         set_size = len(times)
         for _ in range(_MAX_CHECKS):
-            violators = self._distinct(
-                self._peaks_above(gradient, lambdas * (1.0 + self.violation_margin), excluded=in_set), gradient)
+            violators = self._distinct_coordinates(
+                self._peak_coordinates(gradient, lambdas * (1.0 + self.violation_margin), excluded=in_set), gradient)
             # Codes of W whose neighbours moved since they were solved (see _unsettled).
-            members = self._coordinates(in_set)
             unsettled = self._unsettled(codes, gradient, members)
-            n_violators = int(violators.sum())
+            n_violators = len(violators[0])
             if n_violators == 0 and not unsettled.any():
                 break
             if n_violators < self.settled_fraction * set_size:
                 break
-            in_set |= violators
+            in_set[self._batch_index(violators, in_set)] = True
             set_size += n_violators
-            moved = tuple(np.concatenate([new, old[unsettled]])
-                          for new, old in zip(self._coordinates(violators), members))
-            self._solve_near(moved, self._coordinates(in_set), codes, gradient)
+            moved = tuple(np.concatenate([new, old[unsettled]]) for new, old in zip(violators, members))
+            members = self._merged(members, violators, codes.shape[1])
+            self._solve_near(moved, members, codes, gradient)
         support = codes > 0
         if support.any() and self.model.n_debias_iterations > 0:
             chunks, filters, times = self._coordinates(support)
@@ -205,6 +208,37 @@ class WorkingSetEncoder:
             index = (chunks, filters, times - chunks * self._stride(support))
             codes[index] = self._debias(gram, correlation[index], codes[index])
         return codes.astype(np.float32), correlation
+
+    def _peak_coordinates(self, values: np.ndarray, thresholds: np.ndarray,
+                          excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`_peaks_above`'s peaks as coordinates (`_coordinates`' form and order), listed as they are found."""
+        flat = peak_indices(values, thresholds, max(self.n_taps // 4, 1), excluded)
+        return self._sorted_coordinates(flat, values.shape)
+
+    def _distinct_coordinates(self, candidates: tuple[np.ndarray, np.ndarray, np.ndarray],
+                              correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `candidates` (coordinates) that are not another candidate's shadow (see `_distinct`)."""
+        chunks, filters, times = candidates
+        if times.size < 2:
+            return candidates
+        radius = max(self.n_taps // 2, 1)
+        outdone = shadows(self.gram, filters, times, correlation[self._batch_index(candidates, correlation)],
+                          self.lambdas, radius)
+        return tuple(axis[~outdone] for axis in candidates)
+
+    def _batch_index(self, coordinates: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index into a (chunks, filters, codes) array of the coordinates (chunk, filter, common-axis time)."""
+        chunks, filters, times = coordinates
+        return chunks, filters, times - chunks * self._stride(batch)
+
+    @staticmethod
+    def _merged(members: tuple[np.ndarray, np.ndarray, np.ndarray], added: tuple[np.ndarray, np.ndarray, np.ndarray],
+                n_filters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """W with `added` (none of them already in it), in `_coordinates` order: by common-axis time, then filter."""
+        merged = tuple(np.concatenate([old, new]) for old, new in zip(members, added))
+        order = np.argsort(merged[2] * n_filters + merged[1], kind="stable")
+        return tuple(axis[order] for axis in merged)
 
     def _peaks_above(self, values: np.ndarray, thresholds: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
         """(batch, K, m) bool: where `values` exceed their filter's `thresholds` and are the largest of
@@ -239,14 +273,8 @@ class WorkingSetEncoder:
         32-channel probe (28 filters): W started at 19 k codes for 2 s, 760 without shadows; inference took
         96 s without this, 31 s with it, at the same accuracy (0.831 before amplitude splits).
         """
-        chunks, filters, times = self._coordinates(candidates)
-        if times.size < 2:
-            return candidates
-        index = (chunks, filters, times - chunks * self._stride(candidates))
-        radius = max(self.n_taps // 2, 1)
-        outdone = shadows(self.gram, filters, times, correlation[index], self.lambdas, radius)
-        kept = candidates.copy()
-        kept[tuple(axis[outdone] for axis in index)] = False
+        kept = np.zeros_like(candidates)
+        kept[self._batch_index(self._distinct_coordinates(self._coordinates(candidates), correlation), candidates)] = True
         return kept
 
     def _stride(self, mask: np.ndarray) -> int:
@@ -255,14 +283,19 @@ class WorkingSetEncoder:
 
     def _coordinates(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(chunk, filter, time on the common axis) of the set coordinates, in time order."""
-        n_chunks, n_filters, n_codes = mask.shape
         # The set coordinates are few: found in memory order, then sorted, rather than read
         # through a transposed (strided) view of the whole batch.
-        chunks, within = np.divmod(np.flatnonzero(mask), n_filters * n_codes)
+        return self._sorted_coordinates(np.flatnonzero(mask), mask.shape)
+
+    def _sorted_coordinates(self, flat: np.ndarray, shape: tuple[int, int, int]
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(chunk, filter, common-axis time) of flat indices into a (chunks, filters, codes) batch, in time order."""
+        n_chunks, n_filters, n_codes = shape
+        chunks, within = np.divmod(flat, n_filters * n_codes)
         filters, times = np.divmod(within, n_codes)
         order = np.lexsort((filters, times, chunks))
         chunks, filters, times = chunks[order], filters[order], times[order]
-        return chunks, filters, times + chunks * self._stride(mask)
+        return chunks, filters, times + chunks * (n_codes + self.n_taps)
 
     def _fista(self, gram: sparse.csr_matrix, correlation: np.ndarray, lambdas: np.ndarray,
                start: np.ndarray) -> np.ndarray:
