@@ -230,27 +230,37 @@ def test_a_filter_with_two_amplitude_groups_becomes_two_units_of_one_shape(train
 
 
 def test_a_steps_codes_do_not_depend_on_how_many_cores_code_its_parts(trained, monkeypatch):
-    """A batch is coded in fixed parts, in threads on the free cores: one core or two, the same codes and
-    the same kept spikes, equal to coding each part alone."""
+    """A batch is coded in a part per free core, in lockstep: one core, two or three, the codes and kept
+    spikes of the whole batch coded at once, even where the checks stop early (the rough stop looks at
+    the whole batch; parts stopping on their own counts code otherwise)."""
     import torch
 
     import engine.pipeline.training as training
+    from engine.model.crsae import CRsAE
+    from engine.model.working_set import WorkingSetEncoder
 
     pipeline, _ = trained
     trainer = pipeline.trainer
+    model = trainer.model
     monkeypatch.setattr(trainer, "spike_reading", pipeline._spike_reading())
-    batch = pipeline.pool.sample_batch(np.random.default_rng(0), 3 * 2, trainer.device)
-    monkeypatch.setattr(training, "ENCODE_PART_WINDOWS", 2)
-    results = {}
-    for cores in (1, 2):
-        monkeypatch.setattr(training, "adapt_threads", lambda cores=cores: cores)
-        results[cores] = trainer._lasso_codes(batch)
-    for one, two in zip(results[1], results[2]):
-        assert torch.equal(one, two)
-    codes, kept = results[2]
-    assert codes.shape[0] == 6 and kept.shape == codes.shape
-    assert 0 < int((kept > 0).sum()) <= int((codes > 0).sum())  # kept spikes are a part of the codes
-    for start in range(0, 6, 2):  # each part as if it were a batch of its own
-        alone_codes, alone_kept = trainer._lasso_codes(batch[start : start + 2])
-        assert torch.equal(alone_codes, codes[start : start + 2])
-        assert torch.equal(alone_kept, kept[start : start + 2])
+    rough = 0.05  # a check adding under 5 % of W stops them: at different checks in different parts
+    monkeypatch.setattr(training, "ROUGH_SETTLED_FRACTION", rough)
+    on_their_own = WorkingSetEncoder(CRsAE(model.filters.detach(), model.lambdas, model.n_iterations,
+                                           n_debias_iterations=0, channel_mask=model.channel_mask),
+                                     settled_fraction=rough)
+    halves_differ = 0
+    for seed in (1, 2, 3):
+        batch = pipeline.pool.sample_batch(np.random.default_rng(seed), 6, trainer.device)
+        results = {}
+        for cores in (1, 2, 3):
+            monkeypatch.setattr(training, "adapt_threads", lambda cores=cores: cores)
+            results[cores] = trainer._lasso_codes(batch)
+        for cores in (2, 3):
+            for whole, parts in zip(results[1], results[cores]):
+                assert torch.equal(whole, parts)
+        codes, kept = results[1]
+        assert 0 < int((kept > 0).sum()) <= int((codes > 0).sum())  # kept spikes are a part of the codes
+        # Halves each deciding on their own when to stop: other codes (what the lockstep prevents).
+        alone = np.concatenate([on_their_own.encode(half.numpy()) for half in torch.tensor_split(batch, 2)])
+        halves_differ += not np.array_equal(alone, codes.numpy())
+    assert halves_differ >= 1

@@ -160,9 +160,16 @@ class WorkingSetEncoder:
         """
         return self.encode_with_correlation(signal)[0]
 
-    def encode_with_correlation(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_with_correlation(self, signal: np.ndarray, together: Lockstep | None = None,
+                                ) -> tuple[np.ndarray, np.ndarray]:
         """(codes, Hᵀy): `encode`'s codes and the signal's correlation with every filter (batch, n_filters,
-        n - n_taps + 1) float32, which the encoder computes first; refinement reads the residual's from it."""
+        n - n_taps + 1) float32, which the encoder computes first; refinement reads the residual's from it.
+
+        `together`: this signal is one part of a batch whose other parts other threads encode at the same
+        time; the choices that look at the whole batch (the dense route, when the checks stop) are then
+        made on the whole batch's counts (`Lockstep`), so that each part's codes are those the whole
+        batch encoded at once would give. Chunks never interact, so nothing else depends on the batch."""
+        total = together.total if together is not None else (lambda *counts: counts)
         signal_tensor = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
         with torch.no_grad():
             correlation = self.model.analysis(signal_tensor).numpy()  # (batch, K, m) float32, as the encoder
@@ -173,7 +180,8 @@ class WorkingSetEncoder:
         chunks, filters, times = members
         in_set = np.zeros(correlation.shape, dtype=bool)
         in_set[self._batch_index(members, correlation)] = True
-        if gram_entries(times, self.n_taps) * self.interacting_fraction > MAX_ENTRIES_PER_CODE * in_set.size:
+        entries, size = total(gram_entries(times, self.n_taps), in_set.size)
+        if entries * self.interacting_fraction > MAX_ENTRIES_PER_CODE * size:
             with self._counts_lock:
                 self.dense_chunks += len(signal)
             with torch.no_grad():
@@ -185,14 +193,14 @@ class WorkingSetEncoder:
         index = self._batch_index(members, codes)
         codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
         gradient = correlation - self._gram_product(codes)  # the lasso's gradient, kept up to date as codes move
-        set_size = len(times)
+        set_size = total(len(times))[0]  # the whole batch's, with `together`
         for _ in range(_MAX_CHECKS):
             violators = self._distinct_coordinates(
                 self._peak_coordinates(gradient, lambdas * (1.0 + self.violation_margin), excluded=in_set), gradient)
             # Codes of W whose neighbours moved since they were solved (see _unsettled).
             unsettled = self._unsettled(codes, gradient, members)
-            n_violators = len(violators[0])
-            if n_violators == 0 and not unsettled.any():
+            n_violators, n_unsettled = total(len(violators[0]), int(unsettled.sum()))
+            if n_violators == 0 and n_unsettled == 0:
                 break
             if n_violators < self.settled_fraction * set_size:
                 break
@@ -387,6 +395,34 @@ class WorkingSetEncoder:
         """
         chunks, filters, times = np.nonzero(codes)
         return self.gram_rows.product(chunks, filters, times, codes[chunks, filters, times], codes.shape)
+
+
+class Lockstep:
+    """The parts of one batch, encoded each in a thread of its own at the same time, deciding what looks at the
+    whole batch (the dense route, when to stop the checks) on the sums of their counts.
+
+    Every part must be encoding at once (a thread each, not a pool smaller than the parts), and each
+    calls `total` the same number of times, which the shared decisions guarantee."""
+
+    def __init__(self, parts: int) -> None:
+        self._barrier = threading.Barrier(parts)
+        self._lock = threading.Lock()
+        self._sums: list[int] | None = None
+
+    def total(self, *counts: int) -> tuple[int, ...]:
+        """The sums over the parts of each of `counts`, once every part has given its own."""
+        with self._lock:
+            self._sums = list(counts) if self._sums is None else [a + b for a, b in zip(self._sums, counts)]
+        self._barrier.wait()  # every part has added its counts
+        sums = tuple(self._sums)
+        if self._barrier.wait() == 0:  # every part has read them: one clears them for the next call
+            self._sums = None
+        self._barrier.wait()
+        return sums
+
+    def abort(self) -> None:
+        """Release the other parts (they raise threading.BrokenBarrierError) when one of them failed."""
+        self._barrier.abort()
 
 
 def gram_tensor(model: CRsAE) -> np.ndarray:
