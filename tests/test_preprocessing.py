@@ -161,23 +161,3 @@ def test_medians_are_numpys(n_channels):
     np.testing.assert_allclose(median_absolute_deviations(traces[:1000]),
                                np.median(np.abs(traces[:1000] - np.median(traces[:1000], axis=0)), axis=0), rtol=1e-6)
 
-
-def test_the_training_pool_read_a_piece_per_core_is_the_pool_read_in_one(monkeypatch):
-    from engine.pipeline import pool as pool_module
-    from engine.pipeline.preprocessing import PreprocessedRecording
-
-    rng = np.random.default_rng(5)
-    rate = 10_000.0
-    raw = NumpyRecording((20.0 * rng.standard_normal((int(40 * rate), 12))).astype(np.float32), rate)
-    recording = PreprocessedRecording(raw)
-    noise = np.linspace(10.0, 20.0, 12).astype(np.float32)
-    # A cap of a few pieces' worth: the pool is then pieces spread over the recording, not the whole.
-    monkeypatch.setattr(pool_module, "MAX_POOL_VALUES", 12 * int(12 * rate))
-    pools = {}
-    for cores in (1, 2):
-        monkeypatch.setattr(pool_module, "adapt_threads", lambda cores=cores: cores)
-        pools[cores] = pool_module.build_training_pool(recording, noise, 200).data
-    assert pools[1].shape == (12, int(12 * rate))
-    np.testing.assert_array_equal(pools[1], pools[2])
-    first = recording.get_traces(0, int(2 * rate)).T / noise[:, None]  # the first piece, in its place
-    np.testing.assert_array_equal(pools[2][:, : int(2 * rate)], first)

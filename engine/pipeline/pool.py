@@ -11,7 +11,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.cpu import adapt_threads, in_order
 from engine.io.recording import NumpyRecording, Recording
 from engine.pipeline.params import HELDOUT_WINDOWS, MAX_POOL_VALUES, POOL_PIECE_S, POOL_READ_S, PRUNE_SECONDS
 from engine.pipeline.stages import SortStopped
@@ -91,19 +90,11 @@ def build_training_pool(
     total = sum(stop - start for start, stop in pieces)
     data = np.empty((n_channels, total), dtype=np.float32)
     filled = 0
-
-    def read(piece: tuple[int, int]) -> np.ndarray | None:
+    for start, stop in pieces:
         if should_stop is not None and should_stop():
-            return None
-        return recording.get_traces(*piece).T / noise_levels[:, None]
-
-    # A piece per free core: the band-pass (scipy's, compiled) leaves the GIL, and reading the pool on one
-    # core kept the other idle (32 channels, 66 s of pool: 1.7 s at 1.0 cores busy). Taken in order.
-    for piece in in_order(read, pieces, adapt_threads()):
-        if piece is None:
             raise SortStopped("stopped while reading the training pool")
-        data[:, filled : filled + piece.shape[1]] = piece
-        filled += piece.shape[1]
+        data[:, filled : filled + stop - start] = recording.get_traces(start, stop).T / noise_levels[:, None]
+        filled += stop - start
         if progress is not None:
             progress(filled / total)
     return TrainingPool(data, sampling_rate, window)
