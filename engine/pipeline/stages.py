@@ -90,7 +90,9 @@ class StageLog:
         """The costs as an aligned text table, one stage per line."""
         width = max((len(cost.name) for cost in self.costs), default=5)
         lines = [f"{'stage':<{width}}  {'time (s)':>9}  {'cores busy':>10}  {'peak RSS (MB)':>13}"]
-        lines += [f"{c.name:<{width}}  {c.seconds:>9.2f}  {c.cores_busy:>10.2f}  {c.peak_rss_mb:>13.0f}"
+        # A stage of a few milliseconds has a CPU time of a few clock ticks: its ratio says nothing.
+        lines += [f"{c.name:<{width}}  {c.seconds:>9.2f}  "
+                  f"{(f'{c.cores_busy:.2f}' if c.seconds >= 0.05 else '-'):>10}  {c.peak_rss_mb:>13.0f}"
                   for c in self.costs]
         seconds = sum(c.seconds for c in self.costs)
         cores = sum(c.cpu_seconds for c in self.costs) / seconds if seconds > 0 else 0.0
