@@ -160,4 +160,3 @@ def test_medians_are_numpys(n_channels):
                                np.median(np.abs(traces - np.median(traces, axis=0)), axis=0), rtol=1e-6)
     np.testing.assert_allclose(median_absolute_deviations(traces[:1000]),
                                np.median(np.abs(traces[:1000] - np.median(traces[:1000], axis=0)), axis=0), rtol=1e-6)
-

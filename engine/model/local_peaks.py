@@ -25,16 +25,9 @@ def peaks_above(values: np.ndarray, thresholds: np.ndarray, radius: int,
     """(batch, K, m) bool: where `values` (batch, K, m) exceed their filter's threshold (`thresholds`,
     one per filter, any shape that holds K values) and are at least every value of their filter's row
     within `radius` samples, `excluded` coordinates neither counting nor competing (ties are peaks)."""
-    n_chunks, n_filters, n_codes = values.shape
-    bars = np.ascontiguousarray(np.asarray(thresholds, dtype=np.float32).reshape(-1))
-    if bars.size != n_filters:
-        raise ValueError(f"thresholds hold {bars.size} values, expected one per filter ({n_filters})")
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(n_chunks * n_filters, n_codes)
-    skip = (np.zeros((0, 0), dtype=np.bool_) if excluded is None
-            else np.ascontiguousarray(excluded, dtype=np.bool_).reshape(n_chunks * n_filters, n_codes))
-    peaks = np.zeros(flat.shape, dtype=np.bool_)
-    _mark_peaks(flat, bars, skip, excluded is not None, int(radius), peaks)
-    return peaks.reshape(values.shape)
+    peaks = np.zeros(values.shape, dtype=np.bool_)
+    peaks.reshape(-1)[peak_indices(values, thresholds, radius, excluded)] = True
+    return peaks
 
 
 def peak_indices(values: np.ndarray, thresholds: np.ndarray, radius: int,
@@ -54,32 +47,6 @@ def peak_indices(values: np.ndarray, thresholds: np.ndarray, radius: int,
 
 # nogil: inference encodes two batches at once in threads; cache: compiled once per machine.
 @numba.njit(nogil=True, cache=True)
-def _is_peak(values, excluded, has_excluded, radius, row, t, value):
-    n_codes = values.shape[1]
-    # Outwards from t, nearest first: on a spike's flank the next sample is already bigger.
-    for distance in range(1, radius + 1):
-        before, after = t - distance, t + distance
-        if before >= 0 and values[row, before] > value and not (has_excluded and excluded[row, before]):
-            return False
-        if after < n_codes and values[row, after] > value and not (has_excluded and excluded[row, after]):
-            return False
-    return True
-
-
-@numba.njit(nogil=True, cache=True)
-def _mark_peaks(values, bars, excluded, has_excluded, radius, peaks):
-    n_rows, n_codes = values.shape
-    n_filters = bars.size
-    for row in range(n_rows):
-        bar = bars[row % n_filters]
-        for t in range(n_codes):
-            value = values[row, t]
-            if not value > bar or (has_excluded and excluded[row, t]):
-                continue
-            peaks[row, t] = _is_peak(values, excluded, has_excluded, radius, row, t, value)
-
-
-@numba.njit(nogil=True, cache=True)
 def _list_peaks(values, bars, excluded, has_excluded, radius):
     n_rows, n_codes = values.shape
     n_filters = bars.size
@@ -91,7 +58,17 @@ def _list_peaks(values, bars, excluded, has_excluded, radius):
             value = values[row, t]
             if not value > bar or (has_excluded and excluded[row, t]):
                 continue
-            if _is_peak(values, excluded, has_excluded, radius, row, t, value):
+            peak = True
+            # Outwards from t, nearest first: on a spike's flank the next sample is already bigger.
+            for distance in range(1, radius + 1):
+                before, after = t - distance, t + distance
+                if before >= 0 and values[row, before] > value and not (has_excluded and excluded[row, before]):
+                    peak = False
+                    break
+                if after < n_codes and values[row, after] > value and not (has_excluded and excluded[row, after]):
+                    peak = False
+                    break
+            if peak:
                 if n_found == found.size:  # room for twice as many
                     grown = np.empty(2 * found.size, dtype=np.int64)
                     grown[:n_found] = found

@@ -58,6 +58,14 @@ def discovery_batches(batches: list[list[tuple[int, int]]], n_channels: int, sam
     return sorted(set(np.linspace(0, len(batches) - 1, wanted).round().astype(int).tolist()))
 
 
+def searched_batches(recording: Recording, n_taps: int, max_values: int = FAINT_MAX_VALUES,
+                     ) -> tuple[list[list[tuple[int, int]]], list[int]]:
+    """(the sort's inference batches of `recording`, as infer_spikes cuts them by default; the indices of
+    those the search codes, `discovery_batches`)."""
+    batches = chunk_batches(recording.n_samples, default_chunk_size(recording, n_taps), BATCH_CHUNKS)
+    return batches, discovery_batches(batches, recording.n_channels, float(recording.sampling_rate), max_values)
+
+
 class _SnippetStore:
     """Each channel's residual snippets (on its FAINT_SNIPPET_CHANNELS nearest channels), at most
     FAINT_SNIPPETS_PER_CHANNEL a channel: 384 channels × 200 × 8 × 120 float32 is 295 MB at most,
@@ -154,8 +162,7 @@ def faint_candidates(
     window = max(int(round(SHADOW_WINDOW_MS * 1e-3 * sampling_rate)), 1)
     store = _SnippetStore(np.asarray(recording.channel_positions, dtype=np.float64), neighbourhoods, n_taps)
     # The sort's own batches and spike finder: what they code here is what its inference would code.
-    batches = chunk_batches(recording.n_samples, default_chunk_size(recording, n_taps), BATCH_CHUNKS)
-    searched = discovery_batches(batches, n_channels, sampling_rate, max_values)
+    batches, searched = searched_batches(recording, n_taps, max_values)
     settings = SpikeSettings.of(model, noise_levels, dead_time, lambdas, prior, solver)
     finder = ChunkSpikeFinder(settings, model)
     filter_peaks = peak_taps(filters.transpose(0, 2, 1))  # (n_filters,) where each event's time sits in its filter

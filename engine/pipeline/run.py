@@ -32,11 +32,10 @@ from engine.model.similarity import shift_invariant_similarity
 from engine.model.working_set import ROUGH_SETTLED_FRACTION
 from engine.pipeline.coincidences import (coded_with_another, coincidence_survivors, find_coincidences, group_medians,
                                          join_split_shares, resolve_coincidences)
-from engine.pipeline.inference import (BATCH_CHUNKS, SpikeEvents, SpikeSettings, chunk_batches, default_chunk_size,
-                                      infer_spikes)
+from engine.pipeline.inference import SpikeEvents, SpikeSettings, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
-from engine.pipeline.faint_units import discovery_batches, faint_candidates
+from engine.pipeline.faint_units import faint_candidates, searched_batches
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.hollow_events import drop_hollow_events
@@ -385,9 +384,8 @@ class SortPipeline:
         its budget of channels × samples against the whole recording's."""
         if self.recording.n_channels < FAINT_MIN_CHANNELS:
             return 0.0
-        batches = chunk_batches(self.recording.n_samples, default_chunk_size(self.recording, self.n_taps), BATCH_CHUNKS)
-        searched = sum(b - a for index in discovery_batches(batches, self.recording.n_channels, self.sampling_rate)
-                       for a, b in batches[index])
+        batches, indices = searched_batches(self.recording, self.n_taps)
+        searched = sum(b - a for index in indices for a, b in batches[index])
         return searched / (searched + self.recording.n_samples)
 
     def _amplitude_prior(self) -> AmplitudePrior:
