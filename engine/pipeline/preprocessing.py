@@ -11,9 +11,10 @@ import functools
 import math
 
 import numpy as np
-from scipy.signal import butter, sosfilt, sosfiltfilt
+from scipy.signal import butter, sosfilt
 
 from engine.io.recording import Recording, RecordingError
+from engine.pipeline.sos_filter import sos_filtfilt
 
 FILTER_ORDER = 3  # per pass; forward-backward filtering doubles the effective order
 # The margin is where the filter's impulse response has decayed to this
@@ -69,8 +70,8 @@ def filter_margin(sampling_rate: float, freq_min: float = 300.0, freq_max: float
     return int(above_tail[-1]) + 1
 
 
-# The band-pass and the noise's medians work on this many channels at a time: their float64
-# copies and transposes then stay in the CPU's caches.
+# The noise's medians work on this many channels at a time: their transposed copies then stay in
+# the CPU's caches.
 _CHANNELS_AT_A_TIME = 16
 
 
@@ -91,15 +92,7 @@ def bandpass_filter(traces: np.ndarray, sampling_rate: float, freq_min: float = 
             float(default_freq_max(sampling_rate) if freq_max is None else freq_max))
     sos = bandpass_sos(*band)
     padlen = min(filter_margin(*band), n_samples - 1)
-    if traces.ndim == 1:
-        return sosfiltfilt(sos, traces, padtype="odd", padlen=padlen).astype(np.float32)
-    # A few channels at a time: the same filter, but the float64 copies scipy makes stay in the
-    # CPU's caches. At 384 channels that is 2.6× faster (10 s: 6.9 -> 2.7 s), at 32 channels 2.2×.
-    filtered = np.empty(traces.shape, dtype=np.float32)
-    for first in range(0, traces.shape[1], _CHANNELS_AT_A_TIME):
-        block = slice(first, first + _CHANNELS_AT_A_TIME)
-        filtered[:, block] = sosfiltfilt(sos, traces[:, block], axis=0, padtype="odd", padlen=padlen)
-    return filtered
+    return sos_filtfilt(sos, traces, padlen)  # scipy's sosfiltfilt, bit for bit, channels at once
 
 
 def common_median_reference(traces: np.ndarray) -> np.ndarray:
@@ -221,16 +214,15 @@ class PreprocessedRecording(Recording):
         starts = np.asarray(starts, dtype=np.int64)
         channels = np.asarray(channels, dtype=np.int64)
         reach = length + 2 * self.margin
-        # (n_starts, n_channels, reach): time last and contiguous, where scipy's filter runs 3x faster.
-        raw = np.empty((len(starts), len(channels), reach), dtype=np.float32)
+        # (reach, n_starts, n_channels): the compiled filter runs down time with every snippet's channels side by side.
+        raw = np.empty((reach, len(starts), len(channels)), dtype=np.float32)
         for i, start in enumerate((starts - self.margin).tolist()):
             first, last = max(start, 0), min(start + reach, self.n_samples)
-            part = self.parent.get_traces(first, last, channels).T
-            raw[i] = np.pad(part, ((0, 0), (first - start, start + reach - last)), mode="edge") if part.size else 0.0
+            part = self.parent.get_traces(first, last, channels)
+            raw[:, i] = np.pad(part, ((first - start, start + reach - last), (0, 0)), mode="edge") if part.size else 0.0
         sos = bandpass_sos(self.sampling_rate, self.freq_min, self.freq_max)
-        # One call for every snippet and channel: the filter's set-up cost is paid once.
-        filtered = sosfiltfilt(sos, raw, axis=2, padtype="odd", padlen=min(self.margin, reach - 1))
-        return np.ascontiguousarray(filtered[:, :, self.margin:self.margin + length].transpose(0, 2, 1), dtype=np.float32)
+        filtered = sos_filtfilt(sos, raw.reshape(reach, -1), min(self.margin, reach - 1)).reshape(raw.shape)
+        return np.ascontiguousarray(filtered[self.margin:self.margin + length].transpose(1, 0, 2))
 
     def __repr__(self) -> str:
         reference = ", common median reference" if self.common_reference else ""
