@@ -21,6 +21,14 @@ worker threads share the cores with the spinning ones. The runtime's default
 (libgomp: spin ~300,000 times, then sleep, and spin less when threads outnumber
 cores) did both at full speed; benchmarks/bench_shared_cpu.py compares them
 beside busy programs.
+
+numpy's and scipy's BLAS (OpenBLAS) get one thread while a stage runs (`one_blas_thread`).
+The sort's linear algebra is many small products (a PCA per channel, a least-squares fit per
+unit), where OpenBLAS's threads cost more to wake than they save, and the engine already
+keeps the cores busy with its own workers and torch's threads. Measured on the 2-core
+machine, 5 minutes of a 32-channel probe: the initial dictionary (a PCA and k-means per
+channel) took 2.9-4.1 s with OpenBLAS's two threads and 0.86 s with one, the same filters
+bit for bit; the whole sort 42.4 s against 38.2 s, the same spikes.
 """
 
 from __future__ import annotations
@@ -61,6 +69,18 @@ def single_thread() -> Iterator[None]:
     finally:
         if threads != 1:
             torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """numpy's and scipy's BLAS on one thread inside, as it was after (see the module's notes).
+
+    torch's threads are not touched (its BLAS is its own, and `adapt_threads` sizes it). The
+    limit is the process's: a BLAS call of another thread meanwhile runs on one thread too."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def available_cores() -> int:

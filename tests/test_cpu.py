@@ -75,3 +75,19 @@ def test_the_engine_leaves_how_idle_openmp_threads_wait_to_the_runtime():
         [sys.executable, "-c", "import os, engine.cli, app; print(os.environ.get('OMP_WAIT_POLICY'))"],
         env={**environment, "QT_QPA_PLATFORM": "offscreen"}, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "None"
+
+
+def test_a_stage_runs_numpys_blas_on_one_thread_and_gives_the_count_back():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from engine.pipeline.stages import StageLog
+
+    def blas_threads():
+        return {pool["filepath"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(count == 2 for count in before.values())
+        with StageLog().stage("a stage"):
+            assert all(count == 1 for count in blas_threads().values())
+        assert blas_threads() == before

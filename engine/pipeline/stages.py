@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.cpu import adapt_threads
+from engine.cpu import adapt_threads, one_blas_thread
 
 
 class SortStopped(Exception):
@@ -78,7 +78,8 @@ class StageLog:
             self.on_stage(name)
         _reset_peak_rss()
         started, cpu_started = time.perf_counter(), time.process_time()
-        yield
+        with one_blas_thread():  # the engine's own workers keep the cores busy (engine/cpu.py)
+            yield
         self.costs.append(StageCost(name, time.perf_counter() - started, peak_rss_mb(),
                                     time.process_time() - cpu_started))
 
