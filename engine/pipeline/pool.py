@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.cpu import adapt_threads, in_order
 from engine.io.recording import NumpyRecording, Recording
 from engine.pipeline.params import HELDOUT_WINDOWS, MAX_POOL_VALUES, POOL_PIECE_S, POOL_READ_S, PRUNE_SECONDS
 from engine.pipeline.stages import SortStopped
@@ -89,11 +90,16 @@ def build_training_pool(
                            whole_step=max(int(POOL_READ_S * sampling_rate), window))
     total = sum(stop - start for start, stop in pieces)
     data = np.empty((n_channels, total), dtype=np.float32)
+
+    def read(piece: tuple[int, int]) -> np.ndarray:
+        return recording.get_traces(*piece).T / noise_levels[:, None]
+
+    # A piece per free core at a time: the band-pass leaves the GIL (engine/pipeline/sos_filter.py).
     filled = 0
-    for start, stop in pieces:
+    for (start, stop), part in zip(pieces, in_order(read, pieces, min(adapt_threads(), len(pieces)))):
         if should_stop is not None and should_stop():
             raise SortStopped("stopped while reading the training pool")
-        data[:, filled : filled + stop - start] = recording.get_traces(start, stop).T / noise_levels[:, None]
+        data[:, filled : filled + stop - start] = part
         filled += stop - start
         if progress is not None:
             progress(filled / total)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from scipy.signal import butter, sosfilt
 
+from engine.cpu import adapt_threads, in_order
 from engine.io.recording import Recording, RecordingError
 from engine.pipeline.sos_filter import sos_filtfilt
 
@@ -152,9 +153,14 @@ def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_durati
     else:
         n_slots = recording.n_samples // chunk_length
         slots = np.sort(np.random.default_rng(seed).choice(n_slots, size=n_chunks, replace=False))
-        traces = np.concatenate(
-            [recording.get_traces(slot * chunk_length, (slot + 1) * chunk_length) for slot in slots]
-        )  # (n_chunks * chunk_length, n_channels) float32 µV
+        slots = slots.tolist()
+
+        def read(slot: int) -> np.ndarray:
+            return recording.get_traces(slot * chunk_length, (slot + 1) * chunk_length)
+
+        # A chunk per free core at a time: the band-pass leaves the GIL (engine/pipeline/sos_filter.py).
+        traces = np.concatenate(list(in_order(read, slots, min(adapt_threads(), len(slots)))))
+        # (n_chunks * chunk_length, n_channels) float32 µV
     return (median_absolute_deviations(traces) / MAD_TO_SIGMA).astype(np.float32)
 
 

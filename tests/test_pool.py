@@ -1,0 +1,38 @@
+"""The training pool reads its pieces a core at a time, and holds what one read of them gives."""
+
+import numpy as np
+import pytest
+
+from engine.io.recording import NumpyRecording
+from engine.pipeline import pool as pool_module
+from engine.pipeline.pool import build_training_pool, spread_pieces
+from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.pipeline.stages import SortStopped
+
+
+def _recording(seconds=25.0, n_channels=3, rate=2000.0):
+    traces = np.random.default_rng(0).standard_normal((int(seconds * rate), n_channels)).astype(np.float32) * 20
+    return PreprocessedRecording(NumpyRecording(traces, rate), freq_min=100.0, freq_max=800.0)
+
+
+def test_the_pool_is_the_recording_read_in_order_whatever_the_pieces_read_at_once():
+    recording = _recording()  # 25 s: read 10 s at a time, three pieces
+    noise = np.array([2.0, 4.0, 5.0], dtype=np.float32)
+    pool = build_training_pool(recording, noise, window=200)
+    one_by_one = [recording.get_traces(start, min(start + 20_000, recording.n_samples)) for start in (0, 20_000, 40_000)]
+    np.testing.assert_array_equal(pool.data, np.concatenate(one_by_one).T / noise[:, None])
+
+
+def test_a_capped_pool_holds_its_spread_pieces_in_order(monkeypatch):
+    recording = _recording()
+    monkeypatch.setattr(pool_module, "MAX_POOL_VALUES", 3 * 10_000)  # 10,000 samples of 3 channels
+    noise = np.ones(3, dtype=np.float32)
+    pool = build_training_pool(recording, noise, window=200)
+    pieces = spread_pieces(recording.n_samples, 10_000, int(pool_module.POOL_PIECE_S * 2000.0))
+    assert len(pieces) > 1
+    np.testing.assert_array_equal(pool.data, np.concatenate([recording.get_traces(a, b) for a, b in pieces]).T)
+
+
+def test_stop_while_the_pool_is_read_stops_it():
+    with pytest.raises(SortStopped, match="training pool"):
+        build_training_pool(_recording(), np.ones(3, np.float32), window=200, should_stop=lambda: True)
