@@ -126,12 +126,16 @@ def median_of_rows(values: np.ndarray) -> np.ndarray:
 def median_absolute_deviations(traces: np.ndarray) -> np.ndarray:
     """(n_channels,) each channel's median |x − median(x)| of traces (n_samples, n_channels), as numpy's
     medians along time give them, a block of channels at a time laid out along time: numpy's medians
-    down the columns of 10 s of 384 channels took 10.3 s, these 2.4 s."""
-    result = np.empty(traces.shape[1], dtype=np.float32)
-    for first in range(0, traces.shape[1], _CHANNELS_AT_A_TIME):
+    down the columns of 10 s of 384 channels took 10.3 s, these 2.4 s; a block per free core at a time
+    (numpy's partition leaves the GIL: 0.81 → 0.44 s for 24 blocks on two cores)."""
+    firsts = list(range(0, traces.shape[1], _CHANNELS_AT_A_TIME))
+
+    def deviations(first: int) -> np.ndarray:
         block = np.ascontiguousarray(traces[:, first : first + _CHANNELS_AT_A_TIME].T)
-        result[first : first + _CHANNELS_AT_A_TIME] = median_of_rows(np.abs(block - median_of_rows(block)[:, None]))
-    return result
+        return median_of_rows(np.abs(block - median_of_rows(block)[:, None]))
+
+    parts = list(in_order(deviations, firsts, min(adapt_threads(), len(firsts)))) if firsts else []
+    return np.concatenate(parts).astype(np.float32) if parts else np.empty(0, dtype=np.float32)
 
 
 def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_duration_s: float = 0.5,
