@@ -11,7 +11,8 @@ Here the loop over channels is innermost: the channels of one sample are indepen
 so the CPU filters several of them with each vector instruction. The arithmetic is
 scipy's, in the same order and precision (the odd extension in the input's precision,
 the sections' states and the pass between the two directions in float64), so the
-output is the same bit for bit (tested), 3-5× sooner.
+output is the same bit for bit (tested). Measured on the 2-core machine, one thread:
+8 s of 32 channels 3.0× sooner, 2 s of 384 channels 4.1×, a tetrode 1.6×.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def sos_filtfilt(sos: np.ndarray, traces: np.ndarray, padlen: int) -> np.ndarray
 
 
 # nogil: inference and the snippet readers band-pass blocks in several threads at once. (Written
-# as one loop nest over whole rows: with the channel groups and the sections' loop as separate
-# functions inside it, LLVM vectorised it half as well, 0.084 s against 0.045 s for 8 s × 32 channels.)
+# as one loop nest over the whole rows of one group: with the loop over groups inside it too, LLVM
+# vectorised it half as well, 0.072-0.084 s against 0.045 s for 8 s × 32 channels.)
 @numba.njit(nogil=True, cache=True)
 def _filtfilt_columns(x, sos, zi, padlen, out):
     n, n_columns = x.shape
