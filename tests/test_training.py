@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from engine.io.recording import NumpyRecording, RecordingError
 from engine.evaluation.scoring import compare_to_ground_truth, dictionary_error
@@ -127,6 +128,25 @@ def test_checkpoint_restores_filters_and_history(small_recording, trained, tmp_p
     np.testing.assert_allclose(restored.filters(), trainer.filters(), atol=1e-6)
     assert restored.trainer.step == trainer.trainer.step
     assert restored.trainer.loss_history == trainer.trainer.loss_history
+
+
+def test_a_least_squares_checkpoint_makes_no_optimizer_and_a_gradient_one_keeps_adams_moments(
+        small_recording, trained, tmp_path):
+    recording, _ = small_recording
+    pipeline = trained[0]
+    save_checkpoint(pipeline, tmp_path / "least_squares.pt")
+    # Making Adam only to save its empty state imported torch._dynamo (1.9 s at the end of every sort).
+    assert pipeline.trainer._optimizer is None
+    assert load_checkpoint(tmp_path / "least_squares.pt", recording).trainer._optimizer is None
+
+    gradient = restarted(pipeline, dictionary_update="gradient", n_epochs=0.2)
+    gradient.train()
+    moments = gradient.trainer.optimizer.state_dict()["state"]
+    assert moments  # Adam stepped
+    save_checkpoint(gradient, tmp_path / "gradient.pt")
+    restored = load_checkpoint(tmp_path / "gradient.pt", recording).trainer.optimizer.state_dict()["state"]
+    for key, value in moments.items():
+        torch.testing.assert_close(restored[key]["exp_avg"], value["exp_avg"])
 
 
 def test_checkpoint_keeps_each_filters_own_lambda(small_recording, trained, tmp_path):
