@@ -36,6 +36,9 @@ MODEL_FLAGS = (
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from engine.cpu import one_blas_thread_for_the_process
+
+    one_blas_thread_for_the_process()  # before numpy loads OpenBLAS (engine/cpu.py says why)
     from engine.cli import SUBCOMMANDS
 
     if argv and argv[0] in SUBCOMMANDS:

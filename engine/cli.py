@@ -33,6 +33,9 @@ sorting on a Dask cluster:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cpu import one_blas_thread_for_the_process
+
+    one_blas_thread_for_the_process()  # before numpy loads OpenBLAS (engine/cpu.py says why)
     parser = _build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:

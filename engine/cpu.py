@@ -83,6 +83,18 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
+def one_blas_thread_for_the_process() -> None:
+    """For a program that is Sparsort (`sparsort`, `sparsort sort`): numpy's and scipy's OpenBLAS on one
+    thread for the whole process, set before they load (OPENBLAS_NUM_THREADS, unless the person set it).
+
+    The stages hold BLAS to one thread anyway (`one_blas_thread`). Starting there means their limit
+    never changes OpenBLAS's thread count while another of the program's threads (the app's t-SNE, its
+    curation workers) is inside a BLAS call: the count is the process's, and OpenBLAS does not promise
+    that changing it under a running call is safe. A script that imports the engine keeps its own BLAS
+    threads outside the stages."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

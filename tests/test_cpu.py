@@ -91,3 +91,20 @@ def test_a_stage_runs_numpys_blas_on_one_thread_and_gives_the_count_back():
         with StageLog().stage("a stage"):
             assert all(count == 1 for count in blas_threads().values())
         assert blas_threads() == before
+
+
+@pytest.mark.parametrize("preset, expected", [(None, 1), ("2", 2)])
+def test_sparsorts_own_programs_start_numpys_blas_on_one_thread_unless_the_person_chose(preset, expected):
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from engine.cpu import one_blas_thread_for_the_process; one_blas_thread_for_the_process();"
+              "import numpy, scipy.linalg; from threadpoolctl import threadpool_info;"
+              "print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}))")
+    environment = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        environment["OPENBLAS_NUM_THREADS"] = preset
+    printed = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    assert printed == f"[{expected}]"
