@@ -197,6 +197,12 @@ def adapt_threads() -> int:
     return policy.adapt()
 
 
+def cores_to_use() -> int:
+    """The thread count the policy last chose (`adapt_threads`), or every core before one is installed.
+    Never imports torch: reading a recording (its noise levels, in the curation views) must not."""
+    return _policy.threads if _policy is not None else available_cores()
+
+
 def in_order(function: Callable, items: list, workers: int) -> Iterator:
     """function(item) for each item, yielded in the items' order, with up to `workers` calls running at
     once in threads and no more than `workers` results waiting (a faint-units piece's residual is 90 MB

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from engine.cpu import adapt_threads, in_order
+from engine.cpu import cores_to_use, in_order
 from engine.io.recording import Recording, RecordingError
 from engine.pipeline.sos_filter import sos_filtfilt
 
@@ -134,7 +134,7 @@ def median_absolute_deviations(traces: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(traces[:, first : first + _CHANNELS_AT_A_TIME].T)
         return median_of_rows(np.abs(block - median_of_rows(block)[:, None]))
 
-    parts = list(in_order(deviations, firsts, min(adapt_threads(), len(firsts)))) if firsts else []
+    parts = list(in_order(deviations, firsts, min(cores_to_use(), len(firsts)))) if firsts else []
     return np.concatenate(parts).astype(np.float32) if parts else np.empty(0, dtype=np.float32)
 
 
@@ -163,7 +163,7 @@ def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_durati
             return recording.get_traces(slot * chunk_length, (slot + 1) * chunk_length)
 
         # A chunk per free core at a time: the band-pass leaves the GIL (engine/pipeline/sos_filter.py).
-        traces = np.concatenate(list(in_order(read, slots, min(adapt_threads(), len(slots)))))
+        traces = np.concatenate(list(in_order(read, slots, min(cores_to_use(), len(slots)))))
         # (n_chunks * chunk_length, n_channels) float32 µV
     return (median_absolute_deviations(traces) / MAD_TO_SIGMA).astype(np.float32)
 
