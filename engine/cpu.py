@@ -28,7 +28,7 @@ unit), where OpenBLAS's threads cost more to wake than they save, and the engine
 keeps the cores busy with its own workers and torch's threads. Measured on the 2-core
 machine, 5 minutes of a 32-channel probe: the initial dictionary (a PCA and k-means per
 channel) took 2.9-4.1 s with OpenBLAS's two threads and 0.86 s with one, the same filters
-bit for bit; the whole sort 42.4 s against 38.2 s, the same spikes.
+bit for bit; the whole sort 42.4 s against 38.2-38.7 s, the same spikes.
 """
 
 from __future__ import annotations
