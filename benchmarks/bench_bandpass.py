@@ -11,9 +11,7 @@ bit for bit, and then the same on one thread each of two at once (as inference r
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 from scipy.signal import sosfiltfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ is the script's folder)
+from machine_state import engine_version, load_note, median_seconds  # noqa: E402  (benchmarks/ is the script's folder)
 
 from engine.pipeline.preprocessing import bandpass_sos, filter_margin  # noqa: E402
 from engine.pipeline.sos_filter import sos_filtfilt  # noqa: E402
@@ -36,15 +34,6 @@ def scipy_blocks(sos: np.ndarray, traces: np.ndarray, padlen: int) -> np.ndarray
         block = slice(first, first + 16)
         filtered[:, block] = sosfiltfilt(sos, traces[:, block], axis=0, padtype="odd", padlen=padlen)
     return filtered
-
-
-def median_seconds(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_sort import si_truth  # noqa: E402
-from benchmarks.machine_state import engine_version, load_note  # noqa: E402
+from benchmarks.machine_state import engine_version, load_note, median_seconds  # noqa: E402
 
 
 def shared_temporal_basis(filters: np.ndarray, rank: int) -> np.ndarray:
@@ -73,15 +72,6 @@ def factored_analysis(signal: torch.Tensor, basis: torch.Tensor, weights: torch.
     projected = projected.reshape(batch, n_channels, basis.shape[0], -1).transpose(1, 2)  # (b, R, C, m)
     flat = projected.reshape(batch, basis.shape[0] * n_channels, -1)
     return torch.matmul(weights.reshape(weights.shape[0], -1), flat)  # (b, K, m)
-
-
-def median_seconds(action, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

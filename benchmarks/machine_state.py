@@ -4,6 +4,7 @@ command's own time and memory are read."""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -13,6 +14,16 @@ from pathlib import Path
 def load_note() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def median_seconds(action, repeats: int) -> float:
+    """The median wall time of `repeats` calls of `action()`."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def engine_version() -> str:
