@@ -134,7 +134,7 @@ def median_absolute_deviations(traces: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(traces[:, first : first + _CHANNELS_AT_A_TIME].T)
         return median_of_rows(np.abs(block - median_of_rows(block)[:, None]))
 
-    parts = list(in_order(deviations, firsts, min(cores_to_use(), len(firsts)))) if firsts else []
+    parts = list(in_order(deviations, firsts, min(cores_to_use(), len(firsts))))
     return np.concatenate(parts).astype(np.float32) if parts else np.empty(0, dtype=np.float32)
 
 
