@@ -1,5 +1,7 @@
 """Units that are one neuron are merged; two neurons of one waveform, or of one shape and two sizes, are not."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -7,8 +9,8 @@ from engine.io.recording import NumpyRecording
 from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.sorting import Sorting, SortProvenance
 from engine.pipeline.unit_merge import (
-    SnippetMeans, Windows, apply_merges, breaks_refractory, find_merges, is_refractory, merge_units, pairs_within,
-    refractory_dip, waveform_match,
+    SnippetMeans, Windows, apply_merges, breaks_refractory, find_merges, is_refractory, merge_cleaned_units, merge_units,
+    pairs_within, refractory_dip, waveform_match,
 )
 
 RATE = 30_000.0
@@ -311,3 +313,42 @@ def test_a_small_neurons_two_units_are_compared_where_it_is_not_where_its_overla
     assert merged.n_units == 2
     np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 0], a)
     np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 1], g)
+
+
+def test_a_unit_holding_copies_of_a_neighbours_spikes_is_merged_once_they_are_dropped(four_neurons):
+    # Unit 0 (half of A) also holds copies of D's spikes, as a small neuron's unit holds its neighbours'
+    # spikes until the locked and hollow events are dropped: its own train then breaks the refractory
+    # period, and the first asking merges it with A's other half into nothing.
+    sorting, recording, filters, trains = four_neurons
+    mask = np.ones((3, 4), dtype=bool)
+    copies = trains["D"][::2] + 40  # beside D's spikes, in unit 0
+    times = np.concatenate([sorting.spike_times, copies])
+    units = np.concatenate([sorting.spike_units, np.zeros(len(copies), np.int32)])
+    amplitudes = np.concatenate([sorting.amplitudes, np.full(len(copies), 6.0)])
+    copied = Sorting(times, units, amplitudes, sorting.templates, RATE, filter_index=sorting.filter_index,
+                     code_amplitudes=amplitudes.astype(np.float32), provenance=sorting.provenance)
+    assert breaks_refractory(copied.spike_times[copied.spike_units == 0], Windows.at(RATE, DEAD))
+    first = merge_units(copied, recording, recording.noise_levels, filters, mask, DEAD)
+    assert first.n_units == 6 and first.provenance.unit_merges == "no units merged"
+    cleaned = first.with_spikes(~np.isin(first.spike_times, copies))
+    merged = merge_cleaned_units(cleaned, recording, recording.noise_levels, filters, mask, DEAD)
+    assert merged.n_units == 5
+    np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 0], trains["A"])
+    assert "0+1" in merged.provenance.cleaned_unit_merges and "after their events were cleaned" in \
+        merged.provenance.cleaned_unit_merges
+    assert merged.provenance.unit_merges == "no units merged"  # the first asking's note stays
+
+
+def test_the_second_asking_leaves_labelled_units_alone_and_renumbers_the_labels(four_neurons):
+    sorting, recording, filters, trains = four_neurons
+    mask = np.ones((3, 4), dtype=bool)
+    labelled = replace(sorting, sort_labels={1: "noise", 5: "noise"}, unit_groups={1: "noise", 5: "noise"})
+    kept_apart = merge_cleaned_units(labelled, recording, recording.noise_levels, filters, mask, DEAD)
+    assert kept_apart.n_units == 6  # A's second half is labelled: not merged
+    assert kept_apart.provenance.cleaned_unit_merges == "no units merged after cleaning"
+    labelled = replace(sorting, sort_labels={5: "noise"}, unit_groups={5: "noise", 3: "good"})
+    merged = merge_cleaned_units(labelled, recording, recording.noise_levels, filters, mask, DEAD)
+    assert merged.n_units == 5
+    # Units 2-5 moved down by one, and their labels and groups with them.
+    assert merged.sort_labels == {4: "noise"} and merged.unit_groups == {4: "noise", 2: "good"}
+    np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 4], trains["F"])

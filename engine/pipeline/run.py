@@ -59,7 +59,7 @@ from engine.pipeline.spike_reassignment import reassign_spikes
 from engine.pipeline.stages import SortStopped, StageLog
 from engine.pipeline.templates import assemble_sorting
 from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
-from engine.pipeline.unit_merge import SnippetMeans, merge_units, waveform_match
+from engine.pipeline.unit_merge import SnippetMeans, merge_cleaned_units, merge_units, waveform_match
 from engine.pipeline.waveform_split import split_by_waveform
 
 Progress = Callable[[float], None]
@@ -377,7 +377,11 @@ class SortPipeline:
         with self.stage_log.stage("hollow events"):
             # The same tails at a lag that wanders: events whose recorded window, with the other events taken
             # out, holds none of their unit's waveform (engine/pipeline/hollow_events.py).
-            return drop_hollow_events(sorting, target, noise_levels, mask > 0)
+            sorting = drop_hollow_events(sorting, target, noise_levels, mask > 0)
+        with self.stage_log.stage("merging cleaned units"):
+            # A neuron's two units whose merge the copies of neighbours' spikes in one of them blocked, asked
+            # again now that those are gone (engine/pipeline/unit_merge.py).
+            return merge_cleaned_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):

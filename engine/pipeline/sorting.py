@@ -28,6 +28,8 @@ class SortProvenance:
     spike_reassignment: str = "no spikes moved"  # spikes moved to a look-alike unit that explains them better
     locked_events: str = "no events dropped"  # copies of another unit's spikes at a fixed lag, dropped
     hollow_events: str = "no events dropped"  # events holding none of their unit's waveform, dropped
+    # units found to be one neuron once their events were cleaned, merged at the sort's end (unit_merge.py)
+    cleaned_unit_merges: str = "no units merged after cleaning"
 
 
 @dataclass
