@@ -299,13 +299,8 @@ def merge_cleaned_units(sorting: Sorting, recording, noise_levels: np.ndarray, f
     units, "noise") take no part. What was merged is noted in the provenance's `cleaned_unit_merges`."""
     merges = _merges_of(sorting, recording, noise_levels, filters, channel_mask, dead_time,
                         excluded=set((sorting.sort_labels or {}).keys()))
-    if merges is None:
-        merges = UnitMerges([])
-    if not merges.groups:
-        provenance = sorting.provenance
-        return sorting if provenance is None else replace(
-            sorting, provenance=replace(provenance, cleaned_unit_merges=merges.describe(after_cleaning=True)))
-    return apply_merges(sorting, merges, dead_time, after_cleaning=True)
+    # Nothing merged: the provenance's default already says so.
+    return sorting if merges is None else apply_merges(sorting, merges, dead_time, after_cleaning=True)
 
 
 def _merges_of(sorting: Sorting, recording, noise_levels: np.ndarray, filters: np.ndarray, channel_mask: np.ndarray,
