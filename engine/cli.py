@@ -350,7 +350,8 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     say(f"{pipeline.final_pruning.describe()}; {sorting.provenance.amplitude_splits}; "
         f"{sorting.provenance.unit_merges}; {sorting.provenance.residual_units}; "
         f"{sorting.provenance.spike_reassignment}; {sorting.provenance.locked_events}; "
-        f"{sorting.provenance.hollow_events}; {sorting.provenance.cleaned_unit_merges}")
+        f"{sorting.provenance.hollow_events}; {sorting.provenance.overlapped_spikes}; "
+        f"{sorting.provenance.cleaned_unit_merges}")
     if args.verbose:
         say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
@@ -399,6 +400,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "spike_reassignment": sorting.provenance.spike_reassignment,
         "locked_events": sorting.provenance.locked_events,
         "hollow_events": sorting.provenance.hollow_events,
+        "overlapped_spikes": sorting.provenance.overlapped_spikes,
         "cleaned_unit_merges": sorting.provenance.cleaned_unit_merges,
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1),

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from engine.pipeline.coincidences import find_coincidences, join_split_shares, resolve_coincidences
+from engine.pipeline.coincidences import (coincidence_drops, coincidence_survivors, find_coincidences,
+                                          join_split_shares, resolve_coincidences)
 from engine.pipeline.inference import SpikeEvents
 
 
@@ -143,3 +144,21 @@ def test_look_alike_neurons_firing_at_once_stay_two_and_unlike_or_apart_shares_a
     amplitudes, joined = _joined(pooled, 0.85)
     assert not joined.any()
     np.testing.assert_array_equal(amplitudes, pooled.amplitudes)
+
+
+def test_each_dropped_event_says_whether_it_went_as_short_or_as_a_bigger_ones_residue():
+    # What the sort asks the recording again at its end (overlapped_spikes.py) is only the short ones:
+    # an event under RESIDUAL_FRACTION of the bigger one is residue whatever the recording says.
+    own = [(1000 + 400 * i, 1, 10.0) for i in range(8)]
+    big = [(5000 + 400 * i, 0, 100.0) for i in range(4)]
+    short = [(5003, 1, 6.0), (5403, 1, 5.5)]  # 0.6 and 0.55 of filter 1's usual 10, 6 % of the big one
+    residue = [(5803, 1, 3.0)]  # 3 % of the big one: under RESIDUAL_FRACTION (and short too)
+    pooled = events(own + big + short + residue)
+    dropped_short, dropped_residue = coincidence_drops(pooled, window=5, sharing=np.ones((2, 2), bool))
+    time_of = {int(t): i for i, t in enumerate(pooled.times)}
+    assert [bool(dropped_short[time_of[t]]) for t, _, _ in short + residue] == [True, True, True]
+    assert [bool(dropped_residue[time_of[t]]) for t, _, _ in short + residue] == [False, False, True]
+    assert not dropped_short[[time_of[t] for t, _, _ in own + big]].any()
+    assert not dropped_residue[[time_of[t] for t, _, _ in own + big]].any()
+    survivors = coincidence_survivors(pooled, window=5, sharing=np.ones((2, 2), bool))
+    assert np.array_equal(survivors, ~(dropped_short | dropped_residue))

@@ -84,8 +84,24 @@ def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float 
                           residual_fraction: float = RESIDUAL_FRACTION, same_spike: int | None = None,
                           coincidences: Coincidences | None = None, own_spike_bar: np.ndarray | None = None,
                           ) -> np.ndarray:
-    """(n,) bool: the events resolve_coincidences keeps (it says which and why). `coincidences`: the
+    """(n,) bool: the events resolve_coincidences keeps (it says which and why); `coincidence_drops` says
+    for which reason each other one goes."""
+    short, residue = coincidence_drops(events, window, min_fraction, sharing, usual_of_lone_events,
+                                       residual_fraction, same_spike, coincidences, own_spike_bar)
+    return ~(short | residue)
+
+
+def coincidence_drops(events: SpikeEvents, window: int, min_fraction: float = COINCIDENT_MIN_FRACTION,
+                      sharing: np.ndarray | None = None, usual_of_lone_events: bool = True,
+                      residual_fraction: float = RESIDUAL_FRACTION, same_spike: int | None = None,
+                      coincidences: Coincidences | None = None, own_spike_bar: np.ndarray | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """((n,) bool short, (n,) bool residue): the events resolve_coincidences drops beside a bigger one, as
+    short of their filter's usual amplitude (`min_fraction`, under `own_spike_bar`) and as under
+    `residual_fraction` of the bigger one; an event in two pairs may be both. `coincidences`: the
     pairs find_coincidences already found with this `window` and `sharing` (the sort reads them twice).
+    An event dropped only as short may still be a small neuron's spike read short beside a big one's:
+    the sort asks the recording at the end (engine/pipeline/overlapped_spikes.py).
 
     `own_spike_bar`: (n_filters,) an amplitude at and above which an overlapped event is a spike of its
     own, not judged against its filter's usual amplitude. Beside a bigger spike a neuron's amplitude is
@@ -98,8 +114,9 @@ def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float 
     384 channels 0.915 -> 0.915; SpikeInterface's tetrode, recording seeds 0 and 2: 0.950 -> 0.952,
     0.847 -> 0.849; the tetrode preset 0.988 -> 0.989. At 3 λ the same within 0.001, at 6 λ a little
     less on the probes; with the bar at 0.5 of the usual amplitude instead of 0 above 4 λ, less."""
+    short_drop, residue_drop = np.zeros(len(events), dtype=bool), np.zeros(len(events), dtype=bool)
     if len(events) < 2:
-        return np.ones(len(events), dtype=bool)
+        return short_drop, residue_drop
     if usual_of_lone_events:
         found = coincidences if coincidences is not None else find_coincidences(events, window, sharing)
         losers, winners, usual = found.losers, found.winners, found.usual
@@ -115,13 +132,12 @@ def coincidence_survivors(events: SpikeEvents, window: int, min_fraction: float 
         apart = np.abs(events.times[losers] - events.times[winners]) > same_spike
         reference = np.where(apart, smallest[events.filters[losers]], reference)
     relative = events.amplitudes[losers] / np.maximum(reference, 1e-6)
-    drop = np.zeros(len(events), dtype=bool)
     short = relative < min_fraction
     if own_spike_bar is not None:
         short &= events.amplitudes[losers] < np.asarray(own_spike_bar)[events.filters[losers]]
-    weak = short | (events.amplitudes[losers] < residual_fraction * events.amplitudes[winners])
-    drop[losers[weak]] = True
-    return ~drop
+    short_drop[losers[short]] = True
+    residue_drop[losers[events.amplitudes[losers] < residual_fraction * events.amplitudes[winners]]] = True
+    return short_drop, residue_drop
 
 
 @dataclass

@@ -52,7 +52,7 @@ tetrode (2 cores, the stage re-run on captured sorts).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,48 +95,23 @@ def drop_hollow_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     tested = [u for u in range(sorting.n_units) if u not in residual and len(of_unit[u]) >= MIN_SPLIT_SPIKES]
     if not tested:
         return _noted(sorting, "no events dropped")
-    main = {u: main_channels(sorting.templates[u], noise_levels, mask[u]) for u in tested}
-    # Every unit whose filter reaches a tested unit's main channels has its median read there (the
-    # tested unit's own included), a snippet's length wider either side: the part of it that falls in
-    # a window of the tested unit's, from any event within a snippet's length.
-    reach: dict[int, np.ndarray] = {}
-    for u in tested:
-        for v in np.flatnonzero(mask[:, main[u]].any(axis=1)).tolist():
-            if len(of_unit[v]) >= MIN_SPLIT_SPIKES:
-                reach[v] = np.union1d(reach.get(v, main[u]), main[u])
-    times = sorting.spike_times
-    wide_readable = (times - before - length >= 0) & (times + after + length <= recording.n_samples)
-    present = np.unique(times[wide_readable] // BLOCK_SAMPLES)
-    n_blocks = min(len(present), SAMPLE_BLOCKS, max(SAMPLE_BLOCKS_MIN, len(present) // SAMPLE_SHARE))
-    blocks = present[np.linspace(0, len(present) - 1, n_blocks).astype(np.int64)]
-    tested_set = set(tested)
-    sampled_times = {v: _spread(times[of_unit[v]][wide_readable[of_unit[v]]
-                                                  & np.isin(times[of_unit[v]] // BLOCK_SAMPLES, blocks)],
-                                SAMPLED_EVENTS if v in tested_set else NEIGHBOUR_EVENTS)
-                     for v in reach}
-    sampled_times = {v: t for v, t in sampled_times.items() if len(t) >= MIN_SPLIT_SPIKES}
-    if not sampled_times:
+    sample = sampled_medians(sorting, recording, noise_levels, mask, tested, of_unit)
+    if sample is None:
         return _noted(sorting, "no events dropped")
-    wide = _read_snippets({v: (t, reach[v]) for v, t in sampled_times.items()}, recording, noise_levels,
-                          before + length, after + length)
-    medians = {v: np.median(w.reshape(len(w), 3 * length, len(reach[v])), axis=0) for v, w in wide.items()}
-    tested = [u for u in tested if u in medians]
-    judge = {u: _Judge(u, main[u], medians, reach, times, sorting.spike_units, length) for u in tested}
+    tested = [u for u in tested if u in sample.medians]
+    judge = {u: sample.judge(u, sorting) for u in tested}
     # The sample: each tested unit's events in the fit blocks, cut from the wide read.
-    whole = []
-    for u in tested:
-        columns = np.searchsorted(reach[u], main[u])
-        windows = wide[u].reshape(len(wide[u]), 3 * length, len(reach[u]))[:, length:2 * length][:, :, columns]
-        if np.count_nonzero(judge[u].hollow(sampled_times[u], windows)) >= SAMPLED_HOLLOW:
-            whole.append(u)
+    whole = [u for u in tested
+             if np.count_nonzero(judge[u].hollow(sample.times[u], sample.windows(u))) >= SAMPLED_HOLLOW]
     if not whole:
         return _noted(sorting, "no events dropped")
+    times = sorting.spike_times
     readable = (times - before >= 0) & (times + after <= recording.n_samples)
     members = {u: of_unit[u][readable[of_unit[u]]] for u in whole}
     hollow = _read_snippets(
-        {u: (times[members[u]], main[u]) for u in whole}, recording, noise_levels, before, after,
+        {u: (times[members[u]], sample.main[u]) for u in whole}, recording, noise_levels, before, after,
         reduce=lambda u, spike_times, snippets: judge[u].hollow(
-            spike_times, snippets.reshape(len(snippets), length, len(main[u]))))
+            spike_times, snippets.reshape(len(snippets), length, len(sample.main[u]))))
     drop = np.zeros(sorting.n_spikes, dtype=bool)
     counts = {}
     for u, flags in hollow.items():
@@ -152,7 +127,66 @@ def drop_hollow_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     return _noted(sorting.with_spikes(keep), note)
 
 
-class _Judge:
+@dataclass
+class UnitSample:
+    """Units' median snippets read from a sample of their events (`sampled_medians`): what the tests
+    that fit a window with its unit's median beside the other events' (here, and overlapped_spikes.py) read."""
+
+    main: dict[int, np.ndarray]  # each tested unit's main channels
+    reach: dict[int, np.ndarray]  # the channels each unit's median is read on (the main ones of the units it reaches)
+    medians: dict[int, np.ndarray]  # (3 · length, len(reach[v])) median snippet, a snippet's length wider either side
+    times: dict[int, np.ndarray]  # the sampled events of each unit
+    wide: dict[int, np.ndarray]  # their wide windows, (n, 3 · length · len(reach[v])) in σ
+    length: int  # samples in a snippet
+
+    def windows(self, unit: int) -> np.ndarray:
+        """(n, length, main channels) the unit's sampled events' windows on its main channels."""
+        length, reach = self.length, self.reach[unit]
+        wide = self.wide[unit].reshape(len(self.wide[unit]), 3 * length, len(reach))
+        return wide[:, length:2 * length][:, :, np.searchsorted(reach, self.main[unit])]
+
+    def judge(self, unit: int, sorting: Sorting) -> "UnitJudge":
+        """The unit's test against `sorting`'s other events."""
+        return UnitJudge(unit, self.main[unit], self.medians, self.reach, sorting.spike_times, sorting.spike_units,
+                      self.length)
+
+
+def sampled_medians(sorting: Sorting, recording, noise_levels: np.ndarray, unit_masks: np.ndarray,
+                    tested: list[int], of_unit: list[np.ndarray]) -> UnitSample | None:
+    """The `tested` units' main channels and the medians, on them, of every unit whose channels
+    (`unit_masks`, (n_units, n_channels) bool) reach them, each read from up to SAMPLED_EVENTS of its events
+    (NEIGHBOUR_EVENTS for a unit only reaching) in SAMPLE_BLOCKS blocks spread over the recording; None when
+    no unit has MIN_SPLIT_SPIKES events there. `of_unit`: each unit's spike indices."""
+    before, after = (max(int(round(ms * 1e-3 * sorting.sampling_rate)), 1) for ms in SNIPPET_MS)
+    length = before + after
+    main = {u: main_channels(sorting.templates[u], noise_levels, unit_masks[u]) for u in tested}
+    # Every unit whose filter reaches a tested unit's main channels has its median read there (the
+    # tested unit's own included), a snippet's length wider either side: the part of it that falls in
+    # a window of the tested unit's, from any event within a snippet's length.
+    reach: dict[int, np.ndarray] = {}
+    for u in tested:
+        for v in np.flatnonzero(unit_masks[:, main[u]].any(axis=1)).tolist():
+            if len(of_unit[v]) >= MIN_SPLIT_SPIKES:
+                reach[v] = np.union1d(reach.get(v, main[u]), main[u])
+    times = sorting.spike_times
+    wide_readable = (times - before - length >= 0) & (times + after + length <= recording.n_samples)
+    present = np.unique(times[wide_readable] // BLOCK_SAMPLES)
+    n_blocks = min(len(present), SAMPLE_BLOCKS, max(SAMPLE_BLOCKS_MIN, len(present) // SAMPLE_SHARE))
+    blocks = present[np.linspace(0, len(present) - 1, n_blocks).astype(np.int64)]
+    tested_set = set(tested)
+    sampled = {v: _spread(times[of_unit[v]][wide_readable[of_unit[v]] & np.isin(times[of_unit[v]] // BLOCK_SAMPLES, blocks)],
+                          SAMPLED_EVENTS if v in tested_set else NEIGHBOUR_EVENTS)
+               for v in reach}
+    sampled = {v: t for v, t in sampled.items() if len(t) >= MIN_SPLIT_SPIKES}
+    if not sampled:
+        return None
+    wide = _read_snippets({v: (t, reach[v]) for v, t in sampled.items()}, recording, noise_levels,
+                          before + length, after + length)
+    medians = {v: np.median(w.reshape(len(w), 3 * length, len(reach[v])), axis=0) for v, w in wide.items()}
+    return UnitSample(main, reach, medians, sampled, wide, length)
+
+
+class UnitJudge:
     """One tested unit's test: its median on its main channels, the other units' there, and its bar."""
 
     def __init__(self, unit: int, channels: np.ndarray, medians: dict, reach: dict, times: np.ndarray,
@@ -170,7 +204,7 @@ class _Judge:
         fit its median under the bar, as recorded and also with the other events taken out (only the
         events under it as recorded are modelled: few)."""
         windows = windows.astype(np.float64)
-        recorded = np.einsum("slc,lc->s", windows, self.template) / self.energy
+        recorded = self.recorded(windows)
         if self.bar is None:  # from the first events judged: the sample
             centre = float(np.median(recorded))
             spread = 1.4826 * float(np.median(np.abs(recorded - centre)))
@@ -180,6 +214,16 @@ class _Judge:
         if len(low) and self.others:
             hollow[low] = self._fitted_with_others(spike_times[low], windows[low], recorded[low]) < self.bar
         return hollow
+
+    def recorded(self, windows: np.ndarray) -> np.ndarray:
+        """(n,) the size at which the unit's median fits each window (n, length, channels) as recorded."""
+        return np.einsum("slc,lc->s", np.asarray(windows, dtype=np.float64), self.template) / self.energy
+
+    def fitted_beside_others(self, spike_times: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """(n,) the unit's median's size in each window with the other events within a snippet's length
+        fitted beside it (`_fitted_with_others`)."""
+        windows = np.asarray(windows, dtype=np.float64)
+        return self._fitted_with_others(spike_times, windows, self.recorded(windows))
 
     def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray) -> np.ndarray:
         """(n,) the unit's median's size in each window fitted together with every other event within a

@@ -30,7 +30,7 @@ from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
 from engine.model.similarity import shift_invariant_similarity
 from engine.model.working_set import ROUGH_SETTLED_FRACTION
-from engine.pipeline.coincidences import (coded_with_another, coincidence_survivors, find_coincidences, group_medians,
+from engine.pipeline.coincidences import (coded_with_another, coincidence_drops, find_coincidences, group_medians,
                                          join_split_shares, resolve_coincidences)
 from engine.pipeline.inference import SpikeEvents, SpikeSettings, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
@@ -39,6 +39,7 @@ from engine.pipeline.faint_units import faint_candidates, searched_batches
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.hollow_events import drop_hollow_events
+from engine.pipeline.overlapped_spikes import restore_overlapped_spikes
 from engine.pipeline.locked_events import drop_locked_events
 from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
@@ -331,13 +332,16 @@ class SortPipeline:
             # Which spikes the lasso coded as two filters' sum, read before the weaker of each pair goes.
             shared = coded_with_another(events, self._samples(CO_FIRING_MS), sharing)
             coincidences = find_coincidences(events, self._samples(COINCIDENCE_MS), sharing)
-            keep = coincidence_survivors(events, self._samples(COINCIDENCE_MS), sharing=sharing,
-                                         same_spike=self._samples(SAME_SPIKE_MS), coincidences=coincidences,
-                                         own_spike_bar=OWN_SPIKE_LAMBDAS * lambdas)
+            short, residue = coincidence_drops(events, self._samples(COINCIDENCE_MS), sharing=sharing,
+                                               same_spike=self._samples(SAME_SPIKE_MS), coincidences=coincidences,
+                                               own_spike_bar=OWN_SPIKE_LAMBDAS * lambdas)
             # One spike the lasso split between two look-alike filters is one event again.
             amplitudes, joined = join_split_shares(events, coincidences, self._samples(SAME_SPIKE_MS),
                                                    shift_invariant_similarity(model.filters_numpy()))
-            keep &= ~joined
+            keep = ~(short | residue | joined)
+            # Dropped only as short beside a bigger spike: asked of the recording at the end (overlapped spikes).
+            overlapped = short & ~residue & ~joined
+            overlapped = SpikeEvents(events.times[overlapped], events.filters[overlapped], events.amplitudes[overlapped])
             events, shared = SpikeEvents(events.times[keep], events.filters[keep], amplitudes[keep]), shared[keep]
         with self.stage_log.stage("templates"):
             sorting = assemble_sorting(
@@ -378,6 +382,10 @@ class SortPipeline:
             # The same tails at a lag that wanders: events whose recorded window, with the other events taken
             # out, holds none of their unit's waveform (engine/pipeline/hollow_events.py).
             sorting = drop_hollow_events(sorting, target, noise_levels, mask > 0)
+        with self.stage_log.stage("overlapped spikes"):
+            # A small neuron's spikes coded short beside bigger ones and dropped as their residue, given back
+            # where the recording, with the other events taken out, holds them (engine/pipeline/overlapped_spikes.py).
+            sorting = restore_overlapped_spikes(sorting, target, noise_levels, mask > 0, overlapped, self.dead_time)
         with self.stage_log.stage("merging cleaned units"):
             # A neuron's two units whose merge the copies of neighbours' spikes in one of them blocked, asked
             # again now that those are gone (engine/pipeline/unit_merge.py).

@@ -30,6 +30,8 @@ class SortProvenance:
     hollow_events: str = "no events dropped"  # events holding none of their unit's waveform, dropped
     # units found to be one neuron once their events were cleaned, merged at the sort's end (unit_merge.py)
     cleaned_unit_merges: str = "no units merged after cleaning"
+    # small neurons' spikes read short beside bigger ones, dropped as residue, given back (overlapped_spikes.py)
+    overlapped_spikes: str = "no spikes restored"
 
 
 @dataclass
