@@ -100,8 +100,8 @@ def coincidence_drops(events: SpikeEvents, window: int, min_fraction: float = CO
     short of their filter's usual amplitude (`min_fraction`, under `own_spike_bar`) and as under
     `residual_fraction` of the bigger one; an event in two pairs may be both. `coincidences`: the
     pairs find_coincidences already found with this `window` and `sharing` (the sort reads them twice).
-    An event dropped only as short may still be a small neuron's spike read short beside a big one's:
-    the sort asks the recording at the end (engine/pipeline/overlapped_spikes.py).
+    Either may still be a small neuron's spike read short beside a big one's: the sort asks the recording
+    about both at its end (engine/pipeline/overlapped_spikes.py).
 
     `own_spike_bar`: (n_filters,) an amplitude at and above which an overlapped event is a spike of its
     own, not judged against its filter's usual amplitude. Beside a bigger spike a neuron's amplitude is

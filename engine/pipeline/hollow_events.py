@@ -219,16 +219,36 @@ class UnitJudge:
         """(n,) the size at which the unit's median fits each window (n, length, channels) as recorded."""
         return np.einsum("slc,lc->s", np.asarray(windows, dtype=np.float64), self.template) / self.energy
 
-    def fitted_beside_others(self, spike_times: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """(n,) the unit's median's size in each window with the other events within a snippet's length
-        fitted beside it (`_fitted_with_others`)."""
+    def fitted_beside_others(self, spike_times: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((n,) sizes, (n,) t): the unit's median's size in each window (n, length, channels) with the other
+        events within a snippet's length fitted beside it, each as its unit's median at a size of its own
+        (least squares), and the size over its standard error (from what the fit leaves: beside a far bigger
+        spike that its median does not model down to the noise, a size means little)."""
         windows = np.asarray(windows, dtype=np.float64)
-        return self._fitted_with_others(spike_times, windows, self.recorded(windows))
+        flat = windows.reshape(len(windows), -1)
+        sizes = self.recorded(windows)  # where no other event is near, the fit is the median's alone
+        left = (flat ** 2).sum(axis=1) - sizes ** 2 * self.energy
+        errors = np.sqrt(np.maximum(left, 0.0) / max(flat.shape[1] - 1, 1) / self.energy)
+        for row, design in self._designs(spike_times):
+            fit, _, _, _ = np.linalg.lstsq(design, flat[row], rcond=None)
+            residual = flat[row] - design @ fit
+            spread = float(residual @ residual) / max(design.shape[0] - design.shape[1], 1)
+            sizes[row] = fit[0]
+            errors[row] = np.sqrt(spread * np.linalg.pinv(design.T @ design)[0, 0])
+        return sizes, sizes / np.maximum(errors, 1e-12)
 
     def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray) -> np.ndarray:
         """(n,) the unit's median's size in each window fitted together with every other event within a
         snippet's length, each as its unit's median at a size of its own (least squares); `recorded`, the
         size fitted alone, where no other event is near."""
+        sizes = recorded.copy()
+        for row, design in self._designs(spike_times):
+            sizes[row] = np.linalg.lstsq(design, windows[row].ravel(), rcond=None)[0][0]
+        return sizes
+
+    def _designs(self, spike_times: np.ndarray):
+        """(row, design) for each window with other events within a snippet's length: the design's columns
+        the unit's median and each such event's unit's median where it falls in the window."""
         length = self.length
         rows, events = pairs_in_runs(np.searchsorted(self.times, spike_times - length + 1),
                                      np.searchsorted(self.times, spike_times + length))
@@ -237,16 +257,13 @@ class UnitJudge:
         rows, events = rows[known], events[known]
         # A window starts `length` samples into its median's for an event at the same time.
         starts = spike_times[rows] - self.times[events] + length
-        sizes = recorded.copy()
         template = self.template.ravel()
         bounds = np.searchsorted(rows, np.arange(len(spike_times) + 1))  # rows ascending: each window's run
         for row in np.flatnonzero(np.diff(bounds)):
             mine = slice(bounds[row], bounds[row + 1])
             pieces = [self.others[int(v)][start:start + length].ravel()
                       for v, start in zip(self.units[events[mine]], starts[mine])]
-            design = np.stack([template] + pieces, axis=1)
-            sizes[row] = np.linalg.lstsq(design, windows[row].ravel(), rcond=None)[0][0]
-        return sizes
+            yield row, np.stack([template] + pieces, axis=1)
 
 
 def _spread(times: np.ndarray, most: int) -> np.ndarray:

@@ -339,8 +339,8 @@ class SortPipeline:
             amplitudes, joined = join_split_shares(events, coincidences, self._samples(SAME_SPIKE_MS),
                                                    shift_invariant_similarity(model.filters_numpy()))
             keep = ~(short | residue | joined)
-            # Dropped only as short beside a bigger spike: asked of the recording at the end (overlapped spikes).
-            overlapped = short & ~residue & ~joined
+            # Dropped beside a bigger spike, not joined to it: asked of the recording at the end (overlapped spikes).
+            overlapped = (short | residue) & ~joined
             overlapped = SpikeEvents(events.times[overlapped], events.filters[overlapped], events.amplitudes[overlapped])
             events, shared = SpikeEvents(events.times[keep], events.filters[keep], amplitudes[keep]), shared[keep]
         with self.stage_log.stage("templates"):
