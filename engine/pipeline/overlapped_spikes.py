@@ -73,7 +73,7 @@ WINDOWS_PER_READ = 2_000
 
 def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, channel_mask: np.ndarray,
                               dropped: SpikeEvents, dead_time: int) -> Sorting:
-    """`sorting` with the `dropped` events (the coincidence rule's, as short beside a bigger one) whose
+    """`sorting` with the `dropped` events (the coincidence rule's, beside a bigger one) whose
     recorded window holds their unit's spike given back to it (see the module's docstring). recording:
     what was sorted (preprocessed); noise_levels (n_channels,) its σ; channel_mask (n_filters, n_channels)
     bool: where each filter lives; dead_time: samples within which a unit cannot fire twice."""
@@ -114,9 +114,11 @@ def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndar
         return _noted(sorting, "no spikes restored")
     units, sizes = best_unit[chosen], best_size[chosen]
     # A restored spike's amplitude is its fitted size times its unit's usual one: the code read it short.
-    usual_amplitude = np.array([np.median(sorting.amplitudes[of_unit[u]]) for u in range(sorting.n_units)])
+    usual_amplitude, usual_code = np.zeros(sorting.n_units), np.zeros(sorting.n_units)
     codes = sorting.code_amplitudes
-    usual_code = None if codes is None else np.array([np.median(codes[of_unit[u]]) for u in range(sorting.n_units)])
+    for unit in np.unique(units):  # each has MIN_SPLIT_SPIKES spikes or more
+        usual_amplitude[unit] = np.median(sorting.amplitudes[of_unit[unit]])
+        usual_code[unit] = np.median(codes[of_unit[unit]]) if codes is not None else 0.0
     restored = replace(  # Sorting puts the spikes back in time order
         sorting,
         spike_times=np.concatenate([sorting.spike_times, dropped.times[chosen].astype(np.int64)]),
