@@ -230,11 +230,14 @@ class UnitJudge:
         left = (flat ** 2).sum(axis=1) - sizes ** 2 * self.energy
         errors = np.sqrt(np.maximum(left, 0.0) / max(flat.shape[1] - 1, 1) / self.energy)
         for row, design in self._designs(spike_times):
-            fit, _, _, _ = np.linalg.lstsq(design, flat[row], rcond=None)
+            # One decomposition gives both the fit and its variance: (DᵀD)⁺ (the least-squares solution
+            # of least norm, as lstsq's, where two neighbours' medians coincide).
+            inverse = np.linalg.pinv(design.T @ design)
+            fit = inverse @ (design.T @ flat[row])
             residual = flat[row] - design @ fit
             spread = float(residual @ residual) / max(design.shape[0] - design.shape[1], 1)
             sizes[row] = fit[0]
-            errors[row] = np.sqrt(spread * np.linalg.pinv(design.T @ design)[0, 0])
+            errors[row] = np.sqrt(spread * inverse[0, 0])
         return sizes, sizes / np.maximum(errors, 1e-12)
 
     def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray) -> np.ndarray:
