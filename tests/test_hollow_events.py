@@ -101,3 +101,37 @@ def test_units_labelled_noise_and_units_without_hollow_events_keep_every_event()
     tails = big[::3] + rng.integers(13, 21, len(big[::3]))
     residue = sorting_of([big, small, tails], [0, 1, 1], [BIG, SMALL], labels={1: "noise"})
     assert dropped(residue, recording).n_spikes == residue.n_spikes
+
+
+def test_the_stacked_fit_beside_other_events_is_each_windows_own_least_squares():
+    """UnitJudge solves every window's design as one stack per number of neighbours: it must give what
+    solving each window alone gives, the size, its standard error, and the least-norm fit where two
+    neighbours' medians coincide."""
+    from engine.pipeline.hollow_events import UnitJudge
+
+    rng = np.random.default_rng(3)
+    length, n_channels = 12, 3
+    reach = {u: np.arange(n_channels) for u in range(4)}
+    medians = {u: rng.normal(size=(3 * length, n_channels)) for u in range(4)}
+    # Unit 0 is judged; units 1-3 are the others, at times that give windows 0, 1, 2 or 3 neighbours
+    # (two of unit 3's events at one time: a rank-deficient design).
+    times = np.array([100, 205, 290, 295, 300, 310, 400, 404, 404, 500], dtype=np.int64)
+    units = np.array([0, 1, 0, 2, 1, 0, 3, 3, 3, 0], dtype=np.int64)
+    judge = UnitJudge(0, np.arange(n_channels), medians, reach, times, units, length)
+    spike_times = np.array([100, 200, 300, 406, 600], dtype=np.int64)
+    windows = rng.normal(size=(len(spike_times), length, n_channels))
+
+    sizes, t = judge.fitted_beside_others(spike_times, windows)
+
+    template = medians[0][length:2 * length].ravel()
+    for i, at in enumerate(spike_times):
+        near = np.flatnonzero((np.abs(times - at) < length) & (units != 0))
+        design = np.stack([template] + [medians[units[e]][at - times[e] + length:at - times[e] + 2 * length].ravel()
+                                        for e in near], axis=1)
+        y = windows[i].ravel()
+        fit, *_ = np.linalg.lstsq(design, y, rcond=None)
+        residual = y - design @ fit
+        variance = residual @ residual / (len(y) - design.shape[1]) * np.linalg.pinv(design.T @ design)[0, 0]
+        assert np.isclose(sizes[i], fit[0], rtol=1e-9, atol=1e-12), (i, len(near))
+        assert np.isclose(t[i], fit[0] / np.sqrt(variance), rtol=1e-6), (i, len(near))
+    assert [int(np.count_nonzero((np.abs(times - at) < length) & (units != 0))) for at in spike_times] == [0, 1, 2, 3, 0]

@@ -229,15 +229,10 @@ class UnitJudge:
         sizes = self.recorded(windows)  # where no other event is near, the fit is the median's alone
         left = (flat ** 2).sum(axis=1) - sizes ** 2 * self.energy
         errors = np.sqrt(np.maximum(left, 0.0) / max(flat.shape[1] - 1, 1) / self.energy)
-        for row, design in self._designs(spike_times):
-            # One decomposition gives both the fit and its variance: (DᵀD)⁺ (the least-squares solution
-            # of least norm, as lstsq's, where two neighbours' medians coincide).
-            inverse = np.linalg.pinv(design.T @ design)
-            fit = inverse @ (design.T @ flat[row])
-            residual = flat[row] - design @ fit
-            spread = float(residual @ residual) / max(design.shape[0] - design.shape[1], 1)
-            sizes[row] = fit[0]
-            errors[row] = np.sqrt(spread * inverse[0, 0])
+        for rows, fit, inverse, left in self._fits_beside_others(spike_times, flat):
+            spread = left / max(flat.shape[1] - fit.shape[1], 1)
+            sizes[rows] = fit[:, 0]
+            errors[rows] = np.sqrt(spread * inverse[:, 0, 0])
         return sizes, sizes / np.maximum(errors, 1e-12)
 
     def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray) -> np.ndarray:
@@ -245,28 +240,49 @@ class UnitJudge:
         snippet's length, each as its unit's median at a size of its own (least squares); `recorded`, the
         size fitted alone, where no other event is near."""
         sizes = recorded.copy()
-        for row, design in self._designs(spike_times):
-            sizes[row] = np.linalg.lstsq(design, windows[row].ravel(), rcond=None)[0][0]
+        for rows, fit, _, _ in self._fits_beside_others(spike_times, windows.reshape(len(windows), -1)):
+            sizes[rows] = fit[:, 0]
         return sizes
 
-    def _designs(self, spike_times: np.ndarray):
-        """(row, design) for each window with other events within a snippet's length: the design's columns
-        the unit's median and each such event's unit's median where it falls in the window."""
+    def _fits_beside_others(self, spike_times: np.ndarray, flat: np.ndarray):
+        """(rows, fits (n, 1 + k), (DᵀD)⁺ (n, 1 + k, 1 + k), ‖y − D fit‖² (n,)) for the windows
+        `flat` (one a row) with k other events within a snippet's length, one batch for each k: each window's
+        design D has the unit's median and each such event's unit's median where it falls in the window as
+        its columns. Solved as a stack (a 2-hour probe's drops are hundreds of thousands of windows): one
+        decomposition of DᵀD gives both the fit, the least-squares solution of least norm where two
+        neighbours' medians coincide (as lstsq's), and the fit's variance."""
         length = self.length
         rows, events = pairs_in_runs(np.searchsorted(self.times, spike_times - length + 1),
                                      np.searchsorted(self.times, spike_times + length))
         # Other units' events only (the unit's own, the spike itself among them, are not in `others`).
         known = np.isin(self.units[events], list(self.others))
         rows, events = rows[known], events[known]
+        if len(rows) == 0:
+            return
         # A window starts `length` samples into its median's for an event at the same time.
         starts = spike_times[rows] - self.times[events] + length
-        template = self.template.ravel()
+        others = sorted(self.others)
+        stacked = np.stack([self.others[v] for v in others])  # (units, 3 · length, channels)
+        which = np.searchsorted(others, self.units[events])
+        pieces = stacked[which[:, None], starts[:, None] + np.arange(length)].reshape(len(rows), -1)
         bounds = np.searchsorted(rows, np.arange(len(spike_times) + 1))  # rows ascending: each window's run
-        for row in np.flatnonzero(np.diff(bounds)):
-            mine = slice(bounds[row], bounds[row + 1])
-            pieces = [self.others[int(v)][start:start + length].ravel()
-                      for v, start in zip(self.units[events[mine]], starts[mine])]
-            yield row, np.stack([template] + pieces, axis=1)
+        counts = np.diff(bounds)
+        template = self.template.ravel()
+        for k in np.unique(counts[counts > 0]).tolist():
+            batch = np.flatnonzero(counts == k)
+            mine = pieces[bounds[batch][:, None] + np.arange(k)]  # (n, k, length · channels): the others' columns
+            window = flat[batch]
+            # DᵀD and Dᵀy from the columns' products (no design is built: a 2-hour probe has ~10⁶ windows).
+            gram = np.empty((len(batch), k + 1, k + 1))
+            gram[:, 0, 0] = template @ template
+            gram[:, 0, 1:] = gram[:, 1:, 0] = mine @ template
+            gram[:, 1:, 1:] = np.einsum("nip,njp->nij", mine, mine)
+            projected = np.concatenate([(window @ template)[:, None], np.einsum("nkp,np->nk", mine, window)], axis=1)
+            inverse = np.linalg.pinv(gram)
+            fit = np.einsum("nij,nj->ni", inverse, projected)
+            # What the fit leaves, ‖y − D fit‖² = ‖y‖² − fit · Dᵀy at the least-squares solution.
+            left = np.maximum(np.einsum("np,np->n", window, window) - np.einsum("ni,ni->n", fit, projected), 0.0)
+            yield batch, fit, inverse, left
 
 
 def _spread(times: np.ndarray, most: int) -> np.ndarray:
