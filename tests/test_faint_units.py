@@ -201,3 +201,34 @@ def test_the_sort_takes_the_batches_the_search_coded_as_they_are_unless_its_sett
     other_bar = inference.infer_spikes(model, recording, noise, 15, 5.0, prior=prior, known=(search.settings, search.coded))
     assert len(coded) == n_batches  # another bar: the search's spikes are not this sort's
     assert len(other_bar) > 100
+
+
+def test_a_found_filter_that_leaves_an_old_one_idle_replaces_it_and_one_that_is_not_kept_replaces_nothing():
+    """Pruning judges the dictionary with the candidates appended: an old filter whose neuron a kept found
+    filter took (idle now by pruning's rule) goes with it; with no candidate kept the old ones all stay."""
+    from engine.pipeline.faint_units import found_filters_kept
+    from engine.pipeline.params import FAINT_MIN_POOL_SPIKES, MIN_USE_FRACTION
+    from engine.pipeline.pruning import prune
+
+    rng = np.random.default_rng(4)
+    n_old = 4
+    filters = np.stack([unit_norm(rng.standard_normal((N_CHANNELS, N_TAPS))).T for _ in range(n_old + 2)])
+    busiest = 300
+    idle_count = int(MIN_USE_FRACTION * busiest) - 5  # under pruning's idle bar
+    # Old filter 2 now wins few events (the found filter 4 took its neuron); found filter 5 wins too few to stay.
+    counts = [busiest, 280, idle_count, 250, 200, FAINT_MIN_POOL_SPIKES - 1]
+    filter_of = np.repeat(np.arange(len(counts)), counts)
+    times = np.sort(rng.choice(10_000_000, len(filter_of), replace=False)).astype(np.int64)
+    events = SpikeEvents(times, rng.permutation(filter_of).astype(np.int32), np.full(len(times), 20.0, np.float32))
+    decision = prune(filters, events, 0.99)
+
+    kept, replaced = found_filters_kept(decision, n_old)
+
+    assert kept == [4] and replaced == [2]
+    # The same judgement without the found filter kept (it won too few): nothing is replaced.
+    counts[4] = FAINT_MIN_POOL_SPIKES - 1
+    filter_of = np.repeat(np.arange(len(counts)), counts)
+    events = SpikeEvents(np.arange(len(filter_of), dtype=np.int64) * 1000, rng.permutation(filter_of).astype(np.int32),
+                         np.full(len(filter_of), 20.0, np.float32))
+    kept, replaced = found_filters_kept(prune(filters, events, 0.99), n_old)
+    assert kept == [] and replaced == []

@@ -35,7 +35,7 @@ from engine.pipeline.coincidences import (coded_with_another, coincidence_drops,
 from engine.pipeline.inference import SpikeEvents, SpikeSettings, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
-from engine.pipeline.faint_units import faint_candidates, searched_batches
+from engine.pipeline.faint_units import faint_candidates, found_filters_kept, searched_batches
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
 from engine.pipeline.hollow_events import drop_hollow_events
@@ -43,7 +43,7 @@ from engine.pipeline.overlapped_spikes import restore_overlapped_spikes
 from engine.pipeline.locked_events import drop_locked_events
 from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
-    FAINT_MIN_POOL_SPIKES, FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
+    FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MAX_SIZE_RATIO, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
     OUTLIER_AMPLITUDE_FACTOR, OWN_SPIKE_LAMBDAS, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SAME_SPIKE_MS,
     SHADOW_WINDOW_MS,
@@ -409,7 +409,8 @@ class SortPipeline:
                            ) -> tuple[str, tuple[SpikeSettings, dict[int, list[SpikeEvents]]] | None]:
         """Give neurons too faint for the first dictionary filters of their own (engine/pipeline/faint_units.py):
         each candidate is kept when it then codes at least FAINT_MIN_POOL_SPIKES of the training pool and is
-        neither idle, a duplicate nor a shadow by pruning's rules. Returns what it did, for the sort's notes,
+        neither idle, a duplicate nor a shadow by pruning's rules; an old filter a kept one leaves idle goes
+        (faint_units.found_filters_kept). Returns what it did, for the sort's notes,
         and the spikes of the batches it searched (with their settings) when the dictionary stayed as it was."""
         with self.model_lock:
             n_before = self.model.n_filters
@@ -431,19 +432,20 @@ class SortPipeline:
             decision = prune(self.model.filters_numpy(), events, FINAL_DUPLICATE_SIMILARITY,
                              shadow_window=self._samples(SHADOW_WINDOW_MS))
             counts = np.bincount(events.filters, minlength=self.model.n_filters)
-            survivors = set(decision.keep.tolist())
-            kept = [k for k in range(n_before, self.model.n_filters)
-                    if k in survivors and counts[k] >= FAINT_MIN_POOL_SPIKES]
-            keep = np.concatenate([np.arange(n_before), np.asarray(kept, dtype=np.int64)])
+            # A found filter that took an old filter's neuron replaces it (faint_units.found_filters_kept).
+            kept, replaced = found_filters_kept(decision, n_before)
+            old = np.setdiff1d(np.arange(n_before), replaced)
+            keep = np.concatenate([old, np.asarray(kept, dtype=np.int64)])
             if len(keep) < self.model.n_filters:
                 self._set_model(filters[keep], channel_mask=mask[keep], lambdas=lambdas[keep])
             if self.initial_filters is not None and len(self.initial_filters) == n_before:
                 # A found filter starts where it was found, so views can still pair each filter with its start.
-                found = self.model.filters.detach().cpu().numpy()[n_before:]
-                self.initial_filters = np.concatenate([self.initial_filters, found])
+                found = self.model.filters.detach().cpu().numpy()[len(old):]
+                self.initial_filters = np.concatenate([self.initial_filters[old], found])
             # A dictionary back as it was (no candidate kept) still codes the searched batches as they were.
             return (f"faint units: {len(candidates)} candidates, kept {len(kept)} "
-                    f"(pool spikes {', '.join(str(int(counts[k])) for k in kept)})"), known
+                    f"(pool spikes {', '.join(str(int(counts[k])) for k in kept)})"
+                    + (f"; idle beside them, dropped filter {', '.join(str(k) for k in replaced)}" if replaced else "")), known
 
     def _one_waveform(self, model: CRsAE, target: Recording, noise_levels: np.ndarray, events: SpikeEvents,
                       k: int, lower: tuple[float, float], upper: tuple[float, float],
