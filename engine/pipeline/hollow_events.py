@@ -264,15 +264,6 @@ class UnitJudge:
             errors[rows] = np.sqrt(spread * inverse[:, 0, 0])
         return sizes, sizes / np.maximum(errors, 1e-12)
 
-    def _fitted_with_others(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray) -> np.ndarray:
-        """(n,) the unit's median's size in each window fitted together with every other event within a
-        snippet's length, each as its unit's median at a size of its own (least squares); `recorded`, the
-        size fitted alone, where no other event is near."""
-        sizes = recorded.copy()
-        for rows, fit, _, _ in self._fits_beside_others(spike_times, windows.reshape(len(windows), -1)):
-            sizes[rows] = fit[:, 0]
-        return sizes
-
     def _fits_beside_others(self, spike_times: np.ndarray, flat: np.ndarray):
         """(rows, fits (n, 1 + k), (DᵀD)⁺ (n, 1 + k, 1 + k), ‖y − D fit‖² (n,)) for the windows
         `flat` (one a row) with k other events within a snippet's length, one batch for each k: each window's
