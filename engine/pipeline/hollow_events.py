@@ -240,8 +240,7 @@ class UnitJudge:
             self.sure_bar = HOLLOW_SIZE * centre
         if not self.others:
             return recorded < self.bar
-        sizes, t = self.fitted_beside_others(spike_times, windows)
-        errors = np.abs(sizes) / np.maximum(np.abs(t), 1e-12)
+        sizes, errors = self._sizes_and_errors(spike_times, windows, recorded)
         return ((recorded < self.bar) & (sizes < self.bar)) | (sizes + HOLLOW_SURE_SES * errors < self.sure_bar)
 
     def recorded(self, windows: np.ndarray) -> np.ndarray:
@@ -253,16 +252,23 @@ class UnitJudge:
         events within a snippet's length fitted beside it, each as its unit's median at a size of its own
         (least squares), and the size over its standard error (from what the fit leaves: beside a far bigger
         spike that its median does not model down to the noise, a size means little)."""
-        windows = np.asarray(windows, dtype=np.float64)
+        sizes, errors = self._sizes_and_errors(spike_times, np.asarray(windows, dtype=np.float64))
+        return sizes, sizes / np.maximum(errors, 1e-12)
+
+    def _sizes_and_errors(self, spike_times: np.ndarray, windows: np.ndarray, recorded: np.ndarray | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """`fitted_beside_others`' sizes and their standard errors; `recorded`: `recorded(windows)` when the
+        caller has it already."""
         flat = windows.reshape(len(windows), -1)
-        sizes = self.recorded(windows)  # where no other event is near, the fit is the median's alone
+        # Where no other event is near, the fit is the median's alone.
+        sizes = (self.recorded(windows) if recorded is None else recorded).copy()
         left = (flat ** 2).sum(axis=1) - sizes ** 2 * self.energy
         errors = np.sqrt(np.maximum(left, 0.0) / max(flat.shape[1] - 1, 1) / self.energy)
         for rows, fit, inverse, left in self._fits_beside_others(spike_times, flat):
             spread = left / max(flat.shape[1] - fit.shape[1], 1)
             sizes[rows] = fit[:, 0]
             errors[rows] = np.sqrt(spread * inverse[:, 0, 0])
-        return sizes, sizes / np.maximum(errors, 1e-12)
+        return sizes, errors
 
     def _fits_beside_others(self, spike_times: np.ndarray, flat: np.ndarray):
         """(rows, fits (n, 1 + k), (DᵀD)⁺ (n, 1 + k, 1 + k), ‖y − D fit‖² (n,)) for the windows

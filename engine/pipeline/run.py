@@ -431,7 +431,7 @@ class SortPipeline:
             events = self._events_of_pool(should_stop=should_stop)
             decision = prune(self.model.filters_numpy(), events, FINAL_DUPLICATE_SIMILARITY,
                              shadow_window=self._samples(SHADOW_WINDOW_MS))
-            counts = np.bincount(events.filters, minlength=self.model.n_filters)
+            counts = decision.counts  # each filter's pool events
             # A found filter that took an old filter's neuron replaces it (faint_units.found_filters_kept).
             kept, replaced = found_filters_kept(decision, n_before)
             old = np.setdiff1d(np.arange(n_before), replaced)
