@@ -160,3 +160,15 @@ def test_medians_are_numpys(n_channels):
                                np.median(np.abs(traces - np.median(traces, axis=0)), axis=0), rtol=1e-6)
     np.testing.assert_allclose(median_absolute_deviations(traces[:1000]),
                                np.median(np.abs(traces[:1000] - np.median(traces[:1000], axis=0)), axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_snippets", [3, 300, 301])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_median_snippet_is_numpys(n_snippets, dtype):
+    from engine.pipeline.preprocessing import median_of_columns
+
+    snippets = np.random.default_rng(n_snippets).standard_normal((n_snippets, 90, 7)).astype(dtype)
+    median = median_of_columns(snippets)
+    assert median.shape == (90, 7) and median.dtype == dtype
+    np.testing.assert_array_equal(median, np.median(snippets, axis=0))
+    np.testing.assert_array_equal(median_of_columns(snippets[:, 30:60]), np.median(snippets[:, 30:60], axis=0))

@@ -36,6 +36,7 @@ import numpy as np
 
 from engine.pipeline.params import (FOOTPRINT_MAX_OUTSIDE_FRACTION, FOOTPRINT_MAX_RADIUS_FACTOR, FOOTPRINT_MIN_PEAK_SIGMA,
                                     FOOTPRINT_SPIKES, MIN_SPLIT_SPIKES)
+from engine.pipeline.preprocessing import median_of_rows
 
 
 def widen_footprints(
@@ -80,9 +81,10 @@ def widen_footprints(
             continue
         if mine.size > max_spikes:
             mine = np.sort(rng.choice(mine, max_spikes, replace=False))
-        windows = (code_index[mine][:, None] + np.arange(n_taps)[None, :])[None]  # (1, spikes, taps)
-        median = np.median(signal[candidates[:, None, None], windows], axis=1)  # (n_candidates, n_taps), σ units
-        own_median = np.median(signal[np.flatnonzero(mask[k])[:, None, None], windows], axis=1)
+        # (1, taps, spikes): each channel's samples gathered with the spikes along rows, where medians are quick.
+        windows = (code_index[mine][None, :] + np.arange(n_taps)[:, None])[None]
+        median = _spike_median(signal, candidates, windows)  # (n_candidates, n_taps), σ units
+        own_median = _spike_median(signal, np.flatnonzero(mask[k]), windows)
         if np.sum(median ** 2) > max_outside_fraction * np.sum(own_median ** 2):
             continue  # the median spike out there is a neuron this filter fires beside
         big = np.abs(median).max(axis=1) >= min_peak_sigma
@@ -105,3 +107,9 @@ def describe_footprints(widened: list[int], before: np.ndarray, after: np.ndarra
         return "no filter reaches beyond its neighbourhood"
     parts = [f"{k} ({int(before[k].sum())}→{int(after[k].sum())})" for k in widened]
     return "channels widened: filter " + ", ".join(parts)
+
+
+def _spike_median(signal: np.ndarray, channels: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """(len(channels), n_taps): the median over spikes of `signal` on `channels` at `windows` (1, taps, spikes)."""
+    gathered = signal[channels[:, None, None], windows]  # (channels, taps, spikes)
+    return median_of_rows(gathered.reshape(-1, gathered.shape[2])).reshape(gathered.shape[:2])

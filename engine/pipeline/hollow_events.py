@@ -81,6 +81,7 @@ import numpy as np
 from engine.model.pairs import pairs_in_runs
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.params import MIN_SPLIT_SPIKES
+from engine.pipeline.preprocessing import median_of_columns
 from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.waveform_split import BLOCK_SAMPLES, SNIPPET_MS, _read_snippets
@@ -207,7 +208,7 @@ def sampled_medians(sorting: Sorting, recording, noise_levels: np.ndarray, unit_
         return None
     wide = _read_snippets({v: (t, reach[v]) for v, t in sampled.items()}, recording, noise_levels,
                           before + length, after + length)
-    medians = {v: np.median(w.reshape(len(w), 3 * length, len(reach[v])), axis=0) for v, w in wide.items()}
+    medians = {v: median_of_columns(w.reshape(len(w), 3 * length, len(reach[v]))) for v, w in wide.items()}
     return UnitSample(main, reach, medians, sampled, wide, length)
 
 

@@ -123,6 +123,16 @@ def median_of_rows(values: np.ndarray) -> np.ndarray:
     return (partitioned[:, : n // 2].max(axis=1) + upper) / 2
 
 
+def median_of_columns(values: np.ndarray) -> np.ndarray:
+    """np.median(values, axis=0), the same numbers, over the first axis of an array of any shape (a stack of
+    snippets: their median snippet). numpy partitions down the strided first axis; laid out along rows,
+    `median_of_rows` takes 0.4 of its time (300 snippets of 270 samples × 12 channels: 16 → 6 ms; the
+    end stages' medians were 1.3 s of a 32-channel sort)."""
+    values = np.asarray(values)
+    rows = np.ascontiguousarray(values.reshape(len(values), -1).T)
+    return median_of_rows(rows).reshape(values.shape[1:])
+
+
 def median_absolute_deviations(traces: np.ndarray) -> np.ndarray:
     """(n_channels,) each channel's median |x − median(x)| of traces (n_samples, n_channels), as numpy's
     medians along time give them, a block of channels at a time laid out along time: numpy's medians

@@ -106,6 +106,7 @@ import numpy as np
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.neighbour_spikes import NeighbourSpikes
 from engine.pipeline.params import MIN_SPLIT_SPIKES
+from engine.pipeline.preprocessing import median_of_columns
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
@@ -197,7 +198,7 @@ def reassign_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, filte
     sampled = _read_snippets({unit: (_spread(times[m][np.isin(times[m] // BLOCK_SAMPLES, blocks)]), read_channels[unit])
                               for unit, m in members.items()}, recording, noise_levels, before + wide, after + wide,
                              reduce=alone)
-    templates = {unit: np.median(windows[:, wide:wide + length], axis=0) if len(windows) >= MIN_SPLIT_SPIKES else None
+    templates = {unit: median_of_columns(windows[:, wide:wide + length]) if len(windows) >= MIN_SPLIT_SPIKES else None
                  for unit, windows in sampled.items()}
     pairs = {a: _pairs(a, partners, templates, read_channels, main, a in residual)
              for a, partners in look_alikes.items() if templates[a] is not None}
@@ -313,7 +314,7 @@ def _templates_of_own_spikes(sampled: dict, pairs: dict, templates: dict, wide: 
             own, other, _, _ = _fits(sampled[a], pair, wide, shift, anywhere=False)
             prefers_own &= own <= other
         if np.count_nonzero(prefers_own) >= MIN_SPLIT_SPIKES:
-            refined[a] = np.median(sampled[a][prefers_own][:, wide:wide + length], axis=0)
+            refined[a] = median_of_columns(sampled[a][prefers_own][:, wide:wide + length])
     return refined
 
 
