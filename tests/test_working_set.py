@@ -487,4 +487,33 @@ def test_the_compiled_gram_product_is_the_models_own_operator():
     codes[chosen] = rng.uniform(0.5, 5.0, int(chosen.sum()))
     with torch.no_grad():
         expected = model.analysis(model.synthesis(torch.from_numpy(codes))).numpy()
-    np.testing.assert_allclose(encoder._gram_product(codes), expected, atol=1e-4)
+    # W holds the non-zeros and some zeros (codes FISTA left at 0): the product reads the non-zeros from W,
+    # added in the order a pass over the whole batch lists them, so it is that pass's to the last bit.
+    members = encoder._coordinates(chosen | (rng.random(codes.shape) < 0.02))
+    product = encoder._gram_product(codes, members)
+    np.testing.assert_allclose(product, expected, atol=1e-4)
+    chunks, kinds, times = np.nonzero(codes)
+    np.testing.assert_array_equal(
+        product, encoder.gram_rows.product(chunks, kinds, times, codes[chunks, kinds, times], codes.shape))
+
+
+def test_the_codes_local_maxima_are_those_a_maximum_filter_finds_ties_and_edges_included():
+    from scipy.ndimage import maximum_filter1d
+
+    from engine.model.local_peaks import local_maxima
+
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        codes = np.zeros((int(rng.integers(1, 9)), int(rng.integers(1, 400))), dtype=np.float32)
+        nonzero = rng.random(codes.shape) < rng.choice([0.01, 0.2, 0.9])
+        # Whole values make ties (both maxima count); a code at either end has only zeros beyond it.
+        codes[nonzero] = rng.integers(1, 3, int(nonzero.sum())) if trial % 2 else rng.random(int(nonzero.sum()))
+        codes[:, 0] = 2.0
+        radius = int(rng.integers(0, 12))
+        biggest = maximum_filter1d(codes, size=2 * radius + 1, axis=1, mode="constant")
+        rows, indices = np.nonzero((codes > 0) & (codes >= biggest))
+        padded = np.pad(codes, ((0, 0), (1, 1)))
+        found_rows, found_indices, around = local_maxima(codes, radius)
+        np.testing.assert_array_equal(found_rows, rows)
+        np.testing.assert_array_equal(found_indices, indices)
+        np.testing.assert_array_equal(around, np.stack([padded[rows, indices + lag] for lag in range(3)], axis=1))

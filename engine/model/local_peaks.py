@@ -115,3 +115,45 @@ def _mark_shadows(gram, filters, times, values, lambdas, radius, outdone):
             if value - shadow < bar:
                 outdone[row] = True
                 break
+
+
+def local_maxima(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, indices, (n, 3) values at i − 1, i, i + 1) of each positive value of `codes` (n_rows, n) that is
+    at least every value of its row within `radius` (ties included; outside the row counts as 0), in row-major
+    order: what maximum_filter1d over the whole array found, from one compiled pass that stops only at
+    the non-zeros (a chunk's codes are 99.5 % zeros; the filter and its masks were 3 % of inference)."""
+    values = np.ascontiguousarray(codes)
+    rows, indices = _list_local_maxima(values, int(radius))
+    padded_values = np.zeros((len(rows), 3), dtype=values.dtype)
+    n = values.shape[1]
+    for column, offset in enumerate((-1, 0, 1)):
+        at = indices + offset
+        inside = (at >= 0) & (at < n)
+        padded_values[inside, column] = values[rows[inside], at[inside]]
+    return rows, indices, padded_values
+
+
+@numba.njit(nogil=True, cache=True)
+def _list_local_maxima(values, radius):
+    n_rows, n = values.shape
+    rows = np.empty(256, dtype=np.int64)
+    indices = np.empty(256, dtype=np.int64)
+    found = 0
+    for row in range(n_rows):
+        for i in range(n):
+            value = values[row, i]
+            if not value > 0:
+                continue
+            peak = True
+            for j in range(max(i - radius, 0), min(i + radius + 1, n)):
+                if values[row, j] > value:
+                    peak = False
+                    break
+            if peak:
+                if found == rows.size:  # room for twice as many
+                    rows = np.concatenate((rows, np.empty(rows.size, dtype=np.int64)))
+                    indices = np.concatenate((indices, np.empty(indices.size, dtype=np.int64)))
+                rows[found] = row
+                indices[found] = i
+                found += 1
+    return rows[:found].copy(), indices[:found].copy()

@@ -192,7 +192,7 @@ class WorkingSetEncoder:
         gram = sparse_gram(self.gram, filters, times)
         index = self._batch_index(members, codes)
         codes[index] = self._fista(gram, correlation[index], self.lambdas[filters], codes[index])
-        gradient = correlation - self._gram_product(codes)  # the lasso's gradient, kept up to date as codes move
+        gradient = correlation - self._gram_product(codes, members)  # the lasso's gradient, kept up to date as codes move
         set_size = total(len(times))[0]  # the whole batch's, with `together`
         for _ in range(_MAX_CHECKS):
             violators = self._distinct_coordinates(
@@ -209,13 +209,14 @@ class WorkingSetEncoder:
             moved = tuple(np.concatenate([new, old[unsettled]]) for new, old in zip(violators, members))
             members = self._merged(members, violators, codes.shape[1])
             self._solve_near(moved, members, codes, gradient)
-        support = codes > 0
-        if support.any() and self.model.n_debias_iterations > 0:
-            chunks, filters, times = self._coordinates(support)
+        # The support, listed from W (every non-zero code is W's) in its order, `_coordinates`' order.
+        positive = codes[self._batch_index(members, codes)] > 0
+        if positive.any() and self.model.n_debias_iterations > 0:
+            chunks, filters, times = (axis[positive] for axis in members)
             gram = sparse_gram(self.gram, filters, times)
-            index = (chunks, filters, times - chunks * self._stride(support))
+            index = (chunks, filters, times - chunks * self._stride(codes))
             codes[index] = self._debias(gram, correlation[index], codes[index])
-        return codes.astype(np.float32), correlation
+        return codes, correlation  # float32, as `correlation`
 
     def _peak_coordinates(self, values: np.ndarray, thresholds: np.ndarray,
                           excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -383,8 +384,9 @@ class WorkingSetEncoder:
             near[rows[reaches]] = True
         return near
 
-    def _gram_product(self, codes: np.ndarray) -> np.ndarray:
-        """HᵀHx over whole chunks (batch, K, m) of dense `codes`: what the codes explain, seen through the filters.
+    def _gram_product(self, codes: np.ndarray, members: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """HᵀHx over whole chunks (batch, K, m) of dense `codes`, whose non-zeros are all among the coordinates
+        `members` (W): what the codes explain, seen through the filters.
 
         Hᵀ(y − Hx) = Hᵀy − HᵀHx is the lasso's gradient. HᵀHx is summed from the Gram tensor, one row of it
         per non-zero code, not by synthesising the chunks and correlating them again: the codes are
@@ -393,8 +395,13 @@ class WorkingSetEncoder:
         the pruning pass), in one compiled loop (engine/model/gram_rows.py), which the checks also use
         to update the gradient in place as codes move (`_solve_near`).
         """
-        chunks, filters, times = np.nonzero(codes)
-        return self.gram_rows.product(chunks, filters, times, codes[chunks, filters, times], codes.shape)
+        # The non-zeros listed from W, not by a pass over the whole batch (3 % of inference on a 32-channel
+        # probe), in np.nonzero's order (chunk, filter, time): the same sums, added in the same order.
+        chunks, filters, times = self._batch_index(members, codes)
+        values = codes[chunks, filters, times]
+        nonzero = np.flatnonzero(values)
+        order = nonzero[np.lexsort((times[nonzero], filters[nonzero], chunks[nonzero]))]
+        return self.gram_rows.product(chunks[order], filters[order], times[order], values[order], codes.shape)
 
 
 class Lockstep:

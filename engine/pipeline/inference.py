@@ -18,12 +18,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from scipy.ndimage import maximum_filter1d
 
 from engine.cpu import adapt_threads, single_thread
 from engine.model.crsae import CRsAE, select_device
 from engine.io.recording import Recording
 from engine.model.gram_rows import GramRows
+from engine.model.local_peaks import local_maxima
 from engine.pipeline.code_shares import CodeShares
 from engine.pipeline.explain_away import eliminate_redundant_codes, eliminate_redundant_events, event_atoms
 from engine.pipeline.refinement import AmplitudePrior, filters_sharing_channels, refine_spikes
@@ -396,12 +396,9 @@ def bars_of(min_amplitude: float | np.ndarray, spike_filters: np.ndarray) -> flo
 
 
 def code_maxima(codes: np.ndarray, dead_time: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(filters, code indices, (n, 3) codes at i-1, i, i+1) of each code's local maxima."""
-    local_max = maximum_filter1d(codes, size=2 * dead_time + 1, axis=1, mode="constant")
-    filters, indices = np.nonzero((codes > 0) & (codes >= local_max))
-    padded = np.pad(codes, ((0, 0), (1, 1)))
-    triplets = np.stack([padded[filters, indices], padded[filters, indices + 1], padded[filters, indices + 2]], axis=1)
-    return filters, indices, triplets
+    """(filters, code indices, (n, 3) codes at i-1, i, i+1) of each code's local maxima: a positive code that is
+    at least every code of its filter within the dead time (engine/model/local_peaks.local_maxima)."""
+    return local_maxima(codes, dead_time)
 
 
 def _one_per_dead_time(events: SpikeEvents, dead_time: int) -> SpikeEvents:
