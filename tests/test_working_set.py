@@ -517,3 +517,33 @@ def test_the_codes_local_maxima_are_those_a_maximum_filter_finds_ties_and_edges_
         np.testing.assert_array_equal(found_rows, rows)
         np.testing.assert_array_equal(found_indices, indices)
         np.testing.assert_array_equal(around, np.stack([padded[rows, indices + lag] for lag in range(3)], axis=1))
+
+
+@pytest.mark.parametrize("margin", [VIOLATION_MARGIN, EXACT_MARGIN])
+def test_the_checks_look_again_only_where_values_moved_and_find_what_a_whole_look_finds(simulated, monkeypatch, margin):
+    """After the first check, peaks are looked for only in the blocks a moved code or a new member of W
+    reaches (local_peaks.ChangedBlocks), the last look's shadows kept elsewhere: the codes are those of a
+    look at the whole batch at every check, to the bit, and the looks cover less than the batch."""
+    from engine.model import local_peaks
+
+    _, _, trainer = simulated
+    chunks = [trainer.recording.get_traces(start, start + 10_000).T / trainer.noise_levels[:, None]
+              for start in (0, 20_000, 40_000)]
+    signal = np.stack(chunks).astype(np.float32)
+    looked = []
+    restricted_look = working_set.peak_indices_in
+
+    def spied(values, thresholds, radius, excluded, blocks):
+        looked.append(float(blocks.flags.mean()))
+        return restricted_look(values, thresholds, radius, excluded, blocks)
+
+    monkeypatch.setattr(working_set, "peak_indices_in", spied)
+    restricted = WorkingSetEncoder(trainer.model, violation_margin=margin).encode(signal)
+    assert looked and min(looked) < 1.0  # some checks looked at part of the batch only
+    # Every check looks at the whole batch: no block left out, no shadow carried over.
+    monkeypatch.setattr(working_set, "peak_indices_in",
+                        lambda values, thresholds, radius, excluded, blocks: local_peaks.peak_indices(
+                            values, thresholds, radius, excluded))
+    monkeypatch.setattr(local_peaks.ChangedBlocks, "holds", lambda self, flat: np.ones(len(flat), dtype=bool))
+    whole = WorkingSetEncoder(trainer.model, violation_margin=margin).encode(signal)
+    np.testing.assert_array_equal(restricted, whole)

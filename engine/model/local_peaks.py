@@ -157,3 +157,100 @@ def _list_local_maxima(values, radius):
                 indices[found] = i
                 found += 1
     return rows[:found].copy(), indices[:found].copy()
+
+
+# Where the working set's checks look again for peaks, in blocks of this many samples of a row (a chunk's
+# filter): a block is looked at again when a value within it, or within the peak radius of it, moved.
+CHANGED_BLOCK = 64
+
+
+class ChangedBlocks:
+    """Which blocks of a batch's (chunks, filters, codes) values may hold a peak that the last look did not
+    see, or no longer hold one it saw: those within reach of a value that changed since, or of a coordinate
+    that joined the excluded set. A look at these blocks alone, with the peaks the last look found elsewhere
+    and left, finds what a look at the whole batch would find (WorkingSetEncoder's checks; tested)."""
+
+    def __init__(self, shape: tuple[int, int, int], radius: int) -> None:
+        n_chunks, n_filters, n_codes = shape
+        self.shape, self.radius = shape, int(radius)
+        self.flags = np.zeros((n_chunks * n_filters, -(-n_codes // CHANGED_BLOCK)), dtype=np.bool_)
+
+    def values_moved(self, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray, reach: int,
+                     starts: np.ndarray, partner: np.ndarray) -> None:
+        """Codes at (chunks, filters, times) changed, and with them the values of each partner filter of
+        theirs (partner[starts[k]:starts[k + 1]] for filter k) within `reach` samples."""
+        _flag_blocks(self.flags, self.shape[1], np.asarray(chunks, np.int64), np.asarray(filters, np.int64),
+                     np.asarray(times, np.int64), reach + self.radius, starts, partner, False)
+
+    def excluded(self, chunks: np.ndarray, filters: np.ndarray, times: np.ndarray) -> None:
+        """Coordinates that joined the excluded set: the peaks of their own row within the radius may change."""
+        none = np.zeros(1, dtype=np.int64)
+        _flag_blocks(self.flags, self.shape[1], np.asarray(chunks, np.int64), np.asarray(filters, np.int64),
+                     np.asarray(times, np.int64), self.radius, none, none, True)
+
+    def holds(self, flat: np.ndarray) -> np.ndarray:
+        """(n,) bool: whether each of these flat indices into the batch falls in a flagged block."""
+        n_codes = self.shape[2]
+        return self.flags[flat // n_codes, (flat % n_codes) // CHANGED_BLOCK]
+
+
+def peak_indices_in(values: np.ndarray, thresholds: np.ndarray, radius: int, excluded: np.ndarray,
+                    blocks: ChangedBlocks) -> np.ndarray:
+    """`peak_indices` of the flagged `blocks` only (flat indices, increasing): a coordinate's neighbours
+    outside its block are still compared."""
+    n_chunks, n_filters, n_codes = values.shape
+    bars = np.ascontiguousarray(np.asarray(thresholds, dtype=np.float32).reshape(-1))
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(n_chunks * n_filters, n_codes)
+    skip = np.ascontiguousarray(excluded, dtype=np.bool_).reshape(n_chunks * n_filters, n_codes)
+    return _list_peaks_in_blocks(flat, bars, skip, int(radius), blocks.flags, CHANGED_BLOCK)
+
+
+@numba.njit(nogil=True, cache=True)
+def _flag_blocks(flags, n_filters, chunks, filters, times, reach, starts, partner, own_row):
+    n_blocks = flags.shape[1]
+    for i in range(times.size):
+        first = max(times[i] - reach, 0) // CHANGED_BLOCK
+        last = min(max(times[i] + reach, 0) // CHANGED_BLOCK, n_blocks - 1)
+        if own_row:
+            row = chunks[i] * n_filters + filters[i]
+            for block in range(first, last + 1):
+                flags[row, block] = True
+            continue
+        for pair in range(starts[filters[i]], starts[filters[i] + 1]):
+            row = chunks[i] * n_filters + partner[pair]
+            for block in range(first, last + 1):
+                flags[row, block] = True
+
+
+@numba.njit(nogil=True, cache=True)
+def _list_peaks_in_blocks(values, bars, excluded, radius, flags, block_size):
+    n_rows, n_codes = values.shape
+    n_filters = bars.size
+    found = np.empty(1024, dtype=np.int64)
+    n_found = 0
+    for row in range(n_rows):
+        bar = bars[row % n_filters]
+        for block in range(flags.shape[1]):
+            if not flags[row, block]:
+                continue
+            for t in range(block * block_size, min((block + 1) * block_size, n_codes)):
+                value = values[row, t]
+                if not value > bar or excluded[row, t]:
+                    continue
+                peak = True
+                for distance in range(1, radius + 1):  # as _list_peaks: nearest first
+                    before, after = t - distance, t + distance
+                    if before >= 0 and values[row, before] > value and not excluded[row, before]:
+                        peak = False
+                        break
+                    if after < n_codes and values[row, after] > value and not excluded[row, after]:
+                        peak = False
+                        break
+                if peak:
+                    if n_found == found.size:
+                        grown = np.empty(2 * found.size, dtype=np.int64)
+                        grown[:n_found] = found
+                        found = grown
+                    found[n_found] = row * n_codes + t
+                    n_found += 1
+    return found[:n_found].copy()
