@@ -48,6 +48,11 @@ _PROC_STAT = "/proc/stat"
 # The first reading of the other programs' load is taken over this long (without it the
 # interval was microseconds, no reading came, and the first stage ran on every core).
 FIRST_LOAD_SAMPLE_S = 0.2
+# A reading whose interval began longer ago than this says what the load was then: between two sorts of a
+# long-lived process (the app, a benchmark), it averaged over minutes. It is dropped, the threads stay as they
+# were, and the next check, ADAPT_INTERVAL_S on, measures the present. Measured in bench_sort.py, whose peers'
+# worker processes had run since the last check: each sort's first two stages got one thread (cores busy 1.00).
+STALE_READING_S = 4 * ADAPT_INTERVAL_S
 
 
 @contextlib.contextmanager
@@ -140,6 +145,10 @@ class ThreadPolicy:
             return None
         return max(busy / total - own_share, 0.0) * self.cores
 
+    def restart_reading(self) -> None:
+        """Start the next reading of the others' load now (see STALE_READING_S)."""
+        self._last_ticks, self._last_own, self._last_wall = _busy_and_total_ticks(), time.process_time(), time.monotonic()
+
     def choose(self, other_busy_cores: float) -> int:
         """Threads for torch when others keep `other_busy_cores` cores busy: the free cores, at least one."""
         if self.fixed is not None:
@@ -154,6 +163,9 @@ class ThreadPolicy:
         if not force and now - self._last_check < self.interval_s:
             return self.threads
         self._last_check = now
+        if now - self._last_wall > STALE_READING_S:
+            self.restart_reading()
+            return self.threads
         load = self.other_load()
         if load is not None:
             self.other_busy_cores = load

@@ -108,3 +108,30 @@ def test_sparsorts_own_programs_start_numpys_blas_on_one_thread_unless_the_perso
     printed = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                              check=True).stdout.strip()
     assert printed == f"[{expected}]"
+
+
+def test_a_reading_over_a_stale_interval_is_dropped_and_the_next_measures_the_present(monkeypatch):
+    """Between two sorts of a long-lived process, the last reading began minutes ago: what other programs did
+    then (here a peer sorter's worker processes, all of both cores) must not decide the next sort's threads."""
+    policy = cpu.ThreadPolicy()
+    policy.cores, policy.threads = 2, 2
+    readings = {  # clock -> (busy ticks, total ticks), our own CPU time
+        0.0: ((0, 0), 0.0),
+        100.0: ((20000, 20000), 0.0),  # 100 s of both cores busy, none of it ours: the stale interval
+        102.5: ((20100, 20500), 1.0),  # the present: half of the CPU busy, all of it ours
+    }
+    now = [0.0]
+    monkeypatch.setattr(cpu.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cpu, "_busy_and_total_ticks", lambda: readings[now[0]][0])
+    monkeypatch.setattr(cpu.time, "process_time", lambda: readings[now[0]][1])
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    policy.restart_reading()
+    policy._last_check = 0.0
+    now[0] = 100.0
+    assert policy.adapt() == 2  # stale: dropped, not "two cores busy elsewhere"
+    now[0] = 102.5
+    assert policy.adapt() == 2 and policy.other_busy_cores == pytest.approx(0.0)
+    # A reading over a recent interval still counts.
+    readings[105.0] = ((20600, 21000), 1.0)  # all of it busy, none ours
+    now[0] = 105.0
+    assert policy.adapt() == 1
