@@ -547,3 +547,36 @@ def test_the_checks_look_again_only_where_values_moved_and_find_what_a_whole_loo
     monkeypatch.setattr(local_peaks.ChangedBlocks, "holds", lambda self, flat: np.ones(len(flat), dtype=bool))
     whole = WorkingSetEncoder(trainer.model, violation_margin=margin).encode(signal)
     np.testing.assert_array_equal(restricted, whole)
+
+
+def test_on_a_probe_the_checks_look_again_only_on_the_moved_codes_partners_and_find_the_same_codes(monkeypatch):
+    """A local dictionary on 12 channels (filters on 3 channels each: a moved code changes its partners' rows
+    only): the restricted looks give the codes a look at the whole batch at every check gives, to the bit."""
+    from engine.model import local_peaks
+
+    rng = np.random.default_rng(11)
+    n_channels, n_filters, n_taps = 12, 8, 21
+    shape = biphasic(n_taps, 2.0)
+    filters = np.zeros((n_filters, n_channels, n_taps), dtype=np.float32)
+    mask = np.zeros((n_filters, n_channels), dtype=np.float32)
+    for k in range(n_filters):
+        first = min(k * 3 // 2, n_channels - 3)
+        mask[k, first : first + 3] = 1.0
+        filters[k, first : first + 3] = rng.uniform(0.5, 1.5, (3, 1)) * np.roll(shape, k % 3)[None]
+    model = CRsAE(filters, 3.0, channel_mask=mask)
+    codes = np.zeros((2, n_filters, 3000 - n_taps + 1), dtype=np.float32)
+    spikes = rng.random(codes.shape) < 0.004  # overlapping spikes on neighbouring filters now and then
+    codes[spikes] = rng.uniform(5.0, 40.0, int(spikes.sum()))
+    with torch.no_grad():
+        signal = model.decode(torch.from_numpy(codes)).numpy() + rng.standard_normal((2, n_channels, 3000)).astype(np.float32)
+    looked = []
+    restricted_look = working_set.peak_indices_in
+    monkeypatch.setattr(working_set, "peak_indices_in", lambda values, thresholds, radius, excluded, blocks: (
+        looked.append(float(blocks.flags.mean())), restricted_look(values, thresholds, radius, excluded, blocks))[1])
+    restricted = WorkingSetEncoder(model, violation_margin=EXACT_MARGIN).encode(signal)
+    assert looked and max(looked) < 1.0  # every later look skipped part of the batch
+    monkeypatch.setattr(working_set, "peak_indices_in",
+                        lambda values, thresholds, radius, excluded, blocks: local_peaks.peak_indices(
+                            values, thresholds, radius, excluded))
+    monkeypatch.setattr(local_peaks.ChangedBlocks, "holds", lambda self, flat: np.ones(len(flat), dtype=bool))
+    np.testing.assert_array_equal(restricted, WorkingSetEncoder(model, violation_margin=EXACT_MARGIN).encode(signal))
