@@ -35,47 +35,70 @@ def peak_indices(values: np.ndarray, thresholds: np.ndarray, radius: int,
     """`peaks_above`'s peaks as flat indices into `values` (int64, increasing), found without writing or
     scanning a batch-sized mask: the working set's checks look for a few thousand peaks among millions of
     values, and listing them from a mask (np.flatnonzero) cost as much as finding them."""
+    rows, bars, skip = _as_rows(values, thresholds, excluded)
+    # The whole batch: one block a row, every one looked at.
+    return _list_peaks(rows, bars, skip, excluded is not None, int(radius),
+                       np.ones((rows.shape[0], 1), dtype=np.bool_), max(rows.shape[1], 1))
+
+
+def _as_rows(values: np.ndarray, thresholds: np.ndarray, excluded: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values as (chunks · filters, codes) float32 rows, each filter's bar, `excluded` as rows or an empty
+    array) for the compiled look."""
     n_chunks, n_filters, n_codes = values.shape
     bars = np.ascontiguousarray(np.asarray(thresholds, dtype=np.float32).reshape(-1))
     if bars.size != n_filters:
         raise ValueError(f"thresholds hold {bars.size} values, expected one per filter ({n_filters})")
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(n_chunks * n_filters, n_codes)
+    rows = np.ascontiguousarray(values, dtype=np.float32).reshape(n_chunks * n_filters, n_codes)
     skip = (np.zeros((0, 0), dtype=np.bool_) if excluded is None
             else np.ascontiguousarray(excluded, dtype=np.bool_).reshape(n_chunks * n_filters, n_codes))
-    return _list_peaks(flat, bars, skip, excluded is not None, int(radius))
+    return rows, bars, skip
 
 
 # nogil: inference encodes two batches at once in threads; cache: compiled once per machine.
 @numba.njit(nogil=True, cache=True)
-def _list_peaks(values, bars, excluded, has_excluded, radius):
+def _list_peaks(values, bars, excluded, has_excluded, radius, flags, block_size):
+    """The peaks in the flagged blocks of `block_size` samples of each row (flags (rows, blocks)), as flat
+    indices; a coordinate's neighbours outside its block are compared too."""
     n_rows, n_codes = values.shape
     n_filters = bars.size
     found = np.empty(1024, dtype=np.int64)
     n_found = 0
     for row in range(n_rows):
-        bar = bars[row % n_filters]
-        for t in range(n_codes):
-            value = values[row, t]
-            if not value > bar or (has_excluded and excluded[row, t]):
-                continue
-            peak = True
-            # Outwards from t, nearest first: on a spike's flank the next sample is already bigger.
-            for distance in range(1, radius + 1):
-                before, after = t - distance, t + distance
-                if before >= 0 and values[row, before] > value and not (has_excluded and excluded[row, before]):
-                    peak = False
-                    break
-                if after < n_codes and values[row, after] > value and not (has_excluded and excluded[row, after]):
-                    peak = False
-                    break
-            if peak:
-                if n_found == found.size:  # room for twice as many
-                    grown = np.empty(2 * found.size, dtype=np.int64)
-                    grown[:n_found] = found
-                    found = grown
-                found[n_found] = row * n_codes + t
-                n_found += 1
+        for block in range(flags.shape[1]):
+            if flags[row, block]:
+                found, n_found = _peaks_of_row(values, bars[row % n_filters], excluded, has_excluded, radius, row,
+                                               block * block_size, min((block + 1) * block_size, n_codes),
+                                               found, n_found)
     return found[:n_found].copy()
+
+
+@numba.njit(nogil=True, cache=True)
+def _peaks_of_row(values, bar, excluded, has_excluded, radius, row, first, last, found, n_found):
+    """`_list_peaks`' peaks of one row among samples [first, last), added to found[:n_found] (grown when full)."""
+    n_codes = values.shape[1]
+    for t in range(first, last):
+        value = values[row, t]
+        if not value > bar or (has_excluded and excluded[row, t]):
+            continue
+        peak = True
+        # Outwards from t, nearest first: on a spike's flank the next sample is already bigger.
+        for distance in range(1, radius + 1):
+            before, after = t - distance, t + distance
+            if before >= 0 and values[row, before] > value and not (has_excluded and excluded[row, before]):
+                peak = False
+                break
+            if after < n_codes and values[row, after] > value and not (has_excluded and excluded[row, after]):
+                peak = False
+                break
+        if peak:
+            if n_found == found.size:  # room for twice as many
+                grown = np.empty(2 * found.size, dtype=np.int64)
+                grown[:n_found] = found
+                found = grown
+            found[n_found] = row * n_codes + t
+            n_found += 1
+    return found, n_found
 
 
 def shadows(gram: np.ndarray, filters: np.ndarray, times: np.ndarray, values: np.ndarray, lambdas: np.ndarray,
@@ -198,11 +221,8 @@ def peak_indices_in(values: np.ndarray, thresholds: np.ndarray, radius: int, exc
                     blocks: ChangedBlocks) -> np.ndarray:
     """`peak_indices` of the flagged `blocks` only (flat indices, increasing): a coordinate's neighbours
     outside its block are still compared."""
-    n_chunks, n_filters, n_codes = values.shape
-    bars = np.ascontiguousarray(np.asarray(thresholds, dtype=np.float32).reshape(-1))
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(n_chunks * n_filters, n_codes)
-    skip = np.ascontiguousarray(excluded, dtype=np.bool_).reshape(n_chunks * n_filters, n_codes)
-    return _list_peaks_in_blocks(flat, bars, skip, int(radius), blocks.flags, CHANGED_BLOCK)
+    rows, bars, skip = _as_rows(values, thresholds, excluded)
+    return _list_peaks(rows, bars, skip, True, int(radius), blocks.flags, CHANGED_BLOCK)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -220,37 +240,3 @@ def _flag_blocks(flags, n_filters, chunks, filters, times, reach, starts, partne
             row = chunks[i] * n_filters + partner[pair]
             for block in range(first, last + 1):
                 flags[row, block] = True
-
-
-@numba.njit(nogil=True, cache=True)
-def _list_peaks_in_blocks(values, bars, excluded, radius, flags, block_size):
-    n_rows, n_codes = values.shape
-    n_filters = bars.size
-    found = np.empty(1024, dtype=np.int64)
-    n_found = 0
-    for row in range(n_rows):
-        bar = bars[row % n_filters]
-        for block in range(flags.shape[1]):
-            if not flags[row, block]:
-                continue
-            for t in range(block * block_size, min((block + 1) * block_size, n_codes)):
-                value = values[row, t]
-                if not value > bar or excluded[row, t]:
-                    continue
-                peak = True
-                for distance in range(1, radius + 1):  # as _list_peaks: nearest first
-                    before, after = t - distance, t + distance
-                    if before >= 0 and values[row, before] > value and not excluded[row, before]:
-                        peak = False
-                        break
-                    if after < n_codes and values[row, after] > value and not excluded[row, after]:
-                        peak = False
-                        break
-                if peak:
-                    if n_found == found.size:
-                        grown = np.empty(2 * found.size, dtype=np.int64)
-                        grown[:n_found] = found
-                        found = grown
-                    found[n_found] = row * n_codes + t
-                    n_found += 1
-    return found[:n_found].copy()
