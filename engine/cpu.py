@@ -126,9 +126,7 @@ class ThreadPolicy:
         self.fixed = fixed
         self.interval_s = interval_s
         self._last_check = -float("inf")
-        self._last_ticks = _busy_and_total_ticks()
-        self._last_own = time.process_time()
-        self._last_wall = time.monotonic()
+        self.restart_reading()
         self.threads = fixed or self.cores
         self.other_busy_cores = 0.0  # last measured
 
