@@ -6,7 +6,7 @@ from engine.io.recording import NumpyRecording
 from engine.pipeline.locked_events import drop_locked_events, find_lock
 from tests.test_spike_reassignment import NOISE, SECONDS, neurons, sorting_of
 from tests.test_unit_merge import RATE, spike_train
-from tests.test_waveform_split import N_CHANNELS, N_TAPS, waveform
+from tests.test_waveform_split import N_CHANNELS, N_TAPS, recording_of, waveform
 
 WINDOW, FLANK = 30, (150, 450)  # 1 ms, 5-15 ms at 30 kHz
 
@@ -76,6 +76,27 @@ def test_a_units_copies_of_a_neighbours_spikes_go_and_its_own_spikes_stay():
     assert held(after, 0, own) > 0.99
     assert held(after, 1, other) == 1.0
     assert "of 0 copying 1" in after.provenance.locked_events
+
+
+def test_the_units_own_spikes_at_the_locks_lag_stay_where_the_recording_holds_them():
+    # A lock's lags also hold the copying unit's own spikes that fell there by chance (on the 32-channel
+    # probe, recording seed 7: 19 of the 5-SNR gt6's spikes went with its unit's copies of neighbours').
+    # Here neuron "c" also fires 2 samples after every 15th spike of "a": those are its spikes, as the
+    # recording holds them, beside the copies its unit coded at the same lag.
+    rng = np.random.default_rng(1)
+    own, other = (spike_train(rng, int(SECONDS * RATE), 12.0) for _ in range(2))
+    by_chance = other[1::15] + 2  # never one of the copied spikes (other[::3])
+    own = own[np.min(np.abs(own[:, None] - other[None, :]), axis=1) > 40]  # only those at the lag are near "a"
+    recording = recording_of([np.concatenate([own, by_chance]), other], ["c", "a"], SECONDS, rng)
+    copies = other[::3] + 2
+    sorting = sorting_of([own, by_chance, copies, other], [0, 0, 0, 1], ["c", "a"])
+
+    after = dropped(sorting, recording)
+
+    assert held(after, 0, copies) < 0.05
+    assert held(after, 0, by_chance) == 1.0 and held(after, 0, own) == 1.0
+    assert held(after, 1, other) == 1.0
+    assert "the recording holds" in after.provenance.locked_events
 
 
 def test_the_copy_is_told_by_the_recording_not_by_the_template_size():

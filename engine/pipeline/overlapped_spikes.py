@@ -100,7 +100,7 @@ def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndar
     best_distance = np.full(len(dropped), np.inf)  # |log size|: how far from the unit's typical size
     for unit in (u for u in takers if u in sample.medians):
         candidates = of_filter[unit_filters[unit]]
-        sizes, t = _relative_sizes(sample, unit, sorting, recording, noise_levels, dropped.times[candidates])
+        sizes, t = relative_sizes(sample, unit, sorting, recording, noise_levels, dropped.times[candidates])
         fits = (sizes >= RESTORED_SIZE) & (sizes <= 1.0 / RESTORED_SIZE) & (t >= RESTORED_T)  # False where NaN
         distance = np.abs(np.log(np.where(fits, sizes, 1.0)))
         nearer = fits & (distance < best_distance[candidates])
@@ -134,7 +134,7 @@ def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndar
     return _noted(restored, note)
 
 
-def _relative_sizes(sample: UnitSample, unit: int, sorting: Sorting, recording, noise_levels: np.ndarray,
+def relative_sizes(sample: UnitSample, unit: int, sorting: Sorting, recording, noise_levels: np.ndarray,
                     times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """((n,) sizes, (n,) t): the unit's median's size at each of `times`, fitted beside the sorting's events
     there, relative to the unit's typical size, and that size over its standard error; NaN where the window
