@@ -135,7 +135,7 @@ def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndar
 
 
 def relative_sizes(sample: UnitSample, unit: int, sorting: Sorting, recording, noise_levels: np.ndarray,
-                    times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """((n,) sizes, (n,) t): the unit's median's size at each of `times`, fitted beside the sorting's events
     there, relative to the unit's typical size, and that size over its standard error; NaN where the window
     runs off the recording."""
