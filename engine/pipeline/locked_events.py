@@ -146,7 +146,7 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
         median = reader.median(sorting.spike_times[unlocked], channels)
         medians[unit] = None if median is None else median[0]
     drop = np.zeros(sorting.n_spikes, dtype=bool)
-    counts: dict[tuple[int, int], int] = {}
+    copied: list[tuple[int, int, np.ndarray]] = []  # (the unit holding the copies, the owner, the copies)
     for a, b, lock in locks:
         if medians[a] is None or medians[b] is None:
             continue
@@ -158,12 +158,14 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
             continue
         (copy, events), owner = ((a, lock.a_events), b) if a_copies else ((b, lock.b_events), a)
         drop[events] = True
-        counts[(copy, owner)] = counts.get((copy, owner), 0) + len(events)
+        copied.append((copy, owner, events))
     if not drop.any():
         return _noted(sorting, "no events dropped")
-    held = _own_spikes_among(drop, sorting, recording, noise_levels, mask, sorted({copy for copy, _ in counts}))
+    held = _own_spikes_among(drop, sorting, recording, noise_levels, mask, sorted({copy for copy, _, _ in copied}))
     drop &= ~held
-    counts = {pair: int(np.count_nonzero(drop[_locked_of(locks, *pair)])) for pair in counts}
+    counts: dict[tuple[int, int], int] = {}
+    for copy, owner, events in copied:
+        counts[(copy, owner)] = counts.get((copy, owner), 0) + int(np.count_nonzero(drop[events]))
     note = (f"{int(drop.sum())} events dropped: each a copy of another unit's spike at a fixed lag ("
             + ", ".join(f"{n} of {a} copying {b}" for (a, b), n in sorted(counts.items(), key=lambda kv: -kv[1])[:8]
                         if n)
@@ -171,12 +173,6 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     if held.any():
         note += f"; {int(held.sum())} locked events kept: the recording holds their unit's spike there"
     return _noted(sorting.with_spikes(~drop), note)
-
-
-def _locked_of(locks: list[tuple[int, int, Lock]], copy: int, owner: int) -> np.ndarray:
-    """The events of unit `copy` locked to unit `owner`'s (indices into the sorting)."""
-    parts = [lock.a_events if a == copy else lock.b_events for a, b, lock in locks if {a, b} == {copy, owner}]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _own_spikes_among(drop: np.ndarray, sorting: Sorting, recording, noise_levels: np.ndarray, masks: np.ndarray,
