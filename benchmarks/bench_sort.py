@@ -605,10 +605,14 @@ def over_recordings(results: list[Result]) -> str:
     sorters = list(dict.fromkeys("sparsort" if r.sorter.startswith("sparsort") else r.sorter
                                  for r in results if r.comparison is not None))
 
-    def of(recording: str, sorter: str) -> tuple[float, float] | None:
-        mine = [r for r in results if r.recording == recording and r.comparison is not None
+    def runs(recording: str, sorter: str) -> list[Result]:
+        """The sorter's scored sorts of the recording (Sparsort's: every sorter seed, the CLI's left out)."""
+        return [r for r in results if r.recording == recording and r.comparison is not None
                 and (r.sorter.startswith("sparsort") if sorter == "sparsort" else r.sorter == sorter)
                 and "CLI" not in r.sorter]
+
+    def of(recording: str, sorter: str) -> tuple[float, float] | None:
+        mine = runs(recording, sorter)
         if not mine:
             return None
         return (statistics.median(r.comparison.mean_accuracy for r in mine),
@@ -617,10 +621,7 @@ def over_recordings(results: list[Result]) -> str:
 
     def on_found(recording: str, sorter: str) -> float | None:
         """The sorter's mean accuracy over the units some sorter of the run found (the median of Sparsort's seeds)."""
-        found = found_units(results, recording)
-        mine = [r for r in results if r.recording == recording and r.comparison is not None
-                and (r.sorter.startswith("sparsort") if sorter == "sparsort" else r.sorter == sorter)
-                and "CLI" not in r.sorter]
+        found, mine = found_units(results, recording), runs(recording, sorter)
         if found is None or not found.any() or not mine:
             return None
         return statistics.median(float(np.mean(r.comparison.accuracy[found])) for r in mine)
