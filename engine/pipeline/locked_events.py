@@ -161,7 +161,8 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
         copied.append((copy, owner, events))
     if not drop.any():
         return _noted(sorting, "no events dropped")
-    held = _own_spikes_among(drop, sorting, recording, noise_levels, mask, sorted({copy for copy, _, _ in copied}))
+    held = _own_spikes_among(drop, sorting, of_unit, recording, noise_levels, mask,
+                             sorted({copy for copy, _, _ in copied}))
     drop &= ~held
     counts: dict[tuple[int, int], int] = {}
     for copy, owner, events in copied:
@@ -175,22 +176,22 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
     return _noted(sorting.with_spikes(~drop), note)
 
 
-def _own_spikes_among(drop: np.ndarray, sorting: Sorting, recording, noise_levels: np.ndarray, masks: np.ndarray,
-                      copying: list[int]) -> np.ndarray:
+def _own_spikes_among(drop: np.ndarray, sorting: Sorting, of_unit: list[np.ndarray], recording,
+                      noise_levels: np.ndarray, masks: np.ndarray, copying: list[int]) -> np.ndarray:
     """(n_spikes,) bool: the events to drop (`drop`) of the `copying` units whose window, with the sort's
     other events taken out, holds the unit's own spike at its usual size (overlapped_spikes' test: a size
     of RESTORED_SIZE to 1 / RESTORED_SIZE of it, RESTORED_T standard errors from 0). `masks`: (n_units,
-    n_channels) where each unit's filter lives."""
+    n_channels) where each unit's filter lives; `of_unit`: each unit's spike indices in `sorting`."""
     held = np.zeros(sorting.n_spikes, dtype=bool)
     kept = sorting.with_spikes(~drop)  # the medians, and the events fitted beside, without the copies
-    of_unit = spikes_of_each_filter(kept.spike_units, kept.n_units)
-    sample = sampled_medians(kept, recording, noise_levels, masks, copying, of_unit)
+    sample = sampled_medians(kept, recording, noise_levels, masks, copying,
+                             spikes_of_each_filter(kept.spike_units, kept.n_units))
     if sample is None:
         return held
     for unit in copying:
         if unit not in sample.medians:
             continue
-        events = np.flatnonzero(drop & (sorting.spike_units == unit))
+        events = of_unit[unit][drop[of_unit[unit]]]  # its copies, in time order
         sizes, t = relative_sizes(sample, unit, kept, recording, noise_levels, sorting.spike_times[events])
         held[events[(sizes >= RESTORED_SIZE) & (sizes <= 1.0 / RESTORED_SIZE) & (t >= RESTORED_T)]] = True
     return held
