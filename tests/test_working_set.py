@@ -410,6 +410,40 @@ def test_peaks_are_found_where_they_stand_as_a_running_maximum_finds_them():
 
 
 
+def test_runs_screened_by_their_largest_value_lose_no_peak_at_their_edges():
+    """A gradient is mostly under its bars, so the peak search skips runs of samples whose largest value
+    does not clear the bar (local_peaks.SCREENED_RUN). Bumps on a run's first and last sample, a bump
+    whose bigger neighbour lies in the next run, excluded coordinates and flagged blocks: the peaks must
+    be those a running maximum over the whole batch gives."""
+    from engine.model import local_peaks
+
+    rng = np.random.default_rng(11)
+    run, radius = local_peaks.SCREENED_RUN, 5
+    values = (0.3 * rng.standard_normal((2, 3, 20 * run))).astype(np.float32)  # noise, under every bar
+    for edge in (run - 1, run, 2 * run - 1, 3 * run, 5 * run + 2, 20 * run - 1):  # on runs' first and last samples
+        values[:, :, edge] = 2.0 + 0.01 * edge
+    values[:, :, 7 * run - 2] = 2.0
+    values[:, :, 7 * run + 1] = 2.5  # the bigger neighbour, across the run's edge, within the radius
+    values[0, 1, 9 * run - 3 : 9 * run + 3] = 1.8  # a plateau over an edge: ties are peaks
+    values[1, 2, 11 * run + 1] = 3.0  # excluded: its smaller neighbour becomes a peak
+    values[1, 2, 11 * run] = 2.2
+    excluded = np.zeros(values.shape, dtype=bool)
+    excluded[1, 2, 11 * run + 1] = True
+    thresholds = np.array([1.0, 1.5, 1.9], dtype=np.float32)
+    outside = np.where(excluded, -np.inf, values)
+    running = maximum_filter1d(outside, 2 * radius + 1, axis=2, mode="constant", cval=-np.inf)
+    expected = (outside > thresholds[None, :, None]) & (outside >= running)
+    assert 10 < expected.sum() < 60
+    np.testing.assert_array_equal(local_peaks.peak_indices(values, thresholds, radius, excluded),
+                                  np.flatnonzero(expected))
+    # Flagged blocks only (a check's second look): the peaks of those blocks, the same ones.
+    blocks = local_peaks.ChangedBlocks(values.shape, radius)
+    blocks.flags[::2] = True
+    in_flagged = blocks.holds(np.flatnonzero(expected))
+    np.testing.assert_array_equal(local_peaks.peak_indices_in(values, thresholds, radius, excluded, blocks),
+                                  np.flatnonzero(expected)[in_flagged])
+
+
 def test_shadows_are_the_candidates_a_bigger_neighbour_explains_below_their_threshold():
     """The compiled screen walks each candidate's neighbours and stops at the first that explains it
     away; it must mark the candidates the rule marks when every pair is written out, ties included."""

@@ -6,7 +6,11 @@ In numpy that took a pass over the whole batch for the bar, another to leave W's
 out, one to list the survivors, then a gather of each survivor's window: 12 % of inference on
 a 32-channel probe, most of it on the flanks of big spikes, where a coordinate is outdone by
 its immediate neighbour. Here one compiled pass tests each coordinate against its bar and then
-walks outwards from it, stopping at the first bigger neighbour.
+walks outwards from it, stopping at the first bigger neighbour. Most of a gradient lies under
+its bars (on the 32-channel probe 82-91 % of runs of 32 samples hold no value above), so each
+run is first screened by its largest value, which the CPU takes 8 samples at a time; the
+sample-by-sample test runs only where that clears the bar (`_list_peaks` 2-3x faster, the
+same peaks).
 
 Of those peaks, the ones that are only another filter's echo of a bigger spike nearby are left
 out (`shadows`): in numpy, every pair within half a filter length listed out and a three-axis
@@ -55,6 +59,12 @@ def _as_rows(values: np.ndarray, thresholds: np.ndarray, excluded: np.ndarray | 
     return rows, bars, skip
 
 
+# Samples a row's run screened at once by its largest value (see the module's docstring): shorter runs
+# are skipped more often but screened at more cost each; 16, 32 and 64 took 1.3, 1.1 and 1.0 parts of
+# the screen's time on seed 4's gradients, and 9, 13 and 19 % of runs were then tested sample by sample.
+SCREENED_RUN = 32
+
+
 # nogil: inference encodes two batches at once in threads; cache: compiled once per machine.
 @numba.njit(nogil=True, cache=True)
 def _list_peaks(values, bars, excluded, has_excluded, radius, flags, block_size):
@@ -65,12 +75,30 @@ def _list_peaks(values, bars, excluded, has_excluded, radius, flags, block_size)
     found = np.empty(1024, dtype=np.int64)
     n_found = 0
     for row in range(n_rows):
+        bar = bars[row % n_filters]
         for block in range(flags.shape[1]):
-            if flags[row, block]:
-                found, n_found = _peaks_of_row(values, bars[row % n_filters], excluded, has_excluded, radius, row,
-                                               block * block_size, min((block + 1) * block_size, n_codes),
+            if not flags[row, block]:
+                continue
+            for first in range(block * block_size, min((block + 1) * block_size, n_codes), SCREENED_RUN):
+                last = min(first + SCREENED_RUN, (block + 1) * block_size, n_codes)
+                # Only a run whose largest value clears the bar can hold a peak (neighbours beyond the
+                # run are still compared by _peaks_of_row).
+                if not _largest(values[row], first, last) > bar:
+                    continue
+                found, n_found = _peaks_of_row(values, bar, excluded, has_excluded, radius, row, first, last,
                                                found, n_found)
     return found[:n_found].copy()
+
+
+# fastmath: the maximum is taken in SIMD lanes (exact in any order; the values are finite, as
+# recordings are checked for NaN and inf when opened).
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _largest(row, first, last):
+    """The largest of row[first:last] (last > first)."""
+    largest = row[first]
+    for t in range(first + 1, last):
+        largest = max(largest, row[t])
+    return largest
 
 
 @numba.njit(nogil=True, cache=True)
