@@ -45,8 +45,8 @@ from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
     FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
     LOCAL_INIT_MIN_CHANNELS, MAX_FILTERS, MAX_SIZE_RATIO, MIN_AMPLITUDE_SPIKES, MIN_SPLIT_SPIKES, MIN_USE_FRACTION,
-    OUTLIER_AMPLITUDE_FACTOR, OWN_SPIKE_LAMBDAS, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS, SAME_SPIKE_MS,
-    SHADOW_WINDOW_MS,
+    OUTLIER_AMPLITUDE_FACTOR, OWN_SPIKE_LAMBDAS, POOL_BATCH_CHUNKS, RANDOM_FILTERS_PER_CHANNEL, RANDOM_START_STEPS,
+    SAME_SPIKE_MS, SHADOW_WINDOW_MS,
 )
 from engine.pipeline.pool import TrainingPool, build_training_pool
 from engine.pipeline.preprocessing import PreprocessedRecording
@@ -535,6 +535,7 @@ class SortPipeline:
             self.model, self.pool.prune_recording(), np.ones(self.recording.n_channels, np.float32),
             self.dead_time, self._lambdas(), solver=self.config.solver, progress=progress, should_stop=should_stop,
             settled_fraction=ROUGH_SETTLED_FRACTION,  # which filters are neurons: counts, not exact spikes
+            batch_chunks=POOL_BATCH_CHUNKS,  # short: every core gets a batch of a pool of a few seconds
         )
         if should_stop is not None and should_stop():
             raise SortStopped("stopped while coding the training pool")
