@@ -17,8 +17,8 @@ POOL_READ_S = 10.0  # when it is not, the whole recording is read this much at a
 PRUNE_SECONDS = 20.0
 # ... in batches of this many 1-s chunks, coded a batch per free core: in the sort's batches of 8 the
 # 20 chunks were 3 batches, the last coded alone while the other core waited (a 384-channel pool, 4 s,
-# one batch: one core). Coded 3-6 times a sort; on the 32-channel probe 2.30 s -> 1.39 s each, the same
-# events (recording seed 4, after training; batches of 5: 1.41 s).
+# one batch: one core). Coded up to six times a sort: 384 channels 87.9 -> 77.3 s, the same 0.920; on the
+# 32-channel probe the same events (recording seed 4, after training) and a second or so a sort.
 POOL_BATCH_CHUNKS = 2
 # Windows at the end of the pool that training never draws: the live curve of
 # reconstruction error on them moves only when the model learns (not with the batch drawn).
