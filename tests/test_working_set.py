@@ -409,7 +409,6 @@ def test_peaks_are_found_where_they_stand_as_a_running_maximum_finds_them():
         np.testing.assert_array_equal(np.stack(listed), np.stack(encoder._coordinates(expected)))
 
 
-
 def test_runs_screened_by_their_largest_value_lose_no_peak_at_their_edges():
     """A gradient is mostly under its bars, so the peak search skips runs of samples whose largest value
     does not clear the bar (local_peaks.SCREENED_RUN). Bumps on a run's first and last sample, a bump
