@@ -1,6 +1,7 @@
 """A neuron too faint for the first dictionary is found in what the learned dictionary leaves unexplained."""
 
 import numpy as np
+import pytest
 
 from engine.cpu import in_order
 from engine.io.recording import NumpyRecording
@@ -168,12 +169,14 @@ def test_peaks_of_a_filtered_neuron_make_no_candidate():
     assert _cluster_candidates(store, other).shape == (1, N_CHANNELS, N_TAPS)
 
 
-def test_the_sort_takes_the_batches_the_search_coded_as_they_are_unless_its_settings_differ(monkeypatch):
+# 28.5 s: the last batch is 5 chunks, the last of them half a second long, which the search codes in parts
+# of 2 chunks (faint_units.search_parts); alone, that chunk would not be padded as in the whole batch.
+@pytest.mark.parametrize("seconds", [30.0, 28.5])
+def test_the_sort_takes_the_batches_the_search_coded_as_they_are_unless_its_settings_differ(monkeypatch, seconds):
     from engine.pipeline import inference
     from engine.pipeline.refinement import AmplitudePrior
 
     rng = np.random.default_rng(4)
-    seconds = 30.0
     n = int(seconds * RATE)
     strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
     recording = recording_with([(strong, spike_train(rng, n, 10.0))], seconds, rng)
@@ -232,3 +235,17 @@ def test_a_found_filter_that_leaves_an_old_one_idle_replaces_it_and_one_that_is_
                          np.full(len(filter_of), 20.0, np.float32))
     kept, replaced = found_filters_kept(prune(filters, events, 0.99), n_old)
     assert kept == [] and replaced == []
+
+
+def test_a_searched_batch_is_coded_in_parts_and_a_lone_last_chunk_joins_the_part_before_it():
+    """Each part holds a chunk of the batch's full length when the batch does, so each is padded as the batch
+    is and codes as the sort's inference codes the whole batch."""
+    from engine.pipeline.faint_units import search_parts
+    from engine.pipeline.params import FAINT_PART_CHUNKS
+
+    cores = [(i * 100, (i + 1) * 100) for i in range(2 * FAINT_PART_CHUNKS + 1)]
+    parts = search_parts(cores)
+    assert [chunk for part in parts for chunk in part] == cores  # every chunk once, in order
+    assert all(len(part) >= FAINT_PART_CHUNKS for part in parts)
+    assert len(parts) == 2
+    assert search_parts(cores[:1]) == [cores[:1]]

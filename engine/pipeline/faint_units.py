@@ -40,8 +40,8 @@ from engine.pipeline.pruning import PruneDecision
 from engine.pipeline.refinement import AmplitudePrior
 from engine.pipeline.initialization import detect_peaks_on_probe
 from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_MAX_SECONDS, FAINT_MAX_VALUES, FAINT_MIN_POOL_SPIKES,
-                                    FAINT_MIN_SPIKES, FAINT_SNIPPET_CHANNELS, FAINT_SNIPPETS_PER_CHANNEL,
-                                    FAINT_THRESHOLD, PEAK_FRACTION, SHADOW_WINDOW_MS)
+                                    FAINT_MIN_SPIKES, FAINT_PART_CHUNKS, FAINT_SNIPPET_CHANNELS,
+                                    FAINT_SNIPPETS_PER_CHANNEL, FAINT_THRESHOLD, PEAK_FRACTION, SHADOW_WINDOW_MS)
 from engine.pipeline.sorting import peak_taps
 from engine.pipeline.stages import SortStopped
 
@@ -65,6 +65,16 @@ def searched_batches(recording: Recording, n_taps: int, max_values: int = FAINT_
     those the search codes, `discovery_batches`)."""
     batches = chunk_batches(recording.n_samples, default_chunk_size(recording, n_taps), BATCH_CHUNKS)
     return batches, discovery_batches(batches, recording.n_channels, float(recording.sampling_rate), max_values)
+
+
+def search_parts(cores: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """A searched batch's chunks (`cores`) in the parts coded at once: FAINT_PART_CHUNKS each, a lone last
+    chunk joined to the part before it (alone, a short last chunk of the recording would be padded to its
+    own length rather than the batch's, and could be coded differently from the sort's inference)."""
+    parts = [cores[i : i + FAINT_PART_CHUNKS] for i in range(0, len(cores), FAINT_PART_CHUNKS)]
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2:] = [parts[-2] + parts[-1]]
+    return parts
 
 
 def found_filters_kept(decision: PruneDecision, n_before: int) -> tuple[list[int], list[int]]:
@@ -189,25 +199,30 @@ def faint_candidates(
     finder = ChunkSpikeFinder(settings, model)
     filter_peaks = peak_taps(filters.transpose(0, 2, 1))  # (n_filters,) where each event's time sits in its filter
 
-    def unexplained(index: int) -> tuple[list[SpikeEvents], list[tuple[int, np.ndarray]]] | None:
-        """(the batch's spikes, its unexplained peaks' snippets); None once the sort is stopped."""
+    workers = adapt_threads() if finder.working_set is not None else 1
+
+    def coded_part(cores: list[tuple[int, int]]) -> list[tuple[SpikeEvents, int, np.ndarray]] | None:
+        """(spikes, window start, signal as read) of each chunk of part of a batch; None once the sort is stopped."""
         if should_stop is not None and should_stop():
             return None
-        cores = batches[index]
-        coded = finder.batch_spikes_and_signals(recording, cores)
-        chunk_events = [chunk[0] for chunk in coded]
-        events = SpikeEvents.concatenate(chunk_events)
+        return finder.batch_spikes_and_signals(recording, cores)
+
+    def unexplained_in(cores: list[tuple[int, int]], coded: list[tuple[SpikeEvents, int, np.ndarray]]
+                       ) -> list[tuple[int, np.ndarray]]:
+        """The snippets of the unexplained peaks of a batch (`cores`), from its chunks' spikes and signals."""
+        events = SpikeEvents.concatenate([chunk[0] for chunk in coded])
         code_index = events.times - filter_peaks[events.filters]
         # Spikes of the batches on either side were not coded here: their atoms reach a filter length in.
         first = cores[0][0] + (n_taps if cores[0][0] > 0 else 0)
         last = cores[-1][1] - (n_taps if cores[-1][1] < recording.n_samples else 0)
-        cuts = []
-        # Chunk by chunk (a 384-channel batch's residual would be 370 MB), on the signal the finder read
-        # (reading it again band-passed it again: the search took 9.5 s instead of 5.3 s on 32 channels).
-        for (core_start, core_stop), (_, window_start, read) in zip(cores, coded):
+
+        def cuts_of(chunk: int) -> list[tuple[int, np.ndarray]]:
+            # Chunk by chunk (a 384-channel batch's residual would be 370 MB), on the signal the finder read
+            # (reading it again band-passed it again: the search took 9.5 s instead of 5.3 s on 32 channels).
+            (core_start, core_stop), (_, window_start, read) = cores[chunk], coded[chunk]
             start, stop = max(core_start - n_taps, 0), min(core_stop + n_taps, recording.n_samples)
             signal = read[:, start - window_start : stop - window_start]
-            near = (code_index > start - n_taps) & (code_index < stop)
+            near = (code_index > start - n_taps) & (code_index < stop)  # the neighbouring chunks' spikes too
             residual = signal - place_filters(signal.shape, code_index[near] - start, events.amplitudes[near],
                                               filters, events.filters[near])
             nearby = SpikeEvents(events.times[near] - start, events.filters[near], events.amplitudes[near])
@@ -216,20 +231,29 @@ def faint_candidates(
             absolute = times + start
             inside = ((absolute >= max(core_start, first)) & (absolute < min(core_stop, last))
                       & (times - peak_tap >= 0) & (times - peak_tap + n_taps <= residual.shape[1]))
-            cuts += store.cut(residual, times[inside] - peak_tap, channels[inside])
-        return chunk_events, cuts
+            return store.cut(residual, times[inside] - peak_tap, channels[inside])
 
-    # Batches are independent: each free core codes one, in a thread with one torch thread, as inference
-    # runs its batches (inference.spikes_of_batches says why). They are stored in order, so the snippets
-    # kept (the first FAINT_SNIPPETS_PER_CHANNEL a channel) do not depend on which batch finished first.
-    workers = adapt_threads() if finder.working_set is not None else 1
+        return [cut for cuts in in_order(cuts_of, list(range(len(cores))), workers) for cut in cuts]
+
+    # Each searched batch is coded in parts of a few chunks, a part per free core (in a thread with one torch
+    # thread, as inference runs its batches: inference.spikes_of_batches says why), then its residual is
+    # searched chunk by chunk, each chunk beside its neighbours' spikes. A chunk's codes are the same in a
+    # part as in the whole batch (each part padded as the batch is), and searching batch by batch spreads
+    # a 384-channel probe's 3 batches over both cores (they were coded a batch per core, the third alone).
+    # Snippets are stored in order, so those kept (the first FAINT_SNIPPETS_PER_CHANNEL a channel) do not
+    # depend on which part finished first.
     coded: dict[int, list[SpikeEvents]] = {}
     with single_thread() if workers > 1 else contextlib.nullcontext():
-        for done, (index, found) in enumerate(zip(searched, in_order(unexplained, searched, workers))):
-            if found is None or (should_stop is not None and should_stop()):
+        for done, index in enumerate(searched):
+            cores = batches[index]
+            # On a GPU the batch is one tensor, coded at once.
+            parts = list(in_order(coded_part, search_parts(cores) if finder.working_set is not None else [cores],
+                                  workers))
+            if any(part is None for part in parts) or (should_stop is not None and should_stop()):
                 raise SortStopped("stopped while looking for faint units")
-            coded[index] = found[0]
-            store.add(found[1])
+            chunks = [chunk for part in parts for chunk in part]
+            coded[index] = [chunk[0] for chunk in chunks]
+            store.add(unexplained_in(cores, chunks))
             if progress is not None:
                 progress((done + 1) / len(searched))
     return FaintSearch(_cluster_candidates(store, filters), coded, settings)

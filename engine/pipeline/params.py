@@ -235,3 +235,6 @@ FAINT_MIN_POOL_SPIKES = 10
 FAINT_LAMBDA_FRACTION = 0.8
 FAINT_SNIPPET_CHANNELS = 8  # a faint neuron is seen on few channels: its snippets keep the nearest 8
 FAINT_SNIPPETS_PER_CHANNEL = 200
+# The searched batches' chunks coded at once, a part per free core (faint_units.search_parts): a 384-channel
+# probe's search is 3 batches, which a batch per core left one core idle for a third of the search.
+FAINT_PART_CHUNKS = 2
