@@ -236,5 +236,6 @@ FAINT_LAMBDA_FRACTION = 0.8
 FAINT_SNIPPET_CHANNELS = 8  # a faint neuron is seen on few channels: its snippets keep the nearest 8
 FAINT_SNIPPETS_PER_CHANNEL = 200
 # The searched batches' chunks coded at once, a part per free core (faint_units.search_parts): a 384-channel
-# probe's search is 3 batches, which a batch per core left one core idle for a third of the search.
+# probe's search is 3 batches, which a batch per core left one core idle for a third of the search (384
+# channels, 60 s: the search 20.1 -> 14.3 s, the same candidates).
 FAINT_PART_CHUNKS = 2
