@@ -70,7 +70,7 @@ from scipy.stats import poisson
 from engine.model.pairs import pairs_in_runs
 from engine.pipeline.hollow_events import sampled_medians
 from engine.pipeline.main_channels import main_channels
-from engine.pipeline.overlapped_spikes import RESTORED_SIZE, RESTORED_T, relative_sizes
+from engine.pipeline.overlapped_spikes import holds_its_spike, relative_sizes
 from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.unit_merge import SnippetMeans, read_snippets
@@ -179,8 +179,8 @@ def drop_locked_events(sorting: Sorting, recording, noise_levels: np.ndarray, ch
 def _own_spikes_among(drop: np.ndarray, sorting: Sorting, of_unit: list[np.ndarray], recording,
                       noise_levels: np.ndarray, masks: np.ndarray, copying: list[int]) -> np.ndarray:
     """(n_spikes,) bool: the events to drop (`drop`) of the `copying` units whose window, with the sort's
-    other events taken out, holds the unit's own spike at its usual size (overlapped_spikes' test: a size
-    of RESTORED_SIZE to 1 / RESTORED_SIZE of it, RESTORED_T standard errors from 0). `masks`: (n_units,
+    other events taken out, holds the unit's own spike at its usual size (overlapped_spikes' test,
+    `holds_its_spike`). `masks`: (n_units,
     n_channels) where each unit's filter lives; `of_unit`: each unit's spike indices in `sorting`."""
     held = np.zeros(sorting.n_spikes, dtype=bool)
     kept = sorting.with_spikes(~drop)  # the medians, and the events fitted beside, without the copies
@@ -193,7 +193,7 @@ def _own_spikes_among(drop: np.ndarray, sorting: Sorting, of_unit: list[np.ndarr
             continue
         events = of_unit[unit][drop[of_unit[unit]]]  # its copies, in time order
         sizes, t = relative_sizes(sample, unit, kept, recording, noise_levels, sorting.spike_times[events])
-        held[events[(sizes >= RESTORED_SIZE) & (sizes <= 1.0 / RESTORED_SIZE) & (t >= RESTORED_T)]] = True
+        held[events[holds_its_spike(sizes, t)]] = True
     return held
 
 

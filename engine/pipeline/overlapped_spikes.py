@@ -101,7 +101,7 @@ def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndar
     for unit in (u for u in takers if u in sample.medians):
         candidates = of_filter[unit_filters[unit]]
         sizes, t = relative_sizes(sample, unit, sorting, recording, noise_levels, dropped.times[candidates])
-        fits = (sizes >= RESTORED_SIZE) & (sizes <= 1.0 / RESTORED_SIZE) & (t >= RESTORED_T)  # False where NaN
+        fits = holds_its_spike(sizes, t)
         distance = np.abs(np.log(np.where(fits, sizes, 1.0)))
         nearer = fits & (distance < best_distance[candidates])
         best_unit[candidates[nearer]] = unit
@@ -132,6 +132,12 @@ def restore_overlapped_spikes(sorting: Sorting, recording, noise_levels: np.ndar
             + ", ".join(f"{int(counts[u])} to {int(u)}" for u in busiest if counts[u])
             + (", ..." if np.count_nonzero(counts) > 8 else "") + ")")
     return _noted(restored, note)
+
+
+def holds_its_spike(sizes: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(n,) bool: which windows hold the unit's own spike, by `relative_sizes`' fit: a size of RESTORED_SIZE to
+    1 / RESTORED_SIZE of its usual one, RESTORED_T standard errors from 0 (False where NaN)."""
+    return (sizes >= RESTORED_SIZE) & (sizes <= 1.0 / RESTORED_SIZE) & (t >= RESTORED_T)
 
 
 def relative_sizes(sample: UnitSample, unit: int, sorting: Sorting, recording, noise_levels: np.ndarray,
