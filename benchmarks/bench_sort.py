@@ -38,6 +38,12 @@ mean accuracy over those seeds is printed (median, lowest, highest). One seed is
 SpikeInterface's 5-minute 32-channel probe (recording seed 6) sorter seeds 6-8 scored 0.993, 0.985
 and 0.962 (stop 43; four seeds scored 0.888-0.974 three stops before).
 
+With --ceiling, each tetrode/si/probe recording's units that every sorter of the run scored under
+0.9 are given to a detector told every unit's true shape and times (engine.evaluation.detection_ceiling:
+the others subtracted, a whitened matched filter at its best threshold): each such unit at the
+better of its accuracy and the best sorter's, every other unit at 1, gives the best mean accuracy
+the recording allows ("ceiling"), printed beside the targets and in the table over the recordings.
+
 Every sorting is scored with engine.evaluation.scoring.compare_to_ground_truth (the
 SpikeInterface definitions); on the tetrode, the same sortings are also scored
 with spikeinterface.comparison.compare_sorter_to_ground_truth as a cross-check.
@@ -106,6 +112,9 @@ class Truth:
     unit_ids: np.ndarray  # (n_units,) int64, including units without spikes
     waveforms: np.ndarray | None = None  # (n_units, taps, channels) shapes as the preprocessing sees them
     snr: np.ndarray | None = None  # (n_units,) SpikeInterface's SNR of each unit (unit_snrs), NaN if unknown
+    # {unit: accuracy} of the units every sorter scored under CEILING_BELOW: the better of the detection
+    # ceiling's (engine.evaluation.detection_ceiling) and the best sorter's (--ceiling)
+    ceilings: dict | None = None
 
     @property
     def n_units(self) -> int:
@@ -590,6 +599,52 @@ def found_units(results: list[Result], recording: str) -> np.ndarray | None:
     return found
 
 
+# --ceiling measures the units whose best accuracy over the run's sorters is under this.
+CEILING_BELOW = 0.9
+
+
+def measure_ceilings(truth: Truth, results: list[Result]) -> str:
+    """Give the units that every sorter of `results` scored under CEILING_BELOW (matched or not) to the detection
+    ceiling's detector (the truth's traces are still whole here); stores on `truth`, per unit, the better of the
+    detector's accuracy and the best sorter's, and returns a line saying what it found."""
+    from engine.evaluation.detection_ceiling import detection_ceiling
+
+    scored = [r for r in results if r.comparison is not None]
+    if not scored:
+        return "ceiling: no sort scored"
+    best = np.max([r.comparison.accuracy for r in scored], axis=0)  # (n_gt_units,) in truth.unit_ids' order
+    asked = np.flatnonzero(best < CEILING_BELOW)
+    started = time.perf_counter()
+    found = detection_ceiling(truth.traces, truth.sampling_rate, truth.spike_times, truth.spike_units,
+                              [int(truth.unit_ids[i]) for i in asked])
+    by_unit = {c.unit: c for c in found}
+    truth.ceilings = {}
+    for i in asked:
+        unit = int(truth.unit_ids[i])
+        truth.ceilings[unit] = max(by_unit[unit].accuracy, float(best[i])) if unit in by_unit else float(best[i])
+    if asked.size == 0:
+        return f"ceiling: every unit was scored >= {CEILING_BELOW:g} by some sorter"
+    return (f"ceiling ({time.perf_counter() - started:.1f} s; the true shapes, every other unit subtracted, a "
+            f"whitened matched filter at its best threshold) of the {asked.size} units every sorter scored under "
+            f"{CEILING_BELOW:g}: "
+            + ", ".join(f"gt{c.unit} {c.accuracy:.3f} (d' {c.detectability:.1f}, precision {c.precision:.2f}, "
+                        f"recall {c.recall:.2f}; best sorter {best[list(truth.unit_ids).index(c.unit)]:.3f})"
+                        for c in found)
+            + f"; the best mean accuracy this recording allows (each unit at the better of the two): "
+              f"{ceiling_accuracy(truth):.3f}")
+
+
+def ceiling_accuracy(truth: Truth) -> float | None:
+    """The detection ceiling's mean accuracy: the measured units' ceilings, every other unit 1."""
+    if truth.ceilings is None:
+        return None
+    index = {int(unit): i for i, unit in enumerate(truth.unit_ids)}
+    per_unit = np.ones(truth.n_units)
+    for unit, accuracy in truth.ceilings.items():
+        per_unit[index[unit]] = accuracy
+    return float(per_unit.mean())
+
+
 SEED_MARK = "-rec"  # a recording's name with --recording-seeds: "si-probe-32ch-rec4"
 
 
@@ -598,7 +653,7 @@ def kind_of(recording: str) -> str:
     return recording.split(SEED_MARK)[0]
 
 
-def over_recordings(results: list[Result]) -> str:
+def over_recordings(results: list[Result], truths: dict[str, Truth] | None = None) -> str:
     """A table over the recordings (--recording-seeds): each sorter's mean accuracy (the median of
     Sparsort's sorter seeds) and time, the best reachable, and how often Sparsort was ahead of each peer."""
     recordings = list(dict.fromkeys(r.recording for r in results if r.comparison is not None))
@@ -626,16 +681,22 @@ def over_recordings(results: list[Result]) -> str:
             return None
         return statistics.median(float(np.mean(r.comparison.accuracy[found])) for r in mine)
 
-    header = (["recording"] + [f"{s} acc / s" for s in sorters] + ["reachable"]
+    def allowed(recording: str) -> str:
+        value = ceiling_accuracy(truths[recording]) if truths and recording in truths else None
+        return "-" if value is None else f"{value:.3f}"
+
+    header = (["recording"] + [f"{s} acc / s" for s in sorters] + ["reachable", "ceiling"]
               + [f"{s} on found units" for s in sorters])
     rows = []
     for recording in recordings:
         ceiling = reachable_accuracy(results, recording)
         rows.append([recording] + [f"{v[0]:.3f} / {v[1]:.1f}" if (v := of(recording, s)) else "-" for s in sorters]
-                    + [f"{ceiling[0]:.3f}" if ceiling else "-"]
+                    + [f"{ceiling[0]:.3f}" if ceiling else "-", allowed(recording)]
                     + [f"{v:.3f}" if (v := on_found(recording, s)) is not None else "-" for s in sorters])
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    lines = ["Over the recordings (Sparsort: the median of its sorter seeds):",
+    lines = ["Over the recordings (Sparsort: the median of its sorter seeds; reachable: the units no sorter "
+             "matched at 0, the others at 1; ceiling (--ceiling): the units every sorter scored under "
+             f"{CEILING_BELOW:g} at the better of the detection ceiling's and the best sorter's accuracy):",
              "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in rows]
     ours = {rec: of(rec, "sparsort") for rec in recordings}
@@ -652,7 +713,7 @@ def over_recordings(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def targets(results: list[Result]) -> list[str]:
+def targets(results: list[Result], truths: dict[str, Truth] | None = None) -> list[str]:
     lines = []
     ceilings_said = set()  # the reachable accuracy is the recording's, said once however many seeds sorted it
     for r in results:
@@ -689,6 +750,11 @@ def targets(results: list[Result]) -> list[str]:
                              f"with them at 0 the best mean accuracy any sorter can reach is {ceiling[0]:.3f}; "
                              f"{r.sorter}'s mean over the {int(found.sum())} others is "
                              f"{float(np.mean(c.accuracy[found])):.3f} (the target counts every unit)")
+                allowed = ceiling_accuracy(truths[r.recording]) if truths and r.recording in truths else None
+                if allowed is not None:
+                    lines.append(f"  {r.recording}: told every unit's true shape and times, a detector scores "
+                                 f"{allowed:.3f} mean accuracy (--ceiling): the target is "
+                                 + ("out of any sorter's reach" if allowed < target else "within reach"))
     return lines
 
 
@@ -731,6 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-start", action="store_true",
                         help="time each sorter's first sort in this process as it comes (compilation included); "
                              "by default every sorter first sorts WARM_UP_S of the first recording, untimed")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="measure the detection ceiling of the units no sorter matched on each tetrode/si/probe "
+                             "recording (engine.evaluation.detection_ceiling; ~10-20 s a unit on 32 channels)")
     parser.add_argument("--cli", action="store_true",
                         help="also sort the tetrode/si/probe recordings with `sparsort sort FILE` in a process of "
                              "its own, saved as a float32 binary: the whole command's time and its own peak memory")
@@ -831,6 +900,8 @@ def main(argv: list[str] | None = None) -> int:
                 print_result(result, truth)
                 section_results.append(result)
             results += section_results
+            if args.ceiling:
+                print(measure_ceilings(truth, section_results))
             if section == "tetrode" and peers:
                 try:
                     cross_check(truth, section_results)
@@ -848,10 +919,10 @@ def main(argv: list[str] | None = None) -> int:
         spread = seed_spread([r for r in results if r.recording == name])
         if spread:
             print(spread)
-    for line in targets(results):
+    for line in targets(results, truths):
         print(line)
     if args.recording_seeds > 1:
-        print("\n" + over_recordings(results))
+        print("\n" + over_recordings(results, truths))
     return 0
 
 
