@@ -910,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.recording_seeds > 1:
                 # Only its scores are needed from here on: holding every recording's traces would count in the
                 # next sorts' peak memory (8 recordings of 32 channels × 5 min: 9 GB).
-                truth.traces = truth.traces[:1]
+                truth.traces = truth.traces[:1].copy()  # a view would keep the whole array alive
 
     print(f"\n== Summary (scored with engine.evaluation.scoring; times are wall-clock seconds, {load_note()}; "
           f"benchmark took {time.perf_counter() - total_started:.0f} s)")
