@@ -798,8 +798,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="time each sorter's first sort in this process as it comes (compilation included); "
                              "by default every sorter first sorts WARM_UP_S of the first recording, untimed")
     parser.add_argument("--ceiling", action="store_true",
-                        help="measure the detection ceiling of the units no sorter matched on each tetrode/si/probe "
-                             "recording (engine.evaluation.detection_ceiling; ~10-20 s a unit on 32 channels)")
+                        help="measure the detection ceiling of the units every sorter scored under 0.9 on each "
+                             "tetrode/si/probe recording (engine.evaluation.detection_ceiling; 10-30 s a unit on "
+                             "32 channels x 5 min)")
     parser.add_argument("--cli", action="store_true",
                         help="also sort the tetrode/si/probe recordings with `sparsort sort FILE` in a process of "
                              "its own, saved as a float32 binary: the whole command's time and its own peak memory")
