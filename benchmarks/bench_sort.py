@@ -613,23 +613,20 @@ def measure_ceilings(truth: Truth, results: list[Result]) -> str:
     if not scored:
         return "ceiling: no sort scored"
     best = np.max([r.comparison.accuracy for r in scored], axis=0)  # (n_gt_units,) in truth.unit_ids' order
-    asked = np.flatnonzero(best < CEILING_BELOW)
+    # {unit: the best sorter's accuracy} of the units every sorter scored under the bar
+    asked = {int(unit): float(accuracy) for unit, accuracy in zip(truth.unit_ids, best) if accuracy < CEILING_BELOW}
     started = time.perf_counter()
-    found = detection_ceiling(truth.traces, truth.sampling_rate, truth.spike_times, truth.spike_units,
-                              [int(truth.unit_ids[i]) for i in asked])
-    by_unit = {c.unit: c for c in found}
-    truth.ceilings = {}
-    for i in asked:
-        unit = int(truth.unit_ids[i])
-        truth.ceilings[unit] = max(by_unit[unit].accuracy, float(best[i])) if unit in by_unit else float(best[i])
-    if asked.size == 0:
+    found = detection_ceiling(truth.traces, truth.sampling_rate, truth.spike_times, truth.spike_units, list(asked))
+    truth.ceilings = dict(asked)  # a unit the detector cannot measure (no spike of its own) keeps the sorters' best
+    for c in found:
+        truth.ceilings[c.unit] = max(c.accuracy, asked[c.unit])
+    if not asked:
         return f"ceiling: every unit was scored >= {CEILING_BELOW:g} by some sorter"
     return (f"ceiling ({time.perf_counter() - started:.1f} s; the true shapes, every other unit subtracted, a "
-            f"whitened matched filter at its best threshold) of the {asked.size} units every sorter scored under "
+            f"whitened matched filter at its best threshold) of the {len(asked)} units every sorter scored under "
             f"{CEILING_BELOW:g}: "
             + ", ".join(f"gt{c.unit} {c.accuracy:.3f} (d' {c.detectability:.1f}, precision {c.precision:.2f}, "
-                        f"recall {c.recall:.2f}; best sorter {best[list(truth.unit_ids).index(c.unit)]:.3f})"
-                        for c in found)
+                        f"recall {c.recall:.2f}; best sorter {asked[c.unit]:.3f})" for c in found)
             + f"; the best mean accuracy this recording allows (each unit at the better of the two): "
               f"{ceiling_accuracy(truth):.3f}")
 

@@ -160,9 +160,8 @@ def _best_threshold(unit: int, output: np.ndarray, own: np.ndarray, detectabilit
         score = compare_to_ground_truth(own, np.zeros(own.size, np.int64), detected,
                                         np.zeros(detected.size, np.int64), sampling_rate,
                                         gt_unit_ids=np.zeros(1, np.int64), sorted_unit_ids=np.zeros(1, np.int64))
-        tp, fp, fn = int(score.match_counts[0, 0]), detected.size - int(score.match_counts[0, 0]), \
-            own.size - int(score.match_counts[0, 0])
-        accuracy = tp / max(tp + fp + fn, 1)
+        tp = int(score.match_counts[0, 0])  # the comparison's own tp is 0 under its match score; this is not
+        accuracy = tp / max(detected.size + own.size - tp, 1)  # tp / (tp + fp + fn)
         if accuracy > best.accuracy:
             best = UnitCeiling(unit, detectability, accuracy, tp / max(detected.size, 1), tp / max(own.size, 1),
                                float(threshold))
