@@ -178,12 +178,9 @@ def _one_by_one(signal, starts, atoms, channels, min_energy, ridge=1e-6):
     return keep, scales
 
 
-def test_small_groups_solved_together_decide_as_the_plain_elimination(monkeypatch):
-    """Groups are eliminated a size at a time (stacked solves; above MAX_BATCHED_GROUP one at a time);
-    the decisions and scales must be those of the plain elimination, on a many-channel signal with groups
-    of every size."""
-    from engine.pipeline import explain_away
-
+def test_compiled_group_elimination_decides_as_the_plain_elimination():
+    """Groups are eliminated in one compiled loop (explain_away._eliminate_groups); the decisions and
+    scales must be those of the plain elimination, on a many-channel signal with groups of every size."""
     rng = np.random.default_rng(3)
     n_channels, n_taps, n = 6, 30, 20_000
     filters = np.zeros((8, n_channels, n_taps), dtype=np.float32)
@@ -201,11 +198,9 @@ def test_small_groups_solved_together_decide_as_the_plain_elimination(monkeypatc
     starts, atoms, channels = event_atoms(index, which, triplets, filters)
     expected_keep, expected_scales = _one_by_one(signal, starts, atoms, channels, 5.0**2)
     assert 0 < expected_keep.sum() < n_events  # some dropped, some kept: the test decides something
-    for batched in (explain_away.MAX_BATCHED_GROUP, 1):  # stacked by size, and every group alone
-        monkeypatch.setattr(explain_away, "MAX_BATCHED_GROUP", batched)
-        keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
-        assert keep.tolist() == expected_keep.tolist()
-        np.testing.assert_allclose(np.where(keep, scales, 0.0), expected_scales, rtol=1e-6, atol=1e-9)
+    keep, scales = eliminate_redundant_events(signal, starts, atoms, min_energy=5.0**2, channels=channels)
+    assert keep.tolist() == expected_keep.tolist()
+    np.testing.assert_allclose(np.where(keep, scales, 0.0), expected_scales, rtol=1e-6, atol=1e-9)
 
 
 def test_two_neurons_of_one_shape_and_different_sizes_get_a_filter_each_and_stay_apart():
