@@ -174,6 +174,30 @@ def test_the_default_margin_leaves_out_only_codes_far_under_a_spike(simulated):
     assert objective(lasso, signal, codes) <= objective(lasso, signal, converged) * 1.001
 
 
+def test_the_solves_between_checks_stop_loosely_and_the_last_one_converges(simulated, monkeypatch):
+    """CHECK_CHANGE: while W grows its solves stop early; once it stops, all of W is solved to
+    CONVERGED_CHANGE, so the codes are those of solving to convergence every time, up to that tolerance."""
+    _, _, trainer = simulated
+    model = trainer.model
+    lasso = CRsAE(model.filters.detach(), model.lambdas.detach(), model.n_iterations, n_debias_iterations=0)
+    signal = np.stack([trainer.recording.get_traces(start, start + 10_000).T / trainer.noise_levels[:, None]
+                       for start in (0, 20_000)]).astype(np.float32)
+    tolerances = []
+    solve = WorkingSetEncoder._fista
+    monkeypatch.setattr(WorkingSetEncoder, "_fista",
+                        lambda self, *args: tolerances.append(args[4] if len(args) > 4 else working_set.CONVERGED_CHANGE)
+                        or solve(self, *args))
+    loose = WorkingSetEncoder(lasso, violation_margin=EXACT_MARGIN).encode(signal)
+    assert tolerances[0] == working_set.CHECK_CHANGE > working_set.CONVERGED_CHANGE
+    assert tolerances[-1] == working_set.CONVERGED_CHANGE and tolerances.count(working_set.CONVERGED_CHANGE) == 1
+    monkeypatch.setattr(working_set, "CHECK_CHANGE", working_set.CONVERGED_CHANGE)
+    converged = WorkingSetEncoder(lasso, violation_margin=EXACT_MARGIN).encode(signal)
+    assert objective(lasso, signal, loose) <= objective(lasso, signal, converged) * (1 + 1e-5)
+    with torch.no_grad():
+        loose_signal, converged_signal = (lasso.decode(torch.from_numpy(codes)).numpy() for codes in (loose, converged))
+    assert np.linalg.norm(loose_signal - converged_signal) < 0.01 * np.linalg.norm(converged_signal)
+
+
 def test_rough_coding_stops_its_checks_sooner_and_stays_near_the_solution(simulated, monkeypatch):
     """settled_fraction (pruning's and training's passes): fewer optimality checks, nearly the same codes."""
     _, _, trainer = simulated
