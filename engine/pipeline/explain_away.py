@@ -33,7 +33,8 @@ from engine.model.pairs import pairs_in_runs
 # Relative ridge on each group's Gram matrix: keeps the solve stable when two
 # atoms are nearly the same (the very case this module exists for).
 _RIDGE = 1e-6
-# Overlapping pairs whose atoms' products are computed at once (each pair holds a few rows of numbers).
+# Overlapping pairs whose atoms' products are computed at once (AtomProducts.pairs holds nine numbers a pair in a
+# few arrays: ~25 MB a block).
 _PRODUCTS_AT_ONCE = 65_536
 # Pairs of atoms multiplied sample by sample at once, when no Gram tensor gives their products.
 _PAIRS_PER_BLOCK = 4096
@@ -397,7 +398,7 @@ def _group_pairs(grouped, offsets, starts, width):
     return first, second, first_row, second_row, pair_offsets
 
 
-# error_model numpy: a fit of 0 over a bar of 0 is nan (never under the bar), not an exception.
+# error_model numpy: a bar of 0 makes a cost infinite (never under the bar), as numpy's division does, not an exception.
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _eliminate_groups(grouped, offsets, pair_offsets, first_row, second_row, products, norms, correlations, bars,
                       keep, scales):
