@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.pipeline.explain_away import (_overlapping_groups, eliminate_redundant_codes, eliminate_redundant_events,
-                                         event_atoms, place_filters)
+                                         event_atoms, subtract_filters)
 
 
 def shapes(n_taps=30):
@@ -317,10 +317,11 @@ def test_atom_correlations_are_the_atoms_products_with_the_signal_at_edges_and_p
     np.testing.assert_allclose(_atom_correlations(signal, starts, atoms, channels), expected, rtol=1e-10)
 
 
-def test_scaled_filters_are_placed_on_their_own_channels_and_cropped_to_the_signal():
-    """place_filters' compiled loop must sum what a plain loop over events sums (filters on some channels
-    only, atoms overlapping one another and both ends of the signal), and refuse atoms beyond its padding
-    or filters of another width of probe rather than read or write outside them."""
+def test_scaled_filters_are_subtracted_on_their_own_channels_and_cropped_to_the_signal():
+    """subtract_filters' compiled loop must take away what a plain loop over events places (filters on some
+    channels only, atoms overlapping one another and both ends of the signal), leave the signal it was given
+    as it was, and refuse atoms beyond its ends or filters of another width of probe rather than read or
+    write outside them."""
     rng = np.random.default_rng(5)
     n_channels, n, width = 5, 60, 7
     filters = rng.standard_normal((3, n_channels, width)).astype(np.float32)
@@ -329,18 +330,26 @@ def test_scaled_filters_are_placed_on_their_own_channels_and_cropped_to_the_sign
     starts = np.array([-width, -3, 0, 10, 12, 52, n])
     spike_filters = np.array([0, 1, 2, 0, 2, 1, 0])
     scales = rng.uniform(0.5, 4.0, len(starts)).astype(np.float32)
-    expected = np.zeros((n_channels, n + 2 * width))
+    signal = rng.standard_normal((n_channels, n))  # float64: the copy is float32 whatever it is given
+    placed = np.zeros((n_channels, n + 2 * width))
     for start, k, scale in zip(starts, spike_filters, scales):
-        expected[:, start + width : start + 2 * width] += (scale * filters[k]).astype(np.float64)
-    placed = place_filters((n_channels, n), starts, scales, filters, spike_filters)
-    np.testing.assert_array_equal(placed, expected[:, width : width + n].astype(np.float32))
-    assert placed.dtype == np.float32
+        placed[:, start + width : start + 2 * width] += (scale * filters[k]).astype(np.float64)
+    before = signal.copy()
+    residual = subtract_filters(signal, starts, scales, filters, spike_filters)
+    assert residual.dtype == np.float32
+    np.testing.assert_allclose(residual, signal - placed[:, width : width + n], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(signal, before)
+    # An atom alone on its samples: exactly the float32 signal less the float32 product.
+    lone = subtract_filters(signal[:, 20:40], np.array([5]), scales[:1], filters, np.array([1]))
+    expected = signal[:, 20:40].astype(np.float32)
+    expected[:, 5 : 5 + width] -= scales[0] * filters[1]
+    np.testing.assert_array_equal(lone, expected)
     with pytest.raises(ValueError, match="outside"):
-        place_filters((n_channels, n), np.array([n + 1]), scales[:1], filters, spike_filters[:1])
+        subtract_filters(signal, np.array([n + 1]), scales[:1], filters, spike_filters[:1])
     with pytest.raises(ValueError, match="5-channel filters for a 4-channel signal"):
-        place_filters((4, n), starts, scales, filters, spike_filters)
+        subtract_filters(signal[:4], starts, scales, filters, spike_filters)
     with pytest.raises(ValueError, match=r"filters 3\.\.3 of a 3-filter"):
-        place_filters((n_channels, n), starts[:1], scales[:1], filters, np.array([3]))
+        subtract_filters(signal, starts[:1], scales[:1], filters, np.array([3]))
 
 
 def test_events_naming_a_filter_outside_the_dictionary_are_refused_before_the_compiled_loops():

@@ -134,49 +134,58 @@ def _all_channels(n_events: int, n_channels: int) -> np.ndarray:
     return np.broadcast_to(np.arange(n_channels, dtype=np.int64), (n_events, n_channels))
 
 
-def place_filters(shape: tuple[int, int], starts: np.ndarray, scales: np.ndarray, filters: np.ndarray,
-                  spike_filters: np.ndarray) -> np.ndarray:
-    """Sum of scales[e] × filters[spike_filters[e]] placed at starts[e], cropped to a (n_channels, n) signal
-    (float32): each filter on its own channels, summed in float64.
+def subtract_filters(signal: np.ndarray, starts: np.ndarray, scales: np.ndarray, filters: np.ndarray,
+                     spike_filters: np.ndarray) -> np.ndarray:
+    """A float32 copy of the (n_channels, n) `signal` less scales[e] × filters[spike_filters[e]] placed at
+    starts[e] (cropped to the signal), each filter on its own channels: the residual of those events. Each
+    atom is made where it is subtracted, never stored (the atoms of a 32-channel pool's 10,000 spikes
+    took 300 MB).
 
-    Each event's atom is made where it is added, never stored: the atoms of a 5-minute 32-channel
-    pool's 10,000 spikes (20 channels × 120 taps) took 300 MB in float32 and float64 copies, and that
-    new memory was most of the time filter splitting took."""
-    n_channels, n = shape
+    Subtracted in place from the one copy: the atoms summed into a float64 signal of their own, cast and
+    subtracted (three fresh arrays of the signal's size) took 1.0-1.9 s for a 20-s pool of 32 channels
+    inside a sort, most of it the first touch of that new memory (huge pages, numpy's default, came
+    slower still), against 0.1 s this way. Where atoms overlap, their products are rounded to float32
+    one at a time rather than summed in float64 first: differences of ~1e-6 σ."""
+    n_channels, n = np.shape(signal)
     filters = np.asarray(filters, dtype=np.float32)
     width = filters.shape[2]
     starts = np.asarray(starts, np.int64)
     if starts.size and (starts.min() < -width or starts.max() > n):
-        # The compiled loop does not check its bounds: an atom outside the padded signal is refused here.
+        # The compiled loop checks no bounds of its own beyond the cropping: such an atom is refused here.
         raise ValueError(f"atoms start at samples {starts.min()}..{starts.max()}, outside [-{width}, {n}] "
                          f"of a {n}-sample signal with {width}-sample atoms")
     if filters.shape[1] != n_channels:
         raise ValueError(f"{filters.shape[1]}-channel filters for a {n_channels}-channel signal")
     shapes, channels = filters_on_their_channels(filters)
     spike_filters = _checked_events(spike_filters, np.zeros((len(starts), 3)), len(starts), len(shapes))
-    placed = np.zeros((n_channels, n + 2 * width), dtype=np.float64)
-    _add_scaled_shapes(placed, starts + width, np.asarray(scales, np.float32), np.ascontiguousarray(shapes),
-                       np.ascontiguousarray(channels, dtype=np.int64), spike_filters)
-    return placed[:, width : width + n].astype(np.float32)
+    residual = np.array(signal, dtype=np.float32, order="C", copy=True)
+    _subtract_scaled_shapes(residual, starts, np.asarray(scales, np.float32),
+                            np.ascontiguousarray(shapes, dtype=np.float32), np.ascontiguousarray(channels, dtype=np.int64),
+                            spike_filters)
+    return residual
 
 
 # Compiled: np.add.at (unbuffered, one index tuple per sample) was 4 % of inference on a 32-channel probe.
-# Event by event, each atom's rows in turn: the samples it adds to are then near each other in memory.
+# Event by event, each atom's rows in turn: the samples it takes from are then near each other in memory.
 @numba.njit(nogil=True, cache=True)
-def _add_scaled_shapes(placed, columns, scales, shapes, channels, spike_filters):
+def _subtract_scaled_shapes(residual, starts, scales, shapes, channels, spike_filters):
     n_rows, width = shapes.shape[1], shapes.shape[2]
-    for event in range(columns.size):
+    n = residual.shape[1]
+    for event in range(starts.size):
         k = spike_filters[event]
-        at = columns[event]
+        at = starts[event]
+        first, last = max(0, -at), min(width, n - at)  # the taps that land inside the signal
+        if first >= last:
+            continue
         scale = scales[event]
         for row in range(n_rows):
             channel = channels[k, row]
             if channel < 0:
                 continue
-            target = placed[channel, at : at + width]
-            shape = shapes[k, row]
-            for tap in range(width):
-                target[tap] += scale * shape[tap]  # a float32 product, summed in float64
+            target = residual[channel, at + first : at + last]
+            shape = shapes[k, row, first:last]
+            for tap in range(last - first):
+                target[tap] -= scale * shape[tap]
 
 
 def eliminate_redundant_events(

@@ -33,7 +33,7 @@ from engine.cpu import adapt_threads, in_order, single_thread
 from engine.io.recording import Recording
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
-from engine.pipeline.explain_away import place_filters
+from engine.pipeline.explain_away import subtract_filters
 from engine.pipeline.inference import (BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches,
                                       default_chunk_size)
 from engine.pipeline.pruning import PruneDecision
@@ -223,8 +223,8 @@ def faint_candidates(
             start, stop = max(core_start - n_taps, 0), min(core_stop + n_taps, recording.n_samples)
             signal = read[:, start - window_start : stop - window_start]
             near = (code_index > start - n_taps) & (code_index < stop)  # the neighbouring chunks' spikes too
-            residual = signal - place_filters(signal.shape, code_index[near] - start, events.amplitudes[near],
-                                              filters, events.filters[near])
+            residual = subtract_filters(signal, code_index[near] - start, events.amplitudes[near], filters,
+                                        events.filters[near])
             nearby = SpikeEvents(events.times[near] - start, events.filters[near], events.amplitudes[near])
             times, channels = unexplained_peaks(residual, nearby, filter_channels, FAINT_THRESHOLD,
                                                 max(n_taps // 4, 1), window, neighbourhoods)

@@ -19,7 +19,7 @@ from engine.cpu import adapt_threads, in_order
 from engine.model.pairs import pairs_in_runs
 from engine.model.similarity import shift_invariant_similarity
 from engine.pipeline.amplitude_split import amplitude_groups
-from engine.pipeline.explain_away import place_filters
+from engine.pipeline.explain_away import subtract_filters
 from engine.pipeline.params import (DETECTION_THRESHOLD, DUPLICATE_SIMILARITY, LOCAL_DETECTION_MIN_CHANNELS,
                                     MIN_USE_FRACTION, PEAK_FRACTION)
 
@@ -333,8 +333,7 @@ def split_mixed_filters(
     # The snippets below keep every channel: taken on the filter's channels only, the small probe
     # of tests/test_probe_scale.py lost a unit (3 well detected of 5 -> 2), so that was not kept;
     # they are clustered on the channels that hold spikes (channels_with_spikes).
-    fitted = place_filters(signal.shape, code_index, amplitudes, filters, spike_filters)
-    residual = signal.astype(np.float32) - fitted
+    residual = subtract_filters(signal, code_index, amplitudes, filters, spike_filters)
     result = [f for f in filters]
     split = []
 
