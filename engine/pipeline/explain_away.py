@@ -142,9 +142,9 @@ def subtract_filters(signal: np.ndarray, starts: np.ndarray, scales: np.ndarray,
     took 300 MB).
 
     Subtracted in place from the one copy: the atoms summed into a float64 signal of their own, cast and
-    subtracted (three fresh arrays of the signal's size) took 1.0-1.9 s for a 20-s pool of 32 channels
-    inside a sort, most of it the first touch of that new memory (huge pages, numpy's default, came
-    slower still), against 0.1 s this way. Where atoms overlap, their products are rounded to float32
+    subtracted (three fresh arrays of the signal's size) took 1.5-1.8 s for a 20-s pool of 32 channels
+    inside a sort, most of it the first touch of that new memory, against 0.36 s this way (the copy's
+    own first touch is most of that). Where atoms overlap, their products are rounded to float32
     one at a time rather than summed in float64 first: differences of ~1e-6 σ."""
     n_channels, n = np.shape(signal)
     filters = np.asarray(filters, dtype=np.float32)
