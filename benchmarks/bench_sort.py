@@ -7,6 +7,8 @@
     python benchmarks/bench_sort.py --threads 1    # torch threads for Sparsort (busy machines)
     python benchmarks/bench_sort.py --duration 300 --epochs 2   # full-length tetrode, Sparsort's epochs
     python benchmarks/bench_sort.py --only probe --probe-duration 300 --sorter-seeds 4   # seed spread
+    python benchmarks/bench_sort.py --only probe --probe-duration 300 --recording-seeds 8 --repeats 3
+                                                   # each sorter 3 times a recording: median times
 
 Three recordings, every sorter on the same traces:
 
@@ -31,6 +33,12 @@ spikeinterface.sorters.run_sorter on the same traces, saved once as a SpikeInter
 binary folder with a probe of the channel positions, in a temporary folder, with
 n_jobs from --jobs.
 A peer that fails is reported with its error's message, not fatal.
+
+With --repeats N, every sorter sorts each tetrode/si/probe recording N times, in rounds whose
+order alternates (Sparsort first, then the peers first, ...): a shared machine's speed wanders by
+more than 10 % over minutes (Sparsort's seed-4 probe sort alone took 43.8-56.6 s eight times in a
+row, stop 58), so one sort each can put a slow stretch on either side. The targets compare the
+medians of the rounds' times, and say in how many single rounds Sparsort was the faster too.
 
 With --sorter-seeds N, Sparsort sorts each tetrode/si/probe recording N times in-process, with
 seeds --seed, --seed + 1, ... (the recording is the same: made with --seed), and the spread of its
@@ -144,6 +152,7 @@ class Result:
     stage_table: str = ""  # Sparsort's time and peak memory per stage
     peak_mb: float | None = None  # peak resident memory of the sort's own process (CLI runs)
     noise_units: list[int] | None = None  # sorted units the sort itself labelled noise (Sparsort's residual units)
+    round: int = 1  # which of the --repeats rounds sorted it
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -541,12 +550,13 @@ def summary_table(results: list[Result], truths: dict[str, Truth]) -> str:
     header = ["recording", "sorter", "mean acc", f"acc SNR>={DETECTABLE_SNR:g}", "min acc", "well det.", "dict err",
               "time s", "own peak MB", "note"]
     rows = []
+    several_rounds = any(r.round > 1 for r in results)
     for r in results:
         c = r.comparison
         n = truths[r.recording].n_units
         detectable = detectable_accuracy(c, truths[r.recording]) if c else None
         rows.append([
-            r.recording, r.sorter,
+            r.recording, f"{r.sorter} [round {r.round}]" if several_rounds else r.sorter,
             f"{c.mean_accuracy:.3f}" if c else "-",
             f"{detectable[0]:.3f} ({detectable[1]}/{n})" if detectable else "-",
             f"{c.accuracy.min():.3f}" if c else "-",
@@ -566,7 +576,8 @@ def summary_table(results: list[Result], truths: dict[str, Truth]) -> str:
 def seed_spread(results: list[Result]) -> str | None:
     """One line: the median, lowest and highest mean accuracy of Sparsort's in-process runs of one
     recording with different seeds (--sorter-seeds), or None for fewer than two."""
-    scored = [r for r in results if r.sorter.startswith("sparsort (") and "seed=" in r.sorter and r.comparison]
+    scored = [r for r in results if r.sorter.startswith("sparsort (") and "seed=" in r.sorter and r.comparison
+              and r.round == 1]  # with --repeats, each seed once
     if len(scored) < 2:
         return None
     accuracies = [r.comparison.mean_accuracy for r in scored]
@@ -701,13 +712,39 @@ def over_recordings(results: list[Result], truths: dict[str, Truth] | None = Non
         pairs = [(ours[rec], theirs) for rec in recordings if ours[rec] and (theirs := of(rec, peer))]
         ahead = sum(a[0] > b[0] for a, b in pairs)
         faster = sum(a[1] < b[1] for a, b in pairs)
-        lines.append(f"sparsort against {peer}: more accurate on {ahead} of {len(pairs)} recordings, "
-                     f"faster on {faster} of {len(pairs)}")
+        line = (f"sparsort against {peer}: more accurate on {ahead} of {len(pairs)} recordings, "
+                f"faster on {faster} of {len(pairs)}")
+        rounds = [(mine.seconds, theirs.seconds) for rec in recordings for mine in runs(rec, "sparsort")
+                  for theirs in runs(rec, peer) if mine.round == theirs.round and mine.seconds is not None
+                  and theirs.seconds is not None]
+        if len(rounds) > len(pairs):  # --repeats: the times above are medians over the rounds
+            line += (f" (medians over the rounds; in single rounds, faster in {sum(a < b for a, b in rounds)} "
+                     f"of {len(rounds)})")
+        lines.append(line)
     accuracies = [v[0] for v in ours.values() if v]
     if accuracies:
         lines.append(f"sparsort mean accuracy over {len(accuracies)} recordings: median "
                      f"{statistics.median(accuracies):.3f}, lowest {min(accuracies):.3f}")
     return "\n".join(lines)
+
+
+def speed_verdict(rounds: list[Result], peers: list[Result]) -> str:
+    """"; X s against tridesclous2's Y s in this run: faster" for one sorter's sorts of a recording against
+    the speed peer's (SPEED_PEER), by the medians of their times over the --repeats rounds, and with more
+    than one round how many single rounds were faster too (each against the same round's peer); "" without
+    a timed peer."""
+    timed = [r for r in rounds if r.seconds is not None]
+    if not timed or not peers:
+        return ""
+    ours, theirs = statistics.median(r.seconds for r in timed), statistics.median(p.seconds for p in peers)
+    line = f"; {ours:.1f} s against {SPEED_PEER}'s {theirs:.1f} s in this run"
+    if len(timed) > 1 or len(peers) > 1:
+        line += f" (medians of {len(timed)} and {len(peers)} rounds"
+        paired = [(r.seconds, p.seconds) for r in timed for p in peers if p.round == r.round]
+        if paired:
+            line += f"; faster in {sum(a < b for a, b in paired)} of {len(paired)} single rounds"
+        line += ")"
+    return line + f": {'faster' if ours < theirs else 'SLOWER'}"
 
 
 def targets(results: list[Result], truths: dict[str, Truth] | None = None) -> list[str]:
@@ -730,14 +767,16 @@ def targets(results: list[Result], truths: dict[str, Truth] | None = None) -> li
                 lines.append(f"demo dictionary error {r.dict_error:.3f} (target <= {DEMO_TARGET_DICT_ERROR}): "
                              f"{'met' if r.dict_error <= DEMO_TARGET_DICT_ERROR else 'MISSED'}")
         elif kind_of(r.recording) in ACCURACY_TARGETS:
+            if r.round > 1:
+                continue  # said once for all the rounds, on the first one's line
+            rounds = [x for x in results if x.recording == r.recording and x.sorter == r.sorter and x.comparison]
+            peers = [p for p in results if p.recording == r.recording and p.sorter == SPEED_PEER
+                     and p.comparison is not None and p.seconds is not None]
             target = ACCURACY_TARGETS[kind_of(r.recording)]
-            line = (f"{r.recording} / {r.sorter} mean accuracy {c.mean_accuracy:.3f} (target >= {target:g}): "
-                    f"{'met' if c.mean_accuracy >= target else 'MISSED'}")
-            peer = next((p for p in results if p.recording == r.recording and p.sorter == SPEED_PEER
-                         and p.comparison is not None and p.seconds is not None), None)
-            if peer is not None and r.seconds is not None:
-                line += (f"; {r.seconds:.1f} s against {SPEED_PEER}'s {peer.seconds:.1f} s in this run: "
-                         f"{'faster' if r.seconds < peer.seconds else 'SLOWER'}")
+            accuracy = statistics.median(x.comparison.mean_accuracy for x in rounds)
+            line = (f"{r.recording} / {r.sorter} mean accuracy {accuracy:.3f} (target >= {target:g}): "
+                    f"{'met' if accuracy >= target else 'MISSED'}")
+            line += speed_verdict(rounds, peers)
             lines.append(line)
             ceiling = None if r.recording in ceilings_said else reachable_accuracy(results, r.recording)
             ceilings_said.add(r.recording)
@@ -780,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
                              "default: torch's choice")
     parser.add_argument("--jobs", type=int, default=2, help="n_jobs for the peers")
     parser.add_argument("--demo-repeats", type=int, default=1, help="runs of `sparsort sort --demo` (median)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of every sorter on each tetrode/si/probe recording, which goes first "
+                             "alternating; times are compared by their medians over the rounds")
     parser.add_argument("--epochs", type=float, default=None,
                         help="Sparsort's n_epochs on the tetrode and SI recordings (default: TrainingConfig's); "
                              "training steps scale with epochs x recording length")
@@ -877,26 +919,38 @@ def main(argv: list[str] | None = None) -> int:
             if not args.cold_start and not warmed:
                 print(warm_up(truth, peers, workdir, args, threads))
                 warmed = True
-            if not args.no_sparsort:
-                for seed in range(recording_seed, recording_seed + max(args.sorter_seeds, 1)):
-                    result = run_sparsort(truth, args.n_filters, seed, threads, args.epochs,
-                                          seed_in_name=args.sorter_seeds > 1)
-                    print_result(result, truth)
-                    if result.stage_table:
-                        print("   Sparsort's stages:\n" + "\n".join("   " + line for line in
-                                                                result.stage_table.splitlines()))
-                    section_results.append(result)
-                spread = seed_spread(section_results)
-                if spread:
-                    print(spread)
-            if args.cli and not args.no_sparsort:
-                result = run_sparsort_cli(truth, workdir, 1, args.threads, recording=saved_recording(truth, workdir))
-                print_result(result, truth)
-                section_results.append(result)
-            for peer in peers:
-                result = run_peer(peer, truth, workdir, args.jobs, recording_seed)
-                print_result(result, truth)
-                section_results.append(result)
+            repeats = max(args.repeats, 1)
+            for round_index in range(1, repeats + 1):
+                if repeats > 1:
+                    print(f"\n   round {round_index} of {repeats}; {load_note()}")
+                # Which sorter goes first alternates between rounds, so that a slow stretch of a shared
+                # machine does not always fall on the same one.
+                order = ["sparsort", "peers"] if round_index % 2 else ["peers", "sparsort"]
+                for turn in order:
+                    if turn == "sparsort" and not args.no_sparsort:
+                        for seed in range(recording_seed, recording_seed + max(args.sorter_seeds, 1)):
+                            result = run_sparsort(truth, args.n_filters, seed, threads, args.epochs,
+                                                  seed_in_name=args.sorter_seeds > 1)
+                            result.round = round_index
+                            print_result(result, truth)
+                            if result.stage_table:
+                                print("   Sparsort's stages:\n" + "\n".join("   " + line for line in
+                                                                        result.stage_table.splitlines()))
+                            section_results.append(result)
+                        if args.cli and round_index == 1:
+                            result = run_sparsort_cli(truth, workdir, 1, args.threads,
+                                                      recording=saved_recording(truth, workdir))
+                            print_result(result, truth)
+                            section_results.append(result)
+                    elif turn == "peers":
+                        for peer in peers:
+                            result = run_peer(peer, truth, workdir, args.jobs, recording_seed)
+                            result.round = round_index
+                            print_result(result, truth)
+                            section_results.append(result)
+            spread = seed_spread(section_results)
+            if spread:
+                print(spread)
             results += section_results
             if args.ceiling:
                 print(measure_ceilings(truth, section_results))
