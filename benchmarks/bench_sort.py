@@ -717,7 +717,7 @@ def over_recordings(results: list[Result], truths: dict[str, Truth] | None = Non
         rounds = [(mine.seconds, theirs.seconds) for rec in recordings for mine in runs(rec, "sparsort")
                   for theirs in runs(rec, peer) if mine.round == theirs.round and mine.seconds is not None
                   and theirs.seconds is not None]
-        if len(rounds) > len(pairs):  # --repeats: the times above are medians over the rounds
+        if any(r.round > 1 for r in results):  # --repeats: the times above are medians over the rounds
             line += (f" (medians over the rounds; in single rounds, faster in {sum(a < b for a, b in rounds)} "
                      f"of {len(rounds)})")
         lines.append(line)
