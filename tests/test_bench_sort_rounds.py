@@ -59,3 +59,12 @@ def test_the_table_over_recordings_compares_medians_and_counts_rounds():
     assert ("sparsort against tridesclous2: more accurate on 1 of 1 recordings, faster on 1 of 1 "
             "(medians over the rounds; in single rounds, faster in 2 of 3)") in text
 
+
+
+def test_a_recording_whose_first_round_failed_is_still_judged_on_the_others():
+    failed = Result(RECORDING, "sparsort", 3.0, None, note="failed: MemoryError", round=1)
+    results = [failed, result("tridesclous2", 50.0, 1), result("sparsort", 40.0, 2), result("tridesclous2", 45.0, 2)]
+    lines = targets(results)
+    assert any("no result" in line for line in lines)
+    judged = [line for line in lines if "mean accuracy" in line and "/ sparsort" in line]
+    assert len(judged) == 1 and "40.0 s against tridesclous2's 47.5 s" in judged[0]
