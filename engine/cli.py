@@ -150,6 +150,9 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                        help="back-propagate through only the last N FISTA steps: same codes, memory grows with N not T")
     group.add_argument("--radius-um", type=float, default=defaults.radius_um,
                        help="each filter lives on the channels within this distance of its main channel")
+    group.add_argument("--whiten", choices=("auto", "on", "off"), default="auto",
+                       help="decorrelate the channels before sorting, as Kilosort does (auto, the default: on probes "
+                            "of 8 to 64 channels; the outputs stay in the recording's µV)")
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
                        help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)
@@ -294,6 +297,7 @@ def _open(path: Path, args: argparse.Namespace):
         n_epochs=args.n_epochs, settle_tolerance=args.settle_tolerance, seed=args.seed, device=args.device, solver=args.solver,
         gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
         init=args.init, dictionary_update=args.dictionary_update,
+        whiten={"auto": None, "on": True, "off": False}[args.whiten],
     )
     check_not_flat(recording)
     for warning in channel_count_warnings(recording):

@@ -37,6 +37,7 @@ from engine.pipeline.inference import (
     BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches, default_chunk_size,
 )
 from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.pipeline.whitening import WhitenedRecording
 from engine.pipeline.refinement import AmplitudePrior
 
 DASK_INSTALL = 'pip install "sparsort[dask]"  (or: pip install "dask[distributed]")'
@@ -82,20 +83,25 @@ class RecordingSource:
     gain_to_uv: float = 1.0
     # None: the raw recording; else (freq_min, freq_max, common_reference) of its PreprocessedRecording.
     preprocessing: tuple[float, float, bool] | None = None
+    # None: not whitened; else the WhitenedRecording's (whitening, unwhitening) matrices, row by row.
+    whitening: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @classmethod
     def of(cls, recording: Recording) -> "RecordingSource":
-        preprocessing = None
+        preprocessing = whitening = None
+        if isinstance(recording, WhitenedRecording):
+            whitening = (tuple(recording.whitening.ravel().tolist()), tuple(recording.unwhitening.ravel().tolist()))
+            recording = recording.parent
         raw = recording
         if isinstance(recording, PreprocessedRecording):
             preprocessing = (recording.freq_min, recording.freq_max, recording.common_reference)
             raw = recording.parent
         if isinstance(raw, BinaryRecording):
             return cls(str(Path(raw.path).resolve()), "binary", raw.sampling_rate, raw.n_channels, raw.n_samples,
-                       raw.dtype.name, raw.offset, raw.gain_to_uv, preprocessing)
+                       raw.dtype.name, raw.offset, raw.gain_to_uv, preprocessing, whitening)
         if isinstance(raw, NumpyRecording) and raw.path is not None and raw.path.suffix.lower() == ".npy":
             return cls(str(Path(raw.path).resolve()), "npy", raw.sampling_rate, raw.n_channels, raw.n_samples,
-                       gain_to_uv=raw.gain_to_uv, preprocessing=preprocessing)
+                       gain_to_uv=raw.gain_to_uv, preprocessing=preprocessing, whitening=whitening)
         raise RecordingError(
             f"a distributed sort reads the recording from its file on every worker, but {raw!r} is not a "
             f"raw binary or .npy file: save it with engine.io.recording.write_recording(...) and open that file, "
@@ -127,7 +133,12 @@ class RecordingSource:
         if self.preprocessing is None:
             return raw
         freq_min, freq_max, common_reference = self.preprocessing
-        return PreprocessedRecording(raw, freq_min, freq_max, common_reference)
+        preprocessed = PreprocessedRecording(raw, freq_min, freq_max, common_reference)
+        if self.whitening is None:
+            return preprocessed
+        shape = (self.n_channels, self.n_channels)
+        return WhitenedRecording(preprocessed, *(np.asarray(matrix, dtype=np.float32).reshape(shape)
+                                                 for matrix in self.whitening))
 
 
 @functools.lru_cache(maxsize=4)

@@ -148,6 +148,22 @@ def median_absolute_deviations(traces: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32) if parts else np.empty(0, dtype=np.float32)
 
 
+def random_chunks(recording: Recording, n_chunks: int, chunk_duration_s: float, seed: int = 0) -> np.ndarray:
+    """(n_chunks * chunk length, n_channels) float32 µV: `n_chunks` random, non-overlapping chunks of
+    `recording` in order, or the whole recording when it is shorter than that."""
+    chunk_length = max(1, int(round(chunk_duration_s * recording.sampling_rate)))
+    if n_chunks * chunk_length >= recording.n_samples:
+        return recording.get_traces()
+    n_slots = recording.n_samples // chunk_length
+    slots = np.sort(np.random.default_rng(seed).choice(n_slots, size=n_chunks, replace=False)).tolist()
+
+    def read(slot: int) -> np.ndarray:
+        return recording.get_traces(slot * chunk_length, (slot + 1) * chunk_length)
+
+    # A chunk per free core at a time: the band-pass leaves the GIL (engine/pipeline/sos_filter.py).
+    return np.concatenate(list(in_order(read, slots, min(cores_to_use(), len(slots)))))
+
+
 def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_duration_s: float = 0.5,
                           seed: int = 0) -> np.ndarray:
     """(n_channels,) float32 noise σ in µV per channel, robust to spikes (MAD / 0.6745).
@@ -161,20 +177,7 @@ def estimate_noise_levels(recording: Recording, n_chunks: int = 20, chunk_durati
         )
     if recording.n_samples == 0:
         raise RecordingError("cannot estimate noise of an empty recording (0 samples)")
-    chunk_length = max(1, int(round(chunk_duration_s * recording.sampling_rate)))
-    if n_chunks * chunk_length >= recording.n_samples:
-        traces = recording.get_traces()
-    else:
-        n_slots = recording.n_samples // chunk_length
-        slots = np.sort(np.random.default_rng(seed).choice(n_slots, size=n_chunks, replace=False))
-        slots = slots.tolist()
-
-        def read(slot: int) -> np.ndarray:
-            return recording.get_traces(slot * chunk_length, (slot + 1) * chunk_length)
-
-        # A chunk per free core at a time: the band-pass leaves the GIL (engine/pipeline/sos_filter.py).
-        traces = np.concatenate(list(in_order(read, slots, min(cores_to_use(), len(slots)))))
-        # (n_chunks * chunk_length, n_channels) float32 µV
+    traces = random_chunks(recording, n_chunks, chunk_duration_s, seed)
     return (median_absolute_deviations(traces) / MAD_TO_SIGMA).astype(np.float32)
 
 

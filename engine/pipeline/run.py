@@ -62,6 +62,7 @@ from engine.pipeline.templates import assemble_sorting
 from engine.pipeline.training import Trainer, TrainingConfig, TrainingSnapshot
 from engine.pipeline.unit_merge import SnippetMeans, merge_cleaned_units, merge_units, waveform_match
 from engine.pipeline.waveform_split import split_by_waveform
+from engine.pipeline.whitening import WhitenedRecording, estimate_whitening, unwhitened_sorting, whitens
 
 Progress = Callable[[float], None]
 ShouldStop = Callable[[], bool]
@@ -112,7 +113,13 @@ class SortPipeline:
         self.config.validate()
         self.stage_log = StageLog(on_stage=on_stage)
         with self.stage_log.stage("preprocessing"):
-            self.recording = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
+            # What the person sees and the outputs' µV: band-passed (and common-referenced on a probe).
+            self.preprocessed = (recording if isinstance(recording, PreprocessedRecording)
+                                 else PreprocessedRecording(recording))
+            # What the sort's stages read: the same, spatially whitened on a probe (engine/pipeline/whitening.py).
+            self.recording: Recording = self.preprocessed
+            if whitens(self.preprocessed.n_channels, self.config.whiten):
+                self.recording = WhitenedRecording(self.preprocessed, *estimate_whitening(self.preprocessed))
             self.noise_levels = np.maximum(np.asarray(self.recording.noise_levels, dtype=np.float32), 1e-6)
         self.sampling_rate = float(self.recording.sampling_rate)
         # (n_channels, n_channels) bool: each filter lives on the neighbourhood of its main channel.
@@ -142,7 +149,9 @@ class SortPipeline:
         # (n_units, n_taps, n_channels) true shapes, when the recording is a simulation with its ground
         # truth beside it (the demo is one): training then reports its dictionary error as it learns.
         truth = GroundTruth.beside(recording)
-        self.reference_shapes: np.ndarray | None = truth.bandpassed_waveforms() if truth is not None else None
+        # (Whitened as the sort sees the recording, so that the error compares like with like.)
+        self.reference_shapes: np.ndarray | None = (
+            self._as_sorted(truth.bandpassed_waveforms()) if truth is not None else None)
 
     @property
     def dead_time(self) -> int:
@@ -389,7 +398,9 @@ class SortPipeline:
         with self.stage_log.stage("merging cleaned units"):
             # A neuron's two units whose merge the copies of neighbours' spikes in one of them blocked, asked
             # again now that those are gone (engine/pipeline/unit_merge.py).
-            return merge_cleaned_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+            sorting = merge_cleaned_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+        # The stages above compare templates with the recording as they read it; the person gets them in its µV.
+        return unwhitened_sorting(sorting, target) if isinstance(target, WhitenedRecording) else sorting
 
     def _faint_share(self) -> float:
         """The part of the sort's coding the search for faint neurons takes (0 where it does not run):
@@ -488,7 +499,8 @@ class SortPipeline:
         return f"{note}; {self.footprints}" if self.footprints else note
 
     def _sorting_target(self, recording: Recording | None) -> tuple[Recording, np.ndarray]:
-        if recording is None or recording is self.recording or recording is self.recording.parent:
+        if recording is None or any(recording is known for known in (self.recording, self.preprocessed,
+                                                                     self.preprocessed.parent)):
             return self.recording, self.noise_levels
         target = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
         if target.n_channels != self.recording.n_channels:
@@ -496,7 +508,18 @@ class SortPipeline:
                 f"the dictionary was learned on {self.recording.n_channels} channels but this recording has "
                 f"{target.n_channels}: sort recordings of the same probe, or train on this one"
             )
+        if isinstance(self.recording, WhitenedRecording):
+            # The dictionary's space: the same probe's recording seen through the same matrix.
+            target = WhitenedRecording(target, self.recording.whitening, self.recording.unwhitening)
         return target, np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
+
+    def _as_sorted(self, shapes: np.ndarray) -> np.ndarray:
+        """(…, n_channels) shapes in the preprocessed recording's µV, as the sort's stages see them."""
+        return self.recording.whiten(shapes) if isinstance(self.recording, WhitenedRecording) else shapes
+
+    def _as_recorded(self, shapes: np.ndarray) -> np.ndarray:
+        """(…, n_channels) shapes as the sort's stages see them, in the preprocessed recording's µV."""
+        return self.recording.unwhiten(shapes) if isinstance(self.recording, WhitenedRecording) else shapes
 
     # ---- the model between stages ---------------------------------------------------
     def _set_model(self, filters: np.ndarray, channel_mask: np.ndarray | None = None,
@@ -615,4 +638,8 @@ class SortPipeline:
     def reconstruct(self, start: int, stop: int) -> WindowReconstruction:
         """Codes and reconstruction of one window (thread-safe)."""
         with self.model_lock:
-            return reconstruct_window(self.model, self.recording, self.noise_levels, start, stop)
+            window = reconstruct_window(self.model, self.recording, self.noise_levels, start, stop)
+        if isinstance(self.recording, WhitenedRecording):  # drawn as recorded: the traces as the person sees them
+            window = replace(window, traces=self.preprocessed.get_traces(window.start, window.start + len(window.traces)),
+                             reconstruction=self._as_recorded(window.reconstruction))
+        return window

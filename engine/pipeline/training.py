@@ -82,6 +82,8 @@ class TrainingConfig:
     # Memory a training step may use for its autograd graph; the batch shrinks to fit.
     max_step_mb: float = 1024.0
     radius_um: float = 100.0  # a filter lives on the channels this close to its main channel
+    # Spatial whitening (engine/pipeline/whitening.py): None = on probes of 8 to 64 channels; True/False forces it.
+    whiten: bool | None = None
     # Where the filters start: "data" (k-means of threshold crossings) or "random" (noise, learned from scratch).
     init: str = "data"
     # How the filters learn from the codes (engine/pipeline/dictionary_update.py): "least_squares",
@@ -117,6 +119,8 @@ class TrainingConfig:
         _check_float(self.max_step_mb, "max_step_mb", 1.0, 1e7)
         _check_float(self.radius_um, "radius_um", 0.0, 1e6, open_low=True)
         _check_float(self.settle_tolerance, "settle_tolerance", 0.0, 1.0)
+        if self.whiten is not None and not isinstance(self.whiten, bool):
+            raise ConfigError(f"whiten must be True, False or None (automatic), got {self.whiten!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.init not in INITS:
