@@ -35,7 +35,8 @@ def current_dictionary(trainer) -> tuple:
     are kept in the model's (n, n_channels, n_taps) layout and, once sorting has
     pruned the model, are matched to the filters it kept.
     """
-    filters = trainer.filters()
+    # As the person sees the recording: a whitened sort's filters unwhitened (SortPipeline.shown).
+    filters = trainer.shown(trainer.filters())
     if trainer.initial_filters is None:
         return filters, None
     initial = np.asarray(trainer.initial_filters).transpose(0, 2, 1)
@@ -45,7 +46,7 @@ def current_dictionary(trainer) -> tuple:
         if len(pruning.counts) != len(initial) or len(pruning.keep) != len(filters):
             return filters, None
         initial = initial[pruning.keep]
-    return filters, np.ascontiguousarray(initial)
+    return filters, trainer.shown(np.ascontiguousarray(initial))
 
 
 def reconstruct_visible(trainer, window: tuple[int, int]):

@@ -2,7 +2,8 @@
 
     sorter = CRsAESorter(n_filters=8, n_epochs=3).fit(recording)
     sorting = sorter.predict(recording)      # or sorter.fit_predict(recording)
-    sorter.filters_                          # (n_units, n_taps, n_channels) learned shapes
+    sorter.filters_                          # (n_filters, n_taps, n_channels) learned shapes, unit norm,
+                                             # as recorded (a whitened probe's unwhitened)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class CRsAESorter:
         self.pipeline_ = SortPipeline(recording, self.config)
         self.pipeline_.prepare()
         self.pipeline_.train(callback)
-        self.filters_ = self.pipeline_.filters()
+        self.filters_ = self.pipeline_.shown(self.pipeline_.filters())
         self.loss_history_ = list(self.pipeline_.trainer.loss_history)
         return self
 
@@ -37,7 +38,7 @@ class CRsAESorter:
         if not hasattr(self, "pipeline_"):
             raise RuntimeError("call fit(recording) before predict()")
         sorting = self.pipeline_.sort(progress=progress, recording=recording)
-        self.filters_ = self.pipeline_.filters()
+        self.filters_ = self.pipeline_.shown(self.pipeline_.filters())
         return sorting
 
     def fit_predict(self, recording: Recording, progress: Callable[[float], None] | None = None) -> Sorting:

@@ -13,7 +13,8 @@ from engine.pipeline.run import SortPipeline
 from engine.pipeline.training import ConfigError, TrainingConfig
 from engine.pipeline.sorting import Sorting
 from engine.pipeline.whitening import (WHITENING_MAX_CHANNELS, WHITENING_MIN_CHANNELS, WhitenedRecording,
-                                       estimate_whitening, unwhitened_sorting, whitening_matrices, whitens)
+                                       estimate_whitening, local_whitening, unwhitened_sorting, whitening_matrices,
+                                       whitens)
 
 
 def correlated_covariance(n_channels: int, seed: int = 0) -> np.ndarray:
@@ -157,3 +158,70 @@ def test_a_sort_told_not_to_whiten_reads_the_preprocessed_recording(probe):
     pipeline = SortPipeline(recording, TrainingConfig(whiten=False))
     assert pipeline.recording is pipeline.preprocessed
     assert isinstance(SortPipeline(recording, TrainingConfig(whiten=True)).recording, WhitenedRecording)
+
+
+def test_a_checkpoint_reopens_in_the_space_its_dictionary_was_learned_in(probe, tmp_path):
+    import torch
+
+    from engine.io.checkpoints import load_checkpoint, save_checkpoint
+
+    recording, _ = probe
+    config = TrainingConfig(n_iterations=10, n_epochs=0.05, batch_size=4, window_ms=100.0, radius_um=60.0)
+    pipeline = SortPipeline(recording, config)
+    pipeline.prepare()
+    path = tmp_path / "model.pt"
+    save_checkpoint(pipeline, path)
+    reopened = load_checkpoint(path, recording)
+    assert isinstance(reopened.recording, WhitenedRecording)
+    np.testing.assert_array_equal(reopened.recording.whitening, pipeline.recording.whitening)
+    np.testing.assert_array_equal(reopened.filters(), pipeline.filters())
+    # Saved before whitening existed (no "whiten" in its config): its dictionary was learned unwhitened.
+    state = torch.load(path, weights_only=False)
+    del state["config"]["whiten"]
+    torch.save(state, tmp_path / "old.pt")
+    assert not isinstance(load_checkpoint(tmp_path / "old.pt", recording).recording, WhitenedRecording)
+    # The views draw a whitened dictionary as recorded: unit norm, and whitened again it is the filter's shape.
+    shown = pipeline.shown(pipeline.filters())
+    np.testing.assert_allclose(np.linalg.norm(shown, axis=(1, 2)), 1.0, rtol=1e-5)
+    again = pipeline.recording.whiten(shown * pipeline.preprocessed.noise_levels) / pipeline.noise_levels
+    cosine = np.sum(again * pipeline.filters(), axis=(1, 2)) / np.linalg.norm(again, axis=(1, 2))
+    np.testing.assert_allclose(cosine, 1.0, atol=1e-4)
+
+
+def test_on_a_long_probe_each_channel_is_whitened_with_its_nearest_channels_only():
+    positions = linear_positions(40)
+    covariance = correlated_covariance(40, seed=2)
+    whitening, unwhitening = local_whitening(covariance, positions, n_nearest=8)
+    np.testing.assert_allclose(whitening @ unwhitening, np.eye(40), atol=1e-8)
+    for channel in (0, 17, 39):
+        near = np.argsort(np.abs(positions[:, 1] - positions[channel, 1]), kind="stable")[:8]
+        assert set(np.flatnonzero(whitening[channel])) == set(near.tolist())
+        local, _ = whitening_matrices(covariance[np.ix_(near, near)])
+        row = list(near).index(channel)
+        np.testing.assert_allclose(whitening[channel, near], local[row], atol=1e-10)
+    # With no more channels than the neighbourhood, it is the ZCA of the whole covariance.
+    whole, _ = whitening_matrices(covariance[:8, :8])
+    np.testing.assert_allclose(local_whitening(covariance[:8, :8], positions[:8], n_nearest=8)[0], whole)
+
+
+def test_a_few_channels_snippets_read_only_the_channels_they_mix():
+    positions = linear_positions(40)
+    traces, _ = simulate(duration_s=2.0, n_units=3, sampling_rate=10_000.0, n_channels=40,
+                         channel_positions=positions, seed=5, firing_rates=20.0)
+    preprocessed = PreprocessedRecording(NumpyRecording(traces, 10_000.0, channel_positions=positions),
+                                         common_reference=False)
+    covariance = np.cov(preprocessed.get_traces(0, 10_000).T)
+    whitened = WhitenedRecording(preprocessed, *local_whitening(covariance, positions, n_nearest=8))
+    asked = []
+    band_passed = preprocessed.band_passed
+
+    def counted(start, stop, channels):
+        asked.append(len(channels))
+        return band_passed(start, stop, channels)
+
+    preprocessed.band_passed = counted
+    part = whitened.band_passed(1_000, 2_000, np.array([20]))
+    assert asked == [8]
+    everything = band_passed(1_000, 2_000, np.arange(40)) @ whitened.whitening.T
+    np.testing.assert_allclose(part[:, 0], everything[:, 20], atol=1e-3)
+    np.testing.assert_allclose(whitened.get_traces(1_000, 2_000, [20]), part, atol=1e-5)

@@ -19,7 +19,8 @@ def save_checkpoint(pipeline, path: str | Path) -> None:
     with pipeline.model_lock:
         state = {
             "format": CHECKPOINT_FORMAT,
-            "config": pipeline.config.to_dict(),
+            # Whether its dictionary was learned whitened, as decided (not "auto"): reopened, it is read the same way.
+            "config": {**pipeline.config.to_dict(), "whiten": pipeline.recording is not pipeline.preprocessed},
             "filters": pipeline.model.filters.detach().cpu().clone(),
             "initial_filters": torch.from_numpy(pipeline.initial_filters),
             "lambdas": pipeline.model.lambdas.detach().cpu().clone(),
@@ -36,7 +37,8 @@ def load_checkpoint(path: str | Path, recording: Recording, device: str | None =
     from engine.pipeline.training import TrainingConfig
 
     state = torch.load(Path(path), map_location="cpu", weights_only=False)
-    config = TrainingConfig.from_dict(state["config"])
+    # A checkpoint from before whitening (no "whiten" in its config) holds a dictionary learned unwhitened.
+    config = TrainingConfig.from_dict({"whiten": False, **state["config"]})
     if device is not None:
         config.device = device
     else:

@@ -277,6 +277,11 @@ class SortPipeline:
     # ---- phase 2: training -------------------------------------------------------
     def train(self, callback: Callable[[TrainingSnapshot], None] | None = None, snapshot_interval_s: float = 0.1) -> None:
         self._require_prepared()
+        if callback is not None and isinstance(self.recording, WhitenedRecording):
+            shown_to = callback  # the views draw the filters as recorded (`shown`)
+
+            def callback(snapshot: TrainingSnapshot) -> None:
+                shown_to(replace(snapshot, filters=self.shown(snapshot.filters)))
         if not self._neurons_found:
             # From noise: learn shapes first, then keep one filter per neuron, then go on learning.
             with self.stage_log.stage("training from noise"):
@@ -514,11 +519,11 @@ class SortPipeline:
         return target, np.maximum(np.asarray(target.noise_levels, dtype=np.float32), 1e-6)
 
     def _as_sorted(self, shapes: np.ndarray) -> np.ndarray:
-        """(…, n_channels) shapes in the preprocessed recording's µV, as the sort's stages see them."""
+        """`shapes` (…, n_channels) in the preprocessed recording's µV, turned into what the sort's stages read."""
         return self.recording.whiten(shapes) if isinstance(self.recording, WhitenedRecording) else shapes
 
     def _as_recorded(self, shapes: np.ndarray) -> np.ndarray:
-        """(…, n_channels) shapes as the sort's stages see them, in the preprocessed recording's µV."""
+        """`shapes` (…, n_channels) as the sort's stages read them, turned into the preprocessed recording's µV."""
         return self.recording.unwhiten(shapes) if isinstance(self.recording, WhitenedRecording) else shapes
 
     # ---- the model between stages ---------------------------------------------------
@@ -631,9 +636,20 @@ class SortPipeline:
 
     # ---- for the live views -------------------------------------------------------------
     def filters(self) -> np.ndarray:
-        """(n_filters, n_taps, n_channels) float32 copy of the current dictionary."""
+        """(n_filters, n_taps, n_channels) float32 copy of the current dictionary (whitened on a whitened
+        sort: what a checkpoint keeps and a later sort of the same probe starts from)."""
         with self.model_lock:
             return self.model.filters_numpy()
+
+    def shown(self, filters: np.ndarray | None) -> np.ndarray | None:
+        """`filters` (n, n_taps, n_channels) of this sort's dictionary, as the person sees the recording: a
+        whitened sort's unwhitened, in units of the preprocessed recording's noise σ, unit norm again."""
+        if filters is None or not isinstance(self.recording, WhitenedRecording):
+            return filters
+        in_uv = self.recording.unwhiten(np.asarray(filters, dtype=np.float32) * self.noise_levels)
+        shown = in_uv / np.maximum(np.asarray(self.preprocessed.noise_levels, dtype=np.float32), 1e-6)
+        norms = np.linalg.norm(shown, axis=(1, 2), keepdims=True)
+        return (shown / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def reconstruct(self, start: int, stop: int) -> WindowReconstruction:
         """Codes and reconstruction of one window (thread-safe)."""

@@ -50,9 +50,15 @@ WHITENING_REGULARISATION = 3.0
 WHITENING_MIN_CHANNELS = 8
 # ... nor with more, until a local whitening is measured (a dense matrix costs channels² a sample).
 WHITENING_MAX_CHANNELS = 64
-# The covariance is of this many random chunks of this length (or the whole recording, if shorter).
+# The covariance is of this many random chunks of this length (or the whole recording, if shorter),
+# shortened so that they hold at most WHITENING_MAX_VALUES channels × samples (30 s at 32 channels,
+# 2.5 s at 384: 115 MB of float32).
 WHITENING_CHUNKS = 30
 WHITENING_CHUNK_S = 1.0
+WHITENING_MAX_VALUES = 32 * 30 * 30_000
+# Each channel is whitened with its this many nearest channels (Kilosort's local whitening): on a probe
+# of this many channels or fewer, every channel with all of them (one ZCA of the whole covariance).
+WHITENING_NEAREST = 32
 
 
 def whitens(n_channels: int, requested: bool | None) -> bool:
@@ -77,15 +83,38 @@ def whitening_matrices(covariance: np.ndarray, regularisation: float = WHITENING
     return whitening, unwhitening
 
 
+def local_whitening(covariance: np.ndarray, positions: np.ndarray, n_nearest: int = WHITENING_NEAREST,
+                    regularisation: float = WHITENING_REGULARISATION) -> tuple[np.ndarray, np.ndarray]:
+    """(whitening, unwhitening) (n_channels, n_channels): each channel's row of the whitening is its row of
+    `whitening_matrices` of the covariance of it and its `n_nearest` nearest channels (`positions`), zero
+    elsewhere; the unwhitening is its inverse. With `n_nearest` channels or fewer, the whole ZCA."""
+    n_channels = len(covariance)
+    if n_channels <= n_nearest:
+        return whitening_matrices(covariance, regularisation)
+    positions = np.asarray(positions, dtype=np.float64)
+    distance = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=2)
+    whitening = np.zeros((n_channels, n_channels))
+    for channel in range(n_channels):
+        # Itself first (distance 0; geometry refuses duplicate positions), then its nearest.
+        near = np.argsort(distance[channel], kind="stable")[:n_nearest]
+        near = np.concatenate([[channel], near[near != channel][: n_nearest - 1]])
+        local, _ = whitening_matrices(covariance[np.ix_(near, near)], regularisation)
+        whitening[channel, near] = local[0]
+    return whitening, np.linalg.inv(whitening)
+
+
 def estimate_whitening(recording: Recording, regularisation: float = WHITENING_REGULARISATION,
                        n_chunks: int = WHITENING_CHUNKS, chunk_duration_s: float = WHITENING_CHUNK_S,
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`whitening_matrices` of the covariance of `recording` (preprocessed), over random chunks: spikes
+    """`local_whitening` of the covariance of `recording` (a PreprocessedRecording, read band-passed
+    without its common reference, as WhitenedRecording mixes it), over random chunks: spikes
     included, as Kilosort's (the directions the big neurons' spikes take are those whitening turns down)."""
+    budget_s = WHITENING_MAX_VALUES / (recording.n_channels * recording.sampling_rate)
+    chunk_duration_s = min(chunk_duration_s, budget_s / n_chunks)
     traces = random_chunks(_BandPassedOnly(recording), n_chunks, chunk_duration_s, seed)
     centred = traces.astype(np.float64) - traces.mean(axis=0, dtype=np.float64)
     covariance = centred.T @ centred / max(len(centred) - 1, 1)
-    return whitening_matrices(covariance, regularisation)
+    return local_whitening(covariance, recording.channel_positions, regularisation=regularisation)
 
 
 class _BandPassedOnly(Recording):
@@ -131,21 +160,32 @@ class WhitenedRecording(Recording):
         # Whitened, then common-referenced as the parent would have been: whitening after the reference
         # kept less of the gain (SpikeInterface's 32-channel probe, seeds 1 and 4: 0.9940 and 0.9561
         # against 0.9965 and 0.9568 this way).
+        reference = getattr(self.parent, "common_reference", False)
+        if channel_index is not None and not reference:
+            return self.band_passed(start, stop, channel_index)
         every = np.arange(self.n_channels)
         traces = self._mix(self.parent.band_passed(start, stop, every), None)
-        if getattr(self.parent, "common_reference", False):
+        if reference:  # the median needs every channel
             traces = common_median_reference(traces)
         return traces if channel_index is None else np.ascontiguousarray(traces[:, channel_index])
 
+    def _support(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the channels whose whitened values `channels` mix, those rows of the whitening on them)."""
+        rows = self.whitening[np.asarray(channels, dtype=np.int64)]
+        support = np.flatnonzero(np.any(rows != 0, axis=0))
+        return support, np.ascontiguousarray(rows[:, support])
+
     def band_passed(self, start: int, stop: int, channels: np.ndarray) -> np.ndarray:
-        """The parent's band_passed (without its common reference) of every channel, whitened, of `channels`."""
-        every = np.arange(self.n_channels)
-        return self._mix(self.parent.band_passed(start, stop, every), np.asarray(channels, dtype=np.int64))
+        """Samples [start, stop) of `channels`, whitened from the parent's band_passed (without its common
+        reference) of the channels they mix."""
+        support, rows = self._support(channels)
+        return np.ascontiguousarray(self.parent.band_passed(start, stop, support) @ rows.T, dtype=np.float32)
 
     def snippets(self, starts: np.ndarray, length: int, channels: np.ndarray) -> np.ndarray:
-        """The parent's snippets (n_starts, length, n_selected) of every channel, whitened, of `channels`."""
-        every = np.arange(self.n_channels)
-        return self._mix(self.parent.snippets(starts, length, every), np.asarray(channels, dtype=np.int64))
+        """(n_starts, length, n_selected): the parent's snippets of the channels `channels` mix, whitened (on a
+        384-channel probe, a channel's 32 nearest rather than every channel)."""
+        support, rows = self._support(channels)
+        return np.ascontiguousarray(self.parent.snippets(starts, length, support) @ rows.T, dtype=np.float32)
 
     def unwhiten(self, values: np.ndarray, axis: int = -1) -> np.ndarray:
         """`values` with a channel axis (`axis`) of whitened µV, in the parent's µV (float32)."""
