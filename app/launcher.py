@@ -16,6 +16,16 @@ import argparse
 import sys
 
 DEFAULT_SCREENSHOT_STEPS = 30
+
+
+def whitening(word: str) -> bool | None:
+    """`--whiten auto|on|off` as TrainingConfig.whiten (None: automatic)."""
+    choices = {"auto": None, "on": True, "off": False}
+    if word not in choices:
+        raise argparse.ArgumentTypeError(f"--whiten takes auto, on or off, got {word!r}")
+    return choices[word]
+
+
 # (flag, TrainingConfig field, type): the same names as `sparsort sort` uses.
 MODEL_FLAGS = (
     ("--n-filters", "n_filters", int),
@@ -31,6 +41,8 @@ MODEL_FLAGS = (
     ("--seed", "seed", int),
     ("--device", "device", str),
     ("--solver", "solver", str),
+    ("--radius-um", "radius_um", float),
+    ("--whiten", "whiten", whitening),
 )
 
 

@@ -149,6 +149,21 @@ def test_the_start_from_choice_reaches_the_training_config(window):
     assert training.config().init == "random"
 
 
+def test_the_whitening_choice_reaches_the_training_config_and_follows_a_given_one(window):
+    from engine.pipeline.training import TrainingConfig
+
+    training = window.views["training"]
+    assert training.whiten_box.currentData() == "auto"
+    assert training.config().whiten is None  # automatic: by the probe's channel count
+    training.whiten_box.setCurrentIndex(training.whiten_box.findData("off"))
+    assert window.session.training_config.whiten is False
+    assert training.config().whiten is False
+
+    training._show_config(TrainingConfig(whiten=True))  # as a session or the launcher's flags give it
+    assert training.whiten_box.currentData() == "on"
+    assert training.config().whiten is True
+
+
 def test_curves_show_the_held_out_error_and_the_error_to_the_truth_when_known(window, tmp_path):
     from engine.pipeline.training import TrainingSnapshot
 

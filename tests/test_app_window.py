@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QDockWidget
 
@@ -132,6 +133,17 @@ def test_impossible_model_flags_are_refused_before_the_window_opens(capsys):
 
     assert main(["--n-filters", "0"]) == 2
     assert "n_filters = 0 is out of range" in capsys.readouterr().err
+
+
+def test_the_launchers_whitening_and_radius_flags_fill_the_training_config(capsys):
+    from app.launcher import parse_arguments, training_config
+
+    config = training_config(parse_arguments(["--whiten", "off", "--radius-um", "60"]))
+    assert config.whiten is False and config.radius_um == 60
+    assert training_config(parse_arguments(["--whiten", "auto"])).whiten is None
+    with pytest.raises(SystemExit):
+        parse_arguments(["--whiten", "sometimes"])
+    assert "--whiten takes auto, on or off, got 'sometimes'" in capsys.readouterr().err
 
 
 def test_screenshot_mode_trains_sorts_and_saves_a_picture(qtbot, tmp_path, tiny_recording):

@@ -52,6 +52,9 @@ FIELDS = (
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # (TrainingConfig.init value, what the Start-from box shows)
 INIT_CHOICES = (("data", "data (k-means of spikes)"), ("random", "random (noise)"))
+# (TrainingConfig.whiten value, what the Whitening box shows); the box's data are the CLI's words,
+# because a combo box cannot tell an item holding None from one holding nothing.
+WHITEN_CHOICES = (("auto", None, "automatic (probes of 8-64 channels)"), ("on", True, "on"), ("off", False, "off"))
 # What an empty optional field means, shown greyed in the empty field.
 OPTIONAL_FIELDS = {"n_filters": "8 per channel (4 from noise)", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
@@ -115,6 +118,14 @@ class TrainingView(View):
                                  "or noise, from which training learns the spike shapes.")
         self.init_box.currentIndexChanged.connect(self._on_form_edited)
         form.addRow("Start from", self.init_box)
+        self.whiten_box = QComboBox(objectName="whiten_box")
+        for word, _value, text in WHITEN_CHOICES:
+            self.whiten_box.addItem(text, word)
+        self.whiten_box.setToolTip("Decorrelate the channels before sorting, as Kilosort does: on probes it sorts "
+                                   "small neurons beside big ones better, and faster. The views and the saved "
+                                   "sort stay in the recording's µV.")
+        self.whiten_box.currentIndexChanged.connect(self._on_form_edited)
+        form.addRow("Whitening", self.whiten_box)
         self.device_box = QComboBox()
         self.device_box.addItems(DEVICES)
         self.device_box.currentTextChanged.connect(self._on_form_edited)
@@ -228,7 +239,7 @@ class TrainingView(View):
                 kind = "a whole number" if parse is int else "a number"
                 raise ConfigError(f"{attr} must be {kind}, got {text!r}") from None
         config = TrainingConfig.from_dict({**base.to_dict(), **values, "device": self.device_box.currentText(),
-                                           "init": self.init_box.currentData()})
+                                           "init": self.init_box.currentData(), "whiten": self._whiten()})
         config.validate()
         return config
 
@@ -272,6 +283,12 @@ class TrainingView(View):
                 self.fields[attr].setText(text)
         self.device_box.setCurrentText(config.device)
         self.init_box.setCurrentIndex(max(self.init_box.findData(config.init), 0))
+        word = next(word for word, value, _text in WHITEN_CHOICES if value is config.whiten)
+        self.whiten_box.setCurrentIndex(self.whiten_box.findData(word))
+
+    def _whiten(self) -> bool | None:
+        """The Whitening box's choice as TrainingConfig.whiten: None (automatic), True or False."""
+        return next(value for word, value, _text in WHITEN_CHOICES if word == self.whiten_box.currentData())
 
     def _on_start(self) -> None:
         from engine.pipeline.training import ConfigError
@@ -340,6 +357,7 @@ class TrainingView(View):
             edit.setReadOnly(not editable)
         self.device_box.setEnabled(editable)
         self.init_box.setEnabled(editable)
+        self.whiten_box.setEnabled(editable)
 
     def _why_start_is_off(self) -> str:
         """Why Start cannot be pressed for what is open, or "" (nothing to explain)."""

@@ -24,12 +24,16 @@ fraction of their weight rather than flattening them. On 4 channels it helped th
 tetrode (0.989 -> 0.993) and hurt SpikeInterface's (0.963 -> 0.955: its 3-SNR neuron and 5-SNR
 look-alike traded more spikes), so it starts at WHITENING_MIN_CHANNELS.
 
-A dense matrix costs channels² multiply-adds a sample: 0.8 ms a second of recording at 32
-channels, 0.09-0.11 s at 384 (numpy on this 2-core machine), where every stage that reads a
-few channels' snippets would read all 384. Above WHITENING_MAX_CHANNELS the sort does not
-whiten until a local (neighbourhood) whitening is built and measured there; the traces whitened
-beforehand, a 60-s 384-channel probe sorted at the same accuracy (0.920) in 53 s against 84 s
-(one sort each, both beside other work on the machine).
+On SpikeInterface's 64-channel probe (48 units, 5 min, seed 0, one sort each on a quiet machine)
+unwhitened 0.900 in 133.5 s, whitened 0.927 in 86.8 s (each channel with its 32 nearest) and
+0.927 in 88.4 s (one ZCA of all 64): the same units, 51 units sorted instead of 59.
+
+Above 32 channels each channel is whitened with its WHITENING_NEAREST nearest (`local_whitening`,
+Kilosort's practice), so that a few channels' snippets read only their neighbourhoods. At 384
+channels that local whitening gained nothing on the 60-s Neuropixels-like probe (100 units; 0.9201
+against 0.9200 unwhitened) and cost 71.0 s against 56.8 s (one sort each, load 1.5-1.7: the
+covariance, and whole-probe reads mixing 384 channels), so the automatic choice stops at
+WHITENING_MAX_CHANNELS; `whiten=True` whitens any probe.
 
 The sort's outputs stay in the band-passed recording's µV: its templates are unwhitened
 (`unwhiten`), and the views draw the recording as it is.
@@ -48,7 +52,7 @@ from engine.pipeline.preprocessing import common_median_reference, estimate_nois
 WHITENING_REGULARISATION = 3.0
 # Probes with fewer channels are not whitened (see the module's docstring for the tetrodes' figures).
 WHITENING_MIN_CHANNELS = 8
-# ... nor with more, until a local whitening is measured (a dense matrix costs channels² a sample).
+# ... nor with more: at 384 channels it gained nothing and cost a quarter more time (the docstring).
 WHITENING_MAX_CHANNELS = 64
 # The covariance is of this many random chunks of this length (or the whole recording, if shorter),
 # shortened so that they hold at most WHITENING_MAX_VALUES channels × samples (30 s at 32 channels,
