@@ -54,7 +54,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 INIT_CHOICES = (("data", "data (k-means of spikes)"), ("random", "random (noise)"))
 # (TrainingConfig.whiten value, what the Whitening box shows); the box's data are the CLI's words,
 # because a combo box cannot tell an item holding None from one holding nothing.
-WHITEN_CHOICES = (("auto", None, "automatic (probes of 8-64 channels)"), ("on", True, "on"), ("off", False, "off"))
+WHITEN_CHOICES = (("auto", None, "automatic"), ("on", True, "on"), ("off", False, "off"))
 # What an empty optional field means, shown greyed in the empty field.
 OPTIONAL_FIELDS = {"n_filters": "8 per channel (4 from noise)", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
@@ -122,8 +122,8 @@ class TrainingView(View):
         for word, _value, text in WHITEN_CHOICES:
             self.whiten_box.addItem(text, word)
         self.whiten_box.setToolTip("Decorrelate the channels before sorting, as Kilosort does: on probes it sorts "
-                                   "small neurons beside big ones better, and faster. The views and the saved "
-                                   "sort stay in the recording's µV.")
+                                   "small neurons beside big ones better, and faster. Automatic: on probes of 8 to "
+                                   "64 channels. The views and the saved sort stay in the recording's µV.")
         self.whiten_box.currentIndexChanged.connect(self._on_form_edited)
         form.addRow("Whitening", self.whiten_box)
         self.device_box = QComboBox()
