@@ -15,10 +15,11 @@ Measured on SpikeInterface's 32-channel probes (24 units, 5 min, recording seeds
 benchmark's sorter seeds, one sort each on a quiet machine), against stop 59's sorts: every
 recording sorted more accurately, 0.908 -> 0.913, 0.993 -> 0.997, 0.954 -> 0.958, 0.870 ->
 0.873, 0.954 -> 0.957, 0.913 -> 0.916, 0.996 -> 0.998, 0.990 -> 0.993, most units now at
-0.998-1.000, and faster (seed 4 42.4 -> 28.1 s: 29 filters instead of 38, the spike-to-spike
-variation that its residual filters coded now weighing little). The regulariser matters: at
-0.3 × the mean eigenvalue a 4-SNR neuron of seed 1 went 0.97 -> 0.62 (its spatial pattern is
-the big neurons' and its peak fell from 4.0 to 2.6 σ), at 1 × seed 1 scored 0.982, at 10 ×
+0.998-1.000; seed 4 faster (42.4 -> 28.1 s: 29 filters instead of 38, the spike-to-spike
+variation its residual filters coded now weighing little), seed 6 slower, and over the eight
+the benchmark's ratio to tridesclous2's time 0.79 against 0.80 unwhitened. The regulariser
+matters: at 0.3 × the mean eigenvalue a 4-SNR neuron of seed 1 went 0.97 -> 0.62 (its spatial
+pattern is the big neurons' and its peak fell from 4.0 to 2.6 σ), at 1 × seed 1 scored 0.982, at 10 ×
 0.994 (seed 4 0.955, 37.6 s); WHITENING_REGULARISATION keeps the largest directions at a
 fraction of their weight rather than flattening them. On 4 channels it helped the simulator's
 tetrode (0.989 -> 0.993) and hurt SpikeInterface's (0.963 -> 0.955: its 3-SNR neuron and 5-SNR
