@@ -152,7 +152,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                        help="each filter lives on the channels within this distance of its main channel")
     group.add_argument("--whiten", choices=("auto", "on", "off"), default="auto",
                        help="decorrelate the channels before sorting, as Kilosort does (auto, the default: on probes "
-                            "of 8 to 64 channels; the outputs stay in the recording's µV)")
+                            "of 8 to 64 channels recorded for 2 min or more; the outputs stay in the recording's µV)")
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
                        help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)

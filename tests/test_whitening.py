@@ -12,7 +12,8 @@ from engine.pipeline.preprocessing import PreprocessedRecording, common_median_r
 from engine.pipeline.run import SortPipeline
 from engine.pipeline.training import ConfigError, TrainingConfig
 from engine.pipeline.sorting import Sorting
-from engine.pipeline.whitening import (WHITENING_MAX_CHANNELS, WHITENING_MIN_CHANNELS, WhitenedRecording,
+from engine.pipeline.whitening import (WHITENING_MAX_CHANNELS, WHITENING_MIN_CHANNELS, WHITENING_MIN_DURATION_S,
+                                       WhitenedRecording,
                                        estimate_whitening, local_whitening, unwhitened_sorting, whitening_matrices,
                                        whitens)
 
@@ -41,12 +42,15 @@ def test_the_whitening_turns_down_the_largest_direction_and_its_inverse_undoes_i
     np.testing.assert_allclose(full @ covariance @ full.T, before.mean() * np.eye(12), rtol=1e-6, atol=1e-6)
 
 
-def test_probes_are_whitened_by_default_and_tetrodes_and_neuropixels_are_not():
-    assert not whitens(4, None)
-    assert whitens(WHITENING_MIN_CHANNELS, None) and whitens(32, None) and whitens(WHITENING_MAX_CHANNELS, None)
-    assert not whitens(WHITENING_MAX_CHANNELS + 1, None) and not whitens(384, None)
-    assert whitens(4, True) and not whitens(32, False)
-    assert not whitens(1, True)  # one channel has nothing to decorrelate
+def test_probes_are_whitened_by_default_and_tetrodes_neuropixels_and_short_recordings_are_not():
+    long = WHITENING_MIN_DURATION_S
+    assert not whitens(4, long, None)
+    assert whitens(WHITENING_MIN_CHANNELS, long, None) and whitens(32, 600.0, None)
+    assert whitens(WHITENING_MAX_CHANNELS, long, None)
+    assert not whitens(WHITENING_MAX_CHANNELS + 1, long, None) and not whitens(384, long, None)
+    assert not whitens(32, 60.0, None)  # too few spikes to join a neuron's fragments (the module's docstring)
+    assert whitens(4, 10.0, True) and not whitens(32, long, False)
+    assert not whitens(1, long, True)  # one channel has nothing to decorrelate
     with pytest.raises(ConfigError, match="whiten must be True, False or None"):
         TrainingConfig(whiten="yes").validate()
 
@@ -54,7 +58,8 @@ def test_probes_are_whitened_by_default_and_tetrodes_and_neuropixels_are_not():
 @pytest.fixture(scope="module")
 def probe():
     positions = linear_positions(16)
-    traces, truth = simulate(duration_s=10.0, n_units=5, sampling_rate=10_000.0, n_channels=16,
+    # Two minutes: the shortest recording the sort whitens on its own (WHITENING_MIN_DURATION_S).
+    traces, truth = simulate(duration_s=120.0, n_units=5, sampling_rate=10_000.0, n_channels=16,
                              channel_positions=positions, seed=11, firing_rates=20.0)
     return NumpyRecording(traces, 10_000.0, channel_positions=positions), truth
 

@@ -123,7 +123,8 @@ class TrainingView(View):
             self.whiten_box.addItem(text, word)
         self.whiten_box.setToolTip("Decorrelate the channels before sorting, as Kilosort does: on probes it sorts "
                                    "small neurons beside big ones better, and faster. Automatic: on probes of 8 to "
-                                   "64 channels. The views and the saved sort stay in the recording's µV.")
+                                   "64 channels recorded for 2 minutes or more. The views and the saved sort stay "
+                                   "in the recording's µV.")
         self.whiten_box.currentIndexChanged.connect(self._on_form_edited)
         form.addRow("Whitening", self.whiten_box)
         self.device_box = QComboBox()

@@ -118,7 +118,7 @@ class SortPipeline:
                                  else PreprocessedRecording(recording))
             # What the sort's stages read: the same, spatially whitened on a probe (engine/pipeline/whitening.py).
             self.recording: Recording = self.preprocessed
-            if whitens(self.preprocessed.n_channels, self.config.whiten):
+            if whitens(self.preprocessed.n_channels, self.preprocessed.duration, self.config.whiten):
                 self.recording = WhitenedRecording(self.preprocessed, *estimate_whitening(self.preprocessed))
             self.noise_levels = np.maximum(np.asarray(self.recording.noise_levels, dtype=np.float32), 1e-6)
         self.sampling_rate = float(self.recording.sampling_rate)
