@@ -20,10 +20,11 @@ DEFAULT_SCREENSHOT_STEPS = 30
 
 def whitening(word: str) -> bool | None:
     """`--whiten auto|on|off` as TrainingConfig.whiten (None: automatic)."""
-    choices = {"auto": None, "on": True, "off": False}
-    if word not in choices:
+    from engine.pipeline.training import WHITEN_WORDS
+
+    if word not in WHITEN_WORDS:
         raise argparse.ArgumentTypeError(f"--whiten takes auto, on or off, got {word!r}")
-    return choices[word]
+    return WHITEN_WORDS[word]
 
 
 # (flag, TrainingConfig field, type): the same names as `sparsort sort` uses.

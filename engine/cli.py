@@ -127,7 +127,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     from engine.pipeline.inference import SOLVERS
-    from engine.pipeline.training import DICTIONARY_UPDATES, INITS, TrainingConfig
+    from engine.pipeline.training import DICTIONARY_UPDATES, INITS, WHITEN_WORDS, TrainingConfig
 
     defaults = TrainingConfig()
     group = parser.add_argument_group("model")
@@ -150,7 +150,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                        help="back-propagate through only the last N FISTA steps: same codes, memory grows with N not T")
     group.add_argument("--radius-um", type=float, default=defaults.radius_um,
                        help="each filter lives on the channels within this distance of its main channel")
-    group.add_argument("--whiten", choices=("auto", "on", "off"), default="auto",
+    group.add_argument("--whiten", choices=tuple(WHITEN_WORDS), default="auto",
                        help="decorrelate the channels before sorting, as Kilosort does (auto, the default: on probes "
                             "of 8 to 64 channels recorded for 2 min or more; the outputs stay in the recording's µV)")
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
@@ -285,7 +285,7 @@ def _open(path: Path, args: argparse.Namespace):
     """(recording, TrainingConfig) for `path`, every parameter checked against the recording."""
     from engine.io.plausibility import channel_count_warnings, check_not_flat
     from engine.io.recording import open_recording
-    from engine.pipeline.training import TrainingConfig
+    from engine.pipeline.training import WHITEN_WORDS, TrainingConfig
 
     recording = open_recording(
         path, sampling_rate=args.sampling_rate, n_channels=args.n_channels, dtype=args.dtype,
@@ -297,7 +297,7 @@ def _open(path: Path, args: argparse.Namespace):
         n_epochs=args.n_epochs, settle_tolerance=args.settle_tolerance, seed=args.seed, device=args.device, solver=args.solver,
         gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
         init=args.init, dictionary_update=args.dictionary_update,
-        whiten={"auto": None, "on": True, "off": False}[args.whiten],
+        whiten=WHITEN_WORDS[args.whiten],
     )
     check_not_flat(recording)
     for warning in channel_count_warnings(recording):

@@ -52,9 +52,9 @@ FIELDS = (
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # (TrainingConfig.init value, what the Start-from box shows)
 INIT_CHOICES = (("data", "data (k-means of spikes)"), ("random", "random (noise)"))
-# (TrainingConfig.whiten value, what the Whitening box shows); the box's data are the CLI's words,
-# because a combo box cannot tell an item holding None from one holding nothing.
-WHITEN_CHOICES = (("auto", None, "automatic"), ("on", True, "on"), ("off", False, "off"))
+# (the CLI's word for a TrainingConfig.whiten value, what the Whitening box shows): the box holds the
+# words (engine.pipeline.training.WHITEN_WORDS), as it cannot tell an item holding None from one holding nothing.
+WHITEN_CHOICES = (("auto", "automatic"), ("on", "on"), ("off", "off"))
 # What an empty optional field means, shown greyed in the empty field.
 OPTIONAL_FIELDS = {"n_filters": "8 per channel (4 from noise)", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
@@ -119,7 +119,7 @@ class TrainingView(View):
         self.init_box.currentIndexChanged.connect(self._on_form_edited)
         form.addRow("Start from", self.init_box)
         self.whiten_box = QComboBox(objectName="whiten_box")
-        for word, _value, text in WHITEN_CHOICES:
+        for word, text in WHITEN_CHOICES:
             self.whiten_box.addItem(text, word)
         self.whiten_box.setToolTip("Decorrelate the channels before sorting, as Kilosort does: on probes it sorts "
                                    "small neurons beside big ones better, and faster. Automatic: on probes of 8 to "
@@ -284,12 +284,16 @@ class TrainingView(View):
                 self.fields[attr].setText(text)
         self.device_box.setCurrentText(config.device)
         self.init_box.setCurrentIndex(max(self.init_box.findData(config.init), 0))
-        word = next(word for word, value, _text in WHITEN_CHOICES if value is config.whiten)
+        from engine.pipeline.training import WHITEN_WORDS
+
+        word = next(word for word, value in WHITEN_WORDS.items() if value is config.whiten)
         self.whiten_box.setCurrentIndex(self.whiten_box.findData(word))
 
     def _whiten(self) -> bool | None:
         """The Whitening box's choice as TrainingConfig.whiten: None (automatic), True or False."""
-        return next(value for word, value, _text in WHITEN_CHOICES if word == self.whiten_box.currentData())
+        from engine.pipeline.training import WHITEN_WORDS
+
+        return WHITEN_WORDS[self.whiten_box.currentData()]
 
     def _on_start(self) -> None:
         from engine.pipeline.training import ConfigError

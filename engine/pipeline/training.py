@@ -45,6 +45,8 @@ from engine.pipeline.pool import TrainingPool
 # whole batch's, whatever the number of parts.
 
 INITS = ("data", "random")
+# The words `--whiten` and the Training panel take, as TrainingConfig.whiten values (None: automatic).
+WHITEN_WORDS = {"auto": None, "on": True, "off": False}
 DICTIONARY_UPDATES = ("auto", "least_squares", "gradient")
 
 

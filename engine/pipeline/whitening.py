@@ -21,13 +21,13 @@ the benchmark's ratio to tridesclous2's time 0.79 against 0.80 unwhitened. The r
 matters: at 0.3 × the mean eigenvalue a 4-SNR neuron of seed 1 went 0.97 -> 0.62 (its spatial
 pattern is the big neurons' and its peak fell from 4.0 to 2.6 σ), at 1 × seed 1 scored 0.982, at 10 ×
 0.994 (seed 4 0.955, 37.6 s); WHITENING_REGULARISATION keeps the largest directions at a
-fraction of their weight rather than flattening them. Those figures are of 3 ×, whitened
-outside the engine; in the engine (whitened before the common reference), 1.5 × against 3 ×,
+fraction of their weight rather than flattening them. (That sweep whitened outside the engine;
+the accuracies at the top are the engine's at 3 ×.) In the engine, 1.5 × against 3 ×,
 the eight recordings side by side in one process: 0.9117 / 0.9128, 0.9970 / 0.9965, 0.9577 /
 0.9576, 0.8739 / 0.8734, 0.9578 / 0.9567, 0.9157 / 0.9164, 0.9980 / 0.9983, 0.9964 / 0.9928
 (seed 7's 3.9-SNR neuron 0.932 against 0.862), in 193 s against 208 s (7 of 8 faster, 1-4
-fewer filters); at 1 × seed 1's 4-SNR neuron fell to 0.931 (0.960 at 1.5 ×), so 1.5 × it is. On 4 channels it helped the simulator's
-tetrode (0.989 -> 0.993) and hurt SpikeInterface's (0.963 -> 0.955: its 3-SNR neuron and 5-SNR
+fewer filters); at 1 × seed 1's 4-SNR neuron fell to 0.931 (0.960 at 1.5 ×), so 1.5 × it is.
+On 4 channels it helped the simulator's tetrode (0.989 -> 0.993) and hurt SpikeInterface's (0.963 -> 0.955: its 3-SNR neuron and 5-SNR
 look-alike traded more spikes), so it starts at WHITENING_MIN_CHANNELS.
 
 On SpikeInterface's 64-channel probe (48 units, 5 min, seed 0, one sort each on a quiet machine, 3 ×)
@@ -175,11 +175,6 @@ class WhitenedRecording(Recording):
         """(n_channels,) float32 noise σ of the whitened traces."""
         return estimate_noise_levels(self)
 
-    def _mix(self, traces: np.ndarray, channel_index: np.ndarray | None) -> np.ndarray:
-        """The whitened `channel_index` (all if None) of `traces`, (..., n_channels) of every channel."""
-        rows = self.whitening if channel_index is None else self.whitening[channel_index]
-        return np.ascontiguousarray(traces @ rows.T, dtype=np.float32)
-
     def _read_block(self, start, stop, channel_index):
         # Whitened, then common-referenced as the parent would have been: whitening after the reference
         # kept less of the gain (SpikeInterface's 32-channel probe, seeds 1 and 4: 0.9940 and 0.9561
@@ -188,7 +183,7 @@ class WhitenedRecording(Recording):
         if channel_index is not None and not reference:
             return self.band_passed(start, stop, channel_index)
         every = np.arange(self.n_channels)
-        traces = self._mix(self.parent.band_passed(start, stop, every), None)
+        traces = self.whiten(self.parent.band_passed(start, stop, every))
         if reference:  # the median needs every channel
             traces = common_median_reference(traces)
         return traces if channel_index is None else np.ascontiguousarray(traces[:, channel_index])
