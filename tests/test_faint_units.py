@@ -162,7 +162,8 @@ def test_peaks_of_a_filtered_neuron_make_no_candidate():
     starts = np.arange(n_peaks) * 100 + 20
     for start in starts:
         residual[:, start : start + N_TAPS] += 5.0 * spike
-    store.add(store.cut(residual, starts, np.zeros(n_peaks, np.int64)))
+    channels = np.zeros(n_peaks, np.int64)
+    store.add(store.cut(residual, starts, channels), channels, np.zeros(0, np.int64))  # no positive peak
     candidates = _cluster_candidates(store, unit_norm(spike)[None])
     assert candidates.shape == (0, N_CHANNELS, N_TAPS)
     other = unit_norm(shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4))[None]  # a dictionary without it: one candidate
@@ -249,3 +250,27 @@ def test_a_searched_batch_is_coded_in_parts_and_a_lone_last_chunk_joins_the_part
     assert all(len(part) >= FAINT_PART_CHUNKS for part in parts)
     assert len(parts) == 2
     assert search_parts(cores[:1]) == [cores[:1]]
+
+
+def test_noise_with_as_many_peaks_as_a_faint_neuron_gives_no_candidate(monkeypatch):
+    """A minute of noise crosses -4 σ more than FAINT_MIN_SPIKES times on each channel, and as often +4 σ:
+    no candidate. Without the noise bar the same search makes one (the simulator's 60-s probes: a noise
+    unit on every channel, 10 neurons sorted into 29-42 units)."""
+    rng = np.random.default_rng(5)
+    strong = 40.0 * shape([1.0, 0.6, 0.3, 0.1], 2.5, 0.3)
+    seconds = 60.0
+    recording = recording_with([(strong, spike_train(rng, int(seconds * RATE), 10.0))], seconds, rng)
+    model = CRsAE(unit_norm(strong)[None], 4.5, 100)
+
+    def search():
+        return faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
+                                np.ones((N_CHANNELS, N_CHANNELS), bool)).candidates
+
+    assert len(search()) == 0
+    monkeypatch.setattr(faint_units, "FAINT_NOISE_EXCESS_Z", -np.inf)
+    assert len(search()) >= 1
+
+
+def test_a_channels_excess_of_negative_peaks_is_counted_in_standard_deviations():
+    z = faint_units.noise_excess(np.array([49, 60, 0, 30]), np.array([6, 60, 0, 0]))
+    np.testing.assert_allclose(z, [43 / np.sqrt(55), 0.0, 0.0, np.sqrt(30)])

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from engine.model.similarity import normalised_cross_correlation, shift_invariant_similarity
+from engine.model.similarity import (corrected_similarity, mean_reliability, normalised_cross_correlation,
+                                     shift_invariant_similarity)
 
 
 def local_shapes(rng, n, n_channels, width, n_taps=40):
@@ -37,3 +38,40 @@ def test_shapes_spanning_the_probe_take_the_product_over_every_channel():
     np.testing.assert_allclose(shift_invariant_similarity(shapes),
                                normalised_cross_correlation(shapes, shapes).max(axis=2), atol=1e-12)
     assert shift_invariant_similarity(np.zeros((0, 40, 16))).shape == (0, 0)
+
+
+def noisy_spikes(rng, shape, n, sigma=1.0):
+    return shape[None] + sigma * rng.standard_normal((n,) + shape.shape)
+
+
+def test_means_of_few_noisy_spikes_of_one_shape_compare_as_the_shape_once_their_noise_is_taken_out():
+    """Two means of 40 spikes of one shape at 3.5 σ are well under 0.97 alike by their noise alone; corrected
+    for it they are one shape, and two shapes 0.8 alike stay 0.8 alike."""
+    rng = np.random.default_rng(3)
+    taps = np.arange(40)[:, None]
+    trough = -np.exp(-0.5 * ((taps - 15) / 2.5) ** 2)
+    one = 3.5 * trough * np.array([1.0, 0.7, 0.4, 0.2, 0.1, 0.0])
+    other = 3.5 * trough * np.array([0.2, 0.5, 1.0, 0.6, 0.3, 0.1])
+    true = normalised_cross_correlation(one[None], other[None]).max()
+    raw, corrected, pair = [], [], []
+    for _ in range(20):
+        halves = [noisy_spikes(rng, one, 40), noisy_spikes(rng, one, 40), noisy_spikes(rng, other, 40)]
+        means = np.stack([h.mean(axis=0) for h in halves])
+        reliability = [mean_reliability(h) for h in halves]
+        similarity = shift_invariant_similarity(means)
+        raw.append(similarity[0, 1])
+        fixed = corrected_similarity(similarity, reliability)
+        corrected.append(fixed[0, 1])
+        pair.append(fixed[0, 2])
+    assert np.median(raw) < 0.95
+    assert np.median(corrected) > 0.985 and min(corrected) > 0.96
+    assert abs(np.median(pair) - true) < 0.03 and max(pair) < 0.9
+
+
+def test_a_mean_without_noise_is_fully_reliable_and_one_of_noise_alone_gets_the_floor():
+    rng = np.random.default_rng(4)
+    shape = rng.standard_normal((40, 4))
+    assert mean_reliability(np.repeat(shape[None], 10, axis=0)) == 1.0
+    assert mean_reliability(rng.standard_normal((30, 40, 4))) == 0.8
+    assert mean_reliability(rng.standard_normal((30, 40, 4)), floor=0.1) < 0.5
+    assert np.all(corrected_similarity(np.array([[1.0, 0.9], [0.9, 1.0]]), [0.9, 0.9]) <= 1.0)

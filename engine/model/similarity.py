@@ -45,6 +45,38 @@ def _unit_norm(shapes: np.ndarray) -> np.ndarray:
     return np.divide(shapes, norms, out=np.zeros_like(shapes), where=norms > 0)
 
 
+def mean_reliability(snippets: np.ndarray, floor: float = 0.8) -> float:
+    """How much of a mean shape's norm is shape rather than the noise left in the mean: sqrt(1 − e / |m|²),
+    where m is the mean of `snippets` (n, ...) and e its noise energy (each value's spread over the
+    snippets, summed, over n). At least `floor`: a mean that is mostly noise is not trusted to look like
+    anything (with the default, no similarity grows by more than 1 / 0.8²).
+
+    Two means of one neuron's spikes correlate at about r₁·r₂, not 1 (see `corrected_similarity`)."""
+    snippets = np.asarray(snippets, dtype=np.float64).reshape(len(snippets), -1)
+    if len(snippets) == 0:
+        return floor
+    mean = snippets.mean(axis=0)
+    energy = float(mean @ mean)
+    noise = float(snippets.var(axis=0).sum()) / len(snippets)
+    if energy <= 0.0:
+        return floor
+    return float(np.sqrt(np.clip(1.0 - noise / energy, floor**2, 1.0)))
+
+
+def corrected_similarity(similarity: np.ndarray, reliability: np.ndarray) -> np.ndarray:
+    """`similarity` (n, n) of noisy mean shapes as it would be of their noiseless ones: each entry over the
+    product of the two means' `mean_reliability` (1 for a shape without noise, a learned filter), at most 1
+    (Spearman's correction for attenuation). With many spikes a mean's reliability is ~1 and this changes
+    nothing; with few it keeps two halves of one neuron from being told apart by their noise alone.
+
+    Measured on the simulator's 60-s, 32-channel probe (seed 11, whitened): clusters of 60-400 spikes of
+    one neuron were 0.90-0.97 alike, under the 0.97 bar, and the neuron ended in five units (0.897; with
+    the correction 0.997). Used where means of spikes are compared with a bar: the first dictionary's
+    duplicates and mixed filters (engine/pipeline/initialization.py) and the faint search's candidates."""
+    reliability = np.asarray(reliability, dtype=np.float64)
+    return np.minimum(np.asarray(similarity) / np.outer(reliability, reliability), 1.0)
+
+
 # Shapes compared at once (rows of the similarity matrix) when they live on a few channels of many.
 _ROWS_PER_BLOCK = 32
 

@@ -32,7 +32,7 @@ import numpy as np
 from engine.cpu import adapt_threads, in_order, single_thread
 from engine.io.recording import Recording
 from engine.model.pairs import pairs_in_runs
-from engine.model.similarity import shift_invariant_similarity
+from engine.model.similarity import corrected_similarity, mean_reliability, shift_invariant_similarity
 from engine.pipeline.explain_away import subtract_filters
 from engine.pipeline.inference import (BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches,
                                       default_chunk_size)
@@ -40,7 +40,7 @@ from engine.pipeline.pruning import PruneDecision
 from engine.pipeline.refinement import AmplitudePrior
 from engine.pipeline.initialization import detect_peaks_on_probe
 from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_MAX_SECONDS, FAINT_MAX_VALUES, FAINT_MIN_POOL_SPIKES,
-                                    FAINT_MIN_SPIKES, FAINT_PART_CHUNKS, FAINT_SNIPPET_CHANNELS,
+                                    FAINT_MIN_SPIKES, FAINT_NOISE_EXCESS_Z, FAINT_PART_CHUNKS, FAINT_SNIPPET_CHANNELS,
                                     FAINT_SNIPPETS_PER_CHANNEL, FAINT_THRESHOLD, PEAK_FRACTION, SHADOW_WINDOW_MS)
 from engine.pipeline.sorting import peak_taps
 from engine.pipeline.stages import SortStopped
@@ -113,6 +113,9 @@ class _SnippetStore:
         self.n_taps = n_taps
         self.parts: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
         self.counts = np.zeros(n_channels, dtype=np.int64)
+        # Every unexplained peak found on each channel, negative and (the noise's mirror image) positive.
+        self.negative = np.zeros(n_channels, dtype=np.int64)
+        self.positive = np.zeros(n_channels, dtype=np.int64)
 
     def cut(self, residual: np.ndarray, starts: np.ndarray, channels: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """(channel, (n, n_near, n_taps) snippets) of each channel's peaks starting at `starts` in
@@ -127,8 +130,11 @@ class _SnippetStore:
                          .transpose(1, 0, 2)))
         return cuts
 
-    def add(self, cuts: list[tuple[int, np.ndarray]]) -> None:
-        """Keep each channel's snippets until it holds FAINT_SNIPPETS_PER_CHANNEL (the first ones added)."""
+    def add(self, cuts: list[tuple[int, np.ndarray]], negative: np.ndarray, positive: np.ndarray) -> None:
+        """Keep each channel's snippets until it holds FAINT_SNIPPETS_PER_CHANNEL (the first ones added), and
+        count every peak found (`negative`, `positive`: the channels of each)."""
+        self.negative += np.bincount(negative, minlength=len(self.negative))
+        self.positive += np.bincount(positive, minlength=len(self.positive))
         for channel, snippets in cuts:
             room = FAINT_SNIPPETS_PER_CHANNEL - self.counts[channel]
             if room <= 0:
@@ -138,6 +144,22 @@ class _SnippetStore:
 
     def snippets(self, channel: int) -> np.ndarray:
         return np.concatenate(self.parts[channel]) if self.parts[channel] else np.zeros((0, 0, self.n_taps))
+
+    def unlike_noise(self) -> np.ndarray:
+        """(n_channels,) bool: the channels whose negative peaks outnumber what noise gives (`noise_excess`)."""
+        return noise_excess(self.negative, self.positive) >= FAINT_NOISE_EXCESS_Z
+
+
+def noise_excess(negative: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """How many standard deviations a channel's count of unexplained negative peaks exceeds its count of
+    positive ones: (n₋ − n₊) / √(n₋ + n₊), the counts' difference over its Poisson spread.
+
+    Noise crosses −4 σ as often as +4 σ, so the positive peaks of the residual (away from coded spikes, as
+    the negative ones) count the negative peaks noise alone gives; a neuron adds troughs only. Without this
+    the search made a candidate of noise on every channel of the simulator's 60-s probes (n₋ ≈ n₊ ≈ 60-80
+    a channel, FAINT_MIN_SPIKES 30) and kept it: 10 neurons sorted into 29-42 units."""
+    negative, positive = np.asarray(negative, dtype=np.float64), np.asarray(positive, dtype=np.float64)
+    return (negative - positive) / np.sqrt(np.maximum(negative + positive, 1.0))
 
 
 def unexplained_peaks(residual: np.ndarray, events: SpikeEvents, filter_channels: np.ndarray, threshold: float,
@@ -208,8 +230,9 @@ def faint_candidates(
         return finder.batch_spikes_and_signals(recording, cores)
 
     def unexplained_in(cores: list[tuple[int, int]], coded: list[tuple[SpikeEvents, int, np.ndarray]]
-                       ) -> list[tuple[int, np.ndarray]]:
-        """The snippets of the unexplained peaks of a batch (`cores`), from its chunks' spikes and signals."""
+                       ) -> tuple[list[tuple[int, np.ndarray]], np.ndarray, np.ndarray]:
+        """The snippets of the unexplained peaks of a batch (`cores`), from its chunks' spikes and signals,
+        and the channels of every unexplained negative and positive peak (_SnippetStore.add)."""
         events = SpikeEvents.concatenate([chunk[0] for chunk in coded])
         code_index = events.times - filter_peaks[events.filters]
         # Spikes of the batches on either side were not coded here: their atoms reach a filter length in.
@@ -226,14 +249,22 @@ def faint_candidates(
             residual = subtract_filters(signal, code_index[near] - start, events.amplitudes[near], filters,
                                         events.filters[near])
             nearby = SpikeEvents(events.times[near] - start, events.filters[near], events.amplitudes[near])
-            times, channels = unexplained_peaks(residual, nearby, filter_channels, FAINT_THRESHOLD,
-                                                max(n_taps // 4, 1), window, neighbourhoods)
-            absolute = times + start
-            inside = ((absolute >= max(core_start, first)) & (absolute < min(core_stop, last))
-                      & (times - peak_tap >= 0) & (times - peak_tap + n_taps <= residual.shape[1]))
-            return store.cut(residual, times[inside] - peak_tap, channels[inside])
+            def peaks(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                times, channels = unexplained_peaks(signal, nearby, filter_channels, FAINT_THRESHOLD,
+                                                    max(n_taps // 4, 1), window, neighbourhoods)
+                absolute = times + start
+                inside = ((absolute >= max(core_start, first)) & (absolute < min(core_stop, last))
+                          & (times - peak_tap >= 0) & (times - peak_tap + n_taps <= residual.shape[1]))
+                return times[inside], channels[inside]
 
-        return [cut for cuts in in_order(cuts_of, list(range(len(cores))), workers) for cut in cuts]
+            times, channels = peaks(residual)
+            _, mirrored = peaks(-residual)  # the positive peaks: what noise alone gives (noise_excess)
+            return store.cut(residual, times - peak_tap, channels), channels, mirrored
+
+        found = list(in_order(cuts_of, list(range(len(cores))), workers))
+        return ([cut for cuts, _, _ in found for cut in cuts],
+                np.concatenate([negative for _, negative, _ in found]),
+                np.concatenate([positive for _, _, positive in found]))
 
     # Each searched batch is coded in parts of a few chunks, a part per free core (in a thread with one torch
     # thread, as inference runs its batches: inference.spikes_of_batches says why), then its residual is
@@ -253,42 +284,43 @@ def faint_candidates(
                 raise SortStopped("stopped while looking for faint units")
             chunks = [chunk for part in parts for chunk in part]
             coded[index] = [chunk[0] for chunk in chunks]
-            store.add(unexplained_in(cores, chunks))
+            store.add(*unexplained_in(cores, chunks))
             if progress is not None:
                 progress((done + 1) / len(searched))
     return FaintSearch(_cluster_candidates(store, filters), coded, settings)
 
 
+# A candidate's mean may be mostly noise and still be compared (its noise energy up to 99.9 % of its norm²).
+_FAINT_RELIABILITY_FLOOR = float(np.sqrt(1e-3))
+
+
 def _cluster_candidates(store: _SnippetStore, filters: np.ndarray) -> np.ndarray:
-    """Each channel's snippets, when FAINT_MIN_SPIKES or more, give their mean as a candidate, unless it is
+    """Each channel's snippets, when FAINT_MIN_SPIKES or more and its peaks more than noise gives
+    (_SnippetStore.unlike_noise), give their mean as a candidate, unless it is
     a duplicate of a filter or of a bigger candidate. One mean a channel: k-means into two a channel
     split one neuron's peaks between two candidates (384 channels, sorter seed 0: 0.9035, one: 0.9044).
 
     The mean of a few hundred 3 σ spikes still holds noise (each value's spread over the count):
     two halves of one faint neuron were 0.91 alike, under any duplicate bar. The noise is taken out
-    of each mean's norm before comparing, as the unit merge does (engine/pipeline/unit_merge.py)."""
+    of each mean's norm before comparing (engine.model.similarity.corrected_similarity), as the unit merge
+    does (engine/pipeline/unit_merge.py)."""
     n_filters, n_channels, n_taps = filters.shape
-    means, sizes, noise_energy = [], [], []
-    for channel in np.flatnonzero(store.counts >= FAINT_MIN_SPIKES):
+    means, sizes, reliabilities = [], [], []
+    for channel in np.flatnonzero((store.counts >= FAINT_MIN_SPIKES) & store.unlike_noise()):
         snippets = store.snippets(int(channel))
         mean = np.zeros((n_channels, n_taps), dtype=np.float32)
         mean[store.near[channel]] = snippets.mean(axis=0)
         means.append(mean)
         sizes.append(len(snippets))
-        noise_energy.append(float(snippets.reshape(len(snippets), -1).var(axis=0).sum() / len(snippets)))
+        reliabilities.append(mean_reliability(snippets, floor=_FAINT_RELIABILITY_FLOOR))
     if not means:
         return np.zeros((0, n_channels, n_taps), dtype=np.float32)
     order = np.argsort(-np.asarray(sizes), kind="stable")
     candidates = np.stack([means[i] for i in order])
-    energy = np.einsum("nct,nct->n", candidates, candidates)
-    signal_energy = np.maximum(energy - np.asarray(noise_energy)[order], 1e-3 * energy)
-    # Unit-norm similarity rescaled to what it would be without the means' noise (at most 1).
-    filter_energy = np.einsum("nct,nct->n", filters, filters)
-    raw_norms = np.sqrt(np.concatenate([filter_energy, energy]))
-    clean_norms = np.sqrt(np.concatenate([filter_energy, signal_energy]))
+    # Similarity rescaled to what it would be without the means' noise (the filters have none).
     everything = np.concatenate([filters, candidates]).transpose(0, 2, 1)
-    similarity = shift_invariant_similarity(everything) * np.outer(raw_norms, raw_norms)
-    similarity = np.minimum(similarity / np.maximum(np.outer(clean_norms, clean_norms), 1e-12), 1.0)
+    similarity = corrected_similarity(shift_invariant_similarity(everything),
+                                      np.concatenate([np.ones(n_filters), np.asarray(reliabilities)[order]]))
     kept: list[int] = []
     for index in range(len(candidates)):
         row = similarity[n_filters + index]

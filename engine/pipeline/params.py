@@ -228,6 +228,9 @@ FAINT_MAX_SECONDS = 60.0
 # noise alone, a few times a minute on each channel.
 FAINT_THRESHOLD = 4.0
 FAINT_MIN_SPIKES = 30  # a channel's peaks, at least, to make a candidate
+# ... and this many standard deviations more negative peaks than positive ones (noise gives both alike;
+# a neuron's troughs only the negative): see faint_units.noise_excess.
+FAINT_NOISE_EXCESS_Z = 4.0
 # A candidate is kept when it then codes at least this many spikes of the training pool.
 FAINT_MIN_POOL_SPIKES = 10
 # A found filter's λ, as a fraction of the sort's: a faint neuron's spikes project onto its filter near
