@@ -41,15 +41,23 @@ against 0.9200 unwhitened) and cost 71.0 s against 56.8 s (one sort each, load 1
 covariance, and whole-probe reads mixing 384 channels), so the automatic choice stops at
 WHITENING_MAX_CHANNELS; `whiten=True` whitens any probe.
 
-On short recordings it can cost a whole neuron. On the simulator's probes (16 and 32 channels,
+On short recordings it could cost a whole neuron. On the simulator's probes (16 and 32 channels,
 5-10 units) whitened sorts of 10 s over-split every neuron (seeds 11-14: 0.51-0.79 unwhitened,
 0.11-0.39 whitened), and of 60 s lost one neuron of seed 11 on both probes (0.977 -> 0.950 and
 0.995 -> 0.897: one neuron in five units of 126-415 spikes, 0.99 alike, that the merge's
 refractory test could not join on so few spikes) while seeds 12 and 13 came out even; from
 2 min on whitening was even or better every time (the simulator's 120-s and 300-s probes,
-0.996 -> 0.998, 0.978 -> 0.979, 0.986 -> 0.993; SpikeInterface's 5-min ones above). So the
-automatic choice also asks WHITENING_MIN_DURATION_S. Why whitened k-means and splits find
-more clusters on short recordings is not yet known.
+0.996 -> 0.998, 0.978 -> 0.979, 0.986 -> 0.993; SpikeInterface's 5-min ones above). The cause
+was in the first dictionary, not the whitening as such: whitened, a neuron's shape stands less far
+above the noise on each channel, so the means of its clusters were noisier, and the duplicate and
+mixed-filter tests (0.97 alike) took one neuron's clusters and k-means halves, 0.89-0.97 alike by
+their noise, for different neurons. Compared noise-aware since (engine.model.similarity.
+corrected_similarity), the 60-s probes sort whitened as well as unwhitened on 7 of 8 (seeds 11-14,
+0.978/0.985, 0.992/0.993, 0.997/0.995, 0.989/0.920 on 16 channels, 0.997/0.997, 0.993/0.996,
+0.998/0.998, 0.999/0.998 on 32, unwhitened/whitened) and 10-s ones at 32 channels on 2 of 4 (0.992/0.961,
+0.992/0.995, 0.999/0.898, 0.895/0.898: seed 13 lost a neuron, seed 11 part of one). So the automatic choice still asks
+WHITENING_MIN_DURATION_S: under it, whitening still loses a neuron now and then (on 16 channels at
+60 s, seed 14, two neurons 0.92 alike share a unit).
 
 The sort's outputs stay in the band-passed recording's µV: its templates are unwhitened
 (`unwhiten`), and the views draw the recording as it is.
@@ -70,8 +78,8 @@ WHITENING_REGULARISATION = 1.5
 WHITENING_MIN_CHANNELS = 8
 # ... nor with more: at 384 channels it gained nothing and cost a quarter more time (the docstring).
 WHITENING_MAX_CHANNELS = 64
-# ... nor on recordings shorter than this (the docstring: on the simulator's 10- and 60-s probes a neuron
-# could lie in several units that the merge's refractory test, with too few spikes, could not join).
+# ... nor on recordings shorter than this (the docstring: on the simulator's 10- and 60-s probes, whitened
+# sorts lost a neuron now and then; before the first dictionary's comparisons were noise-aware, often).
 WHITENING_MIN_DURATION_S = 120.0
 # The covariance is of this many random chunks of this length (or the whole recording, if shorter),
 # shortened so that they hold at most WHITENING_MAX_VALUES channels × samples (30 s at 32 channels,
