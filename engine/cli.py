@@ -128,6 +128,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     from engine.pipeline.inference import SOLVERS
     from engine.pipeline.training import DICTIONARY_UPDATES, INITS, WHITEN_WORDS, TrainingConfig
+    from engine.pipeline.whitening import AUTOMATIC_RULE
 
     defaults = TrainingConfig()
     group = parser.add_argument_group("model")
@@ -151,8 +152,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--radius-um", type=float, default=defaults.radius_um,
                        help="each filter lives on the channels within this distance of its main channel")
     group.add_argument("--whiten", choices=tuple(WHITEN_WORDS), default="auto",
-                       help="decorrelate the channels before sorting, as Kilosort does (auto, the default: on probes "
-                            "of 8 to 64 channels recorded for 2 min or more; the outputs stay in the recording's µV)")
+                       help="decorrelate the channels before sorting, as Kilosort does (auto, the default: "
+                            f"{AUTOMATIC_RULE}; the outputs stay in the recording's µV)")
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
                        help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)

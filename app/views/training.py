@@ -121,10 +121,11 @@ class TrainingView(View):
         self.whiten_box = QComboBox(objectName="whiten_box")
         for word, text in WHITEN_CHOICES:
             self.whiten_box.addItem(text, word)
+        from engine.pipeline.whitening import AUTOMATIC_RULE
+
         self.whiten_box.setToolTip("Decorrelate the channels before sorting, as Kilosort does: on probes it sorts "
-                                   "small neurons beside big ones better, and faster. Automatic: on probes of 8 to "
-                                   "64 channels recorded for 2 minutes or more. The views and the saved sort stay "
-                                   "in the recording's µV.")
+                                   "small neurons beside big ones better, and faster. Automatic: "
+                                   f"{AUTOMATIC_RULE}. The views and the saved sort stay in the recording's µV.")
         self.whiten_box.currentIndexChanged.connect(self._on_form_edited)
         form.addRow("Whitening", self.whiten_box)
         self.device_box = QComboBox()

@@ -84,8 +84,8 @@ class TrainingConfig:
     # Memory a training step may use for its autograd graph; the batch shrinks to fit.
     max_step_mb: float = 1024.0
     radius_um: float = 100.0  # a filter lives on the channels this close to its main channel
-    # Spatial whitening (engine/pipeline/whitening.py): None = on probes of 8 to 64 channels, recordings of 2 min
-    # or more; True/False forces it.
+    # Spatial whitening (engine/pipeline/whitening.py): None = on probes of 24 to 64 channels, recordings of 30 s
+    # or more (whitening.whitens); True/False forces it.
     whiten: bool | None = None
     # Where the filters start: "data" (k-means of threshold crossings) or "random" (noise, learned from scratch).
     init: str = "data"

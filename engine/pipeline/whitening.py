@@ -28,7 +28,13 @@ the eight recordings side by side in one process: 0.9117 / 0.9128, 0.9970 / 0.99
 (seed 7's 3.9-SNR neuron 0.932 against 0.862), in 193 s against 208 s (7 of 8 faster, 1-4
 fewer filters); at 1 × seed 1's 4-SNR neuron fell to 0.931 (0.960 at 1.5 ×), so 1.5 × it is.
 On 4 channels it helped the simulator's tetrode (0.989 -> 0.993) and hurt SpikeInterface's (0.963 -> 0.955: its 3-SNR neuron and 5-SNR
-look-alike traded more spikes), so it starts at WHITENING_MIN_CHANNELS.
+look-alike traded more spikes). Nor did it help SpikeInterface's 8- and 16-channel probes (5 min,
+8 and 12 units, seeds 0-3, unwhitened/whitened, one sort each): 0.873/0.874, 0.873/0.874,
+0.749/0.749, 0.981/0.872 and 0.966/0.903, 0.823/0.831, 0.901/0.909, 0.983/0.898, a neuron lost on
+one and two of four; on its 24-channel ones (18 units) every recording sorted better, 0.798/0.811,
+0.994/0.999, 0.939/0.944, 0.938/0.941, faster (15-16 s against 19-21 s) and in fewer units. So it
+starts at WHITENING_MIN_CHANNELS (24; until stop 61, 8: no probe under 32 channels of
+SpikeInterface's had been measured).
 
 On SpikeInterface's 64-channel probe (48 units, 5 min, seed 0, one sort each on a quiet machine, 3 ×)
 unwhitened 0.900 in 133.5 s, whitened 0.927 in 86.8 s (each channel with its 32 nearest) and
@@ -55,9 +61,12 @@ their noise, for different neurons. Compared noise-aware since (engine.model.sim
 corrected_similarity), the 60-s probes sort whitened as well as unwhitened on 7 of 8 (seeds 11-14,
 0.978/0.985, 0.992/0.993, 0.997/0.995, 0.989/0.920 on 16 channels, 0.997/0.997, 0.993/0.996,
 0.998/0.998, 0.999/0.998 on 32, unwhitened/whitened) and 10-s ones at 32 channels on 2 of 4 (0.992/0.961,
-0.992/0.995, 0.999/0.898, 0.895/0.898: seed 13 lost a neuron, seed 11 part of one). So the automatic choice still asks
-WHITENING_MIN_DURATION_S: under it, whitening still loses a neuron now and then (on 16 channels at
-60 s, seed 14, two neurons 0.92 alike share a unit).
+0.992/0.995, 0.999/0.898, 0.895/0.898: seed 13 lost a neuron, seed 11 part of one). SpikeInterface's 32-channel probes whitened sort
+better at 30 and 60 s too (seeds 0-3, unwhitened/whitened: 0.908/0.910, 0.985/0.991, 0.950/0.958,
+0.869/0.873 at 30 s; 0.911/0.912, 0.988/0.991, 0.955/0.958, 0.870/0.874 at 60 s), in 22-26 units
+for 24 neurons instead of 30-33 and about 30 % faster; the simulator's 30-s 32-channel probes within
+0.004, in 10 units instead of 11-14. So the automatic choice asks WHITENING_MIN_DURATION_S = 30 s
+(until stop 61, 2 min); at 10 s whitening still loses a neuron now and then.
 
 The sort's outputs stay in the band-passed recording's µV: its templates are unwhitened
 (`unwhiten`), and the views draw the recording as it is.
@@ -74,13 +83,14 @@ from engine.pipeline.preprocessing import common_median_reference, estimate_nois
 
 # The regulariser added to every eigenvalue, as a multiple of their mean (the mean channel's variance).
 WHITENING_REGULARISATION = 1.5
-# Probes with fewer channels are not whitened (see the module's docstring for the tetrodes' figures).
-WHITENING_MIN_CHANNELS = 8
+# Probes with fewer channels are not whitened (the module's docstring: SpikeInterface's 8- and 16-channel
+# probes lost a neuron on 1 and 2 of 4, its 24-channel ones all sorted better).
+WHITENING_MIN_CHANNELS = 24
 # ... nor with more: at 384 channels it gained nothing and cost a quarter more time (the docstring).
 WHITENING_MAX_CHANNELS = 64
-# ... nor on recordings shorter than this (the docstring: on the simulator's 10- and 60-s probes, whitened
-# sorts lost a neuron now and then; before the first dictionary's comparisons were noise-aware, often).
-WHITENING_MIN_DURATION_S = 120.0
+# ... nor on recordings shorter than this (the docstring: on the simulator's 10-s probes whitened sorts lost
+# a neuron now and then; from 30 s on, at 24 channels and more, they were even or better).
+WHITENING_MIN_DURATION_S = 30.0
 # The covariance is of this many random chunks of this length (or the whole recording, if shorter),
 # shortened so that they hold at most WHITENING_MAX_VALUES channels × samples (30 s at 32 channels,
 # 2.5 s at 384: 115 MB of float32).
@@ -90,6 +100,11 @@ WHITENING_MAX_VALUES = 32 * 30 * 30_000
 # Each channel is whitened with its this many nearest channels (Kilosort's local whitening): on a probe
 # of this many channels or fewer, every channel with all of them (one ZCA of the whole covariance).
 WHITENING_NEAREST = 32
+
+
+# When the automatic choice whitens, in words (the CLI's help, the Training panel's tooltip).
+AUTOMATIC_RULE = (f"on probes of {WHITENING_MIN_CHANNELS} to {WHITENING_MAX_CHANNELS} channels recorded for "
+                  f"{WHITENING_MIN_DURATION_S:g} s or more")
 
 
 def whitens(n_channels: int, duration_s: float, requested: bool | None) -> bool:
