@@ -234,3 +234,24 @@ def test_a_few_channels_snippets_read_only_the_channels_they_mix():
     everything = band_passed(1_000, 2_000, np.arange(40)) @ whitened.whitening.T
     np.testing.assert_allclose(part[:, 0], everything[:, 20], atol=1e-3)
     np.testing.assert_allclose(whitened.get_traces(1_000, 2_000, [20]), part, atol=1e-5)
+
+
+def test_each_whitening_row_is_cut_to_the_channels_holding_nearly_all_of_it_and_unwhitened_exactly():
+    from engine.pipeline.whitening import truncated_rows
+
+    rng = np.random.default_rng(9)
+    positions = linear_positions(32)
+    # A probe whose channels share what is near: covariance falling with distance, plus noise.
+    distance = np.abs(positions[:, None, 1] - positions[None, :, 1])
+    covariance = np.exp(-distance / 40.0) + 0.3 * np.eye(32)
+    whole, _ = whitening_matrices(covariance)
+    cut, inverse = truncated_rows(whole, energy=0.9999)
+    kept = np.count_nonzero(cut, axis=1)
+    assert kept.max() < 32 and np.all(np.diag(cut) == np.diag(whole))  # each row keeps itself, not every channel
+    held = (cut**2).sum(axis=1) / (whole**2).sum(axis=1)
+    assert np.all(held >= 0.9999) and np.all(held <= 1.0)
+    np.testing.assert_allclose(cut @ inverse, np.eye(32), atol=1e-9)  # the unwhitening is the cut one's inverse
+    traces = rng.standard_normal((1000, 32))
+    assert np.abs(traces @ cut.T - traces @ whole.T).max() < 0.05 * np.abs(traces @ whole.T).std()
+    same, _ = truncated_rows(whole, energy=1.0)
+    np.testing.assert_array_equal(same, whole)
