@@ -249,6 +249,7 @@ def faint_candidates(
             residual = subtract_filters(signal, code_index[near] - start, events.amplitudes[near], filters,
                                         events.filters[near])
             nearby = SpikeEvents(events.times[near] - start, events.filters[near], events.amplitudes[near])
+
             def peaks(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 times, channels = unexplained_peaks(signal, nearby, filter_channels, FAINT_THRESHOLD,
                                                     max(n_taps // 4, 1), window, neighbourhoods)
