@@ -8,8 +8,8 @@ neurons at 20 Hz, a linear probe of --channels, --seeds) of each --durations,
 unwhitened and whitened side by side in one process, and prints for each sort:
 
     mean accuracy against the ground truth, the neurons found (accuracy >= 0.8)
-    the units made and, of them, those that match no neuron (accuracy < 0.5 with
-    every neuron: fragments, noise, small events set apart)
+    the units made and, of them, those that match no neuron (agreement < 0.5, SpikeInterface's
+    match score, with every neuron: fragments, noise, small events set apart)
     wall time, and the load average
 
 then, per duration and channel count, the medians, and the process's peak memory.
@@ -50,27 +50,13 @@ def sort_once(traces: np.ndarray, positions: np.ndarray, truth, seed: int, white
         NumpyRecording(traces, SAMPLING_RATE, channel_positions=positions))
     seconds = time.perf_counter() - started
     comparison = compare_to_ground_truth(truth.spike_times, truth.spike_units, sorting.spike_times,
-                                         sorting.spike_units, SAMPLING_RATE)
+                                         sorting.spike_units, SAMPLING_RATE,
+                                         sorted_unit_ids=np.arange(sorting.n_units))
     accuracy = np.asarray(comparison.accuracy)
-    # A unit matching no neuron: under 0.5 accuracy with every one (its best match's, over its spikes).
-    unmatched = sum(1 for unit in range(sorting.n_units)
-                    if _best_agreement(truth, sorting.spike_times[sorting.spike_units == unit]) < 0.5)
+    # A unit matching no neuron: its agreement with every one under SpikeInterface's match score (0.5).
+    unmatched = int(np.count_nonzero(comparison.agreement.max(axis=0, initial=0.0) < 0.5))
     return dict(accuracy=float(accuracy.mean()), found=int((accuracy >= 0.8).sum()), units=sorting.n_units,
                 unmatched=unmatched, seconds=seconds)
-
-
-def _best_agreement(truth, times: np.ndarray, tolerance: int = 12) -> float:
-    """The best accuracy of a unit's spike `times` with any neuron's (matches within `tolerance` samples)."""
-    best = 0.0
-    for neuron in range(N_NEURONS):
-        mine = truth.spike_times[truth.spike_units == neuron]
-        if not len(mine) or not len(times):
-            continue
-        index = np.clip(np.searchsorted(mine, times), 1, len(mine) - 1)
-        nearest = np.minimum(np.abs(mine[index] - times), np.abs(mine[index - 1] - times))
-        hits = int(np.count_nonzero(nearest <= tolerance))
-        best = max(best, hits / (len(times) + len(mine) - hits))
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
