@@ -356,7 +356,7 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
         f"{sorting.provenance.unit_merges}; {sorting.provenance.residual_units}; "
         f"{sorting.provenance.spike_reassignment}; {sorting.provenance.locked_events}; "
         f"{sorting.provenance.hollow_events}; {sorting.provenance.overlapped_spikes}; "
-        f"{sorting.provenance.cleaned_unit_merges}")
+        f"{sorting.provenance.cleaned_unit_merges}; {sorting.provenance.look_alike_units}")
     if args.verbose:
         say("cost of each stage:\n" + pipeline.stage_log.table())
     say(
@@ -407,6 +407,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "hollow_events": sorting.provenance.hollow_events,
         "overlapped_spikes": sorting.provenance.overlapped_spikes,
         "cleaned_unit_merges": sorting.provenance.cleaned_unit_merges,
+        "look_alike_units": sorting.provenance.look_alike_units,
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1),
                     "cpu_seconds": round(c.cpu_seconds, 3)}

@@ -32,7 +32,8 @@ def test_the_demo_sorts_as_before():
     # Every stage ran once, in order, and says what it cost.
     names = [cost.name for cost in pipeline.stage_log.costs]
     assert names[:3] == ["preprocessing", "training pool", "initial dictionary"]
-    assert names[-13:] == ["final pruning", "inference", "coincidences", "templates", "splitting units by waveform",
+    assert names[-14:] == ["final pruning", "inference", "coincidences", "templates", "splitting units by waveform",
                           "merging units", "small events", "residual units", "reassigning spikes",
-                          "locked events", "hollow events", "overlapped spikes", "merging cleaned units"]
+                          "locked events", "hollow events", "overlapped spikes", "merging cleaned units",
+                          "telling look-alikes apart"]
     assert len(names) == len(set(names))

@@ -41,6 +41,7 @@ from engine.pipeline.initialization import initial_filters, initial_filters_by_n
 from engine.pipeline.hollow_events import drop_hollow_events
 from engine.pipeline.overlapped_spikes import restore_overlapped_spikes
 from engine.pipeline.locked_events import drop_locked_events
+from engine.pipeline.look_alike_units import reclassify_look_alikes
 from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
     FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
@@ -404,6 +405,11 @@ class SortPipeline:
             # A neuron's two units whose merge the copies of neighbours' spikes in one of them blocked, asked
             # again now that those are gone (engine/pipeline/unit_merge.py).
             sorting = merge_cleaned_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+        with self.stage_log.stage("telling look-alikes apart"):
+            # Look-alike units' spikes classified again by a discriminant of their recorded waveforms, where it
+            # finds the units two neurons (engine/pipeline/look_alike_units.py).
+            sorting = reclassify_look_alikes(sorting, target, noise_levels, model.filters_numpy(), mask > 0,
+                                             self.dead_time)
         # The stages above compare templates with the recording as they read it; the person gets them in its µV.
         return unwhitened_sorting(sorting, target) if isinstance(target, WhitenedRecording) else sorting
 

@@ -26,6 +26,8 @@ class SortProvenance:
     unit_merges: str = "no units merged"  # which units were found to be one neuron and merged, in words
     residual_units: str = "no residual units"  # which units only code neighbours' leftovers (labelled noise)
     spike_reassignment: str = "no spikes moved"  # spikes moved to a look-alike unit that explains them better
+    # spikes moved between look-alike units by their recorded waveforms (look_alike_units.py)
+    look_alike_units: str = "no look-alike units"
     locked_events: str = "no events dropped"  # copies of another unit's spikes at a fixed lag, dropped
     hollow_events: str = "no events dropped"  # events holding none of their unit's waveform, dropped
     # units found to be one neuron once their events were cleaned, merged at the sort's end (unit_merge.py)

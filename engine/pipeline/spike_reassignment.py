@@ -164,17 +164,17 @@ def reassign_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, filte
     mask = np.asarray(channel_mask, dtype=bool)[np.asarray(sorting.filter_index, dtype=np.int64)]
     main = {unit: main_channels(sorting.templates[unit], noise_levels, mask[unit]) for unit in range(sorting.n_units)
             if len(of_unit[unit]) >= MIN_SPLIT_SPIKES}
-    look_alikes = _look_alikes(sorting.templates, main, takers=set(main) - residual, residual=residual)
-    if not look_alikes:
+    partners_of = look_alikes(sorting.templates, main, takers=set(main) - residual, residual=residual)
+    if not partners_of:
         return replace(sorting, provenance=_noted(sorting, "no spikes moved"))
     # Each unit is read on its main channels and its look-alikes': where any comparison it is in needs
     # (a taker's template is read where each unit that may give it spikes has its own).
     givers: dict[int, list[int]] = {}
-    for a, partners in look_alikes.items():
+    for a, partners in partners_of.items():
         for b in partners:
             givers.setdefault(b, []).append(a)
-    involved = set(look_alikes) | set(givers)
-    read_channels = {unit: np.unique(np.concatenate([main[unit]] + [main[b] for b in look_alikes.get(unit, [])]
+    involved = set(partners_of) | set(givers)
+    read_channels = {unit: np.unique(np.concatenate([main[unit]] + [main[b] for b in partners_of.get(unit, [])]
                                                     + [main[a] for a in givers.get(unit, [])]))
                      for unit in involved}
     times = sorting.spike_times
@@ -201,7 +201,7 @@ def reassign_spikes(sorting: Sorting, recording, noise_levels: np.ndarray, filte
     templates = {unit: median_of_columns(windows[:, wide:wide + length]) if len(windows) >= MIN_SPLIT_SPIKES else None
                  for unit, windows in sampled.items()}
     pairs = {a: _pairs(a, partners, templates, read_channels, main, a in residual)
-             for a, partners in look_alikes.items() if templates[a] is not None}
+             for a, partners in partners_of.items() if templates[a] is not None}
     # A unit holding nearly as many of a look-alike's neuron's spikes as of its own (and others' residue) has
     # a median between the two, too near the look-alike's for any spike to clear the margin: each template
     # is read again from the spikes it fits at least as well as every look-alike's template does.
@@ -227,7 +227,7 @@ def _spread(times: np.ndarray) -> np.ndarray:
     return times[np.linspace(0, len(times) - 1, min(len(times), TEMPLATE_SPIKES)).astype(np.int64)]
 
 
-def _look_alikes(templates: np.ndarray, main: dict[int, np.ndarray], takers: set[int],
+def look_alikes(templates: np.ndarray, main: dict[int, np.ndarray], takers: set[int],
                  residual: set[int] = frozenset()) -> dict[int, list[int]]:
     """{unit: the units among `takers` whose templates share its main channels and are
     LOOK_ALIKE_SIMILARITY alike on both's main channels at their best lag (RESIDUAL_LOOK_ALIKE_SIMILARITY
@@ -245,7 +245,7 @@ def _look_alikes(templates: np.ndarray, main: dict[int, np.ndarray], takers: set
         if a not in takers and b not in takers:
             continue
         channels = np.union1d(main[a], main[b])
-        similarity = _best_lag(templates[a][:, channels], templates[b][:, channels])[1]
+        similarity = best_lag(templates[a][:, channels], templates[b][:, channels])[1]
         bar = {unit: RESIDUAL_LOOK_ALIKE_SIMILARITY if unit in residual else LOOK_ALIKE_SIMILARITY for unit in (a, b)}
         if b in takers and similarity >= bar[a]:
             found.setdefault(a, []).append(b)
@@ -254,7 +254,7 @@ def _look_alikes(templates: np.ndarray, main: dict[int, np.ndarray], takers: set
     return found
 
 
-def _best_lag(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
+def best_lag(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
     """(lag, similarity): the lag (samples) at which b, moved by it, is most alike to a (cosine over
     their overlap), up to a quarter of their length either way."""
     n = len(a)
@@ -279,7 +279,7 @@ def _pairs(a: int, partners: list[int], templates: dict, read_channels: dict, ma
         own = templates[a][:, np.searchsorted(read_channels[a], channels)]
         other = templates[b][:, np.searchsorted(read_channels[b], channels)]
         # own[lag + i] is most alike to other[i]: b's spike lies `lag` samples after a's.
-        lag, _ = _best_lag(own, other)
+        lag, _ = best_lag(own, other)
         found.append(_pair(a, b, lag, templates, read_channels, main, from_residue))
     return found
 
@@ -388,7 +388,7 @@ def _moved(sorting: Sorting, members: dict, pairs: dict, best: dict, dead_time: 
         times[spikes] += choice[go, 1].astype(np.int64)
         sizes[spikes] = choice[go, 2]
         moved[spikes] = True
-    landed_on = _landing_on_a_spike(times, units, moved, dead_time)
+    landed_on = landing_on_a_spike(times, units, moved, dead_time)
     units[landed_on], times[landed_on] = sorting.spike_units[landed_on], sorting.spike_times[landed_on]
     moved[landed_on] = False
     if not moved.any():
@@ -418,7 +418,7 @@ def _rescaled(values: np.ndarray, before: np.ndarray, after: np.ndarray, moved: 
     return out
 
 
-def _landing_on_a_spike(times: np.ndarray, units: np.ndarray, moved: np.ndarray, dead_time: int) -> np.ndarray:
+def landing_on_a_spike(times: np.ndarray, units: np.ndarray, moved: np.ndarray, dead_time: int) -> np.ndarray:
     """(n_spikes,) bool: the moved spikes within `dead_time` of another spike of their new unit (of two
     moved ones, the later)."""
     order = np.lexsort((times, units))
