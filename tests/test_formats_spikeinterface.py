@@ -71,6 +71,24 @@ def test_a_spikeinterface_recording_is_sorted_and_scored_as_a_base_sorting():
     assert accuracy.min() > 0.8  # measured: 1.0 and 1.0
 
 
+def test_a_saved_float32_spikeinterface_recording_reads_in_microvolts(tmp_path):
+    # A float32 binary folder hands back its read-only memory map: the adapter scaled it in place and
+    # failed ("output array is read-only") on the first chunk of a motion-corrected, saved recording.
+    pytest.importorskip("spikeinterface.core")
+    from spikeinterface.core import NumpyRecording
+
+    from engine.io.spikeinterface_adapter import from_spikeinterface
+
+    values = np.random.default_rng(1).standard_normal((3000, 4)).astype(np.float32)
+    source = NumpyRecording([values], 30_000.0)
+    source.set_channel_gains(np.full(4, 2.0))
+    source.set_channel_offsets(np.zeros(4))
+    saved = source.save(folder=tmp_path / "binary", format="binary", progress_bar=False, verbose=False)
+    recording = from_spikeinterface(saved)
+    np.testing.assert_allclose(recording.get_traces(100, 120), 2.0 * values[100:120], rtol=1e-6)
+    np.testing.assert_allclose(recording.get_traces(0, 5, channels=[3])[:, 0], 2.0 * values[:5, 3], rtol=1e-6)
+
+
 def test_engine_imports_and_reads_native_formats_without_spikeinterface(tmp_path):
     import subprocess
     import sys

@@ -83,10 +83,9 @@ class SpikeInterfaceRecording(Recording):
             selected = channel_index
         raw = self.si_recording.get_traces(segment_index=self.segment_index, start_frame=start, end_frame=stop,
                                            channel_ids=channel_ids)
-        traces = np.asarray(raw, dtype=np.float32)  # (stop - start, n_selected) float32, source units
-        traces *= self.channel_gains_to_uv[selected].astype(np.float32)
-        traces += self._offsets_uv[selected]
-        return traces
+        # Out of place: a float32 source (a saved binary folder) hands back its read-only memory map.
+        gains = self.channel_gains_to_uv[selected].astype(np.float32)
+        return np.asarray(raw, dtype=np.float32) * gains + self._offsets_uv[selected]  # (n, n_selected) µV
 
     # The wrapped SpikeInterface object pickles itself (by its kwargs), so
     # worker processes reopen the file rather than copy traces.
