@@ -458,13 +458,17 @@ def peer_params(name: str, truth: Truth, n_jobs: int, seed: int) -> tuple[dict, 
     return params, changes
 
 
-def run_peer(name: str, truth: Truth, workdir: Path, n_jobs: int, seed: int) -> Result:
+def run_peer(name: str, truth: Truth, workdir: Path, n_jobs: int, seed: int, extra: dict | None = None) -> Result:
+    """`name` run on the truth's traces with peer_params, `extra` ({parameter: value}) set over them."""
     from spikeinterface.sorters import installed_sorters, run_sorter
 
     if name not in installed_sorters():
         return Result(truth.name, name, note=f"skipped: not installed (pip install {name})")
     recording = si_recording(truth, workdir)
     params, changes = peer_params(name, truth, n_jobs, seed)
+    for key, value in (extra or {}).items():
+        params[key] = value
+        changes = [change for change in changes if not change.startswith(key)] + [f"{key} {value}"]
     folder = workdir / f"{truth.name}-{name}"
     started = time.perf_counter()
     try:

@@ -127,7 +127,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     from engine.pipeline.inference import SOLVERS
-    from engine.pipeline.training import DICTIONARY_UPDATES, INITS, WHITEN_WORDS, TrainingConfig
+    from engine.pipeline.training import DICTIONARY_UPDATES, INITS, MOTION_WORDS, WHITEN_WORDS, TrainingConfig
     from engine.pipeline.whitening import AUTOMATIC_RULE
 
     defaults = TrainingConfig()
@@ -154,6 +154,10 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--whiten", choices=tuple(WHITEN_WORDS), default="auto",
                        help="decorrelate the channels before sorting, as Kilosort does (auto, the default: "
                             f"{AUTOMATIC_RULE}; the outputs stay in the recording's µV)")
+    group.add_argument("--motion", choices=MOTION_WORDS, default=defaults.motion,
+                       help="estimate the probe's drift from the spikes' positions and undo it before sorting "
+                            "(SpikeInterface's motion correction, the formats extra): rigid (one shift along the "
+                            "probe at a time) or nonrigid (a shift per depth); off by default")
     group.add_argument("--max-step-mb", type=float, default=defaults.max_step_mb,
                        help="memory a training step's gradient may use; the batch shrinks to fit")
     group.add_argument("--window-ms", type=float, default=defaults.window_ms)
@@ -272,6 +276,10 @@ def _chunk_runner(args: argparse.Namespace):
             raise ValueError("--retries applies to a Dask cluster: add --scheduler ADDRESS or --workers N")
         yield runner
         return
+    if getattr(args, "motion", "off") != "off":
+        # The workers reopen the recording file and would sort it uncorrected.
+        raise ValueError(f"--motion {args.motion} sorts in this process only: leave out --scheduler/--workers, "
+                         "or sort with --motion off")
     from engine.pipeline.distributed import DEFAULT_RETRIES, DaskInference, dask_client
 
     say = _say(args)
@@ -298,7 +306,7 @@ def _open(path: Path, args: argparse.Namespace):
         n_epochs=args.n_epochs, settle_tolerance=args.settle_tolerance, seed=args.seed, device=args.device, solver=args.solver,
         gradient_iterations=args.gradient_iterations, max_step_mb=args.max_step_mb, radius_um=args.radius_um,
         init=args.init, dictionary_update=args.dictionary_update,
-        whiten=WHITEN_WORDS[args.whiten],
+        whiten=WHITEN_WORDS[args.whiten], motion=args.motion,
     )
     check_not_flat(recording)
     for warning in channel_count_warnings(recording):

@@ -164,6 +164,21 @@ def test_the_whitening_choice_reaches_the_training_config_and_follows_a_given_on
     assert training.config().whiten is True
 
 
+def test_the_motion_correction_choice_reaches_the_training_config_and_follows_a_given_one(window):
+    from engine.pipeline.training import TrainingConfig
+
+    training = window.views["training"]
+    assert training.motion_box.currentData() == "off"
+    assert training.config().motion == "off"
+    training.motion_box.setCurrentIndex(training.motion_box.findData("nonrigid"))
+    assert window.session.training_config.motion == "nonrigid"
+    assert training.config().motion == "nonrigid"
+
+    training._show_config(TrainingConfig(motion="rigid"))  # as a session or the launcher's flags give it
+    assert training.motion_box.currentData() == "rigid"
+    assert training.config().motion == "rigid"
+
+
 def test_curves_show_the_held_out_error_and_the_error_to_the_truth_when_known(window, tmp_path):
     from engine.pipeline.training import TrainingSnapshot
 

@@ -55,6 +55,8 @@ INIT_CHOICES = (("data", "data (k-means of spikes)"), ("random", "random (noise)
 # (the CLI's word for a TrainingConfig.whiten value, what the Whitening box shows): the box holds the
 # words (engine.pipeline.training.WHITEN_WORDS), as it cannot tell an item holding None from one holding nothing.
 WHITEN_CHOICES = (("auto", "automatic"), ("on", "on"), ("off", "off"))
+# (TrainingConfig.motion, what the Motion correction box shows)
+MOTION_CHOICES = (("off", "off"), ("rigid", "rigid"), ("nonrigid", "non-rigid"))
 # What an empty optional field means, shown greyed in the empty field.
 OPTIONAL_FIELDS = {"n_filters": "8 per channel (4 from noise)", "n_taps": "4 ms"}
 CURVE_AXIS_WIDTH_PX = 64
@@ -128,6 +130,15 @@ class TrainingView(View):
                                    f"{AUTOMATIC_RULE}. The views and the saved sort stay in the recording's µV.")
         self.whiten_box.currentIndexChanged.connect(self._on_form_edited)
         form.addRow("Whitening", self.whiten_box)
+        self.motion_box = QComboBox(objectName="motion_box")
+        for word, text in MOTION_CHOICES:
+            self.motion_box.addItem(text, word)
+        self.motion_box.setToolTip("Follow the probe's drift in the brain from where the spikes are, and undo it "
+                                   "before sorting (SpikeInterface's motion correction, the formats extra): rigid "
+                                   "moves the whole probe, non-rigid each depth apart. For long probe recordings "
+                                   "that drift; off by default.")
+        self.motion_box.currentIndexChanged.connect(self._on_form_edited)
+        form.addRow("Motion correction", self.motion_box)
         self.device_box = QComboBox()
         self.device_box.addItems(DEVICES)
         self.device_box.currentTextChanged.connect(self._on_form_edited)
@@ -241,7 +252,8 @@ class TrainingView(View):
                 kind = "a whole number" if parse is int else "a number"
                 raise ConfigError(f"{attr} must be {kind}, got {text!r}") from None
         config = TrainingConfig.from_dict({**base.to_dict(), **values, "device": self.device_box.currentText(),
-                                           "init": self.init_box.currentData(), "whiten": self._whiten()})
+                                           "init": self.init_box.currentData(), "whiten": self._whiten(),
+                                           "motion": self.motion_box.currentData()})
         config.validate()
         return config
 
@@ -289,6 +301,7 @@ class TrainingView(View):
 
         word = next(word for word, value in WHITEN_WORDS.items() if value is config.whiten)
         self.whiten_box.setCurrentIndex(self.whiten_box.findData(word))
+        self.motion_box.setCurrentIndex(max(self.motion_box.findData(config.motion), 0))
 
     def _whiten(self) -> bool | None:
         """The Whitening box's choice as TrainingConfig.whiten: None (automatic), True or False."""

@@ -89,6 +89,10 @@ class RecordingSource:
     @classmethod
     def of(cls, recording: Recording) -> "RecordingSource":
         preprocessing = whitening = None
+        if hasattr(recording, "motion") or hasattr(getattr(recording, "parent", None), "motion"):
+            # A worker reopens the file: it would read the recording with its drift (engine/pipeline/motion.py).
+            raise RecordingError("a motion-corrected recording is sorted in this process only: sort it without "
+                                 "a Dask cluster, or with motion correction off")
         if isinstance(recording, WhitenedRecording):
             whitening = (tuple(recording.whitening.ravel().tolist()), tuple(recording.unwhitening.ravel().tolist()))
             recording = recording.parent

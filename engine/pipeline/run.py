@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.cpu import adapt_threads
 from engine.evaluation.simulator import GroundTruth
 from engine.io.recording import Recording, RecordingError, check_min_duration
 from engine.model.crsae import CRsAE, device_description, select_device, universal_threshold
@@ -42,6 +43,7 @@ from engine.pipeline.hollow_events import drop_hollow_events
 from engine.pipeline.overlapped_spikes import restore_overlapped_spikes
 from engine.pipeline.locked_events import drop_locked_events
 from engine.pipeline.look_alike_units import reclassify_look_alikes
+from engine.pipeline.motion import check_motion_correction, motion_corrected
 from engine.pipeline.params import (
     CO_FIRING_MS, COINCIDENCE_MS, DEAD_TIME_MS, DUPLICATE_SIMILARITY, FAINT_LAMBDA_FRACTION, FAINT_MIN_CHANNELS,
     FILTERS_PER_CHANNEL, FINAL_DUPLICATE_SIMILARITY,
@@ -112,7 +114,14 @@ class SortPipeline:
         """Cheap: checks the parameters against the recording; the work starts in `prepare()`."""
         self.config = config or TrainingConfig()
         self.config.validate()
+        check_motion_correction(recording, self.config.motion)  # before any long work
         self.stage_log = StageLog(on_stage=on_stage)
+        if self.config.motion != "off":
+            with self.stage_log.stage("motion correction"):
+                # The drift estimated from the spikes' positions, and undone in every later read
+                # (engine/pipeline/motion.py): a drifting neuron is one shape again.
+                base = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
+                recording = motion_corrected(base, self.config.motion, n_jobs=adapt_threads())
         with self.stage_log.stage("preprocessing"):
             # What the person sees and the outputs' µV: band-passed (and common-referenced on a probe).
             self.preprocessed = (recording if isinstance(recording, PreprocessedRecording)

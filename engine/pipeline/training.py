@@ -47,6 +47,8 @@ from engine.pipeline.pool import TrainingPool
 INITS = ("data", "random")
 # The words `--whiten` and the Training panel take, as TrainingConfig.whiten values (None: automatic).
 WHITEN_WORDS = {"auto": None, "on": True, "off": False}
+# The words `--motion` takes (engine/pipeline/motion.py: SpikeInterface's drift correction, opt-in).
+MOTION_WORDS = ("off", "rigid", "nonrigid")
 DICTIONARY_UPDATES = ("auto", "least_squares", "gradient")
 
 
@@ -87,6 +89,8 @@ class TrainingConfig:
     # Spatial whitening (engine/pipeline/whitening.py): None = on probes of 24 to 64 channels, recordings of 30 s
     # or more (whitening.whitens); True/False forces it.
     whiten: bool | None = None
+    # Probe drift estimated and undone before sorting (engine/pipeline/motion.py): "off", "rigid" or "nonrigid".
+    motion: str = "off"
     # Where the filters start: "data" (k-means of threshold crossings) or "random" (noise, learned from scratch).
     init: str = "data"
     # How the filters learn from the codes (engine/pipeline/dictionary_update.py): "least_squares",
@@ -124,6 +128,8 @@ class TrainingConfig:
         _check_float(self.settle_tolerance, "settle_tolerance", 0.0, 1.0)
         if self.whiten is not None and not isinstance(self.whiten, bool):
             raise ConfigError(f"whiten must be True, False or None (automatic), got {self.whiten!r}")
+        if self.motion not in MOTION_WORDS:
+            raise ConfigError(f"motion must be one of {', '.join(MOTION_WORDS)}, got {self.motion!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.init not in INITS:

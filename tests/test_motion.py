@@ -1,0 +1,71 @@
+"""Motion correction (engine/pipeline/motion.py): bad requests refused before any work, the drift undone in
+the direction it happened, and nothing moved where there was none. Skipped without SpikeInterface."""
+
+import numpy as np
+import pytest
+
+from engine.io.recording import NumpyRecording, RecordingError
+from engine.pipeline.preprocessing import PreprocessedRecording
+from engine.pipeline.training import ConfigError, TrainingConfig
+
+RATE = 30_000.0
+PITCH = 20.0  # µm between the channels of the linear probe below
+N_CHANNELS = 16
+
+
+def linear_probe() -> np.ndarray:
+    return np.column_stack([np.zeros(N_CHANNELS), PITCH * np.arange(N_CHANNELS)])
+
+
+def constant_motion(displacement_um: float, seconds: float):
+    """SpikeInterface's Motion: the whole probe displaced by `displacement_um` in every 1-s bin."""
+    from spikeinterface.core.motion import Motion
+
+    bins = np.arange(0.5, seconds, 1.0)
+    return Motion([np.full((len(bins), 1), displacement_um)], [bins], np.array([PITCH * N_CHANNELS / 2]), direction="y")
+
+
+def a_spike_on(channel: int, seconds: float = 4.0) -> PreprocessedRecording:
+    """A recording of noise and one big 1-ms spike every 50 ms on `channel` alone (its neighbours at a third)."""
+    rng = np.random.default_rng(0)
+    traces = rng.standard_normal((int(seconds * RATE), N_CHANNELS)).astype(np.float32)
+    shape = -100.0 * np.exp(-0.5 * ((np.arange(30) - 15) / 4.0) ** 2)
+    for start in range(1000, len(traces) - 100, 1500):
+        traces[start:start + 30, channel] += shape
+        traces[start:start + 30, channel - 1] += shape / 3
+        traces[start:start + 30, channel + 1] += shape / 3
+    return PreprocessedRecording(NumpyRecording(traces, RATE, channel_positions=linear_probe()), common_reference=False)
+
+
+def test_an_unknown_motion_word_and_a_probe_with_one_depth_are_refused_before_any_work():
+    with pytest.raises(ConfigError, match="motion must be one of off, rigid, nonrigid"):
+        TrainingConfig(motion="sideways").validate()
+    pytest.importorskip("spikeinterface.preprocessing")
+    from engine.pipeline.motion import check_motion_correction
+
+    flat = NumpyRecording(np.zeros((3000, 4), np.float32), RATE, channel_positions=[[0, 0], [20, 0], [40, 0], [60, 0]])
+    with pytest.raises(RecordingError, match=r"all 4 channels sit at one depth.*--motion off"):
+        check_motion_correction(flat, "rigid")
+    check_motion_correction(flat, "off")  # nothing asked, nothing checked
+
+
+def test_a_probe_displaced_by_one_channel_is_read_one_channel_back():
+    # The probe displaced by one pitch all along (SpikeInterface's convention: a displacement d shows a
+    # neuron d µm further along the probe than it is): a corrected channel reads the recording d µm further
+    # on, so the spikes recorded on channel 8 sit on channel 7, the drift undone in the direction it went.
+    pytest.importorskip("spikeinterface.preprocessing")
+    from engine.pipeline.motion import MotionCorrectedRecording
+
+    recording = a_spike_on(8)
+    still = MotionCorrectedRecording(recording, constant_motion(0.0, recording.duration), "none")
+    moved = MotionCorrectedRecording(recording, constant_motion(PITCH, recording.duration), "one channel")
+    window = (1000, 1030)
+    original = recording.get_traces(*window)
+    np.testing.assert_allclose(still.get_traces(*window), original, atol=1e-3 * np.abs(original).max())
+    corrected = moved.get_traces(*window)
+    assert np.argmin(original.min(axis=0)) == 8
+    assert np.argmin(corrected.min(axis=0)) == 7
+    np.testing.assert_allclose(corrected[:, 7], original[:, 8], atol=0.05 * np.abs(original).max())
+    # Snippets and band-passed reads of a few channels agree with the whole-probe read.
+    np.testing.assert_allclose(moved.band_passed(*window, np.array([6, 7, 8])), corrected[:, 6:9], atol=0.01)
+    np.testing.assert_allclose(moved.snippets(np.array([1000]), 30, np.array([7]))[0, :, 0], corrected[:, 7], atol=0.5)
