@@ -18,6 +18,7 @@ moved them. It needs SpikeInterface (the `formats` extra) and channels at two de
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
@@ -100,8 +101,9 @@ def spikeinterface_view(recording: Recording):
 
 
 class MotionCorrectedRecording(PreprocessedRecording):
-    """A preprocessed recording with its drift undone: each read band-passes every channel, moves the
-    samples back by the estimated motion (kriging), then common-references as its parent would."""
+    """A preprocessed recording with its drift undone: each read band-passes the channels the asked ones
+    are interpolated from, moves the samples back by the estimated motion (kriging), then common-references
+    as its parent would (a whole-probe read)."""
 
     def __init__(self, preprocessed: PreprocessedRecording, motion, description: str) -> None:
         super().__init__(preprocessed.parent, preprocessed.freq_min, preprocessed.freq_max,
@@ -112,6 +114,7 @@ class MotionCorrectedRecording(PreprocessedRecording):
         self.description = description  # what was estimated, in words, for reports
         self._locations = np.asarray(self.channel_positions, dtype=np.float64)
         self._kernels: dict[int, np.ndarray] = {}  # motion time bin -> interpolation kernel, oldest first
+        self._kernels_lock = threading.Lock()  # the stages read from several threads at once
 
     def _bins(self, samples: np.ndarray) -> np.ndarray:
         """The motion time bin of each sample."""
@@ -155,9 +158,10 @@ class MotionCorrectedRecording(PreprocessedRecording):
                 np.full(self.n_channels, centre), self._locations[:, dim], segment_index=0)
             kernel = np.asarray(get_spatial_interpolation_kernel(self._locations, moved, method="kriging",
                                                                  dtype="float32", **KRIGING), dtype=np.float32)
-            if len(self._kernels) >= KERNELS_KEPT:
-                self._kernels.pop(next(iter(self._kernels)))
-            self._kernels[time_bin] = kernel
+            with self._kernels_lock:
+                if len(self._kernels) >= KERNELS_KEPT:
+                    self._kernels.pop(next(iter(self._kernels)))
+                self._kernels[time_bin] = kernel
         return kernel
 
     def _read_block(self, start, stop, channel_index):
