@@ -101,6 +101,8 @@ def test_the_stage_table_says_how_many_cores_each_stage_kept_busy():
         while time.perf_counter() < end:
             pass
     waiting, working = log.costs
-    assert waiting.cores_busy < 0.5 < working.cores_busy
+    # Relative, not a fixed bar: on a shared machine the busy loop may get under half a core (0.499 beside
+    # a two-thread sort on two cores), while the sleeping stage keeps next to none.
+    assert waiting.cores_busy < 0.2 and working.cores_busy > waiting.cores_busy + 0.2
     header, *rows, total = log.table().splitlines()
     assert "cores busy" in header and rows[1].split()[2] == f"{working.cores_busy:.2f}"
