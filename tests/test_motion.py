@@ -69,3 +69,28 @@ def test_a_probe_displaced_by_one_channel_is_read_one_channel_back():
     # Snippets and band-passed reads of a few channels agree with the whole-probe read.
     np.testing.assert_allclose(moved.band_passed(*window, np.array([6, 7, 8])), corrected[:, 6:9], atol=0.01)
     np.testing.assert_allclose(moved.snippets(np.array([1000]), 30, np.array([7]))[0, :, 0], corrected[:, 7], atol=0.5)
+
+
+@pytest.mark.slow
+def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it():
+    pytest.importorskip("spikeinterface.generation")
+    from probeinterface import generate_multi_columns_probe
+    from spikeinterface.generation import generate_drifting_recording
+
+    from engine.pipeline.motion import MotionCorrectedRecording
+    from engine.pipeline.run import run_sort
+
+    probe = generate_multi_columns_probe(num_columns=2, num_contact_per_column=8, xpitch=32, ypitch=20)
+    probe.set_device_channel_indices(np.arange(16))
+    drift = dict(displacement_sampling_frequency=5.0, drift_start_um=[0, 15], drift_stop_um=[0, -15], drift_step_um=1,
+                 motion_list=[dict(drift_mode="zigzag", non_rigid_gradient=None, t_start_drift=5.0,
+                                   t_end_drift=None, period_s=20)])
+    _, drifting, _ = generate_drifting_recording(num_units=6, duration=30.0, seed=1, probe=probe,
+                                                 generate_displacement_vector_kwargs=drift)
+    recording = NumpyRecording(np.ascontiguousarray(drifting.get_traces(), dtype=np.float32), RATE,
+                               channel_positions=np.asarray(drifting.get_channel_locations())[:, :2])
+    sorting, pipeline = run_sort(recording, TrainingConfig(motion="rigid", n_epochs=0.2))
+    assert [cost.name for cost in pipeline.stage_log.costs][:2] == ["motion correction", "preprocessing"]
+    assert isinstance(pipeline.preprocessed, MotionCorrectedRecording)
+    assert "rigid motion correction" in pipeline.preprocessed.description
+    assert sorting.n_units > 0 and sorting.n_spikes > 0
