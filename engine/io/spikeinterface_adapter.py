@@ -4,6 +4,7 @@
     recording = from_spikeinterface(si_recording)          # any spikeinterface BaseRecording
     sorting = CRsAESorter().fit_predict(recording)
     si_sorting = to_spikeinterface_sorting(sorting)        # a spikeinterface NumpySorting
+    si_view = to_spikeinterface_recording(recording)       # Sparsort's recording, read through SpikeInterface
 
 and `open_with_spikeinterface(path)` reads the formats Sparsort does not read
 itself (NWB, Intan, Blackrock, Plexon, Neuralynx, Spike2) through
@@ -105,6 +106,39 @@ def to_spikeinterface_sorting(sorting):
         float(sorting.sampling_rate),
         unit_ids=np.asarray(sorting.unit_ids, dtype=np.int64),
     )
+
+
+def to_spikeinterface_recording(recording: Recording):
+    """`recording` as a SpikeInterface BaseRecording that reads it chunk by chunk (float32 µV, its positions),
+    never whole. It lives in this process: SpikeInterface jobs on it run on threads (pool_engine="thread"),
+    not in processes that would rebuild it from a file."""
+    from spikeinterface.core import BaseRecording, BaseRecordingSegment
+
+    class Segment(BaseRecordingSegment):
+        def __init__(self) -> None:
+            super().__init__(sampling_frequency=recording.sampling_rate)
+
+        def get_num_samples(self) -> int:
+            return recording.n_samples
+
+        def get_traces(self, start_frame=None, end_frame=None, channel_indices=None) -> np.ndarray:
+            start = 0 if start_frame is None else int(start_frame)
+            stop = recording.n_samples if end_frame is None else int(end_frame)
+            channels = None if channel_indices is None or isinstance(channel_indices, slice) else channel_indices
+            traces = recording.get_traces(start, stop, channels)
+            return traces[:, channel_indices] if isinstance(channel_indices, slice) else traces
+
+    class View(BaseRecording):
+        def __init__(self) -> None:
+            super().__init__(sampling_frequency=recording.sampling_rate, channel_ids=np.arange(recording.n_channels),
+                             dtype="float32")
+            self.add_recording_segment(Segment())
+            self.set_dummy_probe_from_locations(np.asarray(recording.channel_positions, dtype=np.float64))
+            self.set_channel_gains(np.ones(recording.n_channels))
+            self.set_channel_offsets(np.zeros(recording.n_channels))
+            self._serializability.update(memory=True, json=False, pickle=False)
+
+    return View()
 
 
 def open_with_spikeinterface(path: str | Path, stream: str | None = None) -> SpikeInterfaceRecording:

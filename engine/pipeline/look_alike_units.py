@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.neighbour_spikes import NeighbourSpikes
@@ -35,7 +37,7 @@ from engine.pipeline.params import MIN_SPLIT_SPIKES
 from engine.pipeline.residual_units import labelled_residual
 from engine.pipeline.sorting import Sorting, peak_taps, spikes_of_each_filter
 from engine.pipeline.coincidences import group_medians
-from engine.pipeline.spike_reassignment import best_lag, landing_on_a_spike, look_alikes
+from engine.pipeline.spike_reassignment import best_lag, landing_on_a_spike, look_alikes, moves_in_words, rescaled
 from engine.pipeline.waveform_split import SNIPPET_MS, _fit_blocks, _read_snippets, BLOCK_SAMPLES
 
 # Each pair of classes this many robust SDs apart, at least, on the spikes the discriminant did not learn from.
@@ -60,21 +62,16 @@ def look_alike_groups(sorting: Sorting, noise_levels: np.ndarray, channel_mask: 
     mask = np.asarray(channel_mask, dtype=bool)[filter_of]
     units = [u for u in range(sorting.n_units) if u not in residual and counts[u] >= MIN_SPLIT_SPIKES]
     main = {u: main_channels(sorting.templates[u], noise_levels, mask[u]) for u in units}
-    parent = {u: u for u in units}
-
-    def root(u: int) -> int:
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
+    index = {u: row for row, u in enumerate(units)}
     edges = [(a, b) for a, partners in look_alikes(sorting.templates, main, takers=set(units)).items() for b in partners]
     edges += [(a, b) for i, a in enumerate(units) for b in units[i + 1:] if filter_of[a] == filter_of[b]]
-    for a, b in edges:
-        parent[root(a)] = root(b)
+    rows = np.array([index[a] for a, _ in edges], dtype=np.int64)
+    columns = np.array([index[b] for _, b in edges], dtype=np.int64)
+    graph = sparse.coo_matrix((np.ones(len(edges)), (rows, columns)), shape=(len(units), len(units)))
+    labels = connected_components(graph, directed=False)[1]
     groups: dict[int, list[int]] = {}
-    for u in units:
-        groups.setdefault(root(u), []).append(u)
+    for u, label in zip(units, labels.tolist()):
+        groups.setdefault(label, []).append(u)
     found = [sorted(g, key=lambda u: -counts[u]) for g in groups.values() if len(g) >= 2]
     return found, main
 
@@ -151,23 +148,20 @@ def reclassify_look_alikes(sorting: Sorting, recording, noise_levels: np.ndarray
          if key[0] in models and key[1] in models[key[0]].units}, recording, noise_levels, before, after,
         reduce=lambda key, at, snippets: models[key[0]].decide(alone(key, at, snippets), np.full(len(at), key[1])))
     units = sorting.spike_units.astype(np.int64).copy()
-    new_times = times.copy()
     for (g, u), classes in decided.items():
-        spikes = members[(g, u)]
-        units[spikes] = classes
-        new_times[spikes] += shift[u] - np.array([shift[int(c)] for c in classes], dtype=np.int64).reshape(-1)
+        units[members[(g, u)]] = classes
+    # A moved spike's time, from its old unit's alignment to its new one's.
+    shift_of = np.zeros(sorting.n_units, dtype=np.int64)
+    shift_of[list(shift)] = list(shift.values())
+    new_times = times + shift_of[sorting.spike_units] - shift_of[units]
     moved = units != sorting.spike_units
     landed_on = landing_on_a_spike(new_times, units, moved, dead_time)
     units[landed_on], new_times[landed_on] = sorting.spike_units[landed_on], times[landed_on]
     moved &= ~landed_on
     if not moved.any():
         return _noted(sorting, "no spikes moved between look-alike units")
-    counts: dict[tuple[int, int], int] = {}
-    for a, b in zip(sorting.spike_units[moved].tolist(), units[moved].tolist()):
-        counts[(a, b)] = counts.get((a, b), 0) + 1
     note = (f"{int(moved.sum())} spikes moved between look-alike units by their recorded waveforms ("
-            + ", ".join(f"{n} from {a} to {b}" for (a, b), n in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
-            + (", ..." if len(counts) > 8 else "") + "; apart: "
+            + moves_in_words(sorting.spike_units[moved], units[moved]) + "; apart: "
             + ", ".join(models[g].describe() for g in models) + ")")
     # A spike moved to a unit of another filter keeps its size relative to its units' medians; between
     # units of one filter its code, and so its amplitude, means the same in either.
@@ -183,12 +177,9 @@ def reclassify_look_alikes(sorting: Sorting, recording, noise_levels: np.ndarray
 def _relative_size_kept(values: np.ndarray, before: np.ndarray, after: np.ndarray, moved: np.ndarray,
                         n_units: int) -> np.ndarray:
     """`values` with each moved spike's scaled from its old unit's median to its new unit's."""
-    out = np.asarray(values, dtype=np.float32).copy()
     medians = group_medians(values, before, n_units)
-    ratio = np.asarray(values, dtype=np.float64)[moved] / np.where(medians[before[moved]] != 0,
-                                                                  medians[before[moved]], 1.0)
-    out[moved] = (ratio * medians[after[moved]]).astype(np.float32)
-    return out
+    sizes = np.asarray(values, dtype=np.float64) / np.where(medians[before] != 0, medians[before], 1.0)
+    return rescaled(values, before, after, moved, sizes, n_units)
 
 
 class _Discriminant:
@@ -200,17 +191,17 @@ class _Discriminant:
         self.units = {int(u) for u in model.classes_}
         self.separations = separations
         self.apart = {pair for pair, separation in separations.items() if separation >= SEPARATION_SDS}
+        # Each pair apart (smaller unit, bigger) as one number, to look a spike's move up among them.
+        self._span = max(self.units) + 1
+        self._apart_keys = np.array([a * self._span + b for a, b in self.apart], dtype=np.int64)
 
     def decide(self, windows: np.ndarray, own: np.ndarray) -> np.ndarray:
         """(n,) the unit each window goes to: the discriminant's class, unless it and `own` (n,) do not
         stand apart."""
         found = self.model.predict(windows).astype(np.int64)
         own = np.asarray(own, dtype=np.int64)
-        # Each pair (smaller, bigger unit) as one number, to look it up among those apart.
-        span = max(self.units) + 1
-        apart = np.array([a * span + b for a, b in self.apart], dtype=np.int64)
-        pair = np.minimum(own, found) * span + np.maximum(own, found)
-        return np.where((own == found) | np.isin(pair, apart), found, own)
+        pair = np.minimum(own, found) * self._span + np.maximum(own, found)
+        return np.where((own == found) | np.isin(pair, self._apart_keys), found, own)
 
     def describe(self) -> str:
         """The pairs apart, in words: how many, and the nearest."""

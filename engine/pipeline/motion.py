@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from engine.io.recording import Recording, RecordingError
+from engine.io.spikeinterface_adapter import to_spikeinterface_recording
 from engine.pipeline.preprocessing import PreprocessedRecording, common_median_reference
 
 # `--motion` words -> SpikeInterface's compute_motion preset (None: no correction).
@@ -43,9 +44,7 @@ SNIPPETS_PER_STEP = 256
 
 def check_motion_correction(recording: Recording, motion: str) -> None:
     """Raise RecordingError now, before any long work, when `motion` cannot be done on `recording`."""
-    if MOTION_PRESETS.get(motion, "unknown") == "unknown":
-        raise RecordingError(f"motion correction must be one of {', '.join(MOTION_PRESETS)}, got {motion!r}")
-    if MOTION_PRESETS[motion] is None:
+    if MOTION_PRESETS[motion] is None:  # (the word itself TrainingConfig.validate checked)
         return
     try:
         import spikeinterface.preprocessing  # noqa: F401
@@ -63,41 +62,10 @@ def estimate_motion(recording: PreprocessedRecording, motion: str, n_jobs: int =
     """SpikeInterface's Motion of `recording` (preprocessed) by the preset `motion` names (MOTION_PRESETS)."""
     from spikeinterface.preprocessing import compute_motion
 
-    view = spikeinterface_view(recording)
+    view = to_spikeinterface_recording(recording)
     # Threads, not processes: the view reads this process's recording and is not rebuilt from a file.
     return compute_motion(view, preset=MOTION_PRESETS[motion], n_jobs=n_jobs, pool_engine="thread",
                           progress_bar=False, chunk_duration="1s")
-
-
-def spikeinterface_view(recording: Recording):
-    """`recording` as a SpikeInterface BaseRecording that reads it chunk by chunk (float32 µV, its positions)."""
-    from spikeinterface.core import BaseRecording, BaseRecordingSegment
-
-    class Segment(BaseRecordingSegment):
-        def __init__(self) -> None:
-            super().__init__(sampling_frequency=recording.sampling_rate)
-
-        def get_num_samples(self) -> int:
-            return recording.n_samples
-
-        def get_traces(self, start_frame=None, end_frame=None, channel_indices=None) -> np.ndarray:
-            start = 0 if start_frame is None else int(start_frame)
-            stop = recording.n_samples if end_frame is None else int(end_frame)
-            channels = None if channel_indices is None or isinstance(channel_indices, slice) else channel_indices
-            traces = recording.get_traces(start, stop, channels)
-            return traces[:, channel_indices] if isinstance(channel_indices, slice) else traces
-
-    class View(BaseRecording):
-        def __init__(self) -> None:
-            super().__init__(sampling_frequency=recording.sampling_rate, channel_ids=np.arange(recording.n_channels),
-                             dtype="float32")
-            self.add_recording_segment(Segment())
-            self.set_dummy_probe_from_locations(np.asarray(recording.channel_positions, dtype=np.float64))
-            self.set_channel_gains(np.ones(recording.n_channels))
-            self.set_channel_offsets(np.zeros(recording.n_channels))
-            self._serializability.update(memory=True, json=False, pickle=False)
-
-    return View()
 
 
 class MotionCorrectedRecording(PreprocessedRecording):

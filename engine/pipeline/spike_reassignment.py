@@ -393,23 +393,29 @@ def _moved(sorting: Sorting, members: dict, pairs: dict, best: dict, dead_time: 
     moved[landed_on] = False
     if not moved.any():
         return replace(sorting, provenance=_noted(sorting, "no spikes moved"))
-    counts: dict[tuple[int, int], int] = {}
-    for a, b in zip(sorting.spike_units[moved].tolist(), units[moved].tolist()):
-        counts[(a, b)] = counts.get((a, b), 0) + 1
-    amplitudes = _rescaled(sorting.amplitudes, sorting.spike_units, units, moved, sizes, sorting.n_units)
+    amplitudes = rescaled(sorting.amplitudes, sorting.spike_units, units, moved, sizes, sorting.n_units)
     codes = sorting.code_amplitudes
     if codes is not None:
-        codes = _rescaled(codes, sorting.spike_units, units, moved, sizes, sorting.n_units)
+        codes = rescaled(codes, sorting.spike_units, units, moved, sizes, sorting.n_units)
     note = (f"{int(moved.sum())} spikes moved to a look-alike unit that explains them better ("
-            + ", ".join(f"{n} from {a} to {b}" for (a, b), n in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
-            + (", ..." if len(counts) > 8 else "") + ")")
+            + moves_in_words(sorting.spike_units[moved], units[moved]) + ")")
     # Moved times are a few samples off their old places: Sorting puts the spikes back in time order.
     return replace(sorting, spike_times=times, spike_units=units.astype(np.int32), amplitudes=amplitudes,
                    code_amplitudes=codes, provenance=_noted(sorting, note))
 
 
-def _rescaled(values: np.ndarray, before: np.ndarray, after: np.ndarray, moved: np.ndarray, sizes: np.ndarray,
-              n_units: int) -> np.ndarray:
+def moves_in_words(old_units: np.ndarray, new_units: np.ndarray, shown: int = 8) -> str:
+    """"N from a to b, ..." for the moved spikes' old and new units, the commonest `shown` moves first (of
+    equal counts, the one met first)."""
+    pairs, first, counts = np.unique(np.stack([old_units, new_units]).astype(np.int64), axis=1, return_index=True,
+                                     return_counts=True)
+    order = np.lexsort((first, -counts))
+    words = [f"{counts[k]} from {pairs[0, k]} to {pairs[1, k]}" for k in order[:shown]]
+    return ", ".join(words) + (", ..." if len(order) > shown else "")
+
+
+def rescaled(values: np.ndarray, before: np.ndarray, after: np.ndarray, moved: np.ndarray, sizes: np.ndarray,
+             n_units: int) -> np.ndarray:
     """`values` with each moved spike's set to its fitted size times its new unit's median (of the spikes
     that unit held before)."""
     out = np.asarray(values, dtype=np.float32).copy()
