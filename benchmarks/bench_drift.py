@@ -35,12 +35,13 @@ from engine.pipeline.stages import peak_rss_mb  # noqa: E402
 from engine.sorter import CRsAESorter  # noqa: E402
 
 
-def drifting_truths(seed: int, n_units: int, duration_s: float, drift_um: float, period_s: float) -> list[Truth]:
+def drifting_truths(seed: int, n_units: int, duration_s: float, drift_um: float, period_s: float,
+                    n_channels: int = 48) -> list[Truth]:
     """(the drifting recording, the same neurons static) as bench_sort Truths."""
     from probeinterface import generate_multi_columns_probe
     from spikeinterface.generation import generate_drifting_recording
 
-    probe = generate_multi_columns_probe(num_columns=2, num_contact_per_column=24, xpitch=32, ypitch=20,
+    probe = generate_multi_columns_probe(num_columns=2, num_contact_per_column=n_channels // 2, xpitch=32, ypitch=20,
                                          contact_shapes="square", contact_shape_params={"width": 12})
     probe.set_device_channel_indices(np.arange(probe.get_contact_count()))
     displacement = dict(displacement_sampling_frequency=5.0, drift_start_um=[0, drift_um], drift_stop_um=[0, -drift_um],
@@ -60,7 +61,7 @@ def drifting_truths(seed: int, n_units: int, duration_s: float, drift_um: float,
     return truths
 
 
-def sparsort_row(truth: Truth, motion: str, seed: int) -> str:
+def sparsort_row(truth: Truth, motion: str, seed: int, stages: bool = False) -> str:
     recording = NumpyRecording(truth.traces, truth.sampling_rate, channel_positions=truth.channel_positions)
     started = time.perf_counter()
     sorter = CRsAESorter(seed=seed, motion=motion)
@@ -68,8 +69,11 @@ def sparsort_row(truth: Truth, motion: str, seed: int) -> str:
     seconds = time.perf_counter() - started
     comparison = score(truth, sorting.spike_times, sorting.spike_units, np.arange(sorting.n_units))
     stage = [cost.seconds for cost in sorter.pipeline_.stage_log.costs if cost.name == "motion correction"]
-    return row(truth.name, f"sparsort --motion {motion}", comparison, sorting.n_units, seconds,
+    line = row(truth.name, f"sparsort --motion {motion}", comparison, sorting.n_units, seconds,
                f"motion stage {stage[0]:.1f} s; {sorter.pipeline_.preprocessed.description}" if stage else "")
+    if stages:  # each stage's time, to see what corrected reads cost the stages after the estimate
+        line += "\n" + "; ".join(f"{cost.name} {cost.seconds:.1f} s" for cost in sorter.pipeline_.stage_log.costs)
+    return line
 
 
 def row(recording: str, sorter: str, comparison, n_units: int, seconds: float, note: str = "") -> str:
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=1, help="recordings (generator seeds 0..N-1)")
     parser.add_argument("--units", type=int, default=30)
+    parser.add_argument("--channels", type=int, default=48, help="contacts, in two columns (even)")
+    parser.add_argument("--stages", action="store_true", help="print each Sparsort stage's time")
+    parser.add_argument("--no-static", action="store_true", help="sort only the drifting recording")
     parser.add_argument("--duration", type=float, default=180.0, help="seconds")
     parser.add_argument("--drift-um", type=float, default=20.0, help="the zig-zag's amplitude either way")
     parser.add_argument("--period", type=float, default=80.0, help="the zig-zag's period, s")
@@ -93,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'recording':16s} {'sorter':36s} {'accuracy':>8s} {'units':>6s} {'well':>7s} {'time s':>8s} {'load':>5s}  note")
     with tempfile.TemporaryDirectory() as workdir:
         for seed in range(args.seeds):
-            for truth in drifting_truths(seed, args.units, args.duration, args.drift_um, args.period):
+            for truth in drifting_truths(seed, args.units, args.duration, args.drift_um, args.period, args.channels):
                 drifts = truth.name.startswith("drifting")
+                if args.no_static and not drifts:
+                    continue
                 for motion in args.motions.split(",") if drifts else ["off"]:
-                    print(sparsort_row(truth, motion, seed), flush=True)
+                    print(sparsort_row(truth, motion, seed, args.stages), flush=True)
                 if args.no_peers:
                     continue
                 for peer in PEERS[:2]:

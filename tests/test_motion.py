@@ -71,8 +71,44 @@ def test_a_probe_displaced_by_one_channel_is_read_one_channel_back():
     np.testing.assert_allclose(moved.snippets(np.array([1000]), 30, np.array([7]))[0, :, 0], corrected[:, 7], atol=0.5)
 
 
+def test_the_kernels_are_spikeinterfaces_kriging_computed_column_by_column():
+    # The engine inverts kriging's contact side once and computes only the columns a read asks for; each
+    # must still be SpikeInterface's kernel (get_spatial_interpolation_kernel, extrapolating past the ends),
+    # less the weights under KERNEL_FLOOR, on a two-column probe drifting 13 µm (its end rows moved out).
+    pytest.importorskip("spikeinterface.preprocessing")
+    from spikeinterface.core.motion import Motion
+    from spikeinterface.preprocessing import get_spatial_interpolation_kernel
+
+    from engine.pipeline.motion import KERNEL_FLOOR, MotionCorrectedRecording
+
+    n_rows = 24
+    positions = np.column_stack([np.tile([0.0, 32.0], n_rows), np.repeat(PITCH * np.arange(n_rows), 2)])
+    rng = np.random.default_rng(1)
+    traces = rng.standard_normal((int(2 * RATE), 2 * n_rows)).astype(np.float32)
+    recording = PreprocessedRecording(NumpyRecording(traces, RATE, channel_positions=positions), common_reference=False)
+    drift = Motion([np.array([[0.0, 0.0], [13.0, 13.0]])], [np.array([0.5, 1.5])], np.array([100.0, 400.0]),
+                   direction="y")
+    moved = MotionCorrectedRecording(recording, drift, "13 µm")
+    every = np.arange(2 * n_rows)
+    kernel = moved._weights(1, every)
+    shifted = positions.copy()
+    shifted[:, 1] += 13.0
+    expected = get_spatial_interpolation_kernel(positions, shifted, method="kriging", sigma_um=20.0, p=1,
+                                                force_extrapolate=True).astype(np.float64)
+    kept = np.abs(expected) >= KERNEL_FLOOR * np.abs(expected).max(axis=0, keepdims=True)
+    np.testing.assert_allclose(kernel, np.where(kept, expected, 0.0), atol=1e-5)
+    assert np.count_nonzero(kernel) < 0.3 * kernel.size  # a few channels' reads need only a few channels
+    # A few channels' columns alone are the same columns; the whole-probe read is the band-passed traces
+    # times the kernel, and a few channels' read agrees with it.
+    np.testing.assert_allclose(moved._weights(1, np.array([3, 40])), kernel[:, [3, 40]], atol=1e-6)
+    window = (int(1.2 * RATE), int(1.2 * RATE) + 300)
+    dense = recording.band_passed(*window, every) @ kernel
+    np.testing.assert_allclose(moved.get_traces(*window), dense, atol=1e-4)
+    np.testing.assert_allclose(moved.band_passed(*window, np.array([3, 40])), dense[:, [3, 40]], atol=1e-4)
+
+
 @pytest.mark.slow
-def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it():
+def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it(capfd):
     pytest.importorskip("spikeinterface.generation")
     from probeinterface import generate_multi_columns_probe
     from spikeinterface.generation import generate_drifting_recording
@@ -89,7 +125,14 @@ def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it(
                                                  generate_displacement_vector_kwargs=drift)
     recording = NumpyRecording(np.ascontiguousarray(drifting.get_traces(), dtype=np.float32), RATE,
                                channel_positions=np.asarray(drifting.get_channel_locations())[:, :2])
+    from spikeinterface.core import get_global_job_kwargs
+
+    capfd.readouterr()
+    progress_bars_before = get_global_job_kwargs()["progress_bar"]
     sorting, pipeline = run_sort(recording, TrainingConfig(motion="rigid", n_epochs=0.2))
+    # SpikeInterface's own progress bars stay off the terminal, and its global setting is left as it was.
+    assert "noise_level" not in capfd.readouterr().err
+    assert get_global_job_kwargs()["progress_bar"] == progress_bars_before
     assert [cost.name for cost in pipeline.stage_log.costs][:2] == ["motion correction", "preprocessing"]
     assert isinstance(pipeline.preprocessed, MotionCorrectedRecording)
     assert "rigid motion correction" in pipeline.preprocessed.description

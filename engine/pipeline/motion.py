@@ -19,9 +19,11 @@ moved them. It needs SpikeInterface (the `formats` extra) and channels at two de
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from engine.io.recording import Recording, RecordingError
 from engine.io.spikeinterface_adapter import to_spikeinterface_recording
@@ -30,12 +32,15 @@ from engine.pipeline.preprocessing import PreprocessedRecording, common_median_r
 # `--motion` words -> SpikeInterface's compute_motion preset (None: no correction).
 MOTION_PRESETS = {"off": None, "rigid": "rigid_fast", "nonrigid": "dredge_fast"}
 INSTALL_HINT = "pip install 'sparsort[formats]' (SpikeInterface estimates the drift)"
-# SpikeInterface's interpolate_motion's kriging (Kilosort 2.5's): a Gaussian of 20 µm over distance, p = 1; a channel
-# moved past the probe's end extrapolated from its nearest (SpikeInterface's default drops such channels, and a
-# sort keeps every channel; zeros there instead sorted the drifting recording above 0.165, against 0.774).
-KRIGING = {"sigma_um": 20.0, "p": 1, "num_closest": 3, "force_extrapolate": True}
-# Interpolation kernels kept (one per motion time bin, n_channels² float32: 590 kB at 384 channels).
-KERNELS_KEPT = 256
+# SpikeInterface's interpolate_motion's kriging (Kilosort 2.5's): weights exp(-distance / 20 µm) solved against the
+# contacts' own, a tiny ridge as SpikeInterface adds; a channel moved past the probe's end extrapolated from its
+# nearest (SpikeInterface's default drops such channels, and a sort keeps every channel; zeros there instead sorted
+# the drifting recording above 0.165, against 0.774).
+KRIGING_SIGMA_UM = 20.0
+KRIGING_RIDGE = 1e-6
+# Whole-probe interpolation kernels kept, one per motion time bin (n_channels² float32: 590 kB at 384 channels);
+# a few channels' weights are computed afresh, which costs less than keeping them.
+KERNELS_KEPT = 64
 # A recorded channel whose weight in a corrected one is under this fraction of that one's largest is not read.
 KERNEL_FLOOR = 1e-3
 # Snippets interpolated at once (each a window of every channel): bounds what a batch holds.
@@ -60,12 +65,20 @@ def check_motion_correction(recording: Recording, motion: str) -> None:
 
 def estimate_motion(recording: PreprocessedRecording, motion: str, n_jobs: int = 1):
     """SpikeInterface's Motion of `recording` (preprocessed) by the preset `motion` names (MOTION_PRESETS)."""
+    from spikeinterface.core import get_global_job_kwargs, set_global_job_kwargs
     from spikeinterface.preprocessing import compute_motion
 
     view = to_spikeinterface_recording(recording)
-    # Threads, not processes: the view reads this process's recording and is not rebuilt from a file.
-    return compute_motion(view, preset=MOTION_PRESETS[motion], n_jobs=n_jobs, pool_engine="thread",
-                          progress_bar=False, chunk_duration="1s")
+    # compute_motion's noise estimate draws SpikeInterface's global progress bar (on by default) on stderr:
+    # off while it runs, the caller's setting back after.
+    before = get_global_job_kwargs()
+    set_global_job_kwargs(progress_bar=False)
+    try:
+        # Threads, not processes: the view reads this process's recording and is not rebuilt from a file.
+        return compute_motion(view, preset=MOTION_PRESETS[motion], n_jobs=n_jobs, pool_engine="thread",
+                              progress_bar=False, chunk_duration="1s")
+    finally:
+        set_global_job_kwargs(**before)
 
 
 class MotionCorrectedRecording(PreprocessedRecording):
@@ -81,7 +94,12 @@ class MotionCorrectedRecording(PreprocessedRecording):
         self.motion = motion
         self.description = description  # what was estimated, in words, for reports
         self._locations = np.asarray(self.channel_positions, dtype=np.float64)
-        self._kernels: dict[int, np.ndarray] = {}  # motion time bin -> interpolation kernel, oldest first
+        self._low, self._high = self._locations.min(axis=0), self._locations.max(axis=0)
+        # Kriging's recorded side never moves: invert it once (SpikeInterface's get_spatial_interpolation_kernel
+        # inverts it for every kernel, 31 ms at 384 channels; a kernel from this inverse takes a few).
+        self._contacts_inverse = np.linalg.pinv(
+            _kriging(self._locations, self._locations) + KRIGING_RIDGE * np.eye(self.n_channels))
+        self._kernels: OrderedDict[int, np.ndarray] = OrderedDict()  # time bin -> whole-probe kernel, oldest first
         self._kernels_lock = threading.Lock()  # the stages read from several threads at once
 
     def _bins(self, samples: np.ndarray) -> np.ndarray:
@@ -89,61 +107,66 @@ class MotionCorrectedRecording(PreprocessedRecording):
         edges = self.motion.temporal_bin_edges_s[0]
         return np.clip(np.searchsorted(edges, samples / self.sampling_rate, side="right") - 1, 0, len(edges) - 2)
 
-    def _sources(self, bins: np.ndarray, channels: np.ndarray) -> np.ndarray:
-        """The recorded channels that weigh in `channels`' corrected values in any of `bins` (weights under
-        KERNEL_FLOOR of a column's largest left out): a few channels' snippets need not band-pass the probe."""
-        needed = np.zeros(self.n_channels, dtype=bool)
-        for time_bin in np.unique(bins).tolist():
-            weights = np.abs(self._kernel(time_bin)[:, channels])
-            needed |= np.any(weights >= KERNEL_FLOOR * weights.max(axis=0, keepdims=True), axis=1)
-        return np.flatnonzero(needed)
-
-    def _moved_back(self, traces: np.ndarray, samples: np.ndarray, sources: np.ndarray, channels: np.ndarray
-                    ) -> np.ndarray:
-        """`traces` (n, len(sources)) band-passed, each row at its sample (any order), with the drift undone
-        on `channels`: each row times the interpolation kernel of its motion time bin."""
-        bins = self._bins(samples)
-        out = np.empty((len(traces), len(channels)), dtype=np.float32)
-        order = np.argsort(bins, kind="stable")
-        for rows in np.split(order, np.flatnonzero(np.diff(bins[order])) + 1):
-            if len(rows):
-                out[rows] = traces[rows] @ self._kernel(int(bins[rows[0]]))[np.ix_(sources, channels)]
-        return out
-
-    def _kernel(self, time_bin: int) -> np.ndarray:
-        """(n_channels, n_channels) float32: the recorded channels' weights in each channel's corrected
-        value during motion time bin `time_bin` (SpikeInterface's kriging towards where the drift moved the
-        channels; interpolate_motion_on_traces computes the same, again on every call). A snippet batch
-        spans hundreds of bins: the last KERNELS_KEPT are kept."""
-        kernel = self._kernels.get(time_bin)
-        if kernel is None:
-            from spikeinterface.preprocessing import get_spatial_interpolation_kernel
-
-            dim = self.motion.dim
-            centre = self.motion.temporal_bins_s[0][time_bin]
-            moved = self._locations.copy()
-            moved[:, dim] += self.motion.get_displacement_at_time_and_depth(
-                np.full(self.n_channels, centre), self._locations[:, dim], segment_index=0)
-            kernel = np.asarray(get_spatial_interpolation_kernel(self._locations, moved, method="kriging",
-                                                                 dtype="float32", **KRIGING), dtype=np.float32)
+    def _weights(self, time_bin: int, channels: np.ndarray) -> np.ndarray:
+        """(n_channels, len(channels)) float32: each recorded channel's weight in `channels`' corrected values
+        during motion time bin `time_bin` — SpikeInterface's kriging kernel's columns (a column depends only
+        on where the drift moved its own channel), weights under KERNEL_FLOOR of a column's largest zeroed."""
+        whole = len(channels) == self.n_channels and np.array_equal(channels, np.arange(self.n_channels))
+        if whole and (kernel := self._kernels.get(time_bin)) is not None:
+            return kernel
+        dim = self.motion.dim
+        moved = self._locations[channels].copy()
+        moved[:, dim] += self.motion.get_displacement_at_time_and_depth(
+            np.full(len(channels), self.motion.temporal_bins_s[0][time_bin]), moved[:, dim], segment_index=0)
+        weights = _kriging(moved, self._locations) @ self._contacts_inverse  # (len(channels), n_channels)
+        inside = np.all((moved >= self._low) & (moved <= self._high), axis=1)
+        weights[inside] /= weights[inside].sum(axis=1, keepdims=True)  # an interpolation keeps the scale
+        magnitude = np.abs(weights)
+        weights[magnitude < KERNEL_FLOOR * magnitude.max(axis=1, keepdims=True)] = 0.0
+        kernel = np.ascontiguousarray(weights.T, dtype=np.float32)
+        if whole:
             with self._kernels_lock:
                 if len(self._kernels) >= KERNELS_KEPT:
-                    self._kernels.pop(next(iter(self._kernels)))
+                    self._kernels.popitem(last=False)
                 self._kernels[time_bin] = kernel
         return kernel
 
+    def _weights_by_bin(self, bins: np.ndarray, channels: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """({time bin: kernel columns of `channels`} for every bin in `bins`, the recorded channels any of
+        them weighs): a few channels' snippets need not band-pass the probe."""
+        weights = {int(time_bin): self._weights(int(time_bin), channels) for time_bin in np.unique(bins)}
+        needed = np.zeros(self.n_channels, dtype=bool)
+        for kernel in weights.values():
+            needed |= np.any(kernel != 0.0, axis=1)
+        return weights, np.flatnonzero(needed)
+
+    def _moved_back(self, traces: np.ndarray, bins: np.ndarray, weights: dict[int, np.ndarray],
+                    sources: np.ndarray) -> np.ndarray:
+        """`traces` (n, len(sources)) band-passed, each row in its motion time bin `bins` (any order), with
+        the drift undone: each row times its bin's kernel columns `weights`, restricted to `sources`."""
+        n_out = next(iter(weights.values())).shape[1]
+        out = np.empty((len(traces), n_out), dtype=np.float32)
+        order = np.argsort(bins, kind="stable")
+        for rows in np.split(order, np.flatnonzero(np.diff(bins[order])) + 1):
+            if len(rows):
+                out[rows] = traces[rows] @ weights[int(bins[rows[0]])][sources]
+        return out
+
     def _read_block(self, start, stop, channel_index):
         every = np.arange(self.n_channels)
-        traces = self._moved_back(super().band_passed(start, stop, every), np.arange(start, stop), every, every)
+        samples = np.arange(start, stop)
+        bins = self._bins(samples)
+        weights, _ = self._weights_by_bin(bins, every)
+        traces = self._moved_back(super().band_passed(start, stop, every), bins, weights, every)
         if self.common_reference:
             traces = common_median_reference(traces)
         return np.ascontiguousarray(traces if channel_index is None else traces[:, channel_index])
 
     def band_passed(self, start: int, stop: int, channels: np.ndarray) -> np.ndarray:
         channels = np.asarray(channels, dtype=np.int64)
-        samples = np.arange(start, stop)
-        sources = self._sources(self._bins(samples), channels)
-        return self._moved_back(super().band_passed(start, stop, sources), samples, sources, channels)
+        bins = self._bins(np.arange(start, stop))
+        weights, sources = self._weights_by_bin(bins, channels)
+        return self._moved_back(super().band_passed(start, stop, sources), bins, weights, sources)
 
     def snippets(self, starts: np.ndarray, length: int, channels: np.ndarray) -> np.ndarray:
         starts = np.asarray(starts, dtype=np.int64)
@@ -151,15 +174,21 @@ class MotionCorrectedRecording(PreprocessedRecording):
         out = np.empty((len(starts), length, len(channels)), dtype=np.float32)
         for first in range(0, len(starts), SNIPPETS_PER_STEP):
             part = starts[first:first + SNIPPETS_PER_STEP]
-            samples = (part[:, None] + np.arange(length)[None, :]).ravel()  # each row of the batch at its own time
-            sources = self._sources(self._bins(samples), channels)
+            bins = self._bins((part[:, None] + np.arange(length)[None, :]).ravel())  # each row at its own time
+            weights, sources = self._weights_by_bin(bins, channels)
             windows = super().snippets(part, length, sources)  # (n, length, sources)
-            moved = self._moved_back(windows.reshape(-1, len(sources)), samples, sources, channels)
+            moved = self._moved_back(windows.reshape(-1, len(sources)), bins, weights, sources)
             out[first:first + len(part)] = moved.reshape(len(part), length, len(channels))
         return out
 
     def __repr__(self) -> str:
         return f"MotionCorrectedRecording({self.description} of {super().__repr__()})"
+
+
+def _kriging(targets: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+    """(len(targets), len(contacts)) kriging covariances exp(-distance / KRIGING_SIGMA_UM) (p = 1, as
+    SpikeInterface's get_kriging_kernel_distance and Kilosort 2.5)."""
+    return np.exp(-cdist(targets, contacts) / KRIGING_SIGMA_UM)
 
 
 def motion_corrected(preprocessed: PreprocessedRecording, motion: str, n_jobs: int = 1,
