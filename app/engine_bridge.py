@@ -29,6 +29,7 @@ RECONSTRUCT_DEBOUNCE_MS = 150
 class EngineBridge(QObject):
     progress = pyqtSignal(str, float)  # what is running, fraction 0..1; fraction < 0: it ended
     error = pyqtSignal(object)  # WorkError, for the main window to show
+    notice = pyqtSignal(str)  # what the sort changed in the recording (flat channels filled, drift undone)
 
     def __init__(self, session: Session, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +86,9 @@ class EngineBridge(QObject):
     def _on_trainer_ready(self, trainer, dictionary) -> None:
         self.session.set_trainer(trainer, *dictionary)
         self.session.set_training_state(TrainingState.TRAINING)
+        notes = "; ".join(trainer.recording_notes())
+        if notes:
+            self.notice.emit(notes[:1].upper() + notes[1:])
 
     def _on_snapshot(self, snapshot, window) -> None:
         self.session.add_snapshot(snapshot)

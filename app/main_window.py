@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.engine = EngineBridge(self.session, self)
         self.engine.error.connect(self.show_error)
         self.engine.progress.connect(self._on_progress)
+        self.engine.notice.connect(self._on_notice)
         self.views = {}  # view name -> View
         self.docks = {}  # view name -> QDockWidget
         self.layout_mode = SORTING_LAYOUT
@@ -251,6 +252,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.job_progress)
         self._on_progress("", -1.0)
+
+    def _on_notice(self, text: str) -> None:
+        self.status_label.setText(text)
 
     def _on_progress(self, title: str, fraction: float) -> None:
         self.job_progress.show_progress(title, fraction)

@@ -327,6 +327,8 @@ def _sort_one(recording, config, path: Path, out_dir: Path, args: argparse.Names
     configure_threads(args.threads)
     started = time.perf_counter()
     pipeline = SortPipeline(recording, config, on_stage=(lambda name: say(f"  {name} ...")) if args.verbose else None)
+    for note in pipeline.recording_notes():
+        say(note)
     pipeline.prepare()
     say(f"device: {pipeline.device_name}; dictionary: {pipeline.initial_pruning.describe()}")
     trainer = pipeline.trainer
@@ -416,6 +418,7 @@ def _write_run_summary(out: Path, recording_path: Path, args, pipeline, sorting,
         "overlapped_spikes": sorting.provenance.overlapped_spikes,
         "cleaned_unit_merges": sorting.provenance.cleaned_unit_merges,
         "look_alike_units": sorting.provenance.look_alike_units,
+        "recording_notes": pipeline.recording_notes(),
         "unit_groups": {str(unit): group for unit, group in sorted(sorting.unit_groups.items())},
         "stages": [{"stage": c.name, "seconds": round(c.seconds, 3), "peak_rss_mb": round(c.peak_rss_mb, 1),
                     "cpu_seconds": round(c.cpu_seconds, 3)}

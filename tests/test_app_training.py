@@ -259,3 +259,27 @@ def test_opening_a_recording_loads_what_training_imports_before_train_is_pressed
         assert main_window.session.training_state == TrainingState.IDLE  # nothing else started
     finally:
         main_window.close()
+
+
+def test_a_flat_channel_is_filled_and_the_status_bar_says_so(qtbot, tmp_path, shown_errors):
+    import json
+
+    from conftest import open_window
+    from engine.evaluation.simulator import write_simulation
+
+    paths = write_simulation(tmp_path, duration_s=3.0, n_units=2, sampling_rate=10_000.0, n_channels=4,
+                             firing_rates=20.0, seed=3)
+    sidecar = json.loads(paths.recording.with_suffix(".json").read_text())
+    samples = np.memmap(paths.recording, dtype=sidecar["dtype"], mode="r+").reshape(-1, 4)
+    samples[:, 2] = 0  # a broken contact
+    samples.flush()
+    del samples
+    window = open_window(qtbot, paths.recording)
+    click(qtbot, window.views["training"].start_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.TRAINING, timeout=20_000)
+    assert "1 flat channel (2: noise under 0.1 x the probe's median" in window.status_label.text()
+    assert "filled from their neighbours" in window.status_label.text()
+    click(qtbot, window.views["training"].stop_button)
+    qtbot.waitUntil(lambda: window.session.training_state == TrainingState.IDLE, timeout=30_000)
+    assert not shown_errors
+    window.close()

@@ -31,7 +31,7 @@ def test_the_demo_sorts_as_before():
         assert comparison.accuracy[unit] == pytest.approx(expected, abs=0.01), comparison.accuracy
     # Every stage ran once, in order, and says what it cost.
     names = [cost.name for cost in pipeline.stage_log.costs]
-    assert names[:3] == ["preprocessing", "training pool", "initial dictionary"]
+    assert names[:4] == ["flat channels", "preprocessing", "training pool", "initial dictionary"]
     assert names[-14:] == ["final pruning", "inference", "coincidences", "templates", "splitting units by waveform",
                           "merging units", "small events", "residual units", "reassigning spikes",
                           "locked events", "hollow events", "overlapped spikes", "merging cleaned units",

@@ -83,6 +83,9 @@ class NothingFound:
         self.initial_pruning = self.final_pruning = type("P", (), {"describe": lambda self: "kept 1"})()
         self.trainer = type("T", (), {"n_steps": 1, "batch_size": 1, "step": 0, "settled_at": None})()
 
+    def recording_notes(self):
+        return []
+
     def prepare(self):
         pass
 

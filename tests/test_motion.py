@@ -71,10 +71,10 @@ def test_a_probe_displaced_by_one_channel_is_read_one_channel_back():
     np.testing.assert_allclose(moved.snippets(np.array([1000]), 30, np.array([7]))[0, :, 0], corrected[:, 7], atol=0.5)
 
 
-def test_the_kernels_are_spikeinterfaces_kriging_computed_column_by_column():
+def test_the_kernels_are_spikeinterfaces_kriging_and_channels_moved_off_the_probe_are_filled():
     # The engine inverts kriging's contact side once and computes only the columns a read asks for; each
     # must still be SpikeInterface's kernel (get_spatial_interpolation_kernel, extrapolating past the ends),
-    # less the weights under KERNEL_FLOOR, on a two-column probe drifting 13 µm (its end rows moved out).
+    # less the weights under KERNEL_FLOOR, on a two-column probe drifting 13 µm.
     pytest.importorskip("spikeinterface.preprocessing")
     from spikeinterface.core.motion import Motion
     from spikeinterface.preprocessing import get_spatial_interpolation_kernel
@@ -96,15 +96,21 @@ def test_the_kernels_are_spikeinterfaces_kriging_computed_column_by_column():
     expected = get_spatial_interpolation_kernel(positions, shifted, method="kriging", sigma_um=20.0, p=1,
                                                 force_extrapolate=True).astype(np.float64)
     kept = np.abs(expected) >= KERNEL_FLOOR * np.abs(expected).max(axis=0, keepdims=True)
-    np.testing.assert_allclose(kernel, np.where(kept, expected, 0.0), atol=1e-5)
+    # The top row, moved past the probe's end, is filled from the rows that stay on it (not faded, and out of
+    # the reference's median); every other channel is read where the drift moved it, as SpikeInterface would.
+    assert moved.moved_out.tolist() == [46, 47]
+    assert not np.isin([46, 47], moved.reference_channels).any() and len(moved.reference_channels) == 46
+    np.testing.assert_allclose(kernel[:, :46], np.where(kept, expected, 0.0)[:, :46], atol=1e-5)
+    np.testing.assert_allclose(kernel[:, 46:].sum(axis=0), 1.0, atol=5e-3)
+    assert np.all(expected[:, 46:].sum(axis=0) < 0.9)  # (SpikeInterface's extrapolation fades)
     assert np.count_nonzero(kernel) < 0.3 * kernel.size  # a few channels' reads need only a few channels
     # A few channels' columns alone are the same columns; the whole-probe read is the band-passed traces
     # times the kernel, and a few channels' read agrees with it.
-    np.testing.assert_allclose(moved._weights(1, np.array([3, 40])), kernel[:, [3, 40]], atol=1e-6)
+    np.testing.assert_allclose(moved._weights(1, np.array([3, 47, 40])), kernel[:, [3, 47, 40]], atol=1e-6)
     window = (int(1.2 * RATE), int(1.2 * RATE) + 300)
     dense = recording.band_passed(*window, every) @ kernel
     np.testing.assert_allclose(moved.get_traces(*window), dense, atol=1e-4)
-    np.testing.assert_allclose(moved.band_passed(*window, np.array([3, 40])), dense[:, [3, 40]], atol=1e-4)
+    np.testing.assert_allclose(moved.band_passed(*window, np.array([3, 47, 40])), dense[:, [3, 47, 40]], atol=1e-4)
 
 
 @pytest.mark.slow
@@ -133,7 +139,7 @@ def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it(
     # SpikeInterface's own progress bars stay off the terminal, and its global setting is left as it was.
     assert "noise_level" not in capfd.readouterr().err
     assert get_global_job_kwargs()["progress_bar"] == progress_bars_before
-    assert [cost.name for cost in pipeline.stage_log.costs][:2] == ["motion correction", "preprocessing"]
+    assert [cost.name for cost in pipeline.stage_log.costs][:3] == ["flat channels", "motion correction", "preprocessing"]
     assert isinstance(pipeline.preprocessed, MotionCorrectedRecording)
     assert "rigid motion correction" in pipeline.preprocessed.description
     assert sorting.n_units > 0 and sorting.n_spikes > 0

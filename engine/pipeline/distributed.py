@@ -36,6 +36,7 @@ from engine.model.crsae import CRsAE
 from engine.pipeline.inference import (
     BATCH_CHUNKS, ChunkSpikeFinder, SpikeEvents, SpikeSettings, chunk_batches, default_chunk_size,
 )
+from engine.pipeline.bad_channels import FlatChannels, FlatChannelsFilled
 from engine.pipeline.preprocessing import PreprocessedRecording
 from engine.pipeline.whitening import WhitenedRecording
 from engine.pipeline.refinement import AmplitudePrior
@@ -85,6 +86,9 @@ class RecordingSource:
     preprocessing: tuple[float, float, bool] | None = None
     # None: not whitened; else the WhitenedRecording's (whitening, unwhitening) matrices, row by row.
     whitening: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # None: no flat channel; else (flat channels, their source channels, the weights row by row) of the
+    # FlatChannelsFilled the raw recording is read through (engine/pipeline/bad_channels.py).
+    flat_channels: tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]] | None = None
 
     @classmethod
     def of(cls, recording: Recording) -> "RecordingSource":
@@ -100,12 +104,19 @@ class RecordingSource:
         if isinstance(recording, PreprocessedRecording):
             preprocessing = (recording.freq_min, recording.freq_max, recording.common_reference)
             raw = recording.parent
+        flat_channels = None
+        if isinstance(raw, FlatChannelsFilled):
+            flat = raw.flat
+            flat_channels = (tuple(flat.channels.tolist()), tuple(flat.sources.tolist()),
+                             tuple(flat.weights.ravel().tolist()))
+            raw = raw.parent
         if isinstance(raw, BinaryRecording):
             return cls(str(Path(raw.path).resolve()), "binary", raw.sampling_rate, raw.n_channels, raw.n_samples,
-                       raw.dtype.name, raw.offset, raw.gain_to_uv, preprocessing, whitening)
+                       raw.dtype.name, raw.offset, raw.gain_to_uv, preprocessing, whitening, flat_channels)
         if isinstance(raw, NumpyRecording) and raw.path is not None and raw.path.suffix.lower() == ".npy":
             return cls(str(Path(raw.path).resolve()), "npy", raw.sampling_rate, raw.n_channels, raw.n_samples,
-                       gain_to_uv=raw.gain_to_uv, preprocessing=preprocessing, whitening=whitening)
+                       gain_to_uv=raw.gain_to_uv, preprocessing=preprocessing, whitening=whitening,
+                       flat_channels=flat_channels)
         raise RecordingError(
             f"a distributed sort reads the recording from its file on every worker, but {raw!r} is not a "
             f"raw binary or .npy file: save it with engine.io.recording.write_recording(...) and open that file, "
@@ -134,6 +145,11 @@ class RecordingSource:
                 f"the client's {self.n_samples} × {self.n_channels}: every worker must see the same file "
                 f"(a shared filesystem, not a copy being written)"
             )
+        if self.flat_channels is not None:
+            channels, sources, weights = (np.asarray(part) for part in self.flat_channels)
+            raw = FlatChannelsFilled(raw, FlatChannels(
+                channels.astype(np.int64), np.zeros(self.n_channels, np.float32), sources.astype(np.int64),
+                weights.astype(np.float32).reshape(len(sources), len(channels))))
         if self.preprocessing is None:
             return raw
         freq_min, freq_max, common_reference = self.preprocessing

@@ -11,9 +11,10 @@ Kilosort and SpikeInterface estimate the drift from where the spikes are, and so
 preprocessed recording (band-passed, common-referenced) is handed to SpikeInterface's compute_motion
 (peaks detected, located, their depths followed over time; `MOTION_PRESETS` names the preset each of
 `--motion rigid|nonrigid` runs), read chunk by chunk through a view of it, never whole. Every later read
-of the recording is moved back by SpikeInterface's kriging interpolation (interpolate_motion_on_traces),
-chunk by chunk: a channel's corrected samples are a weighted sum of its neighbours' where the probe had
-moved them. It needs SpikeInterface (the `formats` extra) and channels at two depths or more.
+of the recording is moved back by SpikeInterface's kriging interpolation (interpolate_motion_on_traces;
+engine/pipeline/kriging.py), chunk by chunk: a channel's corrected samples are a weighted sum of its
+neighbours' where the probe had moved them, and a channel the drift moves past the probe's end is filled
+from those that stay on it. It needs SpikeInterface (the `formats` extra) and channels at two depths or more.
 """
 
 from __future__ import annotations
@@ -23,26 +24,25 @@ from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from engine.io.recording import Recording, RecordingError
 from engine.io.spikeinterface_adapter import to_spikeinterface_recording
+from engine.pipeline.kriging import Kriging
 from engine.pipeline.preprocessing import PreprocessedRecording, common_median_reference
 
 # `--motion` words -> SpikeInterface's compute_motion preset (None: no correction).
 MOTION_PRESETS = {"off": None, "rigid": "rigid_fast", "nonrigid": "dredge_fast"}
 INSTALL_HINT = "pip install 'sparsort[formats]' (SpikeInterface estimates the drift)"
-# SpikeInterface's interpolate_motion's kriging (Kilosort 2.5's): weights exp(-distance / 20 µm) solved against the
-# contacts' own, a tiny ridge as SpikeInterface adds; a channel moved past the probe's end extrapolated from its
-# nearest (SpikeInterface's default drops such channels, and a sort keeps every channel; zeros there instead sorted
-# the drifting recording above 0.165, against 0.774).
-KRIGING_SIGMA_UM = 20.0
-KRIGING_RIDGE = 1e-6
 # Whole-probe interpolation kernels kept, one per motion time bin (n_channels² float32: 590 kB at 384 channels);
 # a few channels' weights are computed afresh, which costs less than keeping them.
 KERNELS_KEPT = 64
 # A recorded channel whose weight in a corrected one is under this fraction of that one's largest is not read.
 KERNEL_FLOOR = 1e-3
+# A channel the drift moves past the probe's end (by more than this) in some time bin is filled from the channels
+# that stay on it, in every bin. SpikeInterface's default drops such channels; a sort keeps every channel, and
+# read past the end they fade (SpikeInterface's force_extrapolate): SpikeInterface's drifting generator, seeds 0-3,
+# non-rigid 0.793, 0.858, 0.827, 0.833 faded, 0.842, 0.890, 0.810, 0.860 filled (zeros there sorted 0.165).
+MOVED_OUT_UM = 0.0
 # Snippets interpolated at once (each a window of every channel): bounds what a batch holds.
 SNIPPETS_PER_STEP = 256
 
@@ -94,11 +94,22 @@ class MotionCorrectedRecording(PreprocessedRecording):
         self.motion = motion
         self.description = description  # what was estimated, in words, for reports
         self._locations = np.asarray(self.channel_positions, dtype=np.float64)
-        self._low, self._high = self._locations.min(axis=0), self._locations.max(axis=0)
-        # Kriging's recorded side never moves: invert it once (SpikeInterface's get_spatial_interpolation_kernel
-        # inverts it for every kernel, 31 ms at 384 channels; a kernel from this inverse takes a few).
-        self._contacts_inverse = np.linalg.pinv(
-            _kriging(self._locations, self._locations) + KRIGING_RIDGE * np.eye(self.n_channels))
+        self._kriging = Kriging(self._locations)
+        # Channels the drift moves past the probe's end in some time bin: read where it moved them, they show a
+        # neuron near the end at a strength that changes with the drift (the units within 20 µm of the ends were
+        # what a corrected sort lost). Filled instead from the channels that stay on the probe, as a flat channel is
+        # (engine/pipeline/bad_channels.py), and left out of the reference's median.
+        self.moved_out = self._channels_moved_out()
+        staying = np.setdiff1d(np.arange(self.n_channels), self.moved_out)
+        self._fill_sources, self._fill = staying, np.zeros((len(staying), 0))
+        if len(self.moved_out) and len(staying):
+            fill = Kriging(self._locations[staying]).weights(self._locations[self.moved_out])  # columns sum to 1
+            fill[np.abs(fill) < KERNEL_FLOOR * np.abs(fill).max(axis=0, keepdims=True)] = 0.0
+            used = np.any(fill != 0.0, axis=1)
+            self._fill_sources, self._fill = staying[used], fill[used]
+        if len(self.moved_out):
+            reference = np.arange(self.n_channels) if self.reference_channels is None else self.reference_channels
+            self.reference_channels = np.setdiff1d(reference, self.moved_out)
         self._kernels: OrderedDict[int, np.ndarray] = OrderedDict()  # time bin -> whole-probe kernel, oldest first
         self._kernels_lock = threading.Lock()  # the stages read from several threads at once
 
@@ -107,29 +118,51 @@ class MotionCorrectedRecording(PreprocessedRecording):
         edges = self.motion.temporal_bin_edges_s[0]
         return np.clip(np.searchsorted(edges, samples / self.sampling_rate, side="right") - 1, 0, len(edges) - 2)
 
+    def _channels_moved_out(self) -> np.ndarray:
+        """The channels that some motion time bin's drift moves past the probe's end (along its depth)."""
+        dim = self.motion.dim
+        depths = self._locations[:, dim]
+        shifts = self.motion.get_displacement_at_time_and_depth(self.motion.temporal_bins_s[0], depths,
+                                                                segment_index=0, grid=True)  # (n_channels, n_bins)
+        moved = depths[:, None] + shifts
+        low, high = self._kriging.low[dim] - MOVED_OUT_UM, self._kriging.high[dim] + MOVED_OUT_UM
+        return np.flatnonzero(np.any((moved < low) | (moved > high), axis=1))
+
     def _weights(self, time_bin: int, channels: np.ndarray) -> np.ndarray:
         """(n_channels, len(channels)) float32: each recorded channel's weight in `channels`' corrected values
         during motion time bin `time_bin` — SpikeInterface's kriging kernel's columns (a column depends only
-        on where the drift moved its own channel), weights under KERNEL_FLOOR of a column's largest zeroed."""
+        on where the drift moved its own channel), weights under KERNEL_FLOOR of a column's largest zeroed; a
+        channel moved out, its fill's sources' columns times the fill."""
         whole = len(channels) == self.n_channels and np.array_equal(channels, np.arange(self.n_channels))
         if whole and (kernel := self._kernels.get(time_bin)) is not None:
             return kernel
-        dim = self.motion.dim
-        moved = self._locations[channels].copy()
-        moved[:, dim] += self.motion.get_displacement_at_time_and_depth(
-            np.full(len(channels), self.motion.temporal_bins_s[0][time_bin]), moved[:, dim], segment_index=0)
-        weights = _kriging(moved, self._locations) @ self._contacts_inverse  # (len(channels), n_channels)
-        inside = np.all((moved >= self._low) & (moved <= self._high), axis=1)
-        weights[inside] /= weights[inside].sum(axis=1, keepdims=True)  # an interpolation keeps the scale
-        magnitude = np.abs(weights)
-        weights[magnitude < KERNEL_FLOOR * magnitude.max(axis=1, keepdims=True)] = 0.0
-        kernel = np.ascontiguousarray(weights.T, dtype=np.float32)
+        filled = np.isin(channels, self.moved_out)
+        if filled.any():
+            direct = np.union1d(channels[~filled], self._fill_sources)
+            weights = self._moved_weights(time_bin, direct)
+            kernel = np.empty((self.n_channels, len(channels)), dtype=np.float32)
+            kernel[:, ~filled] = weights[:, np.searchsorted(direct, channels[~filled])]
+            fill = self._fill[:, np.searchsorted(self.moved_out, channels[filled])]
+            kernel[:, filled] = weights[:, np.searchsorted(direct, self._fill_sources)] @ fill
+        else:
+            kernel = self._moved_weights(time_bin, channels)
         if whole:
             with self._kernels_lock:
                 if len(self._kernels) >= KERNELS_KEPT:
                     self._kernels.popitem(last=False)
                 self._kernels[time_bin] = kernel
         return kernel
+
+    def _moved_weights(self, time_bin: int, channels: np.ndarray) -> np.ndarray:
+        """`_weights` of `channels` read where the drift moved them, past the probe's end or not."""
+        dim = self.motion.dim
+        moved = self._locations[channels].copy()
+        moved[:, dim] += self.motion.get_displacement_at_time_and_depth(
+            np.full(len(channels), self.motion.temporal_bins_s[0][time_bin]), moved[:, dim], segment_index=0)
+        weights = self._kriging.weights(moved, scale_outside=False)  # (n_channels, len(channels))
+        magnitude = np.abs(weights)
+        weights[magnitude < KERNEL_FLOOR * magnitude.max(axis=0, keepdims=True)] = 0.0
+        return np.ascontiguousarray(weights, dtype=np.float32)
 
     def _weights_by_bin(self, bins: np.ndarray, channels: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
         """({time bin: kernel columns of `channels`} for every bin in `bins`, the recorded channels any of
@@ -159,7 +192,7 @@ class MotionCorrectedRecording(PreprocessedRecording):
         weights, _ = self._weights_by_bin(bins, every)
         traces = self._moved_back(super().band_passed(start, stop, every), bins, weights, every)
         if self.common_reference:
-            traces = common_median_reference(traces)
+            traces = common_median_reference(traces, self.reference_channels)
         return np.ascontiguousarray(traces if channel_index is None else traces[:, channel_index])
 
     def band_passed(self, start: int, stop: int, channels: np.ndarray) -> np.ndarray:
@@ -185,12 +218,6 @@ class MotionCorrectedRecording(PreprocessedRecording):
         return f"MotionCorrectedRecording({self.description} of {super().__repr__()})"
 
 
-def _kriging(targets: np.ndarray, contacts: np.ndarray) -> np.ndarray:
-    """(len(targets), len(contacts)) kriging covariances exp(-distance / KRIGING_SIGMA_UM) (p = 1, as
-    SpikeInterface's get_kriging_kernel_distance and Kilosort 2.5)."""
-    return np.exp(-cdist(targets, contacts) / KRIGING_SIGMA_UM)
-
-
 def motion_corrected(preprocessed: PreprocessedRecording, motion: str, n_jobs: int = 1,
                      report: Callable[[str], None] | None = None) -> MotionCorrectedRecording:
     """`preprocessed` with its drift (estimated as `motion` says: "rigid" or "nonrigid") undone."""
@@ -198,6 +225,11 @@ def motion_corrected(preprocessed: PreprocessedRecording, motion: str, n_jobs: i
     displacement = np.concatenate([np.ravel(d) for d in estimated.displacement])
     description = (f"{motion} motion correction (SpikeInterface's {MOTION_PRESETS[motion]}): drift "
                    f"{np.min(displacement):.1f} to {np.max(displacement):.1f} µm")
+    corrected = MotionCorrectedRecording(preprocessed, estimated, description)
+    if len(corrected.moved_out):
+        corrected.description += (f"; {len(corrected.moved_out)} channels the drift moves past the probe's end "
+                                  f"({', '.join(str(c) for c in corrected.moved_out[:12].tolist())}"
+                                  f"{' ...' if len(corrected.moved_out) > 12 else ''}) filled from those that stay")
     if report is not None:
-        report(description)
-    return MotionCorrectedRecording(preprocessed, estimated, description)
+        report(corrected.description)
+    return corrected

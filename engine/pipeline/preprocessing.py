@@ -96,8 +96,9 @@ def bandpass_filter(traces: np.ndarray, sampling_rate: float, freq_min: float = 
     return sos_filtfilt(sos, traces, padlen)  # scipy's sosfiltfilt, bit for bit, channels at once
 
 
-def common_median_reference(traces: np.ndarray) -> np.ndarray:
-    """Subtract, at each sample, the median across channels: removes common-mode noise.
+def common_median_reference(traces: np.ndarray, reference_channels: np.ndarray | None = None) -> np.ndarray:
+    """Subtract, at each sample, the median across channels (those of `reference_channels`, or every one):
+    removes common-mode noise.
 
     With one channel the median is the signal itself, so it is left unchanged.
     """
@@ -106,7 +107,8 @@ def common_median_reference(traces: np.ndarray) -> np.ndarray:
         raise RecordingError(f"traces must be (n_samples, n_channels), got shape {traces.shape}")
     if traces.shape[1] == 1:
         return traces
-    return traces - median_of_rows(traces)[:, None]
+    reference = traces if reference_channels is None else traces[:, reference_channels]
+    return traces - median_of_rows(reference)[:, None]
 
 
 def median_of_rows(values: np.ndarray) -> np.ndarray:
@@ -200,6 +202,9 @@ class PreprocessedRecording(Recording):
         self.common_reference = (
             recording.n_channels >= MIN_CHANNELS_FOR_COMMON_REFERENCE if common_reference is None else bool(common_reference)
         )
+        # The channels the median is taken over: channels filled from their neighbours (flat ones,
+        # engine/pipeline/bad_channels.py) would weigh their neighbours twice in it.
+        self.reference_channels: np.ndarray | None = getattr(recording, "working_channels", None)
 
     @functools.cached_property
     def noise_levels(self) -> np.ndarray:
@@ -215,7 +220,7 @@ class PreprocessedRecording(Recording):
         filtered = bandpass_filter(raw, self.sampling_rate, self.freq_min, self.freq_max)
         traces = filtered[start - read_start: stop - read_start]  # (stop - start, n) float32 µV
         if self.common_reference:
-            traces = common_median_reference(traces)
+            traces = common_median_reference(traces, self.reference_channels)
             if channel_index is not None:
                 traces = traces[:, channel_index]
         return np.ascontiguousarray(traces)

@@ -36,6 +36,7 @@ from engine.pipeline.coincidences import (coded_with_another, coincidence_drops,
 from engine.pipeline.inference import SpikeEvents, SpikeSettings, infer_spikes
 from engine.io.geometry import channel_neighbourhoods
 from engine.pipeline.co_firing import combine_co_firing, describe_co_firing, find_co_firing
+from engine.pipeline.bad_channels import with_flat_channels_filled
 from engine.pipeline.faint_units import faint_candidates, found_filters_kept, searched_batches
 from engine.pipeline.footprint import describe_footprints, widen_footprints
 from engine.pipeline.initialization import initial_filters, initial_filters_by_neighbourhood, split_mixed_filters
@@ -115,7 +116,12 @@ class SortPipeline:
         self.config = config or TrainingConfig()
         self.config.validate()
         check_motion_correction(recording, self.config.motion)  # before any long work
+        check_min_duration(recording, self.config.taps_for(recording.sampling_rate), "one filter")
         self.stage_log = StageLog(on_stage=on_stage)
+        with self.stage_log.stage("flat channels"):
+            # A channel that records nothing would be scaled up to noise level by everything after: filled
+            # from its neighbours instead (engine/pipeline/bad_channels.py).
+            recording, self.flat_channels = with_flat_channels_filled(recording, self.config.seed)
         if self.config.motion != "off":
             with self.stage_log.stage("motion correction"):
                 # The drift estimated from the spikes' positions, and undone in every later read
@@ -135,7 +141,6 @@ class SortPipeline:
         # (n_channels, n_channels) bool: each filter lives on the neighbourhood of its main channel.
         self.neighbourhoods = channel_neighbourhoods(self.recording.channel_positions, self.config.radius_um)
         self.n_taps = self.config.taps_for(self.sampling_rate)
-        check_min_duration(self.recording, self.n_taps, "one filter")
         self.window = min(max(self.config.window_for(self.sampling_rate), 2 * self.n_taps), self.recording.n_samples)
         self.device = select_device(self.config.device)
         self.device_name = device_description(self.device)
@@ -518,9 +523,24 @@ class SortPipeline:
         note = self.initial_pruning.describe()
         return f"{note}; {self.footprints}" if self.footprints else note
 
+    def recording_notes(self) -> list[str]:
+        """What the sort changed in the recording before reading it (flat channels filled, drift undone)."""
+        notes = []
+        if len(self.flat_channels.channels):
+            notes.append(self.flat_channels.describe())
+        if self.config.motion != "off":
+            notes.append(self.preprocessed.description)  # (a MotionCorrectedRecording's)
+        return notes
+
+    def _reads(self) -> list[Recording]:
+        """What the sort reads and every recording under it, down to the file's (each `parent` in turn)."""
+        chain: list[Recording] = [self.recording]
+        while getattr(chain[-1], "parent", None) is not None:
+            chain.append(chain[-1].parent)
+        return chain
+
     def _sorting_target(self, recording: Recording | None) -> tuple[Recording, np.ndarray]:
-        if recording is None or any(recording is known for known in (self.recording, self.preprocessed,
-                                                                     self.preprocessed.parent)):
+        if recording is None or any(recording is known for known in self._reads()):
             return self.recording, self.noise_levels
         target = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
         if target.n_channels != self.recording.n_channels:

@@ -237,7 +237,7 @@ class WhitenedRecording(Recording):
         every = np.arange(self.n_channels)
         traces = self.whiten(self.parent.band_passed(start, stop, every))
         if reference:  # the median needs every channel
-            traces = common_median_reference(traces)
+            traces = common_median_reference(traces, getattr(self.parent, "reference_channels", None))
         return traces if channel_index is None else np.ascontiguousarray(traces[:, channel_index])
 
     def _support(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,47 @@
+"""Kriging: a probe's value at any point as a weighted sum of its contacts (Kilosort 2.5's, SpikeInterface's).
+
+The weights of a point are exp(-distance / 20 µm) to each contact, solved against the contacts' own
+(with a tiny ridge, as SpikeInterface adds): SpikeInterface's get_spatial_interpolation_kernel with
+method "kriging", p = 1. Motion correction reads each channel where the drift moved it
+(engine/pipeline/motion.py) and a flat channel is filled from its neighbours
+(engine/pipeline/bad_channels.py). The contacts' side never changes, so it is inverted once here
+(SpikeInterface inverts it for every kernel: 31 ms at 384 channels), and each point's weights are one
+row of a product: a few channels' weights cost a fraction of a millisecond.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+SIGMA_UM = 20.0
+RIDGE = 1e-6
+
+
+class Kriging:
+    """Interpolation weights from a fixed set of contacts to any points."""
+
+    def __init__(self, contacts: np.ndarray) -> None:
+        self.contacts = np.asarray(contacts, dtype=np.float64)
+        self.low, self.high = self.contacts.min(axis=0), self.contacts.max(axis=0)
+        covariance = _covariance(self.contacts, self.contacts)
+        self._inverse = np.linalg.pinv(covariance + RIDGE * np.eye(len(self.contacts)))
+
+    def weights(self, points: np.ndarray, scale_outside: bool = True) -> np.ndarray:
+        """(len(contacts), len(points)) float64: each point's weight on each contact. A point inside the
+        contacts' extent has weights summing to 1 (an interpolation keeps the scale); outside it, they sum
+        to 1 only with `scale_outside` (a copy of the nearest contacts) and otherwise fade with distance
+        (SpikeInterface's force_extrapolate)."""
+        points = np.asarray(points, dtype=np.float64)
+        weights = _covariance(points, self.contacts) @ self._inverse  # (len(points), len(contacts))
+        scaled = np.ones(len(points), dtype=bool) if scale_outside else self.inside(points)
+        weights[scaled] /= weights[scaled].sum(axis=1, keepdims=True)
+        return weights.T
+
+    def inside(self, points: np.ndarray) -> np.ndarray:
+        """(len(points),) bool: within the contacts' extent along every axis."""
+        return np.all((points >= self.low) & (points <= self.high), axis=1)
+
+
+def _covariance(points: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+    return np.exp(-cdist(points, contacts) / SIGMA_UM)
