@@ -20,7 +20,8 @@ def noise_with_flat_channels(flat, n_channels: int = 16, seconds: float = 3.0) -
     traces[:, 5] *= 0.3  # quieter, but recording: not flat
     for channel in flat:
         traces[:, channel] = 0.0
-    traces[:, flat[-1]] = 250.0  # a constant offset is flat too once band-passed
+    if flat:
+        traces[:, flat[-1]] = 250.0  # a constant offset is flat too once band-passed
     return NumpyRecording(traces, RATE, channel_positions=linear_positions(n_channels))
 
 
@@ -107,3 +108,15 @@ def test_a_probe_with_dead_channels_sorts_as_well_as_without_them():
                                              sorting.spike_units, rate)
         accuracies.append(float(np.mean(comparison.accuracy)))
     assert accuracies[1] >= accuracies[0] - 0.05, accuracies
+
+
+def test_another_recording_sorted_with_a_learned_dictionary_has_its_own_flat_channels_filled():
+    from engine.pipeline.run import SortPipeline
+    from engine.pipeline.training import TrainingConfig
+
+    pipeline = SortPipeline(noise_with_flat_channels([]), TrainingConfig(whiten=False))
+    assert len(pipeline.flat_channels.channels) == 0
+    other = noise_with_flat_channels([4, 12])
+    target, noise = pipeline._sorting_target(other)  # what sort(recording=other) reads
+    assert isinstance(target.parent, FlatChannelsFilled) and target.parent.flat.channels.tolist() == [4, 12]
+    assert noise.min() > 0.1 * np.median(noise)  # nothing left flat to be scaled up

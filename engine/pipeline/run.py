@@ -542,6 +542,8 @@ class SortPipeline:
     def _sorting_target(self, recording: Recording | None) -> tuple[Recording, np.ndarray]:
         if recording is None or any(recording is known for known in self._reads()):
             return self.recording, self.noise_levels
+        if recording.n_channels == self.recording.n_channels:
+            recording, _ = with_flat_channels_filled(recording, self.config.seed)  # its own flat channels
         target = recording if isinstance(recording, PreprocessedRecording) else PreprocessedRecording(recording)
         if target.n_channels != self.recording.n_channels:
             raise RecordingError(
