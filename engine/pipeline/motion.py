@@ -101,8 +101,10 @@ class MotionCorrectedRecording(PreprocessedRecording):
         # (engine/pipeline/bad_channels.py), and left out of the reference's median.
         self.moved_out = self._channels_moved_out()
         staying = np.setdiff1d(np.arange(self.n_channels), self.moved_out)
+        if not len(staying):  # a drift past every channel: nothing to fill from, each read where it moved
+            self.moved_out, staying = staying, self.moved_out
         self._fill_sources, self._fill = staying, np.zeros((len(staying), 0))
-        if len(self.moved_out) and len(staying):
+        if len(self.moved_out):
             fill = Kriging(self._locations[staying]).weights(self._locations[self.moved_out])  # columns sum to 1
             fill[np.abs(fill) < KERNEL_FLOOR * np.abs(fill).max(axis=0, keepdims=True)] = 0.0
             used = np.any(fill != 0.0, axis=1)
