@@ -74,12 +74,13 @@ def test_a_probe_displaced_by_one_channel_is_read_one_channel_back():
 def test_the_kernels_are_spikeinterfaces_kriging_and_channels_moved_off_the_probe_are_filled():
     # The engine inverts kriging's contact side once and computes only the columns a read asks for; each
     # must still be SpikeInterface's kernel (get_spatial_interpolation_kernel, extrapolating past the ends),
-    # less the weights under KERNEL_FLOOR, on a two-column probe drifting 13 µm.
+    # less the weights under WEIGHT_FLOOR, on a two-column probe drifting 13 µm.
     pytest.importorskip("spikeinterface.preprocessing")
     from spikeinterface.core.motion import Motion
     from spikeinterface.preprocessing import get_spatial_interpolation_kernel
 
-    from engine.pipeline.motion import KERNEL_FLOOR, MotionCorrectedRecording
+    from engine.pipeline.kriging import WEIGHT_FLOOR
+    from engine.pipeline.motion import MotionCorrectedRecording
 
     n_rows = 24
     positions = np.column_stack([np.tile([0.0, 32.0], n_rows), np.repeat(PITCH * np.arange(n_rows), 2)])
@@ -95,7 +96,7 @@ def test_the_kernels_are_spikeinterfaces_kriging_and_channels_moved_off_the_prob
     shifted[:, 1] += 13.0
     expected = get_spatial_interpolation_kernel(positions, shifted, method="kriging", sigma_um=20.0, p=1,
                                                 force_extrapolate=True).astype(np.float64)
-    kept = np.abs(expected) >= KERNEL_FLOOR * np.abs(expected).max(axis=0, keepdims=True)
+    kept = np.abs(expected) >= WEIGHT_FLOOR * np.abs(expected).max(axis=0, keepdims=True)
     # The top row, moved past the probe's end, is filled from the rows that stay on it (not faded, and out of
     # the reference's median); every other channel is read where the drift moved it, as SpikeInterface would.
     assert moved.moved_out.tolist() == [46, 47]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.io.recording import Recording, RecordingError
-from engine.pipeline.kriging import Kriging
+from engine.pipeline.kriging import fill_weights
 from engine.pipeline.preprocessing import PreprocessedRecording, estimate_noise_levels
 
 # A channel whose noise is under this fraction of the probe's median records nothing (a working channel's
@@ -27,8 +27,6 @@ from engine.pipeline.preprocessing import PreprocessedRecording, estimate_noise_
 FLAT_FRACTION = 0.1
 # What the noise is measured on: random chunks, enough samples for a median and cheap on 384 channels.
 NOISE_CHUNKS, NOISE_CHUNK_S = 10, 0.1
-# A flat channel's weight on a working one under this fraction of its largest is dropped (not read).
-WEIGHT_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,7 @@ def find_flat_channels(recording: Recording, seed: int = 0) -> FlatChannels:
             "was recorded, or the file is read wrongly — check the sampling rate, --n-channels and --dtype")
     flat = np.flatnonzero(noise < FLAT_FRACTION * np.median(noise[working]))
     good = np.setdiff1d(np.arange(recording.n_channels), flat)
-    if not len(flat):
-        return FlatChannels(flat, noise, np.empty(0, np.int64), np.empty((0, 0), np.float32))
-    positions = np.asarray(recording.channel_positions, dtype=np.float64)
-    weights = Kriging(positions[good]).weights(positions[flat])  # (n_good, n_flat), each column sums to 1
-    magnitude = np.abs(weights)
-    weights[magnitude < WEIGHT_FLOOR * magnitude.max(axis=0, keepdims=True)] = 0.0
-    used = np.any(weights != 0.0, axis=1)
-    return FlatChannels(flat, noise, good[used], weights[used].astype(np.float32))
+    return FlatChannels(flat, noise, *fill_weights(recording.channel_positions, flat, good))
 
 
 class FlatChannelsFilled(Recording):

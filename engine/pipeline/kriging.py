@@ -16,6 +16,8 @@ from scipy.spatial.distance import cdist
 
 SIGMA_UM = 20.0
 RIDGE = 1e-6
+# A contact whose weight in a point's value is under this fraction of that point's largest is dropped (not read).
+WEIGHT_FLOOR = 1e-3
 
 
 class Kriging:
@@ -41,6 +43,25 @@ class Kriging:
     def inside(self, points: np.ndarray) -> np.ndarray:
         """(len(points),) bool: within the contacts' extent along every axis."""
         return np.all((points >= self.low) & (points <= self.high), axis=1)
+
+
+def without_small_weights(weights: np.ndarray) -> np.ndarray:
+    """`weights` (contacts, points) with each column's weights under WEIGHT_FLOOR of its largest zeroed, in place."""
+    magnitude = np.abs(weights)
+    weights[magnitude < WEIGHT_FLOOR * magnitude.max(axis=0, keepdims=True)] = 0.0
+    return weights
+
+
+def fill_weights(positions: np.ndarray, targets: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How channels `targets` are filled from channels `sources` (indices into `positions`): (the sources
+    that weigh, (n_weighing, len(targets)) float32 weights, each column summing to 1 less the weights under
+    WEIGHT_FLOOR)."""
+    if not len(targets):
+        return sources[:0], np.empty((0, 0), np.float32)
+    positions = np.asarray(positions, dtype=np.float64)
+    weights = without_small_weights(Kriging(positions[sources]).weights(positions[targets]))
+    weighing = np.any(weights != 0.0, axis=1)
+    return sources[weighing], weights[weighing].astype(np.float32)
 
 
 def _covariance(points: np.ndarray, contacts: np.ndarray) -> np.ndarray:

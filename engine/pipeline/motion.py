@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.io.recording import Recording, RecordingError
 from engine.io.spikeinterface_adapter import to_spikeinterface_recording
-from engine.pipeline.kriging import Kriging
+from engine.pipeline.kriging import Kriging, fill_weights, without_small_weights
 from engine.pipeline.preprocessing import PreprocessedRecording, common_median_reference
 
 # `--motion` words -> SpikeInterface's compute_motion preset (None: no correction).
@@ -36,8 +36,6 @@ INSTALL_HINT = "pip install 'sparsort[formats]' (SpikeInterface estimates the dr
 # Whole-probe interpolation kernels kept, one per motion time bin (n_channels² float32: 590 kB at 384 channels);
 # a few channels' weights are computed afresh, which costs less than keeping them.
 KERNELS_KEPT = 64
-# A recorded channel whose weight in a corrected one is under this fraction of that one's largest is not read.
-KERNEL_FLOOR = 1e-3
 # A channel the drift moves past the probe's end (by more than this) in some time bin is filled from the channels
 # that stay on it, in every bin. SpikeInterface's default drops such channels; a sort keeps every channel, and
 # read past the end they fade (SpikeInterface's force_extrapolate): SpikeInterface's drifting generator, seeds 0-3,
@@ -103,12 +101,7 @@ class MotionCorrectedRecording(PreprocessedRecording):
         staying = np.setdiff1d(np.arange(self.n_channels), self.moved_out)
         if not len(staying):  # a drift past every channel: nothing to fill from, each read where it moved
             self.moved_out, staying = staying, self.moved_out
-        self._fill_sources, self._fill = staying, np.zeros((len(staying), 0))
-        if len(self.moved_out):
-            fill = Kriging(self._locations[staying]).weights(self._locations[self.moved_out])  # columns sum to 1
-            fill[np.abs(fill) < KERNEL_FLOOR * np.abs(fill).max(axis=0, keepdims=True)] = 0.0
-            used = np.any(fill != 0.0, axis=1)
-            self._fill_sources, self._fill = staying[used], fill[used]
+        self._fill_sources, self._fill = fill_weights(self._locations, self.moved_out, staying)
         if len(self.moved_out):
             reference = np.arange(self.n_channels) if self.reference_channels is None else self.reference_channels
             self.reference_channels = np.setdiff1d(reference, self.moved_out)
@@ -133,7 +126,7 @@ class MotionCorrectedRecording(PreprocessedRecording):
     def _weights(self, time_bin: int, channels: np.ndarray) -> np.ndarray:
         """(n_channels, len(channels)) float32: each recorded channel's weight in `channels`' corrected values
         during motion time bin `time_bin` — SpikeInterface's kriging kernel's columns (a column depends only
-        on where the drift moved its own channel), weights under KERNEL_FLOOR of a column's largest zeroed; a
+        on where the drift moved its own channel), weights under kriging.WEIGHT_FLOOR of a column's largest zeroed; a
         channel moved out, its fill's sources' columns times the fill."""
         whole = len(channels) == self.n_channels and np.array_equal(channels, np.arange(self.n_channels))
         if whole and (kernel := self._kernels.get(time_bin)) is not None:
@@ -161,9 +154,7 @@ class MotionCorrectedRecording(PreprocessedRecording):
         moved = self._locations[channels].copy()
         moved[:, dim] += self.motion.get_displacement_at_time_and_depth(
             np.full(len(channels), self.motion.temporal_bins_s[0][time_bin]), moved[:, dim], segment_index=0)
-        weights = self._kriging.weights(moved, scale_outside=False)  # (n_channels, len(channels))
-        magnitude = np.abs(weights)
-        weights[magnitude < KERNEL_FLOOR * magnitude.max(axis=0, keepdims=True)] = 0.0
+        weights = without_small_weights(self._kriging.weights(moved, scale_outside=False))  # (n_channels, len)
         return np.ascontiguousarray(weights, dtype=np.float32)
 
     def _weights_by_bin(self, bins: np.ndarray, channels: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
