@@ -206,6 +206,17 @@ MAX_SIZE_RATIO = 1.3
 # the three filters of the neuron above were 0.83-0.96 alike.
 MIN_FILTER_SIMILARITY = 0.7
 MERGE_SPIKES = 200
+# ... and, on a motion-corrected recording, one neuron the drift split by size (engine/pipeline/drift_phase.py):
+# which unit a spike is in depends on the displacement it came at (Cramér's V and p over DRIFT_PHASE_BINS
+# bins of the displacement), and their summed rate over those bins varies at most DRIFT_MERGE_MAX_FLATNESS
+# of the less varying one's; the waveforms then need only be this alike and within this ratio in size.
+DRIFT_PHASE_BINS = 8
+DRIFT_PHASE_MIN_SPAN_UM = 2.0  # less drift (5th to 95th percentile) than this decides nothing
+DRIFT_MERGE_MIN_V = 0.3
+DRIFT_MERGE_MAX_P = 1e-6
+DRIFT_MERGE_MAX_FLATNESS = 0.5
+DRIFT_MERGE_SIMILARITY = 0.93
+DRIFT_MAX_SIZE_RATIO = 1.6
 # Spikes of each unit the refractory count reads at most (spread over the recording):
 # the counts scale together, and a 2-hour unit's spike train need not be read whole.
 MAX_COUNTED_SPIKES = 50_000

@@ -336,6 +336,8 @@ class SortPipeline:
         target, noise_levels = self._sorting_target(recording)
         # Faint neurons are looked for in the recording the dictionary learned (another one is sorted as learned).
         faint_share = self._faint_share() if target is self.recording else 0.0
+        # The drift this recording was corrected for, which can split a neuron by size (engine/pipeline/drift_phase.py).
+        motion = getattr(self.preprocessed, "motion", None) if target is self.recording else None
         known = None  # spikes the faint search coded with the sort's own settings, while they stay valid
         if faint_share > 0:
             with self.stage_log.stage("faint units"):
@@ -387,7 +389,8 @@ class SortPipeline:
         with self.stage_log.stage("merging units"):
             # One neuron coded by two filters is two units until its spikes' refractoriness and the
             # recording's waveform at them say it is one (engine/pipeline/unit_merge.py).
-            sorting = merge_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+            sorting = merge_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time,
+                                  motion=motion)
         with self.stage_log.stage("small events"):
             # Residuals of neighbours' spikes that a unit's filter coded beside them, far smaller than the
             # unit's own spikes (engine/pipeline/small_events.py).
@@ -418,7 +421,8 @@ class SortPipeline:
         with self.stage_log.stage("merging cleaned units"):
             # A neuron's two units whose merge the copies of neighbours' spikes in one of them blocked, asked
             # again now that those are gone (engine/pipeline/unit_merge.py).
-            sorting = merge_cleaned_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time)
+            sorting = merge_cleaned_units(sorting, target, noise_levels, model.filters_numpy(), mask > 0, self.dead_time,
+                                          motion=motion)
         with self.stage_log.stage("telling look-alikes apart"):
             # Look-alike units' spikes classified again by a discriminant of their recorded waveforms, where it
             # finds the units two neurons (engine/pipeline/look_alike_units.py).

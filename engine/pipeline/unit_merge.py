@@ -36,6 +36,13 @@ users and Kilosort's merge step judge a pair:
   the 19 channels their filters reach (0.912-0.916 from 200 to 3,000 spikes
   each: not the medians' noise) and 0.977 on their main channels.
 
+On a motion-corrected recording a third way: one neuron that the drift split by size (it looks smaller
+where the drift leaves it between two rows of contacts) lies in two units whose spikes seldom come near
+each other, so the refractory test has nothing to count, and whose waveforms differ in size. Such a pair
+is merged when which of the two a spike is in follows where the probe was and their summed rate does not
+(engine/pipeline/drift_phase.py), their waveforms DRIFT_MERGE_SIMILARITY alike within DRIFT_MAX_SIZE_RATIO,
+and they never fire inside each other's refractory period more than one neuron could.
+
 Pairs are tried most alike first, and each merge tests the refractoriness of
 the two groups as merged so far, between them and within each: a group whose
 own train breaks the period holds more than one neuron, and merging it would
@@ -56,16 +63,18 @@ are not merged at the second asking: they hold no neuron of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 from scipy.stats import poisson
 
 from engine.pipeline.params import (
-    BASELINE_MS, MAX_COUNTED_SPIKES, MAX_REFRACTORY_RATIO, MAX_SHIFT_MS, MAX_SIZE_RATIO, MERGE_SIMILARITY, MERGE_SPIKES,
+    BASELINE_MS, DRIFT_MAX_SIZE_RATIO, DRIFT_MERGE_SIMILARITY,
+    MAX_COUNTED_SPIKES, MAX_REFRACTORY_RATIO, MAX_SHIFT_MS, MAX_SIZE_RATIO, MERGE_SIMILARITY, MERGE_SPIKES,
     MIN_FILTER_SIMILARITY, REFRACTORY_MS, REFRACTORY_P_VALUE, REFRACTORY_SPLIT_MIN_EXPECTED,
 )
+from engine.pipeline.drift_phase import drift_evidence
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 
@@ -122,6 +131,13 @@ def is_refractory(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) ->
             and float(poisson.cdf(observed, expected)) <= REFRACTORY_P_VALUE)
 
 
+def refractory_excess(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> bool:
+    """Whether a and b fire inside each other's refractory window more than one neuron could: more pairs
+    there than MAX_REFRACTORY_RATIO of the chance count (at least one; none due by chance tells nothing)."""
+    observed, expected = refractory_dip(times_a, times_b, windows)
+    return observed > MAX_REFRACTORY_RATIO * expected
+
+
 def breaks_refractory(train: np.ndarray, windows: Windows) -> bool:
     """Whether a spike train (sorted times) breaks the refractory period: more than MAX_REFRACTORY_RATIO
     of the chance count of pairs in its window, with at least REFRACTORY_SPLIT_MIN_EXPECTED due."""
@@ -153,14 +169,19 @@ def waveform_match(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nda
 
 @dataclass
 class UnitMerges:
-    """Which units became one (each group in ascending unit order, the first keeps its number)."""
+    """Which units became one (each group in ascending unit order, the first keeps its number), and which
+    pairs of them the drift joined (engine/pipeline/drift_phase.py) rather than a refractory dip."""
 
     groups: list[list[int]]
+    by_drift: list[tuple[int, int]] = field(default_factory=list)
 
     def describe(self, after_cleaning: bool = False) -> str:
         if not self.groups:
             return "no units merged after cleaning" if after_cleaning else "no units merged"
         pairs = ", ".join("+".join(map(str, group)) for group in self.groups)
+        if self.by_drift:
+            pairs += (" (" + ", ".join(f"{a}+{b}" for a, b in self.by_drift) + " by the drift instead of a refractory "
+                      "dip: which of the two a spike was in followed where the probe was)")
         if after_cleaning:
             # The notes of the stages before name units by their numbers then: say that these change.
             return (f"merged units after their events were cleaned (one neuron: refractory and one waveform): {pairs} "
@@ -169,11 +190,20 @@ class UnitMerges:
 
 
 def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mean_snippet: MeanSnippet,
-                channels_of: Callable[[int], np.ndarray], windows: Windows, max_shift: int) -> UnitMerges:
+                channels_of: Callable[[int], np.ndarray], windows: Windows, max_shift: int,
+                drift_split: Callable[[int, int], bool] | None = None) -> UnitMerges:
     """The units to merge, among `candidates` (pairs of units that could be one neuron, e.g. sharing
     channels with alike filters); `trains` each unit's sorted spike times, `channels_of(unit)` the
-    channels its snippets are read on."""
-    passed = [(a, b) for a, b in candidates if is_refractory(trains[a], trains[b], windows)]
+    channels its snippets are read on. `drift_split(a, b)`, on a motion-corrected recording: whether
+    the drift decides which of the two a spike is in (engine/pipeline/drift_phase.py); such a pair
+    needs no refractory dip (its spikes seldom come close enough to show one), only none broken,
+    and waveforms DRIFT_MERGE_SIMILARITY alike within DRIFT_MAX_SIZE_RATIO."""
+    refractory = {(a, b) for a, b in candidates if is_refractory(trains[a], trains[b], windows)}
+    if drift_split is None:
+        passed = [(a, b) for a, b in candidates if (a, b) in refractory]
+    else:
+        passed = [(a, b) for a, b in candidates
+                  if (a, b) in refractory or not refractory_excess(trains[a], trains[b], windows)]
     # Each unit's snippets are read once, on every channel its pairs compare it on.
     reach: dict[int, np.ndarray] = {}
     for a, b in passed:
@@ -189,8 +219,11 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         on_a, on_b = np.searchsorted(reach[a], both), np.searchsorted(reach[b], both)
         similarity, size_ratio = waveform_match((means[a][0][:, on_a], means[a][1][:, on_a]),
                                                 (means[b][0][:, on_b], means[b][1][:, on_b]), max_shift)
-        if similarity >= MERGE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO:
-            alike.append((similarity, a, b))
+        if (a, b) in refractory and similarity >= MERGE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO:
+            alike.append((similarity, a, b, False))
+        elif (drift_split is not None and similarity >= DRIFT_MERGE_SIMILARITY and size_ratio <= DRIFT_MAX_SIZE_RATIO
+              and drift_split(a, b)):
+            alike.append((similarity, a, b, True))
     root = list(range(len(trains)))
 
     def find(unit: int) -> int:
@@ -199,13 +232,15 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         return unit
 
     members = {unit: [unit] for unit in range(len(trains))}
-    for _, a, b in sorted(alike, reverse=True):
+    joined_by_drift = []
+    for _, a, b, by_drift in sorted(alike, reverse=True):
         group_a, group_b = find(a), find(b)
         if group_a == group_b:
             continue
         merged_a = np.sort(np.concatenate([trains[u] for u in members[group_a]]))
         merged_b = np.sort(np.concatenate([trains[u] for u in members[group_b]]))
-        if not is_refractory(merged_a, merged_b, windows):
+        if (refractory_excess(merged_a, merged_b, windows) if by_drift
+                else not is_refractory(merged_a, merged_b, windows)):
             continue
         # Nor may either side break the period on its own: it holds more than one neuron, and merging it
         # would hand the others' spikes to this one.
@@ -214,7 +249,9 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         keep, gone = min(group_a, group_b), max(group_a, group_b)
         root[gone] = keep
         members[keep] = sorted(members[keep] + members.pop(gone))
-    return UnitMerges([group for group in members.values() if len(group) > 1])
+        if by_drift:
+            joined_by_drift.append((min(a, b), max(a, b)))
+    return UnitMerges([group for group in members.values() if len(group) > 1], sorted(joined_by_drift))
 
 
 def _trains(sorting: Sorting) -> list[np.ndarray]:
@@ -282,29 +319,30 @@ def _one_event_per_spike(times: np.ndarray, units: np.ndarray, sizes: np.ndarray
 
 
 def merge_units(sorting: Sorting, recording, noise_levels: np.ndarray, filters: np.ndarray,
-                channel_mask: np.ndarray, dead_time: int) -> Sorting:
+                channel_mask: np.ndarray, dead_time: int, motion=None) -> Sorting:
     """`sorting` with the units that are one neuron merged (see the module's docstring).
 
     recording: what was sorted (preprocessed), read for the units' mean snippets; filters
     (n_filters, n_taps, n_channels) and channel_mask (n_filters, n_channels) bool: the dictionary
-    the units came from (`sorting.filter_index`)."""
-    merges = _merges_of(sorting, recording, noise_levels, filters, channel_mask, dead_time, excluded=set())
+    the units came from (`sorting.filter_index`); motion: the drift `recording` was corrected for
+    (SpikeInterface's Motion), or None."""
+    merges = _merges_of(sorting, recording, noise_levels, filters, channel_mask, dead_time, excluded=set(), motion=motion)
     return sorting if merges is None else apply_merges(sorting, merges, dead_time)
 
 
 def merge_cleaned_units(sorting: Sorting, recording, noise_levels: np.ndarray, filters: np.ndarray,
-                        channel_mask: np.ndarray, dead_time: int) -> Sorting:
+                        channel_mask: np.ndarray, dead_time: int, motion=None) -> Sorting:
     """`merge_units` asked again at the end of the sort, once the events that are not their unit's
     neuron have been dropped (the module's docstring says why); units the sort labelled (residual
     units, "noise") take no part. What was merged is noted in the provenance's `cleaned_unit_merges`."""
     merges = _merges_of(sorting, recording, noise_levels, filters, channel_mask, dead_time,
-                        excluded=set((sorting.sort_labels or {}).keys()))
+                        excluded=set((sorting.sort_labels or {}).keys()), motion=motion)
     # Nothing merged: the provenance's default already says so.
     return sorting if merges is None else apply_merges(sorting, merges, dead_time, after_cleaning=True)
 
 
 def _merges_of(sorting: Sorting, recording, noise_levels: np.ndarray, filters: np.ndarray, channel_mask: np.ndarray,
-               dead_time: int, excluded: set[int]) -> UnitMerges | None:
+               dead_time: int, excluded: set[int], motion=None) -> UnitMerges | None:
     """The merges `find_merges` finds among the pairs of units (none of them `excluded`) that share a channel
     and whose filters are alike; None when no pair is a candidate."""
     if sorting.n_units < 2 or sorting.filter_index is None:
@@ -325,9 +363,17 @@ def _merges_of(sorting: Sorting, recording, noise_levels: np.ndarray, filters: n
     trains = _trains(sorting)
     reader = SnippetMeans(recording, noise_levels, n_taps + 2 * max_shift, n_taps // 2 + max_shift)
     main = {unit: main_channels(sorting.templates[unit], noise_levels, mask[unit]) for unit in np.union1d(a, b).tolist()}
+    drift_split = None
+    if motion is not None:
+        depths = np.asarray(recording.channel_positions, dtype=np.float64)[:, 1]
+
+        def drift_split(unit_a: int, unit_b: int) -> bool:
+            depth = float(np.mean(depths[np.union1d(main[unit_a], main[unit_b])]))
+            return drift_evidence(motion, *(_thinned(trains[u]) / sorting.sampling_rate for u in (unit_a, unit_b)),
+                                  depth).one_neuron
     return find_merges(trains, list(zip(a.tolist(), b.tolist())),
                        lambda unit, channels: reader.median(trains[unit], channels),
-                       main.__getitem__, Windows.at(sorting.sampling_rate, dead_time), max_shift)
+                       main.__getitem__, Windows.at(sorting.sampling_rate, dead_time), max_shift, drift_split=drift_split)
 
 
 class SnippetMeans:
