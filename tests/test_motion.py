@@ -114,25 +114,43 @@ def test_the_kernels_are_spikeinterfaces_kriging_and_channels_moved_off_the_prob
     np.testing.assert_allclose(moved.band_passed(*window, np.array([3, 47, 40])), dense[:, [3, 47, 40]], atol=1e-4)
 
 
-@pytest.mark.slow
-def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it(capfd):
-    pytest.importorskip("spikeinterface.generation")
+def a_drifting_probe(seconds: float = 30.0) -> NumpyRecording:
+    """SpikeInterface's drifting generator: 16 channels in two columns, 6 neurons, a ±15 µm zig-zag."""
     from probeinterface import generate_multi_columns_probe
     from spikeinterface.generation import generate_drifting_recording
-
-    from engine.pipeline.motion import MotionCorrectedRecording
-    from engine.pipeline.run import run_sort
 
     probe = generate_multi_columns_probe(num_columns=2, num_contact_per_column=8, xpitch=32, ypitch=20)
     probe.set_device_channel_indices(np.arange(16))
     drift = dict(displacement_sampling_frequency=5.0, drift_start_um=[0, 15], drift_stop_um=[0, -15], drift_step_um=1,
                  motion_list=[dict(drift_mode="zigzag", non_rigid_gradient=None, t_start_drift=5.0,
                                    t_end_drift=None, period_s=20)])
-    _, drifting, _ = generate_drifting_recording(num_units=6, duration=30.0, seed=1, probe=probe,
+    _, drifting, _ = generate_drifting_recording(num_units=6, duration=seconds, seed=1, probe=probe,
                                                  generate_displacement_vector_kwargs=drift)
-    recording = NumpyRecording(np.ascontiguousarray(drifting.get_traces(), dtype=np.float32), RATE,
-                               channel_positions=np.asarray(drifting.get_channel_locations())[:, :2])
+    return NumpyRecording(np.ascontiguousarray(drifting.get_traces(), dtype=np.float32), RATE,
+                          channel_positions=np.asarray(drifting.get_channel_locations())[:, :2])
+
+
+def test_the_drift_estimated_twice_is_the_same_drift():
+    """A sort is repeatable with motion correction too: the estimate draws nothing at random."""
+    pytest.importorskip("spikeinterface.generation")
+    from engine.pipeline.motion import estimate_motion
+
+    recording = PreprocessedRecording(a_drifting_probe(20.0))
+    first, second = (estimate_motion(recording, "nonrigid", n_jobs=n_jobs) for n_jobs in (1, 2))
+    assert np.ptp(np.concatenate([np.ravel(d) for d in first.displacement])) > 5.0  # it found the drift
+    for one, other in zip(first.displacement, second.displacement):
+        np.testing.assert_array_equal(one, other)
+
+
+@pytest.mark.slow
+def test_a_sort_asked_to_correct_motion_estimates_it_first_and_sorts_through_it(capfd):
+    pytest.importorskip("spikeinterface.generation")
     from spikeinterface.core import get_global_job_kwargs
+
+    from engine.pipeline.motion import MotionCorrectedRecording
+    from engine.pipeline.run import run_sort
+
+    recording = a_drifting_probe()
 
     capfd.readouterr()
     progress_bars_before = get_global_job_kwargs()["progress_bar"]

@@ -67,6 +67,11 @@ def estimate_motion(recording: PreprocessedRecording, motion: str, n_jobs: int =
     from spikeinterface.preprocessing import compute_motion
 
     view = to_spikeinterface_recording(recording)
+    # compute_motion's peak detection asks SpikeInterface's noise estimate, which reads chunks drawn without a
+    # seed: a recording's drift came out different on every run (to ~0.1 µm; its sorts 0.822-0.857 on one
+    # recording). Given this recording's own, seeded estimate (the same MAD / 0.6745; the view's gains are 1,
+    # so raw is µV), the estimate is the same on every run, in threads or not.
+    view.set_property("noise_level_mad_raw", np.asarray(recording.noise_levels, dtype=np.float64))
     # compute_motion's noise estimate draws SpikeInterface's global progress bar (on by default) on stderr:
     # off while it runs, the caller's setting back after.
     before = get_global_job_kwargs()
