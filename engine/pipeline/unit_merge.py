@@ -133,7 +133,7 @@ def is_refractory(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) ->
 
 def refractory_excess(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> bool:
     """Whether a and b fire inside each other's refractory window more than one neuron could: more pairs
-    there than MAX_REFRACTORY_RATIO of the chance count (at least one; none due by chance tells nothing)."""
+    there than MAX_REFRACTORY_RATIO of the chance count (where none are due by chance, any pair is one too many)."""
     observed, expected = refractory_dip(times_a, times_b, windows)
     return observed > MAX_REFRACTORY_RATIO * expected
 
