@@ -123,18 +123,27 @@ def _thinned(times: np.ndarray) -> np.ndarray:
 
 
 def is_refractory(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> bool:
-    """Whether a and b together keep a refractory period: at most MAX_REFRACTORY_RATIO of the chance
-    count in the window, and a count that two independent trains would leave with probability at
-    most REFRACTORY_P_VALUE (Poisson at the chance count: 0 pairs needs 4.2 expected, 2 needs 8)."""
-    observed, expected = refractory_dip(times_a, times_b, windows)
+    """Whether a and b together keep a refractory period (`dip_is_refractory` of their `refractory_dip`)."""
+    return dip_is_refractory(*refractory_dip(times_a, times_b, windows))
+
+
+def dip_is_refractory(observed: int, expected: float) -> bool:
+    """Whether (observed, expected) pairs in the refractory window show one refractory period: at most
+    MAX_REFRACTORY_RATIO of the chance count, and a count that two independent trains would leave with
+    probability at most REFRACTORY_P_VALUE (Poisson at the chance count: 0 pairs needs 4.2 expected, 2 needs 8)."""
     return (observed <= MAX_REFRACTORY_RATIO * expected
             and float(poisson.cdf(observed, expected)) <= REFRACTORY_P_VALUE)
 
 
 def refractory_excess(times_a: np.ndarray, times_b: np.ndarray, windows: Windows) -> bool:
-    """Whether a and b fire inside each other's refractory window more than one neuron could: more pairs
-    there than MAX_REFRACTORY_RATIO of the chance count (where none are due by chance, any pair is one too many)."""
-    observed, expected = refractory_dip(times_a, times_b, windows)
+    """Whether a and b fire inside each other's refractory window more than one neuron could
+    (`dip_in_excess` of their `refractory_dip`)."""
+    return dip_in_excess(*refractory_dip(times_a, times_b, windows))
+
+
+def dip_in_excess(observed: int, expected: float) -> bool:
+    """More pairs in the refractory window than MAX_REFRACTORY_RATIO of the chance count (where none are
+    due by chance, any pair is one too many)."""
     return observed > MAX_REFRACTORY_RATIO * expected
 
 
@@ -198,12 +207,10 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
     the drift decides which of the two a spike is in (engine/pipeline/drift_phase.py); such a pair
     needs no refractory dip (its spikes seldom come close enough to show one), only none broken,
     and waveforms DRIFT_MERGE_SIMILARITY alike within DRIFT_MAX_SIZE_RATIO."""
-    refractory = {(a, b) for a, b in candidates if is_refractory(trains[a], trains[b], windows)}
-    if drift_split is None:
-        passed = [(a, b) for a, b in candidates if (a, b) in refractory]
-    else:
-        passed = [(a, b) for a, b in candidates
-                  if (a, b) in refractory or not refractory_excess(trains[a], trains[b], windows)]
+    dips = {(a, b): refractory_dip(trains[a], trains[b], windows) for a, b in candidates}  # each pair's count once
+    refractory = {pair for pair, dip in dips.items() if dip_is_refractory(*dip)}
+    passed = [pair for pair in candidates
+              if pair in refractory or (drift_split is not None and not dip_in_excess(*dips[pair]))]
     # Each unit's snippets are read once, on every channel its pairs compare it on.
     reach: dict[int, np.ndarray] = {}
     for a, b in passed:
