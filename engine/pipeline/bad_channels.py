@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.io.recording import Recording, RecordingError
-from engine.pipeline.kriging import fill_weights
+from engine.pipeline.kriging import fill_weights, with_filled_columns
 from engine.pipeline.preprocessing import PreprocessedRecording, estimate_noise_levels
 
 # A channel whose noise is under this fraction of the probe's median records nothing (a working channel's
@@ -81,17 +81,9 @@ class FlatChannelsFilled(Recording):
         self.gain_to_uv = getattr(parent, "gain_to_uv", None)
 
     def _read_block(self, start, stop, channel_index):
-        asked = np.arange(self.n_channels) if channel_index is None else channel_index
-        filled = np.isin(asked, self.flat.channels)
-        if not filled.any():
-            return self.parent.get_traces(start, stop, channel_index)
-        read = np.union1d(asked[~filled], self.flat.sources)
-        traces = self.parent.get_traces(start, stop, read)
-        out = np.empty((stop - start, len(asked)), dtype=np.float32)
-        out[:, ~filled] = traces[:, np.searchsorted(read, asked[~filled])]
-        columns = np.searchsorted(self.flat.channels, asked[filled])
-        out[:, filled] = traces[:, np.searchsorted(read, self.flat.sources)] @ self.flat.weights[:, columns]
-        return out
+        asked = np.arange(self.n_channels) if channel_index is None else np.asarray(channel_index)
+        return with_filled_columns(lambda channels: self.parent.get_traces(start, stop, channels), asked,
+                                   self.flat.channels, self.flat.sources, self.flat.weights)
 
     def __repr__(self) -> str:
         return f"FlatChannelsFilled({len(self.flat.channels)} channels of {self.parent!r})"

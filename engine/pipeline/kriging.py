@@ -11,6 +11,8 @@ row of a product: a few channels' weights cost a fraction of a millisecond.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy.spatial.distance import cdist
 
@@ -62,6 +64,22 @@ def fill_weights(positions: np.ndarray, targets: np.ndarray, sources: np.ndarray
     weights = without_small_weights(Kriging(positions[sources]).weights(positions[targets]))
     weighing = np.any(weights != 0.0, axis=1)
     return sources[weighing], weights[weighing].astype(np.float32)
+
+
+def with_filled_columns(read: Callable[[np.ndarray], np.ndarray], asked: np.ndarray, targets: np.ndarray,
+                        sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n_rows, len(asked)) float32: the columns of channels `asked`, those among `targets` (ascending) filled as
+    `fill_weights` says (`sources` times `weights`), the others as `read(channels)` gives them ((n_rows,
+    len(channels)) for ascending channels). Each channel is read once: the asked ones not filled and the sources."""
+    filled = np.isin(asked, targets)
+    if not filled.any():
+        return read(asked)
+    channels = np.union1d(asked[~filled], sources)
+    values = read(channels)
+    out = np.empty((values.shape[0], len(asked)), dtype=np.float32)
+    out[:, ~filled] = values[:, np.searchsorted(channels, asked[~filled])]
+    out[:, filled] = values[:, np.searchsorted(channels, sources)] @ weights[:, np.searchsorted(targets, asked[filled])]
+    return out
 
 
 def _covariance(points: np.ndarray, contacts: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.io.recording import Recording, RecordingError
 from engine.io.spikeinterface_adapter import to_spikeinterface_recording
-from engine.pipeline.kriging import Kriging, fill_weights, without_small_weights
+from engine.pipeline.kriging import Kriging, fill_weights, with_filled_columns, without_small_weights
 from engine.pipeline.preprocessing import PreprocessedRecording, common_median_reference
 
 # `--motion` words -> SpikeInterface's compute_motion preset (None: no correction).
@@ -136,16 +136,9 @@ class MotionCorrectedRecording(PreprocessedRecording):
         whole = len(channels) == self.n_channels and np.array_equal(channels, np.arange(self.n_channels))
         if whole and (kernel := self._kernels.get(time_bin)) is not None:
             return kernel
-        filled = np.isin(channels, self.moved_out)
-        if filled.any():
-            direct = np.union1d(channels[~filled], self._fill_sources)
-            weights = self._moved_weights(time_bin, direct)
-            kernel = np.empty((self.n_channels, len(channels)), dtype=np.float32)
-            kernel[:, ~filled] = weights[:, np.searchsorted(direct, channels[~filled])]
-            fill = self._fill[:, np.searchsorted(self.moved_out, channels[filled])]
-            kernel[:, filled] = weights[:, np.searchsorted(direct, self._fill_sources)] @ fill
-        else:
-            kernel = self._moved_weights(time_bin, channels)
+        # A moved-out channel's column is its fill's sources' columns times the fill, as a flat channel's samples are.
+        kernel = with_filled_columns(lambda direct: self._moved_weights(time_bin, direct), channels, self.moved_out,
+                                     self._fill_sources, self._fill)
         if whole:
             with self._kernels_lock:
                 if len(self._kernels) >= KERNELS_KEPT:
