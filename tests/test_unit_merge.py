@@ -352,3 +352,38 @@ def test_the_second_asking_leaves_labelled_units_alone_and_renumbers_the_labels(
     # Units 2-5 moved down by one, and their labels and groups with them.
     assert merged.sort_labels == {4: "noise"} and merged.unit_groups == {4: "noise", 2: "good"}
     np.testing.assert_array_equal(merged.spike_times[merged.spike_units == 4], trains["F"])
+
+
+def test_a_sparse_neurons_two_units_merge_on_their_waveforms_alone_when_nearly_identical():
+    """A 4-Hz neuron's spikes in two units over 60 s: about one pair due in the refractory window, so an
+    empty window proves nothing either way. Nearly one waveform (UNTESTED_MERGE_SIMILARITY) merges them; as
+    alike as two neighbouring neurons can be (0.96) does not; nor do units firing inside each other's period."""
+    rng = np.random.default_rng(5)
+    windows = Windows.at(RATE, DEAD)
+    neuron = spike_train(rng, int(60 * RATE), 4.0)
+    halves = [neuron[::2], neuron[1::2]]
+    observed, expected = refractory_dip(*halves, windows)
+    assert observed == 0 and 0.3 < expected < 4.2 and not is_refractory(*halves, windows)
+    taps = np.linspace(-1, 1, 30)[:, None]
+    shape = np.exp(-(taps / 0.2) ** 2) * np.array([[1.0, 0.6, 0.2]])
+    aside = np.sin(6 * taps) * np.array([[0.0, 0.4, 0.4]])
+
+    def merges_of(trains, other):
+        means = {0: shape, 1: other}
+        snippet = lambda unit, chans: (means[unit][:, chans], np.zeros_like(means[unit][:, chans]))  # noqa: E731
+        return find_merges(trains, [(0, 1)], snippet, lambda unit: np.arange(3), windows, max_shift=1)
+
+    merges = merges_of(halves, 1.05 * shape)
+    assert merges.groups == [[0, 1]] and merges.by_waveform == [(0, 1)] and merges.by_drift == []
+    assert "0+1 by their waveforms alone" in merges.describe()
+    similar = shape + 0.3 * aside
+    similarity = waveform_match((shape, np.zeros_like(shape)), (similar, np.zeros_like(shape)), 1)[0]
+    assert 0.95 < similarity < 0.97
+    assert merges_of(halves, similar).groups == []
+    # Two neurons of one waveform that fire within each other's refractory period now and then: not merged.
+    crowded = [halves[0], np.sort(np.concatenate([halves[1], halves[0][::15] + 30]))]
+    assert merges_of(crowded, 1.05 * shape).groups == []
+    # A neuron with enough spikes to show its dip still goes the refractory way, and says nothing more.
+    busy = spike_train(rng, int(60 * RATE), 30.0)
+    merges = merges_of([busy[::2], busy[1::2]], 1.05 * shape)
+    assert merges.groups == [[0, 1]] and merges.by_waveform == []

@@ -36,7 +36,13 @@ users and Kilosort's merge step judge a pair:
   the 19 channels their filters reach (0.912-0.916 from 200 to 3,000 spikes
   each: not the medians' noise) and 0.977 on their main channels.
 
-On a motion-corrected recording a third way: one neuron that the drift split by size (it looks smaller
+Where the two trains are too sparse for the count to judge (a 60-s recording of 2-8 Hz neurons: 1-3 pairs
+due by chance, so even none is no dip), neither passes nor fails, the waveforms decide alone, at a stricter
+bar: UNTESTED_MERGE_SIMILARITY alike, within MAX_SIZE_RATIO. On SpikeInterface's drifting generator's
+384-channel probe (static, 60 s) seven neurons lay in two units each, 0.993-1.000 alike and 1.00-1.22 in
+size, with 0-1 pairs in the window where 0.9-5.1 were due; the most alike two neurons were 0.960.
+
+On a motion-corrected recording one more way: one neuron that the drift split by size (it looks smaller
 where the drift leaves it between two rows of contacts) lies in two units whose spikes seldom come near
 each other, so the refractory test has nothing to count, and whose waveforms differ in size. Such a pair
 is merged when which of the two a spike is in follows where the probe was and their summed rate does not
@@ -72,7 +78,7 @@ from scipy.stats import poisson
 from engine.pipeline.params import (
     BASELINE_MS, DRIFT_MAX_SIZE_RATIO, DRIFT_MERGE_SIMILARITY,
     MAX_COUNTED_SPIKES, MAX_REFRACTORY_RATIO, MAX_SHIFT_MS, MAX_SIZE_RATIO, MERGE_SIMILARITY, MERGE_SPIKES,
-    MIN_FILTER_SIMILARITY, REFRACTORY_MS, REFRACTORY_P_VALUE, REFRACTORY_SPLIT_MIN_EXPECTED,
+    MIN_FILTER_SIMILARITY, REFRACTORY_MS, REFRACTORY_P_VALUE, REFRACTORY_SPLIT_MIN_EXPECTED, UNTESTED_MERGE_SIMILARITY,
 )
 from engine.pipeline.drift_phase import drift_evidence
 from engine.pipeline.main_channels import main_channels
@@ -179,10 +185,12 @@ def waveform_match(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nda
 @dataclass
 class UnitMerges:
     """Which units became one (each group in ascending unit order, the first keeps its number), and which
-    pairs of them the drift joined (engine/pipeline/drift_phase.py) rather than a refractory dip."""
+    pairs of them the drift joined (engine/pipeline/drift_phase.py) or their waveforms alone (trains too
+    sparse for the refractory count) rather than a refractory dip."""
 
     groups: list[list[int]]
     by_drift: list[tuple[int, int]] = field(default_factory=list)
+    by_waveform: list[tuple[int, int]] = field(default_factory=list)
 
     def describe(self, after_cleaning: bool = False) -> str:
         if not self.groups:
@@ -191,6 +199,9 @@ class UnitMerges:
         if self.by_drift:
             pairs += (" (" + ", ".join(f"{a}+{b}" for a, b in self.by_drift) + " by the drift instead of a refractory "
                       "dip: which of the two a spike was in followed where the probe was)")
+        if self.by_waveform:
+            pairs += (" (" + ", ".join(f"{a}+{b}" for a, b in self.by_waveform) + " by their waveforms alone: too few "
+                      "spikes close enough to count a refractory period, none inside it)")
         if after_cleaning:
             # The notes of the stages before name units by their numbers then: say that these change.
             return (f"merged units after their events were cleaned (one neuron: refractory and one waveform): {pairs} "
@@ -206,11 +217,13 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
     channels its snippets are read on. `drift_split(a, b)`, on a motion-corrected recording: whether
     the drift decides which of the two a spike is in (engine/pipeline/drift_phase.py); such a pair
     needs no refractory dip (its spikes seldom come close enough to show one), only none broken,
-    and waveforms DRIFT_MERGE_SIMILARITY alike within DRIFT_MAX_SIZE_RATIO."""
+    and waveforms DRIFT_MERGE_SIMILARITY alike within DRIFT_MAX_SIZE_RATIO. A pair whose count
+    neither shows a dip nor breaks the period (too few pairs due) merges on waveforms
+    UNTESTED_MERGE_SIMILARITY alike within MAX_SIZE_RATIO."""
     dips = {(a, b): refractory_dip(trains[a], trains[b], windows) for a, b in candidates}  # each pair's count once
     refractory = {pair for pair, dip in dips.items() if dip_is_refractory(*dip)}
-    passed = [pair for pair in candidates
-              if pair in refractory or (drift_split is not None and not dip_in_excess(*dips[pair]))]
+    untested = {pair for pair, dip in dips.items() if pair not in refractory and not dip_in_excess(*dip)}
+    passed = [pair for pair in candidates if pair in refractory or pair in untested]
     # Each unit's snippets are read once, on every channel its pairs compare it on.
     reach: dict[int, np.ndarray] = {}
     for a, b in passed:
@@ -227,10 +240,12 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         similarity, size_ratio = waveform_match((means[a][0][:, on_a], means[a][1][:, on_a]),
                                                 (means[b][0][:, on_b], means[b][1][:, on_b]), max_shift)
         if (a, b) in refractory and similarity >= MERGE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO:
-            alike.append((similarity, a, b, False))
+            alike.append((similarity, a, b, "refractory"))
+        elif (a, b) in untested and similarity >= UNTESTED_MERGE_SIMILARITY and size_ratio <= MAX_SIZE_RATIO:
+            alike.append((similarity, a, b, "waveform"))
         elif (drift_split is not None and similarity >= DRIFT_MERGE_SIMILARITY and size_ratio <= DRIFT_MAX_SIZE_RATIO
               and drift_split(a, b)):
-            alike.append((similarity, a, b, True))
+            alike.append((similarity, a, b, "drift"))
     root = list(range(len(trains)))
 
     def find(unit: int) -> int:
@@ -239,15 +254,15 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         return unit
 
     members = {unit: [unit] for unit in range(len(trains))}
-    joined_by_drift = []
-    for _, a, b, by_drift in sorted(alike, reverse=True):
+    joined = {"drift": [], "waveform": []}  # pairs joined without a refractory dip, by route
+    for _, a, b, route in sorted(alike, reverse=True):
         group_a, group_b = find(a), find(b)
         if group_a == group_b:
             continue
         merged_a = np.sort(np.concatenate([trains[u] for u in members[group_a]]))
         merged_b = np.sort(np.concatenate([trains[u] for u in members[group_b]]))
-        if (refractory_excess(merged_a, merged_b, windows) if by_drift
-                else not is_refractory(merged_a, merged_b, windows)):
+        if (not is_refractory(merged_a, merged_b, windows) if route == "refractory"
+                else refractory_excess(merged_a, merged_b, windows)):
             continue
         # Nor may either side break the period on its own: it holds more than one neuron, and merging it
         # would hand the others' spikes to this one.
@@ -256,9 +271,10 @@ def find_merges(trains: list[np.ndarray], candidates: list[tuple[int, int]], mea
         keep, gone = min(group_a, group_b), max(group_a, group_b)
         root[gone] = keep
         members[keep] = sorted(members[keep] + members.pop(gone))
-        if by_drift:
-            joined_by_drift.append((min(a, b), max(a, b)))
-    return UnitMerges([group for group in members.values() if len(group) > 1], sorted(joined_by_drift))
+        if route in joined:
+            joined[route].append((min(a, b), max(a, b)))
+    return UnitMerges([group for group in members.values() if len(group) > 1], sorted(joined["drift"]),
+                      sorted(joined["waveform"]))
 
 
 def _trains(sorting: Sorting) -> list[np.ndarray]:
