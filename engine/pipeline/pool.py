@@ -13,7 +13,8 @@ import torch
 
 from engine.cpu import adapt_threads, in_order
 from engine.io.recording import NumpyRecording, Recording
-from engine.pipeline.params import HELDOUT_WINDOWS, MAX_POOL_VALUES, POOL_PIECE_S, POOL_READ_S, PRUNE_SECONDS
+from engine.pipeline.params import (HELDOUT_WINDOWS, MAX_POOL_VALUES, MIN_POOL_SECONDS, POOL_PIECE_S, POOL_READ_S,
+                                    PRUNE_SECONDS)
 from engine.pipeline.stages import SortStopped
 
 
@@ -74,6 +75,12 @@ def spread_pieces(n_samples: int, budget: int, piece: int, whole_step: int | Non
     return [(int(start), int(start) + piece) for start in starts]
 
 
+def pool_samples(n_channels: int, sampling_rate: float) -> int:
+    """How many samples of a recording the pool holds at most: MAX_POOL_VALUES over its channels, and never
+    under MIN_POOL_SECONDS (a wide probe's sparse neurons need that many spikes in it)."""
+    return max(MAX_POOL_VALUES // max(n_channels, 1), int(MIN_POOL_SECONDS * sampling_rate))
+
+
 def build_training_pool(
     recording: Recording,
     noise_levels: np.ndarray,
@@ -86,7 +93,8 @@ def build_training_pool(
     sampling_rate = float(recording.sampling_rate)
     # All of it when it fits, read a few seconds at a time: the band-pass of one read holds several float64
     # copies of it (a 5-minute tetrode's pool of 144 MB took the process up by 820 MB at once).
-    pieces = spread_pieces(n_samples, MAX_POOL_VALUES // n_channels, max(int(POOL_PIECE_S * sampling_rate), window),
+    pieces = spread_pieces(n_samples, pool_samples(n_channels, sampling_rate),
+                           max(int(POOL_PIECE_S * sampling_rate), window),
                            whole_step=max(int(POOL_READ_S * sampling_rate), window))
     offsets = np.cumsum([0] + [stop - start for start, stop in pieces])
     total = int(offsets[-1])
