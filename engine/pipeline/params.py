@@ -12,10 +12,11 @@ one place. Numbers a person sets per run live in `TrainingConfig` instead.
 MAX_POOL_VALUES = 64_000_000
 # ... but never shorter than this (where the recording is that long): on a 384-channel probe the cap left
 # 5.6 s, in which a 2-Hz neuron fires ~11 times, too few for the first dictionary's clusters and pruning's
-# counts, and such neurons went unsorted. 384 channels, 100 neurons, 60 s, sorted side by side (the floor
-# at 0, 12 and 20 s): SpikeInterface's drifting generator's probe, static (neurons of 2-8 Hz), 0.792, 0.824,
-# 0.840 in 88, 91, 99 s; its ground-truth generator's, 0.921, 0.929, 0.916 in 74, 96, 116 s. 12 s is 553 MB
-# of pool at 384 channels; probes under 178 channels at 30 kHz keep the cap's longer pool.
+# counts, and such neurons went unsorted. 384 channels, 100 neurons, 60 s, each sorted with the floor at
+# 0, 12 and 20 s (a sort gives the same spikes run to run; the times are single runs): SpikeInterface's
+# drifting generator's probe, static (neurons of 2-8 Hz), 0.792, 0.824, 0.840 in 88, 91, 99 s; its
+# ground-truth generator's, 0.921, 0.929, 0.916 in 74, 96, 116 s. 12 s is 553 MB of pool at 384
+# channels; probes under 178 channels at 30 kHz keep the cap's longer pool.
 MIN_POOL_SECONDS = 12.0
 POOL_PIECE_S = 2.0  # when the pool is capped, it is made of pieces this long, spread over the recording
 POOL_READ_S = 10.0  # when it is not, the whole recording is read this much at a time
