@@ -45,7 +45,7 @@ from machine_state import engine_version, load_note  # noqa: E402  (benchmarks/ 
 from engine.pipeline.inference import SOLVERS, infer_spikes, iter_code_chunks, uses_working_set  # noqa: E402
 from engine.io.recording import NumpyRecording, open_recording  # noqa: E402
 from engine.evaluation.simulator import DEMO, TETRODE, demo_recording_path, simulate  # noqa: E402
-from engine.pipeline.pool import pool_samples  # noqa: E402
+from engine.pipeline.pool import capped_samples  # noqa: E402
 from engine.pipeline.run import SortPipeline  # noqa: E402
 from engine.pipeline.training import TrainingConfig  # noqa: E402
 from engine.model.working_set import WorkingSetEncoder  # noqa: E402
@@ -142,12 +142,12 @@ def preset_estimate(row: dict, preset_s: float, config: TrainingConfig) -> tuple
     """(steps, seconds) a default `sort` of the full preset would take at these rates.
 
     Assumes the training pool is the whole recording (true for both presets:
-    within pool_samples), so steps = ceil(epochs x windows / batch).
+    within capped_samples, what an epoch passes over), so steps = ceil(epochs x windows / batch).
     """
     fs = row["fs_khz"] * 1000
     window = max(config.window_for(fs), 2 * row["taps"])
     n_samples = preset_s * fs
-    n_samples = min(n_samples, pool_samples(row["channels"], fs))
+    n_samples = min(n_samples, capped_samples(row["channels"]))
     steps = max(1, math.ceil(config.n_epochs * max(n_samples / window, 1.0) / config.batch_size))
     return steps, steps * row["step_s"] + preset_s * fs / row["samples_per_s"]
 

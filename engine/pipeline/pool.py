@@ -38,6 +38,13 @@ class TrainingPool:
     def n_samples(self) -> int:
         return self.data.shape[1]
 
+    @property
+    def epoch_samples(self) -> int:
+        """The samples an epoch of training passes over: at most `capped_samples` of the pool. A wide probe's
+        pool is longer than that (MIN_POOL_SECONDS, so that sparse neurons fire in it); training's steps need
+        not grow with it."""
+        return min(self.n_samples, capped_samples(self.n_channels))
+
     def sample_batch(self, rng: np.random.Generator, batch_size: int, device: torch.device) -> torch.Tensor:
         """(batch_size, n_channels, window) windows at random starts."""
         starts = rng.integers(0, self.training_samples - self.window + 1, size=batch_size)
@@ -75,10 +82,16 @@ def spread_pieces(n_samples: int, budget: int, piece: int, whole_step: int | Non
     return [(int(start), int(start) + piece) for start in starts]
 
 
+def capped_samples(n_channels: int) -> int:
+    """MAX_POOL_VALUES over `n_channels`: the pool's length before its MIN_POOL_SECONDS floor, and what an
+    epoch of training passes over."""
+    return MAX_POOL_VALUES // max(n_channels, 1)
+
+
 def pool_samples(n_channels: int, sampling_rate: float) -> int:
-    """How many samples of a recording the pool holds at most: MAX_POOL_VALUES over its channels, and never
-    under MIN_POOL_SECONDS (a wide probe's sparse neurons need that many spikes in it)."""
-    return max(MAX_POOL_VALUES // max(n_channels, 1), int(MIN_POOL_SECONDS * sampling_rate))
+    """How many samples of a recording the pool holds at most: `capped_samples`, and never under
+    MIN_POOL_SECONDS (a wide probe's sparse neurons need that many spikes in it)."""
+    return max(capped_samples(n_channels), int(MIN_POOL_SECONDS * sampling_rate))
 
 
 def build_training_pool(

@@ -30,8 +30,8 @@ from engine.pipeline.dictionary_update import codes_of_kept_spikes, least_square
 from engine.model.working_set import ROUGH_SETTLED_FRACTION, Lockstep, WorkingSetEncoder
 from engine.pipeline.inference import SOLVERS, uses_working_set
 from engine.pipeline.params import (
-    FILTER_MS, FILTERS_PER_CHANNEL, FULL_UPDATE_SECONDS, HELDOUT_INTERVAL_S, MAX_FILTERS, MAX_POOL_VALUES, MAX_TAPS,
-    MIN_TAPS, MIN_BATCH_SHAPE_SIMILARITY, MIN_SETTLE_STEPS, PEAK_FRACTION, SETTLE_TOLERANCE,
+    FILTER_MS, FILTERS_PER_CHANNEL, FULL_UPDATE_SECONDS, HELDOUT_INTERVAL_S, MAX_FILTERS, MAX_TAPS, MIN_TAPS,
+    MIN_BATCH_SHAPE_SIMILARITY, MIN_SETTLE_STEPS, PEAK_FRACTION, SETTLE_TOLERANCE,
 )
 from engine.pipeline.pool import TrainingPool
 
@@ -252,9 +252,7 @@ class Trainer:
         self._rng = np.random.default_rng(config.seed)
         self._optimizer: torch.optim.Optimizer | None = None  # made when first used (`optimizer`)
         self.batch_size = batch_size_within_budget(config, model.n_filters, model.n_channels, pool.window)
-        # An epoch is a pass over at most MAX_POOL_VALUES of the pool: a wide probe's pool is longer than that
-        # (params.MIN_POOL_SECONDS, so that sparse neurons fire in it), and its steps need not grow with it.
-        windows_per_epoch = max(min(pool.n_samples, MAX_POOL_VALUES // pool.n_channels) / pool.window, 1.0)
+        windows_per_epoch = max(pool.epoch_samples / pool.window, 1.0)
         self.n_steps = max(1, int(math.ceil(config.n_epochs * windows_per_epoch / self.batch_size)))
         self.step = 0
         self.settled_at: int | None = None  # the step training ended at because the shapes settled
