@@ -62,6 +62,31 @@ def test_a_faint_neuron_without_a_filter_gets_a_candidate_and_a_filtered_one_doe
     assert all(similarity(candidate, strong) < 0.9 for candidate in candidates)  # not the filtered one's residue
 
 
+def test_a_rare_neuron_that_no_filter_codes_is_found_by_its_deep_peaks(monkeypatch):
+    """A neuron at 2.5 Hz, 7 σ deep on two channels alike, adds ~25 peaks in 20 s to each of them beside
+    the noise's ~15 a channel at 4 σ: too few over the noise to count (each channel's excess ~3.4 σ, under
+    FAINT_NOISE_EXCESS_Z). But noise seldom reaches 5 σ, and its peaks do: a candidate, from those peaks.
+    (SpikeInterface's drifting 384-channel probe: three 2-Hz neurons of 5-7 σ had no unit; found, 1.00,
+    0.95 and 1.00.)"""
+    rng = np.random.default_rng(6)
+    seconds = 20.0
+    strong = 40.0 * shape([1.0, 0.6, 0.0, 0.0], 2.5, 0.3)
+    rare = 7.0 * shape([0.0, 0.3, 1.0, 1.0], 3.0, 0.4)
+    n = int(seconds * RATE)
+    recording = recording_with([(strong, spike_train(rng, n, 10.0)), (rare, spike_train(rng, n, 2.5))], seconds, rng)
+    # The filter lives on its neuron's channels, as on a probe: it does not code the rare neuron's spikes.
+    model = CRsAE(unit_norm(strong)[None], 4.5, 100, channel_mask=np.array([[1, 1, 0, 0]]))
+
+    def search():
+        return faint_candidates(recording, np.ones(N_CHANNELS, np.float32), model, 4.5, 15,
+                                np.ones((N_CHANNELS, N_CHANNELS), bool)).candidates
+
+    found = search()
+    assert len(found) >= 1 and similarity(found[0], rare) > 0.9
+    monkeypatch.setattr(faint_units, "FAINT_MIN_STRONG_SPIKES", 10**9)  # only the 4-σ peaks counted: not found
+    assert len(search()) == 0
+
+
 def test_batches_searched_two_at_a_time_give_the_candidates_one_at_a_time_gives(monkeypatch):
     rng = np.random.default_rng(0)
     n = int(20.0 * RATE)
@@ -162,8 +187,9 @@ def test_peaks_of_a_filtered_neuron_make_no_candidate():
     starts = np.arange(n_peaks) * 100 + 20
     for start in starts:
         residual[:, start : start + N_TAPS] += 5.0 * spike
-    channels = np.zeros(n_peaks, np.int64)
-    store.add(store.cut(residual, starts, channels), channels, np.zeros(0, np.int64))  # no positive peak
+    channels, strong = np.zeros(n_peaks, np.int64), np.ones(n_peaks, bool)
+    no_peak = (np.zeros(0, np.int64), np.zeros(0, bool))
+    store.add(store.cut(residual, starts, channels, strong), (channels, strong), no_peak)  # no positive peak
     candidates = _cluster_candidates(store, unit_norm(spike)[None])
     assert candidates.shape == (0, N_CHANNELS, N_TAPS)
     other = unit_norm(shape([0.1, 0.3, 0.7, 1.0], 4.0, 0.4))[None]  # a dictionary without it: one candidate

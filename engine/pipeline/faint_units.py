@@ -41,7 +41,9 @@ from engine.pipeline.refinement import AmplitudePrior
 from engine.pipeline.initialization import detect_peaks_on_probe
 from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_MAX_SECONDS, FAINT_MAX_VALUES, FAINT_MIN_POOL_SPIKES,
                                     FAINT_MIN_SPIKES, FAINT_NOISE_EXCESS_Z, FAINT_PART_CHUNKS, FAINT_SNIPPET_CHANNELS,
-                                    FAINT_SNIPPETS_PER_CHANNEL, FAINT_THRESHOLD, PEAK_FRACTION, SHADOW_WINDOW_MS)
+                                    FAINT_SNIPPETS_PER_CHANNEL, FAINT_STRONG_THRESHOLD, FAINT_MIN_STRONG_SPIKES, FAINT_STRONG_NOISE_EXCESS_Z,
+                                    FAINT_THRESHOLD,
+                                    PEAK_FRACTION, SHADOW_WINDOW_MS)
 from engine.pipeline.sorting import peak_taps
 from engine.pipeline.stages import SortStopped
 
@@ -100,8 +102,9 @@ def found_filters_kept(decision: PruneDecision, n_before: int) -> tuple[list[int
 
 class _SnippetStore:
     """Each channel's residual snippets (on its FAINT_SNIPPET_CHANNELS nearest channels), at most
-    FAINT_SNIPPETS_PER_CHANNEL a channel: 384 channels × 200 × 8 × 120 float32 is 295 MB at most,
-    whatever the recording's length."""
+    FAINT_SNIPPETS_PER_CHANNEL a channel, and as many again of its strong peaks' (FAINT_STRONG_THRESHOLD):
+    384 channels × 400 × 8 × 120 float32 is 590 MB at most, whatever the recording's length (strong
+    peaks are rare: 8 MB on SpikeInterface's 384-channel probe)."""
 
     def __init__(self, positions: np.ndarray, neighbourhoods: np.ndarray, n_taps: int) -> None:
         n_channels = len(neighbourhoods)
@@ -111,43 +114,69 @@ class _SnippetStore:
             inside = np.flatnonzero(neighbourhoods[channel])
             self.near.append(inside[np.argsort(distance[channel, inside], kind="stable")][:FAINT_SNIPPET_CHANNELS])
         self.n_taps = n_taps
+        # Each channel's snippets of every peak, and of its strong peaks only.
+        self.every = _Snippets(n_channels)
+        self.strong = _Snippets(n_channels)
+
+    def cut(self, residual: np.ndarray, starts: np.ndarray, channels: np.ndarray, strong: np.ndarray,
+            ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(channel, (n, n_near, n_taps) snippets, those of its strong peaks) of each channel's peaks
+        starting at `starts` in `residual` (`strong`: bool, each peak's), at most FAINT_SNIPPETS_PER_CHANNEL
+        of each a channel: what `add` keeps, cut where the residual is (a search worker), so that only the
+        snippets travel."""
+        offsets = np.arange(self.n_taps)
+        near_of = self.near
+
+        def snippets(channel: int, at: np.ndarray) -> np.ndarray:
+            near = near_of[channel]
+            return residual[near[:, None, None], (at[:, None] + offsets[None, :])[None]].transpose(1, 0, 2)
+
+        cuts = []
+        for channel in np.unique(channels):
+            mine = channels == channel
+            cuts.append((int(channel), snippets(channel, starts[mine][:FAINT_SNIPPETS_PER_CHANNEL]),
+                         snippets(channel, starts[mine & strong][:FAINT_SNIPPETS_PER_CHANNEL])))
+        return cuts
+
+    def add(self, cuts: list[tuple[int, np.ndarray, np.ndarray]], negative: tuple[np.ndarray, np.ndarray],
+            positive: tuple[np.ndarray, np.ndarray]) -> None:
+        """Keep each channel's snippets until it holds FAINT_SNIPPETS_PER_CHANNEL (the first ones added), and
+        count every peak found (`negative`, `positive`: the channels of each, and whether each is strong)."""
+        (negative, strong_negative), (positive, strong_positive) = negative, positive
+        self.every.count(negative, positive)
+        self.strong.count(negative[strong_negative], positive[strong_positive])
+        for channel, every, strong in cuts:
+            self.every.keep(channel, every)
+            self.strong.keep(channel, strong)
+
+
+class _Snippets:
+    """One kind of peak's snippets, each channel's first FAINT_SNIPPETS_PER_CHANNEL, and the count of every
+    such peak found on each channel, negative and (the noise's mirror image) positive."""
+
+    def __init__(self, n_channels: int) -> None:
         self.parts: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
-        self.counts = np.zeros(n_channels, dtype=np.int64)
-        # Every unexplained peak found on each channel, negative and (the noise's mirror image) positive.
+        self.counts = np.zeros(n_channels, dtype=np.int64)  # snippets kept
         self.negative = np.zeros(n_channels, dtype=np.int64)
         self.positive = np.zeros(n_channels, dtype=np.int64)
 
-    def cut(self, residual: np.ndarray, starts: np.ndarray, channels: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """(channel, (n, n_near, n_taps) snippets) of each channel's peaks starting at `starts` in
-        `residual`, at most FAINT_SNIPPETS_PER_CHANNEL a channel: what `add` keeps, cut where the
-        residual is (a search worker), so that only the snippets travel."""
-        offsets = np.arange(self.n_taps)
-        cuts = []
-        for channel in np.unique(channels):
-            mine = starts[channels == channel][:FAINT_SNIPPETS_PER_CHANNEL]
-            near = self.near[channel]
-            cuts.append((int(channel), residual[near[:, None, None], (mine[:, None] + offsets[None, :])[None]]
-                         .transpose(1, 0, 2)))
-        return cuts
-
-    def add(self, cuts: list[tuple[int, np.ndarray]], negative: np.ndarray, positive: np.ndarray) -> None:
-        """Keep each channel's snippets until it holds FAINT_SNIPPETS_PER_CHANNEL (the first ones added), and
-        count every peak found (`negative`, `positive`: the channels of each)."""
+    def count(self, negative: np.ndarray, positive: np.ndarray) -> None:
         self.negative += np.bincount(negative, minlength=len(self.negative))
         self.positive += np.bincount(positive, minlength=len(self.positive))
-        for channel, snippets in cuts:
-            room = FAINT_SNIPPETS_PER_CHANNEL - self.counts[channel]
-            if room <= 0:
-                continue
+
+    def keep(self, channel: int, snippets: np.ndarray) -> None:
+        room = FAINT_SNIPPETS_PER_CHANNEL - self.counts[channel]
+        if room > 0 and len(snippets):
             self.parts[channel].append(snippets[:room])
             self.counts[channel] += min(room, len(snippets))
 
-    def snippets(self, channel: int) -> np.ndarray:
-        return np.concatenate(self.parts[channel]) if self.parts[channel] else np.zeros((0, 0, self.n_taps))
+    def of(self, channel: int) -> np.ndarray:
+        return np.concatenate(self.parts[channel])
 
-    def unlike_noise(self) -> np.ndarray:
-        """(n_channels,) bool: the channels whose negative peaks outnumber what noise gives (`noise_excess`)."""
-        return noise_excess(self.negative, self.positive) >= FAINT_NOISE_EXCESS_Z
+    def unlike_noise(self, min_spikes: int, min_excess: float) -> np.ndarray:
+        """(n_channels,) bool: the channels with `min_spikes` snippets or more whose negative peaks outnumber
+        what noise gives by `min_excess` or more (`noise_excess`)."""
+        return (self.counts >= min_spikes) & (noise_excess(self.negative, self.positive) >= min_excess)
 
 
 def noise_excess(negative: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -259,13 +288,16 @@ def faint_candidates(
                 return times[inside], channels[inside]
 
             times, channels = peaks(residual)
-            _, mirrored = peaks(-residual)  # the positive peaks: what noise alone gives (noise_excess)
-            return store.cut(residual, times - peak_tap, channels), channels, mirrored
+            strong = residual[channels, times] <= -FAINT_STRONG_THRESHOLD
+            mirror_times, mirrored = peaks(-residual)  # the positive peaks: what noise alone gives (noise_excess)
+            mirrored_strong = residual[mirrored, mirror_times] >= FAINT_STRONG_THRESHOLD
+            return (store.cut(residual, times - peak_tap, channels, strong), (channels, strong),
+                    (mirrored, mirrored_strong))
 
         found = list(in_order(cuts_of, list(range(len(cores))), workers))
         return ([cut for cuts, _, _ in found for cut in cuts],
-                np.concatenate([negative for _, negative, _ in found]),
-                np.concatenate([positive for _, _, positive in found]))
+                tuple(np.concatenate(column) for column in zip(*(negative for _, negative, _ in found))),
+                tuple(np.concatenate(column) for column in zip(*(positive for _, _, positive in found))))
 
     # Each searched batch is coded in parts of a few chunks, a part per free core (in a thread with one torch
     # thread, as inference runs its batches: inference.spikes_of_batches says why), then its residual is
@@ -307,8 +339,10 @@ def _cluster_candidates(store: _SnippetStore, filters: np.ndarray) -> np.ndarray
     does (engine/pipeline/unit_merge.py)."""
     n_filters, n_channels, n_taps = filters.shape
     means, sizes, reliabilities = [], [], []
-    for channel in np.flatnonzero((store.counts >= FAINT_MIN_SPIKES) & store.unlike_noise()):
-        snippets = store.snippets(int(channel))
+    by_every = store.every.unlike_noise(FAINT_MIN_SPIKES, FAINT_NOISE_EXCESS_Z)
+    by_strong = store.strong.unlike_noise(FAINT_MIN_STRONG_SPIKES, FAINT_STRONG_NOISE_EXCESS_Z)
+    for channel in np.flatnonzero(by_every | by_strong):
+        snippets = store.every.of(int(channel)) if by_every[channel] else store.strong.of(int(channel))
         mean = np.zeros((n_channels, n_taps), dtype=np.float32)
         mean[store.near[channel]] = snippets.mean(axis=0)
         means.append(mean)

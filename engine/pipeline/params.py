@@ -253,6 +253,12 @@ FAINT_MAX_SECONDS = 60.0
 # noise alone, a few times a minute on each channel.
 FAINT_THRESHOLD = 4.0
 FAINT_MIN_SPIKES = 30  # a channel's peaks, at least, to make a candidate
+# ... or this many of its peaks at the first dictionary's detection bar or deeper (noise crosses 5 σ about
+# once in 20 s a channel): a neuron firing at 2 Hz, coded by no filter, peaks at 4 σ or deeper ~40 times in
+# the 20 s searched on a 384-channel probe, as often as the noise does, but the noise's peaks sit at 4-4.5 σ.
+FAINT_STRONG_THRESHOLD = DETECTION_THRESHOLD
+FAINT_MIN_STRONG_SPIKES = 15
+FAINT_STRONG_NOISE_EXCESS_Z = 4.0
 # ... and this many standard deviations more negative peaks than positive ones (noise gives both alike;
 # a neuron's troughs only the negative): see faint_units.noise_excess.
 FAINT_NOISE_EXCESS_Z = 4.0
