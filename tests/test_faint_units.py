@@ -196,6 +196,34 @@ def test_peaks_of_a_filtered_neuron_make_no_candidate():
     assert _cluster_candidates(store, other).shape == (1, N_CHANNELS, N_TAPS)
 
 
+def test_deep_peaks_beside_a_channel_whose_every_peak_counts_make_no_candidate_of_their_own():
+    from engine.pipeline.faint_units import _cluster_candidates, _SnippetStore
+    n_channels = 12
+    positions = np.stack([np.zeros(n_channels), 20.0 * np.arange(n_channels)], axis=1)
+    neighbourhoods = np.abs(np.subtract.outer(np.arange(n_channels), np.arange(n_channels))) <= 1
+    store = _SnippetStore(positions, neighbourhoods, N_TAPS)
+    taps, rng = np.arange(N_TAPS), np.random.default_rng(3)
+    no_peak = (np.zeros(0, np.int64), np.zeros(0, bool))
+
+    def spike(channel: int, width: float) -> np.ndarray:
+        gains = np.exp(-0.5 * (np.arange(n_channels) - channel) ** 2)
+        return -gains[:, None] * np.exp(-0.5 * ((taps - PEAK) / width) ** 2)[None, :]
+
+    def add_peaks(shape: np.ndarray, count: int, depth: float, channel: int, strong: bool) -> None:
+        residual = 0.05 * rng.standard_normal((n_channels, count * 100)).astype(np.float32)
+        starts = np.arange(count) * 100 + 20
+        for start in starts:
+            residual[:, start : start + N_TAPS] += depth * shape
+        channels, flags = np.full(count, channel), np.full(count, strong)
+        store.add(store.cut(residual, starts, channels, flags), (channels, flags), no_peak)
+
+    add_peaks(spike(1, 2.0), 60, 4.5, 1, False)  # channel 1 counts every peak
+    add_peaks(spike(2, 5.0), 20, 6.0, 2, True)  # deep peaks of another shape beside it: too few for every peak
+    add_peaks(spike(8, 3.0), 20, 6.0, 8, True)  # the same, on a channel with no such neighbour
+    found = _cluster_candidates(store, unit_norm(spike(5, 1.0))[None])
+    assert sorted(np.ptp(found, axis=2).argmax(axis=1).tolist()) == [1, 8]
+
+
 # 28.5 s: the last batch is 5 chunks, the last of them half a second long, which the search codes in parts
 # of 2 chunks (faint_units.search_parts); alone, that chunk would not be padded as in the whole batch.
 @pytest.mark.parametrize("seconds", [30.0, 28.5])

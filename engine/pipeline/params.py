@@ -253,9 +253,13 @@ FAINT_MAX_SECONDS = 60.0
 # noise alone, a few times a minute on each channel.
 FAINT_THRESHOLD = 4.0
 FAINT_MIN_SPIKES = 30  # a channel's peaks, at least, to make a candidate
-# ... or this many of its peaks at the first dictionary's detection bar or deeper (noise crosses 5 σ about
-# once in 20 s a channel): a neuron firing at 2 Hz, coded by no filter, peaks at 4 σ or deeper ~40 times in
-# the 20 s searched on a 384-channel probe, as often as the noise does, but the noise's peaks sit at 4-4.5 σ.
+# ... or this many of its peaks at the first dictionary's detection bar or deeper, with as many standard
+# deviations more negative than positive ones: a neuron at 2 Hz that no filter codes peaks ~40 times in the
+# 20 s searched on a 384-channel probe, shared by two or three channels, each of which the noise crosses
+# -4 σ ~20 times; but it crosses 5 σ seldom (SpikeInterface's drifting 384-channel probe: +5 σ 32 times
+# on the 384 channels in all, at most twice on one; -5 σ 161 times, 12-19 on the channels of such neurons).
+# A bar of 10 found two more neurons there, and a candidate of ten noisy peaks that took one's spikes and
+# 300 events of no neuron's (0.8530 -> 0.8534, the rare neuron 1.00 -> 0.00).
 FAINT_STRONG_THRESHOLD = DETECTION_THRESHOLD
 FAINT_MIN_STRONG_SPIKES = 15
 FAINT_STRONG_NOISE_EXCESS_Z = 4.0
