@@ -1,4 +1,4 @@
-"""Two neurons, one filter, one size: split a unit along the direction its recorded spikes differ most.
+"""Two neurons in one unit: split it along the direction its recorded spikes differ most.
 
 Two neurons whose waveforms are nearly the same shape and size share one
 filter, and neither their codes' amplitudes (engine/pipeline/amplitude_split.py)
@@ -29,6 +29,17 @@ FIT_BLOCKS blocks spread over the recording, then every spike of a unit that
 is split. On SpikeInterface's 32-channel probe (5 min), five units' trains
 broke the period and none of them split: 0.6 s.
 
+A unit whose train is too sparse for the period to judge (fewer than REFRACTORY_SPLIT_MIN_EXPECTED pairs
+due) is tried too (since stop 66), by two clusters of its snippets (`_cluster_direction`): neurons firing
+a few times a second leave too few pairs for the count,
+and on SpikeInterface's drifting 384-channel probe (2-8 Hz neurons) units held two neurons, or a neuron
+and hundreds of events of none, that no other stage told apart (unit 37: 949 events, 130 of one
+neuron, 79 of another, 476 of none). A 2-means of the unit's clean snippets' first principal components
+gives the two groups, their discriminant the direction; one neuron's spikes, size drifting or not, stood
+3.5-4.9 SDs apart along it, the mixed units 5.5-18 (CLUSTER_SPLIT_SEPARATION 5.5). Should one neuron
+be cut, the merge that follows (engine/pipeline/unit_merge.py) can join its halves again on their waveform.
+There: static 0.853 -> 0.867, drifting 0.830 -> 0.850.
+
 The groups' own refractory counts cannot confirm the split: the spikes that
 break the period are, by definition, those that overlap another spike of the
 unit within 1.5 ms, and an overlap moves both snippets the same way, so such
@@ -50,7 +61,7 @@ from engine.pipeline.coincidences import group_medians
 from engine.pipeline.main_channels import main_channels
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
-from engine.pipeline.unit_merge import Windows, breaks_refractory
+from engine.pipeline.unit_merge import Windows, breaks_refractory, judges_refractory
 
 # The snippet read around each spike time (its extremum), ms before and after.
 SNIPPET_MS = (1.0, 1.7)
@@ -67,6 +78,15 @@ WAVEFORM_SPLIT_ROUNDS = 3
 # Otsu's two groups of the clean projections at least this many pooled SDs apart (as the amplitude
 # split's bar: one normal distribution gives 2.65).
 WAVEFORM_SPLIT_SEPARATION = 5.0
+# A unit too sparse for the period to judge is cut in two clusters of its snippets when they are this far apart
+# along their discriminant: a 2-means finds two groups in one neuron's too, 3.5-4.9 SDs apart on
+# SpikeInterface's drifting 384-channel probe (50 units of one neuron each), where two neurons, or a
+# neuron and events of none, were 5.5-18 apart (stop 66, `cluster_offline2.py`).
+CLUSTER_SPLIT_SEPARATION = 5.5
+# The fraction of a unit's snippets, closest to its median, that are clustered (collisions left out).
+CLUSTER_CLEAN_FRACTION = 0.9
+# The principal components of those snippets the 2-means runs on.
+CLUSTER_COMPONENTS = 3
 
 
 def split_by_waveform(sorting: Sorting, recording, noise_levels: np.ndarray, channel_mask: np.ndarray,
@@ -94,15 +114,21 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
     of_unit = spikes_of_each_filter(sorting.spike_units, sorting.n_units)  # each unit's spikes, in time order
     times = sorting.spike_times
     readable = (times - before >= 0) & (times + after <= recording.n_samples)
-    # Units whose train breaks the refractory period, each on its main channels.
-    candidates = {}
+    # Units whose train breaks the refractory period, and those too sparse for the period to judge (too few
+    # pairs due by chance), each on its main channels. A train that keeps the period with pairs enough due is
+    # one neuron's: not tried (a 32-channel probe's 15-Hz neuron lost 2.5 % of its spikes to two clusters).
+    candidates, breaks = {}, {}
     for unit in range(sorting.n_units) if units_to_try is None else sorted(units_to_try):
         members = of_unit[unit][readable[of_unit[unit]]]  # a spike at the recording's very edge stays with its unit
         channels = main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
-        if len(members) >= 2 * MIN_SPLIT_SPIKES and len(channels) and breaks_refractory(times[members], windows):
+        if len(members) < 2 * MIN_SPLIT_SPIKES or not len(channels):
+            continue
+        broken = breaks_refractory(times[members], windows)
+        if broken or not judges_refractory(times[members], windows):
             # Each group at least this many spikes, as the amplitude split asks.
             smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * len(of_unit[unit])))
             candidates[unit] = (members, channels, smallest)
+            breaks[unit] = broken
     if not candidates:
         return sorting, set()
     # Each unit's direction and threshold from its spikes in a few blocks spread over the recording, the
@@ -111,9 +137,14 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
     fitted = _read_snippets({unit: (times[members][np.isin(times[members] // BLOCK_SAMPLES, fit_blocks)], channels)
                              for unit, (members, channels, _) in candidates.items()}, recording, noise_levels,
                             before, after)
-    splits = {}
+    splits, routes = {}, {}
     for unit, (members, _, smallest) in candidates.items():
-        found = _direction(fitted[unit], smallest * len(fitted[unit]) / len(members))
+        fewest = smallest * len(fitted[unit]) / len(members)
+        # A broken period: the main direction of its clean spikes. Where that finds no two groups, or the
+        # period cannot judge (a pair of few-hertz neurons), two clusters of its snippets.
+        found, routes[unit] = (_direction(fitted[unit], fewest) if breaks[unit] else None), "main difference"
+        if found is None:
+            found, routes[unit] = _cluster_direction(fitted[unit], fewest), "two clusters"
         if found is not None:
             splits[unit] = found
     if not splits:
@@ -134,7 +165,7 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
             continue
         units[members[second]] = sorting.n_units + len(parents)
         parents.append(unit)
-        notes.append(f"{unit} in 2 ({separation:.1f} SD apart along its spikes' main difference)")
+        notes.append(f"{unit} in 2 ({separation:.1f} SD apart along its spikes' {routes[unit]})")
     if not parents:
         return sorting, set()
     halves = set(parents) | set(range(sorting.n_units, sorting.n_units + len(parents)))
@@ -164,6 +195,57 @@ def _direction(snippets: np.ndarray, smallest: float) -> tuple[np.ndarray, np.nd
     if min(above, len(snippets) - above) < smallest:
         return None
     return centre, direction, threshold, separation
+
+
+def _cluster_direction(snippets: np.ndarray, smallest: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """(centre, direction, threshold, separation) of two clusters of `snippets`, or None when they are not
+    CLUSTER_SPLIT_SEPARATION pooled SDs apart or one side holds fewer than `smallest` of the snippets.
+
+    The CLUSTER_CLEAN_FRACTION closest to the unit's median snippet (collisions left out), their first
+    CLUSTER_COMPONENTS principal components in two by 2-means, started from the 10th and 90th
+    percentile along the first (no randomness: a sort is repeatable); the direction is the clusters'
+    discriminant (Fisher's: their means' difference over their pooled covariance), and Otsu's
+    threshold along it makes the split, as for the main difference."""
+    if len(snippets) < 2 * MIN_SPLIT_SPIKES:
+        return None
+    residual = np.linalg.norm(snippets - np.median(snippets, axis=0), axis=1)
+    clean = snippets[residual <= np.quantile(residual, CLUSTER_CLEAN_FRACTION)].astype(np.float64)
+    centre = clean.mean(axis=0)
+    components = np.linalg.svd(clean - centre, full_matrices=False)[2][:CLUSTER_COMPONENTS]
+    scores = (clean - centre) @ components.T
+    groups = _two_means(scores)
+    sizes = np.bincount(groups, minlength=2)
+    if sizes.min() < 2:
+        return None
+    pooled = sum(np.atleast_2d(np.cov(scores[groups == k].T)) * (sizes[k] - 1) for k in range(2)) / (len(scores) - 2)
+    difference = scores[groups == 1].mean(axis=0) - scores[groups == 0].mean(axis=0)
+    weights = np.linalg.solve(pooled + 1e-9 * np.trace(pooled) * np.eye(len(pooled)), difference)
+    direction = components.T @ weights
+    direction /= max(np.linalg.norm(direction), 1e-12)
+    threshold, separation = _otsu((clean - centre) @ direction)
+    if separation < CLUSTER_SPLIT_SEPARATION:
+        return None
+    above = int(np.count_nonzero((snippets - centre) @ direction > threshold))
+    if min(above, len(snippets) - above) < smallest:
+        return None
+    return centre, direction, threshold, separation
+
+
+def _two_means(points: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """(n,) 0/1: Lloyd's 2-means of `points` (n, d), started from the points at the 10th and 90th
+    percentile of the first coordinate."""
+    order = np.argsort(points[:, 0], kind="stable")
+    centres = points[[order[len(points) // 10], order[(9 * len(points)) // 10]]]
+    groups = np.zeros(len(points), dtype=np.int64)
+    for _ in range(iterations):
+        groups = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+        if groups.min() == groups.max():
+            break
+        moved = np.stack([points[groups == k].mean(axis=0) for k in range(2)])
+        if np.allclose(moved, centres):
+            break
+        centres = moved
+    return groups
 
 
 def _read_snippets(requests: dict, recording, noise_levels: np.ndarray, before: int, after: int,
