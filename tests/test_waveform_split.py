@@ -4,7 +4,8 @@ import numpy as np
 
 from engine.io.recording import NumpyRecording
 from engine.pipeline.sorting import Sorting, SortProvenance
-from engine.pipeline.unit_merge import Windows, judges_refractory, refractory_dip
+from engine.pipeline.params import REFRACTORY_SPLIT_MIN_EXPECTED
+from engine.pipeline.unit_merge import Windows, refractory_dip
 from engine.pipeline.waveform_split import split_by_waveform
 from tests.test_unit_merge import DEAD, RATE, spike_train
 
@@ -94,7 +95,7 @@ def test_one_neuron_whose_size_varies_stays_one_unit():
     rng = np.random.default_rng(4)
     seconds = 60.0
     neuron = spike_train(rng, int(seconds * RATE), 5.0)
-    assert not judges_refractory(neuron, Windows.at(RATE, DEAD))
+    assert refractory_dip(neuron, neuron, Windows.at(RATE, DEAD))[1] < REFRACTORY_SPLIT_MIN_EXPECTED
     traces = rng.standard_normal((int(seconds * RATE), N_CHANNELS)).astype(np.float32)
     spike = waveform("a").astype(np.float32)
     for time, scale in zip(neuron, rng.uniform(0.75, 1.25, len(neuron))):

@@ -49,9 +49,8 @@ from engine.pipeline.refinement import AmplitudePrior
 from engine.pipeline.initialization import detect_peaks_on_probe
 from engine.pipeline.params import (DUPLICATE_SIMILARITY, FAINT_MAX_SECONDS, FAINT_MAX_VALUES, FAINT_MIN_POOL_SPIKES,
                                     FAINT_MIN_SPIKES, FAINT_NOISE_EXCESS_Z, FAINT_PART_CHUNKS, FAINT_SNIPPET_CHANNELS,
-                                    FAINT_SNIPPETS_PER_CHANNEL, FAINT_STRONG_THRESHOLD, FAINT_MIN_STRONG_SPIKES, FAINT_STRONG_NOISE_EXCESS_Z,
-                                    FAINT_THRESHOLD,
-                                    PEAK_FRACTION, SHADOW_WINDOW_MS)
+                                    FAINT_SNIPPETS_PER_CHANNEL, FAINT_STRONG_THRESHOLD, FAINT_MIN_STRONG_SPIKES,
+                                    FAINT_STRONG_NOISE_EXCESS_Z, FAINT_THRESHOLD, PEAK_FRACTION, SHADOW_WINDOW_MS)
 from engine.pipeline.sorting import peak_taps
 from engine.pipeline.stages import SortStopped
 

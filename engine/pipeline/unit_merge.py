@@ -153,12 +153,6 @@ def dip_in_excess(observed: int, expected: float) -> bool:
     return observed > MAX_REFRACTORY_RATIO * expected
 
 
-def judges_refractory(train: np.ndarray, windows: Windows) -> bool:
-    """Whether a spike train (sorted times) is dense enough for its refractory count to say anything: at
-    least REFRACTORY_SPLIT_MIN_EXPECTED pairs due by chance in its window."""
-    return refractory_dip(train, train, windows)[1] >= REFRACTORY_SPLIT_MIN_EXPECTED
-
-
 def breaks_refractory(train: np.ndarray, windows: Windows) -> bool:
     """Whether a spike train (sorted times) breaks the refractory period: more than MAX_REFRACTORY_RATIO
     of the chance count of pairs in its window, with at least REFRACTORY_SPLIT_MIN_EXPECTED due."""

@@ -31,8 +31,8 @@ broke the period and none of them split: 0.6 s.
 
 A unit whose train is too sparse for the period to judge (fewer than REFRACTORY_SPLIT_MIN_EXPECTED pairs
 due) is tried too (since stop 66), by two clusters of its snippets (`_cluster_direction`): neurons firing
-a few times a second leave too few pairs for the count,
-and on SpikeInterface's drifting 384-channel probe (2-8 Hz neurons) units held two neurons, or a neuron
+a few times a second leave too few pairs for the count, and on SpikeInterface's drifting 384-channel
+probe (2-8 Hz neurons) units held two neurons, or a neuron
 and hundreds of events of none, that no other stage told apart (unit 37: 949 events, 130 of one
 neuron, 79 of another, 476 of none). A 2-means of the unit's clean snippets' first principal components
 gives the two groups, their discriminant the direction; one neuron's spikes, size drifting or not, stood
@@ -60,9 +60,9 @@ from engine.cpu import adapt_threads, in_order, single_thread
 from engine.pipeline.amplitude_split import otsu_split
 from engine.pipeline.coincidences import group_medians
 from engine.pipeline.main_channels import main_channels
-from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
+from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES, REFRACTORY_SPLIT_MIN_EXPECTED
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
-from engine.pipeline.unit_merge import Windows, breaks_refractory, judges_refractory
+from engine.pipeline.unit_merge import Windows, dip_in_excess, refractory_dip
 
 # The snippet read around each spike time (its extremum), ms before and after.
 SNIPPET_MS = (1.0, 1.7)
@@ -124,8 +124,12 @@ def _split_once(sorting: Sorting, recording, noise_levels: np.ndarray, channel_m
         channels = main_channels(sorting.templates[unit], noise_levels, channel_mask[sorting.filter_index[unit]])
         if len(members) < 2 * MIN_SPLIT_SPIKES or not len(channels):
             continue
-        broken = breaks_refractory(times[members], windows)
-        if broken or not judges_refractory(times[members], windows):
+        # The train's pairs inside the period, and how many chance would put there (unit_merge.breaks_refractory's
+        # test, the count taken once for both questions).
+        observed, expected = refractory_dip(times[members], times[members], windows)
+        judged = expected >= REFRACTORY_SPLIT_MIN_EXPECTED
+        broken = judged and dip_in_excess(observed, expected)
+        if broken or not judged:
             # Each group at least this many spikes, as the amplitude split asks.
             smallest = max(MIN_SPLIT_SPIKES, int(AMPLITUDE_SPLIT_MIN_FRACTION * len(of_unit[unit])))
             candidates[unit] = (members, channels, smallest)
