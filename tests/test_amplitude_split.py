@@ -190,6 +190,28 @@ def test_a_filter_holding_two_neurons_whose_sizes_overlap_is_split_when_its_trai
     assert set(units) == {0} and not splits
 
 
+def test_a_slow_neuron_too_sparse_for_its_own_count_is_split_from_a_busy_one_on_its_filter():
+    # As on the simulator's tetrode (recording seed 2): a 13-Hz neuron and a 2.9-Hz one 0.97 alike, at 0.74
+    # of its size, on one filter; their amplitude groups overlap, and the slow neuron's train alone has under
+    # REFRACTORY_SPLIT_MIN_EXPECTED pairs due in the window, too few to show it keeps the period. Here an
+    # 11-Hz and a 3.3-Hz neuron at 0.71 of its size: the slower group's own count has 6.7 pairs due.
+    from engine.pipeline.params import REFRACTORY_SPLIT_MIN_EXPECTED
+    from engine.pipeline.unit_merge import refractory_dip
+
+    rng = np.random.default_rng(11)
+    busy, slow = spike_train(rng, int(300 * RATE), 11.0), spike_train(rng, int(300 * RATE), 3.3)
+    jitter = lambda size, n: size * np.exp(0.08 * rng.standard_normal(n))  # noqa: E731
+    times, amplitudes, filters = one_filter_of([busy, slow], [jitter(70.0, len(busy)), jitter(50.0, len(slow))])
+    assert amplitude_groups(amplitudes, min_spikes=20) is None  # the amplitudes alone keep it whole
+    windows = Windows.at(RATE, DEAD)
+    assert refractory_dip(slow, slow, windows)[1] < REFRACTORY_SPLIT_MIN_EXPECTED
+    units, unit_filters, splits = split_by_amplitude(amplitudes, filters, 1, min_spikes=20, min_fraction=0.05,
+                                                     times=times, windows=windows)
+    assert list(unit_filters) == [0, 0] and list(splits) == [0]
+    from_busy = np.isin(times, busy)
+    assert np.mean(units[from_busy] == 1) > 0.95 and np.mean(units[~from_busy] == 0) > 0.95
+
+
 def test_one_neuron_with_two_sizes_keeps_its_unit_even_among_stray_events():
     # The same two sizes on one neuron's spikes (a cell whose spikes shrink in a burst, say).
     rng = np.random.default_rng(16)
