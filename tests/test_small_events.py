@@ -44,3 +44,21 @@ def test_a_neuron_that_shrinks_with_drift_and_a_few_small_events_stay_one_unit()
     few = np.sort(rng.integers(100, N_SAMPLES - 100, 10))
     both = one_unit(np.concatenate([neuron, few]), np.concatenate([rng.normal(100, 8, len(neuron)), np.full(10, 20.0)]))
     assert separate_small_events(both).n_units == 1
+
+
+def test_a_faint_units_lower_mode_at_the_noises_level_is_set_apart():
+    # As on the drifting generator's static 384-channel probe: a faint neuron's filter coded, besides its 180
+    # spikes (codes ~13, λ 5), about as many events of no neuron just over λ (~7): over half its size, not
+    # small events by SMALL_EVENT_FRACTION, and Otsu's groups under the amplitude split's 5 SDs apart.
+    rng = np.random.default_rng(2)
+    neuron = spike_train(rng, N_SAMPLES, 2.0)
+    noise = np.sort(rng.integers(100, N_SAMPLES - 100, 150))
+    sizes = np.concatenate([5.0 * 13.0 * np.exp(0.15 * rng.standard_normal(len(neuron))),
+                            5.0 * 7.0 * np.exp(0.12 * rng.standard_normal(len(noise)))])
+    split = separate_small_events(one_unit(np.concatenate([neuron, noise]), sizes))
+    assert split.n_units == 2
+    assert np.mean(split.spike_units[np.isin(split.spike_times, noise)] == 1) > 0.9
+    assert np.mean(split.spike_units[np.isin(split.spike_times, neuron)] == 0) > 0.9  # its smallest few go with them
+    # The same two groups four times bigger, the lower one far above the noise's level: one neuron's two sizes,
+    # for the amplitude split and the spike trains to judge, not set apart here.
+    assert separate_small_events(one_unit(np.concatenate([neuron, noise]), 4.0 * sizes)).n_units == 1

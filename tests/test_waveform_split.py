@@ -118,12 +118,17 @@ def test_two_slow_neurons_in_one_unit_are_split_as_two_clusters_without_a_broken
     assert expected < 8  # the refractory route cannot judge this unit
     split = split_by_waveform(one_unit_sorting(both), recording, np.ones(N_CHANNELS, np.float32),
                               np.ones((1, N_CHANNELS), bool), DEAD)
+    assert_two_units_apart(split, first)
+    assert "along its spikes' two clusters" in split.provenance.amplitude_splits
+
+
+def assert_two_units_apart(split: Sorting, first: np.ndarray) -> None:
+    """`split` is two units, one holding over 95 % of the `first` neuron's spikes, the other over 95 % of the rest."""
     assert split.n_units == 2
     from_first = np.isin(split.spike_times, first)
     first_unit = np.bincount(split.spike_units[from_first]).argmax()
     assert np.mean(split.spike_units[from_first] == first_unit) > 0.95
     assert np.mean(split.spike_units[~from_first] == 1 - first_unit) > 0.95
-    assert "along its spikes' two clusters" in split.provenance.amplitude_splits
 
 
 def test_a_unit_of_three_neurons_is_split_again_until_each_is_one():
@@ -185,8 +190,4 @@ def test_a_unit_whose_few_due_pairs_happen_to_keep_the_period_is_still_tried_as_
     recording = recording_of([first, second], ["a", "c"], seconds, rng)
     split = split_by_waveform(one_unit_sorting(joint), recording, np.ones(N_CHANNELS, np.float32),
                               np.ones((1, N_CHANNELS), bool), DEAD)
-    assert split.n_units == 2
-    from_first = np.isin(split.spike_times, first)
-    first_unit = np.bincount(split.spike_units[from_first]).argmax()
-    assert np.mean(split.spike_units[from_first] == first_unit) > 0.95
-    assert np.mean(split.spike_units[~from_first] == 1 - first_unit) > 0.95
+    assert_two_units_apart(split, first)
