@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import median_filter
 
-from engine.pipeline.amplitude_split import otsu_split, spread
+from engine.pipeline.amplitude_split import amplitude_groups
 from engine.pipeline.params import AMPLITUDE_SPLIT_MIN_FRACTION, MIN_SPLIT_SPIKES
 from engine.pipeline.sorting import Sorting, spikes_of_each_filter
 from engine.pipeline.waveform_split import with_new_units
@@ -67,19 +67,18 @@ def noise_level_mode(codes: np.ndarray, local: np.ndarray, lambda_: float, min_s
     """(n,) bool: which of a unit's events form its lower mode at the noise's level, each group at least
     `min_spikes`; None when its codes have no such mode. codes: the events' code amplitudes (noise σ), in time
     order; local: the median of the unit's codes around each (so that a neuron whose spikes shrink or grow
-    as the probe drifts has one mode, as for the small events)."""
-    relative = np.log(np.maximum(codes, 1e-30) / np.maximum(local, 1e-30))
-    order = np.argsort(relative, kind="stable")
-    logs = relative[order]
-    split = otsu_split(logs, min_spikes)
-    if split is None:
+    as the probe drifts has one mode, as for the small events). The two groups are the amplitude split's
+    (Otsu's on the logs, trimmed spreads), at a lower bar than its own."""
+    relative = np.maximum(codes, 1e-30) / np.maximum(local, 1e-30)
+    found = amplitude_groups(relative, min_spikes, min_separation=NOISE_MODE_SEPARATION)
+    if found is None:
         return None
-    low, high = logs[:split], logs[split:]
-    separation = (high.mean() - low.mean()) / max(np.sqrt(0.5 * (spread(low) ** 2 + spread(high) ** 2)), 1e-12)
-    if (separation < NOISE_MODE_SEPARATION or np.median(codes[order[:split]]) > NOISE_MODE_MAX_LAMBDAS * lambda_
-            or np.median(high) - np.median(low) < np.log(NOISE_MODE_MIN_RATIO)):
+    lower = relative <= found[0]
+    logs = np.log(relative)
+    if (np.median(codes[lower]) > NOISE_MODE_MAX_LAMBDAS * lambda_
+            or np.median(logs[~lower]) - np.median(logs[lower]) < np.log(NOISE_MODE_MIN_RATIO)):
         return None
-    return relative < 0.5 * (low[-1] + high[0])
+    return lower
 
 
 def separate_small_events(sorting: Sorting) -> Sorting:
